@@ -1,0 +1,3 @@
+"""backupctl: backups you can prove."""
+
+__version__ = "0.1.0"

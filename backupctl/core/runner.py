@@ -1,0 +1,127 @@
+"""The one place that starts subprocesses: argv lists only, no shell, secrets through env/fds.
+
+Commands are logged at debug level with registered secrets masked. Callers pass secrets through
+`env` (e.g. PGPASSWORD) or inherited file descriptors (`pass_fds`), never in argv.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from backupctl.core.secrets import mask
+from backupctl.errors import ConfigError, JobFailed
+
+log = logging.getLogger("backupctl.runner")
+
+
+def require_tool(name: str, hint: str = "") -> str:
+    """Return the absolute path of a program, or raise ConfigError saying how to get it."""
+    found = shutil.which(name)
+    if not found:
+        extra = f" ({hint})" if hint else ""
+        raise ConfigError(f"required program '{name}' was not found on PATH{extra}")
+    return found
+
+
+def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def describe(argv: Sequence[str]) -> str:
+    return mask(" ".join(argv))
+
+
+@dataclass
+class Completed:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    input_text: str | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+    pass_fds: Sequence[int] = (),
+) -> Completed:
+    """Run a command to completion, capturing text output. Raises JobFailed when `check` fails."""
+    log.debug("run: %s", describe(argv))
+    try:
+        done = subprocess.run(
+            list(argv),
+            env=_env(env),
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            pass_fds=tuple(pass_fds),
+        )
+    except FileNotFoundError:
+        raise ConfigError(f"required program '{argv[0]}' was not found on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise JobFailed(f"{argv[0]} did not finish within {timeout}s") from None
+    result = Completed(list(argv), done.returncode, done.stdout, done.stderr)
+    if check and done.returncode != 0:
+        raise JobFailed(
+            f"{os.path.basename(argv[0])} exited with status {done.returncode}: "
+            f"{mask(last_lines(done.stderr))}"
+        )
+    return result
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: int | IO[bytes] | None = subprocess.DEVNULL,
+    stdout: int | IO[bytes] | None = subprocess.PIPE,
+    stderr: int | IO[bytes] | None = subprocess.PIPE,
+    pass_fds: Sequence[int] = (),
+) -> subprocess.Popen[bytes]:
+    """Start a streaming process (binary pipes). The caller owns waiting and cleanup."""
+    log.debug("start: %s", describe(argv))
+    try:
+        return subprocess.Popen(
+            list(argv),
+            env=_env(env),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            pass_fds=tuple(pass_fds),
+        )
+    except FileNotFoundError:
+        raise ConfigError(f"required program '{argv[0]}' was not found on PATH") from None
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """Terminate a process if it still runs, then kill it after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def last_lines(text: str | bytes, count: int = 5) -> str:
+    """The last few non-empty lines of tool output, for error messages."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-count:]) or "(no error output)"

@@ -1,0 +1,1 @@
+"""Policies: the one schema, loading with file:line errors, logical validation."""

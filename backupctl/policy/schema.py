@@ -1,0 +1,294 @@
+"""The policy schema: the single source of truth for validation, `policy example` and docs.
+
+Every plug-in's configuration model lives here, so one file shows everything a policy can say.
+Field `description`s become the comments of `backupctl policy example` and the reference tables
+in docs/policies.md; `examples` become the example values.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from backupctl.policy.types import Cron, Duration, Name, Secret
+
+EXAMPLE_RECIPIENT = "age1n3apkaaz7y5qsrs9l4z2akmel0gpz9m2astxq4jgzl2zheeex33s8kpzju"
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors (with a 'did you mean' hint from the loader)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- objectives etc.
+class Objectives(Strict):
+    rpo: Duration = Field(
+        description="Recovery point objective: the newest complete snapshot may be at most this old.",
+        examples=["24h"],
+    )
+    rto: Duration = Field(
+        description="Recovery time objective: a drill must restore and pass its checks within this time.",
+        examples=["1h"],
+    )
+
+
+class Encryption(Strict):
+    recipients: list[str] = Field(
+        min_length=1,
+        description=(
+            "age recipients (X25519 public keys, age1...) every artifact is encrypted to, or "
+            "file:/path of a recipients file (one key per line). The backup host needs only these."
+        ),
+        examples=[[EXAMPLE_RECIPIENT]],
+    )
+    identity: Secret | None = Field(
+        default=None,
+        description=(
+            "Where the private age identity is found for verify, restore and drills. Usually absent "
+            "on the backup host; kept offline."
+        ),
+        examples=["file:/etc/backupctl/keys/age-identity.txt"],
+    )
+
+
+class Signing(Strict):
+    trusted_keys: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Extra Ed25519 public keys (base64, as printed by `backupctl keys generate`) whose "
+            "manifest signatures verify accepts, e.g. the key of a backup host that no longer exists."
+        ),
+        examples=[[]],
+    )
+
+
+class Compression(Strict):
+    level: int = Field(default=3, ge=1, le=19, description="zstd level (3 is fast and good).", examples=[3])
+    threads: int = Field(
+        default=0, ge=0, le=64, description="zstd worker threads; 0 means one per CPU.", examples=[0]
+    )
+
+
+class Retention(Strict):
+    keep_last: int | None = Field(default=None, ge=0, description="Keep the N newest snapshots.")
+    keep_hourly: int | None = Field(default=None, ge=0, description="Keep the newest snapshot of N hours.")
+    keep_daily: int | None = Field(
+        default=None, ge=0, description="Keep the newest snapshot of N days.", examples=[7]
+    )
+    keep_weekly: int | None = Field(
+        default=None, ge=0, description="Keep the newest snapshot of N weeks.", examples=[4]
+    )
+    keep_monthly: int | None = Field(
+        default=None, ge=0, description="Keep the newest snapshot of N months.", examples=[12]
+    )
+    keep_yearly: int | None = Field(default=None, ge=0, description="Keep the newest snapshot of N years.")
+    keep_within: Duration | None = Field(
+        default=None, description="Keep every snapshot younger than this, e.g. 90d."
+    )
+
+
+# --------------------------------------------------------------------------- sources
+class SourceBase(Strict):
+    name: Name = Field(description="Unique name of the source within the policy.", examples=["shop-db"])
+    targets: list[Name] | None = Field(
+        default=None,
+        description="Names of the targets this source goes to; all targets when absent.",
+    )
+
+
+class PostgresSource(SourceBase):
+    type: Literal["postgres"] = Field(description="A PostgreSQL database dumped with pg_dump.")
+    url: str = Field(
+        description="Connection URL without a password: postgresql://user@host:port/dbname",
+        examples=["postgresql://backup@db.internal:5432/shop"],
+    )
+    password: Secret | None = Field(
+        default=None,
+        description="Password reference; passed to pg_dump as PGPASSWORD, never on its command line.",
+        examples=["cmd:pass show backup/shop-db"],
+    )
+    pg_dump: str = Field(default="pg_dump", description="pg_dump program (name or path).")
+    pg_restore: str = Field(default="pg_restore", description="pg_restore program (name or path).")
+    dump_options: list[str] = Field(
+        default_factory=list, description="Extra pg_dump options, e.g. ['--exclude-table=audit_log']."
+    )
+    via: str | None = Field(
+        default=None, description="Run the dump tool on another host: ssh://user@host[:port]."
+    )
+
+    @model_validator(mode="after")
+    def _no_password_in_url(self) -> PostgresSource:
+        rest = self.url.partition("://")[2]
+        credentials = rest.rpartition("@")[0]
+        if ":" in credentials:
+            raise ValueError("the url contains a literal password; remove it and use 'password: env:NAME'")
+        if not self.url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("url must start with postgresql://")
+        return self
+
+
+class MysqlSource(SourceBase):
+    type: Literal["mysql"] = Field(description="A MySQL or MariaDB database dumped with mariadb-dump.")
+    host: str = Field(default="localhost", description="Server host name.")
+    port: int = Field(default=3306, ge=1, le=65535, description="Server port.")
+    socket: str | None = Field(default=None, description="Unix socket path instead of host/port.")
+    user: str = Field(description="Database user.", examples=["backup"])
+    password: Secret | None = Field(
+        default=None, description="Password reference; passed through a defaults file on an inherited fd."
+    )
+    database: str = Field(description="Database name.", examples=["shop"])
+    via: str | None = Field(
+        default=None, description="Run the dump tool on another host: ssh://user@host[:port]."
+    )
+
+
+class SqliteSource(SourceBase):
+    type: Literal["sqlite"] = Field(description="A SQLite database copied with the online backup API.")
+    path: str = Field(description="Absolute path of the database file.", examples=["/srv/app/app.db"])
+
+
+class FilesSource(SourceBase):
+    type: Literal["files"] = Field(description="A directory tree archived as a tar stream.")
+    path: str = Field(description="Absolute path of the directory.", examples=["/srv/shop/uploads"])
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Glob patterns (relative paths or base names) to leave out.",
+        examples=[["*.tmp", "cache/*"]],
+    )
+
+
+SourceConfig = Annotated[
+    PostgresSource | MysqlSource | SqliteSource | FilesSource, Field(discriminator="type")
+]
+
+
+# --------------------------------------------------------------------------- targets
+class TargetBase(Strict):
+    name: Name = Field(description="Unique name of the target within the policy.", examples=["nas"])
+    medium: str = Field(
+        default="disk",
+        description="Storage medium, for the 3-2-1 rule: disk, nas, object-storage, tape, ...",
+    )
+    offsite: bool = Field(default=False, description="Whether this copy lives away from the production site.")
+
+
+class LocalTarget(TargetBase):
+    type: Literal["local"] = Field(description="A directory: local disk or a mounted NAS share.")
+    path: str = Field(description="Absolute directory path.", examples=["/var/backups/backupctl"])
+
+
+class S3ObjectLock(Strict):
+    mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field(default="COMPLIANCE", description="Object lock mode.")
+    days: int = Field(ge=1, description="Default retention in days.", examples=[30])
+
+
+class S3Lifecycle(Strict):
+    transition_days: int | None = Field(default=None, ge=0, description="Move to archive after N days.")
+    transition_class: Literal["GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "STANDARD_IA"] = Field(
+        default="GLACIER", description="Archive storage class for the transition."
+    )
+    noncurrent_expire_days: int | None = Field(
+        default=None, ge=1, description="Expire noncurrent object versions after N days."
+    )
+
+
+class S3Target(TargetBase):
+    type: Literal["s3"] = Field(description="An S3 bucket (AWS or any S3-compatible service).")
+    medium: str = Field(default="object-storage", description="Storage medium, for the 3-2-1 rule.")
+    offsite: bool = Field(default=True, description="Whether this copy lives away from the production site.")
+    bucket: str = Field(description="Bucket name.", examples=["acme-backups"])
+    prefix: str = Field(default="", description="Key prefix inside the bucket.")
+    region: str | None = Field(default=None, description="AWS region.")
+    endpoint_url: str | None = Field(default=None, description="Endpoint of an S3-compatible service.")
+    profile: str | None = Field(default=None, description="AWS profile from the shared config files.")
+    access_key_id: Secret | None = Field(default=None, description="Access key id reference.")
+    secret_access_key: Secret | None = Field(default=None, description="Secret access key reference.")
+    storage_class: Literal["STANDARD", "STANDARD_IA", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"] = Field(
+        default="STANDARD", description="Storage class of artifacts (manifests always read at once)."
+    )
+    sse: Literal["none", "AES256", "aws:kms"] = Field(default="none", description="Server-side encryption.")
+    kms_key_id: str | None = Field(default=None, description="KMS key id for sse: aws:kms.")
+    versioning: Literal["required", "optional"] = Field(
+        default="required", description="Fail the run when bucket versioning is not enabled."
+    )
+    object_lock: S3ObjectLock | None = Field(default=None, description="Required object lock posture.")
+    lifecycle: S3Lifecycle | None = Field(default=None, description="Lifecycle rules `target setup` applies.")
+    restore_tier: Literal["Expedited", "Standard", "Bulk"] = Field(
+        default="Standard", description="Glacier retrieval tier for cold reads."
+    )
+    restore_days: int = Field(default=1, ge=1, description="Days a restored archive copy stays readable.")
+    restore_timeout: Duration = Field(default="12h", description="Give up waiting for a cold read after this.")  # type: ignore[assignment]
+    part_size_mb: int = Field(default=16, ge=5, le=512, description="Multipart upload part size (MiB).")
+    max_concurrency: int = Field(default=4, ge=1, le=32, description="Parallel part uploads.")
+
+
+class SftpTarget(TargetBase):
+    type: Literal["sftp"] = Field(description="A directory on an SSH host, written over SFTP.")
+    offsite: bool = Field(default=True, description="Whether this copy lives away from the production site.")
+    host: str = Field(description="Host name.", examples=["backup.example.net"])
+    port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
+    user: str = Field(description="SSH user.", examples=["backup"])
+    key_file: str | None = Field(default=None, description="Private key file; the SSH agent when absent.")
+    key_passphrase: Secret | None = Field(default=None, description="Passphrase of the key file.")
+    known_hosts: str = Field(
+        default="~/.ssh/known_hosts", description="known_hosts file; unknown host keys are refused."
+    )
+    path: str = Field(description="Remote directory.", examples=["/srv/backups"])
+
+
+class ResticTarget(TargetBase):
+    type: Literal["restic"] = Field(description="A restic repository (restic runs as a subprocess).")
+    repository: str = Field(
+        description="Repository: a path, s3:..., sftp:... or rest:... URL.", examples=["/srv/restic/shop"]
+    )
+    password: Secret = Field(description="Repository password reference.", examples=["env:RESTIC_PASSWORD"])
+    environment: dict[str, Secret] = Field(
+        default_factory=dict, description="Extra environment for restic (e.g. AWS keys), as secret references."
+    )
+    append_only: bool = Field(default=False, description="The repository is an append-only REST server.")
+
+
+TargetConfig = Annotated[
+    LocalTarget | S3Target | SftpTarget | ResticTarget, Field(discriminator="type")
+]
+
+
+# --------------------------------------------------------------------------- policy
+class Policy(Strict):
+    name: Name = Field(description="Policy name; `backupctl backup NAME` refers to it.", examples=["shop"])
+    description: str | None = Field(default=None, description="What this policy protects.")
+    objectives: Objectives = Field(description="Recovery objectives that status and drills measure against.")
+    schedule: Cron | None = Field(
+        default=None, description="When backups run (five-field cron expression).", examples=["15 2 * * *"]
+    )
+    encryption: Encryption = Field(description="age encryption of every artifact.")
+    signing: Signing = Field(default_factory=Signing, description="Manifest signature trust.")
+    compression: Compression = Field(default_factory=Compression, description="zstd settings.")
+    sources: list[SourceConfig] = Field(min_length=1, description="What to back up.")
+    targets: list[TargetConfig] = Field(min_length=1, description="Where copies go.")
+    retention: Retention = Field(default_factory=Retention, description="How long snapshots are kept (GFS).")
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(source.name for source in self.sources)
+        from backupctl.errors import ConfigError
+
+        raise ConfigError(f"policy '{self.name}' has no source '{name}' (sources: {known})")
+
+    def target(self, name: str) -> TargetConfig:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        known = ", ".join(target.name for target in self.targets)
+        from backupctl.errors import ConfigError
+
+        raise ConfigError(f"policy '{self.name}' has no target '{name}' (targets: {known})")
+
+    def targets_for(self, source: SourceConfig) -> list[TargetConfig]:
+        if source.targets is None:
+            return list(self.targets)
+        return [target for target in self.targets if target.name in source.targets]

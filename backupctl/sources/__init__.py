@@ -1,0 +1,1 @@
+"""Sources: one module per kind, one interface (`Source`), one registry."""

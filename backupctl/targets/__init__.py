@@ -1,0 +1,1 @@
+"""Targets: one module per kind, one interface (`BlobTarget`), one registry."""

@@ -1,0 +1,127 @@
+"""The blob target interface and its registry.
+
+A blob target stores opaque, already encrypted objects under keys of the layout
+`<policy>/<snapshot-id>/<file>` (the target adds its own root directory or prefix). Writes are
+atomic: an object becomes visible to `list_keys`/`reader` only when its writer context exits
+cleanly; on an exception the partial object is discarded. See docs/targets.md for the contract
+every implementation must meet (tests/integration/targets/test_contract.py runs it against all).
+
+restic is not a blob target: it takes the *plain* stream so that it can deduplicate
+(backupctl.targets.restic, added with the off-site issue).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Protocol
+
+from backupctl.errors import ConfigError
+
+
+@dataclass
+class ObjectInfo:
+    key: str
+    size: int
+    storage_class: str | None = None  # S3 storage class; None for plain file systems
+
+
+@dataclass
+class Posture:
+    """What the *real* target says about itself (read from the target, not from the YAML)."""
+
+    reachable: bool
+    medium: str
+    offsite: bool
+    versioned: bool = False
+    immutable: bool = False  # object lock / append-only verified through the target's API
+    cold: bool = False  # objects may need a warm-up before reading (Glacier)
+    free_bytes: int | None = None
+    problems: list[str] = field(default_factory=list)  # what is wrong, each with the fix
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReadTiming:
+    """Filled by `reader()` for cold storage: how long the warm-up took (part of a drill's RTO)."""
+
+    warmup_seconds: float = 0.0
+
+
+class BlobTarget(Protocol):
+    name: str
+    medium: str
+    offsite: bool
+
+    def writer(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """A binary writer; the object appears atomically when the context exits without error."""
+        ...
+
+    def reader(self, key: str, timing: ReadTiming | None = None) -> AbstractContextManager[BinaryIO]:
+        """A streaming binary reader. Raises TargetError (not found, cold read timed out, ...)."""
+        ...
+
+    def list_keys(self, prefix: str) -> list[ObjectInfo]:
+        """Complete objects whose key starts with `prefix` (never temp/partial objects), sorted."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete an object. Raises RetainedByLock when object lock forbids it."""
+        ...
+
+    def posture(self) -> Posture:
+        """Read reachability and protection from the real target."""
+        ...
+
+    def close(self) -> None: ...
+
+
+TargetFactory = Callable[[Any], BlobTarget]
+_REGISTRY: dict[str, TargetFactory] = {}
+
+
+def register_target(kind: str) -> Callable[[TargetFactory], TargetFactory]:
+    """Class decorator: register a blob target for `type: kind`. Twice is an error."""
+
+    def decorate(factory: TargetFactory) -> TargetFactory:
+        if kind in _REGISTRY:
+            raise RuntimeError(f"target type '{kind}' is registered twice")
+        _REGISTRY[kind] = factory
+        return factory
+
+    return decorate
+
+
+def build_target(config: Any) -> BlobTarget:
+    """Instantiate the blob target for a target config model from `backupctl.policy.schema`."""
+    _load_builtin()
+    try:
+        factory = _REGISTRY[config.type]
+    except KeyError:
+        raise ConfigError(f"target type '{config.type}' is not available as a blob target") from None
+    return factory(config)
+
+
+def is_blob_target(kind: str) -> bool:
+    _load_builtin()
+    return kind in _REGISTRY
+
+
+def _load_builtin() -> None:
+    import importlib
+
+    for module in ("local", "s3", "sftp"):
+        try:
+            importlib.import_module(f"backupctl.targets.{module}")
+        except ModuleNotFoundError as error:
+            if error.name != f"backupctl.targets.{module}":
+                raise
+
+
+def snapshot_prefix(policy: str, snapshot_id: str) -> str:
+    return f"{policy}/{snapshot_id}/"
+
+
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.json.sig"
