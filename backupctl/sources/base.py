@@ -137,5 +137,3 @@ def count_rows_equal(kind: str, expected: dict[str, Any], actual: dict[str, Any]
         elif want[table] != got[table]:
             problems.append(f"{kind} table {table} has {got[table]} rows, the snapshot had {want[table]}")
     return problems
-
-

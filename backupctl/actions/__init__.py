@@ -1,0 +1,1 @@
+"""Actions: what commands do (backup, restore, verify, rebuild). No click, no printing."""

@@ -1,0 +1,48 @@
+"""Shared plumbing for actions that read snapshots: trust, identities, choosing a target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from backupctl.catalog.store import Catalog, SnapshotView
+from backupctl.core.crypto import parse_identities, trusted_public_keys
+from backupctl.errors import ConfigError
+from backupctl.policy.schema import Policy
+from backupctl.settings import Settings
+from backupctl.targets.base import BlobTarget, build_target
+
+
+def trusted_keys(settings: Settings, policy: Policy, extra: list[str] | None = None) -> list[str]:
+    return trusted_public_keys(settings.keys_dir, [*policy.signing.trusted_keys, *(extra or [])])
+
+
+def load_identities(policy: Policy, identity_file: Path | None) -> list[Any]:
+    """The age identities for decryption: `--identity FILE` or the policy's `encryption.identity`."""
+    if identity_file is not None:
+        try:
+            text = identity_file.read_text()
+        except OSError as error:
+            raise ConfigError(f"cannot read identity file {identity_file}: {error.strerror}") from None
+        return parse_identities(text)
+    if policy.encryption.identity is None:
+        raise ConfigError(
+            f"policy '{policy.name}' has no encryption.identity; pass --identity FILE "
+            "(the age identity kept offline) to decrypt"
+        )
+    return parse_identities(policy.encryption.identity.resolve())
+
+
+def choose_target(policy: Policy, snapshot: SnapshotView, requested: str | None) -> BlobTarget:
+    """`requested` if given, else the first target (policy order) holding a complete copy."""
+    if requested:
+        config = policy.target(requested)
+        return build_target(config)
+    for config in policy.targets:
+        if snapshot.targets.get(config.name) == "complete":
+            return build_target(config)
+    raise ConfigError(f"snapshot {snapshot.id} has no complete copy on any target of policy '{policy.name}'")
+
+
+def open_catalog(settings: Settings) -> Catalog:
+    return Catalog.open(settings.catalog_url)

@@ -1,0 +1,275 @@
+"""`backupctl backup POLICY`: dump every source, encrypted, to every target, then record it.
+
+Plan of one run:
+1. open the catalog; earlier runs of this host left 'running' by a dead process become 'failed';
+2. build targets and check their posture (a target that refuses is failed for this run);
+3. per source: stream dump → zstd → age → the source's first healthy target (the *primary*),
+   then re-hash what landed and replicate it to the source's other targets (re-hashed on arrival);
+4. per target: write signature + manifest (only for the artifacts that target holds);
+5. the catalog row becomes complete (all targets), partial (exit 3) or failed (exit 1).
+A killed run leaves temp names (ignored by every listing) and a 'running' row: never a snapshot.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from backupctl import __version__
+from backupctl.actions.events import Events, LogEvents
+from backupctl.actions.stored import key_of, rehash, write_manifest
+from backupctl.catalog.store import Catalog
+from backupctl.core.crypto import load_signing_key, parse_recipients
+from backupctl.core.manifest import ArtifactRecord, Manifest, artifact_file_name, new_snapshot_id, utc_now_text
+from backupctl.core.pipeline import HashingReader, encrypt_stream
+from backupctl.core.secrets import mask
+from backupctl.errors import BackupctlError, IntegrityError, JobFailed, PartialFailure, TargetError
+from backupctl.policy.loader import LoadedPolicy
+from backupctl.policy.schema import Policy
+from backupctl.settings import Settings
+from backupctl.sources.base import build_source
+from backupctl.targets.base import BlobTarget, build_target
+
+
+@dataclass
+class TargetOutcome:
+    name: str
+    status: str = "pending"  # complete | failed
+    error: str | None = None
+    artifacts: list[ArtifactRecord] = field(default_factory=list)
+    stored_bytes: int = 0
+
+
+@dataclass
+class BackupResult:
+    snapshot_id: str
+    policy: str
+    status: str
+    seconds: float
+    artifacts: list[ArtifactRecord]
+    targets: dict[str, TargetOutcome]
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "snapshot_id": self.snapshot_id,
+            "policy": self.policy,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "plain_bytes": sum(a.plain_bytes for a in self.artifacts),
+            "stored_bytes": sum(a.stored_bytes for a in self.artifacts),
+            "sources": {a.source: {"plain_bytes": a.plain_bytes, "stored_bytes": a.stored_bytes,
+                                   "facts": a.facts} for a in self.artifacts},
+            "targets": {name: {"status": t.status, "error": t.error} for name, t in self.targets.items()},
+            "error": self.error,
+        }
+
+
+def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None = None) -> BackupResult:
+    """Run one backup. Raises JobFailed (exit 1) or PartialFailure (exit 3) after recording."""
+    events = events or LogEvents()
+    policy = loaded.policy
+    recipients = parse_recipients(policy.encryption.recipients)
+    signing = load_signing_key(settings.keys_dir)
+    catalog = Catalog.open(settings.catalog_url)
+    for stale in catalog.mark_interrupted(policy.name):
+        events.warning(f"snapshot {stale} of an earlier run was interrupted; it is marked failed")
+
+    started = time.monotonic()
+    started_at = datetime.now(UTC)
+    snapshot_id = new_snapshot_id(started_at)
+    started_text = utc_now_text()
+    catalog.begin_snapshot(snapshot_id, policy.name, loaded.sha256, started_at)
+    events.info(f"backup {policy.name}: snapshot {snapshot_id}")
+
+    targets: dict[str, BlobTarget] = {}
+    outcomes = {target.name: TargetOutcome(target.name) for target in policy.targets}
+    artifacts: list[ArtifactRecord] = []
+    try:
+        for config in policy.targets:
+            try:
+                target = build_target(config)
+                _preflight(target)
+                targets[config.name] = target
+            except TargetError as error:
+                _fail(outcomes[config.name], error, events)
+        for source_config in policy.sources:
+            record = _backup_source(policy, snapshot_id, source_config, targets, outcomes, recipients, events)
+            artifacts.append(record)
+        manifest = Manifest(
+            snapshot_id=snapshot_id,
+            policy=policy.name,
+            policy_sha256=loaded.sha256,
+            host=socket.gethostname(),
+            backupctl_version=__version__,
+            started_at=started_text,
+            finished_at=utc_now_text(),
+            recipients=[str(r) for r in recipients],
+            signing_public_key=signing.public_b64,
+            artifacts=artifacts,
+        )
+        full_sha = ""
+        for name, outcome in outcomes.items():
+            if outcome.status == "failed":
+                continue
+            per_target = Manifest(**{**manifest.__dict__, "artifacts": outcome.artifacts})
+            try:
+                digest = write_manifest(targets[name], per_target, signing)
+            except (TargetError, OSError) as error:
+                _fail(outcome, error, events)
+                continue
+            outcome.status = "complete"
+            if len(outcome.artifacts) == len(artifacts):
+                full_sha = digest
+            events.info(f"target {name}: snapshot {snapshot_id} complete")
+    except BaseException as error:  # including KeyboardInterrupt / SIGTERM: never leave 'running'
+        message = _describe(error)
+        catalog.fail_snapshot(snapshot_id, message)
+        for name, outcome in outcomes.items():
+            if outcome.artifacts or outcome.status == "failed":
+                catalog.record_copy(snapshot_id, name, "failed", error=outcome.error or message)
+        raise
+    finally:
+        for target in targets.values():
+            try:
+                target.close()
+            except Exception:  # closing must never hide the real outcome
+                pass
+
+    complete = [o for o in outcomes.values() if o.status == "complete"]
+    failed = [o for o in outcomes.values() if o.status == "failed"]
+    for outcome in outcomes.values():
+        catalog.record_copy(snapshot_id, outcome.name, outcome.status,
+                            sum(a.stored_bytes for a in outcome.artifacts), outcome.error)
+    landed = {a.source for o in complete for a in o.artifacts}
+    missing = [s.name for s in policy.sources if s.name not in landed]
+    seconds = time.monotonic() - started
+    if missing or not complete:
+        error_text = "; ".join(f"{o.name}: {o.error}" for o in failed) or "no target completed"
+        catalog.fail_snapshot(snapshot_id, error_text)
+        raise JobFailed(f"backup {policy.name} failed: snapshot {snapshot_id} is on no complete target ({error_text})")
+    status = "partial" if failed else "complete"
+    catalog.finish_snapshot(manifest, full_sha, status,
+                            error="; ".join(f"{o.name}: {o.error}" for o in failed) or None)
+    result = BackupResult(snapshot_id, policy.name, status, seconds, artifacts, outcomes)
+    if failed:
+        raise PartialFailure(
+            f"snapshot {snapshot_id} is complete on {', '.join(o.name for o in complete)} but failed on "
+            + "; ".join(f"{o.name} ({o.error})" for o in failed)
+        )
+    return result
+
+
+def _backup_source(
+    policy: Policy,
+    snapshot_id: str,
+    config: Any,
+    targets: dict[str, BlobTarget],
+    outcomes: dict[str, TargetOutcome],
+    recipients: list[Any],
+    events: Events,
+) -> ArtifactRecord:
+    """Dump one source to its primary target, re-hash, replicate. Raises JobFailed if it lands nowhere."""
+    source = build_source(config)
+    wanted = [t.name for t in policy.targets_for(config) if outcomes[t.name].status != "failed"]
+    record: ArtifactRecord | None = None
+    primary: str | None = None
+    for candidate in wanted:
+        try:
+            record = _dump_to(policy, snapshot_id, config, source, targets[candidate], recipients, events)
+        except TargetError as error:  # the source is fine: try the next target
+            _fail(outcomes[candidate], error, events)
+            continue
+        primary = candidate
+        break
+    if record is None or primary is None:
+        raise JobFailed(f"source {config.name}: no target could store it")
+    outcomes[primary].artifacts.append(record)
+    key = key_of(policy.name, snapshot_id, record.file)
+    for name in wanted:
+        if name == primary or outcomes[name].status == "failed":
+            continue
+        try:
+            _replicate(targets[primary], targets[name], key, record)
+            outcomes[name].artifacts.append(record)
+            events.info(f"source {config.name}: replicated to {name}")
+        except (TargetError, IntegrityError, OSError) as error:
+            _fail(outcomes[name], error, events)
+    return record
+
+
+def _dump_to(policy: Policy, snapshot_id: str, config: Any, source: Any, target: BlobTarget,
+             recipients: list[Any], events: Events) -> ArtifactRecord:
+    began = time.monotonic()
+    progress = events.progress(f"{config.name} → {target.name}", None)
+    try:
+        with source.dump() as dump:
+            file = artifact_file_name(config.name, dump.extension)
+            key = key_of(policy.name, snapshot_id, file)
+            with target.writer(key) as sink:
+                stats = encrypt_stream(dump.stream, sink, recipients, level=policy.compression.level,
+                                       threads=policy.compression.threads, progress=progress.advance)
+                facts = dump.finish()  # raises when the dump tool failed: the writer then discards
+    except OSError as error:
+        raise TargetError(f"target {target.name}: {error.strerror or error}") from None
+    finally:
+        progress.close()
+    digest, size = rehash(target, key)
+    if digest != stats.stored_sha256 or size != stats.stored_bytes:
+        raise TargetError(f"target {target.name}: {file} read back differs from what was written")
+    seconds = time.monotonic() - began
+    ratio = stats.plain_bytes / stats.stored_bytes if stats.stored_bytes else 0.0
+    events.info(f"source {config.name}: {stats.plain_bytes} bytes → {stats.stored_bytes} stored "
+                f"({ratio:.1f}x) on {target.name} in {seconds:.1f}s")
+    return ArtifactRecord(
+        source=config.name,
+        source_type=config.type,
+        file=file,
+        format=dump.format,
+        plain_bytes=stats.plain_bytes,
+        plain_sha256=stats.plain_sha256,
+        stored_bytes=stats.stored_bytes,
+        stored_sha256=stats.stored_sha256,
+        facts=facts,
+    )
+
+
+def _replicate(origin: BlobTarget, destination: BlobTarget, key: str, record: ArtifactRecord) -> None:
+    """Copy one artifact between targets, hashing in flight and re-hashing on arrival."""
+    with origin.reader(key) as handle, destination.writer(key) as sink:
+        reader = HashingReader(handle)
+        while chunk := reader.read(1 << 20):
+            sink.write(chunk)
+        if reader.hexdigest() != record.stored_sha256:
+            raise IntegrityError(f"{key} changed on {origin.name} while replicating")
+    digest, _ = rehash(destination, key)
+    if digest != record.stored_sha256:
+        raise IntegrityError(f"{key} on {destination.name} does not match after copying")
+
+
+def _preflight(target: BlobTarget) -> None:
+    check = getattr(target, "check_posture", None)
+    if callable(check):
+        check()
+    sweep = getattr(target, "sweep_temp_files", None)
+    if callable(sweep):
+        sweep("")
+
+
+def _fail(outcome: TargetOutcome, error: BaseException, events: Events) -> None:
+    outcome.status = "failed"
+    outcome.error = _describe(error)
+    events.warning(f"target {outcome.name}: {outcome.error}")
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(error, BackupctlError):
+        return mask(str(error))
+    if isinstance(error, OSError):
+        return mask(f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""))
+    return mask(f"{type(error).__name__}: {error}")

@@ -1,0 +1,59 @@
+"""`backupctl catalog rebuild --target NAME`: recreate the catalog from a target's manifests.
+
+The disaster case: the backup host (and its catalog) is gone. Policies (kept in git) say where
+the targets are; each snapshot's signed manifest says what it holds. Manifests whose signature
+does not verify with a trusted key are skipped and reported, never imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backupctl.actions.access import open_catalog, trusted_keys
+from backupctl.actions.stored import list_snapshot_ids, read_manifest
+from backupctl.errors import IntegrityError, TargetError
+from backupctl.policy.loader import LoadedPolicy
+from backupctl.settings import Settings
+from backupctl.targets.base import build_target
+
+
+@dataclass
+class RebuildReport:
+    target: str
+    policies: list[str] = field(default_factory=list)
+    found: int = 0
+    imported: int = 0
+    unchanged: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return self.__dict__.copy()
+
+
+def rebuild_catalog(settings: Settings, policies: list[LoadedPolicy], target_name: str,
+                    extra_trusted: list[str] | None = None) -> RebuildReport:
+    report = RebuildReport(target_name)
+    catalog = open_catalog(settings)
+    for loaded in policies:
+        policy = loaded.policy
+        configs = [t for t in policy.targets if t.name == target_name]
+        if not configs:
+            continue
+        report.policies.append(policy.name)
+        target = build_target(configs[0])
+        trusted = trusted_keys(settings, policy, extra_trusted)
+        try:
+            for snapshot_id in list_snapshot_ids(target, policy.name):
+                report.found += 1
+                try:
+                    signed = read_manifest(target, policy.name, snapshot_id, trusted)
+                except (IntegrityError, TargetError) as error:
+                    report.skipped.append(f"{policy.name}/{snapshot_id}: {error}")
+                    continue
+                if catalog.import_manifest(signed.manifest, signed.sha256, target_name):
+                    report.imported += 1
+                else:
+                    report.unchanged += 1
+        finally:
+            target.close()
+    return report

@@ -1,0 +1,102 @@
+"""`backupctl restore POLICY SNAPSHOT --source NAME --to-...`.
+
+Order of work, so that a bad artifact never touches the destination:
+1. resolve the snapshot, pick a target holding it, authenticate its manifest (signature);
+2. pre-check the artifact: size and sha256 of the stored bytes (a read pass, nothing written);
+3. stream: target → age decrypt → zstd → the source's restore tool (pg_restore, tar, ...);
+4. compare the restored facts (row counts, tree hash) with the manifest's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backupctl.actions.access import choose_target, load_identities, open_catalog, trusted_keys
+from backupctl.actions.events import Events, LogEvents
+from backupctl.actions.stored import key_of, read_manifest, rehash
+from backupctl.core.pipeline import decrypted_reader
+from backupctl.errors import IntegrityError
+from backupctl.policy.schema import Policy
+from backupctl.settings import Settings
+from backupctl.sources.base import RestoreRequest, build_source
+
+
+@dataclass
+class RestoreResult:
+    policy: str
+    snapshot_id: str
+    source: str
+    target: str
+    destination: str
+    seconds: float
+    plain_bytes: int
+    facts: dict[str, Any]
+    mismatches: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "seconds": round(self.seconds, 3), "ok": not self.mismatches}
+
+
+def run_restore(
+    settings: Settings,
+    policy: Policy,
+    reference: str,
+    source_name: str,
+    request: RestoreRequest,
+    *,
+    from_target: str | None = None,
+    identity_file: Path | None = None,
+    precheck: bool = True,
+    events: Events | None = None,
+) -> RestoreResult:
+    events = events or LogEvents()
+    started = time.monotonic()
+    source_config = policy.source(source_name)
+    catalog = open_catalog(settings)
+    snapshot = catalog.resolve(policy.name, reference)
+    identities = load_identities(policy, identity_file)
+    target = choose_target(policy, snapshot, from_target)
+    try:
+        signed = read_manifest(target, policy.name, snapshot.id, trusted_keys(settings, policy))
+        artifact = signed.manifest.artifact(source_name)
+        key = key_of(policy.name, snapshot.id, artifact.file)
+        if precheck:
+            digest, size = rehash(target, key)
+            if size != artifact.stored_bytes or digest != artifact.stored_sha256:
+                raise IntegrityError(
+                    f"refusing to restore: {artifact.file} on target {target.name} does not match its manifest "
+                    f"({size} bytes, manifest says {artifact.stored_bytes}; sha256 "
+                    f"{'matches' if digest == artifact.stored_sha256 else 'differs'}). "
+                    "Run `backupctl verify` for details, or restore from another target with --from"
+                )
+        events.info(f"restoring {source_name} of snapshot {snapshot.id} from {target.name}")
+        source = build_source(source_config)
+        progress = events.progress(f"restore {source_name}", artifact.stored_bytes)
+        with target.reader(key) as stored, decrypted_reader(stored, identities, progress=progress.advance) as (
+            plain,
+            finished,
+        ):
+            outcome = source.restore(plain, request)
+            stats = finished()
+        progress.close()
+    finally:
+        target.close()
+    if stats.plain_sha256 != artifact.plain_sha256:
+        raise IntegrityError(f"{artifact.file}: the decrypted stream differs from the manifest's plain sha256")
+    mismatches = source.compare(artifact.facts, outcome.facts)
+    return RestoreResult(
+        policy=policy.name,
+        snapshot_id=snapshot.id,
+        source=source_name,
+        target=target.name,
+        destination=outcome.destination,
+        seconds=time.monotonic() - started,
+        plain_bytes=stats.plain_bytes,
+        facts=outcome.facts,
+        mismatches=mismatches,
+        notes=outcome.notes,
+    )

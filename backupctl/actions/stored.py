@@ -1,0 +1,80 @@
+"""Reading and writing a snapshot's files on a target: keys, manifest + signature, re-hash."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from backupctl.core.crypto import SigningKey, verify_signature
+from backupctl.core.manifest import Manifest
+from backupctl.core.pipeline import sha256_of
+from backupctl.errors import IntegrityError, TargetError
+from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, snapshot_prefix
+
+
+def key_of(policy: str, snapshot_id: str, file: str) -> str:
+    return snapshot_prefix(policy, snapshot_id) + file
+
+
+@dataclass
+class SignedManifest:
+    manifest: Manifest
+    raw: bytes
+    sha256: str
+    signer: str  # fingerprint of the trusted key that signed it
+
+
+def write_manifest(target: BlobTarget, manifest: Manifest, key: SigningKey) -> str:
+    """Store signature first, manifest last (its presence marks the snapshot complete there)."""
+    data = manifest.to_bytes()
+    with target.writer(key_of(manifest.policy, manifest.snapshot_id, SIGNATURE)) as handle:
+        handle.write(key.sign(data))
+    with target.writer(key_of(manifest.policy, manifest.snapshot_id, MANIFEST)) as handle:
+        handle.write(data)
+    stored = read_bytes(target, key_of(manifest.policy, manifest.snapshot_id, MANIFEST))
+    if stored != data:
+        raise TargetError(f"target {target.name}: manifest read back differs from what was written")
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_bytes(target: BlobTarget, key: str, limit: int = 16 << 20) -> bytes:
+    with target.reader(key) as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise IntegrityError(f"{key} on target {target.name} is larger than {limit} bytes")
+    return data
+
+
+def read_manifest(target: BlobTarget, policy: str, snapshot_id: str, trusted: list[str]) -> SignedManifest:
+    """Fetch and authenticate a manifest. Raises IntegrityError naming what is wrong."""
+    raw = read_bytes(target, key_of(policy, snapshot_id, MANIFEST))
+    try:
+        signature = read_bytes(target, key_of(policy, snapshot_id, SIGNATURE), limit=4096)
+    except TargetError:
+        raise IntegrityError(f"snapshot {snapshot_id} on target {target.name}: manifest signature is missing") from None
+    try:
+        signer = verify_signature(raw, signature, trusted)
+    except IntegrityError as error:
+        raise IntegrityError(f"snapshot {snapshot_id} on target {target.name}: {error}") from None
+    manifest = Manifest.from_bytes(raw)
+    if manifest.snapshot_id != snapshot_id or manifest.policy != policy:
+        raise IntegrityError(
+            f"manifest at {policy}/{snapshot_id} on target {target.name} describes "
+            f"{manifest.policy}/{manifest.snapshot_id}"
+        )
+    return SignedManifest(manifest, raw, hashlib.sha256(raw).hexdigest(), signer)
+
+
+def rehash(target: BlobTarget, key: str) -> tuple[str, int]:
+    with target.reader(key) as handle:
+        return sha256_of(handle)
+
+
+def list_snapshot_ids(target: BlobTarget, policy: str) -> list[str]:
+    """Snapshot ids on a target that have a manifest (i.e. were completed there), oldest first."""
+    ids = set()
+    for info in target.list_keys(f"{policy}/"):
+        parts = info.key.split("/")
+        if len(parts) == 3 and parts[2] == MANIFEST:
+            ids.add(parts[1])
+    return sorted(ids)

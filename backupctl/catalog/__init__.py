@@ -1,0 +1,1 @@
+"""The catalog: what snapshots exist, where, and whether they were verified."""

@@ -1,0 +1,308 @@
+"""Catalog access: open (and migrate), record runs, query snapshots.
+
+The catalog is an index, not the truth: manifests on the targets are. A snapshot row becomes
+'complete' only after every artifact and the manifest were stored and re-hashed on a target.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from backupctl.catalog.models import ArtifactRow, CopyRow, SnapshotRow, VerificationRow
+from backupctl.core.manifest import Manifest, parse_time
+from backupctl.errors import ConfigError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+COMPLETE_STATES = ("complete", "partial")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite returns naive datetimes; everything we store is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass
+class SnapshotView:
+    """A read-only snapshot summary for commands and reports."""
+
+    id: str
+    policy: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    host: str
+    plain_bytes: int
+    stored_bytes: int
+    targets: dict[str, str]  # target -> copy status
+    sources: list[str]
+    error: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "policy": self.policy,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "host": self.host,
+            "plain_bytes": self.plain_bytes,
+            "stored_bytes": self.stored_bytes,
+            "targets": self.targets,
+            "sources": self.sources,
+            "error": self.error,
+        }
+
+
+class Catalog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str) -> Catalog:
+        """Open the catalog at a SQLAlchemy URL, creating/migrating its schema."""
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            engine = create_engine(url, future=True)
+        except (SQLAlchemyError, ImportError, ValueError) as error:
+            raise ConfigError(f"cannot use catalog URL: {error}") from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        catalog = cls(engine)
+        catalog.migrate()
+        return catalog
+
+    def migrate(self) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        try:
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except OperationalError as error:
+            raise ConfigError(f"cannot open the catalog ({self.engine.url!r}): {error.orig}") from None
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # ------------------------------------------------------------------ recording a run
+    def begin_snapshot(self, snapshot_id: str, policy: str, policy_sha256: str, started_at: datetime) -> None:
+        with self.session() as session:
+            session.add(
+                SnapshotRow(
+                    id=snapshot_id,
+                    policy=policy,
+                    status="running",
+                    started_at=started_at,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    policy_sha256=policy_sha256,
+                    plain_bytes=0,
+                    stored_bytes=0,
+                )
+            )
+
+    def record_copy(self, snapshot_id: str, target: str, status: str, stored_bytes: int = 0,
+                    error: str | None = None) -> None:
+        with self.session() as session:
+            row = session.get(CopyRow, (snapshot_id, target))
+            if row is None:
+                row = CopyRow(snapshot_id=snapshot_id, target=target)
+                session.add(row)
+            row.status = status
+            row.stored_bytes = stored_bytes
+            row.error = error
+            row.updated_at = _now()
+
+    def finish_snapshot(self, manifest: Manifest, manifest_sha256: str, status: str,
+                        error: str | None = None) -> None:
+        """Record the artifacts and set the final status (complete / partial)."""
+        with self.session() as session:
+            row = session.get(SnapshotRow, manifest.snapshot_id)
+            if row is None:
+                raise RuntimeError(f"snapshot {manifest.snapshot_id} was never begun")
+            _apply_manifest(session, row, manifest)
+            row.status = status
+            row.finished_at = _now()
+            row.manifest_sha256 = manifest_sha256
+            row.error = error
+
+    def fail_snapshot(self, snapshot_id: str, error: str) -> None:
+        with self.session() as session:
+            row = session.get(SnapshotRow, snapshot_id)
+            if row is not None:
+                row.status = "failed"
+                row.finished_at = _now()
+                row.error = error
+
+    def mark_interrupted(self, policy: str) -> list[str]:
+        """Runs left 'running' by a process of this host that no longer exists become 'failed'."""
+        host = socket.gethostname()
+        changed: list[str] = []
+        with self.session() as session:
+            rows = session.scalars(
+                select(SnapshotRow).where(SnapshotRow.policy == policy, SnapshotRow.status == "running")
+            ).all()
+            for row in rows:
+                if row.host == host and row.pid is not None and not _pid_alive(row.pid):
+                    row.status = "failed"
+                    row.finished_at = _now()
+                    row.error = "interrupted: the backup process died before finishing"
+                    changed.append(row.id)
+        return changed
+
+    def record_verification(self, snapshot_id: str, target: str, ok: bool, problems: list[str]) -> None:
+        with self.session() as session:
+            session.add(VerificationRow(snapshot_id=snapshot_id, target=target, at=_now(), ok=ok, problems=problems))
+
+    def import_manifest(self, manifest: Manifest, manifest_sha256: str, target: str) -> bool:
+        """Insert (or complete) a snapshot from a target's manifest. True when something changed."""
+        with self.session() as session:
+            row = session.get(SnapshotRow, manifest.snapshot_id)
+            created = row is None
+            if row is None:
+                row = SnapshotRow(
+                    id=manifest.snapshot_id,
+                    policy=manifest.policy,
+                    started_at=parse_time(manifest.started_at),
+                    host=manifest.host,
+                    pid=None,
+                    policy_sha256=manifest.policy_sha256,
+                )
+                session.add(row)
+            if row.status not in COMPLETE_STATES:
+                row.status = "complete"
+                row.finished_at = parse_time(manifest.finished_at)
+                row.manifest_sha256 = manifest_sha256
+                row.error = None
+                _apply_manifest(session, row, manifest)
+                created = True
+            copy = session.get(CopyRow, (manifest.snapshot_id, target))
+            if copy is None or copy.status != "complete":
+                if copy is None:
+                    copy = CopyRow(snapshot_id=manifest.snapshot_id, target=target)
+                    session.add(copy)
+                copy.status = "complete"
+                copy.stored_bytes = manifest.stored_bytes
+                copy.error = None
+                copy.updated_at = _now()
+                created = True
+            return created
+
+    # ------------------------------------------------------------------ queries
+    def snapshots(self, policy: str, *, include_incomplete: bool = False) -> list[SnapshotView]:
+        """Snapshots of a policy, newest first."""
+        with self.session() as session:
+            query = (
+                select(SnapshotRow)
+                .where(SnapshotRow.policy == policy)
+                .options(selectinload(SnapshotRow.copies), selectinload(SnapshotRow.artifacts))
+                .order_by(SnapshotRow.started_at.desc(), SnapshotRow.id.desc())
+            )
+            if not include_incomplete:
+                query = query.where(SnapshotRow.status.in_(COMPLETE_STATES))
+            return [_view(row) for row in session.scalars(query).all()]
+
+    def resolve(self, policy: str, reference: str) -> SnapshotView:
+        """`latest`, a full id, or a unique id prefix → a complete snapshot. Raises ConfigError."""
+        candidates = self.snapshots(policy)
+        if not candidates:
+            raise ConfigError(f"policy '{policy}' has no complete snapshot in the catalog "
+                              "(run `backupctl backup` or `backupctl catalog rebuild --target NAME`)")
+        if reference == "latest":
+            return candidates[0]
+        matches = [view for view in candidates if view.id == reference] or [
+            view for view in candidates if view.id.startswith(reference)
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            with self.session() as session:
+                row = session.get(SnapshotRow, reference)
+                if row is not None:
+                    raise ConfigError(f"snapshot {reference} is {row.status}, not complete: {row.error or ''}".strip())
+            raise ConfigError(f"policy '{policy}' has no snapshot '{reference}'")
+        raise ConfigError(f"'{reference}' matches {len(matches)} snapshots; give more of the id")
+
+    def verifications(self, snapshot_id: str) -> list[VerificationRow]:
+        with self.session() as session:
+            return list(session.scalars(select(VerificationRow).where(VerificationRow.snapshot_id == snapshot_id)))
+
+
+def _apply_manifest(session: Session, row: SnapshotRow, manifest: Manifest) -> None:
+    row.plain_bytes = manifest.plain_bytes
+    row.stored_bytes = manifest.stored_bytes
+    existing = {artifact.source for artifact in row.artifacts}
+    for artifact in manifest.artifacts:
+        if artifact.source in existing:
+            continue
+        row.artifacts.append(
+            ArtifactRow(
+                source=artifact.source,
+                source_type=artifact.source_type,
+                file=artifact.file,
+                format=artifact.format,
+                plain_bytes=artifact.plain_bytes,
+                stored_bytes=artifact.stored_bytes,
+                plain_sha256=artifact.plain_sha256,
+                stored_sha256=artifact.stored_sha256,
+                facts=artifact.facts,
+            )
+        )
+
+
+def _view(row: SnapshotRow) -> SnapshotView:
+    started = _aware(row.started_at)
+    assert started is not None
+    return SnapshotView(
+        id=row.id,
+        policy=row.policy,
+        status=row.status,
+        started_at=started,
+        finished_at=_aware(row.finished_at),
+        host=row.host,
+        plain_bytes=row.plain_bytes,
+        stored_bytes=row.stored_bytes,
+        targets={copy.target: copy.status for copy in row.copies},
+        sources=[artifact.source for artifact in row.artifacts],
+        error=row.error,
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sqlite_pragmas(connection: object, _record: object) -> None:
+    cursor = connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()

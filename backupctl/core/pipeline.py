@@ -1,0 +1,204 @@
+"""The streaming pipeline: plain → zstd (multi-threaded) → age → sha256 → target, and back.
+
+Everything is pulled or pushed in chunks: memory stays flat whatever the size. pyrage drives
+the encryption loop and calls our file-like wrappers, which count and hash as bytes pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import pyrage
+import zstandard
+
+from backupctl.errors import IntegrityError
+
+CHUNK = 1 << 20
+Progress = Callable[[int], None]
+
+
+@dataclass
+class StreamStats:
+    plain_bytes: int
+    plain_sha256: str
+    stored_bytes: int
+    stored_sha256: str
+
+
+class HashingReader(io.RawIOBase):
+    """Wraps a readable stream; counts and sha256-hashes every byte read through it."""
+
+    def __init__(self, inner: BinaryIO, progress: Progress | None = None) -> None:
+        self._inner = inner
+        self._hash = hashlib.sha256()
+        self.count = 0
+        self._progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._inner.read(len(view))
+        if not data:
+            return 0
+        size = len(data)
+        view[:size] = data
+        self._hash.update(data)
+        self.count += size
+        if self._progress:
+            self._progress(size)
+        return size
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size if size and size > 0 else CHUNK)
+        if data:
+            self._hash.update(data)
+            self.count += len(data)
+            if self._progress:
+                self._progress(len(data))
+        return data
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class HashingWriter(io.RawIOBase):
+    """Wraps a writable stream; counts and sha256-hashes every byte written through it."""
+
+    def __init__(self, inner: BinaryIO | None) -> None:
+        self._inner = inner
+        self._hash = hashlib.sha256()
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data) if not isinstance(data, bytes) else data
+        self._hash.update(chunk)
+        self.count += len(chunk)
+        if self._inner is not None:
+            self._inner.write(chunk)
+        return len(chunk)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def encrypt_stream(
+    plain: BinaryIO,
+    sink: BinaryIO,
+    recipients: list[Any],
+    *,
+    level: int = 3,
+    threads: int = 0,
+    progress: Progress | None = None,
+) -> StreamStats:
+    """Compress `plain` with zstd and encrypt it to `recipients` into `sink`."""
+    source = HashingReader(plain, progress)
+    workers = threads or (os.cpu_count() or 1)
+    compressor = zstandard.ZstdCompressor(level=level, threads=workers, write_checksum=True)
+    compressed = compressor.stream_reader(source, read_size=CHUNK, closefd=False)
+    stored = HashingWriter(sink)
+    pyrage.encrypt_io(compressed, stored, recipients)
+    return StreamStats(source.count, source.hexdigest(), stored.count, stored.hexdigest())
+
+
+def decrypt_stream(
+    stored: BinaryIO,
+    sink: BinaryIO | None,
+    identities: list[Any],
+    *,
+    progress: Progress | None = None,
+) -> StreamStats:
+    """Decrypt and decompress `stored` into `sink` (None: discard, for verification).
+
+    Raises IntegrityError when the age authentication or the zstd frame checksum fails.
+    """
+    reader = HashingReader(stored, progress)
+    plain = HashingWriter(sink)
+    decompressor = zstandard.ZstdDecompressor()
+    writer = decompressor.stream_writer(plain, write_size=CHUNK, write_return_read=True, closefd=False)
+    try:
+        pyrage.decrypt_io(reader, writer, identities)
+        writer.flush()
+    except pyrage.DecryptError as error:
+        raise IntegrityError(f"decryption failed: {_short(error)}") from None
+    except zstandard.ZstdError as error:
+        raise IntegrityError(f"decompression failed: {_short(error)}") from None
+    except Exception as error:
+        # pyrage surfaces truncation and header damage as generic errors from the age crate.
+        if isinstance(error, OSError) and error.errno is not None:
+            raise
+        raise IntegrityError(f"decryption failed: {_short(error)}") from None
+    return StreamStats(plain.count, plain.hexdigest(), reader.count, reader.hexdigest())
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:200]
+
+
+@contextmanager
+def decrypted_reader(
+    stored: BinaryIO, identities: list[Any], *, progress: Progress | None = None
+) -> Iterator[tuple[BinaryIO, Callable[[], StreamStats]]]:
+    """A readable plain stream of an encrypted artifact, decrypted in a background thread.
+
+    Yields (reader, result): read to the end, then `result()` raises the decryption error if
+    any, or returns the stream stats. The reader is a real pipe: it has a `fileno()` that a
+    restore tool can take as its stdin.
+    """
+    read_fd, write_fd = os.pipe()
+    reader = os.fdopen(read_fd, "rb", buffering=CHUNK)
+    writer = os.fdopen(write_fd, "wb", buffering=CHUNK)
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["stats"] = decrypt_stream(stored, writer, identities, progress=progress)
+        except BrokenPipeError:
+            outcome["error"] = IntegrityError("the restore tool stopped reading before the end of the stream")
+        except BaseException as error:
+            outcome["error"] = error
+        finally:
+            try:
+                writer.close()
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=work, name="decrypt", daemon=True)
+    thread.start()
+
+    def result() -> StreamStats:
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        stats: StreamStats = outcome["stats"]
+        return stats
+
+    try:
+        yield reader, result
+    finally:
+        reader.close()  # unblocks the writer thread if the consumer gave up early
+        thread.join(timeout=30)
+
+
+def sha256_of(stream: BinaryIO, progress: Progress | None = None) -> tuple[str, int]:
+    """sha256 and size of everything readable from `stream`."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+        if progress:
+            progress(len(chunk))
+    return digest.hexdigest(), size

@@ -1,0 +1,459 @@
+"""Files source: a directory tree as a PAX tar stream, plus a tree hash to prove restores.
+
+The tar is written by a producer thread into a pipe whose read end is the dump stream, so memory
+stays flat whatever the tree's size. Each file is read exactly once: the bytes going into the tar
+are the bytes hashed.
+
+Walk order: depth first, each directory's entries sorted by name with directories compared as
+`name + "/"`. That is exactly the sorted order of the relative paths of all files and symlinks,
+so the tree hash can be computed as the walk goes.
+
+Tree hash (`tree_sha256`): the sha256 of one line per regular file and symlink, in sorted
+(code point) order of its '/'-separated path relative to the root:
+
+    regular file:  f"{path}\\0{sha256 hex of its content}\\n"
+    symlink:       f"{path}\\0->{link target}\\n"
+
+encoded as UTF-8 (undecodable bytes of file names kept via surrogateescape). Directories, empty
+or not, and skipped entries (sockets, fifos, devices, excluded paths) do not contribute; a
+hard-linked file counts once per path. The same function hashes a restored tree, so equal
+hashes mean equal names, contents and link targets.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import grp
+import hashlib
+import logging
+import os
+import pwd
+import stat
+import tarfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from backupctl.errors import ConfigError, IntegrityError, SourceError
+from backupctl.policy.schema import FilesSource
+from backupctl.sources.base import DumpStream, RestoreOutcome, RestoreRequest, register_source
+
+log = logging.getLogger("backupctl.sources.files")
+
+CHUNK = 1 << 20
+_SPECIAL = {stat.S_IFSOCK: "socket", stat.S_IFIFO: "fifo", stat.S_IFCHR: "device", stat.S_IFBLK: "device"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One walked path: `kind` is "dir", "file", "symlink" or the special kind to skip."""
+
+    relpath: str
+    path: str
+    kind: str
+
+
+def walk_tree(
+    root: Path, exclude: Sequence[str] = (), on_skip: Callable[[str, str], None] | None = None
+) -> Iterator[Entry]:
+    """Entries below `root` (not root itself) in hash order; symlinks are never followed.
+
+    `exclude` globs are matched against the relative path and the base name; an excluded
+    directory is not entered. Entries vanishing during the walk are reported to `on_skip`.
+    Raises OSError when the root or a directory cannot be read.
+    """
+    patterns = [pattern.rstrip("/") for pattern in exclude]
+
+    def children(directory: str, relative: str) -> Iterator[Entry]:
+        found: list[tuple[str, Entry]] = []
+        try:
+            with os.scandir(directory) as listing:
+                for item in listing:
+                    relpath = f"{relative}/{item.name}" if relative else item.name
+                    if any(fnmatchcase(relpath, p) or fnmatchcase(item.name, p) for p in patterns):
+                        continue
+                    try:
+                        mode = item.stat(follow_symlinks=False).st_mode
+                    except FileNotFoundError:
+                        if on_skip:
+                            on_skip(relpath, "vanished during the backup")
+                        continue
+                    kind = (
+                        "dir" if stat.S_ISDIR(mode)
+                        else "file" if stat.S_ISREG(mode)
+                        else "symlink" if stat.S_ISLNK(mode)
+                        else _SPECIAL.get(stat.S_IFMT(mode), "unknown file type")
+                    )  # fmt: skip
+                    found.append(
+                        (item.name + "/" if kind == "dir" else item.name, Entry(relpath, item.path, kind))
+                    )
+        except FileNotFoundError:
+            if not relative:
+                raise  # the root itself is gone: that is an error, not a skip
+            if on_skip:
+                on_skip(relative, "vanished during the backup")
+        found.sort(key=lambda pair: pair[0])
+        return iter([entry for _, entry in found])
+
+    stack = [children(str(root), "")]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        yield entry
+        if entry.kind == "dir":
+            stack.append(children(entry.path, entry.relpath))
+
+
+@dataclass
+class TreeHasher:
+    """Accumulates the tree hash and counts; feed entries in walk order."""
+
+    digest: Any = field(default_factory=hashlib.sha256)
+    file_count: int = 0
+    symlink_count: int = 0
+    total_bytes: int = 0
+
+    def add_file(self, relpath: str, content_sha256: str, size: int) -> None:
+        self.digest.update(f"{relpath}\0{content_sha256}\n".encode("utf-8", "surrogateescape"))
+        self.file_count += 1
+        self.total_bytes += size
+
+    def add_symlink(self, relpath: str, target: str) -> None:
+        self.digest.update(f"{relpath}\0->{target}\n".encode("utf-8", "surrogateescape"))
+        self.symlink_count += 1
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "file_count": self.file_count,
+            "symlink_count": self.symlink_count,
+            "total_bytes": self.total_bytes,
+            "tree_sha256": self.digest.hexdigest(),
+        }
+
+
+def tree_facts(root: Path) -> dict[str, Any]:
+    """file_count, symlink_count, total_bytes and tree_sha256 of a directory (see module doc)."""
+    hasher = TreeHasher()
+    for entry in walk_tree(root):
+        if entry.kind == "symlink":
+            hasher.add_symlink(entry.relpath, os.readlink(entry.path))
+        elif entry.kind == "file":
+            content = hashlib.sha256()
+            size = 0
+            with open(os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    content.update(chunk)
+                    size += len(chunk)
+            hasher.add_file(entry.relpath, content.hexdigest(), size)
+    return hasher.facts()
+
+
+@functools.lru_cache(maxsize=256)
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+@functools.lru_cache(maxsize=256)
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
+
+
+def _tarinfo(relpath: str, info: os.stat_result, kind: bytes) -> tarfile.TarInfo:
+    member = tarfile.TarInfo(relpath)
+    member.type = kind
+    member.mode = stat.S_IMODE(info.st_mode)
+    member.uid, member.gid = info.st_uid, info.st_gid
+    member.uname, member.gname = _user_name(info.st_uid), _group_name(info.st_gid)
+    member.mtime = info.st_mtime
+    member.size = info.st_size if kind == tarfile.REGTYPE else 0
+    return member
+
+
+class _TarWriter:
+    """A streaming PAX tar writer: headers from `TarInfo.tobuf`, data copied in 1 MiB chunks.
+
+    We do not use TarFile for writing because it remembers every member and inode it wrote,
+    so its memory grows with the number of files.
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._written = 0
+
+    def _write(self, data: bytes) -> None:
+        self._out.write(data)
+        self._written += len(data)
+
+    def add(self, member: tarfile.TarInfo) -> None:
+        """Write a header of a member without data (directory, link)."""
+        self._write(member.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def add_file(self, member: tarfile.TarInfo, handle: BinaryIO) -> tuple[str, bool]:
+        """Write a regular file of `member.size` bytes from `handle`, hashing what is written.
+
+        Returns (sha256 hex, whether the file shrank while read: then it is padded with zeros,
+        as GNU tar does, so the archive stays valid and the hash matches its content).
+        """
+        self.add(member)
+        digest = hashlib.sha256()
+        remaining = member.size
+        shrank = False
+        while remaining:
+            chunk = handle.read(min(CHUNK, remaining)) if not shrank else b""
+            if not chunk:
+                shrank = True
+                chunk = bytes(min(CHUNK, remaining))
+            digest.update(chunk)
+            self._write(chunk)
+            remaining -= len(chunk)
+        self._pad(tarfile.BLOCKSIZE)
+        return digest.hexdigest(), shrank
+
+    def close(self) -> None:
+        """Write the end-of-archive blocks and fill the last record, like tar does."""
+        self._write(bytes(2 * tarfile.BLOCKSIZE))
+        self._pad(tarfile.RECORDSIZE)
+
+    def _pad(self, size: int) -> None:
+        if self._written % size:
+            self._write(bytes(size - self._written % size))
+
+
+class _TarProducer(threading.Thread):
+    """Writes the tar of `root` into the pipe's write end; records its error for finish()."""
+
+    def __init__(self, root: Path, exclude: Sequence[str], write_fd: int) -> None:
+        super().__init__(daemon=True, name="tar-producer")
+        self.root = root
+        self.exclude = exclude
+        self.write_fd = write_fd
+        self.hasher = TreeHasher()
+        self.skipped: list[str] = []
+        self.warnings: list[str] = []
+        self.error: BaseException | None = None
+        # Only inodes with several links are remembered, so memory does not grow with file count.
+        self._hardlinks: dict[tuple[int, int], tuple[str, str]] = {}
+
+    def run(self) -> None:
+        try:
+            # Closing the write end (also on error) is what lets the reader see EOF.
+            with os.fdopen(self.write_fd, "wb", buffering=CHUNK) as pipe:
+                tar = _TarWriter(pipe)
+                for entry in walk_tree(self.root, self.exclude, self._skip):
+                    self._add(tar, entry)
+                tar.close()
+        except BaseException as error:
+            self.error = error
+
+    def _skip(self, relpath: str, reason: str) -> None:
+        log.warning("skipping %s: %s", relpath, reason)
+        self.skipped.append(f"{relpath}: {reason}")
+
+    def _add(self, tar: _TarWriter, entry: Entry) -> None:
+        try:
+            info = os.lstat(entry.path)
+        except FileNotFoundError:
+            self._skip(entry.relpath, "vanished during the backup")
+            return
+        if entry.kind == "dir":
+            tar.add(_tarinfo(entry.relpath, info, tarfile.DIRTYPE))
+        elif entry.kind == "symlink":
+            member = _tarinfo(entry.relpath, info, tarfile.SYMTYPE)
+            member.linkname = os.readlink(entry.path)
+            tar.add(member)
+            self.hasher.add_symlink(entry.relpath, member.linkname)
+            resolved = os.path.normpath(os.path.join(os.path.dirname(entry.relpath), member.linkname))
+            if os.path.isabs(member.linkname) or resolved == ".." or resolved.startswith("../"):
+                self.warnings.append(
+                    f"{entry.relpath}: symlink to {member.linkname} points outside the tree "
+                    "(a restore refuses it)"
+                )
+        elif entry.kind == "file":
+            self._add_file(tar, entry)
+        else:
+            self._skip(entry.relpath, f"{entry.kind} not archived")
+
+    def _add_file(self, tar: _TarWriter, entry: Entry) -> None:
+        try:
+            # O_NOFOLLOW: a file swapped for a symlink since the walk is not followed.
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._skip(entry.relpath, "vanished during the backup")
+            return
+        with open(fd, "rb", buffering=0) as handle:
+            info = os.fstat(fd)  # of the file we read, not of what the walk saw
+            member = _tarinfo(entry.relpath, info, tarfile.REGTYPE)
+            key = (info.st_dev, info.st_ino)
+            if info.st_nlink > 1 and key in self._hardlinks:
+                first, content = self._hardlinks[key]
+                member.type, member.linkname, member.size = tarfile.LNKTYPE, first, 0
+                tar.add(member)
+                self.hasher.add_file(entry.relpath, content, info.st_size)
+                return
+            content, shrank = tar.add_file(member, handle)
+        if shrank:
+            self.warnings.append(f"{entry.relpath}: shrank while being read; archived padded with zeros")
+        if info.st_nlink > 1:
+            self._hardlinks[key] = (entry.relpath, content)
+        self.hasher.add_file(entry.relpath, content, member.size)
+
+
+@register_source("files")
+class FilesTarSource:
+    """A directory tree (`type: files`) archived as a PAX tar stream."""
+
+    format = "tar"
+    extension = "tar"
+
+    def __init__(self, config: FilesSource) -> None:
+        self.config = config
+        self.name = config.name
+        self.root = Path(config.path)
+
+    @contextmanager
+    def dump(self) -> Iterator[DumpStream]:
+        """Start the tar producer and yield the pipe's read end.
+
+        Raises SourceError when the root is not a directory, and from `finish()` when archiving
+        failed (unreadable file, vanished root, consumer stopped reading).
+        """
+        if not self.root.is_dir():
+            raise SourceError(f"directory {self.root} of source {self.name} does not exist")
+        read_fd, write_fd = os.pipe()
+        try:
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, CHUNK)  # fewer wake-ups than 64 KiB
+        except OSError:
+            pass  # above /proc/sys/fs/pipe-max-size for unprivileged users: the default works
+        reader = os.fdopen(read_fd, "rb")
+        producer = _TarProducer(self.root, self.config.exclude, write_fd)
+        producer.start()
+
+        def finish() -> dict[str, Any]:
+            # Closing the read end first makes a producer stuck on a full pipe fail, not hang.
+            reader.close()
+            producer.join()
+            if isinstance(producer.error, BrokenPipeError):
+                raise SourceError(f"archiving {self.root}: the stream was not read to its end")
+            if producer.error is not None:
+                raise SourceError(f"archiving {self.root} failed: {producer.error}") from producer.error
+            return {**producer.hasher.facts(), "skipped": producer.skipped, "warnings": producer.warnings}
+
+        try:
+            yield DumpStream(reader, self.format, self.extension, finish)
+        finally:
+            reader.close()  # unblocks a producer waiting to write, so the join returns
+            producer.join()
+
+    def restore(self, stream: BinaryIO, request: RestoreRequest) -> RestoreOutcome:
+        """Extract the tar stream into `request.to_dir` and hash the result.
+
+        Raises ConfigError when no directory is given or it is not empty (without `force`),
+        IntegrityError naming the member for an absolute path, a `..` component, a link leading
+        outside the destination, a special file, or a write through a symlink.
+        """
+        if request.to_dir is None:
+            raise ConfigError(f"restoring {self.name} needs a destination directory (--to-dir)")
+        destination = Path(request.to_dir).absolute()
+        if destination.exists() or destination.is_symlink():
+            if not destination.is_dir():
+                raise ConfigError(f"{destination} exists and is not a directory")
+            if any(destination.iterdir()) and not request.force:
+                raise ConfigError(f"{destination} is not empty; use --force to restore into it anyway")
+        destination.mkdir(parents=True, exist_ok=True)
+        _extract(stream, destination.resolve())
+        return RestoreOutcome(destination=str(destination), facts=tree_facts(destination))
+
+    def compare(self, manifest_facts: dict[str, Any], restored_facts: dict[str, Any]) -> list[str]:
+        """Differences in tree hash, file count, symlink count and total bytes."""
+        problems = []
+        for key, label in (
+            ("file_count", "file count"),
+            ("symlink_count", "symlink count"),
+            ("total_bytes", "total bytes"),
+            ("tree_sha256", "tree hash"),
+        ):
+            if key in manifest_facts and manifest_facts[key] != restored_facts.get(key):
+                restored = restored_facts.get(key)
+                problems.append(f"files {label} differs: snapshot {manifest_facts[key]}, restored {restored}")
+        return problems
+
+    def describe(self) -> dict[str, Any]:
+        """Secret-free description."""
+        return {
+            "name": self.name,
+            "type": "files",
+            "format": self.format,
+            "path": str(self.root),
+            "exclude": list(self.config.exclude),
+        }
+
+
+def _extract(stream: BinaryIO, destination: Path) -> None:
+    """Extract member by member with the 'data' filter plus our stricter checks."""
+    directories: list[tarfile.TarInfo] = []
+    keep_owner = os.geteuid() == 0  # like tar as root; the data filter alone would drop owners
+    try:
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
+            while (member := tar.next()) is not None:
+                # TarFile remembers every member it read; in stream mode nothing looks back at
+                # them (links are made with os.link), so forget them to keep memory flat.
+                cast(Any, tar).members.clear()
+                safe = _checked(member, destination)
+                if keep_owner:
+                    safe = safe.replace(
+                        uid=member.uid, gid=member.gid, uname=member.uname, gname=member.gname
+                    )
+                target = destination / safe.name
+                if target.is_symlink():
+                    target.unlink()  # replace a link, never write through it
+                # Directory attributes are set last, so a read-only directory does not block its files.
+                try:
+                    tar.extract(safe, destination, set_attrs=not safe.isdir(), filter="fully_trusted")
+                except OSError as error:
+                    raise SourceError(f"cannot extract tar member '{member.name}': {error}") from None
+                if safe.isdir():
+                    directories.append(safe)
+            for info in sorted(directories, key=lambda item: item.name, reverse=True):
+                path = str(destination / info.name)
+                tar.chown(info, path, numeric_owner=False)
+                tar.utime(info, path)
+                tar.chmod(info, path)
+    except tarfile.ReadError as error:
+        raise SourceError(f"the stream is not a valid tar archive: {error}") from None
+
+
+def _checked(member: tarfile.TarInfo, destination: Path) -> tarfile.TarInfo:
+    """The member after the data filter, or IntegrityError saying why it is refused."""
+
+    def refuse(reason: str) -> IntegrityError:
+        return IntegrityError(f"refusing tar member '{member.name}': {reason}")
+
+    if member.name.startswith("/"):
+        raise refuse("absolute path")
+    if ".." in member.name.split("/"):
+        raise refuse("'..' in its path")
+    if member.islnk() and (member.linkname.startswith("/") or ".." in member.linkname.split("/")):
+        raise refuse(f"hard link to {member.linkname} outside the destination")
+    try:
+        safe = tarfile.data_filter(member, str(destination))
+    except tarfile.FilterError as error:
+        raise refuse(str(error)) from None
+    parent = destination
+    for part in Path(safe.name).parts[:-1]:
+        parent = parent / part
+        if parent.is_symlink():
+            raise refuse(f"it would be written through the symlink {parent.relative_to(destination)}")
+    return safe

@@ -1,0 +1,501 @@
+"""PostgreSQL source: pg_dump (custom format) of one database, with exact row counts.
+
+Consistency: we open a REPEATABLE READ READ ONLY transaction, export its snapshot and hand it
+to `pg_dump --snapshot`; while pg_dump streams, a thread counts the rows of every dumped table in
+that same transaction. The row counts in the manifest therefore describe exactly the data in the
+artifact, however busy the database is.
+
+Passwords go to pg_dump/pg_restore as PGPASSWORD and to psycopg as a connection keyword, never
+on a command line; URLs given for a restore destination may contain one: it is taken out of the
+URL before the URL reaches argv.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, NamedTuple
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from backupctl.core import runner
+from backupctl.core.secrets import mask, mask_url_password, register_secret
+from backupctl.errors import ConfigError, SourceError
+from backupctl.policy.schema import PostgresSource
+from backupctl.sources.base import (
+    DumpStream,
+    RestoreOutcome,
+    RestoreRequest,
+    count_rows_equal,
+    register_source,
+)
+
+CHUNK = 1 << 20
+
+# User tables (plain and partitioned) as pg_dump sees them: no system schemas, no temp tables,
+# no tables owned by an extension (pg_dump leaves those to CREATE EXTENSION).
+_TABLES_QUERY = """
+SELECT n.nspname, c.relname, c.relkind, c.relpersistence, pg_table_is_visible(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p')
+  AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """Split a URL or conninfo string into (conninfo without password, password or None).
+
+    The password is registered for masking. Raises ConfigError for an unparsable URL.
+    """
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as error:
+        raise ConfigError(f"invalid PostgreSQL URL {mask_url_password(url)}: {error}") from None
+    password = params.pop("password", None)
+    if password is None:
+        return url, None
+    register_secret(str(password))
+    return make_conninfo(**{key: str(value) for key, value in params.items()}), str(password)
+
+
+def connect(conninfo: str, password: str | None, purpose: str) -> psycopg.Connection[Any]:
+    """Open an autocommit connection. Raises SourceError saying what we tried to reach and why."""
+    try:
+        # A None password is dropped by psycopg: libpq then falls back to ~/.pgpass.
+        return psycopg.connect(
+            conninfo, autocommit=True, connect_timeout=30, application_name="backupctl", password=password
+        )
+    except psycopg.Error as error:
+        target = mask(mask_url_password(conninfo))
+        raise SourceError(f"cannot connect to {purpose} ({target}): {mask(str(error).strip())}") from None
+
+
+class Table(NamedTuple):
+    """A user table: `kind` is pg_class.relkind, `persistence` relpersistence ('u' unlogged),
+    `visible` whether the default search_path finds it (unqualified pg_dump patterns need that)."""
+
+    schema: str
+    name: str
+    kind: str
+    persistence: str
+    visible: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def user_tables(connection: psycopg.Connection[Any]) -> list[Table]:
+    """Every user table of the connected database, sorted by schema and name."""
+    return [Table(*row) for row in connection.execute(_TABLES_QUERY).fetchall()]
+
+
+def count_rows(connection: psycopg.Connection[Any], tables: list[Table]) -> dict[str, int]:
+    """Exact `count(*)` per table, keyed "schema.table", in the connection's current transaction."""
+    counts: dict[str, int] = {}
+    for schema, table, kind, _, _ in tables:
+        # A plain table's own rows (ONLY): pg_dump copies each inheritance child separately.
+        # A partitioned table has no rows of its own: count its partitions' rows.
+        template = "SELECT count(*) FROM {}" if kind == "p" else "SELECT count(*) FROM ONLY {}"
+        row = connection.execute(sql.SQL(template).format(sql.Identifier(schema, table))).fetchone()
+        counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+    return counts
+
+
+class _StderrTail(threading.Thread):
+    """Drains a process's stderr so it never blocks on a full pipe; keeps the last 64 KiB."""
+
+    def __init__(self, pipe: BinaryIO) -> None:
+        super().__init__(daemon=True, name="stderr-drain")
+        self._pipe = pipe
+        self._tail = b""
+        self.start()
+
+    def run(self) -> None:
+        try:
+            while chunk := self._pipe.read(65536):
+                self._tail = (self._tail + chunk)[-65536:]
+        except (OSError, ValueError):
+            pass  # pipe closed under us during cleanup
+
+    def text(self) -> str:
+        self.join()
+        return mask(runner.last_lines(self._tail))
+
+
+class _RowCounter(threading.Thread):
+    """Counts rows in the snapshot transaction while pg_dump streams."""
+
+    def __init__(self, connection: psycopg.Connection[Any], tables: list[Table]) -> None:
+        super().__init__(daemon=True, name="pg-row-counter")
+        self._connection = connection
+        self._tables = tables
+        self.counts: dict[str, int] = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.counts = count_rows(self._connection, self._tables)
+        except BaseException as error:  # reported by finish(), never lost in the thread
+            self.error = error
+
+
+def _name_pattern(pattern: str) -> tuple[re.Pattern[str] | None, re.Pattern[str]]:
+    """A psql-style pattern (as pg_dump -t/-n take) -> (schema regex or None, name regex).
+
+    Outside double quotes letters fold to lower case, `*` and `?` are wildcards and `.`
+    separates schema and name; inside them everything is literal (`""` is a quote).
+    """
+    parts = [""]
+    quoted = False
+    position = 0
+    while position < len(pattern):
+        char = pattern[position]
+        if char == '"':
+            if quoted and pattern[position + 1 : position + 2] == '"':
+                parts[-1] += re.escape('"')
+                position += 1
+            else:
+                quoted = not quoted
+        elif quoted:
+            parts[-1] += re.escape(char)
+        elif char == ".":
+            parts.append("")
+        elif char in "*?":
+            parts[-1] += ".*" if char == "*" else "."
+        else:
+            parts[-1] += re.escape(char.lower())
+        position += 1
+    schema = re.compile(parts[-2], re.DOTALL) if len(parts) > 1 else None
+    return schema, re.compile(parts[-1], re.DOTALL)
+
+
+_Pattern = tuple[re.Pattern[str] | None, re.Pattern[str]]
+
+
+def _matches(patterns: list[_Pattern], table: Table) -> bool:
+    for schema, name in patterns:
+        if schema is None and not table.visible:
+            continue  # pg_dump resolves an unqualified pattern through the search_path
+        if (schema is None or schema.fullmatch(table.schema)) and name.fullmatch(table.name):
+            return True
+    return False
+
+
+@dataclass
+class TableSelection:
+    """Which tables, and whose data, pg_dump puts in the artifact given our dump_options.
+
+    Without this, `--exclude-table=audit_log` would make every restore report audit_log
+    missing. Understands -t/-T/-n/-N/--exclude-table-data/--schema-only/--section/
+    --no-unlogged-table-data; other options do not change which rows are dumped.
+    """
+
+    tables: list[_Pattern] = field(default_factory=list)
+    exclude_tables: list[_Pattern] = field(default_factory=list)
+    schemas: list[re.Pattern[str]] = field(default_factory=list)
+    exclude_schemas: list[re.Pattern[str]] = field(default_factory=list)
+    exclude_data: list[_Pattern] = field(default_factory=list)
+    data: bool = True
+    unlogged_data: bool = True
+
+    _VALUED = {
+        "-t": "--table", "--table": "--table", "-T": "--exclude-table", "--exclude-table": "--exclude-table",
+        "-n": "--schema", "--schema": "--schema", "-N": "--exclude-schema",
+        "--exclude-schema": "--exclude-schema", "--exclude-table-data": "--exclude-table-data",
+        "--section": "--section",
+    }  # fmt: skip
+
+    @classmethod
+    def from_dump_options(cls, options: list[str]) -> TableSelection:
+        """Parse pg_dump options (`--opt=v`, `--opt v`, `-tv`, `-t v`)."""
+        selection = cls()
+        sections: list[str] = []
+        remaining = list(options)
+        while remaining:
+            option, value = remaining.pop(0), ""
+            if option.startswith("--") and "=" in option:
+                option, value = option.split("=", 1)
+            elif option in cls._VALUED and remaining:
+                value = remaining.pop(0)
+            elif option[:2] in ("-t", "-T", "-n", "-N") and len(option) > 2:
+                option, value = option[:2], option[2:]
+            option = cls._VALUED.get(option, option)
+            if option == "--table":
+                selection.tables.append(_name_pattern(value))
+            elif option == "--exclude-table":
+                selection.exclude_tables.append(_name_pattern(value))
+            elif option == "--schema":
+                selection.schemas.append(_name_pattern(value)[1])
+            elif option == "--exclude-schema":
+                selection.exclude_schemas.append(_name_pattern(value)[1])
+            elif option == "--exclude-table-data":
+                selection.exclude_data.append(_name_pattern(value))
+            elif option in ("-s", "--schema-only"):
+                selection.data = False
+            elif option == "--section":
+                sections.append(value)
+            elif option == "--no-unlogged-table-data":
+                selection.unlogged_data = False
+        if sections and "data" not in sections:
+            selection.data = False
+        return selection
+
+    def includes(self, table: Table) -> bool:
+        """Whether pg_dump dumps this table (its definition) at all."""
+        if _matches(self.exclude_tables, table):
+            return False
+        if self.tables:  # -t selects tables regardless of -n/-N
+            return _matches(self.tables, table)
+        if self.schemas and not any(p.fullmatch(table.schema) for p in self.schemas):
+            return False
+        return not any(p.fullmatch(table.schema) for p in self.exclude_schemas)
+
+    def has_data(self, table: Table) -> bool:
+        """Whether the table's rows are in the artifact (else it is restored empty)."""
+        if not self.data or (table.persistence == "u" and not self.unlogged_data):
+            return False
+        return not _matches(self.exclude_data, table)
+
+
+def _version(text: str) -> str:
+    found = re.search(r"\d+(?:\.\d+)+|\d+", text)
+    return found.group(0) if found else text.strip()
+
+
+@register_source("postgres")
+class PostgresDumpSource:
+    """A PostgreSQL database (`type: postgres`), dumped with pg_dump, restored with pg_restore."""
+
+    format = "pgdump"
+    extension = "pgdump"
+
+    def __init__(self, config: PostgresSource) -> None:
+        self.config = config
+        self.name = config.name
+        self.database = str(conninfo_to_dict(config.url).get("dbname") or "")
+
+    # ------------------------------------------------------------------ dump
+    @contextmanager
+    def dump(self) -> Iterator[DumpStream]:
+        """Start pg_dump on an exported snapshot; yield its stdout; clean up on leaving.
+
+        Raises SourceError when the database cannot be reached, and from `finish()` when pg_dump
+        or the row count fails.
+        """
+        self._refuse_remote()
+        password = self.config.password.resolve() if self.config.password else None
+        selection = TableSelection.from_dump_options(self.config.dump_options)
+        pg_dump_version = self._tool_version(self.config.pg_dump)
+        connection = connect(self.config.url, password, "the database to back up")
+        process: subprocess.Popen[bytes] | None = None
+        stderr: _StderrTail | None = None
+        counter: _RowCounter | None = None
+        try:
+            connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot = self._scalar(connection, "SELECT pg_export_snapshot()")
+            server_version = _version(self._scalar(connection, "SELECT current_setting('server_version')"))
+            tables = [table for table in user_tables(connection) if selection.includes(table)]
+            argv = [
+                self.config.pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}",
+                f"--dbname={self.config.url}", *self.config.dump_options,
+            ]  # fmt: skip
+            process = runner.start(argv, env={"PGPASSWORD": password} if password else None)
+            assert process.stdout is not None and process.stderr is not None
+            stderr = _StderrTail(process.stderr)  # type: ignore[arg-type]
+            counter = _RowCounter(connection, tables)
+            counter.start()
+            running, tail, counting = process, stderr, counter
+
+            def finish() -> dict[str, Any]:
+                # Closing our end first turns "consumer stopped early" into a pg_dump error
+                # instead of a deadlock on a full pipe.
+                running.stdout.close()  # type: ignore[union-attr]
+                status = running.wait()
+                if status != 0:
+                    raise SourceError(f"pg_dump of {self.name} exited with status {status}: {tail.text()}")
+                counting.join()
+                if counting.error is not None:
+                    raise SourceError(f"counting rows of {self.name} failed: {mask(str(counting.error))}")
+                connection.execute("COMMIT")
+                # Tables whose data pg_dump leaves out are in the artifact, empty.
+                counts = {t.key: counting.counts[t.key] if selection.has_data(t) else 0 for t in tables}
+                return {
+                    "row_counts": counts,
+                    "server_version": server_version,
+                    "pg_dump_version": pg_dump_version,
+                    "database": self.database,
+                    "tables": len(counts),
+                }
+
+            yield DumpStream(process.stdout, self.format, self.extension, finish)  # type: ignore[arg-type]
+        finally:
+            if process is not None:
+                process.stdout.close()  # type: ignore[union-attr]
+                runner.stop(process)
+            if stderr is not None:
+                stderr.join()
+            if counter is not None and counter.is_alive():
+                connection.cancel_safe()  # a long count(*) must not hold up an aborted dump
+                counter.join()
+            connection.close()
+
+    # ------------------------------------------------------------------ restore
+    def restore(self, stream: BinaryIO, request: RestoreRequest) -> RestoreOutcome:
+        """pg_restore the stream into `request.to_db` and count the rows of the result.
+
+        With `create`, `to_db` names the maintenance database to connect to and the dumped
+        database (same name as the source's) is created. Raises ConfigError for a missing or
+        non-empty destination (unless clean/force), SourceError when pg_restore fails.
+        """
+        self._refuse_remote()
+        if not request.to_db:
+            raise ConfigError(f"restoring {self.name} needs a destination database URL (--to-db)")
+        conninfo, url_password = split_password(request.to_db)
+        password = request.password or url_password
+        if request.password:
+            register_secret(request.password)
+        self._check_destination(conninfo, password, request)
+        argv = [self.config.pg_restore, f"--dbname={conninfo}", "--exit-on-error"]
+        if request.clean:
+            argv += ["--clean", "--if-exists"]
+        if request.create:
+            argv.append("--create")
+        if request.no_owner:
+            argv += ["--no-owner", "--no-privileges"]
+        env = {"PGPASSWORD": password} if password else None
+        if request.jobs > 1:
+            # Parallel restore seeks in the archive: it needs a file, not a pipe.
+            with tempfile.NamedTemporaryFile(prefix="backupctl-restore-", suffix=".pgdump") as spool:
+                shutil.copyfileobj(stream, spool, CHUNK)
+                spool.flush()
+                self._run_restore([*argv, f"--jobs={request.jobs}", spool.name], env, None)
+        else:
+            self._run_restore(argv, env, stream)
+        restored = make_conninfo(conninfo, dbname=self.database) if request.create else conninfo
+        with connect(restored, password, "the restored database") as connection:
+            connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            counts = count_rows(connection, user_tables(connection))
+            connection.execute("COMMIT")
+        return RestoreOutcome(
+            destination=mask(mask_url_password(request.to_db)), facts={"row_counts": counts}
+        )
+
+    def _check_destination(self, conninfo: str, password: str | None, request: RestoreRequest) -> None:
+        with connect(conninfo, password, "the restore destination") as connection:
+            if request.create:
+                exists = connection.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+                ).fetchone()
+                if exists and not request.clean:
+                    raise ConfigError(
+                        f"database {self.database} already exists on the destination; "
+                        "use --clean to drop and recreate it"
+                    )
+                return
+            tables = user_tables(connection)
+        if tables and not (request.clean or request.force):
+            raise ConfigError(
+                f"the destination database already has {len(tables)} tables; restore into an empty "
+                "database, or use --clean (drop and recreate objects) or --force"
+            )
+
+    def _run_restore(self, argv: list[str], env: dict[str, str] | None, stream: BinaryIO | None) -> None:
+        direct = _direct_fd(stream) if stream is not None else None
+        stdin: int | None = subprocess.DEVNULL
+        if stream is not None:
+            stdin = direct if direct is not None else subprocess.PIPE
+        process = runner.start(argv, env=env, stdin=stdin, stdout=subprocess.DEVNULL)
+        assert process.stderr is not None
+        tail = _StderrTail(process.stderr)  # type: ignore[arg-type]
+        try:
+            if stream is not None and direct is None:
+                assert process.stdin is not None
+                try:
+                    while chunk := stream.read(CHUNK):
+                        process.stdin.write(chunk)
+                    process.stdin.close()
+                except BrokenPipeError:
+                    pass  # pg_restore stopped reading: its exit status and stderr say why
+            status = process.wait()
+        except BaseException:
+            runner.stop(process)
+            raise
+        finally:
+            if process.stdin is not None:
+                try:
+                    process.stdin.close()
+                except BrokenPipeError:
+                    pass
+        if status != 0:
+            raise SourceError(f"pg_restore of {self.name} exited with status {status}: {tail.text()}")
+        tail.join()
+
+    # ------------------------------------------------------------------ the rest
+    def compare(self, manifest_facts: dict[str, Any], restored_facts: dict[str, Any]) -> list[str]:
+        """Per-table row count differences."""
+        return count_rows_equal("postgres", manifest_facts, restored_facts)
+
+    def describe(self) -> dict[str, Any]:
+        """Secret-free description (the URL never holds a password: the schema refuses one)."""
+        return {
+            "name": self.name,
+            "type": "postgres",
+            "format": self.format,
+            "url": mask_url_password(self.config.url),
+            "database": self.database,
+            "password": str(self.config.password) if self.config.password else None,
+            "dump_options": list(self.config.dump_options),
+            "via": self.config.via,
+        }
+
+    def _refuse_remote(self) -> None:
+        if self.config.via:
+            raise ConfigError(f"source {self.name}: 'via' (dumping over SSH) is not supported yet")
+
+    @staticmethod
+    def _scalar(connection: psycopg.Connection[Any], query: str) -> str:
+        row = connection.execute(query).fetchone()  # type: ignore[arg-type]
+        return str(row[0]) if row else ""
+
+    @staticmethod
+    def _tool_version(program: str) -> str:
+        done = runner.run([program, "--version"], check=False, timeout=60)
+        if done.returncode != 0:
+            raise SourceError(f"{program} --version failed: {mask(runner.last_lines(done.stderr))}")
+        return _version(done.stdout)
+
+
+def _direct_fd(stream: BinaryIO) -> int | None:
+    """A descriptor pg_restore can read directly, or None when we must copy.
+
+    Only safe when no bytes sit in a Python-level buffer: for a seekable file we move the OS
+    offset to the logical position; an unbuffered FileIO has no buffer. Buffered pipes are
+    copied, since what they may have read ahead cannot be seen.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    try:
+        if stream.seekable():
+            os.lseek(fd, stream.tell(), os.SEEK_SET)
+            return fd
+    except OSError:
+        return None
+    return fd if isinstance(stream, io.FileIO) else None

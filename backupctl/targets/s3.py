@@ -1,0 +1,471 @@
+"""The `s3` blob target: an S3 bucket on AWS or any S3-compatible service, through boto3.
+
+Behaviour beyond the BlobTarget contract (docs/targets.md):
+- Keys are `<prefix>/<key>` inside the bucket (just `<key>` without a prefix).
+- Writes stream: parts of `part_size_mb` are uploaded by at most `max_concurrency` threads, so
+  memory stays below (max_concurrency + 1) x part size whatever the object size. An object smaller
+  than one part is a single PutObject. A multipart object becomes visible only when
+  CompleteMultipartUpload succeeds; on any error the upload is aborted. (A process killed
+  outright leaves an invisible incomplete upload: `target setup` adds a lifecycle rule that
+  aborts those after 7 days.)
+- Artifacts get `storage_class`; `manifest.json` and `manifest.json.sig` are always STANDARD
+  so that listing and verifying never wait for an archive restore. With a lifecycle transition
+  configured, objects are tagged `backupctl-role=artifact|manifest` and the transition rule
+  matches artifacts only. Object lock relies on the bucket's default retention.
+- Cold reads (GLACIER, DEEP_ARCHIVE): RestoreObject, poll HeadObject every
+  `$BACKUPCTL_S3_RESTORE_POLL` seconds (default 30) for at most `restore_timeout`, then stream;
+  the wait is recorded in `ReadTiming.warmup_seconds`.
+- `delete` removes every version of the key (a plain DELETE on a versioned bucket only adds a
+  delete marker and keeps the data). Versions under object lock or legal hold are left in place
+  and RetainedByLock names the key and the retain-until date; governance retention is never
+  bypassed.
+- Errors become TargetError: timeouts, 5xx and throttling are transient (botocore has already
+  retried them with backoff); access denied, bad credentials, missing bucket or key are
+  permanent and say what to check.
+
+IAM permissions used: s3:PutObject, s3:GetObject, s3:RestoreObject, s3:ListBucket,
+s3:ListBucketVersions, s3:DeleteObjectVersion, s3:GetObjectRetention, s3:GetBucketVersioning,
+s3:GetBucketObjectLockConfiguration, s3:GetLifecycleConfiguration, s3:AbortMultipartUpload;
+s3:PutObjectTagging with a lifecycle transition; the Put* bucket permissions for `target setup`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+import boto3
+import botocore.config
+import urllib3.exceptions
+from botocore.exceptions import (
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from backupctl.core.durations import format_duration, humanize_seconds
+from backupctl.errors import ConfigError, RetainedByLock, TargetError
+from backupctl.policy.schema import S3Target
+from backupctl.targets.base import MANIFEST, SIGNATURE, ObjectInfo, Posture, ReadTiming, register_target
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+log = logging.getLogger("backupctl.targets.s3")
+
+MiB = 1024 * 1024
+RESTORE_POLL_ENV = "BACKUPCTL_S3_RESTORE_POLL"
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+ROLE_TAG = "backupctl-role"
+
+
+def is_manifest_key(key: str) -> bool:
+    """Manifests and their signatures must stay instantly readable (always STANDARD)."""
+    return key.rpartition("/")[2] in (MANIFEST, SIGNATURE)
+
+
+def restore_poll_seconds() -> float:
+    """Seconds between HeadObject polls while an archive restore runs (env override for tests)."""
+    raw = os.environ.get(RESTORE_POLL_ENV, "30")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ConfigError(f"{RESTORE_POLL_ENV}={raw!r} is not a positive number of seconds")
+    return seconds
+
+
+# --------------------------------------------------------------------------- the target
+@register_target("s3")
+class S3BlobTarget:
+    """Objects in `config.bucket` under `config.prefix`. One client, shared by threads."""
+
+    def __init__(self, config: S3Target) -> None:
+        self.config = config
+        self.name = config.name
+        self.medium = config.medium
+        self.offsite = config.offsite
+        self.bucket = config.bucket
+        self.root = config.prefix.strip("/") + "/" if config.prefix.strip("/") else ""
+        self.client: S3Client = make_client(config)
+
+    # ----------------------------------------------------------------- BlobTarget API
+    @contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        """Yield a binary writer; the object appears atomically when the block exits cleanly.
+
+        Raises TargetError; on any error (also the caller's) the multipart upload is aborted.
+        """
+        upload = _StreamingUpload(self, self.object_key(key), self._put_arguments(key))
+        try:
+            yield cast(BinaryIO, upload)
+            upload.commit()
+        except BaseException:
+            upload.abort()
+            raise
+        finally:
+            upload.shutdown()
+
+    @contextmanager
+    def reader(self, key: str, timing: ReadTiming | None = None) -> Iterator[BinaryIO]:
+        """Yield the object as a streaming binary reader, restoring an archived object first.
+
+        Raises TargetError: missing object, access denied, archive restore timed out.
+        """
+        full = self.object_key(key)
+        warmup = 0.0
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=full)
+        except ClientError as error:
+            if error_code(error) != "InvalidObjectState":  # archived: GLACIER or DEEP_ARCHIVE
+                raise self.error(error, "read", full, "s3:GetObject") from error
+            started = time.monotonic()
+            self._warm_up(full)
+            warmup = time.monotonic() - started
+            response = self.call("get_object", "read", full, "s3:GetObject", Key=full)
+        except Exception as error:
+            raise self.error(error, "read", full, "s3:GetObject") from error
+        if timing is not None:
+            timing.warmup_seconds = warmup
+        body = response["Body"]
+        try:
+            yield io.BufferedReader(_BodyStream(self, body, full), buffer_size=MiB)
+        finally:
+            body.close()
+
+    def list_keys(self, prefix: str) -> list[ObjectInfo]:
+        """Complete objects whose key starts with `prefix`, sorted; keys relative to the target
+        prefix. (S3 never lists an incomplete multipart upload.)"""
+        found: list[ObjectInfo] = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.root + prefix):
+                for item in page.get("Contents", []):
+                    relative = item["Key"][len(self.root) :]
+                    found.append(ObjectInfo(relative, item["Size"], item.get("StorageClass")))
+        except Exception as error:
+            raise self.error(error, "list", self.root + prefix, "s3:ListBucket") from error
+        return sorted(found, key=lambda info: info.key)
+
+    def delete(self, key: str) -> None:
+        """Delete every version of the object; a missing object is not an error.
+
+        Raises RetainedByLock when object lock (or a legal hold) protects a version: the other
+        versions are deleted, the protected ones stay in place and readable.
+        """
+        full = self.object_key(key)
+        protected: list[tuple[datetime | None, str]] = []
+        for version in self._versions(full):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=full, VersionId=version)
+            except Exception as error:
+                # AWS refuses a locked version with AccessDenied (or InvalidRequest); only the
+                # version's retention tells a lock from a missing IAM permission.
+                lock = self._lock_of(full, version) if isinstance(error, ClientError) else None
+                if lock is None:
+                    raise self.error(error, "delete", full, "s3:DeleteObjectVersion") from error
+                protected.append(lock)
+        if protected:
+            dates = [until for until, _ in protected if until is not None]
+            until_text = f"until {max(dates).isoformat()}" if dates else "until the legal hold is removed"
+            modes = "/".join(sorted({mode for _, mode in protected}))
+            raise RetainedByLock(
+                f"target {self.name}: s3://{self.bucket}/{full} is retained by object lock ({modes}) "
+                f"{until_text}; {len(protected)} version(s) kept. Delete it after that date "
+                "(backupctl never bypasses retention)"
+            )
+
+    def posture(self) -> Posture:
+        """Reachability, versioning, object lock and lifecycle read from the bucket itself."""
+        from backupctl.targets.s3_posture import read_posture  # s3_posture builds on this module
+
+        return read_posture(self)
+
+    def check_posture(self) -> None:
+        """Raise a permanent TargetError listing every problem when the bucket is not fit to
+        be written to (the backup run calls this before writing)."""
+        from backupctl.targets.s3_posture import check_posture
+
+        check_posture(self)
+
+    def close(self) -> None:
+        """Release the client's connections."""
+        self.client.close()
+
+    # ----------------------------------------------------------------- helpers
+    def object_key(self, key: str) -> str:
+        """The key inside the bucket for a target key."""
+        if not key or key.startswith("/"):
+            raise TargetError(f"target {self.name}: invalid object key '{key}'")
+        return self.root + key
+
+    def error(self, error: BaseException, doing: str, full: str | None, permission: str) -> TargetError:
+        """`translate_error` for an object key in this bucket (the bucket itself when None)."""
+        where = f"s3://{self.bucket}/{full}" if full is not None else f"s3://{self.bucket}"
+        return translate_error(error, self.name, doing, where, permission)
+
+    def call(self, method: str, doing: str, full: str | None, permission: str, **arguments: Any) -> Any:
+        """Call a client method on this bucket, translating any failure into a TargetError."""
+        try:
+            return getattr(self.client, method)(Bucket=self.bucket, **arguments)
+        except Exception as error:
+            raise self.error(error, doing, full, permission) from error
+
+    def _put_arguments(self, key: str) -> dict[str, Any]:
+        """Storage class, encryption and tagging shared by PutObject and CreateMultipartUpload."""
+        arguments: dict[str, Any] = {}
+        storage_class = "STANDARD" if is_manifest_key(key) else self.config.storage_class
+        if storage_class != "STANDARD":  # the default; some S3-compatible services reject the header
+            arguments["StorageClass"] = storage_class
+        if self.config.sse != "none":
+            arguments["ServerSideEncryption"] = self.config.sse
+            if self.config.sse == "aws:kms" and self.config.kms_key_id:
+                arguments["SSEKMSKeyId"] = self.config.kms_key_id
+        lifecycle = self.config.lifecycle
+        if lifecycle is not None and lifecycle.transition_days is not None:
+            # The transition rule matches this tag, so manifests never move to an archive class.
+            arguments["Tagging"] = f"{ROLE_TAG}={'manifest' if is_manifest_key(key) else 'artifact'}"
+        return arguments
+
+    def _warm_up(self, full: str) -> None:
+        """Request an archive restore (or join one in progress) and wait until it is readable."""
+        head = self.call("head_object", "read", full, "s3:GetObject", Key=full)
+        storage_class = head.get("StorageClass", "GLACIER")
+        request: dict[str, Any] = {"GlacierJobParameters": {"Tier": self.config.restore_tier}}
+        if storage_class != "INTELLIGENT_TIERING":  # its archive tiers take no Days
+            request["Days"] = self.config.restore_days
+        try:
+            self.client.restore_object(Bucket=self.bucket, Key=full, RestoreRequest=request)
+        except Exception as error:
+            if not (isinstance(error, ClientError) and error_code(error) == "RestoreAlreadyInProgress"):
+                raise self.error(error, "restore", full, "s3:RestoreObject") from error
+        interval, timeout = restore_poll_seconds(), self.config.restore_timeout
+        started = time.monotonic()
+        while True:
+            head = self.call("head_object", "read", full, "s3:GetObject", Key=full)
+            elapsed = time.monotonic() - started
+            if 'ongoing-request="false"' in head.get("Restore", ""):
+                log.info(
+                    "s3://%s/%s: archive restore done after %s", self.bucket, full, humanize_seconds(elapsed)
+                )
+                return
+            if elapsed >= timeout.total_seconds():
+                raise TargetError(
+                    f"target {self.name}: the archive restore of s3://{self.bucket}/{full} ({storage_class}, "
+                    f"tier {self.config.restore_tier}) did not finish within {format_duration(timeout)}. "
+                    "It keeps running in S3: run the same command again later (it waits for the restore "
+                    "in progress), or raise `restore_timeout`, or use `restore_tier: Expedited`"
+                )
+            log.info(
+                "s3://%s/%s: waiting for the %s archive restore (tier %s): %s elapsed, timeout %s",
+                self.bucket,
+                full,
+                storage_class,
+                self.config.restore_tier,
+                humanize_seconds(elapsed),
+                format_duration(timeout),
+            )
+            time.sleep(min(interval, max(timeout.total_seconds() - elapsed, 0.01)))
+
+    def _versions(self, full: str) -> list[str]:
+        """Version ids (delete markers included) of exactly `full`; 'null' on unversioned buckets."""
+        versions: list[str] = []
+        try:
+            paginator = self.client.get_paginator("list_object_versions")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    if item.get("Key") == full:
+                        versions.append(item.get("VersionId") or "null")
+        except Exception as error:
+            raise self.error(error, "list the versions of", full, "s3:ListBucketVersions") from error
+        return versions
+
+    def _lock_of(self, full: str, version: str) -> tuple[datetime | None, str] | None:
+        """(retain-until, mode) when retention or a legal hold protects the version, else None."""
+        try:
+            # HeadObject returns the version's retention (given s3:GetObjectRetention) and legal
+            # hold; GetObjectRetention is the fallback for services that leave them out.
+            head = self.client.head_object(Bucket=self.bucket, Key=full, VersionId=version)
+        except Exception:
+            return None
+        until, mode = head.get("ObjectLockRetainUntilDate"), head.get("ObjectLockMode")
+        if until is None:
+            with suppress(Exception):
+                found = self.client.get_object_retention(Bucket=self.bucket, Key=full, VersionId=version)
+                until, mode = found["Retention"].get("RetainUntilDate"), found["Retention"].get("Mode")
+        if until is not None and until.timestamp() > time.time():
+            return until, str(mode or "retention")
+        if head.get("ObjectLockLegalHoldStatus") == "ON":
+            return None, "legal hold"
+        return None
+
+
+# --------------------------------------------------------------------------- streams
+class _StreamingUpload(io.RawIOBase):
+    """The sink `writer()` hands out: fills one part, uploads full parts in a bounded pool.
+
+    Memory: at most `max_concurrency` parts in flight plus the one being filled. Nothing is
+    visible in the bucket before `commit()`; `abort()` discards the parts already uploaded.
+    """
+
+    def __init__(self, target: S3BlobTarget, key: str, put_arguments: dict[str, Any]) -> None:
+        super().__init__()
+        self._target = target
+        self._key = key
+        self._arguments = put_arguments
+        self._part_size = target.config.part_size_mb * MiB
+        self._concurrency = target.config.max_concurrency
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight: list[Future[CompletedPartTypeDef]] = []
+        self._parts: list[CompletedPartTypeDef] = []
+        self._finished = False
+        # Like s3transfer: with botocore's default "when_supported" checksums every part carries
+        # a CRC32 that S3 verifies and CompleteMultipartUpload repeats.
+        self._crc32 = target.client.meta.config.request_checksum_calculation == "when_supported"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        if self._finished:
+            raise ValueError(f"the upload of {self._key} is already finished")
+        view = memoryview(data).cast("B")
+        offset = 0
+        while offset < len(view):
+            chunk = view[offset : offset + self._part_size - len(self._buffer)]
+            self._buffer += chunk
+            offset += len(chunk)
+            if len(self._buffer) >= self._part_size:
+                self._send_part()
+        return len(view)
+
+    def commit(self) -> None:
+        """Make the object visible: one PutObject, or the last part and CompleteMultipartUpload."""
+        self._finished = True
+        if self._upload_id is None:
+            body, self._buffer = bytes(self._buffer), bytearray()
+            self._target.call(
+                "put_object", "upload", self._key, "s3:PutObject", Key=self._key, Body=body, **self._arguments
+            )
+            return
+        if self._buffer:
+            self._send_part()
+        for future in self._in_flight:
+            self._parts.append(future.result())  # raises the first failed part's error
+        self._in_flight = []
+        parts = sorted(self._parts, key=lambda part: part["PartNumber"])
+        self._target.call(
+            "complete_multipart_upload",
+            "upload",
+            self._key,
+            "s3:PutObject",
+            Key=self._key,
+            UploadId=self._upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+        self._upload_id = None
+
+    def abort(self) -> None:
+        """Discard everything: cancel queued parts, wait for running ones, abort the upload."""
+        self._finished = True
+        self._buffer = bytearray()
+        for future in self._in_flight:
+            future.cancel()
+        wait(self._in_flight)
+        self._in_flight = []
+        if self._upload_id is not None:
+            try:
+                self._target.call(
+                    "abort_multipart_upload",
+                    "abort",
+                    self._key,
+                    "s3:AbortMultipartUpload",
+                    Key=self._key,
+                    UploadId=self._upload_id,
+                )
+            except TargetError as error:  # keep the original error; the lifecycle rule cleans up
+                log.warning("%s", error)
+            self._upload_id = None
+
+    def shutdown(self) -> None:
+        """Stop the part threads (after commit or abort)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _send_part(self) -> None:
+        if self._upload_id is None:
+            arguments = dict(self._arguments, ChecksumAlgorithm="CRC32") if self._crc32 else self._arguments
+            created = self._target.call(
+                "create_multipart_upload", "upload", self._key, "s3:PutObject", Key=self._key, **arguments
+            )
+            self._upload_id = created["UploadId"]
+            self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="s3-part")
+        # Wait for a free slot *before* starting a new buffer: with the part being filled, at
+        # most max_concurrency + 1 parts are in memory at any time.
+        while len(self._in_flight) >= self._concurrency:
+            wait(self._in_flight, return_when=FIRST_COMPLETED)
+            for future in [future for future in self._in_flight if future.done()]:
+                self._in_flight.remove(future)
+                self._parts.append(future.result())  # a failed part fails the write at once
+        part, self._buffer = self._buffer, bytearray()  # hand the buffer over without a copy
+        number = len(self._parts) + len(self._in_flight) + 1
+        assert self._pool is not None
+        self._in_flight.append(self._pool.submit(self._upload_part, number, part))
+
+    def _upload_part(self, number: int, data: bytearray) -> CompletedPartTypeDef:
+        extra: dict[str, Any] = {"ChecksumAlgorithm": "CRC32"} if self._crc32 else {}
+        response = self._target.call(
+            "upload_part",
+            "upload",
+            self._key,
+            "s3:PutObject",
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=data,
+            **extra,
+        )
+        part: CompletedPartTypeDef = {"PartNumber": number, "ETag": response["ETag"]}
+        if "ChecksumCRC32" in response:
+            part["ChecksumCRC32"] = response["ChecksumCRC32"]
+        return part
+
+
+class _BodyStream(io.RawIOBase):
+    """A GetObject StreamingBody as a raw stream; network errors become transient TargetErrors."""
+
+    def __init__(self, target: S3BlobTarget, body: Any, key: str) -> None:
+        super().__init__()
+        self._target = target
+        self._body = body
+        self._key = key
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        try:
+            data = self._body.read(len(view))
+        except Exception as error:
+            raise self._target.error(error, "read", self._key, "s3:GetObject") from error
+        view[: len(data)] = data
+        return len(data)

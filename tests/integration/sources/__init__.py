@@ -1,0 +1,1 @@
+"""Integration tests of the data sources against real PostgreSQL, SQLite files and trees."""
