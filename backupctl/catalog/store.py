@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -25,6 +23,9 @@ from backupctl.core.manifest import Manifest, parse_time
 from backupctl.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration; a test checks it against Alembic's head. Knowing it lets every command
+# skip importing Alembic (half a second) when the schema is already current.
+HEAD_REVISION = "0001"
 COMPLETE_STATES = ("complete", "partial")
 
 
@@ -92,6 +93,11 @@ class Catalog:
         return catalog
 
     def migrate(self) -> None:
+        if self.revision() == HEAD_REVISION:
+            return
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         try:
@@ -100,6 +106,15 @@ class Catalog:
                 command.upgrade(config, "head")
         except OperationalError as error:
             raise ConfigError(f"cannot open the catalog ({self.engine.url!r}): {error.orig}") from None
+
+    def revision(self) -> str | None:
+        """The schema revision recorded in the database, None when it has none yet."""
+        try:
+            with self.engine.connect() as connection:
+                row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+        except SQLAlchemyError:
+            return None
+        return str(row[0]) if row else None
 
     @contextmanager
     def session(self) -> Iterator[Session]:

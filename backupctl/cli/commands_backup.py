@@ -7,10 +7,6 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from backupctl.actions.backup import run_backup
-from backupctl.actions.restore import run_restore
-from backupctl.actions.verify import verify_snapshot
-from backupctl.catalog.store import Catalog
 from backupctl.cli.context import App, identity_option, json_option, pass_app
 from backupctl.cli.output import human_bytes, print_json, stdout_console
 from backupctl.core.secrets import SecretRef, mask_url_password
@@ -28,6 +24,8 @@ def backup(app: App, policy_name: str, as_json: bool) -> None:
     A snapshot is recorded complete only after every artifact and its signed manifest are
     stored and re-hashed. Exit 3 when some targets failed while others hold the snapshot.
     """
+    from backupctl.actions.backup import run_backup
+
     loaded = app.policy(policy_name)
     result = run_backup(app.settings, loaded, app.events())
     if as_json:
@@ -45,6 +43,8 @@ def backup(app: App, policy_name: str, as_json: bool) -> None:
 @pass_app
 def snapshots(app: App, policy_name: str, include_all: bool, as_json: bool) -> None:
     """List the snapshots of POLICY, newest first."""
+    from backupctl.catalog.store import Catalog
+
     views = Catalog.open(app.settings.catalog_url).snapshots(policy_name, include_incomplete=include_all)
     if as_json:
         print_json([view.as_dict() for view in views])
@@ -76,6 +76,8 @@ def verify(app: App, policy_name: str, snapshot: str, targets: tuple[str, ...], 
     Checks the manifest signature, every artifact's size and sha256, and decrypts and
     decompresses every artifact (nothing is written). Exit 1 naming each broken artifact.
     """
+    from backupctl.actions.verify import verify_snapshot
+
     loaded = app.policy(policy_name, check_secrets=False)
     results = verify_snapshot(app.settings, loaded.policy, snapshot, target_names=list(targets) or None,
                               identity_file=identity_file)
@@ -130,6 +132,8 @@ def restore(app: App, policy_name: str, snapshot: str, source_name: str, to_db: 
             raise ConfigError(f"--db-password: {error}") from None
     request = RestoreRequest(to_db=to_db, to_dir=to_dir, to_file=to_file, force=force, clean=clean,
                              create=create, jobs=jobs, no_owner=no_owner, password=password)
+    from backupctl.actions.restore import run_restore
+
     loaded = app.policy(policy_name, check_secrets=False)
     result = run_restore(app.settings, loaded.policy, snapshot, source_name, request, from_target=from_target,
                          identity_file=identity_file, precheck=not no_precheck, events=app.events())

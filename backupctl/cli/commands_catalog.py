@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from backupctl.actions.rebuild import rebuild_catalog
 from backupctl.cli.context import App, json_option, pass_app
 from backupctl.cli.output import print_json
 from backupctl.errors import ConfigError, JobFailed
@@ -28,7 +27,9 @@ def rebuild(app: App, target_name: str, trust: tuple[str, ...], as_json: bool) -
     Every policy that has a target of this name is read; manifests whose signature does not
     verify with a trusted key are reported and skipped.
     """
-    loaded, issues = validate_paths([app.settings.policies], check_secrets=False)
+    from backupctl.actions.rebuild import rebuild_catalog
+
+    loaded, _issues = validate_paths([app.settings.policies], check_secrets=False)
     policies = [item for item in loaded if any(t.name == target_name for t in item.policy.targets)]
     if not policies:
         raise ConfigError(f"no valid policy has a target named '{target_name}'")

@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import threading
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -106,7 +107,7 @@ def encrypt_stream(
     source = HashingReader(plain, progress)
     workers = threads or (os.cpu_count() or 1)
     compressor = zstandard.ZstdCompressor(level=level, threads=workers, write_checksum=True)
-    compressed = compressor.stream_reader(source, read_size=CHUNK, closefd=False)
+    compressed = compressor.stream_reader(typing.cast(BinaryIO, source), read_size=CHUNK, closefd=False)
     stored = HashingWriter(sink)
     pyrage.encrypt_io(compressed, stored, recipients)
     return StreamStats(source.count, source.hexdigest(), stored.count, stored.hexdigest())
@@ -126,10 +127,12 @@ def decrypt_stream(
     reader = HashingReader(stored, progress)
     plain = HashingWriter(sink)
     decompressor = zstandard.ZstdDecompressor()
-    writer = decompressor.stream_writer(plain, write_size=CHUNK, write_return_read=True, closefd=False)
+    writer = decompressor.stream_writer(
+        typing.cast(BinaryIO, plain), write_size=CHUNK, write_return_read=True, closefd=False
+    )
     try:
         pyrage.decrypt_io(reader, writer, identities)
-        writer.flush()
+        writer.flush()  # type: ignore[no-untyped-call]
     except pyrage.DecryptError as error:
         raise IntegrityError(f"decryption failed: {_short(error)}") from None
     except zstandard.ZstdError as error:
@@ -158,7 +161,7 @@ def decrypted_reader(
     restore tool can take as its stdin.
     """
     read_fd, write_fd = os.pipe()
-    reader = os.fdopen(read_fd, "rb", buffering=CHUNK)
+    reader = os.fdopen(read_fd, "rb", buffering=0)  # unbuffered: a tool may take over the fd
     writer = os.fdopen(write_fd, "wb", buffering=CHUNK)
     outcome: dict[str, Any] = {}
 

@@ -13,9 +13,11 @@ retry); `SshUnreachable` is a transient network failure. Callers wrap them into 
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import BinaryIO, NoReturn, Protocol, cast
 from urllib.parse import urlsplit
 
 import paramiko
+from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_INIT, CMD_VERSION, SFTPError
 
 from backupctl.core.secrets import SecretRef, mask
 from backupctl.errors import BackupctlError, ConfigError, JobFailed
@@ -219,6 +222,123 @@ def run_streaming(
     return cast(BinaryIO, stdout), finish
 
 
+# --------------------------------------------------------------------------- SFTP
+CHANNEL_WINDOW = 8 * 1024 * 1024  # SSH flow-control window (paramiko's 2 MiB halves throughput)
+CHANNEL_PACKET = 256 * 1024
+SAFE_REQUEST = 32 * 1024  # read/write size every SFTP server accepts
+LARGE_REQUEST = 255 * 1024  # upper bound when the server announces larger limits
+SFTP_TIMEOUT = 120.0  # a stalled server fails the operation instead of hanging the backup
+
+
+class _SessionInternals(Protocol):
+    """Private paramiko SFTP calls used below (not in the type stubs); paramiko's own
+    posix_rename and check() go through `_request` the same way."""
+
+    def _request(self, kind: int, *args: object) -> tuple[int | None, paramiko.Message | None]: ...
+    def _send_packet(self, kind: int, packet: paramiko.Message) -> None: ...
+    def _read_packet(self) -> tuple[int, bytes]: ...
+    def _read_response(self, waitfor: int | None = None) -> tuple[int | None, paramiko.Message | None]: ...
+
+
+class _FileInternals(Protocol):
+    _reqs: deque[int]  # request ids of pipelined writes whose replies are not read yet
+    _closed: bool
+
+
+class SftpSession(paramiko.SFTPClient):
+    """An SFTP client that remembers the extensions the server announced.
+
+    paramiko discards the extension list of the server's VERSION packet, so this reads it
+    itself; `fsync@openssh.com` and `statvfs@openssh.com` are then sent only when offered.
+    """
+
+    extensions: dict[str, bytes]
+    _request_size: int | None = None
+
+    def _send_version(self) -> int:
+        internals = cast(_SessionInternals, self)
+        hello = paramiko.Message()
+        hello.add_int(3)
+        internals._send_packet(CMD_INIT, hello)
+        kind, data = internals._read_packet()
+        if kind != CMD_VERSION:
+            raise SFTPError("Incompatible sftp protocol")
+        reply = paramiko.Message(data)
+        version = reply.get_int()
+        self.extensions = {}
+        while len(reply.get_remainder()) >= 8:  # pairs of (name, data) strings
+            name = reply.get_text()
+            self.extensions[name] = reply.get_string()
+        return version
+
+    def finish_writes(self, file: paramiko.SFTPFile) -> None:
+        """Wait for the replies to every pipelined write of `file`; raise OSError on the first
+        failure. (paramiko's close() does not check them: a full disk would go unnoticed.)"""
+        pending = cast(_FileInternals, file)._reqs
+        while pending:
+            cast(_SessionInternals, self)._read_response(pending.popleft())
+
+    def fsync(self, file: paramiko.SFTPFile) -> None:
+        cast(_SessionInternals, self)._request(CMD_EXTENDED, "fsync@openssh.com", file.handle)
+
+    def request_size(self) -> int:
+        """Bytes per read/write request: the server's limits@openssh.com, else 32 KiB.
+        (paramiko's per-packet overhead makes 32 KiB requests about half as fast.)"""
+        if self._request_size is None:
+            self._request_size = SAFE_REQUEST
+            if "limits@openssh.com" in self.extensions:
+                kind, reply = cast(_SessionInternals, self)._request(CMD_EXTENDED, "limits@openssh.com")
+                if kind == CMD_EXTENDED_REPLY and reply is not None:
+                    _packet, max_read, max_write = (reply.get_int64() for _ in range(3))
+                    # 0 means "no limit" in the extension.
+                    limits = [limit for limit in (max_read, max_write) if limit] + [LARGE_REQUEST]
+                    self._request_size = max(SAFE_REQUEST, min(limits))
+        return self._request_size
+
+    def open_sized(self, path: str, mode: str) -> paramiko.SFTPFile:
+        """Open a file whose reads and writes use `request_size()` bytes per request."""
+        file = self.open(path, mode, bufsize=STREAM_CHUNK if "w" in mode else -1)
+        file.MAX_REQUEST_SIZE = self.request_size()
+        return file
+
+    def free_bytes(self, path: str) -> int | None:
+        """Space available to this user under `path` (statvfs f_bavail * f_frsize), if known."""
+        if "statvfs@openssh.com" not in self.extensions:
+            return None
+        kind, reply = cast(_SessionInternals, self)._request(CMD_EXTENDED, "statvfs@openssh.com", path)
+        if kind != CMD_EXTENDED_REPLY or reply is None:
+            return None
+        _bsize, frsize, _blocks, _bfree, bavail = (reply.get_int64() for _ in range(5))
+        return frsize * bavail
+
+
+def open_sftp(client: paramiko.SSHClient, *, timeout: float = SFTP_TIMEOUT) -> SftpSession:
+    """Start an SFTP session (a new channel) on `client`; `timeout` bounds every wait for the
+    server. Raises SshUnreachable when the connection is gone, SshError without sftp."""
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        raise SshUnreachable("the SSH connection is closed")
+    try:
+        sftp = SftpSession.from_transport(transport, CHANNEL_WINDOW, CHANNEL_PACKET)
+    except (OSError, EOFError) as error:
+        raise SshUnreachable(f"cannot start SFTP: {_describe(error)}") from None
+    except paramiko.SSHException as error:
+        hint = "is `Subsystem sftp` enabled in the server's sshd_config?"
+        raise SshError(f"cannot start SFTP: {_describe(error)} ({hint})") from None
+    if sftp is None:
+        raise SshUnreachable("cannot start SFTP: the connection closed")
+    channel = sftp.get_channel()
+    if channel is not None:
+        channel.settimeout(timeout)
+    return sftp
+
+
+def abandon(file: paramiko.SFTPFile) -> None:
+    """Forget an open SFTP file without flushing it: closing its session closes the handle on
+    the server, and paramiko's __del__ would otherwise flush into a closed channel."""
+    cast(_FileInternals, file)._closed = True
+
+
 class _TransportInternals(Protocol):
     def _send_user_message(self, data: paramiko.Message) -> None: ...
 
@@ -309,6 +429,9 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, socket.timeout | TimeoutError):
         return "timed out"
     if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
-        return "connection refused"
+        # One error per address tried; its own text is a bare "[Errno None] Unable to connect".
+        codes = [getattr(cause, "errno", None) for cause in error.errors.values()]
+        reasons = {os.strerror(code) if code else str(error) for code in codes}
+        return ", ".join(sorted(reasons))
     text = str(error) or type(error).__name__
     return mask(text)

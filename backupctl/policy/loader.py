@@ -37,7 +37,8 @@ class LoadedPolicy:
 
 def load_policy(path: Path, *, check_secrets: bool = True) -> LoadedPolicy:
     """Load one policy file. Raises PolicyInvalid listing every problem found."""
-    return load_model(path, Policy, _logical_policy_checks, check_secrets=check_secrets)
+    loaded: LoadedPolicy = load_model(path, Policy, _logical_policy_checks, check_secrets=check_secrets)
+    return loaded
 
 
 M = typing.TypeVar("M", bound=BaseModel)
@@ -82,7 +83,7 @@ def schema_issues(error: ValidationError, document: LocatedDocument, model: type
     issues: list[ConfigIssue] = []
     seen: set[tuple[str, str]] = set()
     for item in error.errors():
-        path = _data_path(item["loc"], document.data)
+        path: PathKey = _data_path(item["loc"], document.data)
         if item["type"] == "union_tag_invalid":
             path = (*path, "type")
         message, hint = _message(item, path, document.data, model)
@@ -128,9 +129,10 @@ def _message(item: Any, path: PathKey, data: Any, model: type[BaseModel]) -> tup
         expected = str(context.get("expected_tags", "")).replace("'", "")
         tag = str(context.get("tag", ""))
         options = [option.strip() for option in expected.split(",")]
-        close = difflib.get_close_matches(tag, options, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else None
-        return f"unknown type '{tag}'; expected one of: {expected}", hint
+        similar = difflib.get_close_matches(tag, options, n=1)
+        return f"unknown type '{tag}'; expected one of: {expected}", (
+            f"did you mean '{similar[0]}'?" if similar else None
+        )
     if kind == "too_short":
         return f"needs at least {item.get('ctx', {}).get('min_length', 1)} entry", None
     if kind == "union_tag_not_found":

@@ -426,6 +426,10 @@ def _extract(stream: BinaryIO, destination: Path) -> None:
                     raise SourceError(f"cannot extract tar member '{member.name}': {error}") from None
                 if safe.isdir():
                     directories.append(safe)
+            # The archive ends before the stream does (zero padding of the last record): read
+            # it all, since whoever feeds us may hash the whole stream.
+            while stream.read(CHUNK):
+                pass
             for info in sorted(directories, key=lambda item: item.name, reverse=True):
                 path = str(destination / info.name)
                 tar.chown(info, path, numeric_owner=False)

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, NamedTuple
+from typing import IO, Any, BinaryIO, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -120,7 +120,7 @@ def count_rows(connection: psycopg.Connection[Any], tables: list[Table]) -> dict
 class _StderrTail(threading.Thread):
     """Drains a process's stderr so it never blocks on a full pipe; keeps the last 64 KiB."""
 
-    def __init__(self, pipe: BinaryIO) -> None:
+    def __init__(self, pipe: IO[bytes]) -> None:
         super().__init__(daemon=True, name="stderr-drain")
         self._pipe = pipe
         self._tail = b""
@@ -288,7 +288,8 @@ class PostgresDumpSource:
     def __init__(self, config: PostgresSource) -> None:
         self.config = config
         self.name = config.name
-        self.database = str(conninfo_to_dict(config.url).get("dbname") or "")
+        params = conninfo_to_dict(config.url)
+        self.database = str(params.get("dbname") or params.get("user") or "")  # libpq's default
 
     # ------------------------------------------------------------------ dump
     @contextmanager
@@ -317,7 +318,7 @@ class PostgresDumpSource:
             ]  # fmt: skip
             process = runner.start(argv, env={"PGPASSWORD": password} if password else None)
             assert process.stdout is not None and process.stderr is not None
-            stderr = _StderrTail(process.stderr)  # type: ignore[arg-type]
+            stderr = _StderrTail(process.stderr)
             counter = _RowCounter(connection, tables)
             counter.start()
             running, tail, counting = process, stderr, counter
@@ -422,7 +423,7 @@ class PostgresDumpSource:
             stdin = direct if direct is not None else subprocess.PIPE
         process = runner.start(argv, env=env, stdin=stdin, stdout=subprocess.DEVNULL)
         assert process.stderr is not None
-        tail = _StderrTail(process.stderr)  # type: ignore[arg-type]
+        tail = _StderrTail(process.stderr)
         try:
             if stream is not None and direct is None:
                 assert process.stdin is not None
@@ -445,6 +446,11 @@ class PostgresDumpSource:
         if status != 0:
             raise SourceError(f"pg_restore of {self.name} exited with status {status}: {tail.text()}")
         tail.join()
+        if stream is not None and direct is None:
+            # Whoever feeds us may hash the whole stream (the decrypting pipeline does): read
+            # what pg_restore did not need, so its producer is not cut off.
+            while stream.read(CHUNK):
+                pass
 
     # ------------------------------------------------------------------ the rest
     def compare(self, manifest_facts: dict[str, Any], restored_facts: dict[str, Any]) -> list[str]:

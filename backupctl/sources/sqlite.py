@@ -98,12 +98,8 @@ class SqliteBackupSource:
                 source.backup(target, pages=-1)
         except sqlite3.Error as error:
             raise SourceError(f"cannot copy SQLite database {self.path}: {error}") from None
+        counts = _checked_counts(copy, f"the copy of SQLite database {self.path}")
         with closing(sqlite3.connect(copy)) as check:
-            problems = integrity_problems(check)
-            if problems:
-                found = "; ".join(problems[:5])
-                raise SourceError(f"the copy of SQLite database {self.path} fails integrity_check: {found}")
-            counts = table_row_counts(check)
             page_size = int(check.execute("PRAGMA page_size").fetchone()[0])
         return {
             "row_counts": counts,
@@ -135,13 +131,7 @@ class SqliteBackupSource:
                 shutil.copyfileobj(stream, handle, CHUNK)
                 handle.flush()
                 os.fsync(handle.fileno())
-            with closing(sqlite3.connect(partial)) as check:
-                problems = integrity_problems(check)
-                if problems:
-                    raise SourceError(
-                        f"restored SQLite database fails integrity_check: {'; '.join(problems[:5])}"
-                    )
-                counts = table_row_counts(check)
+            counts = _checked_counts(partial, "the restored SQLite database")
             # A journal or WAL left by the database we replace would be replayed into ours.
             for suffix in ("-wal", "-shm", "-journal"):
                 stale = target.with_name(target.name + suffix)
@@ -162,6 +152,18 @@ class SqliteBackupSource:
     def describe(self) -> dict[str, Any]:
         """Secret-free description."""
         return {"name": self.name, "type": "sqlite", "format": self.format, "path": str(self.path)}
+
+
+def _checked_counts(path: Path, what: str) -> dict[str, int]:
+    """Row counts of a database file after `integrity_check`; SourceError when it is not sound."""
+    try:
+        with closing(sqlite3.connect(path)) as check:
+            problems = integrity_problems(check)
+            if problems:
+                raise SourceError(f"{what} fails integrity_check: {'; '.join(problems[:5])}")
+            return table_row_counts(check)
+    except sqlite3.DatabaseError as error:
+        raise SourceError(f"{what} is not a usable SQLite database: {error}") from None
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -38,39 +38,33 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-import boto3
-import botocore.config
-import urllib3.exceptions
-from botocore.exceptions import (
-    ClientError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ProfileNotFound,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
+from botocore.exceptions import ClientError
 
-from backupctl.core.durations import format_duration, humanize_seconds
+from backupctl.core.durations import format_duration, humanize_seconds, parse_duration
 from backupctl.errors import ConfigError, RetainedByLock, TargetError
 from backupctl.policy.schema import S3Target
 from backupctl.targets.base import MANIFEST, SIGNATURE, ObjectInfo, Posture, ReadTiming, register_target
+from backupctl.targets.s3_posture import (
+    ROLE_TAG,
+    check_posture,
+    error_code,
+    make_client,
+    read_posture,
+    translate_error,
+)
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, RestoreRequestTypeDef
 
 log = logging.getLogger("backupctl.targets.s3")
 
 MiB = 1024 * 1024
 RESTORE_POLL_ENV = "BACKUPCTL_S3_RESTORE_POLL"
-ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-ROLE_TAG = "backupctl-role"
 
 
 def is_manifest_key(key: str) -> bool:
@@ -88,6 +82,13 @@ def restore_poll_seconds() -> float:
     if not seconds > 0:
         raise ConfigError(f"{RESTORE_POLL_ENV}={raw!r} is not a positive number of seconds")
     return seconds
+
+
+def restore_timeout(config: S3Target) -> timedelta:
+    """`restore_timeout` as a timedelta."""
+    value: timedelta | str = config.restore_timeout
+    # The schema's default ("12h") is not validated by pydantic and arrives as a string.
+    return parse_duration(value) if isinstance(value, str) else value
 
 
 # --------------------------------------------------------------------------- the target
@@ -192,15 +193,11 @@ class S3BlobTarget:
 
     def posture(self) -> Posture:
         """Reachability, versioning, object lock and lifecycle read from the bucket itself."""
-        from backupctl.targets.s3_posture import read_posture  # s3_posture builds on this module
-
-        return read_posture(self)
+        return read_posture(self.client, self.config)
 
     def check_posture(self) -> None:
         """Raise a permanent TargetError listing every problem when the bucket is not fit to
         be written to (the backup run calls this before writing)."""
-        from backupctl.targets.s3_posture import check_posture
-
         check_posture(self)
 
     def close(self) -> None:
@@ -216,8 +213,9 @@ class S3BlobTarget:
 
     def error(self, error: BaseException, doing: str, full: str | None, permission: str) -> TargetError:
         """`translate_error` for an object key in this bucket (the bucket itself when None)."""
-        where = f"s3://{self.bucket}/{full}" if full is not None else f"s3://{self.bucket}"
-        return translate_error(error, self.name, doing, where, permission)
+        return translate_error(
+            error, target=self.name, doing=doing, bucket=self.bucket, key=full, permission=permission
+        )
 
     def call(self, method: str, doing: str, full: str | None, permission: str, **arguments: Any) -> Any:
         """Call a client method on this bucket, translating any failure into a TargetError."""
@@ -246,15 +244,23 @@ class S3BlobTarget:
         """Request an archive restore (or join one in progress) and wait until it is readable."""
         head = self.call("head_object", "read", full, "s3:GetObject", Key=full)
         storage_class = head.get("StorageClass", "GLACIER")
-        request: dict[str, Any] = {"GlacierJobParameters": {"Tier": self.config.restore_tier}}
+        request: RestoreRequestTypeDef = {"GlacierJobParameters": {"Tier": self.config.restore_tier}}
         if storage_class != "INTELLIGENT_TIERING":  # its archive tiers take no Days
             request["Days"] = self.config.restore_days
         try:
             self.client.restore_object(Bucket=self.bucket, Key=full, RestoreRequest=request)
         except Exception as error:
-            if not (isinstance(error, ClientError) and error_code(error) == "RestoreAlreadyInProgress"):
+            if error_code(error) != "RestoreAlreadyInProgress":  # join a restore already running
                 raise self.error(error, "restore", full, "s3:RestoreObject") from error
-        interval, timeout = restore_poll_seconds(), self.config.restore_timeout
+        interval, timeout = restore_poll_seconds(), restore_timeout(self.config)
+        log.info(
+            "s3://%s/%s is in %s: archive restore requested (tier %s, readable for %s days)",
+            self.bucket,
+            full,
+            storage_class,
+            self.config.restore_tier,
+            self.config.restore_days,
+        )
         started = time.monotonic()
         while True:
             head = self.call("head_object", "read", full, "s3:GetObject", Key=full)
@@ -338,7 +344,8 @@ class _StreamingUpload(io.RawIOBase):
         self._finished = False
         # Like s3transfer: with botocore's default "when_supported" checksums every part carries
         # a CRC32 that S3 verifies and CompleteMultipartUpload repeats.
-        self._crc32 = target.client.meta.config.request_checksum_calculation == "when_supported"
+        checksums = getattr(target.client.meta.config, "request_checksum_calculation", None)
+        self._crc32 = checksums == "when_supported"
 
     def writable(self) -> bool:
         return True

@@ -13,13 +13,11 @@ import io
 import posixpath
 import stat
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import paramiko
-from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_INIT, CMD_VERSION, SFTPError
 
 from backupctl.core import ssh
 from backupctl.errors import TargetError
@@ -39,68 +37,7 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 READ_WINDOW = 8 * 1024 * 1024  # bytes prefetched at a time: the reader's memory bound
-MAX_IN_FLIGHT = 64  # concurrent 32 KiB read requests
-IO_TIMEOUT = 120.0  # a stalled server fails the operation instead of hanging the backup
-
-
-class _SessionInternals(Protocol):
-    """Private paramiko SFTP calls used below (not in the type stubs); paramiko's own
-    posix_rename and check() go through `_request` the same way."""
-
-    def _request(self, kind: int, *args: object) -> tuple[int | None, paramiko.Message | None]: ...
-    def _send_packet(self, kind: int, packet: paramiko.Message) -> None: ...
-    def _read_packet(self) -> tuple[int, bytes]: ...
-    def _read_response(self, waitfor: int | None = None) -> tuple[int | None, paramiko.Message | None]: ...
-
-
-class _FileInternals(Protocol):
-    _reqs: deque[int]  # request ids of pipelined writes whose replies are not read yet
-
-
-class _Session(paramiko.SFTPClient):
-    """An SFTP client that remembers the extensions the server announced.
-
-    paramiko discards the extension list of the server's VERSION packet, so this reads it
-    itself; `fsync@openssh.com` and `statvfs@openssh.com` are then sent only when offered.
-    """
-
-    extensions: dict[str, bytes]
-
-    def _send_version(self) -> int:
-        internals = cast(_SessionInternals, self)
-        hello = paramiko.Message()
-        hello.add_int(3)
-        internals._send_packet(CMD_INIT, hello)
-        kind, data = internals._read_packet()
-        if kind != CMD_VERSION:
-            raise SFTPError("Incompatible sftp protocol")
-        reply = paramiko.Message(data)
-        version = reply.get_int()
-        self.extensions = {}
-        while len(reply.get_remainder()) >= 8:  # pairs of (name, data) strings
-            name = reply.get_text()
-            self.extensions[name] = reply.get_string()
-        return version
-
-    def finish_writes(self, file: paramiko.SFTPFile) -> None:
-        """Wait for the replies to every pipelined write of `file`; raise OSError on the first
-        failure. (paramiko's close() does not check them: a full disk would go unnoticed.)"""
-        pending = cast(_FileInternals, file)._reqs
-        while pending:
-            cast(_SessionInternals, self)._read_response(pending.popleft())
-
-    def fsync(self, file: paramiko.SFTPFile) -> None:
-        cast(_SessionInternals, self)._request(CMD_EXTENDED, "fsync@openssh.com", file.handle)
-
-    def free_bytes(self, path: str) -> int | None:
-        """Space available to this user under `path` (statvfs f_bavail * f_frsize), if known."""
-        if "statvfs@openssh.com" not in self.extensions:
-            return None
-        kind, reply = cast(_SessionInternals, self)._request(CMD_EXTENDED, "statvfs@openssh.com", path)
-        if kind != CMD_EXTENDED_REPLY or reply is None:
-            return None
-        _bsize, frsize, _blocks, _bfree, bavail = (reply.get_int64() for _ in range(5))
-        return frsize * bavail
+MAX_IN_FLIGHT = 32  # concurrent read requests
 
 
 class _WindowedReader(io.RawIOBase):
@@ -171,7 +108,7 @@ class SftpBlobTarget:
         self.offsite = config.offsite
         self.root = posixpath.normpath(config.path)
         self._client: paramiko.SSHClient | None = None
-        self._sftp: _Session | None = None
+        self._sftp: ssh.SftpSession | None = None
 
     # ----------------------------------------------------------------- BlobTarget API
     @contextmanager
@@ -190,8 +127,12 @@ class SftpBlobTarget:
             # A channel of its own: paramiko matches pipelined write replies by order, so another
             # request on a shared session (a list_keys while writing) would swallow them.
             session = self._open_sftp(cast(paramiko.SSHClient, self._client))
-            file = session.open(temp, "wb", bufsize=CHUNK)
         except Exception as error:
+            raise self._error(error, temp) from error
+        try:
+            file = session.open_sized(temp, "wb")
+        except Exception as error:
+            session.close()
             raise self._error(error, temp) from error
         try:
             file.set_pipelined(True)
@@ -206,10 +147,15 @@ class SftpBlobTarget:
             except Exception as error:
                 raise self._error(error, temp) from error
         except BaseException:
+            # Drop unsent data instead of flushing it: closing the channel closes the handle on
+            # the server, and paramiko's __del__ would otherwise flush into a closed channel.
+            ssh.abandon(file)
             with suppress(Exception):
                 session.close()
-            with suppress(Exception):
-                self._session().remove(temp)
+            alive = self._alive_session()  # after a lost connection, the next sweep removes it
+            if alive is not None:
+                with suppress(Exception):
+                    alive.remove(temp)
             raise
         finally:
             session.close()
@@ -222,7 +168,7 @@ class SftpBlobTarget:
             timing.warmup_seconds = 0.0
         sftp = self._session()
         try:
-            file = sftp.open(path, "rb")
+            file = sftp.open_sized(path, "rb")
             size = file.stat().st_size or 0
         except FileNotFoundError:
             raise TargetError(
@@ -312,11 +258,15 @@ class SftpBlobTarget:
         return sorted(removed)
 
     # ----------------------------------------------------------------- internals
-    def _session(self) -> _Session:
-        """The open SFTP session, (re)connecting when there is none or it has dropped."""
+    def _alive_session(self) -> ssh.SftpSession | None:
         transport = self._client.get_transport() if self._client is not None else None
-        if self._sftp is not None and transport is not None and transport.is_active():
-            return self._sftp
+        return self._sftp if transport is not None and transport.is_active() else None
+
+    def _session(self) -> ssh.SftpSession:
+        """The open SFTP session, (re)connecting when there is none or it has dropped."""
+        alive = self._alive_session()
+        if alive is not None:
+            return alive
         self.close()
         config = self.config
         try:
@@ -332,22 +282,12 @@ class SftpBlobTarget:
         self._client, self._sftp = client, sftp
         return sftp
 
-    def _open_sftp(self, client: paramiko.SSHClient) -> _Session:
+    def _open_sftp(self, client: paramiko.SSHClient) -> ssh.SftpSession:
         """A new SFTP session (one channel) on the SSH connection."""
         try:
-            sftp = _Session.from_transport(cast(paramiko.Transport, client.get_transport()))
-            if sftp is None:
-                raise paramiko.SSHException("the server has no sftp subsystem")
-            channel = sftp.get_channel()
-            if channel is not None:
-                channel.settimeout(IO_TIMEOUT)
-            return sftp
-        except Exception as error:
-            raise TargetError(
-                f"target {self.name}: cannot start SFTP on {self._where(self.root)}: {error} "
-                "(is `Subsystem sftp` enabled in the server's sshd_config?)",
-                transient=isinstance(error, OSError | EOFError),
-            ) from None
+            return ssh.open_sftp(client)
+        except ssh.SshError as error:
+            raise TargetError(f"target {self.name}: {error}", transient=error.transient) from None
 
     def _path(self, key: str) -> str:
         return posixpath.join(self.root, *check_key(key))
@@ -355,7 +295,7 @@ class SftpBlobTarget:
     def _where(self, path: str) -> str:
         return f"{self.config.user}@{self.config.host}:{path}"
 
-    def _makedirs(self, sftp: _Session, directory: str) -> None:
+    def _makedirs(self, sftp: ssh.SftpSession, directory: str) -> None:
         """mkdir -p (new directories 0700), checking from the deepest level up."""
         missing: list[str] = []
         probe = directory
@@ -375,7 +315,7 @@ class SftpBlobTarget:
                 if not stat.S_ISDIR(sftp.stat(path).st_mode or 0):
                     raise
 
-    def _rename(self, sftp: _Session, temp: str, path: str) -> None:
+    def _rename(self, sftp: ssh.SftpSession, temp: str, path: str) -> None:
         if "posix-rename@openssh.com" in sftp.extensions:
             sftp.posix_rename(temp, path)
             return
@@ -407,7 +347,7 @@ class SftpBlobTarget:
                 elif stat.S_ISREG(mode) and key.startswith(prefix):
                     yield key, entry
 
-    def _prune(self, sftp: _Session, directory: str) -> None:
+    def _prune(self, sftp: ssh.SftpSession, directory: str) -> None:
         """Remove empty directories from `directory` up to (not including) the root."""
         while directory != self.root and directory.startswith(self.root + "/"):
             try:
@@ -430,8 +370,7 @@ class SftpBlobTarget:
                 f"target {self.name}: permission denied at {where} "
                 f"(user {self.config.user} must be able to write {self.root})"
             )
-        transport = self._client.get_transport() if self._client is not None else None
-        if not (transport is not None and transport.is_active()) or isinstance(
+        if self._alive_session() is None or isinstance(
             error, EOFError | paramiko.SSHException | TimeoutError | ConnectionError
         ):
             self.close()  # the next operation reconnects

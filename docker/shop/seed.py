@@ -332,7 +332,7 @@ def seed_slice(cur: psycopg.Cursor[Any], s0: int, s1: int, now: Any) -> None:
         "nu": s1 * USERS, "np": s1 * PRODUCTS,
     }
     for sql in (USERS_SQL, PRODUCTS_SQL, CARTS_SQL, CART_ITEMS_SQL, ORDERS_SQL, *PAYMENTS_SQL.split(";")):
-        cur.execute(sql, params)  # type: ignore[arg-type]
+        cur.execute(sql, params)
 
 
 def seed_range(cur: psycopg.Cursor[Any], s0: int, s1: int, now: Any) -> None:
@@ -390,12 +390,12 @@ def deferred_ddl(cur: psycopg.Cursor[Any]) -> list[Deferred]:
 
 def drop_deferred(cur: psycopg.Cursor[Any], ddl: list[Deferred]) -> None:
     for d in reversed(ddl):
-        cur.execute(d.drop)  # type: ignore[arg-type]
+        cur.execute(d.drop)
 
 
 def create_deferred(cur: psycopg.Cursor[Any], ddl: list[Deferred]) -> None:
     for d in ddl:
-        cur.execute(d.create)  # type: ignore[arg-type]
+        cur.execute(d.create)
 
 
 def masked_dsn(dsn: str) -> str:
@@ -472,7 +472,7 @@ class _Abort(Exception):
 
 
 def _fetch_one(cur: psycopg.Cursor[Any], sql: str) -> Any:
-    cur.execute(sql)  # type: ignore[arg-type]
+    cur.execute(sql)
     row = cur.fetchone()
     assert row is not None
     return row[0]
@@ -492,28 +492,31 @@ def _seed(
     if args.reset:
         say("--reset: dropping the shop tables")
         cur.execute(RESET_SQL)
-    cur.execute(SCHEMA_FILE.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+    cur.execute(SCHEMA_FILE.read_text(encoding="utf-8"))
     if _fetch_one(cur, "SELECT EXISTS (SELECT 1 FROM users)"):
         raise _Abort(4, f"{where} already holds shop data; pass --reset to drop and re-seed")
-    cur.execute(_SQL_HELPERS)  # type: ignore[arg-type]
+    cur.execute(_SQL_HELPERS)
     now = _fetch_one(cur, "SELECT now()")
     cur.execute("SET LOCAL maintenance_work_mem = '256MB'")  # index builds
 
+    empty = shop_size(cur)
     ddl = deferred_ddl(cur)
     drop_deferred(cur, ddl)
     t_gen = time.monotonic()
     if args.size is not None:
-        # target for the shop tables = target database size - what is not the shop's (catalog, ...)
-        target = args.size_bytes - other
+        # growth wanted = target database size - what is not the shop's (catalog, ...) - empty tables
+        target = args.size_bytes - other - empty
         guess = max(1, round(target / BYTES_PER_SCALE_GUESS))
         first = max(1, math.ceil(guess / 6))
         seed_range(cur, 0, first, now)
         create_deferred(cur, ddl)  # measure with the indexes; dropped again for the rest of the load
-        per_scale = max(1.0, shop_size(cur) / first)
+        per_scale = max(1.0, (shop_size(cur) - empty) / first)
         drop_deferred(cur, ddl)
         scale = max(first, round(target / per_scale))
         say(f"target {format_size(args.size_bytes)}: {format_size(per_scale)} per scale unit measured "
             f"at scale {first}; seeding scale {scale}")
+        if target < per_scale:
+            say(f"target is below the size of a scale-1 shop ({format_size(other + empty + per_scale)})")
         seed_range(cur, first, scale, now)
     else:
         scale = args.scale or 1
@@ -521,11 +524,11 @@ def _seed(
     create_deferred(cur, ddl)
 
     for table in ("users", "products", "carts", "orders", "payments"):
-        cur.execute(  # type: ignore[call-overload]
+        cur.execute(
             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
             f"(SELECT coalesce(max(id), 0) + 1 FROM {table}), false)")
     cur.executemany(UPSERT_ACCOUNT_SQL, hashed)  # after setval: the accounts take the next user ids
-    cur.execute("ANALYZE " + ", ".join(TABLES))  # type: ignore[arg-type]
+    cur.execute("ANALYZE " + ", ".join(TABLES))
     gen_seconds = time.monotonic() - t_gen
 
     counts = {table: int(_fetch_one(cur, f"SELECT count(*) FROM {table}")) for table in TABLES}
@@ -533,7 +536,7 @@ def _seed(
     check_seconds = 0.0
     if not args.no_check:
         t_check = time.monotonic()
-        cur.execute(INVARIANT_SQL)  # type: ignore[arg-type]
+        cur.execute(INVARIANT_SQL)
         bad = cur.fetchall()
         check_seconds = time.monotonic() - t_check
         if bad:
@@ -568,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
             with conn.transaction():
                 scale, counts, gen_seconds, check_seconds = _seed(cur, args, hashed, where, say)
             size = db_size(cur)  # after the commit: files of dropped relations are gone
+    except KeyboardInterrupt:
+        print("seed: interrupted; the transaction was rolled back", file=sys.stderr)
+        return 130
     except _Abort as e:  # raised inside the transaction block: everything was rolled back
         print(f"seed: error: {e.message}", file=sys.stderr)
         return e.code

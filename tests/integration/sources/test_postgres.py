@@ -144,7 +144,9 @@ def test_row_counts_come_from_the_dump_snapshot_despite_concurrent_writes(
     assert live_count(pg_database, "customers") == 50 + inserted
 
     with open(tmp_path / "busy.pgdump", "rb") as artifact:
-        outcome = source.restore(artifact, RestoreRequest(to_db=pg_empty_database.url, password=pg_database.password))
+        outcome = source.restore(
+            artifact, RestoreRequest(to_db=pg_empty_database.url, password=pg_database.password)
+        )
     assert outcome.facts["row_counts"] == facts["row_counts"]
 
 
@@ -230,11 +232,16 @@ def test_leaving_the_context_early_kills_pg_dump(
         dump.stream.read(100)
         raise RuntimeError("downstream failure")
     assert started[0].poll() is not None
+    deadline = time.monotonic() + 10  # a closed session leaves pg_stat_activity shortly after
     with psycopg.connect(pg_database.cluster.url(), password=pg_database.cluster.password) as admin:
-        row = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'backupctl'",
-            (pg_database.name,),
-        ).fetchone()
+        while True:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'backupctl'",
+                (pg_database.name,),
+            ).fetchone()
+            if row == (0,) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     assert row == (0,), "the snapshot connection must be closed"
 
 
@@ -243,7 +250,10 @@ def test_restore_refuses_a_non_empty_database_and_an_existing_create_target(
 ) -> None:
     source = make_source(pg_database, monkeypatch)
     dump_to_file(source, tmp_path / "d.pgdump")
-    with open(tmp_path / "d.pgdump", "rb") as artifact, pytest.raises(ConfigError, match="already has 7 tables"):
+    with (
+        open(tmp_path / "d.pgdump", "rb") as artifact,
+        pytest.raises(ConfigError, match="already has 7 tables"),
+    ):
         source.restore(artifact, RestoreRequest(to_db=pg_database.url, password=pg_database.password))
     # --create targets the dumped database's name, which exists here (it is the source).
     cluster = pg_database.cluster
@@ -265,7 +275,9 @@ def test_dump_options_that_leave_tables_out_are_reflected_in_the_counts(
     assert "public.Order Items" not in facts["row_counts"]
     assert facts["row_counts"]["archive.attachments"] == 0
     with open(tmp_path / "d.pgdump", "rb") as artifact:
-        outcome = source.restore(artifact, RestoreRequest(to_db=pg_empty_database.url, password=pg_database.password))
+        outcome = source.restore(
+            artifact, RestoreRequest(to_db=pg_empty_database.url, password=pg_database.password)
+        )
     assert source.compare(facts, outcome.facts) == []
 
 

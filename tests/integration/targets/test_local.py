@@ -99,9 +99,11 @@ class BlobTargetContract:
         assert self.stored_names(target, directories=True) == []
 
     def test_missing_object_is_a_clear_error(self, target: BlobTarget) -> None:
-        with pytest.raises(TargetError, match=r"'shop/none/x' not found") as caught:
-            with target.reader("shop/none/x"):
-                pass
+        with (
+            pytest.raises(TargetError, match=r"'shop/none/x' not found") as caught,
+            target.reader("shop/none/x"),
+        ):
+            pass
         assert not caught.value.transient
 
     @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "a/.b.tmp-0123456789ab"])

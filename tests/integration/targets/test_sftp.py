@@ -58,7 +58,9 @@ def test_uses_the_openssh_extensions(target: SftpBlobTarget) -> None:
     extensions = posture.details["extensions"]
     assert isinstance(extensions, list)
     assert {"posix-rename@openssh.com", "fsync@openssh.com", "statvfs@openssh.com"} <= set(extensions)
-    assert posture.free_bytes == os.statvfs(target.root).f_bavail * os.statvfs(target.root).f_frsize
+    local = os.statvfs(target.root)
+    # Same file system seen from both ends; other processes write to it meanwhile.
+    assert posture.free_bytes == pytest.approx(local.f_bavail * local.f_frsize, rel=0.05)
 
 
 def test_reconnects_after_the_connection_drops(target: SftpBlobTarget) -> None:
@@ -157,7 +159,7 @@ def test_unauthorized_key_is_a_permanent_auth_error(sshd_server: SshdServer, tmp
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True
     )
     target = sftp_target(sshd_server, tmp_path / "r", key_file=str(tmp_path / "stranger"))
-    with pytest.raises(TargetError, match="authentication .* failed") as caught:
+    with pytest.raises(TargetError, match=r"authentication .* failed") as caught:
         target.list_keys("")
     assert not caught.value.transient and "authorized_keys" in str(caught.value)
 
@@ -186,7 +188,7 @@ def test_closed_port_is_transient(sshd_server: SshdServer, tmp_path: Path) -> No
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     target = sftp_target(sshd_server, tmp_path / "r", port=port)
-    with pytest.raises(TargetError, match="cannot connect to .*connection refused") as caught:
+    with pytest.raises(TargetError, match=r"cannot connect to .*: Connection refused") as caught:
         target.list_keys("")
     assert caught.value.transient
 
