@@ -31,7 +31,9 @@ def stderr_console() -> Console:
 
 
 def stdout_console() -> Console:
-    return Console(no_color=bool(os.environ.get("NO_COLOR")), highlight=False, soft_wrap=True)
+    # Off a terminal (pipes, cron mail) rich would squeeze tables into 80 columns: don't.
+    width = None if sys.stdout.isatty() else 240
+    return Console(no_color=bool(os.environ.get("NO_COLOR")), highlight=False, soft_wrap=True, width=width)
 
 
 class _MaskingFilter(logging.Filter):

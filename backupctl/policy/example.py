@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import types
 import typing
 from typing import Any
 
@@ -131,14 +132,33 @@ def _default_text(field: FieldInfo) -> str:
     return f"`{json.dumps(value, default=str)}`" if value != "(empty)" else "(empty)"
 
 
+_VALIDATOR_NAMES = {"_duration": "duration", "_secret": "secret ref", "_cron": "cron expression", "_name": "name"}
+_SCALARS = {str: "string", int: "integer", bool: "boolean", float: "number"}
+
+
 def _type_text(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "").replace("backupctl.policy.schema.", "")
-    text = text.replace("backupctl.core.secrets.", "").replace("<class '", "").replace("'>", "")
-    if "SecretRef" in text:
-        return "secret ref"
-    if "timedelta" in text:
-        return "duration"
-    return text.replace("|", "\\|")[:60]
+    """A short, readable type for the reference tables."""
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        for meta in arguments[1:]:
+            function = getattr(meta, "func", None)
+            if function is not None and function.__name__ in _VALIDATOR_NAMES:
+                return _VALIDATOR_NAMES[function.__name__]
+        return _type_text(arguments[0])
+    if origin in (typing.Union, types.UnionType):
+        members = [argument for argument in arguments if argument is not type(None)]
+        text = " or ".join(_type_text(member) for member in members)
+        return text + (" (optional)" if len(members) < len(arguments) else "")
+    if origin is list:
+        return f"list of {_type_text(arguments[0])}"
+    if origin is dict:
+        return f"map of {_type_text(arguments[0])} to {_type_text(arguments[1])}"
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{value}`" for value in arguments)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return f"[{annotation.__name__}](#{annotation.__name__.lower()})"
+    return _SCALARS.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:

@@ -115,10 +115,10 @@ class LocalBlobTarget:
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as error:
-            raise self._error(error, temp) from error
+            raise self._error(error, path) from error
         file = os.fdopen(fd, "wb", buffering=CHUNK)
         try:
-            yield cast(BinaryIO, GuardedWriter(file, lambda error: self._error(error, temp)))
+            yield cast(BinaryIO, GuardedWriter(file, lambda error: self._error(error, path)))
             try:
                 file.flush()
                 os.fsync(file.fileno())
@@ -129,7 +129,7 @@ class LocalBlobTarget:
                 for directory in {path.parent, *(made.parent for made in created)}:
                     _fsync_directory(directory)
             except OSError as error:
-                raise self._error(error, temp) from error
+                raise self._error(error, path) from error
         except BaseException:
             with suppress(OSError):
                 file.close()  # may fail again (ENOSPC on flush); the fd is released regardless

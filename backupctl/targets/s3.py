@@ -49,6 +49,8 @@ from backupctl.policy.schema import S3Target
 from backupctl.targets.base import MANIFEST, SIGNATURE, ObjectInfo, Posture, ReadTiming, register_target
 from backupctl.targets.s3_posture import (
     ROLE_TAG,
+    SetupChange,
+    apply_setup,
     check_posture,
     error_code,
     make_client,
@@ -199,6 +201,10 @@ class S3BlobTarget:
         """Raise a permanent TargetError listing every problem when the bucket is not fit to
         be written to (the backup run calls this before writing)."""
         check_posture(self)
+
+    def setup(self, dry_run: bool = False) -> list[SetupChange]:
+        """`backupctl target setup`: make the bucket match the declaration (see s3_posture)."""
+        return apply_setup(self.config, dry_run=dry_run, client=self.client)
 
     def close(self) -> None:
         """Release the client's connections."""

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -189,15 +190,15 @@ def read_state(client: S3Client, config: S3Target) -> BucketState:
         raise _bucket_error(error, config, "reach", "s3:ListBucket") from error
     state = BucketState(exists=True)
 
-    def read(method: Any, absent: str, what: str, permission: str) -> Any:
+    def read(method: Any, absent: str | None, what: str, permission: str) -> Any:
         try:
             return method(Bucket=config.bucket)
         except Exception as error:
-            if error_code(error) != absent:  # "not configured" is an answer, not a failure
+            if absent is None or error_code(error) != absent:  # "not configured" is an answer
                 state.unreadable.append(str(_bucket_error(error, config, f"read the {what} of", permission)))
             return {}
 
-    versioning = read(client.get_bucket_versioning, "", "versioning", "s3:GetBucketVersioning")
+    versioning = read(client.get_bucket_versioning, None, "versioning", "s3:GetBucketVersioning")
     state.versioning = versioning.get("Status", "never enabled")
     lock = read(
         client.get_object_lock_configuration,
@@ -241,7 +242,7 @@ def read_posture(client: S3Client, config: S3Target) -> Posture:
     posture.details.update(
         versioning=state.versioning,
         object_lock={"enabled": state.lock_enabled, "mode": state.lock_mode, "days": state.lock_days},
-        lifecycle_rules=state.rules,
+        lifecycle_rules=json.loads(json.dumps(state.rules, default=str)),  # JSON-safe (dates)
         storage_class=config.storage_class,
     )
     posture.problems.extend(state.unreadable)

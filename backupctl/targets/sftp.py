@@ -128,15 +128,15 @@ class SftpBlobTarget:
             # request on a shared session (a list_keys while writing) would swallow them.
             session = self._open_sftp(cast(paramiko.SSHClient, self._client))
         except Exception as error:
-            raise self._error(error, temp) from error
+            raise self._error(error, path) from error
         try:
             file = session.open_sized(temp, "wb")
         except Exception as error:
             session.close()
-            raise self._error(error, temp) from error
+            raise self._error(error, path) from error
         try:
             file.set_pipelined(True)
-            yield cast(BinaryIO, GuardedWriter(file, lambda error: self._error(error, temp)))
+            yield cast(BinaryIO, GuardedWriter(file, lambda error: self._error(error, path)))
             try:
                 file.flush()
                 session.finish_writes(file)  # raises for the first write the server refused
@@ -145,7 +145,7 @@ class SftpBlobTarget:
                 file.close()
                 self._rename(session, temp, path)
             except Exception as error:
-                raise self._error(error, temp) from error
+                raise self._error(error, path) from error
         except BaseException:
             # Drop unsent data instead of flushing it: closing the channel closes the handle on
             # the server, and paramiko's __del__ would otherwise flush into a closed channel.

@@ -179,6 +179,52 @@ def test_glacier_read_restores_first_and_records_the_warmup(
         assert again.warmup_seconds == 0
 
 
+def restore_still_running(target: S3BlobTarget, polls: int) -> None:
+    """Make the first `polls` HeadObject answers say the restore is still running (moto restores
+    at once; real Glacier takes hours)."""
+    remaining = [polls]
+
+    def rewrite(parsed: dict[str, Any], **_: Any) -> None:
+        if "Restore" in parsed and remaining[0] != 0:
+            remaining[0] -= 1
+            parsed["Restore"] = 'ongoing-request="true"'
+
+    target.client.meta.events.register("after-call.s3.HeadObject", rewrite)
+
+
+def test_cold_read_polls_until_the_restore_is_done(
+    s3_target_config: TargetConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(RESTORE_POLL_ENV, "0.2")
+    target = s3_target(s3_target_config(storage_class="DEEP_ARCHIVE"))
+    write(target, "shop/s1/db.age", b"deep")
+    restore_still_running(target, polls=2)
+    caplog.set_level(logging.INFO, logger="backupctl.targets.s3")
+    timing = ReadTiming()
+    with target.reader("shop/s1/db.age", timing) as stream:
+        assert stream.read() == b"deep"
+    waiting = [line for line in caplog.messages if "waiting for the DEEP_ARCHIVE archive restore" in line]
+    assert len(waiting) == 2
+    assert timing.warmup_seconds >= 0.4
+
+
+def test_cold_read_gives_up_after_the_restore_timeout(
+    s3_target_config: TargetConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(RESTORE_POLL_ENV, "0.3")
+    target = s3_target(s3_target_config(storage_class="GLACIER", restore_timeout="1s"))
+    write(target, "shop/s1/db.age", b"cold")
+    restore_still_running(target, polls=-1)
+    started = time.monotonic()
+    with (
+        pytest.raises(TargetError, match=r"did not finish within 1s") as caught,
+        target.reader("shop/s1/db.age"),
+    ):
+        pass
+    assert 1 <= time.monotonic() - started < 3
+    assert "run the same command again later" in str(caught.value)
+
+
 # --------------------------------------------------------------------------- setup and posture
 def test_setup_creates_a_locked_versioned_bucket_and_is_idempotent(
     s3_target_config: TargetConfig, s3_client: Any, fresh_bucket: str
@@ -207,7 +253,7 @@ def test_setup_creates_a_locked_versioned_bucket_and_is_idempotent(
     assert rules["backupctl-cleanup"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 90}
     assert rules["backupctl-cleanup"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
     assert plan_setup(config) == []
-    assert apply_setup(config) == []
+    assert s3_target(config).setup() == []
 
 
 def test_setup_keeps_foreign_lifecycle_rules_and_updates_its_own(

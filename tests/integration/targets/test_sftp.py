@@ -15,11 +15,13 @@ import pytest
 from backupctl.core import ssh
 from backupctl.errors import ConfigError, TargetError
 from backupctl.policy.schema import SftpTarget
+from backupctl.targets import sftp as sftp_module
 from backupctl.targets.base import BlobTarget, build_target
 from backupctl.targets.local import temp_name
 from backupctl.targets.sftp import SftpBlobTarget
 from tests.fixtures.sshd import SshdServer
-from tests.integration.targets.test_local import BlobTargetContract, payload, read, tree, write
+from tests.integration.targets.contract import BlobTargetContract, payload, read, write
+from tests.integration.targets.test_local import FileTreeChecks, tree
 
 
 def sftp_target(server: SshdServer, path: Path | str, **extra: object) -> SftpBlobTarget:
@@ -45,7 +47,7 @@ def target(sshd_server: SshdServer, remote_dir: Path) -> Iterator[SftpBlobTarget
     target.close()
 
 
-class TestSftpContract(BlobTargetContract):
+class TestSftpContract(BlobTargetContract, FileTreeChecks):
     # sshd runs on this machine, so the remote root is visible as a local directory too.
     def stored_names(self, target: BlobTarget, directories: bool = False) -> list[str]:
         assert isinstance(target, SftpBlobTarget)
@@ -61,6 +63,24 @@ def test_uses_the_openssh_extensions(target: SftpBlobTarget) -> None:
     local = os.statvfs(target.root)
     # Same file system seen from both ends; other processes write to it meanwhile.
     assert posture.free_bytes == pytest.approx(local.f_bavail * local.f_frsize, rel=0.05)
+
+
+def test_reads_across_prefetch_windows(target: SftpBlobTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sftp_module, "READ_WINDOW", 300_001)  # odd: windows end mid-request
+    data = payload(2 * 1024 * 1024 + 17)
+    write(target, "shop/s1/db.age", data)
+    with target.reader("shop/s1/db.age") as stream:
+        assert stream.read(5) == data[:5]
+        assert stream.read() == data[5:]
+
+
+def test_list_while_writing_does_not_lose_write_errors(target: SftpBlobTarget) -> None:
+    # Pipelined write replies must not be swallowed by other requests on the connection.
+    with target.writer("shop/s1/db.age") as out:
+        for _ in range(4):
+            out.write(payload(1024 * 1024))
+            assert [info.key for info in target.list_keys("")] == []
+    assert read(target, "shop/s1/db.age")[: 1024 * 1024] == payload(1024 * 1024)
 
 
 def test_reconnects_after_the_connection_drops(target: SftpBlobTarget) -> None:
@@ -93,10 +113,12 @@ def test_remote_disk_full_is_a_clear_error(sshd_server: SshdServer, tmp_path: Pa
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); needs root with CAP_SYS_ADMIN")
     target = sftp_target(sshd_server, mount_point / "store")
     try:
-        with pytest.raises(
-            TargetError, match=r"target offsite: disk full at .*store/shop/s1/\.db\.age\.tmp-"
-        ):
-            write(target, "shop/s1/db.age", payload(3 * 1024 * 1024))
+        full = r"target offsite: disk full at .*store/shop/s1/db\.age \("
+        with pytest.raises(TargetError, match=full), target.writer("shop/s1/db.age") as out:
+            for _ in range(12):
+                out.write(payload(256 * 1024))
+                # Other requests on the connection must not swallow the failed writes' replies.
+                assert target.list_keys("") == []
         assert tree(mount_point / "store") == []  # the temp file was removed
         write(target, "shop/s1/small", b"fits")
         assert read(target, "shop/s1/small") == b"fits"
