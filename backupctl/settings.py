@@ -40,6 +40,8 @@ class Settings:
         """Options win over environment (BACKUPCTL_*), which wins over defaults."""
         policies_path = Path(policies or os.environ.get("BACKUPCTL_POLICIES") or default_policies_dir())
         state = Path(state_dir or os.environ.get("BACKUPCTL_STATE_DIR") or default_state_dir())
-        catalog_url = catalog or os.environ.get("BACKUPCTL_CATALOG") or f"sqlite:///{state.absolute()}/catalog.sqlite"
+        catalog_url = (
+            catalog or os.environ.get("BACKUPCTL_CATALOG") or f"sqlite:///{state.absolute()}/catalog.sqlite"
+        )
         keys = Path(keys_dir or os.environ.get("BACKUPCTL_KEYS_DIR") or state / "keys")
         return cls(policies_path, state, catalog_url, keys)

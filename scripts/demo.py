@@ -71,9 +71,21 @@ def main() -> None:
         }
 
         step("2. seed the sample shop: database and uploaded images")
-        run([sys.executable, str(ROOT / "docker/shop/seed.py"), "--dsn", cluster.url("shop", "postgres"),
-             "--scale", "1"], env)
-        run([sys.executable, str(ROOT / "docker/shop/uploads.py"), str(DEMO / "uploads"), "--products", "50"], env)
+        run(
+            [
+                sys.executable,
+                str(ROOT / "docker/shop/seed.py"),
+                "--dsn",
+                cluster.url("shop", "postgres"),
+                "--scale",
+                "1",
+            ],
+            env,
+        )
+        run(
+            [sys.executable, str(ROOT / "docker/shop/uploads.py"), str(DEMO / "uploads"), "--products", "50"],
+            env,
+        )
 
         step("3. keys: an age key pair (backups are encrypted to it) and this host's signing key")
         run([*backupctl, "keys", "generate"], env)
@@ -90,22 +102,50 @@ def main() -> None:
 
         step("7. restore into a scratch database and a scratch directory, checked against the manifest")
         cluster.create_database("shop_scratch")
-        run([*backupctl, "restore", "shop", "latest", "--source", "shop-db", "--to-db",
-             cluster.url("shop_scratch", "postgres"), "--db-password", "env:DEMO_SUPERUSER_PASSWORD"], env)
+        run(
+            [
+                *backupctl,
+                "restore",
+                "shop",
+                "latest",
+                "--source",
+                "shop-db",
+                "--to-db",
+                cluster.url("shop_scratch", "postgres"),
+                "--db-password",
+                "env:DEMO_SUPERUSER_PASSWORD",
+            ],
+            env,
+        )
         restored_dir = DEMO / "restored-uploads"
-        run([*backupctl, "restore", "shop", "latest", "--source", "uploads", "--to-dir", str(restored_dir),
-             "--force"], env)
+        run(
+            [
+                *backupctl,
+                "restore",
+                "shop",
+                "latest",
+                "--source",
+                "uploads",
+                "--to-dir",
+                str(restored_dir),
+                "--force",
+            ],
+            env,
+        )
 
         step("summary")
         import psycopg
 
-        with psycopg.connect(cluster.url("shop", "postgres"), password=cluster.password) as original, \
-                psycopg.connect(cluster.url("shop_scratch", "postgres"), password=cluster.password) as scratch:
+        with (
+            psycopg.connect(cluster.url("shop", "postgres"), password=cluster.password) as original,
+            psycopg.connect(cluster.url("shop_scratch", "postgres"), password=cluster.password) as scratch,
+        ):
             before, after = fingerprints(original), fingerprints(scratch)
         equal = sum(1 for table in before if after.get(table) == before[table])
         print(f"tables restored with identical rows and content: {equal}/{len(before)}")
         for table, (rows, _) in sorted(before.items()):
-            print(f"  {table:<24} {rows:>8} rows  {'equal' if after.get(table) == before[table] else 'DIFFERENT'}")
+            state = "equal" if after.get(table) == before[table] else "DIFFERENT"
+            print(f"  {table:<24} {rows:>8} rows  {state}")
         print(f"backups:   {DEMO / 'backups' / 'shop'}")
         print(f"catalog:   {DEMO / 'state' / 'catalog.sqlite'}")
         print(f"keys:      {DEMO / 'state' / 'keys'} (the identity file is what you keep offline)")

@@ -23,7 +23,13 @@ from backupctl.actions.events import Events, LogEvents
 from backupctl.actions.stored import key_of, rehash, write_manifest
 from backupctl.catalog.store import Catalog
 from backupctl.core.crypto import load_signing_key, parse_recipients
-from backupctl.core.manifest import ArtifactRecord, Manifest, artifact_file_name, new_snapshot_id, utc_now_text
+from backupctl.core.manifest import (
+    ArtifactRecord,
+    Manifest,
+    artifact_file_name,
+    new_snapshot_id,
+    utc_now_text,
+)
 from backupctl.core.pipeline import HashingReader, encrypt_stream
 from backupctl.core.secrets import mask
 from backupctl.errors import BackupctlError, IntegrityError, JobFailed, PartialFailure, TargetError
@@ -61,8 +67,10 @@ class BackupResult:
             "seconds": round(self.seconds, 3),
             "plain_bytes": sum(a.plain_bytes for a in self.artifacts),
             "stored_bytes": sum(a.stored_bytes for a in self.artifacts),
-            "sources": {a.source: {"plain_bytes": a.plain_bytes, "stored_bytes": a.stored_bytes,
-                                   "facts": a.facts} for a in self.artifacts},
+            "sources": {
+                a.source: {"plain_bytes": a.plain_bytes, "stored_bytes": a.stored_bytes, "facts": a.facts}
+                for a in self.artifacts
+            },
             "targets": {name: {"status": t.status, "error": t.error} for name, t in self.targets.items()},
             "error": self.error,
         }
@@ -142,18 +150,26 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
     complete = [o for o in outcomes.values() if o.status == "complete"]
     failed = [o for o in outcomes.values() if o.status == "failed"]
     for outcome in outcomes.values():
-        catalog.record_copy(snapshot_id, outcome.name, outcome.status,
-                            sum(a.stored_bytes for a in outcome.artifacts), outcome.error)
+        catalog.record_copy(
+            snapshot_id,
+            outcome.name,
+            outcome.status,
+            sum(a.stored_bytes for a in outcome.artifacts),
+            outcome.error,
+        )
     landed = {a.source for o in complete for a in o.artifacts}
     missing = [s.name for s in policy.sources if s.name not in landed]
     seconds = time.monotonic() - started
     if missing or not complete:
         error_text = "; ".join(f"{o.name}: {o.error}" for o in failed) or "no target completed"
         catalog.fail_snapshot(snapshot_id, error_text)
-        raise JobFailed(f"backup {policy.name} failed: snapshot {snapshot_id} is on no complete target ({error_text})")
+        raise JobFailed(
+            f"backup {policy.name} failed: snapshot {snapshot_id} is on no complete target ({error_text})"
+        )
     status = "partial" if failed else "complete"
-    catalog.finish_snapshot(manifest, full_sha, status,
-                            error="; ".join(f"{o.name}: {o.error}" for o in failed) or None)
+    catalog.finish_snapshot(
+        manifest, full_sha, status, error="; ".join(f"{o.name}: {o.error}" for o in failed) or None
+    )
     result = BackupResult(snapshot_id, policy.name, status, seconds, artifacts, outcomes)
     if failed:
         raise PartialFailure(
@@ -201,8 +217,15 @@ def _backup_source(
     return record
 
 
-def _dump_to(policy: Policy, snapshot_id: str, config: Any, source: Any, target: BlobTarget,
-             recipients: list[Any], events: Events) -> ArtifactRecord:
+def _dump_to(
+    policy: Policy,
+    snapshot_id: str,
+    config: Any,
+    source: Any,
+    target: BlobTarget,
+    recipients: list[Any],
+    events: Events,
+) -> ArtifactRecord:
     began = time.monotonic()
     progress = events.progress(f"{config.name} → {target.name}", None)
     try:
@@ -210,8 +233,14 @@ def _dump_to(policy: Policy, snapshot_id: str, config: Any, source: Any, target:
             file = artifact_file_name(config.name, dump.extension)
             key = key_of(policy.name, snapshot_id, file)
             with target.writer(key) as sink:
-                stats = encrypt_stream(dump.stream, sink, recipients, level=policy.compression.level,
-                                       threads=policy.compression.threads, progress=progress.advance)
+                stats = encrypt_stream(
+                    dump.stream,
+                    sink,
+                    recipients,
+                    level=policy.compression.level,
+                    threads=policy.compression.threads,
+                    progress=progress.advance,
+                )
                 facts = dump.finish()  # raises when the dump tool failed: the writer then discards
     except OSError as error:
         raise TargetError(f"target {target.name}: {error.strerror or error}") from None
@@ -222,8 +251,10 @@ def _dump_to(policy: Policy, snapshot_id: str, config: Any, source: Any, target:
         raise TargetError(f"target {target.name}: {file} read back differs from what was written")
     seconds = time.monotonic() - began
     ratio = stats.plain_bytes / stats.stored_bytes if stats.stored_bytes else 0.0
-    events.info(f"source {config.name}: {stats.plain_bytes} bytes → {stats.stored_bytes} stored "
-                f"({ratio:.1f}x) on {target.name} in {seconds:.1f}s")
+    events.info(
+        f"source {config.name}: {stats.plain_bytes} bytes → {stats.stored_bytes} stored "
+        f"({ratio:.1f}x) on {target.name} in {seconds:.1f}s"
+    )
     return ArtifactRecord(
         source=config.name,
         source_type=config.type,

@@ -30,8 +30,9 @@ class RebuildReport:
         return self.__dict__.copy()
 
 
-def rebuild_catalog(settings: Settings, policies: list[LoadedPolicy], target_name: str,
-                    extra_trusted: list[str] | None = None) -> RebuildReport:
+def rebuild_catalog(
+    settings: Settings, policies: list[LoadedPolicy], target_name: str, extra_trusted: list[str] | None = None
+) -> RebuildReport:
     report = RebuildReport(target_name)
     catalog = open_catalog(settings)
     for loaded in policies:

@@ -68,7 +68,8 @@ def run_restore(
             digest, size = rehash(target, key)
             if size != artifact.stored_bytes or digest != artifact.stored_sha256:
                 raise IntegrityError(
-                    f"refusing to restore: {artifact.file} on target {target.name} does not match its manifest "
+                    f"refusing to restore: {artifact.file} on target {target.name} "
+                    "does not match its manifest "
                     f"({size} bytes, manifest says {artifact.stored_bytes}; sha256 "
                     f"{'matches' if digest == artifact.stored_sha256 else 'differs'}). "
                     "Run `backupctl verify` for details, or restore from another target with --from"
@@ -76,9 +77,12 @@ def run_restore(
         events.info(f"restoring {source_name} of snapshot {snapshot.id} from {target.name}")
         source = build_source(source_config)
         progress = events.progress(f"restore {source_name}", artifact.stored_bytes)
-        with target.reader(key) as stored, decrypted_reader(stored, identities, progress=progress.advance) as (
-            plain,
-            finished,
+        with (
+            target.reader(key) as stored,
+            decrypted_reader(stored, identities, progress=progress.advance) as (
+                plain,
+                finished,
+            ),
         ):
             outcome = source.restore(plain, request)
             stats = finished()
@@ -86,7 +90,9 @@ def run_restore(
     finally:
         target.close()
     if stats.plain_sha256 != artifact.plain_sha256:
-        raise IntegrityError(f"{artifact.file}: the decrypted stream differs from the manifest's plain sha256")
+        raise IntegrityError(
+            f"{artifact.file}: the decrypted stream differs from the manifest's plain sha256"
+        )
     mismatches = source.compare(artifact.facts, outcome.facts)
     return RestoreResult(
         policy=policy.name,

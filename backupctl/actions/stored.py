@@ -51,7 +51,9 @@ def read_manifest(target: BlobTarget, policy: str, snapshot_id: str, trusted: li
     try:
         signature = read_bytes(target, key_of(policy, snapshot_id, SIGNATURE), limit=4096)
     except TargetError:
-        raise IntegrityError(f"snapshot {snapshot_id} on target {target.name}: manifest signature is missing") from None
+        raise IntegrityError(
+            f"snapshot {snapshot_id} on target {target.name}: manifest signature is missing"
+        ) from None
     try:
         signer = verify_signature(raw, signature, trusted)
     except IntegrityError as error:

@@ -80,8 +80,9 @@ def verify_snapshot(
     return results
 
 
-def verify_on_target(target: BlobTarget, policy: str, snapshot_id: str, trusted: list[str],
-                     identities: list[Any]) -> TargetVerification:
+def verify_on_target(
+    target: BlobTarget, policy: str, snapshot_id: str, trusted: list[str], identities: list[Any]
+) -> TargetVerification:
     result = TargetVerification(target.name, snapshot_id)
     try:
         signed = read_manifest(target, policy, snapshot_id, trusted)
@@ -92,7 +93,9 @@ def verify_on_target(target: BlobTarget, policy: str, snapshot_id: str, trusted:
     result.signature = f"ok (signed by {signed.signer})"
     present = {info.key: info.size for info in target.list_keys(f"{policy}/{snapshot_id}/")}
     for artifact in signed.manifest.artifacts:
-        check = _check_artifact(target, key_of(policy, snapshot_id, artifact.file), artifact, present, identities)
+        check = _check_artifact(
+            target, key_of(policy, snapshot_id, artifact.file), artifact, present, identities
+        )
         result.artifacts.append(check)
         for name, outcome in check.checks.items():
             if outcome != "ok":
@@ -100,16 +103,20 @@ def verify_on_target(target: BlobTarget, policy: str, snapshot_id: str, trusted:
     return result
 
 
-def _check_artifact(target: BlobTarget, key: str, artifact: ArtifactRecord, present: dict[str, int],
-                    identities: list[Any]) -> ArtifactCheck:
+def _check_artifact(
+    target: BlobTarget, key: str, artifact: ArtifactRecord, present: dict[str, int], identities: list[Any]
+) -> ArtifactCheck:
     check = ArtifactCheck(artifact.file)
     if key not in present:
         check.checks["present"] = "missing from the target"
         return check
     check.checks["present"] = "ok"
     size = present[key]
-    check.checks["size"] = "ok" if size == artifact.stored_bytes else (
-        f"{size} bytes stored, manifest says {artifact.stored_bytes} (truncated or replaced)")
+    check.checks["size"] = (
+        "ok"
+        if size == artifact.stored_bytes
+        else (f"{size} bytes stored, manifest says {artifact.stored_bytes} (truncated or replaced)")
+    )
     try:
         with target.reader(key) as handle:
             stats = decrypt_stream(handle, None, identities)
@@ -121,8 +128,11 @@ def _check_artifact(target: BlobTarget, key: str, artifact: ArtifactRecord, pres
         check.checks["read"] = str(error)
         return check
     if stats is not None:
-        check.checks["sha256"] = "ok" if stats.stored_sha256 == artifact.stored_sha256 else (
-            "stored bytes do not match the manifest's sha256 (modified)")
+        check.checks["sha256"] = (
+            "ok"
+            if stats.stored_sha256 == artifact.stored_sha256
+            else ("stored bytes do not match the manifest's sha256 (modified)")
+        )
         check.checks["decrypt"] = "ok"
         plain_ok = stats.plain_sha256 == artifact.plain_sha256 and stats.plain_bytes == artifact.plain_bytes
         check.checks["plain"] = "ok" if plain_ok else "decrypted content differs from the manifest"
@@ -132,7 +142,10 @@ def _check_artifact(target: BlobTarget, key: str, artifact: ArtifactRecord, pres
 
         with target.reader(key) as handle:
             digest, _ = sha256_of(handle)
-        check.checks["sha256"] = "ok" if digest == artifact.stored_sha256 else (
-            "stored bytes do not match the manifest's sha256 (modified)")
+        check.checks["sha256"] = (
+            "ok"
+            if digest == artifact.stored_sha256
+            else ("stored bytes do not match the manifest's sha256 (modified)")
+        )
         check.checks["decrypt"] = decrypt_error or "failed"
     return check

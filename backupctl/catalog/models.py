@@ -32,7 +32,9 @@ class SnapshotRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     copies: Mapped[list[CopyRow]] = relationship(back_populates="snapshot", cascade="all, delete-orphan")
-    artifacts: Mapped[list[ArtifactRow]] = relationship(back_populates="snapshot", cascade="all, delete-orphan")
+    artifacts: Mapped[list[ArtifactRow]] = relationship(
+        back_populates="snapshot", cascade="all, delete-orphan"
+    )
 
     __table_args__ = (Index("ix_snapshots_policy_status_started", "policy", "status", "started_at"),)
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from backupctl.catalog.models import ArtifactRow, CopyRow, SnapshotRow, VerificationRow
 from backupctl.core.manifest import Manifest, parse_time
+from backupctl.core.secrets import mask, mask_url_password
 from backupctl.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -80,12 +81,14 @@ class Catalog:
     @classmethod
     def open(cls, url: str) -> Catalog:
         """Open the catalog at a SQLAlchemy URL, creating/migrating its schema."""
+        if url.startswith(("postgresql://", "postgres://")):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3 is what we ship
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             engine = create_engine(url, future=True)
         except (SQLAlchemyError, ImportError, ValueError) as error:
-            raise ConfigError(f"cannot use catalog URL: {error}") from None
+            raise ConfigError(f"cannot use catalog URL {mask_url_password(url)}: {error}") from None
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         catalog = cls(engine)
@@ -105,7 +108,9 @@ class Catalog:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except OperationalError as error:
-            raise ConfigError(f"cannot open the catalog ({self.engine.url!r}): {error.orig}") from None
+            raise ConfigError(
+                f"cannot open the catalog ({self.engine.url!r}): {mask(str(error.orig))}"
+            ) from None
 
     def revision(self) -> str | None:
         """The schema revision recorded in the database, None when it has none yet."""
@@ -138,8 +143,9 @@ class Catalog:
                 )
             )
 
-    def record_copy(self, snapshot_id: str, target: str, status: str, stored_bytes: int = 0,
-                    error: str | None = None) -> None:
+    def record_copy(
+        self, snapshot_id: str, target: str, status: str, stored_bytes: int = 0, error: str | None = None
+    ) -> None:
         with self.session() as session:
             row = session.get(CopyRow, (snapshot_id, target))
             if row is None:
@@ -150,8 +156,9 @@ class Catalog:
             row.error = error
             row.updated_at = _now()
 
-    def finish_snapshot(self, manifest: Manifest, manifest_sha256: str, status: str,
-                        error: str | None = None) -> None:
+    def finish_snapshot(
+        self, manifest: Manifest, manifest_sha256: str, status: str, error: str | None = None
+    ) -> None:
         """Record the artifacts and set the final status (complete / partial)."""
         with self.session() as session:
             row = session.get(SnapshotRow, manifest.snapshot_id)
@@ -189,7 +196,9 @@ class Catalog:
 
     def record_verification(self, snapshot_id: str, target: str, ok: bool, problems: list[str]) -> None:
         with self.session() as session:
-            session.add(VerificationRow(snapshot_id=snapshot_id, target=target, at=_now(), ok=ok, problems=problems))
+            session.add(
+                VerificationRow(snapshot_id=snapshot_id, target=target, at=_now(), ok=ok, problems=problems)
+            )
 
     def import_manifest(self, manifest: Manifest, manifest_sha256: str, target: str) -> bool:
         """Insert (or complete) a snapshot from a target's manifest. True when something changed."""
@@ -243,8 +252,10 @@ class Catalog:
         """`latest`, a full id, or a unique id prefix → a complete snapshot. Raises ConfigError."""
         candidates = self.snapshots(policy)
         if not candidates:
-            raise ConfigError(f"policy '{policy}' has no complete snapshot in the catalog "
-                              "(run `backupctl backup` or `backupctl catalog rebuild --target NAME`)")
+            raise ConfigError(
+                f"policy '{policy}' has no complete snapshot in the catalog "
+                "(run `backupctl backup` or `backupctl catalog rebuild --target NAME`)"
+            )
         if reference == "latest":
             return candidates[0]
         matches = [view for view in candidates if view.id == reference] or [
@@ -256,13 +267,17 @@ class Catalog:
             with self.session() as session:
                 row = session.get(SnapshotRow, reference)
                 if row is not None:
-                    raise ConfigError(f"snapshot {reference} is {row.status}, not complete: {row.error or ''}".strip())
+                    raise ConfigError(
+                        f"snapshot {reference} is {row.status}, not complete: {row.error or ''}".strip()
+                    )
             raise ConfigError(f"policy '{policy}' has no snapshot '{reference}'")
         raise ConfigError(f"'{reference}' matches {len(matches)} snapshots; give more of the id")
 
     def verifications(self, snapshot_id: str) -> list[VerificationRow]:
         with self.session() as session:
-            return list(session.scalars(select(VerificationRow).where(VerificationRow.snapshot_id == snapshot_id)))
+            return list(
+                session.scalars(select(VerificationRow).where(VerificationRow.snapshot_id == snapshot_id))
+            )
 
 
 def _apply_manifest(session: Session, row: SnapshotRow, manifest: Manifest) -> None:

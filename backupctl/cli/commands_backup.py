@@ -31,9 +31,13 @@ def backup(app: App, policy_name: str, as_json: bool) -> None:
     if as_json:
         print_json(result.as_dict())
         return
-    click.echo(f"snapshot {result.snapshot_id} {result.status} in {result.seconds:.1f}s: "
-               + ", ".join(f"{a.source} {human_bytes(a.plain_bytes)} → {human_bytes(a.stored_bytes)}"
-                           for a in result.artifacts))
+    click.echo(
+        f"snapshot {result.snapshot_id} {result.status} in {result.seconds:.1f}s: "
+        + ", ".join(
+            f"{a.source} {human_bytes(a.plain_bytes)} → {human_bytes(a.stored_bytes)}"
+            for a in result.artifacts
+        )
+    )
 
 
 @click.command()
@@ -54,23 +58,39 @@ def snapshots(app: App, policy_name: str, include_all: bool, as_json: bool) -> N
         return
     table = Table("snapshot", "status", "started (UTC)", "size", "stored", "targets", "sources", box=None)
     for view in views:
-        targets = ", ".join(f"{name}" + ("" if status == "complete" else f" ({status})")
-                            for name, status in view.targets.items())
-        table.add_row(view.id, view.status, view.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-                      human_bytes(view.plain_bytes), human_bytes(view.stored_bytes), targets,
-                      ", ".join(view.sources))
+        targets = ", ".join(
+            f"{name}" + ("" if status == "complete" else f" ({status})")
+            for name, status in view.targets.items()
+        )
+        table.add_row(
+            view.id,
+            view.status,
+            view.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            human_bytes(view.plain_bytes),
+            human_bytes(view.stored_bytes),
+            targets,
+            ", ".join(view.sources),
+        )
     stdout_console().print(table)
 
 
 @click.command()
 @click.argument("policy_name", metavar="POLICY")
 @click.argument("snapshot", default="latest")
-@click.option("--target", "targets", multiple=True, help="Verify on this target (repeatable; default: all copies).")
+@click.option(
+    "--target", "targets", multiple=True, help="Verify on this target (repeatable; default: all copies)."
+)
 @identity_option
 @json_option
 @pass_app
-def verify(app: App, policy_name: str, snapshot: str, targets: tuple[str, ...], identity_file: Path | None,
-           as_json: bool) -> None:
+def verify(
+    app: App,
+    policy_name: str,
+    snapshot: str,
+    targets: tuple[str, ...],
+    identity_file: Path | None,
+    as_json: bool,
+) -> None:
     """Prove SNAPSHOT (default: latest) is intact and decryptable on its targets.
 
     Checks the manifest signature, every artifact's size and sha256, and decrypts and
@@ -79,14 +99,17 @@ def verify(app: App, policy_name: str, snapshot: str, targets: tuple[str, ...], 
     from backupctl.actions.verify import verify_snapshot
 
     loaded = app.policy(policy_name, check_secrets=False)
-    results = verify_snapshot(app.settings, loaded.policy, snapshot, target_names=list(targets) or None,
-                              identity_file=identity_file)
+    results = verify_snapshot(
+        app.settings, loaded.policy, snapshot, target_names=list(targets) or None, identity_file=identity_file
+    )
     if as_json:
         print_json([result.as_dict() for result in results])
     else:
         for result in results:
             state = "ok" if result.ok else "FAILED"
-            click.echo(f"{result.target}: snapshot {result.snapshot_id} {state}; signature {result.signature}")
+            click.echo(
+                f"{result.target}: snapshot {result.snapshot_id} {state}; signature {result.signature}"
+            )
             for artifact in result.artifacts:
                 click.echo(f"  {artifact.file}: " + ", ".join(f"{k} {v}" for k, v in artifact.checks.items()))
     problems = [problem for result in results for problem in result.problems]
@@ -100,23 +123,49 @@ def verify(app: App, policy_name: str, snapshot: str, targets: tuple[str, ...], 
 @click.option("--source", "source_name", required=True, help="Which source of the snapshot to restore.")
 @click.option("--to-db", metavar="URL", help="Database URL to restore into (postgres, mysql sources).")
 @click.option("--to-dir", type=click.Path(path_type=Path, file_okay=False), help="Directory (files sources).")
-@click.option("--to-file", type=click.Path(path_type=Path, dir_okay=False), help="File path (sqlite sources).")
-@click.option("--from", "from_target", metavar="TARGET", help="Read from this target (default: first holding it).")
+@click.option(
+    "--to-file", type=click.Path(path_type=Path, dir_okay=False), help="File path (sqlite sources)."
+)
+@click.option(
+    "--from", "from_target", metavar="TARGET", help="Read from this target (default: first holding it)."
+)
 @click.option("--force", is_flag=True, help="Allow a non-empty destination directory or an existing file.")
 @click.option("--clean", is_flag=True, help="Drop database objects before recreating them.")
 @click.option("--create", is_flag=True, help="Create the database (URL names the maintenance database).")
 @click.option("--no-owner", is_flag=True, help="Do not restore ownership and privileges.")
-@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Parallel restore jobs (pg_restore; spools the dump to a temp file).")
-@click.option("--db-password", metavar="REF", help="Secret reference for the destination password (env:/file:/cmd:).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Parallel restore jobs (pg_restore; spools the dump to a temp file).",
+)
+@click.option(
+    "--db-password", metavar="REF", help="Secret reference for the destination password (env:/file:/cmd:)."
+)
 @click.option("--no-precheck", is_flag=True, help="Skip the sha256 pre-check pass (saves one read).")
 @identity_option
 @json_option
 @pass_app
-def restore(app: App, policy_name: str, snapshot: str, source_name: str, to_db: str | None, to_dir: Path | None,
-            to_file: Path | None, from_target: str | None, force: bool, clean: bool, create: bool, no_owner: bool,
-            jobs: int, db_password: str | None, no_precheck: bool, identity_file: Path | None,
-            as_json: bool) -> None:
+def restore(
+    app: App,
+    policy_name: str,
+    snapshot: str,
+    source_name: str,
+    to_db: str | None,
+    to_dir: Path | None,
+    to_file: Path | None,
+    from_target: str | None,
+    force: bool,
+    clean: bool,
+    create: bool,
+    no_owner: bool,
+    jobs: int,
+    db_password: str | None,
+    no_precheck: bool,
+    identity_file: Path | None,
+    as_json: bool,
+) -> None:
     """Restore one source of SNAPSHOT (default: latest) into a database, directory or file.
 
     The artifact is authenticated (signed manifest, sha256) before anything is written, and the
@@ -130,23 +179,45 @@ def restore(app: App, policy_name: str, snapshot: str, source_name: str, to_db: 
             password = SecretRef.parse(db_password).resolve()
         except ValueError as error:
             raise ConfigError(f"--db-password: {error}") from None
-    request = RestoreRequest(to_db=to_db, to_dir=to_dir, to_file=to_file, force=force, clean=clean,
-                             create=create, jobs=jobs, no_owner=no_owner, password=password)
+    request = RestoreRequest(
+        to_db=to_db,
+        to_dir=to_dir,
+        to_file=to_file,
+        force=force,
+        clean=clean,
+        create=create,
+        jobs=jobs,
+        no_owner=no_owner,
+        password=password,
+    )
     from backupctl.actions.restore import run_restore
 
     loaded = app.policy(policy_name, check_secrets=False)
-    result = run_restore(app.settings, loaded.policy, snapshot, source_name, request, from_target=from_target,
-                         identity_file=identity_file, precheck=not no_precheck, events=app.events())
+    result = run_restore(
+        app.settings,
+        loaded.policy,
+        snapshot,
+        source_name,
+        request,
+        from_target=from_target,
+        identity_file=identity_file,
+        precheck=not no_precheck,
+        events=app.events(),
+    )
     if as_json:
         print_json(result.as_dict())
     else:
-        click.echo(f"restored {result.source} of snapshot {result.snapshot_id} from {result.target} into "
-                   f"{mask_url_password(result.destination)} in {result.seconds:.1f}s "
-                   f"({human_bytes(result.plain_bytes)})")
+        click.echo(
+            f"restored {result.source} of snapshot {result.snapshot_id} from {result.target} into "
+            f"{mask_url_password(result.destination)} in {result.seconds:.1f}s "
+            f"({human_bytes(result.plain_bytes)})"
+        )
         for note in result.notes:
             click.echo(f"  note: {note}")
     if result.mismatches:
-        raise JobFailed("the restored data differs from the snapshot's manifest:\n  " + "\n  ".join(result.mismatches))
+        raise JobFailed(
+            "the restored data differs from the snapshot's manifest:\n  " + "\n  ".join(result.mismatches)
+        )
     if not as_json:
         click.echo("  checked: " + _facts_summary(result.facts))
 

@@ -17,8 +17,12 @@ def catalog() -> None:
 
 @catalog.command()
 @click.option("--target", "target_name", required=True, help="Target whose manifests to read.")
-@click.option("--trust-key", "trust", multiple=True,
-              help="Extra trusted signing public key (base64), e.g. the lost backup host's key.")
+@click.option(
+    "--trust-key",
+    "trust",
+    multiple=True,
+    help="Extra trusted signing public key (base64), e.g. the lost backup host's key.",
+)
 @json_option
 @pass_app
 def rebuild(app: App, target_name: str, trust: tuple[str, ...], as_json: bool) -> None:
@@ -37,8 +41,10 @@ def rebuild(app: App, target_name: str, trust: tuple[str, ...], as_json: bool) -
     if as_json:
         print_json(report.as_dict())
     else:
-        click.echo(f"target {target_name}: {report.found} snapshots found in {', '.join(report.policies)}; "
-                   f"{report.imported} imported, {report.unchanged} already known, {len(report.skipped)} skipped")
+        click.echo(
+            f"target {target_name}: {report.found} snapshots found in {', '.join(report.policies)}; "
+            f"{report.imported} imported, {report.unchanged} already known, {len(report.skipped)} skipped"
+        )
         for line in report.skipped:
             click.echo(f"  skipped {line}")
     if report.skipped:

@@ -17,9 +17,15 @@ def keys() -> None:
 
 
 @keys.command()
-@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
-              help="Where to write the keys (default: the keys dir, STATE_DIR/keys).")
-@click.option("--force", is_flag=True, help="Replace existing keys (old backups stay encrypted to the old key!).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to write the keys (default: the keys dir, STATE_DIR/keys).",
+)
+@click.option(
+    "--force", is_flag=True, help="Replace existing keys (old backups stay encrypted to the old key!)."
+)
 @json_option
 @pass_app
 def generate(app: App, directory: Path | None, force: bool, as_json: bool) -> None:
@@ -30,9 +36,15 @@ def generate(app: App, directory: Path | None, force: bool, as_json: bool) -> No
     """
     result = generate_keys(directory or app.settings.keys_dir, force=force)
     if as_json:
-        print_json({"directory": str(result.directory), "recipient": result.recipient,
-                    "identity_file": str(result.identity_file), "signing_public_key": result.signing_public,
-                    "created": [str(p) for p in result.created]})
+        print_json(
+            {
+                "directory": str(result.directory),
+                "recipient": result.recipient,
+                "identity_file": str(result.identity_file),
+                "signing_public_key": result.signing_public,
+                "created": [str(p) for p in result.created],
+            }
+        )
         return
     state = "created" if result.created else "already present (kept)"
     click.echo(f"Keys in {result.directory}: {state}\n")

@@ -41,8 +41,11 @@ def validate(app: App, paths: tuple[Path, ...], no_secrets: bool, as_json: bool)
         raise PolicyInvalid(issues)
     console = stdout_console()
     for item in loaded:
-        console.print(f"ok  {item.file}  (policy '{item.policy.name}': {len(item.policy.sources)} sources, "
-                      f"{len(item.policy.targets)} targets)", markup=False)
+        console.print(
+            f"ok  {item.file}  (policy '{item.policy.name}': {len(item.policy.sources)} sources, "
+            f"{len(item.policy.targets)} targets)",
+            markup=False,
+        )
 
 
 @policy.command()

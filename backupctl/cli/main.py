@@ -38,21 +38,47 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--policies", metavar="DIR", help="Policy directory or file [env BACKUPCTL_POLICIES; "
-              "default /etc/backupctl/policies as root, ./policies otherwise].")
-@click.option("--state-dir", metavar="DIR", help="State directory: catalog and keys [env BACKUPCTL_STATE_DIR; "
-              "default /var/lib/backupctl as root, ~/.local/state/backupctl otherwise].")
-@click.option("--catalog", metavar="URL", help="Catalog database URL, e.g. postgresql://... for a shared "
-              "catalog [env BACKUPCTL_CATALOG; default SQLite in the state dir].")
-@click.option("--keys-dir", metavar="DIR", help="Key directory [env BACKUPCTL_KEYS_DIR; default STATE_DIR/keys].")
-@click.option("-v", "--verbose", count=True, help="More detail (debug logs, commands run with secrets masked).")
+@click.group(
+    epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.option(
+    "--policies",
+    metavar="DIR",
+    help="Policy directory or file [env BACKUPCTL_POLICIES; "
+    "default /etc/backupctl/policies as root, ./policies otherwise].",
+)
+@click.option(
+    "--state-dir",
+    metavar="DIR",
+    help="State directory: catalog and keys [env BACKUPCTL_STATE_DIR; "
+    "default /var/lib/backupctl as root, ~/.local/state/backupctl otherwise].",
+)
+@click.option(
+    "--catalog",
+    metavar="URL",
+    help="Catalog database URL, e.g. postgresql://... for a shared "
+    "catalog [env BACKUPCTL_CATALOG; default SQLite in the state dir].",
+)
+@click.option(
+    "--keys-dir", metavar="DIR", help="Key directory [env BACKUPCTL_KEYS_DIR; default STATE_DIR/keys]."
+)
+@click.option(
+    "-v", "--verbose", count=True, help="More detail (debug logs, commands run with secrets masked)."
+)
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
 @click.option("--log-json", is_flag=True, help="Log events as JSON lines (for log shippers).")
 @click.version_option(__version__, prog_name="backupctl")
 @click.pass_context
-def cli(ctx: click.Context, policies: str | None, state_dir: str | None, catalog: str | None,
-        keys_dir: str | None, verbose: int, quiet: bool, log_json: bool) -> None:
+def cli(
+    ctx: click.Context,
+    policies: str | None,
+    state_dir: str | None,
+    catalog: str | None,
+    keys_dir: str | None,
+    verbose: int,
+    quiet: bool,
+    log_json: bool,
+) -> None:
     """backupctl: backups you can prove.
 
     Declarative policies drive encrypted, compressed, streaming dumps of databases and file
@@ -110,6 +136,7 @@ def main() -> None:
         sys.exit(130 if not isinstance(sys.exc_info()[1], Terminated) else 143)
     except Exception as error:  # a bug: say so plainly, with the traceback at -v
         log.debug("internal error", exc_info=True)
-        click.echo(f"internal error: {type(error).__name__}: {mask(str(error))} (run with -v for details)",
-                   err=True)
+        click.echo(
+            f"internal error: {type(error).__name__}: {mask(str(error))} (run with -v for details)", err=True
+        )
         sys.exit(EXIT_FAILED)

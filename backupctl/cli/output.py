@@ -52,7 +52,9 @@ def setup_logging(verbosity: int, log_json: bool = False) -> None:
     elif sys.stderr.isatty():
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+        )
     handler.addFilter(_MaskingFilter())
     root = logging.getLogger("backupctl")
     root.handlers[:] = [handler]
@@ -62,8 +64,13 @@ def setup_logging(verbosity: int, log_json: bool = False) -> None:
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"time": datetime.fromtimestamp(record.created).astimezone().isoformat(),
-                           "level": record.levelname.lower(), "message": record.getMessage()})
+        return json.dumps(
+            {
+                "time": datetime.fromtimestamp(record.created).astimezone().isoformat(),
+                "level": record.levelname.lower(),
+                "message": record.getMessage(),
+            }
+        )
 
 
 def print_json(data: Any) -> None:
@@ -108,8 +115,13 @@ class _Silent:
 class _RichBar:
     def __init__(self, label: str, total: int | None) -> None:
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeElapsedColumn(), console=stderr_console(), transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=stderr_console(),
+            transient=True,
         )
         self._task: TaskID = self._progress.add_task(label, total=total)
         self._progress.start()

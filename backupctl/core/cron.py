@@ -10,11 +10,19 @@ _FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
         "month",
         1,
         12,
-        {name: i + 1 for i, name in enumerate(
-            ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-        )},
+        {
+            name: i + 1
+            for i, name in enumerate(
+                ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+            )
+        },
     ),
-    ("day of week", 0, 7, {name: i for i, name in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}),
+    (
+        "day of week",
+        0,
+        7,
+        {name: i for i, name in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])},
+    ),
 )
 _MACROS = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
 

@@ -94,7 +94,9 @@ def public_key_b64(key: Ed25519PublicKey) -> str:
 
 
 def fingerprint(public_b64: str) -> str:
-    return "SHA256:" + base64.b64encode(hashlib.sha256(base64.b64decode(public_b64)).digest()).decode().rstrip("=")
+    return "SHA256:" + base64.b64encode(
+        hashlib.sha256(base64.b64decode(public_b64)).digest()
+    ).decode().rstrip("=")
 
 
 def load_signing_key(keys_dir: Path) -> SigningKey:
@@ -138,7 +140,9 @@ def verify_signature(data: bytes, signature_b64: bytes, trusted: list[str]) -> s
         except InvalidSignature:
             continue
         return fingerprint(candidate)
-    raise IntegrityError("manifest signature does not verify with any trusted key (manifest edited or forged)")
+    raise IntegrityError(
+        "manifest signature does not verify with any trusted key (manifest edited or forged)"
+    )
 
 
 # --------------------------------------------------------------------------- key generation

@@ -14,9 +14,7 @@ def parse_duration(text: str) -> timedelta:
     """Parse `1h30m`-style text. Raises ValueError with a message fit for a user."""
     cleaned = text.strip().lower().replace(" ", "")
     if not cleaned or not _WHOLE.match(cleaned):
-        raise ValueError(
-            f"'{text}' is not a duration: use a number and a unit, e.g. 15m, 4h, 1h30m, 7d, 2w"
-        )
+        raise ValueError(f"'{text}' is not a duration: use a number and a unit, e.g. 15m, 4h, 1h30m, 7d, 2w")
     seconds = sum(int(number) * _UNITS[unit] for number, unit in _PART.findall(cleaned))
     if seconds <= 0:
         raise ValueError(f"'{text}' must be longer than zero")

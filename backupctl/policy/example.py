@@ -89,7 +89,11 @@ def _example_value(model: type[BaseModel], name: str, field: FieldInfo) -> Any:
     nested = _nested_model(field.annotation)
     if (model is schema.Policy and name in _LIST_MEMBERS) or (nested and field.is_required()):
         return None
-    if nested and any(inner.examples for inner in nested.model_fields.values()) and nested is not schema.Signing:
+    if (
+        nested
+        and any(inner.examples for inner in nested.model_fields.values())
+        and nested is not schema.Signing
+    ):
         return None
     if field.is_required():
         raise RuntimeError(f"schema field {model.__name__}.{name} is required but has no example")
@@ -104,8 +108,12 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
 
 def reference_markdown() -> str:
     """Every model and field as Markdown tables (docs/policy-reference.md)."""
-    parts = ["# Policy reference", "", "Generated from `backupctl/policy/schema.py` by "
-             "`backupctl policy reference`; do not edit by hand.", ""]
+    parts = [
+        "# Policy reference",
+        "",
+        "Generated from `backupctl/policy/schema.py` by `backupctl policy reference`; do not edit by hand.",
+        "",
+    ]
     seen: set[str] = set()
     queue: list[type[BaseModel]] = [schema.Policy]
     while queue:
@@ -116,7 +124,9 @@ def reference_markdown() -> str:
         parts += [f"## {model.__name__}", "", "| key | type | default | description |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
             default = "required" if field.is_required() else _default_text(field)
-            parts.append(f"| `{name}` | {_type_text(field.annotation)} | {default} | {field.description or ''} |")
+            parts.append(
+                f"| `{name}` | {_type_text(field.annotation)} | {default} | {field.description or ''} |"
+            )
             queue += _models_in(field.annotation)
         parts.append("")
     return "\n".join(parts)
@@ -132,7 +142,12 @@ def _default_text(field: FieldInfo) -> str:
     return f"`{json.dumps(value, default=str)}`" if value != "(empty)" else "(empty)"
 
 
-_VALIDATOR_NAMES = {"_duration": "duration", "_secret": "secret ref", "_cron": "cron expression", "_name": "name"}
+_VALIDATOR_NAMES = {
+    "_duration": "duration",
+    "_secret": "secret ref",
+    "_cron": "cron expression",
+    "_name": "name",
+}
 _SCALARS = {str: "string", int: "integer", bool: "boolean", float: "number"}
 
 

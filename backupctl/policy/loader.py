@@ -78,7 +78,9 @@ def _sorted(issues: list[ConfigIssue]) -> list[ConfigIssue]:
 
 
 # --------------------------------------------------------------------------- schema errors
-def schema_issues(error: ValidationError, document: LocatedDocument, model: type[BaseModel]) -> list[ConfigIssue]:
+def schema_issues(
+    error: ValidationError, document: LocatedDocument, model: type[BaseModel]
+) -> list[ConfigIssue]:
     """Translate pydantic errors into located, human issues."""
     issues: list[ConfigIssue] = []
     seen: set[tuple[str, str]] = set()
@@ -100,9 +102,9 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> PathKey:
     path: list[str | int] = []
     current = data
     for part in loc:
-        if isinstance(current, dict) and isinstance(part, str) and part not in current:
-            if current.get("type") == part:
-                continue  # the union tag, not a key in the file
+        tag = isinstance(current, dict) and isinstance(part, str) and part not in current
+        if tag and isinstance(current, dict) and current.get("type") == part:
+            continue  # the union tag, not a key in the file
         path.append(part)
         if isinstance(current, dict):
             current = current.get(part)
@@ -188,7 +190,9 @@ def _resolve_union(annotation: Any, node: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- logical checks
-def _logical_policy_checks(policy: Policy, document: LocatedDocument, check_secrets: bool) -> list[ConfigIssue]:
+def _logical_policy_checks(
+    policy: Policy, document: LocatedDocument, check_secrets: bool
+) -> list[ConfigIssue]:
     from backupctl.targets.base import is_blob_target
 
     issues: list[ConfigIssue] = []
@@ -200,8 +204,11 @@ def _logical_policy_checks(policy: Policy, document: LocatedDocument, check_secr
         seen: dict[str, int] = {}
         for index, item in enumerate(items):
             if item.name in seen:
-                add((f"{kind}s", index, "name"), f"duplicate {kind} name '{item.name}'",
-                    f"first used at {kind}s[{seen[item.name]}]")
+                add(
+                    (f"{kind}s", index, "name"),
+                    f"duplicate {kind} name '{item.name}'",
+                    f"first used at {kind}s[{seen[item.name]}]",
+                )
             seen.setdefault(item.name, index)
 
     target_names = [target.name for target in policy.targets]
@@ -209,10 +216,17 @@ def _logical_policy_checks(policy: Policy, document: LocatedDocument, check_secr
         for position, wanted in enumerate(source.targets or []):
             if wanted not in target_names:
                 close = difflib.get_close_matches(wanted, target_names, n=1)
-                add(("sources", index, "targets", position), f"target '{wanted}' is not defined in this policy",
-                    f"did you mean '{close[0]}'?" if close else f"targets: {', '.join(target_names)}")
+                add(
+                    ("sources", index, "targets", position),
+                    f"target '{wanted}' is not defined in this policy",
+                    f"did you mean '{close[0]}'?" if close else f"targets: {', '.join(target_names)}",
+                )
         if source.targets == []:
-            add(("sources", index, "targets"), "the source goes to no target", "remove the key to use all targets")
+            add(
+                ("sources", index, "targets"),
+                "the source goes to no target",
+                "remove the key to use all targets",
+            )
         if source.type in ("files", "sqlite") and not source.path.startswith("/"):
             add(("sources", index, "path"), f"path must be absolute, got '{source.path}'")
 
@@ -281,7 +295,9 @@ def policy_files(directory: Path) -> list[Path]:
     if directory.is_file():
         return [directory]
     if not directory.is_dir():
-        raise ConfigError(f"policy directory {directory} does not exist (set --policies or BACKUPCTL_POLICIES)")
+        raise ConfigError(
+            f"policy directory {directory} does not exist (set --policies or BACKUPCTL_POLICIES)"
+        )
     return sorted(path for path in directory.iterdir() if path.suffix in POLICY_SUFFIXES and path.is_file())
 
 
@@ -310,7 +326,9 @@ def find_policy(name: str, directory: Path, *, check_secrets: bool = True) -> Lo
     raise ConfigError(f"no policy named '{name}' in {directory}{hint}")
 
 
-def validate_paths(paths: list[Path], *, check_secrets: bool = True) -> tuple[list[LoadedPolicy], list[ConfigIssue]]:
+def validate_paths(
+    paths: list[Path], *, check_secrets: bool = True
+) -> tuple[list[LoadedPolicy], list[ConfigIssue]]:
     """Validate every policy file under `paths`; return the good ones and every issue."""
     loaded: list[LoadedPolicy] = []
     issues: list[ConfigIssue] = []
@@ -328,8 +346,14 @@ def validate_paths(paths: list[Path], *, check_secrets: bool = True) -> tuple[li
                 issues.extend(error.issues)
                 continue
             if result.policy.name in names:
-                issues.append(ConfigIssue(str(path), 1, "name",
-                                          f"policy name '{result.policy.name}' is also used by {names[result.policy.name]}"))
+                issues.append(
+                    ConfigIssue(
+                        str(path),
+                        1,
+                        "name",
+                        f"policy name '{result.policy.name}' is also used by {names[result.policy.name]}",
+                    )
+                )
                 continue
             names[result.policy.name] = path
             loaded.append(result)

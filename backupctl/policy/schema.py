@@ -219,7 +219,9 @@ class S3Target(TargetBase):
         default="Standard", description="Glacier retrieval tier for cold reads."
     )
     restore_days: int = Field(default=1, ge=1, description="Days a restored archive copy stays readable.")
-    restore_timeout: Duration = Field(default="12h", description="Give up waiting for a cold read after this.")  # type: ignore[assignment]
+    restore_timeout: Duration = Field(
+        default="12h", description="Give up waiting for a cold read after this."
+    )  # type: ignore[assignment]
     part_size_mb: int = Field(default=16, ge=5, le=512, description="Multipart upload part size (MiB).")
     max_concurrency: int = Field(default=4, ge=1, le=32, description="Parallel part uploads.")
 
@@ -245,14 +247,13 @@ class ResticTarget(TargetBase):
     )
     password: Secret = Field(description="Repository password reference.", examples=["env:RESTIC_PASSWORD"])
     environment: dict[str, Secret] = Field(
-        default_factory=dict, description="Extra environment for restic (e.g. AWS keys), as secret references."
+        default_factory=dict,
+        description="Extra environment for restic (e.g. AWS keys), as secret references.",
     )
     append_only: bool = Field(default=False, description="The repository is an append-only REST server.")
 
 
-TargetConfig = Annotated[
-    LocalTarget | S3Target | SftpTarget | ResticTarget, Field(discriminator="type")
-]
+TargetConfig = Annotated[LocalTarget | S3Target | SftpTarget | ResticTarget, Field(discriminator="type")]
 
 
 # --------------------------------------------------------------------------- policy

@@ -38,9 +38,7 @@ def _secret(value: Any) -> Any:
     if isinstance(value, SecretRef):
         return value
     if not isinstance(value, str):
-        raise ValueError(
-            "expected a secret reference: env:NAME, file:/path/to/secret or cmd:program args"
-        )
+        raise ValueError("expected a secret reference: env:NAME, file:/path/to/secret or cmd:program args")
     return SecretRef.parse(value)
 
 

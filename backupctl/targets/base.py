@@ -4,7 +4,8 @@ A blob target stores opaque, already encrypted objects under keys of the layout
 `<policy>/<snapshot-id>/<file>` (the target adds its own root directory or prefix). Writes are
 atomic: an object becomes visible to `list_keys`/`reader` only when its writer context exits
 cleanly; on an exception the partial object is discarded. See docs/targets.md for the contract
-every implementation must meet (tests/integration/targets/test_contract.py runs it against all).
+every implementation must meet (tests/integration/targets/contract.py runs it against all).
+Deleting a missing object is not an error. Keys have no empty, "." or ".." parts.
 
 restic is not a blob target: it takes the *plain* stream so that it can deduplicate
 (backupctl.targets.restic, added with the off-site issue).

@@ -410,9 +410,9 @@ def _plan(config: S3Target, state: BucketState) -> list[SetupChange]:
     if wanted is not None and (state.lock_mode, state.lock_days) != (wanted.mode, wanted.days):
         current = state.lock_text() if state.exists else new
         changes.append(SetupChange("object lock", current, f"{wanted.mode}, {wanted.days} days"))
-    desired = sorted((_normalized(rule) for rule in lifecycle_rules(config)), key=str)
-    ours = sorted((_normalized(rule) for rule in state.rules if rule.get("ID") in _OUR_RULES), key=str)
-    if desired and desired != ours:
+    desired = [_normalized(rule) for rule in lifecycle_rules(config)]
+    ours = [_normalized(rule) for rule in state.rules if rule.get("ID") in _OUR_RULES]
+    if desired and sorted(desired, key=str) != sorted(ours, key=str):  # services may reorder rules
         current = _describe_rules(ours) if state.exists else new
         changes.append(SetupChange("lifecycle", current, _describe_rules(desired)))
     return changes

@@ -32,10 +32,21 @@ def shop(workspace: Workspace, pg_database: PgDatabase) -> tuple[Workspace, PgDa
     uploads = workspace.root / "uploads"
     make_tree(uploads)
     workspace.env["SHOP_TEST_DB_PASSWORD"] = pg_database.password
-    workspace.write_policy("shop", workspace.base_policy("shop", [
-        {"name": "shop-db", "type": "postgres", "url": pg_database.url, "password": "env:SHOP_TEST_DB_PASSWORD"},
-        {"name": "uploads", "type": "files", "path": str(uploads), "exclude": ["cache/*"]},
-    ]))
+    workspace.write_policy(
+        "shop",
+        workspace.base_policy(
+            "shop",
+            [
+                {
+                    "name": "shop-db",
+                    "type": "postgres",
+                    "url": pg_database.url,
+                    "password": "env:SHOP_TEST_DB_PASSWORD",
+                },
+                {"name": "uploads", "type": "files", "path": str(uploads), "exclude": ["cache/*"]},
+            ],
+        ),
+    )
     return workspace, pg_database, uploads
 
 
@@ -43,8 +54,9 @@ def artifact(space: Workspace, snapshot: str, name: str) -> Path:
     return space.backups / "shop" / snapshot / name
 
 
-def test_backup_verify_restore_round_trip(shop: tuple[Workspace, PgDatabase, Path],
-                                          pg_empty_database: PgDatabase) -> None:
+def test_backup_verify_restore_round_trip(
+    shop: tuple[Workspace, PgDatabase, Path], pg_empty_database: PgDatabase
+) -> None:
     space, database, uploads = shop
     result = space.run_json("backup", "shop")
     assert result["status"] == "complete"
@@ -67,8 +79,18 @@ def test_backup_verify_restore_round_trip(shop: tuple[Workspace, PgDatabase, Pat
 
     # Restore the database into a new one: every table's rows and content are equal.
     env = {"RESTORE_PW": pg_empty_database.password}
-    done = space.run("restore", "shop", "latest", "--source", "shop-db", "--to-db", pg_empty_database.url,
-                     "--db-password", "env:RESTORE_PW", env=env)
+    done = space.run(
+        "restore",
+        "shop",
+        "latest",
+        "--source",
+        "shop-db",
+        "--to-db",
+        pg_empty_database.url,
+        "--db-password",
+        "env:RESTORE_PW",
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert "row counts equal the manifest" in done.stdout
     with database.connect() as original, pg_empty_database.connect() as restored:
@@ -79,7 +101,9 @@ def test_backup_verify_restore_round_trip(shop: tuple[Workspace, PgDatabase, Pat
     target_dir = space.root / "restored"
     done = space.run("restore", "shop", snapshot[:12], "--source", "uploads", "--to-dir", str(target_dir))
     assert done.returncode == 0, done.stderr
-    assert (target_dir / "products" / "p007.jpg").read_bytes() == (uploads / "products" / "p007.jpg").read_bytes()
+    assert (target_dir / "products" / "p007.jpg").read_bytes() == (
+        uploads / "products" / "p007.jpg"
+    ).read_bytes()
     assert os.readlink(target_dir / "latest.jpg") == "products/p001.jpg"
     assert not (target_dir / "cache" / "tmp-1.tmp").exists()
 
@@ -97,8 +121,9 @@ def test_password_never_in_output_or_manifest(shop: tuple[Workspace, PgDatabase,
         assert database.password not in path.read_text()
 
 
-def test_break_glass_with_standard_tools(shop: tuple[Workspace, PgDatabase, Path],
-                                         pg_empty_database: PgDatabase) -> None:
+def test_break_glass_with_standard_tools(
+    shop: tuple[Workspace, PgDatabase, Path], pg_empty_database: PgDatabase
+) -> None:
     """age -d | zstd -d | pg_restore: the artifacts need no backupctl to be restored."""
     for tool in ("age", "zstd", "pg_restore"):
         if not shutil.which(tool):
@@ -107,23 +132,35 @@ def test_break_glass_with_standard_tools(shop: tuple[Workspace, PgDatabase, Path
     snapshot = space.run_json("backup", "shop")["snapshot_id"]
     stored = artifact(space, snapshot, "shop-db.pgdump.zst.age")
     identity = space.keys / "age-identity.txt"
-    pipeline = (f"age -d -i {identity} {stored} | zstd -d | "
-                f"pg_restore --exit-on-error --no-owner --dbname '{pg_empty_database.url}'")
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True, text=True,
-                          env={**os.environ, "PGPASSWORD": pg_empty_database.password}, check=False)
+    pipeline = (
+        f"age -d -i {identity} {stored} | zstd -d | "
+        f"pg_restore --exit-on-error --no-owner --dbname '{pg_empty_database.url}'"
+    )
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", pipeline],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGPASSWORD": pg_empty_database.password},
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     with database.connect() as original, pg_empty_database.connect() as restored:
         assert fingerprints(restored) == fingerprints(original)
 
     tar_stored = artifact(space, snapshot, "uploads.tar.zst.age")
-    listing = subprocess.run(["bash", "-o", "pipefail", "-c", f"age -d -i {identity} {tar_stored} | zstd -d | tar -t"],
-                             capture_output=True, text=True, check=False)
+    listing = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"age -d -i {identity} {tar_stored} | zstd -d | tar -t"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert listing.returncode == 0, listing.stderr
     assert "products/p007.jpg" in listing.stdout.split()
 
 
-def test_tampered_snapshot_is_detected_and_refused(shop: tuple[Workspace, PgDatabase, Path],
-                                                    pg_empty_database: PgDatabase) -> None:
+def test_tampered_snapshot_is_detected_and_refused(
+    shop: tuple[Workspace, PgDatabase, Path], pg_empty_database: PgDatabase
+) -> None:
     space, _, _ = shop
     snapshot = space.run_json("backup", "shop")["snapshot_id"]
     db_artifact = artifact(space, snapshot, "shop-db.pgdump.zst.age")
@@ -139,8 +176,16 @@ def test_tampered_snapshot_is_detected_and_refused(shop: tuple[Workspace, PgData
     assert "shop-db.pgdump.zst.age on local: sha256" in done.stderr
     assert "uploads.tar.zst.age on local: size" in done.stderr
 
-    refused = space.run("restore", "shop", "latest", "--source", "shop-db", "--to-db", pg_empty_database.url,
-                        env={"PGPASSWORD": pg_empty_database.password})
+    refused = space.run(
+        "restore",
+        "shop",
+        "latest",
+        "--source",
+        "shop-db",
+        "--to-db",
+        pg_empty_database.url,
+        env={"PGPASSWORD": pg_empty_database.password},
+    )
     assert refused.returncode == 1 and "refusing to restore" in refused.stderr
     with pg_empty_database.connect() as restored:
         assert fingerprints(restored) == {}, "nothing may be written into the destination"
@@ -153,15 +198,19 @@ def test_tampered_snapshot_is_detected_and_refused(shop: tuple[Workspace, PgData
 
 
 def test_killed_backup_records_nothing_and_next_run_works(shop: tuple[Workspace, PgDatabase, Path]) -> None:
-    space, database, uploads = shop
+    space, _, uploads = shop
     # Make the files source big enough that the run is still streaming when we kill it.
     big = uploads / "big"
     big.mkdir()
     for index in range(8):
         with open(big / f"blob{index}.bin", "wb") as handle:
             handle.write(os.urandom(24 << 20))
-    process = subprocess.Popen(["python", "-m", "backupctl", "backup", "shop"], env={**os.environ, **space.env},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        ["python", "-m", "backupctl", "backup", "shop"],
+        env={**os.environ, **space.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = 60.0
     import time
 
@@ -213,16 +262,23 @@ def test_sqlite_source_with_concurrent_writer(workspace: Workspace, tmp_path: Pa
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, payload TEXT)")
         connection.executemany("INSERT INTO events (payload) VALUES (?)", [("x" * 200,)] * 20000)
-    writer = subprocess.Popen([sys.executable, "-c", (
-        "import sqlite3, sys, time\n"
-        f"c = sqlite3.connect({str(database)!r}, timeout=30)\n"
-        "end = time.time() + 20\n"
-        "while time.time() < end:\n"
-        "    c.execute('INSERT INTO events (payload) VALUES (?)', ('y' * 500,)); c.commit()\n"
-    )])
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3, sys, time\n"
+                f"c = sqlite3.connect({str(database)!r}, timeout=30)\n"
+                "end = time.time() + 20\n"
+                "while time.time() < end:\n"
+                "    c.execute('INSERT INTO events (payload) VALUES (?)', ('y' * 500,)); c.commit()\n"
+            ),
+        ]
+    )
     try:
-        workspace.write_policy("app", workspace.base_policy("app", [
-            {"name": "app-db", "type": "sqlite", "path": str(database)}]))
+        workspace.write_policy(
+            "app", workspace.base_policy("app", [{"name": "app-db", "type": "sqlite", "path": str(database)}])
+        )
         for _ in range(3):
             result = workspace.run_json("backup", "app")
             assert result["status"] == "complete"
@@ -243,9 +299,13 @@ def test_missing_secret_exits_2_and_writes_nothing(shop: tuple[Workspace, PgData
     space, _, _ = shop
     env = {k: v for k, v in space.env.items() if k != "SHOP_TEST_DB_PASSWORD"}
     space.env = env
-    done = subprocess.run(["python", "-m", "backupctl", "backup", "shop"], capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if k != "SHOP_TEST_DB_PASSWORD"} | env,
-                          check=False)
+    done = subprocess.run(
+        ["python", "-m", "backupctl", "backup", "shop"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "SHOP_TEST_DB_PASSWORD"} | env,
+        check=False,
+    )
     assert done.returncode == 2
     assert "SHOP_TEST_DB_PASSWORD" in done.stderr
     assert not space.backups.exists()

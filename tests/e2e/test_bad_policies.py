@@ -32,26 +32,57 @@ targets:
 CASES = [
     ("bad-yaml", lambda t: t.replace("  rto: 1h", "  rto: [1h"), 5, "flow sequence on line 4"),
     ("unknown-key", lambda t: t.replace("schedule:", "schedul:"), 5, "did you mean 'schedule'"),
-    ("wrong-type", lambda t: t.replace("    path: /tmp/does-not-matter.db", "    path: [1, 2]"), 12, "sources[0].path"),
-    ("duplicate-name", lambda t: t.replace("targets:\n", "  - name: db\n    type: sqlite\n    path: /tmp/b.db\ntargets:\n"),
-     13, "duplicate source name 'db'"),
-    ("literal-password", lambda t: t.replace("    path: /tmp/does-not-matter.db",
-                                              "    path: /tmp/x.db\n  - name: pg\n    type: postgres\n"
-                                              "    url: postgresql://u@h/db\n    password: hunter2"),
-     16, "literal secrets are not allowed"),
-    ("missing-secret-file", lambda t: t.replace("    path: /tmp/does-not-matter.db",
-                                                 "    path: /tmp/x.db\n  - name: pg\n    type: postgres\n"
-                                                 "    url: postgresql://u@h/db\n    password: file:/nonexistent/pw"),
-     16, "does not exist"),
+    (
+        "wrong-type",
+        lambda t: t.replace("    path: /tmp/does-not-matter.db", "    path: [1, 2]"),
+        12,
+        "sources[0].path",
+    ),
+    (
+        "duplicate-name",
+        lambda t: t.replace("targets:\n", "  - name: db\n    type: sqlite\n    path: /tmp/b.db\ntargets:\n"),
+        13,
+        "duplicate source name 'db'",
+    ),
+    (
+        "literal-password",
+        lambda t: t.replace(
+            "    path: /tmp/does-not-matter.db",
+            "    path: /tmp/x.db\n  - name: pg\n    type: postgres\n"
+            "    url: postgresql://u@h/db\n    password: hunter2",
+        ),
+        16,
+        "literal secrets are not allowed",
+    ),
+    (
+        "missing-secret-file",
+        lambda t: t.replace(
+            "    path: /tmp/does-not-matter.db",
+            "    path: /tmp/x.db\n  - name: pg\n    type: postgres\n"
+            "    url: postgresql://u@h/db\n    password: file:/nonexistent/pw",
+        ),
+        16,
+        "does not exist",
+    ),
     ("world-readable-secret", None, 16, "must not be accessible by group or others"),
-    ("missing-target", lambda t: t.replace("    path: /tmp/does-not-matter.db",
-                                            "    path: /tmp/x.db\n    targets: [locl]"), 13, "did you mean 'local'"),
+    (
+        "missing-target",
+        lambda t: t.replace("    path: /tmp/does-not-matter.db", "    path: /tmp/x.db\n    targets: [locl]"),
+        13,
+        "did you mean 'local'",
+    ),
     ("bad-duration", lambda t: t.replace("rpo: 24h", "rpo: 24 hours"), 3, "not a duration"),
     ("bad-cron", lambda t: t.replace('"15 2 * * *"', '"61 2 * * *"'), 5, "minute 61 is outside 0-59"),
     ("unknown-source-type", lambda t: t.replace("type: sqlite", "type: sqlit"), 11, "did you mean 'sqlite'"),
-    ("password-in-url", lambda t: t.replace("    path: /tmp/does-not-matter.db",
-                                             "    path: /tmp/x.db\n  - name: pg\n    type: postgres\n"
-                                             "    url: postgresql://u:secret@h/db"), 13, "literal password"),
+    (
+        "password-in-url",
+        lambda t: t.replace(
+            "    path: /tmp/does-not-matter.db",
+            "    path: /tmp/x.db\n  - name: pg\n    type: postgres\n    url: postgresql://u:secret@h/db",
+        ),
+        13,
+        "literal password",
+    ),
     ("no-targets", lambda t: t.split("targets:")[0] + "targets: []\n", 13, "needs at least 1 entry"),
 ]
 
@@ -65,14 +96,18 @@ def _render(space: Workspace, case: str) -> str:
         secret = space.root / "pw"
         secret.write_text("hunter2\n")
         os.chmod(secret, 0o644)
-        text = text.replace("    path: /tmp/does-not-matter.db",
-                            f"    path: /tmp/x.db\n  - name: pg\n    type: postgres\n"
-                            f"    url: postgresql://u@h/db\n    password: file:{secret}")
+        text = text.replace(
+            "    path: /tmp/does-not-matter.db",
+            f"    path: /tmp/x.db\n  - name: pg\n    type: postgres\n"
+            f"    url: postgresql://u@h/db\n    password: file:{secret}",
+        )
     return text.format(keys=space.keys, backups=space.backups)
 
 
 @pytest.mark.parametrize(("case", "line", "text"), [(c[0], c[2], c[3]) for c in CASES if c[3]])
-def test_malformed_policy_exit_2_with_file_and_line(workspace: Workspace, case: str, line: int, text: str) -> None:
+def test_malformed_policy_exit_2_with_file_and_line(
+    workspace: Workspace, case: str, line: int, text: str
+) -> None:
     workspace.policies.mkdir(parents=True)
     path = workspace.policies / "bad.yaml"
     path.write_text(_render(workspace, case))
@@ -94,7 +129,11 @@ def test_malformed_policy_exit_2_with_file_and_line(workspace: Workspace, case: 
 def test_every_error_reported_at_once(workspace: Workspace) -> None:
     workspace.policies.mkdir(parents=True)
     path = workspace.policies / "bad.yaml"
-    text = _render(workspace, "bad-duration").replace("schedule:", "schedul:").replace("type: local", "type: locl")
+    text = (
+        _render(workspace, "bad-duration")
+        .replace("schedule:", "schedul:")
+        .replace("type: local", "type: locl")
+    )
     path.write_text(text)
     done = workspace.run("policy", "validate", "--json", str(path))
     assert done.returncode == 2

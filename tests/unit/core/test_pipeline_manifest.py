@@ -63,11 +63,28 @@ def test_manifest_signature(tmp_path: Path) -> None:
     assert oct((tmp_path / "keys" / "signing-ed25519.key").stat().st_mode & 0o777) == "0o600"
     key = load_signing_key(tmp_path / "keys")
     manifest = Manifest(
-        snapshot_id=new_snapshot_id(), policy="p", policy_sha256="0" * 64, host="h", backupctl_version="0",
-        started_at="2026-01-01T00:00:00.000000Z", finished_at="2026-01-01T00:00:01.000000Z",
-        recipients=[keys.recipient], signing_public_key=key.public_b64,
-        artifacts=[ArtifactRecord("db", "postgres", "db.pgdump.zst.age", "pgdump", 10, "a" * 64, 5, "b" * 64,
-                                  {"row_counts": {"public.t": 3}})],
+        snapshot_id=new_snapshot_id(),
+        policy="p",
+        policy_sha256="0" * 64,
+        host="h",
+        backupctl_version="0",
+        started_at="2026-01-01T00:00:00.000000Z",
+        finished_at="2026-01-01T00:00:01.000000Z",
+        recipients=[keys.recipient],
+        signing_public_key=key.public_b64,
+        artifacts=[
+            ArtifactRecord(
+                "db",
+                "postgres",
+                "db.pgdump.zst.age",
+                "pgdump",
+                10,
+                "a" * 64,
+                5,
+                "b" * 64,
+                {"row_counts": {"public.t": 3}},
+            )
+        ],
     )
     data = manifest.to_bytes()
     assert Manifest.from_bytes(data) == manifest

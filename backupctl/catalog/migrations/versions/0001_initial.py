@@ -31,7 +31,9 @@ def upgrade() -> None:
     op.create_index("ix_snapshots_policy_status_started", "snapshots", ["policy", "status", "started_at"])
     op.create_table(
         "snapshot_copies",
-        sa.Column("snapshot_id", sa.String(40), sa.ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "snapshot_id", sa.String(40), sa.ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("target", sa.String(64), primary_key=True),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("stored_bytes", sa.BigInteger, nullable=False, server_default="0"),
@@ -40,7 +42,9 @@ def upgrade() -> None:
     )
     op.create_table(
         "artifacts",
-        sa.Column("snapshot_id", sa.String(40), sa.ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "snapshot_id", sa.String(40), sa.ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("source", sa.String(64), primary_key=True),
         sa.Column("source_type", sa.String(32), nullable=False),
         sa.Column("file", sa.String(255), nullable=False),
@@ -54,7 +58,9 @@ def upgrade() -> None:
     op.create_table(
         "verifications",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("snapshot_id", sa.String(40), sa.ForeignKey("snapshots.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "snapshot_id", sa.String(40), sa.ForeignKey("snapshots.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("target", sa.String(64), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ok", sa.Boolean, nullable=False),

@@ -1,0 +1,83 @@
+"""The catalog on SQLite and on a real PostgreSQL (a fleet sharing one catalog)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from backupctl.catalog.store import HEAD_REVISION, Catalog
+from backupctl.core.manifest import ArtifactRecord, Manifest, new_snapshot_id, utc_now_text
+from backupctl.errors import ConfigError
+from tests.fixtures.postgres import PgDatabase
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    if request.param == "sqlite":
+        yield Catalog.open(f"sqlite:///{tmp_path}/catalog.sqlite")
+        return
+    database: PgDatabase = request.getfixturevalue("pg_empty_database")
+    url = database.url.replace(f"://{database.user}@", f"://{database.user}:{database.password}@", 1)
+    yield Catalog.open(url)
+
+
+def _manifest(snapshot_id: str, policy: str = "shop") -> Manifest:
+    now = utc_now_text()
+    return Manifest(
+        snapshot_id=snapshot_id,
+        policy=policy,
+        policy_sha256="0" * 64,
+        host="h",
+        backupctl_version="0",
+        started_at=now,
+        finished_at=now,
+        recipients=[],
+        signing_public_key="",
+        artifacts=[
+            ArtifactRecord(
+                "db",
+                "postgres",
+                "db.pgdump.zst.age",
+                "pgdump",
+                100,
+                "a" * 64,
+                40,
+                "b" * 64,
+                {"row_counts": {"public.t": 1}},
+            )
+        ],
+    )
+
+
+def test_lifecycle(catalog: Catalog) -> None:
+    assert catalog.revision() == HEAD_REVISION
+    first, second = new_snapshot_id(), new_snapshot_id()
+    for snapshot_id in (first, second):
+        catalog.begin_snapshot(snapshot_id, "shop", "0" * 64, datetime.now(UTC))
+    catalog.record_copy(first, "local", "complete", 40)
+    catalog.finish_snapshot(_manifest(first), "c" * 64, "complete")
+    catalog.fail_snapshot(second, "pg_dump exited with status 1")
+
+    views = catalog.snapshots("shop")
+    assert [view.id for view in views] == [first]
+    assert views[0].targets == {"local": "complete"} and views[0].sources == ["db"]
+    assert catalog.resolve("shop", "latest").id == first
+    assert catalog.resolve("shop", first[:10]).id == first
+    with pytest.raises(ConfigError, match="is failed"):
+        catalog.resolve("shop", second)
+    assert {v.status for v in catalog.snapshots("shop", include_incomplete=True)} == {"complete", "failed"}
+
+    # Rebuild path: importing a manifest is idempotent.
+    third = new_snapshot_id()
+    assert catalog.import_manifest(_manifest(third), "d" * 64, "nas") is True
+    assert catalog.import_manifest(_manifest(third), "d" * 64, "nas") is False
+    catalog.record_verification(third, "nas", True, [])
+    assert [v.ok for v in catalog.verifications(third)] == [True]
+
+
+def test_unreachable_catalog_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="catalog"):
+        Catalog.open("postgresql://nobody:secret-pw@127.0.0.1:1/none")
