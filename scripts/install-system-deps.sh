@@ -7,6 +7,7 @@ PACKAGES=(
   postgresql postgresql-contrib   # pg_dump/pg_restore + a server for tests and the demo
   zstd age                        # break-glass interop: the standard tools read our artifacts
   restic                          # restic targets
+  mariadb-server mariadb-client   # MySQL/MariaDB sources and their tests
   openssh-server openssh-client   # SFTP targets against a real sshd
   sqlite3 tar procps time         # sqlite CLI, tar listing, ps, /usr/bin/time for benchmarks
 )

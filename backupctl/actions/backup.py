@@ -100,10 +100,10 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
         for config in policy.targets:
             try:
                 target = build_target(config)
-                _preflight(target)
                 targets[config.name] = target
+                _preflight(target)
             except TargetError as error:
-                _fail(outcomes[config.name], error, events)
+                _fail(outcomes[config.name], TargetError(str(error).replace("<policy>", policy.name)), events)
         for source_config in policy.sources:
             record = _backup_source(policy, snapshot_id, source_config, targets, outcomes, recipients, events)
             artifacts.append(record)
@@ -171,6 +171,7 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
         manifest, full_sha, status, error="; ".join(f"{o.name}: {o.error}" for o in failed) or None
     )
     result = BackupResult(snapshot_id, policy.name, status, seconds, artifacts, outcomes)
+    _fill_gaps(settings, loaded, [o.name for o in complete], events)
     if failed:
         raise PartialFailure(
             f"snapshot {snapshot_id} is complete on {', '.join(o.name for o in complete)} but failed on "
@@ -279,6 +280,19 @@ def _replicate(origin: BlobTarget, destination: BlobTarget, key: str, record: Ar
     digest, _ = rehash(destination, key)
     if digest != record.stored_sha256:
         raise IntegrityError(f"{key} on {destination.name} does not match after copying")
+
+
+def _fill_gaps(settings: Settings, loaded: LoadedPolicy, reachable: list[str], events: Events) -> None:
+    """Targets that work again receive the older snapshots they missed (see `replicate`)."""
+    from backupctl.actions.replicate import replicate
+
+    try:
+        report = replicate(settings, loaded.policy, only_targets=reachable, events=events)
+    except BackupctlError as error:  # filling old gaps must never fail today's backup
+        events.warning(f"could not copy older snapshots to recovered targets: {error}")
+        return
+    if report.copied:
+        events.info(f"copied {len(report.copied)} missed snapshot(s) to recovered targets")
 
 
 def _preflight(target: BlobTarget) -> None:

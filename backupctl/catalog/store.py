@@ -170,6 +170,17 @@ class Catalog:
             row.manifest_sha256 = manifest_sha256
             row.error = error
 
+    def mark_complete_if_everywhere(self, snapshot_id: str, targets: list[str]) -> None:
+        """A partial snapshot becomes complete once every target holds a complete copy."""
+        with self.session() as session:
+            row = session.get(SnapshotRow, snapshot_id)
+            if row is None or row.status != "partial":
+                return
+            held = {copy.target for copy in row.copies if copy.status == "complete"}
+            if set(targets) <= held:
+                row.status = "complete"
+                row.error = None
+
     def fail_snapshot(self, snapshot_id: str, error: str) -> None:
         with self.session() as session:
             row = session.get(SnapshotRow, snapshot_id)
@@ -272,6 +283,22 @@ class Catalog:
                     )
             raise ConfigError(f"policy '{policy}' has no snapshot '{reference}'")
         raise ConfigError(f"'{reference}' matches {len(matches)} snapshots; give more of the id")
+
+    def last_verification(self, policy: str) -> tuple[datetime, bool, str, str] | None:
+        """(at, ok, target, snapshot id) of the newest verification of any snapshot of a policy."""
+        with self.session() as session:
+            row = session.execute(
+                select(VerificationRow.at, VerificationRow.ok, VerificationRow.target, VerificationRow.snapshot_id)
+                .join(SnapshotRow, SnapshotRow.id == VerificationRow.snapshot_id)
+                .where(SnapshotRow.policy == policy)
+                .order_by(VerificationRow.at.desc(), VerificationRow.id.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        at = _aware(row[0])
+        assert at is not None
+        return at, bool(row[1]), str(row[2]), str(row[3])
 
     def verifications(self, snapshot_id: str) -> list[VerificationRow]:
         with self.session() as session:

@@ -99,9 +99,15 @@ def cli(
 
 
 def _register() -> None:
-    from backupctl.cli import commands_backup, commands_catalog, commands_keys, commands_policy
+    from backupctl.cli import (
+        commands_backup,
+        commands_catalog,
+        commands_keys,
+        commands_policy,
+        commands_targets,
+    )
 
-    for module in (commands_policy, commands_backup, commands_keys, commands_catalog):
+    for module in (commands_policy, commands_backup, commands_keys, commands_catalog, commands_targets):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -10,6 +10,7 @@ import json
 import textwrap
 import types
 import typing
+from datetime import timedelta
 from typing import Any
 
 import yaml
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from backupctl.core.durations import format_duration
 from backupctl.policy import schema
 
 EXAMPLE_SOURCES: list[type[BaseModel]] = [schema.PostgresSource, schema.FilesSource]
@@ -124,9 +126,8 @@ def reference_markdown() -> str:
         parts += [f"## {model.__name__}", "", "| key | type | default | description |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
             default = "required" if field.is_required() else _default_text(field)
-            parts.append(
-                f"| `{name}` | {_type_text(field.annotation)} | {default} | {field.description or ''} |"
-            )
+            annotation = typing.Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+            parts.append(f"| `{name}` | {_type_text(annotation)} | {default} | {field.description or ''} |")
             queue += _models_in(field.annotation)
         parts.append("")
     return "\n".join(parts)
@@ -137,6 +138,8 @@ def _default_text(field: FieldInfo) -> str:
         value: Any = "(empty)"
     elif field.default is PydanticUndefined or field.default is None:
         return "—"
+    elif isinstance(field.default, timedelta):
+        return f"`{format_duration(field.default)}`"
     else:
         value = field.default
     return f"`{json.dumps(value, default=str)}`" if value != "(empty)" else "(empty)"

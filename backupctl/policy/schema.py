@@ -7,6 +7,7 @@ in docs/policies.md; `examples` become the example values.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -220,8 +221,8 @@ class S3Target(TargetBase):
     )
     restore_days: int = Field(default=1, ge=1, description="Days a restored archive copy stays readable.")
     restore_timeout: Duration = Field(
-        default="12h", description="Give up waiting for a cold read after this."
-    )  # type: ignore[assignment]
+        default=timedelta(hours=12), description="Give up waiting for a cold read after this."
+    )
     part_size_mb: int = Field(default=16, ge=5, le=512, description="Multipart upload part size (MiB).")
     max_concurrency: int = Field(default=4, ge=1, le=32, description="Parallel part uploads.")
 

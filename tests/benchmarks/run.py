@@ -212,7 +212,8 @@ def report(results: dict[str, dict[str, Measure]]) -> None:
         restore, pg_restore = runs["restore"].seconds, runs["pg_restore"].seconds
         print(
             f"  {size}: backup / pg_dump -Fc = {backup / dump:.2f} [<= 1.0]; "
-            f"backup / raw dump = {backup / raw:.2f} [<= 1.3]; restore / pg_restore = {restore / pg_restore:.2f} [<= 1.2]; "
+            f"backup / raw dump = {backup / raw:.2f} [<= 1.3]; "
+            f"restore / pg_restore = {restore / pg_restore:.2f} [<= 1.2]; "
             f"backup peak RSS = {runs['backup'].peak_rss_kib / 1024:.0f} MiB [<= 200, flat]"
         )
     print(f"(benchmark driver max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")

@@ -1,0 +1,112 @@
+"""`backupctl replicate POLICY`: copy snapshots to the targets that missed them.
+
+For each complete snapshot (newest first) and each blob target without a complete copy: take a
+target that has one, authenticate its manifest, copy every artifact that belongs on the
+destination (hashing in flight, re-hashing on arrival), then store the manifest — verbatim when
+it lists exactly those artifacts, otherwise re-signed for the destination's subset. Only then is
+the copy recorded complete. The backup command runs this for the targets it just reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backupctl.actions.access import open_catalog, trusted_keys
+from backupctl.actions.events import Events, LogEvents
+from backupctl.actions.stored import key_of, read_manifest, rehash, write_manifest
+from backupctl.core.crypto import load_signing_key
+from backupctl.core.manifest import Manifest
+from backupctl.core.pipeline import HashingReader
+from backupctl.errors import BackupctlError, IntegrityError, TargetError
+from backupctl.policy.schema import Policy
+from backupctl.settings import Settings
+from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, build_target, is_blob_target
+
+
+@dataclass
+class ReplicateReport:
+    policy: str
+    copied: list[str] = field(default_factory=list)  # "snapshot → target"
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return self.__dict__.copy()
+
+
+def replicate(settings: Settings, policy: Policy, *, only_targets: list[str] | None = None,
+              events: Events | None = None) -> ReplicateReport:
+    events = events or LogEvents()
+    catalog = open_catalog(settings)
+    report = ReplicateReport(policy.name)
+    trusted = trusted_keys(settings, policy)
+    wanted = [t for t in policy.targets if only_targets is None or t.name in only_targets]
+    built: dict[str, BlobTarget] = {}
+
+    def target(name: str) -> BlobTarget:
+        if name not in built:
+            built[name] = build_target(policy.target(name))
+        return built[name]
+
+    try:
+        for snapshot in catalog.snapshots(policy.name):
+            holders = [name for name, state in snapshot.targets.items()
+                       if state == "complete" and is_blob_target(policy.target(name).type)
+                       if name in {t.name for t in policy.targets}]
+            for config in wanted:
+                if snapshot.targets.get(config.name) == "complete":
+                    continue
+                if config.type == "restic":
+                    report.skipped.append(f"{snapshot.id} → {config.name}: restic copies are made by backups")
+                    continue
+                if not holders:
+                    report.failed.append(f"{snapshot.id} → {config.name}: no complete copy to copy from")
+                    continue
+                try:
+                    origin = target(holders[0])
+                    signed = read_manifest(origin, policy.name, snapshot.id, trusted)
+                    sources = {s.name for s in policy.sources if config in policy.targets_for(s)}
+                    _copy_snapshot(origin, target(config.name), signed.manifest, signed.raw, sources, settings)
+                except (BackupctlError, OSError) as error:
+                    message = f"{snapshot.id} → {config.name}: {error}"
+                    report.failed.append(message)
+                    events.warning(f"replicate {message}")
+                    catalog.record_copy(snapshot.id, config.name, "failed", error=str(error))
+                    continue
+                stored = sum(a.stored_bytes for a in signed.manifest.artifacts if a.source in sources)
+                catalog.record_copy(snapshot.id, config.name, "complete", stored)
+                catalog.mark_complete_if_everywhere(snapshot.id, [t.name for t in policy.targets])
+                report.copied.append(f"{snapshot.id} → {config.name}")
+                events.info(f"replicated snapshot {snapshot.id} from {holders[0]} to {config.name}")
+    finally:
+        for item in built.values():
+            item.close()
+    return report
+
+
+def _copy_snapshot(origin: BlobTarget, destination: BlobTarget, manifest: Manifest, raw: bytes,
+                   sources: set[str], settings: Settings) -> None:
+    artifacts = [a for a in manifest.artifacts if a.source in sources]
+    for artifact in artifacts:
+        key = key_of(manifest.policy, manifest.snapshot_id, artifact.file)
+        with origin.reader(key) as handle, destination.writer(key) as sink:
+            reader = HashingReader(handle)
+            while chunk := reader.read(1 << 20):
+                sink.write(chunk)
+            if reader.hexdigest() != artifact.stored_sha256:
+                raise IntegrityError(f"{artifact.file} on {origin.name} does not match its manifest")
+        digest, _ = rehash(destination, key)
+        if digest != artifact.stored_sha256:
+            raise TargetError(f"{artifact.file} on {destination.name} does not match after copying")
+    if len(artifacts) == len(manifest.artifacts):
+        # Same content: copy the signed manifest verbatim (signature first, manifest last).
+        signature_key = key_of(manifest.policy, manifest.snapshot_id, SIGNATURE)
+        with origin.reader(signature_key) as handle:
+            signature = handle.read()
+        with destination.writer(signature_key) as sink:
+            sink.write(signature)
+        with destination.writer(key_of(manifest.policy, manifest.snapshot_id, MANIFEST)) as sink:
+            sink.write(raw)
+    else:
+        subset = Manifest(**{**manifest.__dict__, "artifacts": artifacts})
+        write_manifest(destination, subset, load_signing_key(settings.keys_dir))

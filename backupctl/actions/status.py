@@ -1,0 +1,167 @@
+"""`backupctl status`: the 3-2-1-1-0 rule per policy, from the catalog and the real targets.
+
+Rules (each passes or fails with a reason):
+  3 copies     production + the targets that hold the newest complete snapshot, reachable now
+  2 media      those target copies live on at least two distinct media
+  1 off-site   at least one of them is off-site
+  1 immutable  at least one is immutable *as read from the target* (S3 object lock via the API,
+               restic append-only server), never because the YAML says so
+  0 errors     the newest verification of the policy found no problem (and one exists)
+  RPO          the newest complete snapshot is younger than objectives.rpo
+`evaluate` is pure (tests feed it facts); `gather` reads catalog and targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from backupctl.catalog.store import Catalog, SnapshotView
+from backupctl.core.durations import format_duration
+from backupctl.policy.schema import Policy
+from backupctl.targets.base import Posture
+
+
+@dataclass
+class TargetFacts:
+    name: str
+    medium: str
+    offsite: bool
+    reachable: bool
+    immutable: bool
+    holds_latest: bool
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Rule:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class PolicyStatus:
+    policy: str
+    compliant: bool
+    latest_snapshot: str | None
+    latest_age_seconds: float | None
+    rules: list[Rule]
+    targets: list[TargetFacts]
+
+    @property
+    def degraded(self) -> bool:
+        return any(not t.holds_latest or not t.reachable for t in self.targets)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "compliant": self.compliant,
+            "degraded": self.degraded,
+            "latest_snapshot": self.latest_snapshot,
+            "latest_age_seconds": None if self.latest_age_seconds is None else round(self.latest_age_seconds),
+            "rules": {rule.name: {"ok": rule.ok, "detail": rule.detail} for rule in self.rules},
+            "targets": [t.__dict__ for t in self.targets],
+        }
+
+
+@dataclass
+class VerificationFacts:
+    at: datetime
+    ok: bool
+    target: str
+    snapshot_id: str
+
+
+def evaluate(
+    policy: Policy,
+    latest: SnapshotView | None,
+    targets: list[TargetFacts],
+    last_verification: VerificationFacts | None,
+    now: datetime,
+) -> PolicyStatus:
+    holding = [t for t in targets if t.holds_latest and t.reachable]
+    copies = 1 + len(holding)
+    media = sorted({t.medium for t in holding})
+    offsite = [t.name for t in holding if t.offsite]
+    immutable = [t.name for t in holding if t.immutable]
+    missing = [t.name for t in targets if not t.holds_latest]
+    unreachable = [t.name for t in targets if not t.reachable]
+    why_missing = ""
+    if missing:
+        why_missing = f"; missing on {', '.join(missing)} (run `backupctl replicate {policy.name}`)"
+    if unreachable:
+        why_missing += f"; unreachable: {', '.join(unreachable)}"
+    rules = [
+        Rule("copies", copies >= 3, f"{copies} copies (production + {', '.join(t.name for t in holding) or 'none'})"
+             + ("" if copies >= 3 else ", need 3") + why_missing),
+        Rule("media", len(media) >= 2, f"{len(media)} media ({', '.join(media) or 'none'})"
+             + ("" if len(media) >= 2 else ", need 2 distinct media among the copies")),
+        Rule("offsite", bool(offsite), f"off-site: {', '.join(offsite)}" if offsite
+             else "no off-site copy of the newest snapshot (add an S3/SFTP target with offsite: true)"),
+        Rule("immutable", bool(immutable), f"immutable: {', '.join(immutable)}" if immutable
+             else "no immutable copy verified on a target (S3 object lock via `backupctl target setup`, "
+                  "or an append-only restic REST server)"),
+    ]
+    if last_verification is None:
+        rules.append(Rule("errors", False, f"never verified: run `backupctl verify {policy.name} latest`"))
+    elif not last_verification.ok:
+        rules.append(Rule("errors", False, f"the last verification ({last_verification.snapshot_id} on "
+                                           f"{last_verification.target}) found problems"))
+    else:
+        rules.append(Rule("errors", True, f"last verification ok ({last_verification.snapshot_id} on "
+                                          f"{last_verification.target}, {last_verification.at:%Y-%m-%d %H:%M} UTC)"))
+    age: timedelta | None = None
+    if latest is None:
+        rules.append(Rule("rpo", False, "no complete snapshot"))
+    else:
+        age = now - latest.started_at
+        fresh = age <= policy.objectives.rpo
+        rules.append(Rule("rpo", fresh, f"newest snapshot is {format_duration(timedelta(seconds=int(age.total_seconds())) or timedelta(seconds=1))} old, "
+                                         f"RPO {format_duration(policy.objectives.rpo)}"))
+    return PolicyStatus(
+        policy=policy.name,
+        compliant=all(rule.ok for rule in rules),
+        latest_snapshot=latest.id if latest else None,
+        latest_age_seconds=age.total_seconds() if age is not None else None,
+        rules=rules,
+        targets=targets,
+    )
+
+
+def target_posture(config: Any) -> Posture:
+    """The real posture of any target kind (blob targets and restic repositories)."""
+    if config.type == "restic":
+        from backupctl.targets.restic import ResticRepository
+
+        return ResticRepository(config).posture()
+    from backupctl.targets.base import build_target
+
+    target = build_target(config)
+    try:
+        return target.posture()
+    finally:
+        target.close()
+
+
+def gather(catalog: Catalog, policy: Policy, now: datetime | None = None) -> PolicyStatus:
+    from backupctl.errors import BackupctlError
+
+    now = now or datetime.now(UTC)
+    snapshots = catalog.snapshots(policy.name)
+    latest = snapshots[0] if snapshots else None
+    facts: list[TargetFacts] = []
+    for config in policy.targets:
+        try:
+            posture = target_posture(config)
+        except BackupctlError as error:
+            posture = Posture(reachable=False, medium=config.medium, offsite=config.offsite, problems=[str(error)])
+        holds = bool(latest and latest.targets.get(config.name) == "complete")
+        facts.append(TargetFacts(config.name, config.medium, config.offsite, posture.reachable, posture.immutable,
+                                 holds, posture.problems))
+    verification = catalog.last_verification(policy.name)
+    last = None
+    if verification is not None:
+        last = VerificationFacts(verification[0], verification[1], verification[2], verification[3])
+    return evaluate(policy, latest, facts, last, now)
