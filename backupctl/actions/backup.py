@@ -20,7 +20,7 @@ from typing import Any
 
 from backupctl import __version__
 from backupctl.actions.events import Events, LogEvents
-from backupctl.actions.stored import key_of, rehash, write_manifest
+from backupctl.actions.stored import confirm_stored, key_of, write_manifest
 from backupctl.catalog.store import Catalog
 from backupctl.core.crypto import load_signing_key, parse_recipients
 from backupctl.core.manifest import (
@@ -247,9 +247,7 @@ def _dump_to(
         raise TargetError(f"target {target.name}: {error.strerror or error}") from None
     finally:
         progress.close()
-    digest, size = rehash(target, key)
-    if digest != stats.stored_sha256 or size != stats.stored_bytes:
-        raise TargetError(f"target {target.name}: {file} read back differs from what was written")
+    confirm_stored(target, key, stats.stored_sha256, stats.stored_bytes)
     seconds = time.monotonic() - began
     ratio = stats.plain_bytes / stats.stored_bytes if stats.stored_bytes else 0.0
     events.info(
@@ -277,9 +275,7 @@ def _replicate(origin: BlobTarget, destination: BlobTarget, key: str, record: Ar
             sink.write(chunk)
         if reader.hexdigest() != record.stored_sha256:
             raise IntegrityError(f"{key} changed on {origin.name} while replicating")
-    digest, _ = rehash(destination, key)
-    if digest != record.stored_sha256:
-        raise IntegrityError(f"{key} on {destination.name} does not match after copying")
+    confirm_stored(destination, key, record.stored_sha256, record.stored_bytes)
 
 
 def _fill_gaps(settings: Settings, loaded: LoadedPolicy, reachable: list[str], events: Events) -> None:

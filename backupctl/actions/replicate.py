@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from backupctl.actions.access import open_catalog, trusted_keys
 from backupctl.actions.events import Events, LogEvents
-from backupctl.actions.stored import key_of, read_manifest, rehash, write_manifest
+from backupctl.actions.stored import confirm_stored, key_of, read_manifest, write_manifest
 from backupctl.core.crypto import load_signing_key
 from backupctl.core.manifest import Manifest
 from backupctl.core.pipeline import HashingReader
-from backupctl.errors import BackupctlError, IntegrityError, TargetError
+from backupctl.errors import BackupctlError, IntegrityError
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, build_target, is_blob_target
@@ -34,8 +34,9 @@ class ReplicateReport:
         return self.__dict__.copy()
 
 
-def replicate(settings: Settings, policy: Policy, *, only_targets: list[str] | None = None,
-              events: Events | None = None) -> ReplicateReport:
+def replicate(
+    settings: Settings, policy: Policy, *, only_targets: list[str] | None = None, events: Events | None = None
+) -> ReplicateReport:
     events = events or LogEvents()
     catalog = open_catalog(settings)
     report = ReplicateReport(policy.name)
@@ -50,9 +51,12 @@ def replicate(settings: Settings, policy: Policy, *, only_targets: list[str] | N
 
     try:
         for snapshot in catalog.snapshots(policy.name):
-            holders = [name for name, state in snapshot.targets.items()
-                       if state == "complete" and is_blob_target(policy.target(name).type)
-                       if name in {t.name for t in policy.targets}]
+            holders = [
+                name
+                for name, state in snapshot.targets.items()
+                if state == "complete" and is_blob_target(policy.target(name).type)
+                if name in {t.name for t in policy.targets}
+            ]
             for config in wanted:
                 if snapshot.targets.get(config.name) == "complete":
                     continue
@@ -66,7 +70,9 @@ def replicate(settings: Settings, policy: Policy, *, only_targets: list[str] | N
                     origin = target(holders[0])
                     signed = read_manifest(origin, policy.name, snapshot.id, trusted)
                     sources = {s.name for s in policy.sources if config in policy.targets_for(s)}
-                    _copy_snapshot(origin, target(config.name), signed.manifest, signed.raw, sources, settings)
+                    _copy_snapshot(
+                        origin, target(config.name), signed.manifest, signed.raw, sources, settings
+                    )
                 except (BackupctlError, OSError) as error:
                     message = f"{snapshot.id} → {config.name}: {error}"
                     report.failed.append(message)
@@ -84,8 +90,14 @@ def replicate(settings: Settings, policy: Policy, *, only_targets: list[str] | N
     return report
 
 
-def _copy_snapshot(origin: BlobTarget, destination: BlobTarget, manifest: Manifest, raw: bytes,
-                   sources: set[str], settings: Settings) -> None:
+def _copy_snapshot(
+    origin: BlobTarget,
+    destination: BlobTarget,
+    manifest: Manifest,
+    raw: bytes,
+    sources: set[str],
+    settings: Settings,
+) -> None:
     artifacts = [a for a in manifest.artifacts if a.source in sources]
     for artifact in artifacts:
         key = key_of(manifest.policy, manifest.snapshot_id, artifact.file)
@@ -95,9 +107,7 @@ def _copy_snapshot(origin: BlobTarget, destination: BlobTarget, manifest: Manife
                 sink.write(chunk)
             if reader.hexdigest() != artifact.stored_sha256:
                 raise IntegrityError(f"{artifact.file} on {origin.name} does not match its manifest")
-        digest, _ = rehash(destination, key)
-        if digest != artifact.stored_sha256:
-            raise TargetError(f"{artifact.file} on {destination.name} does not match after copying")
+        confirm_stored(destination, key, artifact.stored_sha256, artifact.stored_bytes)
     if len(artifacts) == len(manifest.artifacts):
         # Same content: copy the signed manifest verbatim (signature first, manifest last).
         signature_key = key_of(manifest.policy, manifest.snapshot_id, SIGNATURE)

@@ -22,6 +22,7 @@ from backupctl.errors import IntegrityError
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 from backupctl.sources.base import RestoreRequest, build_source
+from backupctl.targets.base import ReadTiming
 
 
 @dataclass
@@ -36,6 +37,7 @@ class RestoreResult:
     facts: dict[str, Any]
     mismatches: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warmup_seconds: float = 0.0  # cold storage (Glacier) retrieval before the first byte
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "seconds": round(self.seconds, 3), "ok": not self.mismatches}
@@ -64,8 +66,9 @@ def run_restore(
         signed = read_manifest(target, policy.name, snapshot.id, trusted_keys(settings, policy))
         artifact = signed.manifest.artifact(source_name)
         key = key_of(policy.name, snapshot.id, artifact.file)
+        timing = ReadTiming()
         if precheck:
-            digest, size = rehash(target, key)
+            digest, size = rehash(target, key, timing)
             if size != artifact.stored_bytes or digest != artifact.stored_sha256:
                 raise IntegrityError(
                     f"refusing to restore: {artifact.file} on target {target.name} "
@@ -105,4 +108,5 @@ def run_restore(
         facts=outcome.facts,
         mismatches=mismatches,
         notes=outcome.notes,
+        warmup_seconds=timing.warmup_seconds,
     )

@@ -94,32 +94,64 @@ def evaluate(
     if unreachable:
         why_missing += f"; unreachable: {', '.join(unreachable)}"
     rules = [
-        Rule("copies", copies >= 3, f"{copies} copies (production + {', '.join(t.name for t in holding) or 'none'})"
-             + ("" if copies >= 3 else ", need 3") + why_missing),
-        Rule("media", len(media) >= 2, f"{len(media)} media ({', '.join(media) or 'none'})"
-             + ("" if len(media) >= 2 else ", need 2 distinct media among the copies")),
-        Rule("offsite", bool(offsite), f"off-site: {', '.join(offsite)}" if offsite
-             else "no off-site copy of the newest snapshot (add an S3/SFTP target with offsite: true)"),
-        Rule("immutable", bool(immutable), f"immutable: {', '.join(immutable)}" if immutable
-             else "no immutable copy verified on a target (S3 object lock via `backupctl target setup`, "
-                  "or an append-only restic REST server)"),
+        Rule(
+            "copies",
+            copies >= 3,
+            f"{copies} copies (production + {', '.join(t.name for t in holding) or 'none'})"
+            + ("" if copies >= 3 else ", need 3")
+            + why_missing,
+        ),
+        Rule(
+            "media",
+            len(media) >= 2,
+            f"{len(media)} media ({', '.join(media) or 'none'})"
+            + ("" if len(media) >= 2 else ", need 2 distinct media among the copies"),
+        ),
+        Rule(
+            "offsite",
+            bool(offsite),
+            f"off-site: {', '.join(offsite)}"
+            if offsite
+            else "no off-site copy of the newest snapshot (add an S3/SFTP target with offsite: true)",
+        ),
+        Rule(
+            "immutable",
+            bool(immutable),
+            f"immutable: {', '.join(immutable)}"
+            if immutable
+            else "no immutable copy verified on a target (S3 object lock via `backupctl target setup`, "
+            "or an append-only restic REST server)",
+        ),
     ]
     if last_verification is None:
         rules.append(Rule("errors", False, f"never verified: run `backupctl verify {policy.name} latest`"))
     elif not last_verification.ok:
-        rules.append(Rule("errors", False, f"the last verification ({last_verification.snapshot_id} on "
-                                           f"{last_verification.target}) found problems"))
+        rules.append(
+            Rule(
+                "errors",
+                False,
+                f"the last verification ({last_verification.snapshot_id} on "
+                f"{last_verification.target}) found problems",
+            )
+        )
     else:
-        rules.append(Rule("errors", True, f"last verification ok ({last_verification.snapshot_id} on "
-                                          f"{last_verification.target}, {last_verification.at:%Y-%m-%d %H:%M} UTC)"))
+        rules.append(
+            Rule(
+                "errors",
+                True,
+                f"last verification ok ({last_verification.snapshot_id} on "
+                f"{last_verification.target}, {last_verification.at:%Y-%m-%d %H:%M} UTC)",
+            )
+        )
     age: timedelta | None = None
     if latest is None:
         rules.append(Rule("rpo", False, "no complete snapshot"))
     else:
         age = now - latest.started_at
         fresh = age <= policy.objectives.rpo
-        rules.append(Rule("rpo", fresh, f"newest snapshot is {format_duration(timedelta(seconds=int(age.total_seconds())) or timedelta(seconds=1))} old, "
-                                         f"RPO {format_duration(policy.objectives.rpo)}"))
+        shown = format_duration(timedelta(seconds=max(1, int(age.total_seconds()))))
+        detail = f"newest snapshot is {shown} old, RPO {format_duration(policy.objectives.rpo)}"
+        rules.append(Rule("rpo", fresh, detail if fresh else detail + f" (run `backupctl backup {policy.name}`)"))
     return PolicyStatus(
         policy=policy.name,
         compliant=all(rule.ok for rule in rules),
@@ -156,10 +188,21 @@ def gather(catalog: Catalog, policy: Policy, now: datetime | None = None) -> Pol
         try:
             posture = target_posture(config)
         except BackupctlError as error:
-            posture = Posture(reachable=False, medium=config.medium, offsite=config.offsite, problems=[str(error)])
+            posture = Posture(
+                reachable=False, medium=config.medium, offsite=config.offsite, problems=[str(error)]
+            )
         holds = bool(latest and latest.targets.get(config.name) == "complete")
-        facts.append(TargetFacts(config.name, config.medium, config.offsite, posture.reachable, posture.immutable,
-                                 holds, posture.problems))
+        facts.append(
+            TargetFacts(
+                config.name,
+                config.medium,
+                config.offsite,
+                posture.reachable,
+                posture.immutable,
+                holds,
+                posture.problems,
+            )
+        )
     verification = catalog.last_verification(policy.name)
     last = None
     if verification is not None:

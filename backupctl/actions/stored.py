@@ -9,7 +9,7 @@ from backupctl.core.crypto import SigningKey, verify_signature
 from backupctl.core.manifest import Manifest
 from backupctl.core.pipeline import sha256_of
 from backupctl.errors import IntegrityError, TargetError
-from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, snapshot_prefix
+from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, ReadTiming, snapshot_prefix
 
 
 def key_of(policy: str, snapshot_id: str, file: str) -> str:
@@ -67,9 +67,25 @@ def read_manifest(target: BlobTarget, policy: str, snapshot_id: str, trusted: li
     return SignedManifest(manifest, raw, hashlib.sha256(raw).hexdigest(), signer)
 
 
-def rehash(target: BlobTarget, key: str) -> tuple[str, int]:
-    with target.reader(key) as handle:
+def rehash(target: BlobTarget, key: str, timing: ReadTiming | None = None) -> tuple[str, int]:
+    with target.reader(key, timing) as handle:
         return sha256_of(handle)
+
+
+def confirm_stored(target: BlobTarget, key: str, sha256: str, size: int) -> None:
+    """Prove an object landed intact: re-read and re-hash it, or — for targets that verify
+    checksums on arrival themselves (`verifies_writes`, e.g. S3) — check its listed size.
+    Raises TargetError."""
+    if getattr(target, "verifies_writes", False):
+        listed = {info.key: info.size for info in target.list_keys(key)}
+        if listed.get(key) != size:
+            raise TargetError(
+                f"target {target.name}: {key} is {listed.get(key)} bytes after upload, expected {size}"
+            )
+        return
+    digest, stored = rehash(target, key)
+    if digest != sha256 or stored != size:
+        raise TargetError(f"target {target.name}: {key} read back differs from what was written")
 
 
 def list_snapshot_ids(target: BlobTarget, policy: str) -> list[str]:

@@ -287,8 +287,9 @@ class Catalog:
     def last_verification(self, policy: str) -> tuple[datetime, bool, str, str] | None:
         """(at, ok, target, snapshot id) of the newest verification of any snapshot of a policy."""
         with self.session() as session:
+            columns = (VerificationRow.at, VerificationRow.ok, VerificationRow.target, VerificationRow.snapshot_id)
             row = session.execute(
-                select(VerificationRow.at, VerificationRow.ok, VerificationRow.target, VerificationRow.snapshot_id)
+                select(*columns)
                 .join(SnapshotRow, SnapshotRow.id == VerificationRow.snapshot_id)
                 .where(SnapshotRow.policy == policy)
                 .order_by(VerificationRow.at.desc(), VerificationRow.id.desc())

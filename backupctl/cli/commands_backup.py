@@ -212,6 +212,8 @@ def restore(
             f"{mask_url_password(result.destination)} in {result.seconds:.1f}s "
             f"({human_bytes(result.plain_bytes)})"
         )
+        if result.warmup_seconds:
+            click.echo(f"  archive warm-up (Glacier restore) took {result.warmup_seconds:.1f}s")
         for note in result.notes:
             click.echo(f"  note: {note}")
     if result.mismatches:

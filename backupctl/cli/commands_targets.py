@@ -82,16 +82,22 @@ def status(app: App, policy_name: str | None, as_json: bool) -> None:
         console = stdout_console()
         for result in results:
             state = "compliant" if result.compliant else ("DEGRADED" if result.degraded else "NOT COMPLIANT")
-            console.print(f"{result.policy}: {state} (newest snapshot {result.latest_snapshot or 'none'})",
-                          markup=False)
+            console.print(
+                f"{result.policy}: {state} (newest snapshot {result.latest_snapshot or 'none'})", markup=False
+            )
             table = Table("rule", "ok", "detail", box=None, show_header=False)
             for rule in result.rules:
                 table.add_row(rule.name, "ok" if rule.ok else "FAIL", rule.detail)
             console.print(table)
     if not all(result.compliant for result in results):
-        raise JobFailed("out of compliance: " + "; ".join(
-            f"{r.policy}: " + ", ".join(rule.name for rule in r.rules if not rule.ok)
-            for r in results if not r.compliant))
+        raise JobFailed(
+            "out of compliance: "
+            + "; ".join(
+                f"{r.policy}: " + ", ".join(rule.name for rule in r.rules if not rule.ok)
+                for r in results
+                if not r.compliant
+            )
+        )
 
 
 @click.command()

@@ -126,7 +126,9 @@ def reference_markdown() -> str:
         parts += [f"## {model.__name__}", "", "| key | type | default | description |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
             default = "required" if field.is_required() else _default_text(field)
-            annotation = typing.Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+            annotation = (
+                typing.Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+            )
             parts.append(f"| `{name}` | {_type_text(annotation)} | {default} | {field.description or ''} |")
             queue += _models_in(field.annotation)
         parts.append("")

@@ -96,6 +96,11 @@ def restore_timeout(config: S3Target) -> timedelta:
 # --------------------------------------------------------------------------- the target
 @register_target("s3")
 class S3BlobTarget:
+    # S3 checks every part's CRC32 on arrival (and the whole object's on completion), so the
+    # backup confirms a write by size instead of downloading it again: reading back would cost
+    # egress and, for GLACIER/DEEP_ARCHIVE classes, an archive retrieval.
+    verifies_writes = True
+
     """Objects in `config.bucket` under `config.prefix`. One client, shared by threads."""
 
     def __init__(self, config: S3Target) -> None:

@@ -1,0 +1,554 @@
+"""MySQL/MariaDB source: mariadb-dump (plain SQL) of one database, restored with the mariadb client.
+
+Consistency of the artifact: `--single-transaction` makes mariadb-dump read every table inside
+one REPEATABLE READ transaction started WITH CONSISTENT SNAPSHOT, so for tables of transactional
+engines (InnoDB) the artifact is a single point in time, and writers are never blocked. Tables of
+other engines (MyISAM, Aria, MEMORY, ...) are read whenever mariadb-dump reaches them; the facts
+name them (`non_transactional_tables`). DDL on a table during the dump (ALTER, RENAME, TRUNCATE)
+is outside any snapshot: mariadb-dump then fails or dumps that table's new state.
+
+Consistency of the row counts: they are counted in the dump's own output as it streams past
+(the row tuples of each table's INSERT statements), not by separate queries. MariaDB cannot share
+the dump's snapshot with a second connection (PostgreSQL's exported snapshot has no equivalent),
+and making two snapshots coincide needs FLUSH TABLES WITH READ LOCK / BACKUP STAGE (RELOAD) or a
+LOCK TABLES ... READ held while mariadb-dump starts (writers stall, and the moment the dump's
+snapshot is taken cannot be observed). Counting the output needs no lock, no query and no
+privilege, and holds for every engine: `row_counts` is exactly what the artifact holds, which is
+what a successful restore of it yields. The same scan counts views, triggers, routines and events.
+
+Privileges of the backup user: SELECT, SHOW VIEW, TRIGGER and EVENT on the database (LOCK TABLES
+is not used with --single-transaction), plus SELECT ON mysql.proc on MariaDB: without it
+mariadb-dump silently leaves out routines defined by other users, so such a dump is refused.
+
+Secrets: the password reaches mariadb-dump and mariadb through `--defaults-extra-file=/dev/fd/N`
+(a pipe), never argv or MYSQL_PWD. User, host, port and socket go on argv, where they override
+any option file. A `password=` in the invoking user's ~/.my.cnf, read after the extra file, would
+override ours: keep passwords out of ~/.my.cnf on backup hosts.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from backupctl.core import runner
+from backupctl.core.secrets import mask, mask_url_password, register_secret
+from backupctl.errors import ConfigError, SourceError
+from backupctl.policy.schema import MysqlSource
+from backupctl.sources.base import (
+    DumpStream,
+    RestoreOutcome,
+    RestoreRequest,
+    count_rows_equal,
+    register_source,
+)
+
+CHUNK = 1 << 20
+QUERY_TIMEOUT = 300.0
+# Options that fix the output format the scanner reads; on argv they override option files.
+DUMP_OPTIONS = [
+    "--single-transaction", "--quick", "--routines", "--triggers", "--events", "--hex-blob",
+    "--default-character-set=utf8mb4", "--skip-compact", "--comments", "--skip-complete-insert",
+    "--no-tablespaces", "--max-allowed-packet=1G",
+]  # fmt: skip
+TRANSACTIONAL_ENGINES = frozenset({"InnoDB", "ROCKSDB", "TokuDB"})
+OBJECT_KINDS = ("views", "triggers", "routines", "events")
+
+
+# --------------------------------------------------------------------------- client plumbing
+def option_file_value(value: str) -> str:
+    """Quote a value for a MySQL option file: `#`, quotes, spaces and newlines survive intact."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
+
+
+@contextmanager
+def password_options(password: str | None, *, isolated: bool = False) -> Iterator[tuple[list[str], list[int]]]:
+    """Yield (leading options, fds to pass) that hand `password` to a MySQL client program.
+
+    The option file lives in a pipe: mysys stat()s the path (a FIFO passes, its world-writable
+    check is for regular files) and reads it once, sequentially. A memfd would also stay off
+    disk, but it is a regular file of mode 0777, which mysys ignores as world-writable. The
+    option must come first on argv. `isolated` uses --defaults-file (no other option file is
+    read) instead of --defaults-extra-file. The pipe is closed on leaving.
+    """
+    if password is None:
+        yield (["--no-defaults"] if isolated else []), []
+        return
+    register_secret(password)
+    read_end, write_end = os.pipe()
+    try:
+        # A few bytes: far below the pipe's capacity, so this never blocks.
+        os.write(write_end, f"[client]\npassword={option_file_value(password)}\n".encode())
+        os.close(write_end)
+        write_end = -1
+        option = "--defaults-file" if isolated else "--defaults-extra-file"
+        yield [f"{option}=/dev/fd/{read_end}"], [read_end]
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+def quote_identifier(name: str) -> str:
+    """`name` as a MySQL identifier: backticks, inner backticks doubled."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def quote_string(value: str) -> str:
+    """`value` as a MySQL string literal (backslash escapes, the server's default mode)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom to connect; the password never goes into `options()`."""
+
+    user: str
+    database: str
+    host: str = "localhost"
+    port: int = 3306
+    socket: str | None = None
+    password: str | None = None
+
+    def options(self) -> list[str]:
+        where = [f"--socket={self.socket}"] if self.socket else [f"--host={self.host}", f"--port={self.port}"]
+        return [f"--user={self.user}", *where]
+
+    def describe(self) -> str:
+        where = f"socket {self.socket}" if self.socket else f"{self.host}:{self.port}"
+        return f"{self.user}@{where}/{self.database}"
+
+
+def parse_url(url: str, password: str | None = None) -> Endpoint:
+    """`mysql://user[:password]@host[:port]/database[?socket=/path]` (or `mariadb://`) -> Endpoint.
+
+    `password` wins over one in the URL; both are registered for masking. Raises ConfigError.
+    """
+    shown = mask_url_password(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 3306
+    except ValueError as error:
+        raise ConfigError(f"invalid MySQL URL {shown}: {error}") from None
+    if parts.scheme not in ("mysql", "mariadb") or not parts.username:
+        raise ConfigError(f"invalid MySQL URL {shown}: expected mysql://user@host[:port]/database")
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ConfigError(f"invalid MySQL URL {shown}: it must name one database")
+    url_password = unquote(parts.password) if parts.password is not None else None
+    for secret in (password, url_password):
+        if secret:
+            register_secret(secret)
+    socket = parse_qs(parts.query).get("socket", [None])[0]
+    return Endpoint(unquote(parts.username), database, parts.hostname or "localhost", port, socket,
+                    password or url_password)  # fmt: skip
+
+
+def run_sql(client: str, endpoint: Endpoint, sql: str, purpose: str) -> list[list[str]]:
+    """Run SQL (stdin) with the mariadb client in `endpoint.database`; return tab-split rows.
+
+    Raises SourceError naming `purpose` and the endpoint (never the password) on failure.
+    """
+    with password_options(endpoint.password) as (first, fds):
+        argv = [client, *first, *endpoint.options(), "--batch", "--skip-column-names",
+                "--default-character-set=utf8mb4", f"--database={endpoint.database}"]  # fmt: skip
+        done = runner.run(argv, input_text=sql, check=False, timeout=QUERY_TIMEOUT, pass_fds=fds)
+    if done.returncode != 0:
+        detail = mask(runner.last_lines(done.stderr, 1))
+        raise SourceError(f"cannot {purpose} ({endpoint.describe()}): {detail}")
+    return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+def _find_tool(*names: str) -> str:
+    for name in names[:-1]:
+        try:
+            return runner.require_tool(name)
+        except ConfigError:
+            continue
+    return runner.require_tool(names[-1], "install the MariaDB or MySQL client package")
+
+
+# --------------------------------------------------------------------------- the dump scanner
+_QUOTED = rb"`(?:[^`]|``)*`"
+_NAME = rb"`((?:[^`]|``)+)`"
+_DEFINER = rb"DEFINER=" + _QUOTED + rb"(?:@" + _QUOTED + rb")?"
+_INSERT = re.compile(rb"(?:INSERT(?: IGNORE)?|REPLACE) INTO " + _NAME + rb" VALUES")
+_DATA = re.compile(rb"-- Dumping data for table " + _NAME)
+_STRUCTURE = re.compile(rb"-- Table structure for table " + _NAME)
+_ENGINE = re.compile(rb"\) ENGINE=(\w+)")
+_PROGRAMS = {
+    "triggers": re.compile(rb"/\*!50003 CREATE\*/ (?:/\*!50017 " + _DEFINER + rb"\*/ )?/\*!50003 TRIGGER "),
+    "events": re.compile(rb"/\*!50106 CREATE\*/ (?:/\*!50117 " + _DEFINER + rb"\*/ )?/\*!50106 EVENT "),
+    "routines": re.compile(rb"CREATE (?:" + _DEFINER + rb" )?(?:AGGREGATE )?(?:PROCEDURE|FUNCTION|PACKAGE)"),
+}
+_VALUES_STOP = re.compile(rb"[';]")
+_STRING_BODY = re.compile(rb"(?:[^'\\]++|\\.)*+", re.DOTALL)
+_HEAD, _SKIP, _VALUES, _STRING, _ESCAPE = range(5)
+HEAD_LIMIT = 4096  # bytes of a line kept to recognise it; statement lines are far shorter
+
+
+def _name(raw: bytes) -> str:
+    return raw.replace(b"``", b"`").decode("utf-8", "replace")
+
+
+class DumpScanner:
+    """Counts what mariadb-dump output holds while it streams past, in flat memory.
+
+    Rows: the tuples of INSERT statements inside each `-- Dumping data for table` section,
+    found by counting `(` outside string literals (values are literals: numbers, NULL, quoted
+    strings, 0x hex; dumped strings never hold a raw newline). Stored programs (between
+    `DELIMITER ;;` and `DELIMITER ;`) are skipped, except for their CREATE lines.
+    """
+
+    def __init__(self) -> None:
+        self.row_counts: dict[str, int] = {}
+        self.engines: dict[str, str] = {}
+        self.objects = dict.fromkeys(OBJECT_KINDS, 0)
+        self.completed = False  # mariadb-dump's "-- Dump completed" trailer was seen
+        self._mode = _HEAD
+        self._head = bytearray()
+        self._data_table: str | None = None  # inside this table's data section
+        self._structure_table: str | None = None  # inside this table's CREATE TABLE
+        self._insert_table = ""
+        self._program = False
+
+    def feed(self, data: bytes) -> None:
+        """Scan the next chunk of the dump."""
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._mode == _HEAD:
+                pos = self._head_step(data, pos)
+            elif self._mode == _SKIP:
+                newline = data.find(b"\n", pos)
+                if newline < 0:
+                    return
+                pos, self._mode = newline + 1, _HEAD
+            elif self._mode == _VALUES:
+                stop = _VALUES_STOP.search(data, pos)
+                end = stop.start() if stop else size
+                self.row_counts[self._insert_table] += data.count(b"(", pos, end)
+                if stop is None:
+                    return
+                self._mode = _STRING if data[end] == ord("'") else _SKIP  # ';' ends the INSERT
+                pos = end + 1
+            elif self._mode == _STRING:
+                body = _STRING_BODY.match(data, pos)
+                end = body.end() if body else pos
+                if end >= size - 1 and (end == size or data[end] == ord("\\")):
+                    self._mode = _STRING if end == size else _ESCAPE  # the chunk ends inside
+                    return
+                pos, self._mode = end + 1, _VALUES
+            else:  # _ESCAPE: the byte after a backslash that ended the previous chunk
+                pos, self._mode = pos + 1, _STRING
+
+    def _head_step(self, data: bytes, pos: int) -> int:
+        newline = data.find(b"\n", pos)
+        end = len(data) if newline < 0 else newline
+        take = min(end, pos + HEAD_LIMIT - len(self._head))
+        self._head += data[pos:take]
+        if self._data_table is not None and (insert := _INSERT.match(self._head)):
+            self._insert_table = _name(insert.group(1))
+            self.row_counts.setdefault(self._insert_table, 0)
+            rest = bytes(self._head[insert.end() :])
+            self._head.clear()
+            self._mode = _VALUES
+            self.feed(rest)
+            return take
+        if take == newline:
+            self._line(bytes(self._head).rstrip(b"\r"))
+            self._head.clear()
+            return newline + 1
+        if len(self._head) >= HEAD_LIMIT:
+            self._line(bytes(self._head))
+            self._head.clear()
+            self._mode = _SKIP
+        return take
+
+    def _line(self, line: bytes) -> None:
+        if line.startswith(b"DELIMITER "):
+            self._program = line.rstrip() == b"DELIMITER ;;"
+        elif self._program:
+            for kind, pattern in _PROGRAMS.items():
+                if pattern.match(line):
+                    self.objects[kind] += 1
+        elif found := _DATA.match(line):
+            self._data_table = _name(found.group(1))
+            self.row_counts.setdefault(self._data_table, 0)
+        elif line.startswith((b"UNLOCK TABLES", b"-- ")):
+            self._data_table = None
+            if found := _STRUCTURE.match(line):
+                self._structure_table = _name(found.group(1))
+            elif line.startswith(b"-- Final view structure for view "):
+                self.objects["views"] += 1
+            elif line.startswith(b"-- Dump completed"):
+                self.completed = True
+        elif self._structure_table is not None and (found := _ENGINE.match(line)):
+            self.engines[self._structure_table] = found.group(1).decode()
+            self._structure_table = None
+
+    def check_complete(self) -> None:
+        """Raise SourceError unless the whole dump, up to its trailer, was scanned."""
+        if not self.completed or self._mode in (_VALUES, _STRING, _ESCAPE):
+            raise SourceError("the dump output ended before mariadb-dump's '-- Dump completed' trailer")
+
+
+# --------------------------------------------------------------------------- streams
+class _StderrTail(threading.Thread):
+    """Drains a process's stderr so it never blocks on a full pipe; keeps the last 64 KiB."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        super().__init__(daemon=True, name="stderr-drain")
+        self._pipe = pipe
+        self._tail = b""
+        self.start()
+
+    def run(self) -> None:
+        try:
+            while chunk := self._pipe.read(65536):
+                self._tail = (self._tail + chunk)[-65536:]
+        except (OSError, ValueError):
+            pass  # pipe closed under us during cleanup
+
+    def text(self) -> str:
+        self.join()
+        return mask(runner.last_lines(self._tail))
+
+
+class _ScanningReader(io.RawIOBase):
+    """The dump's stdout as the consumer reads it, fed to a DumpScanner on the way."""
+
+    def __init__(self, pipe: IO[bytes], scanner: DumpScanner) -> None:
+        self._pipe = pipe
+        self._scanner = scanner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._pipe.read(size if size and size > 0 else CHUNK)
+        self._scanner.feed(data)
+        return data
+
+
+def _version(text: str) -> str:
+    found = re.search(r"Distrib (\S+?),|Ver (\S+)", text)
+    return (found.group(1) or found.group(2)) if found else text.strip()
+
+
+# --------------------------------------------------------------------------- the source
+@register_source("mysql")
+class MysqlDumpSource:
+    """A MySQL or MariaDB database (`type: mysql`), dumped with mariadb-dump, restored with mariadb."""
+
+    format = "sql"
+    extension = "sql"
+
+    def __init__(self, config: MysqlSource) -> None:
+        self.config = config
+        self.name = config.name
+
+    # ------------------------------------------------------------------ dump
+    @contextmanager
+    def dump(self) -> Iterator[DumpStream]:
+        """Start mariadb-dump on one database; yield its output; kill it on leaving.
+
+        Raises ConfigError for `via` or a missing tool, SourceError when the database cannot be
+        reached or routines cannot be read; `finish()` raises SourceError when mariadb-dump
+        fails or its output is incomplete.
+        """
+        self._refuse_remote()
+        password = self.config.password.resolve() if self.config.password else None
+        endpoint = Endpoint(self.config.user, self.config.database, self.config.host, self.config.port,
+                            self.config.socket, password)  # fmt: skip
+        dump_tool = _find_tool("mariadb-dump", "mysqldump")
+        server_version = self._preflight(_find_tool("mariadb", "mysql"), endpoint)
+        tool_version = _version(runner.run([dump_tool, "--version"], timeout=60).stdout)
+        scanner = DumpScanner()
+        with password_options(password) as (first, fds):
+            argv = [dump_tool, *first, *endpoint.options(), *DUMP_OPTIONS, "--", endpoint.database]
+            process = runner.start(argv, pass_fds=fds)
+        assert process.stdout is not None and process.stderr is not None
+        stderr = _StderrTail(process.stderr)
+        try:
+
+            def finish() -> dict[str, Any]:
+                process.stdout.close()  # type: ignore[union-attr]  # a consumer that stopped early fails the dump
+                status = process.wait()
+                if status != 0:
+                    raise SourceError(f"mariadb-dump of {self.name} exited with status {status}: {stderr.text()}")
+                scanner.check_complete()
+                return {
+                    "row_counts": dict(sorted(scanner.row_counts.items())),
+                    "tables": len(scanner.row_counts),
+                    "objects": dict(scanner.objects),
+                    "non_transactional_tables": {
+                        table: scanner.engines.get(table, "unknown")
+                        for table in sorted(scanner.row_counts)
+                        if scanner.engines.get(table) not in TRANSACTIONAL_ENGINES
+                    },
+                    "server_version": server_version,
+                    "dump_tool": os.path.basename(dump_tool),
+                    "dump_tool_version": tool_version,
+                    "database": endpoint.database,
+                }
+
+            reader = _ScanningReader(process.stdout, scanner)
+            yield DumpStream(cast(BinaryIO, reader), self.format, self.extension, finish)
+        finally:
+            process.stdout.close()
+            runner.stop(process)
+            stderr.join()
+
+    def _preflight(self, client: str, endpoint: Endpoint) -> str:
+        """Check that the database is reachable and its routines readable; return VERSION()."""
+        rows = run_sql(client, endpoint, "SELECT VERSION()", "connect to the database to back up")
+        version = rows[0][0] if rows else ""
+        probe = f"SELECT COUNT(*) FROM mysql.proc WHERE db = {quote_string(endpoint.database)}"
+        try:
+            run_sql(client, endpoint, probe, "read the stored routines")
+        except SourceError as error:
+            if "ERROR 1146" in str(error):
+                return version  # MySQL 8 keeps routines in its data dictionary: nothing to probe
+            if "ERROR 1142" not in str(error):
+                raise
+            raise SourceError(
+                f"user {endpoint.user} cannot read stored routine definitions, and mariadb-dump would "
+                f"silently leave out routines of other definers in {endpoint.database}: "
+                f"GRANT SELECT ON mysql.proc TO the backup user"
+            ) from None
+        return version
+
+    # ------------------------------------------------------------------ restore
+    def restore(self, stream: BinaryIO, request: RestoreRequest) -> RestoreOutcome:
+        """Feed the stream to the mariadb client in `request.to_db`; count what was restored.
+
+        `create` creates a missing database. An existing database must be empty unless `force`
+        or `clean` (the dump drops and recreates the objects it holds; others are kept). Raises
+        ConfigError before writing anything, SourceError when the client fails. The stream is
+        always read to its end.
+        """
+        self._refuse_remote()
+        if not request.to_db:
+            raise ConfigError(f"restoring {self.name} needs a destination database URL (--to-db)")
+        if request.no_owner:
+            raise ConfigError("--no-owner is not supported for MySQL sources: restore as a user "
+                              "allowed to set other definers (SET USER or SUPER)")  # fmt: skip
+        endpoint = parse_url(request.to_db, request.password)
+        client = _find_tool("mariadb", "mysql")
+        notes = ["the mariadb client restores with one connection; jobs is ignored"] if request.jobs > 1 else []
+        self._prepare_destination(client, endpoint, request)
+        with password_options(endpoint.password) as (first, fds):
+            argv = [client, *first, *endpoint.options(), "--binary-mode", "--batch",
+                    "--default-character-set=utf8mb4", "--max-allowed-packet=1G", "--", endpoint.database]  # fmt: skip
+            process = runner.start(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=fds)
+        assert process.stdin is not None and process.stderr is not None
+        stderr = _StderrTail(process.stderr)
+        try:
+            try:
+                while chunk := stream.read(CHUNK):
+                    process.stdin.write(chunk)
+                process.stdin.close()
+            except BrokenPipeError:
+                pass  # the client stopped reading: its status and stderr say why
+            status = process.wait()
+        finally:
+            runner.stop(process)
+            try:
+                process.stdin.close()
+            except BrokenPipeError:
+                pass
+        # Whoever feeds us may hash the whole stream: read what the client did not take.
+        while stream.read(CHUNK):
+            pass
+        if status != 0:
+            raise SourceError(f"mariadb restore of {self.name} exited with status {status}: {stderr.text()}")
+        stderr.join()
+        facts = self._inventory(client, endpoint)
+        destination = mask(mask_url_password(request.to_db))
+        return RestoreOutcome(destination=destination, facts=facts, notes=notes)
+
+    def _prepare_destination(self, client: str, endpoint: Endpoint, request: RestoreRequest) -> None:
+        name = quote_string(endpoint.database)
+        server = Endpoint(endpoint.user, "information_schema", endpoint.host, endpoint.port,
+                          endpoint.socket, endpoint.password)  # fmt: skip
+        (counts,) = run_sql(client, server, f"""SELECT
+            (SELECT COUNT(*) FROM SCHEMATA WHERE SCHEMA_NAME = {name}),
+            (SELECT COUNT(*) FROM TABLES WHERE TABLE_SCHEMA = {name}),
+            (SELECT COUNT(*) FROM ROUTINES WHERE ROUTINE_SCHEMA = {name}),
+            (SELECT COUNT(*) FROM EVENTS WHERE EVENT_SCHEMA = {name})""", "inspect the restore destination")
+        exists, tables, programs = int(counts[0]), int(counts[1]), int(counts[2]) + int(counts[3])
+        if not exists and not request.create:
+            raise ConfigError(f"database {endpoint.database} does not exist on the destination; use --create")
+        if (tables or programs) and not (request.force or request.clean):
+            raise ConfigError(
+                f"the destination database {endpoint.database} already has {tables} tables or views and "
+                f"{programs} routines or events; restore into an empty database, or use --clean or --force"
+            )
+        if not exists:
+            create = f"CREATE DATABASE {quote_identifier(endpoint.database)} CHARACTER SET utf8mb4"
+            run_sql(client, server, create, "create the restore destination")
+
+    def _inventory(self, client: str, endpoint: Endpoint) -> dict[str, Any]:
+        """Exact row counts of the base tables, and counts of views/triggers/routines/events."""
+        name = quote_string(endpoint.database)
+        tables = [bytes.fromhex(row[0]).decode() for row in run_sql(client, endpoint, f"""
+            SELECT HEX(TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {name}
+            AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME""", "list restored tables")]  # fmt: skip
+        counts = run_sql(client, endpoint, "".join(
+            f"SELECT COUNT(*) FROM {quote_identifier(table)};\n" for table in tables), "count restored rows"
+        ) if tables else []  # fmt: skip
+        (objects,) = run_sql(client, endpoint, f"""SELECT
+            (SELECT COUNT(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {name}),
+            (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {name}),
+            (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {name}),
+            (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {name})""", "count restored objects")
+        return {
+            "row_counts": {table: int(row[0]) for table, row in zip(tables, counts, strict=True)},
+            "objects": dict(zip(OBJECT_KINDS, map(int, objects), strict=True)),
+        }
+
+    # ------------------------------------------------------------------ the rest
+    def compare(self, manifest_facts: dict[str, Any], restored_facts: dict[str, Any]) -> list[str]:
+        """Per-table row count differences, and missing or extra views/triggers/routines/events."""
+        problems = count_rows_equal("mysql", manifest_facts, restored_facts)
+        want, got = manifest_facts.get("objects"), restored_facts.get("objects")
+        if want is not None and got is not None:
+            for kind in OBJECT_KINDS:
+                if want.get(kind, 0) != got.get(kind, 0):
+                    problems.append(f"mysql has {got.get(kind, 0)} {kind} after restore, the snapshot had "
+                                    f"{want.get(kind, 0)}")  # fmt: skip
+        return problems
+
+    def describe(self) -> dict[str, Any]:
+        """Secret-free description: the password appears as its reference only."""
+        return {
+            "name": self.name,
+            "type": "mysql",
+            "format": self.format,
+            "host": self.config.host,
+            "port": self.config.port,
+            "socket": self.config.socket,
+            "user": self.config.user,
+            "database": self.config.database,
+            "password": str(self.config.password) if self.config.password else None,
+            "via": self.config.via,
+        }
+
+    def _refuse_remote(self) -> None:
+        if self.config.via:
+            raise ConfigError(f"source {self.name}: 'via' (dumping over SSH) is not supported yet")

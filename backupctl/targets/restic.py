@@ -1,0 +1,534 @@
+"""A restic repository as a backup target, driven through the `restic` CLI (0.14 or newer).
+
+restic is not a blob target (backupctl.targets.base): it takes the *plain* dump stream and
+deduplicates, compresses and encrypts it itself. backupctl finds its snapshots again by tags
+(`tags_for`); the catalog should store the full restic snapshot id from `ResticBackupResult`.
+
+Secrets:
+- The repository password goes into a memfd (anonymous memory, never a file on disk) that only
+  the restic child inherits; restic reads it as RESTIC_PASSWORD_FILE=/dev/fd/N. Not
+  RESTIC_PASSWORD_COMMAND: that command would need the secret on its own argv. A memfd rather
+  than a pipe: every open() of /dev/fd/N of a memfd starts at offset 0, so any number of reads
+  see the whole password, whereas a pipe is drained by the first.
+- The repository location travels as RESTIC_REPOSITORY (a rest: URL may carry credentials).
+- `environment` secret references (e.g. AWS keys) are resolved into the child's environment
+  only; `SecretRef.resolve` registers every value with the masker used on all error text.
+- Inherited RESTIC_PASSWORD/_COMMAND/RESTIC_REPOSITORY_FILE are blanked (they would conflict
+  or win), and so is the variable an `env:` password came from.
+
+Interrupted stdin backups: EOF on stdin is restic's only "end of data", so closing stdin commits
+a snapshot. On any error inside `stdin_writer` restic gets SIGINT *before* stdin is closed: it
+aborts, removes its lock and creates no snapshot. Residual risk: if backupctl itself is killed
+with SIGKILL, the kernel closes the pipe and restic commits a truncated snapshot; that is why
+the catalog, not `find()`, is the record of which restic snapshots are complete.
+
+Every restic invocation re-derives the key (scrypt, about 0.8 s here): calls are not free.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
+
+from backupctl.core import runner
+from backupctl.core.secrets import mask, mask_url_password
+from backupctl.errors import ConfigError, JobFailed, TargetError
+from backupctl.policy.schema import ResticTarget
+from backupctl.targets.base import Posture
+
+MIN_VERSION = (0, 14, 0)
+CHUNK = 1 << 20
+TAG = "backupctl"
+INSTALL_HINT = "apt install restic, or see https://restic.readthedocs.io/en/stable/020_installation.html"
+Progress = Callable[[int], None]  # called with byte increments, like core.pipeline.Progress
+
+# Network and server-side failures worth retrying; checked before "no repository" because an
+# unreachable S3 endpoint also reports "unable to open config file".
+_TRANSIENT = re.compile(
+    r"connection refused|connection reset|i/o timeout|timeout|no such host|temporary failure"
+    r"|unexpected EOF|TLS handshake|\b50[0234]\b|internal ?error|service ?unavailable|slow ?down"
+    r"|already locked",
+    re.IGNORECASE,
+)
+_MISSING = ("unable to open config file", "Is there a repository at the following location")
+
+
+def tags_for(policy: str, snapshot_id: str, source: str | None = None) -> list[str]:
+    """The restic tags of one backupctl artifact (the one place that builds them).
+
+    Without `source`: the tags every artifact of that backupctl snapshot shares (for `find`).
+    """
+    tags = [TAG, f"policy={policy}", f"snapshot={snapshot_id}"]
+    return [*tags, f"source={source}"] if source is not None else tags
+
+
+def default_cache_dir() -> Path:
+    """RESTIC_CACHE_DIR when set, else /var/cache/backupctl/restic (root) or the XDG cache."""
+    if os.environ.get("RESTIC_CACHE_DIR"):
+        return Path(os.environ["RESTIC_CACHE_DIR"])
+    if os.geteuid() == 0:
+        return Path("/var/cache/backupctl/restic")
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "backupctl" / "restic"
+
+
+@dataclass
+class ResticSnapshotInfo:
+    id: str
+    short_id: str
+    time: str  # RFC 3339 with nanoseconds, as restic prints it
+    paths: list[str]
+    tags: list[str]
+    hostname: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ResticSnapshotInfo:
+        return cls(data["id"], data["short_id"], data["time"], list(data.get("paths") or []),
+                   list(data.get("tags") or []), data.get("hostname", ""))  # fmt: skip
+
+
+@dataclass
+class ResticBackupResult:
+    snapshot_id: str  # full id (restic's summary prints only the short one; resolved by tags)
+    files_new: int
+    files_changed: int
+    data_added: int  # bytes added to the repository (after dedup and compression)
+    total_bytes_processed: int
+    seconds: float
+
+
+@functools.cache
+def _version_of(path: str) -> tuple[int, int, int]:
+    done = runner.run([path, "version"], check=False, timeout=60)
+    found = re.search(r"restic (\d+)\.(\d+)\.(\d+)", done.stdout)
+    if done.returncode != 0 or not found:
+        output = runner.last_lines(done.stderr or done.stdout)
+        raise ConfigError(f"cannot tell the version of {path}: {output}")
+    major, minor, patch = (int(part) for part in found.groups())
+    return major, minor, patch
+
+
+def _tag_args(tags: list[str]) -> list[str]:
+    for tag in tags:
+        if not tag or "," in tag or tag != tag.strip():
+            raise ValueError(f"invalid restic tag {tag!r}: no commas, no surrounding spaces")
+    return [arg for tag in tags for arg in ("--tag", tag)]
+
+
+class _Child:
+    """A running restic; stderr (and stdout, when `on_line` is given) drained by threads."""
+
+    def __init__(self, process: subprocess.Popen[bytes], on_line: Callable[[bytes], None] | None) -> None:
+        self.process = process
+        self._stderr: collections.deque[bytes] = collections.deque(maxlen=40)
+        self._threads = [threading.Thread(target=self._drain, args=(process.stderr, self._stderr.append))]
+        if on_line is not None:
+            self._threads.append(threading.Thread(target=self._drain, args=(process.stdout, on_line)))
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
+
+    @staticmethod
+    def _drain(pipe: IO[bytes] | None, sink: Callable[[bytes], None]) -> None:
+        assert pipe is not None
+        for line in pipe:
+            sink(line)
+
+    @property
+    def stderr(self) -> str:
+        return b"".join(self._stderr).decode("utf-8", "replace")
+
+    def interrupt(self, grace: float = 15.0) -> None:
+        """SIGINT first: restic then aborts cleanly and removes its lock (SIGTERM/KILL leave it)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                runner.stop(self.process, grace=2.0)
+
+    def finish(self) -> int:
+        returncode = self.process.wait()
+        for thread in self._threads:
+            thread.join()
+        return returncode
+
+
+class _BackupOutput:
+    """Parses `backup --json` lines: status (progress) and the final summary."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.summary: dict[str, Any] | None = None
+        self._progress = progress
+        self._done = 0
+
+    def feed(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return  # restic may print plain text lines (e.g. warnings) even with --json
+        if not isinstance(message, dict):
+            return
+        if message.get("message_type") == "summary":
+            self.summary = message
+        elif message.get("message_type") == "status" and self._progress is not None:
+            done = int(message.get("bytes_done") or 0)
+            if done > self._done:
+                self._progress(done - self._done)
+                self._done = done
+
+
+class ResticStdinWriter(io.RawIOBase):
+    """Feeds restic's stdin. `result` is set when the `stdin_writer` block exits cleanly."""
+
+    def __init__(self, pipe: IO[bytes], pid: int, on_broken: Callable[[], TargetError]) -> None:
+        self._pipe = pipe
+        self._on_broken = on_broken
+        self.pid = pid  # of the restic process, for diagnostics
+        self.bytes_written = 0
+        self.result: ResticBackupResult | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        try:
+            self._pipe.write(data)
+        except OSError as error:  # restic exited early (wrong password, repository gone, ...)
+            raise self._on_broken() from error
+        size = memoryview(data).nbytes
+        self.bytes_written += size
+        return size
+
+
+class ResticRepository:
+    """One restic repository from a `type: restic` target. See the module docstring."""
+
+    def __init__(self, config: ResticTarget, *, cache_dir: Path | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.medium = config.medium
+        self.offsite = config.offsite
+        self.location = mask_url_password(config.repository)  # safe to print
+        self._cache_dir = cache_dir
+        self._binary: str | None = None
+        self._secrets: tuple[str, dict[str, str]] | None = None
+
+    # ----------------------------------------------------------------- setup and checks
+    def version(self) -> tuple[int, int, int]:
+        """The restic version. Raises ConfigError when restic is missing or older than 0.14."""
+        path = shutil.which("restic")
+        if path is None:
+            raise ConfigError(f"restic is not installed or not on PATH ({INSTALL_HINT})")
+        found = _version_of(path)
+        if found < MIN_VERSION:
+            raise ConfigError(
+                f"restic {'.'.join(map(str, found))} at {path} is too old: backupctl needs "
+                f"{'.'.join(map(str, MIN_VERSION))} or newer ({INSTALL_HINT})"
+            )
+        self._binary = path
+        return found
+
+    def init(self) -> bool:
+        """Create the repository (format v2, compressed). False when it already exists."""
+        done = self._run("init", "--repository-version", "2", action="init", ok=(0, 1))
+        if done.returncode == 0:
+            return True
+        if "already exists" in done.stderr or "already initialized" in done.stderr:
+            return False
+        raise self._error("init", done.stderr)
+
+    def exists(self) -> bool:
+        """True when the repository opens with the password; False when there is none.
+
+        Raises TargetError for anything else (wrong password, unreachable, ...).
+        """
+        done = self._run("cat", "config", action="open", ok=(0, 1))
+        if done.returncode == 0:
+            return True
+        error = self._error("open", done.stderr)
+        if any(text in done.stderr for text in _MISSING) and not error.transient:
+            return False
+        raise error
+
+    def posture(self) -> Posture:
+        """Reachability and protection as far as restic can tell; problems say how to fix them.
+
+        `immutable` stays False even when `append_only` is declared: restic 0.14 cannot ask a
+        server for its mode, and the only proof (a rejected delete) needs something deleted.
+        """
+        details: dict[str, Any] = {"repository": self.location, "append_only": self.config.append_only}
+        problems: list[str] = []
+        reachable = False
+        try:
+            details["restic_version"] = ".".join(map(str, self.version()))
+            config = json.loads(self._run("cat", "config", action="open", timeout=300).stdout)
+            details["repository_version"] = config["version"]
+            reachable = True
+        except (ConfigError, TargetError) as error:
+            problems.append(str(error))
+        if self.config.append_only:
+            details["append_only"] = "declared, not verified"  # see the docstring
+            if not self.config.repository.startswith("rest:"):
+                problems.append(
+                    f"append_only is declared but {self.location} is not a rest: repository; only "
+                    "rest-server --append-only enforces it (fix: serve the repository with rest-server "
+                    "--append-only, or remove append_only)"
+                )
+        local = self._local_path()
+        free = shutil.disk_usage(local).free if reachable and local else None
+        return Posture(reachable, self.medium, self.offsite, free_bytes=free, problems=problems,
+                       details=details)  # fmt: skip
+
+    # ----------------------------------------------------------------- backups
+    @contextmanager
+    def stdin_writer(
+        self, filename: str, tags: list[str], progress: Progress | None = None
+    ) -> Iterator[ResticStdinWriter]:
+        """Yield a writer feeding `restic backup --stdin`; the snapshot is committed on clean exit.
+
+        Afterwards `writer.result` holds the ResticBackupResult. On an exception inside the
+        block restic is interrupted before its stdin closes, so no snapshot is created.
+        `progress` gets byte increments from restic's status lines (on a reader thread).
+        Raises TargetError when restic fails or did not read every byte written.
+        """
+        if not filename or "/" in filename:
+            raise ValueError(f"invalid stdin filename {filename!r}")
+        output = _BackupOutput(progress)
+        # --compression auto: also accepted (as a no-op) by v1 repositories, verified with 0.14.0;
+        # explicit so that a RESTIC_COMPRESSION in the environment cannot change it.
+        args = ["backup", "--stdin", "--stdin-filename", filename, "--json", "--compression", "auto"]
+        child = self._start([*args, *_tag_args(tags)], output.feed, stdin=subprocess.PIPE)
+        assert child.process.stdin is not None
+        stdin = child.process.stdin
+        writer = ResticStdinWriter(stdin, child.process.pid, lambda: self._failed("backup", child))
+        try:
+            yield writer
+        except BaseException:
+            child.interrupt()
+            with suppress(OSError):
+                child.process.stdin.close()
+            child.finish()
+            raise
+        try:
+            child.process.stdin.close()  # EOF: restic commits the snapshot
+        except OSError as error:
+            raise self._failed("backup", child) from error
+        if child.finish() != 0 or output.summary is None:
+            raise self._error("backup", child.stderr)
+        writer.result = self._result(output.summary, tags)
+        if writer.result.total_bytes_processed != writer.bytes_written:
+            raise TargetError(
+                f"restic stored {writer.result.total_bytes_processed} bytes of {writer.bytes_written} in "
+                f"snapshot {writer.result.snapshot_id} of {self.location}"
+            )
+
+    def backup_stream(
+        self, stream: BinaryIO, filename: str, tags: list[str], progress: Progress | None = None
+    ) -> ResticBackupResult:
+        """Back up a plain stream as /FILENAME, copied in 1 MiB chunks (memory stays flat)."""
+        with self.stdin_writer(filename, tags, progress) as sink:
+            while chunk := stream.read(CHUNK):
+                sink.write(chunk)
+        assert sink.result is not None
+        return sink.result
+
+    def backup_path(
+        self, path: str, excludes: list[str], tags: list[str], progress: Progress | None = None
+    ) -> ResticBackupResult:
+        """Incremental backup of a directory tree (restic picks the previous snapshot as parent)."""
+        output = _BackupOutput(progress)
+        args = ["backup", os.path.abspath(path), "--json", "--compression", "auto", *_tag_args(tags)]
+        args += [arg for pattern in excludes for arg in ("--exclude", pattern)]
+        child = self._start(args, output.feed)
+        returncode = child.finish()
+        if returncode == 3 and output.summary is not None:  # snapshot made, but files are missing
+            raise TargetError(
+                f"restic snapshot {output.summary.get('snapshot_id')} of {path} is incomplete, some "
+                f"files could not be read: {mask(runner.last_lines(child.stderr))}"
+            )
+        if returncode != 0 or output.summary is None:
+            raise self._error("backup", child.stderr)
+        return self._result(output.summary, tags)
+
+    # ----------------------------------------------------------------- reading
+    def snapshots(self, tags: list[str] | None = None) -> list[ResticSnapshotInfo]:
+        """Snapshots carrying every one of `tags` (all snapshots when None), oldest first."""
+        if tags:
+            _tag_args(tags)  # validates: a comma would split one tag into two
+        # One --tag with comma-separated tags means "all of them" (several --tag mean "any").
+        args = ["snapshots", "--json", *(["--tag", ",".join(tags)] if tags else [])]
+        listed = json.loads(self._run(*args, action="list snapshots").stdout) or []
+        return sorted((ResticSnapshotInfo.from_json(item) for item in listed), key=lambda info: info.time)
+
+    def find(self, policy: str, snapshot_id: str) -> list[ResticSnapshotInfo]:
+        """The restic snapshots (one per source) of a backupctl snapshot."""
+        return self.snapshots(tags_for(policy, snapshot_id))
+
+    @contextmanager
+    def dump(self, restic_snapshot: str, filename: str) -> Iterator[BinaryIO]:
+        """Stream /FILENAME of a snapshot. TargetError at block exit when restic failed."""
+        child = self._start(["dump", restic_snapshot, f"/{filename}"], None, stdout=subprocess.PIPE)
+        stdout = child.process.stdout
+        assert stdout is not None
+        try:
+            yield cast(BinaryIO, stdout)
+        except BaseException:
+            child.interrupt()
+            stdout.close()
+            child.finish()
+            raise
+        stopped_early = bool(stdout.read(1))
+        if stopped_early:  # the caller has read enough: not an error
+            child.interrupt()
+        stdout.close()
+        if child.finish() != 0 and not stopped_early:
+            raise self._error(f"dump of {restic_snapshot}:/{filename}", child.stderr)
+
+    def restore(self, restic_snapshot: str, target_dir: Path, include: str | None = None) -> None:
+        """Restore a snapshot (or the paths matching `include`) below `target_dir`."""
+        args = ["restore", restic_snapshot, "--target", str(target_dir)]
+        self._run(*args, *(["--include", include] if include else []), action=f"restore of {restic_snapshot}")
+
+    # ----------------------------------------------------------------- maintenance
+    def check(self, read_data_subset: str | None = "5%") -> list[str]:
+        """Structure check plus a read of `read_data_subset` of the data; problems ([] when ok)."""
+        args = ["check", *(["--read-data-subset", read_data_subset] if read_data_subset else [])]
+        done = self._run(*args, action="check", ok=(0, 1))
+        if done.returncode == 0:
+            return []
+        if "repository contains errors" not in done.stderr:
+            raise self._error("check", done.stderr)
+        lines = [line.strip() for line in (done.stdout + done.stderr).splitlines()]
+        found = [line for line in lines if re.search(r"error|does not match|missing|damaged", line, re.I)]
+        problems = [mask(line) for line in found if "repository contains errors" not in line]
+        return problems or [mask(runner.last_lines(done.stderr))]
+
+    def forget(self, restic_snapshot_ids: list[str], prune: bool = True) -> None:
+        """Remove snapshots (unknown ids are ignored), then prune unreferenced data."""
+        if restic_snapshot_ids:
+            args = ["forget", *(["--prune"] if prune else []), *restic_snapshot_ids]
+            self._run(*args, action="forget")
+
+    def stats(self) -> dict[str, Any]:
+        """`stats --mode raw-data`: total_size (stored bytes after dedup), blob and snapshot counts."""
+        done = self._run("stats", "--json", "--mode", "raw-data", action="stats")
+        return cast(dict[str, Any], json.loads(done.stdout))
+
+    # ----------------------------------------------------------------- plumbing
+    def _local_path(self) -> str | None:
+        repository = self.config.repository
+        if repository.startswith("local:"):
+            return repository.removeprefix("local:")
+        return None if re.match(r"^[a-z0-9]+:", repository) else repository
+
+    def _environment(self, password_fd: int) -> dict[str, str]:
+        if self._secrets is None:
+            password = self.config.password.resolve()
+            if password != password.strip():
+                raise ConfigError(f"the restic password from {self.config.password} has surrounding "
+                                  "whitespace, which restic strips when reading a password file")  # fmt: skip
+            extra = {name: ref.resolve() for name, ref in self.config.environment.items()}
+            self._secrets = (password, extra)
+        blanked = dict.fromkeys(("RESTIC_PASSWORD", "RESTIC_PASSWORD_COMMAND", "RESTIC_REPOSITORY_FILE"), "")
+        if self.config.password.scheme == "env":
+            blanked[self.config.password.target] = ""
+        cache = self._cache_dir or default_cache_dir()
+        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return {**blanked, **self._secrets[1], "RESTIC_REPOSITORY": self.config.repository,
+                "RESTIC_PASSWORD_FILE": f"/dev/fd/{password_fd}", "RESTIC_CACHE_DIR": str(cache)}  # fmt: skip
+
+    @contextmanager
+    def _password_fd(self) -> Iterator[tuple[int, dict[str, str]]]:
+        fd = os.memfd_create("restic-password")  # close-on-exec: only pass_fds children get it
+        try:
+            env = self._environment(fd)
+            assert self._secrets is not None
+            os.write(fd, self._secrets[0].encode())
+            yield fd, env
+        finally:
+            os.close(fd)  # the child holds its own copy from the moment it started
+
+    def _restic(self) -> str:
+        if self._binary is None:
+            self.version()  # checked once per instance; the probe itself is cached per binary
+        assert self._binary is not None
+        return self._binary
+
+    def _run(
+        self, *args: str, action: str, ok: tuple[int, ...] = (0,), timeout: float = 6 * 3600
+    ) -> runner.Completed:
+        """Run restic to completion; one retry after clearing *stale* locks (`restic unlock`)."""
+        binary = self._restic()
+        for attempt in (1, 2):
+            with self._password_fd() as (fd, env):
+                try:
+                    done = runner.run([binary, *args], env=env, pass_fds=(fd,), check=False, timeout=timeout)
+                except JobFailed as error:  # timed out
+                    message = f"restic {action} on {self.location}: {error}"
+                    raise TargetError(message, transient=True) from None
+            if attempt == 1 and done.returncode != 0 and "already locked" in done.stderr:
+                # Only locks of dead processes on this host or older than 30 min are removed.
+                self._run("unlock", action="unlock")
+                continue
+            if done.returncode in ok:
+                return done
+            raise self._error(action, done.stderr)
+        raise AssertionError("unreachable")
+
+    def _start(self, args: list[str], on_line: Callable[[bytes], None] | None, **pipes: Any) -> _Child:
+        binary = self._restic()
+        with self._password_fd() as (fd, env):
+            pipes.setdefault("stdout", subprocess.PIPE)
+            process = runner.start([binary, *args], env=env, pass_fds=(fd,), **pipes)
+        return _Child(process, on_line)
+
+    def _failed(self, action: str, child: _Child) -> TargetError:
+        child.finish()  # restic has closed stdin, so it is exiting: collect its stderr
+        return self._error(action, child.stderr)
+
+    def _result(self, summary: dict[str, Any], tags: list[str]) -> ResticBackupResult:
+        short = str(summary["snapshot_id"])
+        full = short
+        # The summary has only the 8-digit short id, which may become ambiguous in a big repository.
+        with suppress(TargetError):  # the snapshot is stored: a failed lookup must not fail the backup
+            found = [info.id for info in self.snapshots(tags or None) if info.id.startswith(short)]
+            full = found[0] if len(found) == 1 else short
+        keys = ("files_new", "files_changed", "data_added", "total_bytes_processed")
+        counts = {key: int(summary.get(key) or 0) for key in keys}
+        return ResticBackupResult(full, **counts, seconds=float(summary.get("total_duration") or 0))
+
+    def _error(self, action: str, stderr: str) -> TargetError:
+        """Turn restic's stderr into an operator's message; the text is masked."""
+        tail = mask(runner.last_lines(stderr))
+        where = f"restic repository '{self.name}' ({self.location})"
+        if "wrong password" in stderr:
+            return TargetError(f"{where}: wrong password: the password from {self.config.password} "
+                               "opens no key of this repository")  # fmt: skip
+        if "already locked" in stderr:
+            return TargetError(f"{where} is locked by another restic process; if that process is gone "
+                               f"for good, run `restic unlock` ({tail})", transient=True)  # fmt: skip
+        if _TRANSIENT.search(stderr):
+            return TargetError(f"{action} failed, {where} is unreachable: {tail}", transient=True)
+        if any(text in stderr for text in _MISSING):
+            return TargetError(f"{where} does not exist or is not a restic repository (create it with "
+                               f"`backupctl target setup`): {tail}")  # fmt: skip
+        if re.search(r"access ?denied|permission denied|forbidden|\b403\b", stderr, re.IGNORECASE):
+            return TargetError(f"{action} failed, access to {where} denied (check the credentials in "
+                               f"`environment` and the permissions): {tail}")  # fmt: skip
+        if "no matching ID" in stderr or "not found in snapshot" in stderr:
+            return TargetError(f"{action} failed, not found in {where}: {tail}")
+        return TargetError(f"restic {action} failed on {where}: {tail}")
