@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.sshd",
     "tests.fixtures.mariadb",
+    "tests.fixtures.restic",
 ]
 
 STRICT = os.environ.get("BACKUPCTL_TEST_STRICT") == "1"

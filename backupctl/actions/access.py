@@ -39,10 +39,18 @@ def choose_target(policy: Policy, snapshot: SnapshotView, requested: str | None)
         config = policy.target(requested)
         return build_target(config)
     for config in policy.targets:
-        if snapshot.targets.get(config.name) == "complete":
+        if config.type != "restic" and snapshot.targets.get(config.name) == "complete":
             return build_target(config)
     raise ConfigError(f"snapshot {snapshot.id} has no complete copy on any target of policy '{policy.name}'")
 
 
 def open_catalog(settings: Settings) -> Catalog:
     return Catalog.open(settings.catalog_url)
+
+
+def blob_holder(policy: Policy, snapshot: SnapshotView) -> BlobTarget:
+    """A local/S3/SFTP target holding a complete copy (where the signed manifest lives)."""
+    for config in policy.targets:
+        if config.type != "restic" and snapshot.targets.get(config.name) == "complete":
+            return build_target(config)
+    raise ConfigError(f"snapshot {snapshot.id} has no complete copy on a local, S3 or SFTP target")

@@ -16,10 +16,18 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from backupctl import __version__
 from backupctl.actions.events import Events, LogEvents
+from backupctl.actions.restic_side import (
+    STREAM_SOURCES,
+    ResticSink,
+    TeeReader,
+    close_sinks,
+    open_sinks,
+    stdin_filename,
+)
 from backupctl.actions.stored import confirm_stored, key_of, write_manifest
 from backupctl.catalog.store import Catalog
 from backupctl.core.crypto import load_signing_key, parse_recipients
@@ -38,6 +46,7 @@ from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 from backupctl.sources.base import build_source
 from backupctl.targets.base import BlobTarget, build_target
+from backupctl.targets.restic import tags_for
 
 
 @dataclass
@@ -94,18 +103,24 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
     events.info(f"backup {policy.name}: snapshot {snapshot_id}")
 
     targets: dict[str, BlobTarget] = {}
+    repositories: dict[str, Any] = {}  # restic targets
     outcomes = {target.name: TargetOutcome(target.name) for target in policy.targets}
     artifacts: list[ArtifactRecord] = []
     try:
         for config in policy.targets:
             try:
+                if config.type == "restic":
+                    repositories[config.name] = _restic_preflight(config, policy.name)
+                    continue
                 target = build_target(config)
                 targets[config.name] = target
                 _preflight(target)
             except TargetError as error:
                 _fail(outcomes[config.name], TargetError(str(error).replace("<policy>", policy.name)), events)
         for source_config in policy.sources:
-            record = _backup_source(policy, snapshot_id, source_config, targets, outcomes, recipients, events)
+            record = _backup_source(
+                policy, snapshot_id, source_config, targets, repositories, outcomes, recipients, events
+            )
             artifacts.append(record)
         manifest = Manifest(
             snapshot_id=snapshot_id,
@@ -122,6 +137,9 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
         full_sha = ""
         for name, outcome in outcomes.items():
             if outcome.status == "failed":
+                continue
+            if name in repositories:  # restic keeps its own index: its tags are the manifest
+                outcome.status = "complete"
                 continue
             per_target = Manifest(**{**manifest.__dict__, "artifacts": outcome.artifacts})
             try:
@@ -154,7 +172,7 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
             snapshot_id,
             outcome.name,
             outcome.status,
-            sum(a.stored_bytes for a in outcome.artifacts),
+            outcome.stored_bytes or sum(a.stored_bytes for a in outcome.artifacts),
             outcome.error,
         )
     landed = {a.source for o in complete for a in o.artifacts}
@@ -185,18 +203,25 @@ def _backup_source(
     snapshot_id: str,
     config: Any,
     targets: dict[str, BlobTarget],
+    repositories: dict[str, Any],
     outcomes: dict[str, TargetOutcome],
     recipients: list[Any],
     events: Events,
 ) -> ArtifactRecord:
     """Dump one source to its primary target, re-hash, replicate. Raises JobFailed if it lands nowhere."""
     source = build_source(config)
-    wanted = [t.name for t in policy.targets_for(config) if outcomes[t.name].status != "failed"]
+    usable = [t.name for t in policy.targets_for(config) if outcomes[t.name].status != "failed"]
+    wanted = [name for name in usable if name in targets]
+    resticked = [name for name in usable if name in repositories]
+    tee = {name: repositories[name] for name in resticked} if config.type in STREAM_SOURCES else {}
     record: ArtifactRecord | None = None
     primary: str | None = None
+    sinks: list[ResticSink] = []
     for candidate in wanted:
         try:
-            record = _dump_to(policy, snapshot_id, config, source, targets[candidate], recipients, events)
+            record, sinks = _dump_to(
+                policy, snapshot_id, config, source, targets[candidate], recipients, events, tee
+            )
         except TargetError as error:  # the source is fine: try the next target
             _fail(outcomes[candidate], error, events)
             continue
@@ -215,6 +240,31 @@ def _backup_source(
             events.info(f"source {config.name}: replicated to {name}")
         except (TargetError, IntegrityError, OSError) as error:
             _fail(outcomes[name], error, events)
+    for sink in sinks:
+        if sink.error is not None:
+            _fail(outcomes[sink.name], TargetError(f"restic: {sink.error}"), events)
+        else:
+            outcomes[sink.name].artifacts.append(record)
+            outcomes[sink.name].stored_bytes += sink.result.data_added
+            events.info(
+                f"source {config.name}: restic {sink.name} snapshot {sink.result.snapshot_id}, "
+                f"{sink.result.data_added} new bytes"
+            )
+    if config.type not in STREAM_SOURCES:
+        for name in resticked:
+            try:
+                result = repositories[name].backup_path(
+                    config.path, list(config.exclude), tags_for(policy.name, snapshot_id, config.name)
+                )
+            except (TargetError, OSError) as error:
+                _fail(outcomes[name], error, events)
+                continue
+            outcomes[name].artifacts.append(record)
+            outcomes[name].stored_bytes += result.data_added
+            events.info(
+                f"source {config.name}: restic {name} snapshot {result.snapshot_id}, "
+                f"{result.files_new} new and {result.files_changed} changed files"
+            )
     return record
 
 
@@ -226,23 +276,34 @@ def _dump_to(
     target: BlobTarget,
     recipients: list[Any],
     events: Events,
-) -> ArtifactRecord:
+    tee: dict[str, Any],
+) -> tuple[ArtifactRecord, list[ResticSink]]:
+    """Stream one dump into `target` (and, tee'd, into restic repositories). Raises TargetError
+    when the target failed (the caller tries the next), SourceError when the dump failed."""
     began = time.monotonic()
     progress = events.progress(f"{config.name} → {target.name}", None)
+    sinks: list[ResticSink] = []
     try:
         with source.dump() as dump:
             file = artifact_file_name(config.name, dump.extension)
             key = key_of(policy.name, snapshot_id, file)
-            with target.writer(key) as sink:
-                stats = encrypt_stream(
-                    dump.stream,
-                    sink,
-                    recipients,
-                    level=policy.compression.level,
-                    threads=policy.compression.threads,
-                    progress=progress.advance,
-                )
-                facts = dump.finish()  # raises when the dump tool failed: the writer then discards
+            tags = tags_for(policy.name, snapshot_id, config.name) if tee else []
+            sinks = open_sinks(tee, stdin_filename(config.name, dump.extension), tags)
+            try:
+                with target.writer(key) as sink:
+                    stats = encrypt_stream(
+                        cast(BinaryIO, TeeReader(dump.stream, sinks)) if sinks else dump.stream,
+                        sink,
+                        recipients,
+                        level=policy.compression.level,
+                        threads=policy.compression.threads,
+                        progress=progress.advance,
+                    )
+                    facts = dump.finish()  # raises when the dump tool failed: the writer then discards
+                    close_sinks(sinks, None)  # restic commits only a complete, successful dump
+            except BaseException as error:
+                close_sinks(sinks, error)
+                raise
     except OSError as error:
         raise TargetError(f"target {target.name}: {error.strerror or error}") from None
     finally:
@@ -254,7 +315,7 @@ def _dump_to(
         f"source {config.name}: {stats.plain_bytes} bytes → {stats.stored_bytes} stored "
         f"({ratio:.1f}x) on {target.name} in {seconds:.1f}s"
     )
-    return ArtifactRecord(
+    record = ArtifactRecord(
         source=config.name,
         source_type=config.type,
         file=file,
@@ -265,6 +326,7 @@ def _dump_to(
         stored_sha256=stats.stored_sha256,
         facts=facts,
     )
+    return record, sinks
 
 
 def _replicate(origin: BlobTarget, destination: BlobTarget, key: str, record: ArtifactRecord) -> None:
@@ -289,6 +351,19 @@ def _fill_gaps(settings: Settings, loaded: LoadedPolicy, reachable: list[str], e
         return
     if report.copied:
         events.info(f"copied {len(report.copied)} missed snapshot(s) to recovered targets")
+
+
+def _restic_preflight(config: Any, policy: str) -> Any:
+    from backupctl.targets.restic import ResticRepository
+
+    repository = ResticRepository(config)
+    repository.version()  # ConfigError when restic is missing or too old
+    if not repository.exists():
+        raise TargetError(
+            f"restic repository of target {config.name} does not exist or cannot be opened: "
+            f"run `backupctl target setup {policy} {config.name}` to initialise it"
+        )
+    return repository
 
 
 def _preflight(target: BlobTarget) -> None:

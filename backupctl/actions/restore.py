@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+import typing
+from typing import Any, BinaryIO
 
 from backupctl.actions.access import choose_target, load_identities, open_catalog, trusted_keys
 from backupctl.actions.events import Events, LogEvents
@@ -60,6 +61,10 @@ def run_restore(
     source_config = policy.source(source_name)
     catalog = open_catalog(settings)
     snapshot = catalog.resolve(policy.name, reference)
+    if from_target and policy.target(from_target).type == "restic":
+        return _restore_from_restic(
+            settings, policy, snapshot, source_name, request, from_target, started, events
+        )
     identities = load_identities(policy, identity_file)
     target = choose_target(policy, snapshot, from_target)
     try:
@@ -109,4 +114,70 @@ def run_restore(
         mismatches=mismatches,
         notes=outcome.notes,
         warmup_seconds=timing.warmup_seconds,
+    )
+
+
+def _restore_from_restic(
+    settings: Settings,
+    policy: Policy,
+    snapshot: Any,
+    source_name: str,
+    request: RestoreRequest,
+    target_name: str,
+    started: float,
+    events: Events,
+) -> RestoreResult:
+    """restic holds the plain stream (database sources) or the tree (file sources); the signed
+    manifest on a blob target still says what the result must be."""
+    from backupctl.actions.access import blob_holder
+    from backupctl.actions.restic_side import STREAM_SOURCES, restic_snapshot_for, restore_files_from_restic
+    from backupctl.core.pipeline import HashingReader
+    from backupctl.errors import ConfigError
+    from backupctl.sources.files import tree_facts
+    from backupctl.policy.schema import FilesSource, ResticTarget
+    from backupctl.targets.restic import ResticRepository
+
+    holder = blob_holder(policy, snapshot)
+    try:
+        signed = read_manifest(holder, policy.name, snapshot.id, trusted_keys(settings, policy))
+    finally:
+        holder.close()
+    artifact = signed.manifest.artifact(source_name)
+    repository = ResticRepository(typing.cast(ResticTarget, policy.target(target_name)))
+    restic_id = restic_snapshot_for(repository, policy.name, snapshot.id, source_name)
+    source_config = policy.source(source_name)
+    source = build_source(source_config)
+    events.info(
+        f"restoring {source_name} of snapshot {snapshot.id} from restic {target_name} ({restic_id[:8]})"
+    )
+    if source_config.type in STREAM_SOURCES:
+        filename = f"{source_name}.{artifact.file.split('.')[1]}"
+        with repository.dump(restic_id, filename) as stream:
+            reader = HashingReader(stream)
+            outcome = source.restore(typing.cast(BinaryIO, reader), request)
+        if reader.hexdigest() != artifact.plain_sha256:
+            raise IntegrityError(f"restic's copy of {source_name} differs from the manifest's plain sha256")
+        plain_bytes, facts, destination = reader.count, outcome.facts, outcome.destination
+    else:
+        directory = request.to_dir
+        if directory is None:
+            raise ConfigError(f"source {source_name} is a file tree: give --to-dir")
+        if directory.exists() and any(directory.iterdir()) and not request.force:
+            raise ConfigError(f"{directory} is not empty; use --force to restore into it anyway")
+        directory.mkdir(parents=True, exist_ok=True)
+        restore_files_from_restic(
+            repository, restic_id, typing.cast(FilesSource, source_config).path, directory
+        )
+        facts = tree_facts(directory)
+        plain_bytes, destination = int(facts.get("total_bytes", 0)), str(directory)
+    return RestoreResult(
+        policy=policy.name,
+        snapshot_id=snapshot.id,
+        source=source_name,
+        target=target_name,
+        destination=destination,
+        seconds=time.monotonic() - started,
+        plain_bytes=plain_bytes,
+        facts=facts,
+        mismatches=source.compare(artifact.facts, facts),
     )

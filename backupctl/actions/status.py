@@ -151,7 +151,9 @@ def evaluate(
         fresh = age <= policy.objectives.rpo
         shown = format_duration(timedelta(seconds=max(1, int(age.total_seconds()))))
         detail = f"newest snapshot is {shown} old, RPO {format_duration(policy.objectives.rpo)}"
-        rules.append(Rule("rpo", fresh, detail if fresh else detail + f" (run `backupctl backup {policy.name}`)"))
+        rules.append(
+            Rule("rpo", fresh, detail if fresh else detail + f" (run `backupctl backup {policy.name}`)")
+        )
     return PolicyStatus(
         policy=policy.name,
         compliant=all(rule.ok for rule in rules),

@@ -221,6 +221,10 @@ def _logical_policy_checks(
                     f"target '{wanted}' is not defined in this policy",
                     f"did you mean '{close[0]}'?" if close else f"targets: {', '.join(target_names)}",
                 )
+        chosen = policy.targets_for(source)
+        if chosen and all(target.type == "restic" for target in chosen):
+            add(("sources", index, "targets"), "every source needs at least one local, S3 or SFTP target",
+                "manifests and encrypted artifacts live there; restic only keeps an extra copy")
         if source.targets == []:
             add(
                 ("sources", index, "targets"),
@@ -235,8 +239,6 @@ def _logical_policy_checks(
             add(("targets", index, "path"), f"path must be absolute, got '{target.path}'")
         if target.type != "restic" and not is_blob_target(target.type):
             add(("targets", index, "type"), f"target type '{target.type}' is not available in this version")
-        if target.type == "restic":
-            add(("targets", index, "type"), "restic targets are not available in this version yet")
 
     for index, recipient in enumerate(policy.encryption.recipients):
         problem = recipient_problem(recipient)

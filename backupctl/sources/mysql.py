@@ -35,7 +35,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any, BinaryIO, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -61,6 +61,19 @@ DUMP_OPTIONS = [
 ]  # fmt: skip
 TRANSACTIONAL_ENGINES = frozenset({"InnoDB", "ROCKSDB", "TokuDB"})
 OBJECT_KINDS = ("views", "triggers", "routines", "events")
+_DESTINATION_SQL = """SELECT
+    (SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {name}),
+    (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {name}),
+    (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {name}),
+    (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {name})"""
+_OBJECTS_SQL = """SELECT
+    (SELECT COUNT(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {name}),
+    (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {name}),
+    (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {name}),
+    (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {name})"""
+# Sequences (TABLE_TYPE 'SEQUENCE') and views have no data section in a dump: not counted.
+_TABLES_SQL = """SELECT HEX(TABLE_NAME) FROM information_schema.TABLES
+    WHERE TABLE_SCHEMA = {name} AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME"""
 
 
 # --------------------------------------------------------------------------- client plumbing
@@ -71,7 +84,9 @@ def option_file_value(value: str) -> str:
 
 
 @contextmanager
-def password_options(password: str | None, *, isolated: bool = False) -> Iterator[tuple[list[str], list[int]]]:
+def password_options(
+    password: str | None, *, isolated: bool = False
+) -> Iterator[tuple[list[str], list[int]]]:
     """Yield (leading options, fds to pass) that hand `password` to a MySQL client program.
 
     The option file lives in a pipe: mysys stat()s the path (a FIFO passes, its world-writable
@@ -149,8 +164,8 @@ def parse_url(url: str, password: str | None = None) -> Endpoint:
         if secret:
             register_secret(secret)
     socket = parse_qs(parts.query).get("socket", [None])[0]
-    return Endpoint(unquote(parts.username), database, parts.hostname or "localhost", port, socket,
-                    password or url_password)  # fmt: skip
+    host = parts.hostname or "localhost"
+    return Endpoint(unquote(parts.username), database, host, port, socket, password or url_password)
 
 
 def run_sql(client: str, endpoint: Endpoint, sql: str, purpose: str) -> list[list[str]]:
@@ -190,9 +205,10 @@ _PROGRAMS = {
     "events": re.compile(rb"/\*!50106 CREATE\*/ (?:/\*!50117 " + _DEFINER + rb"\*/ )?/\*!50106 EVENT "),
     "routines": re.compile(rb"CREATE (?:" + _DEFINER + rb" )?(?:AGGREGATE )?(?:PROCEDURE|FUNCTION|PACKAGE)"),
 }
-_VALUES_STOP = re.compile(rb"[';]")
 _STRING_BODY = re.compile(rb"(?:[^'\\]++|\\.)*+", re.DOTALL)
-_HEAD, _SKIP, _VALUES, _STRING, _ESCAPE = range(5)
+_LITERAL = re.compile(rb"'" + _STRING_BODY.pattern + rb"'", re.DOTALL)
+_VALUES_RUN = re.compile(rb"(?:[^';]++|" + _LITERAL.pattern + rb")*+", re.DOTALL)
+_HEAD, _SKIP, _AFTER_VALUES, _ROWS, _VALUES, _STRING, _ESCAPE = range(7)
 HEAD_LIMIT = 4096  # bytes of a line kept to recognise it; statement lines are far shorter
 
 
@@ -203,10 +219,13 @@ def _name(raw: bytes) -> str:
 class DumpScanner:
     """Counts what mariadb-dump output holds while it streams past, in flat memory.
 
-    Rows: the tuples of INSERT statements inside each `-- Dumping data for table` section,
-    found by counting `(` outside string literals (values are literals: numbers, NULL, quoted
-    strings, 0x hex; dumped strings never hold a raw newline). Stored programs (between
-    `DELIMITER ;;` and `DELIMITER ;`) are skipped, except for their CREATE lines.
+    Rows: the tuples of INSERT statements inside each `-- Dumping data for table` section.
+    Dumped values are literals (numbers, NULL, quoted strings, 0x hex) and strings never hold a
+    raw newline (mariadb-dump escapes it). So when a statement puts one row per line
+    (`VALUES\n(...),\n(...);\n`, mariadb-dump 10.x), `\n(` starts a row and `;\n` ends the
+    statement: counted at C speed. On one line (`VALUES (...),(...);`, mysqldump), `(` and `;`
+    are counted outside string literals. Stored programs (between `DELIMITER ;;` and
+    `DELIMITER ;`) are skipped, except for their CREATE lines.
     """
 
     def __init__(self) -> None:
@@ -220,6 +239,7 @@ class DumpScanner:
         self._structure_table: str | None = None  # inside this table's CREATE TABLE
         self._insert_table = ""
         self._program = False
+        self._last = b""  # in _ROWS mode: the last byte of the previous chunk
 
     def feed(self, data: bytes) -> None:
         """Scan the next chunk of the dump."""
@@ -232,23 +252,45 @@ class DumpScanner:
                 if newline < 0:
                     return
                 pos, self._mode = newline + 1, _HEAD
+            elif self._mode == _AFTER_VALUES:
+                self._mode, self._last = (_ROWS, b"") if data[pos] == ord("\n") else (_VALUES, b"")
+            elif self._mode == _ROWS:
+                pos = self._rows_step(data, pos)
             elif self._mode == _VALUES:
-                stop = _VALUES_STOP.search(data, pos)
-                end = stop.start() if stop else size
-                self.row_counts[self._insert_table] += data.count(b"(", pos, end)
-                if stop is None:
+                # Up to the ';' that ends the INSERT, a string the chunk cuts, or the chunk's end.
+                end = _VALUES_RUN.match(data, pos).end()  # type: ignore[union-attr]  # matches ""
+                self.row_counts[self._insert_table] += _LITERAL.sub(b"", data[pos:end]).count(b"(")
+                if end == size:
                     return
-                self._mode = _STRING if data[end] == ord("'") else _SKIP  # ';' ends the INSERT
+                self._mode = _STRING if data[end] == ord("'") else _SKIP
                 pos = end + 1
             elif self._mode == _STRING:
-                body = _STRING_BODY.match(data, pos)
-                end = body.end() if body else pos
-                if end >= size - 1 and (end == size or data[end] == ord("\\")):
-                    self._mode = _STRING if end == size else _ESCAPE  # the chunk ends inside
+                # The body stops at the closing quote, or at a backslash that ends the chunk.
+                end = _STRING_BODY.match(data, pos).end()  # type: ignore[union-attr]  # matches ""
+                if end == size:
+                    return
+                if data[end] == ord("\\"):
+                    self._mode = _ESCAPE
                     return
                 pos, self._mode = end + 1, _VALUES
             else:  # _ESCAPE: the byte after a backslash that ended the previous chunk
                 pos, self._mode = pos + 1, _STRING
+
+    def _rows_step(self, data: bytes, pos: int) -> int:
+        rows = self.row_counts
+        if self._last:  # pairs split between the previous chunk and this one
+            last, self._last = self._last, b""
+            if last == b";" and data[pos] == ord("\n"):
+                self._mode = _HEAD
+                return pos + 1
+            rows[self._insert_table] += last == b"\n" and data[pos] == ord("(")
+        end = data.find(b";\n", pos)
+        rows[self._insert_table] += data.count(b"\n(", pos, len(data) if end < 0 else end)
+        if end < 0:
+            self._last = data[-1:]
+            return len(data)
+        self._mode = _HEAD
+        return end + 2
 
     def _head_step(self, data: bytes, pos: int) -> int:
         newline = data.find(b"\n", pos)
@@ -260,7 +302,7 @@ class DumpScanner:
             self.row_counts.setdefault(self._insert_table, 0)
             rest = bytes(self._head[insert.end() :])
             self._head.clear()
-            self._mode = _VALUES
+            self._mode = _AFTER_VALUES
             self.feed(rest)
             return take
         if take == newline:
@@ -372,9 +414,9 @@ class MysqlDumpSource:
         fails or its output is incomplete.
         """
         self._refuse_remote()
-        password = self.config.password.resolve() if self.config.password else None
-        endpoint = Endpoint(self.config.user, self.config.database, self.config.host, self.config.port,
-                            self.config.socket, password)  # fmt: skip
+        config = self.config
+        password = config.password.resolve() if config.password else None
+        endpoint = Endpoint(config.user, config.database, config.host, config.port, config.socket, password)
         dump_tool = _find_tool("mariadb-dump", "mysqldump")
         server_version = self._preflight(_find_tool("mariadb", "mysql"), endpoint)
         tool_version = _version(runner.run([dump_tool, "--version"], timeout=60).stdout)
@@ -387,10 +429,14 @@ class MysqlDumpSource:
         try:
 
             def finish() -> dict[str, Any]:
-                process.stdout.close()  # type: ignore[union-attr]  # a consumer that stopped early fails the dump
+                # Closing our end first turns "the consumer stopped early" into a failed dump
+                # instead of a deadlock on a full pipe.
+                process.stdout.close()  # type: ignore[union-attr]
                 status = process.wait()
                 if status != 0:
-                    raise SourceError(f"mariadb-dump of {self.name} exited with status {status}: {stderr.text()}")
+                    raise SourceError(
+                        f"mariadb-dump of {self.name} exited with status {status}: {stderr.text()}"
+                    )
                 scanner.check_complete()
                 return {
                     "row_counts": dict(sorted(scanner.row_counts.items())),
@@ -446,15 +492,19 @@ class MysqlDumpSource:
         if not request.to_db:
             raise ConfigError(f"restoring {self.name} needs a destination database URL (--to-db)")
         if request.no_owner:
-            raise ConfigError("--no-owner is not supported for MySQL sources: restore as a user "
-                              "allowed to set other definers (SET USER or SUPER)")  # fmt: skip
+            raise ConfigError(
+                "--no-owner is not supported for MySQL sources: restore as a user allowed to set "
+                "other definers (SET USER or SUPER)"
+            )
         endpoint = parse_url(request.to_db, request.password)
         client = _find_tool("mariadb", "mysql")
-        notes = ["the mariadb client restores with one connection; jobs is ignored"] if request.jobs > 1 else []
+        notes = []
+        if request.jobs > 1:
+            notes.append("the mariadb client restores with one connection; jobs is ignored")
         self._prepare_destination(client, endpoint, request)
+        options = ["--binary-mode", "--batch", "--default-character-set=utf8mb4", "--max-allowed-packet=1G"]
         with password_options(endpoint.password) as (first, fds):
-            argv = [client, *first, *endpoint.options(), "--binary-mode", "--batch",
-                    "--default-character-set=utf8mb4", "--max-allowed-packet=1G", "--", endpoint.database]  # fmt: skip
+            argv = [client, *first, *endpoint.options(), *options, "--", endpoint.database]
             process = runner.start(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=fds)
         assert process.stdin is not None and process.stderr is not None
         stderr = _StderrTail(process.stderr)
@@ -479,19 +529,14 @@ class MysqlDumpSource:
             raise SourceError(f"mariadb restore of {self.name} exited with status {status}: {stderr.text()}")
         stderr.join()
         facts = self._inventory(client, endpoint)
-        destination = mask(mask_url_password(request.to_db))
-        return RestoreOutcome(destination=destination, facts=facts, notes=notes)
+        return RestoreOutcome(destination=mask(mask_url_password(request.to_db)), facts=facts, notes=notes)
 
     def _prepare_destination(self, client: str, endpoint: Endpoint, request: RestoreRequest) -> None:
-        name = quote_string(endpoint.database)
-        server = Endpoint(endpoint.user, "information_schema", endpoint.host, endpoint.port,
-                          endpoint.socket, endpoint.password)  # fmt: skip
-        (counts,) = run_sql(client, server, f"""SELECT
-            (SELECT COUNT(*) FROM SCHEMATA WHERE SCHEMA_NAME = {name}),
-            (SELECT COUNT(*) FROM TABLES WHERE TABLE_SCHEMA = {name}),
-            (SELECT COUNT(*) FROM ROUTINES WHERE ROUTINE_SCHEMA = {name}),
-            (SELECT COUNT(*) FROM EVENTS WHERE EVENT_SCHEMA = {name})""", "inspect the restore destination")
-        exists, tables, programs = int(counts[0]), int(counts[1]), int(counts[2]) + int(counts[3])
+        """Check (and with `create`, create) the destination database. Raises ConfigError."""
+        server = replace(endpoint, database="information_schema")  # the database may not exist yet
+        sql = _DESTINATION_SQL.format(name=quote_string(endpoint.database))
+        (row,) = run_sql(client, server, sql, "inspect the restore destination")
+        exists, tables, programs = int(row[0]), int(row[1]), int(row[2]) + int(row[3])
         if not exists and not request.create:
             raise ConfigError(f"database {endpoint.database} does not exist on the destination; use --create")
         if (tables or programs) and not (request.force or request.clean):
@@ -506,17 +551,11 @@ class MysqlDumpSource:
     def _inventory(self, client: str, endpoint: Endpoint) -> dict[str, Any]:
         """Exact row counts of the base tables, and counts of views/triggers/routines/events."""
         name = quote_string(endpoint.database)
-        tables = [bytes.fromhex(row[0]).decode() for row in run_sql(client, endpoint, f"""
-            SELECT HEX(TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {name}
-            AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME""", "list restored tables")]  # fmt: skip
-        counts = run_sql(client, endpoint, "".join(
-            f"SELECT COUNT(*) FROM {quote_identifier(table)};\n" for table in tables), "count restored rows"
-        ) if tables else []  # fmt: skip
-        (objects,) = run_sql(client, endpoint, f"""SELECT
-            (SELECT COUNT(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {name}),
-            (SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {name}),
-            (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {name}),
-            (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {name})""", "count restored objects")
+        listed = run_sql(client, endpoint, _TABLES_SQL.format(name=name), "list the restored tables")
+        tables = [bytes.fromhex(row[0]).decode() for row in listed]  # HEX: any name survives --batch
+        counting = "".join(f"SELECT COUNT(*) FROM {quote_identifier(table)};\n" for table in tables)
+        counts = run_sql(client, endpoint, counting, "count the restored rows") if tables else []
+        (objects,) = run_sql(client, endpoint, _OBJECTS_SQL.format(name=name), "count the restored objects")
         return {
             "row_counts": {table: int(row[0]) for table, row in zip(tables, counts, strict=True)},
             "objects": dict(zip(OBJECT_KINDS, map(int, objects), strict=True)),
@@ -530,8 +569,8 @@ class MysqlDumpSource:
         if want is not None and got is not None:
             for kind in OBJECT_KINDS:
                 if want.get(kind, 0) != got.get(kind, 0):
-                    problems.append(f"mysql has {got.get(kind, 0)} {kind} after restore, the snapshot had "
-                                    f"{want.get(kind, 0)}")  # fmt: skip
+                    before, after = want.get(kind, 0), got.get(kind, 0)
+                    problems.append(f"mysql has {after} {kind} after restore, the snapshot had {before}")
         return problems
 
     def describe(self) -> dict[str, Any]:

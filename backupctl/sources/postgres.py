@@ -8,6 +8,10 @@ artifact, however busy the database is.
 Passwords go to pg_dump/pg_restore as PGPASSWORD and to psycopg as a connection keyword, never
 on a command line; URLs given for a restore destination may contain one: it is taken out of the
 URL before the URL reaches argv.
+
+With `via: ssh://user@host`, pg_dump and the snapshot-holding session run on that host
+(`backupctl.sources.postgres_remote`, same consistency guarantee). Restores never go through
+`via`: pg_restore runs here, into the database that `--to-db` names.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ CHUNK = 1 << 20
 
 # User tables (plain and partitioned) as pg_dump sees them: no system schemas, no temp tables,
 # no tables owned by an extension (pg_dump leaves those to CREATE EXTENSION).
-_TABLES_QUERY = """
+TABLES_QUERY = """
 SELECT n.nspname, c.relname, c.relkind, c.relpersistence, pg_table_is_visible(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p')
@@ -102,19 +106,24 @@ class Table(NamedTuple):
 
 def user_tables(connection: psycopg.Connection[Any]) -> list[Table]:
     """Every user table of the connected database, sorted by schema and name."""
-    return [Table(*row) for row in connection.execute(_TABLES_QUERY).fetchall()]
+    return [Table(*row) for row in connection.execute(TABLES_QUERY).fetchall()]
 
 
 def count_rows(connection: psycopg.Connection[Any], tables: list[Table]) -> dict[str, int]:
     """Exact `count(*)` per table, keyed "schema.table", in the connection's current transaction."""
     counts: dict[str, int] = {}
-    for schema, table, kind, _, _ in tables:
-        # A plain table's own rows (ONLY): pg_dump copies each inheritance child separately.
-        # A partitioned table has no rows of its own: count its partitions' rows.
-        template = "SELECT count(*) FROM {}" if kind == "p" else "SELECT count(*) FROM ONLY {}"
-        row = connection.execute(sql.SQL(template).format(sql.Identifier(schema, table))).fetchone()
-        counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+    for table in tables:
+        row = connection.execute(count_query(table)).fetchone()
+        counts[table.key] = int(row[0]) if row else 0
     return counts
+
+
+def count_query(table: Table) -> sql.Composed:
+    """The exact row count of `table` as pg_dump copies it (also sent to a remote psql)."""
+    # A plain table's own rows (ONLY): pg_dump copies each inheritance child separately.
+    # A partitioned table has no rows of its own: count its partitions' rows.
+    template = "SELECT count(*) FROM {}" if table.kind == "p" else "SELECT count(*) FROM ONLY {}"
+    return sql.SQL(template).format(sql.Identifier(table.schema, table.name))
 
 
 class _StderrTail(threading.Thread):
@@ -273,7 +282,8 @@ class TableSelection:
         return not _matches(self.exclude_data, table)
 
 
-def _version(text: str) -> str:
+def version_of(text: str) -> str:
+    """The version number in a tool's or server's version text ("pg_dump (PostgreSQL) 15.8")."""
     found = re.search(r"\d+(?:\.\d+)+|\d+", text)
     return found.group(0) if found else text.strip()
 
@@ -297,9 +307,15 @@ class PostgresDumpSource:
         """Start pg_dump on an exported snapshot; yield its stdout; clean up on leaving.
 
         Raises SourceError when the database cannot be reached, and from `finish()` when pg_dump
-        or the row count fails.
+        or the row count fails. With `via`, the errors of `postgres_remote.remote_dump`.
         """
-        self._refuse_remote()
+        if self.config.via:
+            # Imported here: paramiko costs start-up time that local dumps need not pay.
+            from backupctl.sources.postgres_remote import remote_dump
+
+            with remote_dump(self.config, self.database, self.format, self.extension) as remote:
+                yield remote
+            return
         password = self.config.password.resolve() if self.config.password else None
         selection = TableSelection.from_dump_options(self.config.dump_options)
         pg_dump_version = self._tool_version(self.config.pg_dump)
@@ -310,7 +326,7 @@ class PostgresDumpSource:
         try:
             connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = self._scalar(connection, "SELECT pg_export_snapshot()")
-            server_version = _version(self._scalar(connection, "SELECT current_setting('server_version')"))
+            server_version = version_of(self._scalar(connection, "SELECT current_setting('server_version')"))
             tables = [table for table in user_tables(connection) if selection.includes(table)]
             argv = [
                 self.config.pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}",
@@ -364,9 +380,11 @@ class PostgresDumpSource:
         database (same name as the source's) is created. Raises ConfigError for a missing or
         non-empty destination (unless clean/force), SourceError when pg_restore fails.
         """
-        self._refuse_remote()
         if not request.to_db:
-            raise ConfigError(f"restoring {self.name} needs a destination database URL (--to-db)")
+            raise ConfigError(
+                f"restoring {self.name} needs a destination database URL (--to-db)"
+                + (f" ({self._via_note()})" if self.config.via else "")
+            )
         conninfo, url_password = split_password(request.to_db)
         password = request.password or url_password
         if request.password:
@@ -394,7 +412,9 @@ class PostgresDumpSource:
             counts = count_rows(connection, user_tables(connection))
             connection.execute("COMMIT")
         return RestoreOutcome(
-            destination=mask(mask_url_password(request.to_db)), facts={"row_counts": counts}
+            destination=mask(mask_url_password(request.to_db)),
+            facts={"row_counts": counts},
+            notes=[self._via_note()] if self.config.via else [],
         )
 
     def _check_destination(self, conninfo: str, password: str | None, request: RestoreRequest) -> None:
@@ -470,9 +490,10 @@ class PostgresDumpSource:
             "via": self.config.via,
         }
 
-    def _refuse_remote(self) -> None:
-        if self.config.via:
-            raise ConfigError(f"source {self.name}: 'via' (dumping over SSH) is not supported yet")
+    def _via_note(self) -> str:
+        # `via` serves dumps only: a restore runs pg_restore on this host (the backup or staging
+        # host) against --to-db, which must be reachable from here (directly or by a tunnel).
+        return f"restores do not go through via {self.config.via}: pg_restore runs here, into --to-db"
 
     @staticmethod
     def _scalar(connection: psycopg.Connection[Any], query: str) -> str:
@@ -484,7 +505,7 @@ class PostgresDumpSource:
         done = runner.run([program, "--version"], check=False, timeout=60)
         if done.returncode != 0:
             raise SourceError(f"{program} --version failed: {mask(runner.last_lines(done.stderr))}")
-        return _version(done.stdout)
+        return version_of(done.stdout)
 
 
 def _direct_fd(stream: BinaryIO) -> int | None:

@@ -59,8 +59,7 @@ Progress = Callable[[int], None]  # called with byte increments, like core.pipel
 # unreachable S3 endpoint also reports "unable to open config file".
 _TRANSIENT = re.compile(
     r"connection refused|connection reset|i/o timeout|timeout|no such host|temporary failure"
-    r"|unexpected EOF|TLS handshake|\b50[0234]\b|internal ?error|service ?unavailable|slow ?down"
-    r"|already locked",
+    r"|unexpected EOF|TLS handshake|\b50[0234]\b|internal ?error|service ?unavailable|slow ?down",
     re.IGNORECASE,
 )
 _MISSING = ("unable to open config file", "Is there a repository at the following location")
@@ -105,7 +104,7 @@ class ResticBackupResult:
     snapshot_id: str  # full id (restic's summary prints only the short one; resolved by tags)
     files_new: int
     files_changed: int
-    data_added: int  # bytes added to the repository (after dedup and compression)
+    data_added: int  # new data after dedup, *before* compression in 0.14 (stats() has stored bytes)
     total_bytes_processed: int
     seconds: float
 
@@ -245,17 +244,12 @@ class ResticRepository:
     def init(self) -> bool:
         """Create the repository (format v2, compressed). False when it already exists."""
         done = self._run("init", "--repository-version", "2", action="init", ok=(0, 1))
-        if done.returncode == 0:
-            return True
-        if "already exists" in done.stderr or "already initialized" in done.stderr:
-            return False
-        raise self._error("init", done.stderr)
+        if done.returncode != 0 and "already exists" not in done.stderr:
+            raise self._error("init", done.stderr)
+        return done.returncode == 0
 
     def exists(self) -> bool:
-        """True when the repository opens with the password; False when there is none.
-
-        Raises TargetError for anything else (wrong password, unreachable, ...).
-        """
+        """True when it opens with the password, False when there is none; else TargetError."""
         done = self._run("cat", "config", action="open", ok=(0, 1))
         if done.returncode == 0:
             return True
@@ -271,23 +265,19 @@ class ResticRepository:
         server for its mode, and the only proof (a rejected delete) needs something deleted.
         """
         details: dict[str, Any] = {"repository": self.location, "append_only": self.config.append_only}
-        problems: list[str] = []
-        reachable = False
+        problems, reachable = [], False
         try:
             details["restic_version"] = ".".join(map(str, self.version()))
             config = json.loads(self._run("cat", "config", action="open", timeout=300).stdout)
-            details["repository_version"] = config["version"]
-            reachable = True
+            details["repository_version"], reachable = config["version"], True
         except (ConfigError, TargetError) as error:
             problems.append(str(error))
         if self.config.append_only:
-            details["append_only"] = "declared, not verified"  # see the docstring
+            details["append_only"] = "declared, not verified"  # see above
             if not self.config.repository.startswith("rest:"):
-                problems.append(
-                    f"append_only is declared but {self.location} is not a rest: repository; only "
-                    "rest-server --append-only enforces it (fix: serve the repository with rest-server "
-                    "--append-only, or remove append_only)"
-                )
+                problems.append(f"append_only is declared but {self.location} is not a rest: repository; "
+                                "only rest-server --append-only enforces it (fix: serve the repository with "
+                                "rest-server --append-only, or remove append_only)")  # fmt: skip
         local = self._local_path()
         free = shutil.disk_usage(local).free if reachable and local else None
         return Posture(reachable, self.medium, self.offsite, free_bytes=free, problems=problems,
@@ -312,19 +302,19 @@ class ResticRepository:
         # explicit so that a RESTIC_COMPRESSION in the environment cannot change it.
         args = ["backup", "--stdin", "--stdin-filename", filename, "--json", "--compression", "auto"]
         child = self._start([*args, *_tag_args(tags)], output.feed, stdin=subprocess.PIPE)
-        assert child.process.stdin is not None
         stdin = child.process.stdin
+        assert stdin is not None
         writer = ResticStdinWriter(stdin, child.process.pid, lambda: self._failed("backup", child))
         try:
             yield writer
         except BaseException:
             child.interrupt()
             with suppress(OSError):
-                child.process.stdin.close()
+                stdin.close()
             child.finish()
             raise
         try:
-            child.process.stdin.close()  # EOF: restic commits the snapshot
+            stdin.close()  # EOF: restic commits the snapshot
         except OSError as error:
             raise self._failed("backup", child) from error
         if child.finish() != 0 or output.summary is None:
@@ -358,7 +348,7 @@ class ResticRepository:
         if returncode == 3 and output.summary is not None:  # snapshot made, but files are missing
             raise TargetError(
                 f"restic snapshot {output.summary.get('snapshot_id')} of {path} is incomplete, some "
-                f"files could not be read: {mask(runner.last_lines(child.stderr))}"
+                f"files could not be read: {self._scrub(runner.last_lines(child.stderr))}"
             )
         if returncode != 0 or output.summary is None:
             raise self._error("backup", child.stderr)
@@ -414,8 +404,8 @@ class ResticRepository:
             raise self._error("check", done.stderr)
         lines = [line.strip() for line in (done.stdout + done.stderr).splitlines()]
         found = [line for line in lines if re.search(r"error|does not match|missing|damaged", line, re.I)]
-        problems = [mask(line) for line in found if "repository contains errors" not in line]
-        return problems or [mask(runner.last_lines(done.stderr))]
+        problems = [self._scrub(line) for line in found if "repository contains errors" not in line]
+        return problems or [self._scrub(runner.last_lines(done.stderr))]
 
     def forget(self, restic_snapshot_ids: list[str], prune: bool = True) -> None:
         """Remove snapshots (unknown ids are ignored), then prune unreferenced data."""
@@ -435,30 +425,30 @@ class ResticRepository:
             return repository.removeprefix("local:")
         return None if re.match(r"^[a-z0-9]+:", repository) else repository
 
-    def _environment(self, password_fd: int) -> dict[str, str]:
+    @contextmanager
+    def _password_fd(self) -> Iterator[tuple[int, dict[str, str]]]:
+        """A memfd holding the password, and restic's environment pointing at it."""
         if self._secrets is None:
             password = self.config.password.resolve()
             if password != password.strip():
                 raise ConfigError(f"the restic password from {self.config.password} has surrounding "
                                   "whitespace, which restic strips when reading a password file")  # fmt: skip
-            extra = {name: ref.resolve() for name, ref in self.config.environment.items()}
-            self._secrets = (password, extra)
-        blanked = dict.fromkeys(("RESTIC_PASSWORD", "RESTIC_PASSWORD_COMMAND", "RESTIC_REPOSITORY_FILE"), "")
-        if self.config.password.scheme == "env":
-            blanked[self.config.password.target] = ""
+            self._secrets = (password, {name: ref.resolve() for name, ref in self.config.environment.items()})
         cache = self._cache_dir or default_cache_dir()
-        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return {**blanked, **self._secrets[1], "RESTIC_REPOSITORY": self.config.repository,
-                "RESTIC_PASSWORD_FILE": f"/dev/fd/{password_fd}", "RESTIC_CACHE_DIR": str(cache)}  # fmt: skip
-
-    @contextmanager
-    def _password_fd(self) -> Iterator[tuple[int, dict[str, str]]]:
+        try:
+            cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot create the restic cache directory (set RESTIC_CACHE_DIR): {error}"
+            ) from None
+        env = dict.fromkeys(("RESTIC_PASSWORD", "RESTIC_PASSWORD_COMMAND", "RESTIC_REPOSITORY_FILE"), "")
+        if self.config.password.scheme == "env":
+            env[self.config.password.target] = ""
         fd = os.memfd_create("restic-password")  # close-on-exec: only pass_fds children get it
         try:
-            env = self._environment(fd)
-            assert self._secrets is not None
             os.write(fd, self._secrets[0].encode())
-            yield fd, env
+            yield fd, {**env, **self._secrets[1], "RESTIC_REPOSITORY": self.config.repository,
+                       "RESTIC_PASSWORD_FILE": f"/dev/fd/{fd}", "RESTIC_CACHE_DIR": str(cache)}  # fmt: skip
         finally:
             os.close(fd)  # the child holds its own copy from the moment it started
 
@@ -469,7 +459,7 @@ class ResticRepository:
         return self._binary
 
     def _run(
-        self, *args: str, action: str, ok: tuple[int, ...] = (0,), timeout: float = 6 * 3600
+        self, *args: str, action: str, ok: tuple[int, ...] = (0,), timeout: float | None = None
     ) -> runner.Completed:
         """Run restic to completion; one retry after clearing *stale* locks (`restic unlock`)."""
         binary = self._restic()
@@ -511,9 +501,13 @@ class ResticRepository:
         counts = {key: int(summary.get(key) or 0) for key in keys}
         return ResticBackupResult(full, **counts, seconds=float(summary.get("total_duration") or 0))
 
+    def _scrub(self, text: str) -> str:
+        """Mask registered secrets and the credentials of a rest:/s3: URL restic may echo."""
+        return mask(text).replace(self.config.repository, self.location)
+
     def _error(self, action: str, stderr: str) -> TargetError:
         """Turn restic's stderr into an operator's message; the text is masked."""
-        tail = mask(runner.last_lines(stderr))
+        tail = self._scrub(runner.last_lines(stderr))
         where = f"restic repository '{self.name}' ({self.location})"
         if "wrong password" in stderr:
             return TargetError(f"{where}: wrong password: the password from {self.config.password} "

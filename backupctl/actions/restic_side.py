@@ -1,0 +1,166 @@
+"""restic targets inside backup, verify and restore.
+
+restic gets the *plain* stream so that it can deduplicate (and encrypts with its own key):
+database sources are tee'd from the one dump that also feeds the age pipeline, so the source
+is read once; file sources use `restic backup PATH` (incremental). A restic failure never
+breaks the blob targets' copy: its sink is dropped and the target marked failed.
+Snapshots are tagged `backupctl`, `policy=...`, `snapshot=...`, `source=...`.
+"""
+
+from __future__ import annotations
+
+import io
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from backupctl.core.pipeline import CHUNK, HashingReader
+from backupctl.errors import BackupctlError, IntegrityError, TargetError
+
+STREAM_SOURCES = ("postgres", "mysql", "sqlite")
+
+
+def stdin_filename(source: str, extension: str) -> str:
+    return f"{source}.{extension}"
+
+
+@dataclass
+class ResticSink:
+    """One restic target being fed during a dump."""
+
+    name: str
+    context: AbstractContextManager[Any]
+    writer: Any = None
+    error: str | None = None
+    result: Any = None
+
+
+class TeeReader(io.RawIOBase):
+    """Reads from `inner` and copies every chunk into each live restic sink."""
+
+    def __init__(self, inner: BinaryIO, sinks: list[ResticSink]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.sinks = sinks
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size if size and size > 0 else CHUNK)
+        if data:
+            for sink in self.sinks:
+                if sink.error is None:
+                    try:
+                        sink.writer.write(data)
+                    except (TargetError, OSError) as error:
+                        sink.error = str(error)  # drop this copy, keep the others going
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def open_sinks(repositories: dict[str, Any], filename: str, tags: list[str]) -> list[ResticSink]:
+    sinks = []
+    for name, repository in repositories.items():
+        sink = ResticSink(name, repository.stdin_writer(filename, tags))
+        try:
+            sink.writer = sink.context.__enter__()
+        except BackupctlError as error:
+            sink.error = str(error)
+        sinks.append(sink)
+    return sinks
+
+
+def close_sinks(sinks: list[ResticSink], failure: BaseException | None) -> None:
+    """Commit (or, on `failure` or a dropped sink, abort) every restic sink."""
+    for sink in sinks:
+        if sink.writer is None:
+            continue
+        if failure is not None or sink.error is not None:
+            error = failure or TargetError(sink.error or "restic failed")
+            try:
+                sink.context.__exit__(type(error), error, error.__traceback__)
+            except BaseException:  # the abort path re-raises what we gave it
+                pass
+            continue
+        try:
+            sink.context.__exit__(None, None, None)
+            sink.result = sink.writer.result
+        except (BackupctlError, OSError) as error:
+            sink.error = str(error)
+
+
+def verify_restic_copy(
+    repository: Any, policy: str, snapshot_id: str, artifacts: list[Any], read_data_subset: str = "5%"
+) -> list[str]:
+    """Problems with a restic copy: snapshots present, plain streams equal the manifest's sha256
+    (a full `restic dump`), and `restic check --read-data-subset`."""
+    from backupctl.targets.restic import tags_for
+
+    problems: list[str] = []
+    for artifact in artifacts:
+        found = repository.snapshots(tags_for(policy, snapshot_id, artifact.source))
+        if not found:
+            problems.append(
+                f"{artifact.source} on {repository.name}: no restic snapshot tagged with this snapshot"
+            )
+            continue
+        if artifact.source_type not in STREAM_SOURCES:
+            continue
+        filename = stdin_filename(artifact.source, artifact.file.split(".")[1])
+        with repository.dump(found[-1].id, filename) as stream:
+            reader = HashingReader(stream)
+            while reader.read(CHUNK):
+                pass
+        if reader.hexdigest() != artifact.plain_sha256 or reader.count != artifact.plain_bytes:
+            problems.append(
+                f"{artifact.source} on {repository.name}: restic's copy differs from the manifest"
+            )
+    problems += [f"{repository.name}: {problem}" for problem in repository.check(read_data_subset)]
+    return problems
+
+
+def restic_snapshot_for(repository: Any, policy: str, snapshot_id: str, source: str) -> str:
+    from backupctl.targets.restic import tags_for
+
+    found = repository.snapshots(tags_for(policy, snapshot_id, source))
+    if not found:
+        raise IntegrityError(
+            f"{repository.name} holds no restic snapshot of {source} for snapshot {snapshot_id}"
+        )
+    return str(found[-1].id)
+
+
+def restore_files_from_restic(
+    repository: Any, restic_snapshot: str, source_path: str, destination: Path
+) -> None:
+    """Restore a file source's tree into `destination`.
+
+    restic restores absolute paths below --target (0.14 has no `SNAP:subfolder`), so restore
+    into a scratch directory beside the destination (same file system) and move the tree's
+    content into place.
+    """
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix=f".{destination.name}.restic-", dir=destination.parent))
+    try:
+        repository.restore(restic_snapshot, scratch)
+        tree = scratch / source_path.lstrip("/")
+        if not tree.is_dir():
+            raise IntegrityError(f"restic snapshot {restic_snapshot[:8]} does not contain {source_path}")
+        for child in tree.iterdir():
+            target = destination / child.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            child.rename(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
