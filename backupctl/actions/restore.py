@@ -10,9 +10,9 @@ Order of work, so that a bad artifact never touches the destination:
 from __future__ import annotations
 
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-import typing
 from typing import Any, BinaryIO
 
 from backupctl.actions.access import choose_target, load_identities, open_catalog, trusted_keys
@@ -133,8 +133,8 @@ def _restore_from_restic(
     from backupctl.actions.restic_side import STREAM_SOURCES, restic_snapshot_for, restore_files_from_restic
     from backupctl.core.pipeline import HashingReader
     from backupctl.errors import ConfigError
-    from backupctl.sources.files import tree_facts
     from backupctl.policy.schema import FilesSource, ResticTarget
+    from backupctl.sources.files import tree_facts
     from backupctl.targets.restic import ResticRepository
 
     holder = blob_holder(policy, snapshot)

@@ -287,7 +287,8 @@ class Catalog:
     def last_verification(self, policy: str) -> tuple[datetime, bool, str, str] | None:
         """(at, ok, target, snapshot id) of the newest verification of any snapshot of a policy."""
         with self.session() as session:
-            columns = (VerificationRow.at, VerificationRow.ok, VerificationRow.target, VerificationRow.snapshot_id)
+            verification = VerificationRow
+            columns = (verification.at, verification.ok, verification.target, verification.snapshot_id)
             row = session.execute(
                 select(*columns)
                 .join(SnapshotRow, SnapshotRow.id == VerificationRow.snapshot_id)

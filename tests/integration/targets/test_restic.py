@@ -21,8 +21,6 @@ from tests.fixtures.s3 import free_port
 if TYPE_CHECKING:  # imported at run time by pytest_plugins only, so that pytest rewrites it
     from tests.fixtures.restic import RepositoryFactory
 
-# Until tests/conftest.py lists it (pytest_plugins of a test module are loaded at import).
-
 MiB = 1024 * 1024
 
 
