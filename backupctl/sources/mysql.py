@@ -4,8 +4,9 @@ Consistency of the artifact: `--single-transaction` makes mariadb-dump read ever
 one REPEATABLE READ transaction started WITH CONSISTENT SNAPSHOT, so for tables of transactional
 engines (InnoDB) the artifact is a single point in time, and writers are never blocked. Tables of
 other engines (MyISAM, Aria, MEMORY, ...) are read whenever mariadb-dump reaches them; the facts
-name them (`non_transactional_tables`). DDL on a table during the dump (ALTER, RENAME, TRUNCATE)
-is outside any snapshot: mariadb-dump then fails or dumps that table's new state.
+name them (`non_transactional_tables`). DDL during the dump (ALTER, DROP, RENAME, TRUNCATE TABLE)
+is not isolated by the snapshot: per MariaDB's documentation the dump may then fail or hold
+inconsistent contents for that table.
 
 Consistency of the row counts: they are counted in the dump's own output as it streams past
 (the row tuples of each table's INSERT statements), not by separate queries. MariaDB cannot share

@@ -157,6 +157,9 @@ class RemoteProcess:
             self._channel = transport.open_session(
                 window_size=window, max_packet_size=ssh.CHANNEL_PACKET, timeout=ssh.CONNECT_TIMEOUT
             )
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            raise ssh.SshUnreachable(f"cannot open an SSH channel: {error}") from None
+        try:
             ssh.log.debug("ssh %s: %s", transport.getpeername()[0], mask(command))
             self._channel.exec_command(command)
             if secret is not None:
@@ -164,7 +167,8 @@ class RemoteProcess:
             if not keep_stdin:
                 self._channel.shutdown_write()
         except (OSError, EOFError, paramiko.SSHException) as error:
-            raise ssh.SshUnreachable(f"cannot start a remote command: {error}") from None
+            self._channel.close()
+            raise ssh.SshUnreachable(f"cannot start {self.program} on the remote host: {error}") from None
         self._tail = bytearray()
         self._stderr = threading.Thread(target=self._drain_stderr, name="ssh-stderr", daemon=True)
         self._stderr.start()
