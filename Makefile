@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo    back up the sample shop, verify, restore, print a summary"
 	@echo "make test    lint (ruff, mypy) and run unit, integration and end-to-end tests"
-	@echo "make bench   benchmarks against pg_dump / pg_restore (not part of make test)"
+	@echo "make bench   benchmarks vs pg_dump/pg_restore, boto3, restic (BENCH=spine,offsite; not in make test)"
 
 system-deps:
 	@scripts/install-system-deps.sh
@@ -38,7 +38,7 @@ test: lint
 	BACKUPCTL_TEST_STRICT=$(STRICT) $(BIN)/pytest -q $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/python tests/benchmarks/run.py $(BENCH_ARGS)
+	$(BIN)/python tests/benchmarks/run.py
 
 clean:
 	rm -rf .demo .bench .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,120 @@
+"""Off-site benchmark (issue #3), same run, same machine:
+
+- S3: upload of a 1 GiB artifact to a local S3 endpoint (moto's server): backupctl's S3 target
+  (streaming multipart) vs boto3's own `upload_file` of the same file; throughput ratio and peak
+  RSS. Set BENCH_S3_SIZE (MiB) to change the size.
+- restic: backup of the shop database (BENCH_RESTIC_DB, default 256MiB) with backupctl (local
+  target + restic target, one tee'd dump) vs plain `pg_dump -Fc -Z0 | restic backup --stdin`,
+  each into a fresh repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from backupctl.core.crypto import generate_keys
+from backupctl.local_cluster.postgres import LocalPostgres
+from tests.benchmarks.common import BENCH, ROOT, measure
+from tests.fixtures.s3 import TEST_ENV, MotoServer, new_bucket_name
+
+S3_UPLOAD_BOTO3 = """
+import sys, boto3
+client = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
+client.upload_file(sys.argv[3], sys.argv[2], "boto3/artifact.bin")
+"""
+
+S3_UPLOAD_BACKUPCTL = """
+import shutil, sys
+from backupctl.policy.schema import S3Target
+from backupctl.targets.s3 import S3BlobTarget
+target = S3BlobTarget(S3Target(name="bench", type="s3", bucket=sys.argv[2], endpoint_url=sys.argv[1],
+                               region="us-east-1", versioning="optional"))
+with open(sys.argv[3], "rb") as source, target.writer("bench/backupctl/artifact.bin") as sink:
+    shutil.copyfileobj(source, sink, 1 << 20)
+"""
+
+
+def s3_benchmark() -> None:
+    size_mib = int(os.environ.get("BENCH_S3_SIZE", "1024"))
+    env = {**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT)}
+    os.environ.update(TEST_ENV)
+    artifact = BENCH / "artifact.bin"
+    with open(artifact, "wb") as handle:  # incompressible, like an encrypted artifact
+        for _ in range(size_mib):
+            handle.write(os.urandom(1 << 20))
+    (BENCH / "moto").mkdir(exist_ok=True)
+    server = MotoServer(BENCH / "moto")
+    server.start()
+    try:
+        bucket = new_bucket_name()
+        server.client().create_bucket(Bucket=bucket)
+        print(f"\n== S3 upload of {size_mib} MiB to {server.url} (moto server)")
+        args = [server.url, bucket, str(artifact)]
+        boto3_run = measure("boto3 upload_file", [sys.executable, "-c", S3_UPLOAD_BOTO3, *args], env)
+        ours = measure("backupctl S3 target writer", [sys.executable, "-c", S3_UPLOAD_BACKUPCTL, *args], env)
+    finally:
+        server.stop()
+        artifact.unlink()
+    ratio = (size_mib / ours.seconds) / (size_mib / boto3_run.seconds)
+    boto3_rate, our_rate = size_mib / boto3_run.seconds, size_mib / ours.seconds
+    print(f"  throughput: boto3 {boto3_rate:.0f} MiB/s, backupctl {our_rate:.0f} MiB/s; ratio {ratio:.2f} [>= 0.9]; "
+          f"backupctl peak RSS {ours.peak_rss_kib / 1024:.0f} MiB [<= 200]")
+
+
+def restic_benchmark() -> None:
+    size = os.environ.get("BENCH_RESTIC_DB", "256MiB")
+    cluster_dir = Path("/tmp/backupctl-bench-restic-pg")
+    shutil.rmtree(cluster_dir, ignore_errors=True)
+    cluster_dir.mkdir(mode=0o755)
+    keys = generate_keys(BENCH / "state" / "keys")
+    with LocalPostgres(cluster_dir) as cluster:
+        cluster.create_database("shop")
+        url = cluster.url("shop", "postgres")
+        env = {**os.environ, "PGPASSWORD": cluster.password, "BENCH_DB_PASSWORD": cluster.password,
+               "RESTIC_PASSWORD": "bench-restic-password", "BENCH_RESTIC_PASSWORD": "bench-restic-password",
+               "BACKUPCTL_STATE_DIR": str(BENCH / "state"), "NO_COLOR": "1",
+               "BACKUPCTL_POLICIES": str(BENCH / "policies-restic")}
+        print(f"\n== restic: shop database ~{size}", flush=True)
+        subprocess.run([sys.executable, str(ROOT / "docker/shop/seed.py"), "--dsn", url, "--size", size,
+                        "--no-check"], env=env, check=True, capture_output=True)
+        plain_repo, our_repo = BENCH / "restic-plain", BENCH / "restic-backupctl"
+        for repo in (plain_repo, our_repo):
+            shutil.rmtree(repo, ignore_errors=True)
+        subprocess.run(["restic", "init", "-q", "--repo", str(plain_repo)], env=env, check=True)
+        plain = measure("pg_dump -Fc -Z0 | restic backup --stdin",
+                        ["restic", "backup", "-q", "--repo", str(plain_repo), "--stdin", "--stdin-filename",
+                         "shop.pgdump"], env, output=plain_repo,
+                        stdin_from=["pg_dump", "-Fc", "-Z0", "--dbname", url])
+        policies = BENCH / "policies-restic"
+        policies.mkdir(exist_ok=True)
+        (policies / "shop-restic.yaml").write_text(yaml.safe_dump({
+            "name": "shop-restic",
+            "objectives": {"rpo": "24h", "rto": "1h"},
+            "encryption": {"recipients": [keys.recipient]},
+            "sources": [{"name": "db", "type": "postgres", "url": url, "password": "env:BENCH_DB_PASSWORD"}],
+            "targets": [
+                {"name": "local", "type": "local", "path": str(BENCH / "backups-restic")},
+                {"name": "dedup", "type": "restic", "repository": str(our_repo),
+                 "password": "env:BENCH_RESTIC_PASSWORD"},
+            ],
+        }))
+        backupctl = [sys.executable, "-m", "backupctl", "-q"]
+        subprocess.run([*backupctl, "target", "setup", "shop-restic", "dedup"], env=env, check=True,
+                       capture_output=True)
+        ours = measure("backupctl backup (local + restic, one dump)", [*backupctl, "backup", "shop-restic"],
+                       env, output=our_repo)
+    shutil.rmtree(cluster_dir, ignore_errors=True)
+    print(f"  ratio backupctl / (pg_dump | restic) = {ours.seconds / plain.seconds:.2f} [<= 1.1]; "
+          f"backupctl peak RSS {ours.peak_rss_kib / 1024:.0f} MiB")
+
+
+def main() -> None:
+    BENCH.mkdir(exist_ok=True)
+    s3_benchmark()
+    restic_benchmark()

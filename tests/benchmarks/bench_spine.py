@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Spine benchmark: backupctl backup/restore against pg_dump/pg_restore, same run, same database.
+
+For each database size (default 256MiB and 1GiB, override with BENCH_SIZES=64MiB,1GiB):
+  backup:  `pg_dump -Fc -Z0 > /dev/null` (the source's own speed: the limit),
+           `pg_dump -Fc -f FILE` (what most people run), `backupctl backup` to a local target
+  restore: `pg_restore -d DB FILE` of the pg_dump -Fc file, `backupctl restore --to-db DB`
+Prints wall time, output bytes and peak RSS (the process and the children it waited for, from
+wait4) and the ratios the issue targets. Numbers are measured, never asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from backupctl.core.crypto import generate_keys  # noqa: E402
+from backupctl.local_cluster.postgres import LocalPostgres  # noqa: E402
+from tests.benchmarks.common import BENCH, Measure, measure  # noqa: E402
+
+
+def parse_size(text: str) -> int:
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    upper = text.upper()
+    for unit, factor in units.items():
+        if upper.endswith(unit):
+            return int(float(upper[: -len(unit)]) * factor)
+    return int(text)
+
+
+def main() -> None:
+    sizes = os.environ.get("BENCH_SIZES", "256MiB,1GiB").split(",")
+    BENCH.mkdir(exist_ok=True)
+    cluster_dir = Path("/tmp/backupctl-bench-pg")
+    shutil.rmtree(cluster_dir, ignore_errors=True)
+    cluster_dir.mkdir(mode=0o755)
+    keys = generate_keys(BENCH / "state" / "keys")
+    print(
+        f"machine: {os.cpu_count()} CPUs; {shutil.which('pg_dump')}; "
+        f"{subprocess.run(['pg_dump', '--version'], capture_output=True, text=True).stdout.strip()}"
+    )
+    results: dict[str, dict[str, Measure]] = {}
+    with LocalPostgres(cluster_dir) as cluster:
+        env = {
+            **os.environ,
+            "PGPASSWORD": cluster.password,
+            "BENCH_DB_PASSWORD": cluster.password,
+            "NO_COLOR": "1",
+            "BACKUPCTL_STATE_DIR": str(BENCH / "state"),
+            "BACKUPCTL_POLICIES": str(BENCH / "policies"),
+        }
+        for size in sizes:
+            name = f"shop_{size.lower()}"
+            print(f"\n== database {name}: seeding ~{size}", flush=True)
+            cluster.create_database(name)
+            url = cluster.url(name, "postgres")
+            seeded = subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "docker/shop/seed.py"),
+                    "--dsn",
+                    url,
+                    "--size",
+                    size,
+                    "--no-check",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if seeded.returncode != 0:
+                raise SystemExit(f"seeding failed: {seeded.stderr[-2000:]}")
+            actual = cluster.psql(f"SELECT pg_database_size('{name}')", database=name).strip()
+            print(f"  seeded: pg_database_size = {int(actual) / 2**20:.0f} MiB", flush=True)
+            runs: dict[str, Measure] = {}
+            subprocess.run(
+                ["pg_dump", "-Fc", "-Z0", "--dbname", url], env=env, check=True, stdout=subprocess.DEVNULL
+            )  # warm
+            runs["raw"] = measure(
+                "pg_dump -Fc -Z0 > /dev/null", ["pg_dump", "-Fc", "-Z0", "--dbname", url], env
+            )
+            dump_file = BENCH / f"{name}.dump"
+            runs["pg_dump"] = measure(
+                "pg_dump -Fc -f FILE",
+                ["pg_dump", "-Fc", "-f", str(dump_file), "--dbname", url],
+                env,
+                output=dump_file,
+            )
+            policy = {
+                "name": name.replace("_", "-"),
+                "objectives": {"rpo": "24h", "rto": "1h"},
+                "encryption": {"recipients": [keys.recipient], "identity": f"file:{keys.identity_file}"},
+                "sources": [
+                    {"name": "db", "type": "postgres", "url": url, "password": "env:BENCH_DB_PASSWORD"}
+                ],
+                "targets": [{"name": "local", "type": "local", "path": str(BENCH / "backups")}],
+            }
+            (BENCH / "policies").mkdir(exist_ok=True)
+            (BENCH / "policies" / f"{policy['name']}.yaml").write_text(yaml.safe_dump(policy))
+            runs["backup"] = measure(
+                "backupctl backup (local target)",
+                [sys.executable, "-m", "backupctl", "-q", "backup", str(policy["name"])],
+                env,
+                output=BENCH / "backups" / str(policy["name"]),
+            )
+            cluster.create_database(f"{name}_r1")
+            runs["pg_restore"] = measure(
+                "pg_restore -d DB FILE",
+                [
+                    "pg_restore",
+                    "--exit-on-error",
+                    "-d",
+                    cluster.url(f"{name}_r1", "postgres"),
+                    str(dump_file),
+                ],
+                env,
+            )
+            cluster.create_database(f"{name}_r2")
+            runs["restore"] = measure(
+                "backupctl restore --to-db",
+                [
+                    sys.executable,
+                    "-m",
+                    "backupctl",
+                    "-q",
+                    "restore",
+                    str(policy["name"]),
+                    "latest",
+                    "--source",
+                    "db",
+                    "--to-db",
+                    cluster.url(f"{name}_r2", "postgres"),
+                    "--db-password",
+                    "env:BENCH_DB_PASSWORD",
+                ],
+                env,
+            )
+            for suffix in ("_r1", "_r2"):
+                cluster.drop_database(name + suffix)
+            dump_file.unlink()
+            results[size] = runs
+    report(results)
+    shutil.rmtree(cluster_dir, ignore_errors=True)
+
+
+def report(results: dict[str, dict[str, Measure]]) -> None:
+    print("\n| size | step | wall s | output MiB | peak RSS MiB |")
+    print("|---|---|---:|---:|---:|")
+    for size, runs in results.items():
+        for measure_ in runs.values():
+            print(
+                f"| {size} | {measure_.label} | {measure_.seconds:.1f} | "
+                f"{measure_.output_bytes / 2**20:.1f} | {measure_.peak_rss_kib / 1024:.1f} |"
+            )
+    print("\nRatios (target in brackets):")
+    for size, runs in results.items():
+        backup, dump, raw = runs["backup"].seconds, runs["pg_dump"].seconds, runs["raw"].seconds
+        restore, pg_restore = runs["restore"].seconds, runs["pg_restore"].seconds
+        print(
+            f"  {size}: backup / pg_dump -Fc = {backup / dump:.2f} [<= 1.0]; "
+            f"backup / raw dump = {backup / raw:.2f} [<= 1.3]; "
+            f"restore / pg_restore = {restore / pg_restore:.2f} [<= 1.2]; "
+            f"backup peak RSS = {runs['backup'].peak_rss_kib / 1024:.0f} MiB [<= 200, flat]"
+        )
+    print(f"(benchmark driver max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
