@@ -63,7 +63,8 @@ def s3_benchmark() -> None:
         artifact.unlink()
     ratio = (size_mib / ours.seconds) / (size_mib / boto3_run.seconds)
     boto3_rate, our_rate = size_mib / boto3_run.seconds, size_mib / ours.seconds
-    print(f"  throughput: boto3 {boto3_rate:.0f} MiB/s, backupctl {our_rate:.0f} MiB/s; ratio {ratio:.2f} [>= 0.9]; "
+    print(f"  throughput: boto3 {boto3_rate:.0f} MiB/s, backupctl {our_rate:.0f} MiB/s; "
+          f"ratio {ratio:.2f} [>= 0.9]; "
           f"backupctl peak RSS {ours.peak_rss_kib / 1024:.0f} MiB [<= 200]")
 
 
