@@ -80,3 +80,27 @@ class VerificationRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ok: Mapped[bool] = mapped_column(Boolean)
     problems: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class DrillRow(Base):
+    """One restore drill: which snapshot, from where, pass/fail, measured RTO/RPO, every check."""
+
+    __tablename__ = "drills"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the run id
+    policy: Mapped[str] = mapped_column(String(64), index=True)
+    drill: Mapped[str] = mapped_column(String(64))
+    snapshot_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    target: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    runtime: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rto_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    rto_objective_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    rpo_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    rpo_objective_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    stages: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
+    checks: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
+    report_paths: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)

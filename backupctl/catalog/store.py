@@ -18,7 +18,7 @@ from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from backupctl.catalog.models import ArtifactRow, CopyRow, SnapshotRow, VerificationRow
+from backupctl.catalog.models import ArtifactRow, CopyRow, DrillRow, SnapshotRow, VerificationRow
 from backupctl.core.manifest import Manifest, parse_time
 from backupctl.core.secrets import mask, mask_url_password
 from backupctl.errors import ConfigError
@@ -26,7 +26,7 @@ from backupctl.errors import ConfigError
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; a test checks it against Alembic's head. Knowing it lets every command
 # skip importing Alembic (half a second) when the schema is already current.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 COMPLETE_STATES = ("complete", "partial")
 
 
@@ -365,3 +365,21 @@ def _sqlite_pragmas(connection: object, _record: object) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def record_drill(catalog: Catalog, row: DrillRow) -> None:
+    with catalog.session() as session:
+        session.merge(row)
+
+
+def drill_history(catalog: Catalog, policy: str | None = None, limit: int = 200) -> list[DrillRow]:
+    """Drills, newest first (optionally of one policy)."""
+    with catalog.session() as session:
+        query = select(DrillRow).order_by(DrillRow.finished_at.desc()).limit(limit)
+        if policy:
+            query = query.where(DrillRow.policy == policy)
+        rows = list(session.scalars(query))
+        for row in rows:
+            row.started_at = _aware(row.started_at) or row.started_at
+            row.finished_at = _aware(row.finished_at) or row.finished_at
+        return rows

@@ -102,12 +102,14 @@ def _register() -> None:
     from backupctl.cli import (
         commands_backup,
         commands_catalog,
+        commands_drill,
         commands_keys,
         commands_policy,
         commands_targets,
     )
 
-    for module in (commands_policy, commands_backup, commands_keys, commands_catalog, commands_targets):
+    for module in (commands_policy, commands_backup, commands_keys, commands_catalog, commands_targets,
+                   commands_drill):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -1,0 +1,407 @@
+"""`backupctl drill`: restore a snapshot into disposable staging, check it, measure, tear down.
+
+Stages (their sum from the first fetch to the last check is the *measured RTO*):
+  fetch <source>            read + sha256 of the stored artifact (includes a Glacier warm-up)
+  databases ready           staging database services up
+  restore <source>          decrypt + decompress + restore tool inside the service
+  apps ready                app services up after the restores
+  checks                    application checks (login, cart, payments, SQL, commands)
+Teardown always runs (success, failure, Ctrl-C, SIGTERM, timeout) and is not part of the RTO.
+RPO at drill time is the age of the restored snapshot. A drill passes when every check passes
+and (unless --no-objectives) measured RTO ≤ RTO and RPO ≤ RPO.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from backupctl.actions.access import load_identities, open_catalog, trusted_keys
+from backupctl.actions.events import Events, LogEvents
+from backupctl.actions.stored import key_of, read_manifest, rehash
+from backupctl.checks.base import CheckResult
+from backupctl.core.manifest import ArtifactRecord
+from backupctl.core.pipeline import decrypted_reader
+from backupctl.core.secrets import mask, register_secret
+from backupctl.drills.schema import DatabaseRestore, Drill, Service
+from backupctl.errors import BackupctlError, ConfigError, IntegrityError, JobFailed
+from backupctl.policy.schema import Policy
+from backupctl.settings import Settings
+from backupctl.sources.base import RestoreRequest, build_source, count_rows_equal
+from backupctl.staging.base import StagingRuntime
+from backupctl.targets.base import BlobTarget, ReadTiming, build_target
+
+DRILL_SECRET_ENV = "BACKUPCTL_DRILL_SECRET"
+
+
+class DrillTimeout(JobFailed):
+    pass
+
+
+@dataclass
+class StageTiming:
+    name: str
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class DrillOutcome:
+    run_id: str
+    drill: str
+    policy: str
+    snapshot_id: str | None
+    target: str | None
+    runtime: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    stages: list[StageTiming] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    warmup_seconds: float = 0.0
+    measured_rto: float | None = None
+    rto_objective: float | None = None
+    rpo_at_drill: float | None = None
+    rpo_objective: float | None = None
+    objectives_checked: bool = True
+    ok: bool = False
+    reason: str | None = None
+    kept: Any = None  # StagingInfo when --keep
+    reports: dict[str, str] = field(default_factory=dict)
+
+
+def default_drill(policy: Policy) -> Drill:
+    """`backupctl drill POLICY` without a file: restore every source, integrity checks only."""
+    services: list[dict[str, Any]] = []
+    for source in policy.sources:
+        if source.type == "postgres":
+            services.append({"name": f"{source.name}-pg", "kind": "postgres", "image": "backupctl/postgres:15",
+                             "env": {"POSTGRES_PASSWORD": "${" + DRILL_SECRET_ENV + "}"},
+                             "databases": [{"source": source.name, "database": "restored"}]})
+        elif source.type == "mysql":
+            services.append({"name": f"{source.name}-db", "kind": "mariadb", "image": "backupctl/mariadb:10.11",
+                             "env": {"MARIADB_ROOT_PASSWORD": "${" + DRILL_SECRET_ENV + "}"},
+                             "databases": [{"source": source.name, "database": "restored"}]})
+    return Drill.model_validate({"name": f"{policy.name}-default", "policy": policy.name, "services": services})
+
+
+def choose_target(policy: Policy, available: dict[str, str], requested: str | None) -> str:
+    """The requested target, else the most remote one holding a complete copy: prove the
+    off-site copy (off-site before on-site, S3/SFTP before local, later in the list first)."""
+    if requested:
+        policy.target(requested)
+        if available.get(requested) != "complete":
+            raise ConfigError(f"target {requested} holds no complete copy of this snapshot")
+        return requested
+    candidates = [t for t in policy.targets if available.get(t.name) == "complete" and t.type != "restic"]
+    if not candidates:
+        raise ConfigError("no local, S3 or SFTP target holds a complete copy of this snapshot")
+    ranked = sorted(enumerate(candidates), key=lambda item: (item[1].offsite, item[1].type != "local", item[0]))
+    return ranked[-1][1].name
+
+
+def select_runtime(choice: str, run_id: str, base_dir: Path, events: Events) -> StagingRuntime:
+    if choice in ("auto", "docker"):
+        from backupctl.staging.docker import DockerRuntime, engine_available
+
+        if engine_available():
+            return DockerRuntime(run_id, base_dir=base_dir)
+        if choice == "docker":
+            raise ConfigError("the drill asks for runtime: docker, but no Docker engine answers")
+        events.warning("NO DOCKER ENGINE ANSWERS: using the LOCAL runtime (throwaway clusters on this host)")
+    from backupctl.staging.local import LocalRuntime
+
+    return LocalRuntime(run_id, base_dir=base_dir)
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Abort the drill (with teardown) when it runs longer than its timeout."""
+
+    def expire(signum: int, frame: Any) -> None:
+        raise DrillTimeout(f"the drill did not finish within its timeout ({seconds:.0f}s)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_drill(
+    settings: Settings,
+    policy: Policy,
+    drill: Drill,
+    *,
+    base_dir: Path,
+    from_target: str | None = None,
+    snapshot_ref: str | None = None,
+    runtime_choice: str | None = None,
+    keep: bool = False,
+    check_objectives: bool = True,
+    identity_file: Path | None = None,
+    restore_all: bool = False,
+    events: Events | None = None,
+) -> DrillOutcome:
+    """Run one drill and return its outcome (also when it failed: `outcome.ok`, `reason`).
+    Raises ConfigError before touching anything when the drill cannot start."""
+    events = events or LogEvents()
+    catalog = open_catalog(settings)
+    snapshot = catalog.resolve(policy.name, snapshot_ref or drill.snapshot)
+    target_name = choose_target(policy, snapshot.targets, from_target or drill.target)
+    identities = load_identities(policy, identity_file)
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    runtime = select_runtime(runtime_choice or drill.runtime, run_id, base_dir, events)
+    outcome = DrillOutcome(run_id, drill.name, policy.name, snapshot.id, target_name, runtime.name,
+                           datetime.now(UTC), objectives_checked=check_objectives)
+    rto = drill.objectives.rto or policy.objectives.rto
+    rpo = drill.objectives.rpo or policy.objectives.rpo
+    outcome.rto_objective, outcome.rpo_objective = rto.total_seconds(), rpo.total_seconds()
+    events.info(f"drill {drill.name} ({run_id}): snapshot {snapshot.id} of {policy.name} from {target_name}, "
+                f"{runtime.name} runtime")
+    target = build_target(policy.target(target_name))
+    began = time.monotonic()
+    try:
+        with _deadline(drill.timeout.total_seconds()):
+            _drill_steps(settings, policy, drill, runtime, target, snapshot.id, identities, outcome, events,
+                         restore_all)
+        outcome.measured_rto = time.monotonic() - began
+        outcome.rpo_at_drill = (datetime.now(UTC) - snapshot.started_at).total_seconds()
+        failed = [check.name for check in outcome.checks if not check.ok]
+        reasons = []
+        if failed:
+            reasons.append(f"checks failed: {', '.join(failed)}")
+        if check_objectives and outcome.measured_rto > outcome.rto_objective:
+            reasons.append(f"measured RTO {outcome.measured_rto:.0f}s exceeds the objective {outcome.rto_objective:.0f}s")
+        if check_objectives and outcome.rpo_at_drill > outcome.rpo_objective:
+            reasons.append(f"the snapshot is {outcome.rpo_at_drill:.0f}s old, RPO is {outcome.rpo_objective:.0f}s")
+        outcome.ok = not reasons
+        outcome.reason = "; ".join(reasons) or None
+    except KeyboardInterrupt:
+        outcome.reason = "interrupted (Ctrl-C or SIGTERM)"
+        raise
+    except BackupctlError as error:
+        outcome.reason = mask(str(error))
+    finally:
+        target.close()
+        if keep:
+            outcome.kept = runtime.info()
+        else:
+            down_started = time.monotonic()
+            try:
+                runtime.down()
+            finally:
+                outcome.stages.append(StageTiming("teardown", time.monotonic() - down_started, "not part of the RTO"))
+        outcome.finished_at = datetime.now(UTC)
+        _record(catalog, outcome)
+    return outcome
+
+
+def _drill_steps(settings: Settings, policy: Policy, drill: Drill, runtime: StagingRuntime, target: BlobTarget,
+                 snapshot_id: str, identities: list[Any], outcome: DrillOutcome, events: Events,
+                 restore_all: bool) -> None:
+    def stage(name: str, started: float, detail: str = "") -> None:
+        outcome.stages.append(StageTiming(name, time.monotonic() - started, detail))
+
+    def integrity(name: str, ok: bool, detail: str, started: float) -> None:
+        outcome.checks.append(CheckResult(name=name, kind="integrity", ok=ok, detail=detail,
+                                          duration=time.monotonic() - started))
+        if not ok:
+            raise IntegrityError(f"{name}: {detail}")
+
+    started = time.monotonic()
+    try:
+        signed = read_manifest(target, policy.name, snapshot_id, trusted_keys(settings, policy))
+    except (IntegrityError, BackupctlError) as error:
+        integrity("manifest signature", False, str(error), started)
+        raise
+    integrity("manifest signature", True, f"signed by {signed.signer}", started)
+    manifest = signed.manifest
+    register_secret(_drill_secret())
+
+    # Which artifacts: every source a service restores; a default drill restores all.
+    restores: dict[str, tuple[Service, DatabaseRestore | None, str | None]] = {}
+    for service in drill.services:
+        for database in service.databases:
+            restores[database.source] = (service, database, None)
+        for files in service.files:
+            restores[files.source] = (service, None, files.path)
+    wanted = [a for a in manifest.artifacts if a.source in restores or restore_all]
+    if not wanted:
+        raise ConfigError(f"drill {drill.name} restores no source of snapshot {snapshot_id}")
+
+    # Fetch: read and hash every artifact first (a Glacier warm-up happens here).
+    for artifact in wanted:
+        started = time.monotonic()
+        timing = ReadTiming()
+        digest, size = rehash(target, key_of(policy.name, snapshot_id, artifact.file), timing)
+        outcome.warmup_seconds += timing.warmup_seconds
+        stage(f"fetch {artifact.source}", started,
+              f"{size} bytes" + (f", archive warm-up {timing.warmup_seconds:.1f}s" if timing.warmup_seconds else ""))
+        integrity(f"sha256 {artifact.file}", digest == artifact.stored_sha256 and size == artifact.stored_bytes,
+                  "stored bytes match the manifest" if digest == artifact.stored_sha256 else
+                  f"sha256/size differ from the manifest ({size} bytes, expected {artifact.stored_bytes})", started)
+
+    started = time.monotonic()
+    database_services = [s for s in drill.services if s.kind != "app"]
+    runtime.start_databases(database_services)
+    stage("databases ready", started, ", ".join(s.name for s in database_services))
+
+    for artifact in wanted:
+        service, database, path = restores.get(artifact.source, (None, None, None))
+        started = time.monotonic()
+        if database is not None and service is not None:
+            _restore_database(runtime, service, database.database, target, policy, snapshot_id, artifact,
+                              identities, outcome)
+        else:
+            _restore_files(runtime, service, path, target, policy, snapshot_id, artifact, identities, outcome)
+        stage(f"restore {artifact.source}", started, f"{artifact.plain_bytes} bytes")
+        events.info(f"drill {outcome.run_id}: restored {artifact.source}")
+
+    started = time.monotonic()
+    apps = [s for s in drill.services if s.kind == "app"]
+    if apps:
+        runtime.start_apps(apps)
+        stage("apps ready", started, ", ".join(s.name for s in apps))
+
+    started = time.monotonic()
+    if drill.checks:
+        from backupctl.checks.base import CheckContext, run_check
+
+        context = CheckContext(runtime=runtime, services={s.name: s for s in drill.services})
+        for check in drill.checks:
+            result = run_check(check, context)
+            outcome.checks.append(result)
+            events.info(f"check {result.name}: {'ok' if result.ok else 'FAILED'} ({result.duration:.1f}s)"
+                        + ("" if result.ok else f": {result.detail}"))
+        stage("checks", started, f"{sum(c.ok for c in outcome.checks if c.kind != 'integrity')}/{len(drill.checks)} passed")
+
+
+def _restore_database(runtime: StagingRuntime, service: Service, database: str, target: BlobTarget,
+                      policy: Policy, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any],
+                      outcome: DrillOutcome) -> None:
+    started = time.monotonic()
+    key = key_of(policy.name, snapshot_id, artifact.file)
+    with target.reader(key) as stored, decrypted_reader(stored, identities) as (plain, finished):
+        try:
+            runtime.restore_database(service, database, plain)
+        finally:
+            plain.read()  # drain so the decrypt thread can finish and report
+        try:
+            stats = finished()
+        except IntegrityError as error:
+            _integrity(outcome, f"decrypt {artifact.file}", False, str(error), started)
+            raise
+    _integrity(outcome, f"decrypt {artifact.file}", stats.plain_sha256 == artifact.plain_sha256,
+               "authenticated and equal to the manifest's plain sha256", started)
+    _integrity(outcome, f"restore {artifact.source}", True, f"restored into {service.name}/{database}", started)
+    counts = staging_row_counts(runtime, service, database)
+    problems = count_rows_equal(artifact.source_type, artifact.facts, {"row_counts": counts})
+    expected = artifact.facts.get("row_counts", {})
+    _integrity(outcome, f"row counts {artifact.source}", not problems,
+               "; ".join(problems) if problems else f"{len(expected)} tables, every count equals the manifest",
+               started)
+
+
+def _restore_files(runtime: StagingRuntime, service: Service | None, path: str | None, target: BlobTarget,
+                   policy: Policy, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any],
+                   outcome: DrillOutcome) -> None:
+    """Extract safely on this host (tree hash checked), then hand the tree to the service."""
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix=f"backupctl-drill-{outcome.run_id}-"))
+    try:
+        tree = scratch / "tree"
+        source = build_source(policy.source(artifact.source))
+        key = key_of(policy.name, snapshot_id, artifact.file)
+        with target.reader(key) as stored, decrypted_reader(stored, identities) as (plain, finished):
+            restored = source.restore(plain, RestoreRequest(to_dir=tree))
+            finished()
+        problems = source.compare(artifact.facts, restored.facts)
+        _integrity(outcome, f"tree hash {artifact.source}", not problems,
+                   "; ".join(problems) if problems else
+                   f"{restored.facts.get('file_count')} files, tree hash equals the manifest", started)
+        if service is not None and path is not None:
+            runtime.install_files(service, path, tree)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _integrity(outcome: DrillOutcome, name: str, ok: bool, detail: str, started: float) -> None:
+    outcome.checks.append(CheckResult(name=name, kind="integrity", ok=ok, detail=detail,
+                                      duration=time.monotonic() - started))
+    if not ok:
+        raise IntegrityError(f"{name}: {detail}")
+
+
+PG_TABLES = ("SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+             "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+             "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1")
+MARIADB_TABLES = ("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
+                  "AND table_type = 'BASE TABLE' ORDER BY 1")
+
+
+def staging_row_counts(runtime: StagingRuntime, service: Service, database: str) -> dict[str, int]:
+    """Exact per-table row counts inside a staging database (keys as in the manifest)."""
+    if service.kind == "postgres":
+        tables = [row[0] for row in runtime.sql(service, database, PG_TABLES).rows if row]
+
+        def quote(name: str) -> str:
+            schema, _, table = name.partition(".")
+            return '"' + schema.replace('"', '""') + '"."' + table.replace('"', '""') + '"'
+    else:
+        tables = [row[0] for row in runtime.sql(service, database, MARIADB_TABLES).rows if row]
+
+        def quote(name: str) -> str:
+            return "`" + name.replace("`", "``") + "`"
+
+    counts: dict[str, int] = {}
+    for index in range(0, len(tables), 50):  # a few statements, not one per table
+        chunk = tables[index : index + 50]
+        query = " UNION ALL ".join(
+            f"SELECT {index + position}, count(*) FROM {quote(name)}" for position, name in enumerate(chunk)
+        )
+        for row in runtime.sql(service, database, query).rows:
+            counts[tables[int(row[0])]] = int(row[1])
+    return counts
+
+
+def _drill_secret() -> str:
+    import os
+
+    value = os.environ.get(DRILL_SECRET_ENV)
+    if not value:
+        value = secrets.token_urlsafe(18)
+        os.environ[DRILL_SECRET_ENV] = value
+    return value
+
+
+def prepare_drill_secret() -> None:
+    """Set the per-run staging secret *before* the drill file is loaded (it interpolates ${...})."""
+    register_secret(_drill_secret())
+
+
+def _record(catalog: Any, outcome: DrillOutcome) -> None:
+    from backupctl.catalog.models import DrillRow
+    from backupctl.catalog.store import record_drill
+
+    record_drill(catalog, DrillRow(
+        id=outcome.run_id, policy=outcome.policy, drill=outcome.drill, snapshot_id=outcome.snapshot_id,
+        target=outcome.target, runtime=outcome.runtime, started_at=outcome.started_at,
+        finished_at=outcome.finished_at or datetime.now(UTC), ok=outcome.ok, reason=outcome.reason,
+        rto_seconds=outcome.measured_rto, rto_objective_seconds=outcome.rto_objective,
+        rpo_seconds=outcome.rpo_at_drill, rpo_objective_seconds=outcome.rpo_objective,
+        stages=[{"name": s.name, "seconds": round(s.seconds, 3), "detail": s.detail} for s in outcome.stages],
+        checks=[{"name": c.name, "kind": c.kind, "ok": c.ok, "detail": c.detail, "duration": round(c.duration, 3)}
+                for c in outcome.checks],
+        report_paths=outcome.reports,
+    ))

@@ -1,0 +1,1 @@
+"""Restore drills: prove a snapshot restores and the application works on it."""

@@ -1,0 +1,56 @@
+"""Load drill files (drills/*.yaml) with the policy loader's machinery: file:line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backupctl.drills.schema import Drill
+from backupctl.errors import ConfigIssue
+from backupctl.policy.loader import load_model
+from backupctl.policy.yamlsource import LocatedDocument, PathKey, dotted
+
+
+def load_drill(path: Path) -> Drill:
+    """Parse and validate a drill file. Raises PolicyInvalid (exit 2) listing every problem."""
+    drill: Drill = load_model(path, Drill, _logical_checks)
+    return drill
+
+
+def _logical_checks(drill: Drill, document: LocatedDocument, check_secrets: bool) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+
+    def add(path: PathKey, message: str, hint: str | None = None) -> None:
+        issues.append(ConfigIssue(document.file, document.line_of(path), dotted(path), message, hint))
+
+    names: dict[str, int] = {}
+    for index, service in enumerate(drill.services):
+        if service.name in names:
+            add(("services", index, "name"), f"duplicate service name '{service.name}'")
+        names.setdefault(service.name, index)
+        if service.kind == "app" and (service.databases or not service.port):
+            if service.databases:
+                add(("services", index, "databases"), "app services cannot hold database restores")
+            if not service.port:
+                add(("services", index, "port"), "app services need the port they listen on")
+        if service.kind != "app" and service.files:
+            add(("services", index, "files"), "file trees go into app services")
+    seen_sources: dict[str, str] = {}
+    for index, service in enumerate(drill.services):
+        for position, restore in enumerate([*service.databases, *service.files]):
+            if restore.source in seen_sources:
+                key = "databases" if position < len(service.databases) else "files"
+                add(("services", index, key), f"source '{restore.source}' is restored twice")
+            seen_sources[restore.source] = service.name
+    for index, check in enumerate(drill.checks):
+        if check.service not in names:
+            add(("checks", index, "service"), f"service '{check.service}' is not defined in this drill",
+                f"services: {', '.join(names) or 'none'}")
+        elif check.type == "http" and drill.services[names[check.service]].kind != "app":
+            add(("checks", index, "service"), "http checks call an app service")
+        elif check.type == "sql" and drill.services[names[check.service]].kind == "app":
+            add(("checks", index, "service"), "sql checks run in a database service")
+    check_names = [check.name for check in drill.checks]
+    for index, name in enumerate(check_names):
+        if check_names.index(name) != index:
+            add(("checks", index, "name"), f"duplicate check name '{name}'")
+    return issues

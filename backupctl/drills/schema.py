@@ -1,0 +1,129 @@
+"""The drill schema (drills/*.yaml), validated like policies (file:line errors).
+
+A drill restores a policy's snapshot into a disposable staging environment (services), runs
+checks, measures the recovery time against the objectives and tears everything down.
+
+Strings in `env` may be secret references (`env:`, `file:`, `cmd:`) or literal values.
+`${service.host}`, `${service.port}` and `${service.password}` are filled in by the runtime
+(e.g. `db` / 5432 in Docker, 127.0.0.1 / a free port in the local runtime);
+`${BACKUPCTL_DRILL_SECRET}` is a random per-run secret for throwaway staging passwords.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backupctl.policy.types import Duration, Name
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Objectives(Strict):
+    rpo: Duration | None = Field(default=None, description="Override the policy's RPO for this drill.")
+    rto: Duration | None = Field(default=None, description="Override the policy's RTO for this drill.")
+
+
+class DatabaseRestore(Strict):
+    source: Name = Field(description="Policy source (postgres or mysql) restored into this service.")
+    database: str = Field(description="Database name inside the service.", examples=["shop"])
+
+
+class FilesRestore(Strict):
+    source: Name = Field(description="Policy files source copied into this service.")
+    path: str = Field(description="Where the tree appears inside the service.", examples=["/srv/uploads"])
+
+
+class Readiness(Strict):
+    http: str | None = Field(default=None, description="HTTP path that must answer 2xx (app services).")
+    timeout: Duration = Field(default="120s", validate_default=True,  # type: ignore[assignment]
+                              description="Give up waiting after this.")
+
+
+class Service(Strict):
+    name: Name = Field(description="Service name; also its host name inside the staging network.")
+    kind: Literal["postgres", "mariadb", "app"] = Field(
+        description="postgres/mariadb: a database server restores go into; app: the application under test."
+    )
+    image: str | None = Field(default=None, description="Docker image (official images work).",
+                              examples=["backupctl/postgres:15"])
+    command: list[str] | None = Field(
+        default=None, description="Command of an app service (required by the local runtime; Docker: image CMD)."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Environment; values may be secret refs.")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Port the service listens on.")
+    databases: list[DatabaseRestore] = Field(default_factory=list, description="Database sources restored here.")
+    files: list[FilesRestore] = Field(default_factory=list, description="File sources mounted here.")
+    ready: Readiness = Field(default_factory=Readiness, description="Readiness probe.")
+
+
+class HttpExpect(Strict):
+    status: int = Field(default=200, description="Expected HTTP status.")
+    json_paths: dict[str, Any] = Field(
+        default_factory=dict, alias="json", description="JSON paths (a.b[0].c) and expected values."
+    )
+    contains: str | None = Field(default=None, description="Substring the body must contain.")
+
+
+class HttpStep(Strict):
+    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH"] = "GET"
+    path: str = Field(description="Path on the service, e.g. /login.")
+    json_body: Any = Field(default=None, alias="json", description="JSON body; string values may be secret refs.")
+    form: dict[str, str] | None = Field(default=None, description="Form body; values may be secret refs.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers; values may be secret refs.")
+    expect: HttpExpect = Field(default_factory=HttpExpect)
+    save: dict[str, str] = Field(default_factory=dict,
+                                 description="Save JSON paths of the response as ${name} for later steps.")
+
+
+class SqlExpect(Strict):
+    equals: Any = None
+    at_least: float | None = None
+    at_most: float | None = None
+    empty: bool | None = None
+
+
+class HttpCheck(Strict):
+    type: Literal["http"]
+    name: Name
+    service: Name = Field(description="The app service to call.")
+    steps: list[HttpStep] = Field(min_length=1, description="Steps share one cookie jar (login → cart → pay).")
+
+
+class SqlCheck(Strict):
+    type: Literal["sql"]
+    name: Name
+    service: Name
+    database: str
+    query: str
+    expect: SqlExpect = Field(description="equals (first column of first row), at_least, at_most, empty.")
+
+
+class CommandCheck(Strict):
+    type: Literal["command"]
+    name: Name
+    service: Name
+    command: list[str] = Field(min_length=1)
+    exit_code: int = 0
+    output_contains: str | None = None
+
+
+Check = Annotated[HttpCheck | SqlCheck | CommandCheck, Field(discriminator="type")]
+
+
+class Drill(Strict):
+    name: Name = Field(description="Drill name (reports, history).", examples=["shop-quarterly"])
+    policy: Name = Field(description="Policy whose snapshot is restored.", examples=["shop"])
+    target: Name | None = Field(default=None, description="Target to restore from; default: the most remote.")
+    snapshot: str = Field(default="latest", description="`latest` or a snapshot id.")
+    runtime: Literal["auto", "docker", "local"] = Field(
+        default="auto", description="docker, local, or auto (docker when an engine answers)."
+    )
+    objectives: Objectives = Field(default_factory=Objectives)
+    timeout: Duration = Field(default="1h", validate_default=True,  # type: ignore[assignment]
+                              description="Abort the drill after this.")
+    services: list[Service] = Field(default_factory=list)
+    checks: list[Check] = Field(default_factory=list)

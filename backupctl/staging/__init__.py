@@ -1,0 +1,1 @@
+"""Staging runtimes: disposable environments drills restore into (Docker, or local processes)."""

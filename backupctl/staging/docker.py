@@ -1,0 +1,706 @@
+"""Docker staging runtime: a drill's services as containers on a private, internal network.
+
+Everything a run creates (network, containers, volumes) is named `backupctl-<run_id>[-...]` and
+carries `labels(run_id)`, so `down()` and `cleanup()` find it again, also after a killed drill.
+Images are never pulled: a missing image is a configuration error that says how to get it.
+
+Isolation: the run's network is a user-defined bridge created with `internal=True`. Docker then
+drops every packet that would leave the bridge for another interface, so staging reaches neither
+the internet (payment gateways, mail relays) nor other Docker networks; services find each other
+by service name (a network alias) and no port is published. The host keeps its address on the
+bridge (Docker's default), which is how backupctl reaches an app for HTTP checks: `endpoint()` is
+the container's address on that network. The flip side (measured on Engine 20.10): a container
+can open connections to the host's own addresses, because that is INPUT, not FORWARD, traffic.
+The bridge gets a predictable interface name (`bctl-<hash>`) so operators can close that gap with
+one rule that still lets the host's own connections in:
+`iptables -I INPUT -i bctl-+ -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP`.
+
+Exec with stdin (restores): the engine API's hijacked exec connection, written in 1 MiB chunks,
+half-closed for EOF, with a thread demultiplexing the output meanwhile (a tool that writes much
+to stderr while we still write stdin would otherwise deadlock us).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import re
+import secrets
+import socket
+import struct
+import tarfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from docker.client import from_env
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import Mount
+
+from backupctl.core.runner import last_lines
+from backupctl.core.secrets import SecretRef, mask, register_secret
+from backupctl.drills.schema import Service
+from backupctl.errors import ConfigError, JobFailed, SourceError
+from backupctl.staging.base import (
+    LABEL_DRILL,
+    LABEL_MANAGED,
+    ExecResult,
+    SqlResult,
+    StagingInfo,
+    fill_placeholders,
+    labels,
+    service_values,
+)
+
+log = logging.getLogger("backupctl.staging.docker")
+
+CHUNK = 1 << 20
+DEFAULT_IMAGES = {"postgres": "postgres:15", "mariadb": "mariadb:10.11"}
+DEFAULT_PORTS = {"postgres": 5432, "mariadb": 3306}
+# The variables the official images read the admin password from, preferred first.
+PASSWORD_VARIABLES = {
+    "postgres": ("POSTGRES_PASSWORD",),
+    "mariadb": ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD"),
+}
+DRILL_SECRET = "BACKUPCTL_DRILL_SECRET"
+POLL_SECONDS = 0.5
+TAIL_BYTES = 64 * 1024
+LOCALHOST = "127.0.0.1"  # probes and tools use TCP: the images' init-time server listens on a socket only
+_UNFILLED = re.compile(r"\$\{[a-z0-9][a-z0-9_-]*\.(?:host|port|password|bind)\}")
+_RUN_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+
+
+def engine_available(timeout: float = 3.0) -> bool:
+    """True when a Docker engine answers a ping within `timeout` seconds (for `runtime: auto`)."""
+    try:
+        client = from_env(timeout=timeout)
+    except (DockerException, OSError):  # requests' errors are OSErrors too
+        return False
+    try:
+        return bool(client.ping())
+    except (DockerException, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def bridge_name(run_id: str) -> str:
+    """The host interface of a run's network: `bctl-` + 10 hex digits (Linux allows 15 characters)."""
+    return "bctl-" + hashlib.sha256(run_id.encode()).hexdigest()[:10]
+
+
+def cleanup(client: Any | None = None, run_id: str | None = None) -> list[str]:
+    """Remove every container, volume and network a drill created (only `run_id`'s if given).
+
+    Returns what was removed ("container NAME", ...). Parts that vanish meanwhile are fine; parts
+    that cannot be removed raise JobFailed after everything else has been tried.
+    """
+    own = client is None
+    engine: Any = client if client is not None else from_env()
+    selector = [f"{LABEL_MANAGED}=1"] + ([f"{LABEL_DRILL}={run_id}"] if run_id else [])
+    removed: list[str] = []
+    failed: list[str] = []
+
+    def attempt(what: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+            removed.append(what)
+        except NotFound:
+            pass
+        except APIError as error:
+            failed.append(f"{what}: {error.explanation or error}")
+
+    try:
+        for container in engine.containers.list(all=True, filters={"label": selector}):
+            # v=True: also the anonymous volumes images declare (postgres' data directory).
+            attempt(f"container {container.name}", functools.partial(container.remove, force=True, v=True))
+        for volume in engine.volumes.list(filters={"label": selector}):
+            attempt(f"volume {volume.name}", volume.remove)
+        for network in engine.networks.list(filters={"label": selector}):
+            attempt(f"network {network.name}", functools.partial(_remove_network, network))
+    finally:
+        if own:
+            engine.close()
+    if failed:
+        raise JobFailed("could not remove staging leftovers: " + "; ".join(failed))
+    return removed
+
+
+def _remove_network(network: Any) -> None:
+    """Remove a network, first disconnecting containers someone attached by hand."""
+    network.reload()
+    for container_id in network.attrs.get("Containers") or {}:
+        try:
+            network.disconnect(container_id, force=True)
+        except NotFound:
+            pass
+    network.remove()
+
+
+class DockerRuntime:
+    """StagingRuntime on a Docker engine (see the module docstring for isolation and exec)."""
+
+    name = "docker"
+
+    def __init__(self, run_id: str, *, client: Any | None = None, base_dir: Path | None = None) -> None:
+        """`client`: a docker.DockerClient (default: from the environment). `base_dir` is accepted
+        for a constructor shared with the local runtime; Docker keeps nothing on the host."""
+        if not _RUN_ID.match(run_id):
+            raise ConfigError(f"drill run id '{run_id}' cannot name Docker objects (letters, digits, _.-)")
+        self.run_id = run_id
+        self.client: Any = client if client is not None else from_env()
+        self.base_dir = base_dir
+        self.network_name = f"backupctl-{run_id}"
+        # Fills ${BACKUPCTL_DRILL_SECRET} (the drill action's, if it set one) and is the admin
+        # password of database services that set none.
+        self.drill_secret = os.environ.get(DRILL_SECRET) or secrets.token_urlsafe(24)
+        register_secret(self.drill_secret)
+        self._services: dict[str, Service] = {}
+        self._env: dict[str, dict[str, str]] = {}  # secret refs resolved, ${...} not yet filled
+        self._mounts: dict[str, list[Mount]] = {}
+        self._network: Any = None
+
+    # --- names and per-service facts ---------------------------------------------------------------
+
+    def container_name(self, service: Service) -> str:
+        return f"backupctl-{self.run_id}-{service.name}"
+
+    def _port(self, service: Service) -> int:
+        return service.port or DEFAULT_PORTS.get(service.kind, 0)
+
+    def _password(self, service: Service) -> str:
+        env = self._env.get(service.name, {})
+        return next((env[key] for key in PASSWORD_VARIABLES.get(service.kind, ()) if env.get(key)), "")
+
+    def _user(self, service: Service) -> str:
+        if service.kind == "postgres":
+            return self._env.get(service.name, {}).get("POSTGRES_USER") or "postgres"
+        return "root"
+
+    def _register(self, services: list[Service]) -> None:
+        """Resolve secret refs in each service's env once; give database services a password."""
+        for service in services:
+            env = {key: _resolve(value) for key, value in service.env.items()}
+            choices = PASSWORD_VARIABLES.get(service.kind, ())
+            if choices and not any(key in env for key in choices):
+                env[choices[0]] = "${" + DRILL_SECRET + "}"
+            self._env[service.name] = {
+                key: fill_placeholders(value, {DRILL_SECRET: self.drill_secret}) for key, value in env.items()
+            }
+            self._services[service.name] = service
+            if password := self._password(service):
+                register_secret(password)  # a literal staging password is still a password
+
+    def _environment(self, service: Service) -> dict[str, str]:
+        """The service's env with `${svc.host}`-style placeholders of every known service filled."""
+        values = {DRILL_SECRET: self.drill_secret}
+        for known in self._services.values():
+            values.update(service_values(known, known.name, self._port(known), self._password(known)))
+            if known.kind == "app":
+                del values[f"{known.name}.password"]  # an app has none: reported below, not emptied
+        env = {key: fill_placeholders(value, values) for key, value in self._env[service.name].items()}
+        for key, value in env.items():
+            if unknown := _UNFILLED.search(value):
+                raise ConfigError(
+                    f"{unknown.group()} in env {key} of service {service.name}: no such value "
+                    "(unknown service, not started yet, or an app's password)"
+                )
+        return env
+
+    def _container(self, service: Service) -> Any:
+        try:
+            return self.client.containers.get(self.container_name(service))
+        except NotFound:
+            raise JobFailed(f"staging service '{service.name}' is not running") from None
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def _ensure_network(self) -> None:
+        if self._network is not None:
+            return
+        try:
+            self._network = self.client.networks.create(
+                self.network_name,
+                driver="bridge",
+                internal=True,  # no route off the bridge: staging never talks to the real world
+                labels=labels(self.run_id),
+                options={"com.docker.network.bridge.name": bridge_name(self.run_id)},
+                check_duplicate=True,
+            )
+        except APIError as error:
+            raise JobFailed(f"cannot create network {self.network_name}: {error.explanation}") from None
+
+    def _create(self, service: Service, mounts: list[Mount]) -> Any:
+        image = service.image or DEFAULT_IMAGES.get(service.kind)
+        if not image:
+            raise ConfigError(f"staging service '{service.name}': an app service needs an image")
+        endpoint = self.client.api.create_endpoint_config(aliases=[service.name])
+        log.debug("creating container %s from %s", self.container_name(service), image)  # never the env
+        try:
+            return self.client.containers.create(
+                image,
+                command=service.command,
+                name=self.container_name(service),
+                hostname=service.name,
+                environment=self._environment(service),
+                labels=labels(self.run_id),
+                network=self.network_name,
+                networking_config={self.network_name: endpoint},
+                mounts=mounts,
+            )
+        except ImageNotFound:
+            raise ConfigError(
+                f"staging service '{service.name}': image '{image}' is not available to the Docker engine "
+                "(drills never pull: `docker pull` it, or build the local images with docker/build-images.sh)"
+            ) from None
+        except APIError as error:
+            raise JobFailed(f"cannot create staging service '{service.name}': {error.explanation}") from None
+
+    def _start(self, services: list[Service]) -> None:
+        self._ensure_network()
+        self._register(services)
+        started = []
+        for service in services:  # start them all first: they initialise in parallel
+            container = self._create(service, self._mounts.get(service.name, []))
+            container.start()
+            started.append((service, container))
+        for service, container in started:
+            self._wait_ready(service, container)
+
+    def start_databases(self, services: list[Service]) -> None:
+        """Create and start the database services; wait until each answers a real query."""
+        self._start(services)
+
+    def start_apps(self, services: list[Service]) -> None:
+        """Create and start app services with their file volumes; wait for their readiness probe."""
+        self._start(services)
+
+    def _wait_ready(self, service: Service, container: Any) -> None:
+        timeout = service.ready.timeout.total_seconds()
+        deadline = time.monotonic() + timeout
+        last = "no probe yet"
+        while True:
+            container.reload()
+            if container.status in ("exited", "dead"):
+                code = container.attrs.get("State", {}).get("ExitCode")
+                raise JobFailed(
+                    f"staging service '{service.name}' exited with status {code} before it was "
+                    f"ready; last log lines: {self._logs(container)}"
+                )
+            ready, last = self._probe(service, container)
+            if ready:
+                log.debug("staging service %s is ready", service.name)
+                return
+            if time.monotonic() >= deadline:
+                raise JobFailed(
+                    f"staging service '{service.name}' was not ready within {timeout:g}s "
+                    f"({mask(last)}); last log lines: {self._logs(container)}"
+                )
+            time.sleep(POLL_SECONDS)
+
+    def _probe(self, service: Service, container: Any) -> tuple[bool, str]:
+        """One readiness attempt: (ready, what the probe said)."""
+        if service.kind in ("postgres", "mariadb"):
+            if service.kind == "postgres":
+                ping = [
+                    "pg_isready",
+                    "-h",
+                    LOCALHOST,
+                    "-p",
+                    str(self._port(service)),
+                    "-U",
+                    self._user(service),
+                ]
+            else:
+                ping = ["mariadb-admin", "ping", *self._client_args(service)]
+            for argv in (ping, self._sql_argv(service, None, "select 1")):
+                result = self._exec(container, argv, env=self._tool_env(service))
+                if result.exit_code != 0:
+                    return False, last_lines(result.stderr or result.stdout, 2)
+            return True, "ready"
+        if container.status != "running":
+            return False, f"container is {container.status}"
+        port = self._port(service)
+        if not port:
+            return True, "running"
+        host, _ = self.endpoint(service)
+        if service.ready.http is None:
+            try:
+                socket.create_connection((host, port), timeout=2).close()
+                return True, "port open"
+            except OSError as error:
+                return False, f"port {port}: {error}"
+        url = f"http://{host}:{port}{service.ready.http}"
+        # No proxy: an operator's HTTP_PROXY must not swallow requests to staging addresses.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(url, timeout=2) as response:
+                return 200 <= response.status < 300, f"GET {url}: {response.status}"
+        except OSError as error:  # URLError and HTTPError (non-2xx) are OSErrors
+            return False, f"GET {url}: {error}"
+
+    def _logs(self, container: Any, count: int = 10) -> str:
+        try:
+            text = container.logs(tail=count * 2).decode("utf-8", "replace")
+        except DockerException:
+            return "(logs unavailable)"
+        return mask(last_lines(text, count))
+
+    def down(self) -> None:
+        """Remove this run's containers (with their anonymous volumes), volumes and network."""
+        cleanup(self.client, self.run_id)
+        self._network = None
+
+    # --- databases ---------------------------------------------------------------------------------
+
+    def _client_args(self, service: Service) -> list[str]:
+        return ["--protocol=tcp", "-h", LOCALHOST, "-P", str(self._port(service)), "-u", "root"]
+
+    def _tool_env(self, service: Service) -> dict[str, str]:
+        """Passwords reach the tools through their environment, never argv."""
+        variable = "PGPASSWORD" if service.kind == "postgres" else "MYSQL_PWD"
+        return {variable: self._password(service)}
+
+    def _sql_argv(self, service: Service, database: str | None, query: str) -> list[str]:
+        if service.kind == "postgres":
+            return [
+                "psql",
+                "-X",
+                "-A",
+                "-t",
+                "-F",
+                "\t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                LOCALHOST,
+                "-p",
+                str(self._port(service)),
+                "-U",
+                self._user(service),
+                "-d",
+                database or "postgres",
+                "-c",
+                query,
+            ]
+        if service.kind == "mariadb":
+            return [
+                "mariadb",
+                "-B",
+                "-N",
+                *self._client_args(service),
+                *([database] if database else []),
+                "-e",
+                query,
+            ]
+        raise ConfigError(f"staging service '{service.name}' is not a database service")
+
+    def sql(self, service: Service, database: str, query: str) -> SqlResult:
+        """Run one query with the service's own client; rows as the client prints them."""
+        return self._query(service, database, query, JobFailed)
+
+    def _query(self, service: Service, database: str | None, query: str, error: type[JobFailed]) -> SqlResult:
+        result = self._exec(
+            self._container(service), self._sql_argv(service, database, query), env=self._tool_env(service)
+        )
+        if result.exit_code != 0:
+            raise error(
+                f"query in {service.name}/{database or '-'} failed: "
+                f"{mask(last_lines(result.stderr or result.stdout))}"
+            )
+        lines = result.stdout.decode("utf-8", "replace").splitlines()
+        return SqlResult([line.split("\t") for line in lines])
+
+    def restore_database(self, service: Service, database: str, stream: BinaryIO) -> None:
+        """Create `database` if missing, then stream the dump into pg_restore / mariadb inside."""
+        if service.kind == "postgres":
+            literal = "'" + database.replace("'", "''") + "'"
+            if not self._query(
+                service, None, f"SELECT 1 FROM pg_database WHERE datname = {literal}", SourceError
+            ).rows:
+                create = 'CREATE DATABASE "' + database.replace('"', '""') + '"'
+                self._query(service, None, create, SourceError)
+            # --no-acl: the production roles that GRANTs name do not exist in staging.
+            argv = [
+                "pg_restore",
+                "--exit-on-error",
+                "--no-owner",
+                "--no-acl",
+                "-h",
+                LOCALHOST,
+                "-p",
+                str(self._port(service)),
+                "-U",
+                self._user(service),
+                "-d",
+                database,
+            ]
+        elif service.kind == "mariadb":
+            self._query(
+                service,
+                None,
+                "CREATE DATABASE IF NOT EXISTS `" + database.replace("`", "``") + "`",
+                SourceError,
+            )
+            argv = ["mariadb", "--binary-mode", *self._client_args(service), database]
+        else:
+            raise ConfigError(f"staging service '{service.name}' is not a database service")
+        started = time.monotonic()
+        result = self._exec(
+            self._container(service), argv, env=self._tool_env(service), stdin=stream, keep=TAIL_BYTES
+        )
+        if result.exit_code != 0 or not result.input_consumed:
+            raise SourceError(
+                f"{argv[0]} into {service.name}/{database} exited with {result.exit_code}"
+                f"{'' if result.input_consumed else ' before reading all its input'}: "
+                f"{mask(last_lines(result.stderr))}"
+            )
+        log.debug("restored %s/%s in %.1fs", service.name, database, time.monotonic() - started)
+
+    # --- files -------------------------------------------------------------------------------------
+
+    def install_files(self, service: Service, path: str, tree: Path) -> None:
+        """Copy `tree` into a new named volume that is mounted at `path` when the service starts."""
+        if not tree.is_dir():
+            raise JobFailed(f"files for {service.name}:{path} are missing: {tree} is not a directory")
+        if self.client.containers.list(all=True, filters={"name": f"^{self.container_name(service)}$"}):
+            raise JobFailed(f"install files into '{service.name}' before starting it")
+        image = service.image or DEFAULT_IMAGES.get(service.kind)
+        if not image:
+            raise ConfigError(f"staging service '{service.name}': an app service needs an image")
+        volume = f"{self.container_name(service)}-files-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+        self.client.volumes.create(name=volume, labels=labels(self.run_id))
+        # no_copy: the volume shows the restored tree only, not what the image keeps at `path`.
+        mount = Mount(target=path, source=volume, type="volume", no_copy=True)
+        try:
+            # Never started: the engine mounts a created container's volumes for archive uploads.
+            helper = self.client.containers.create(
+                image,
+                name=f"{volume}-copy",
+                labels=labels(self.run_id),
+                mounts=[mount],
+                network_disabled=True,
+            )
+        except ImageNotFound:
+            raise ConfigError(f"staging service '{service.name}': image '{image}' is not available") from None
+        chunks = _TarChunks(tree)
+        try:
+            if not helper.put_archive(path, chunks):
+                raise JobFailed(f"copying {tree} into {service.name}:{path} failed")
+        except APIError as error:
+            raise JobFailed(f"copying {tree} to {service.name}:{path} failed: {error.explanation}") from None
+        finally:
+            chunks.close()
+            helper.remove(force=True)
+        self._mounts.setdefault(service.name, []).append(mount)
+
+    # --- checks ------------------------------------------------------------------------------------
+
+    def exec(self, service: Service, argv: list[str]) -> ExecResult:
+        """Run `argv` inside the service's container: exit code and stdout+stderr interleaved."""
+        result = self._exec(self._container(service), argv)
+        return ExecResult(result.exit_code, result.combined.decode("utf-8", "replace"))
+
+    def endpoint(self, service: Service) -> tuple[str, int]:
+        """The container's address on the run's network and the service's port (reachable from
+        the host through the bridge; nothing is published)."""
+        container = self._container(service)
+        networks = container.attrs.get("NetworkSettings", {}).get("Networks", {})
+        address = (networks.get(self.network_name) or {}).get("IPAddress")
+        if not address:
+            raise JobFailed(f"staging service '{service.name}' has no address on {self.network_name}")
+        return address, self._port(service)
+
+    def info(self) -> StagingInfo:
+        """How to reach each service while the environment is kept, and how to remove it."""
+        services: dict[str, str] = {}
+        for service in self._services.values():
+            name = self.container_name(service)
+            if service.kind == "postgres":
+                services[service.name] = f"docker exec -it {name} psql -U {self._user(service)}"
+            elif service.kind == "mariadb":
+                services[service.name] = f"docker exec -it {name} mariadb -uroot -p"
+            else:
+                try:
+                    host, port = self.endpoint(service)
+                    services[service.name] = f"http://{host}:{port}/ (docker exec -it {name} sh)"
+                except JobFailed:
+                    services[service.name] = f"docker exec -it {name} sh"
+        return StagingInfo(self.name, self.run_id, services, f"backupctl drill cleanup --run {self.run_id}")
+
+    # --- exec plumbing -----------------------------------------------------------------------------
+
+    def _exec(
+        self,
+        container: Any,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        stdin: BinaryIO | None = None,
+        keep: int | None = None,
+    ) -> _ExecOutput:
+        """Run argv in the container through the engine API, optionally streaming `stdin` into it.
+        `keep`: bytes of each output stream to keep (the tail); None keeps everything."""
+        api = self.client.api
+        exec_id = api.exec_create(
+            container.id, argv, stdin=stdin is not None, stdout=True, stderr=True, environment=env
+        )["Id"]
+        connection = api.exec_start(exec_id, socket=True)
+        raw = getattr(connection, "_sock", connection)
+        # The client's 60 s read timeout would break a restore that is silent while building indexes.
+        raw.settimeout(None)
+        output = _ExecOutput(keep)
+        try:
+            if stdin is None:
+                _demultiplex(_reader(connection), output)
+            else:
+                reader = threading.Thread(
+                    target=_demultiplex, args=(_reader(connection), output), daemon=True
+                )
+                reader.start()
+                try:
+                    output.input_consumed = _pump(stdin, raw)
+                finally:
+                    try:
+                        raw.shutdown(socket.SHUT_WR)  # EOF for the tool; its output still flows back
+                    except OSError:
+                        pass
+                    reader.join()
+        finally:
+            connection.close()  # an open hijacked connection stalls later API calls on this engine
+        output.exit_code = _exit_code(api, exec_id)
+        return output
+
+
+class _ExecOutput:
+    """What an exec printed (stdout, stderr, both interleaved) and how it ended."""
+
+    def __init__(self, keep: int | None) -> None:
+        self.keep = keep
+        self._streams = {1: bytearray(), 2: bytearray(), 0: bytearray()}  # 0: both, interleaved
+        self.exit_code = -1
+        self.input_consumed = True
+
+    def add(self, stream: int, data: bytes) -> None:
+        for buffer in (self._streams[2 if stream == 2 else 1], self._streams[0]):
+            buffer += data
+            if self.keep is not None and len(buffer) > self.keep:
+                del buffer[: len(buffer) - self.keep]
+
+    @property
+    def stdout(self) -> bytes:
+        return bytes(self._streams[1])
+
+    @property
+    def stderr(self) -> bytes:
+        return bytes(self._streams[2])
+
+    @property
+    def combined(self) -> bytes:
+        return bytes(self._streams[0])
+
+
+def _resolve(value: str) -> str:
+    """A secret reference's value (registered for masking), or the literal text."""
+    try:
+        reference = SecretRef.parse(value)
+    except ValueError:
+        return value
+    return reference.resolve()
+
+
+def _reader(connection: Any) -> Callable[[int], bytes]:
+    """A read function over the hijacked exec connection. http.client may already have buffered
+    the first output bytes together with the 101 response headers: read through that buffer."""
+    buffered = getattr(
+        getattr(getattr(getattr(connection, "_response", None), "raw", None), "_fp", None), "fp", None
+    )
+    if buffered is not None and hasattr(buffered, "read1"):
+        return buffered.read1  # type: ignore[no-any-return]
+    raw = getattr(connection, "_sock", connection)
+    return raw.recv  # type: ignore[no-any-return]
+
+
+def _read_exactly(read: Callable[[int], bytes], size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _demultiplex(read: Callable[[int], bytes], output: _ExecOutput) -> None:
+    """Split the engine's multiplexed stream (8-byte header: stream id, 3 zero bytes, big-endian
+    length) into stdout and stderr until EOF."""
+    while True:
+        header = _read_exactly(read, 8)
+        if len(header) < 8:
+            return
+        stream, size = header[0], struct.unpack(">I", header[4:])[0]
+        while size:
+            chunk = read(min(size, CHUNK))
+            if not chunk:
+                return
+            output.add(stream, chunk)
+            size -= len(chunk)
+
+
+def _pump(stream: BinaryIO, raw: Any) -> bool:
+    """Copy `stream` into the exec's stdin; False when the tool went away before reading it all."""
+    while chunk := stream.read(CHUNK):
+        try:
+            raw.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+    return True
+
+
+def _exit_code(api: Any, exec_id: str) -> int:
+    # The stream ends when the process closes its output; the engine records the exit code just after.
+    for _ in range(100):
+        state = api.exec_inspect(exec_id)
+        if not state.get("Running"):
+            return int(state.get("ExitCode") if state.get("ExitCode") is not None else -1)
+        time.sleep(0.05)
+    raise JobFailed(f"exec {exec_id[:12]} closed its output but did not exit")
+
+
+class _TarChunks:
+    """A tar of `tree` (symlinks kept as links, hard links as links) as 1 MiB chunks, written by a
+    thread into a pipe: memory stays flat whatever the tree's size."""
+
+    def __init__(self, tree: Path) -> None:
+        read_fd, write_fd = os.pipe()
+        self._source = os.fdopen(read_fd, "rb", buffering=0)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._produce, args=(tree, write_fd), daemon=True)
+        self._thread.start()
+
+    def _produce(self, tree: Path, write_fd: int) -> None:
+        try:
+            with (
+                os.fdopen(write_fd, "wb", buffering=CHUNK) as sink,
+                tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+            ):
+                tar.add(str(tree), arcname=".")
+        except BaseException as error:  # reported by the consumer, in the caller's thread
+            self._error = error
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self._source.read(CHUNK):
+            yield chunk
+        self._thread.join()
+        if self._error is not None:
+            raise JobFailed(f"reading the restored files failed: {self._error}")
+
+    def close(self) -> None:
+        """Stop the producer (it gets EPIPE if the upload ended early) and wait for it."""
+        self._source.close()
+        self._thread.join()

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Build backupctl/debian-base:bookworm: debootstrap a minimal bookworm rootfs that already holds every
+# package in packages.txt, tidy it (setup-rootfs.sh, in a chroot), and `docker import` it.
+#
+#   build-base.sh TAG MIRROR [KEY=VALUE ...]      KEY=VALUE pairs become image labels
+#
+# Called by docker/build-images.sh, which decides whether the base is current. Needs root (debootstrap,
+# chroot). The rootfs lives in a temporary directory that is removed on exit, also on failure or Ctrl-C.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+tag="$1" mirror="$2"
+shift 2
+
+packages="$(sed -e 's/#.*//' "$here/packages.txt" | tr -s ' \t\n' '\n' | sed '/^$/d' | paste -sd, -)"
+work="$(mktemp -d "${TMPDIR:-/var/tmp}/backupctl-rootfs.XXXXXX")"
+
+cleanup() {
+    # debootstrap mounts /proc and /sys inside the target; a failed run can leave them mounted, and
+    # `rm -rf` must never walk into them. Unmount deepest first, then delete on this filesystem only.
+    local mount_point
+    findmnt -rn -o TARGET | grep -F "$work/" | sort -r | while read -r mount_point; do
+        umount -l "$mount_point" 2>/dev/null || true
+    done
+    rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+started=$(date +%s.%N)
+echo "base: debootstrap bookworm from $mirror ($(wc -w <<<"${packages//,/ }") packages + dependencies)"
+if ! debootstrap --variant=minbase --include="$packages" bookworm "$work/rootfs" "$mirror" \
+        >"$work/debootstrap.out" 2>&1; then
+    tail -n 30 "$work/debootstrap.out" >&2
+    [ ! -f "$work/rootfs/debootstrap/debootstrap.log" ] || tail -n 30 "$work/rootfs/debootstrap/debootstrap.log" >&2
+    echo "base: debootstrap failed (mirror $mirror)" >&2
+    exit 1
+fi
+awk -v start="$started" -v now="$(date +%s.%N)" 'BEGIN { printf "base: debootstrap %.1f s\n", now - start }'
+
+versions="$(chroot "$work/rootfs" dpkg-query -W -f='${Package}=${Version} ' postgresql-15 mariadb-server python3)"
+cp "$here/setup-rootfs.sh" "$work/rootfs/tmp/setup-rootfs.sh"
+chroot "$work/rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/sh /tmp/setup-rootfs.sh
+rm -f "$work/rootfs/tmp/setup-rootfs.sh"
+
+changes=(
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+    --change 'ENV LANG=en_US.utf8'
+    --change 'CMD ["bash"]'
+    --change "LABEL org.opencontainers.image.title=backupctl-debian-base"
+    --change "LABEL backupctl.packages=\"${versions% }\""
+)
+for label in "$@"; do
+    changes+=(--change "LABEL $label")
+done
+# Numeric owners: the rootfs's postgres/mysql ids are not the host's. /dev, /proc, /sys are provided
+# by the container runtime.
+tar --numeric-owner -C "$work/rootfs" \
+    --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' --exclude='./tmp/*' -c . \
+    | docker import "${changes[@]}" - "$tag" >/dev/null
+echo "base: imported $tag"

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Build backupctl's staging images from Debian packages, without any registry:
+#
+#   backupctl/debian-base:bookworm   debootstrap rootfs with every package (docker/base/), docker import
+#   backupctl/postgres:15            docker/postgres/   same env, ports, data dir as the official image
+#   backupctl/mariadb:10.11          docker/mariadb/    same env, ports, data dir as the official image
+#   backupctl/shop:latest            docker/shop/       the sample shop's web app
+#
+# usage: docker/build-images.sh [--force] [--check] [--mirror URL] [base|postgres|mariadb|shop ...]
+#
+# An image is rebuilt only when its inputs changed: each carries the label backupctl.inputs-sha256, a
+# hash of its build context (for the base: docker/base/; for the others: their directory plus the
+# base image's id), compared with `docker image inspect`. --force rebuilds all named images (default:
+# all). --check builds nothing: exit 0 if every named image is current, 1 if not.
+# Building the base needs root (debootstrap, chroot) and the Debian mirror (found in apt's sources,
+# or --mirror / $BACKUPCTL_DEBIAN_MIRROR); `docker build` steps need no network.
+# Exit codes: 0 built or current; 1 a build failed (or --check: not current); 2 a prerequisite is
+# missing (docker engine, debootstrap, root, mirror) or bad arguments.
+set -euo pipefail
+
+docker_dir="$(cd "$(dirname "$0")" && pwd)"
+label_key=backupctl.inputs-sha256
+declare -A tags=(
+    [base]=backupctl/debian-base:bookworm
+    [postgres]=backupctl/postgres:15
+    [mariadb]=backupctl/mariadb:10.11
+    [shop]=backupctl/shop:latest
+)
+order=(base postgres mariadb shop)
+
+usage() { sed -n '2,19s/^# \{0,1\}//p' "$0"; }
+die() { echo "build-images: $2" >&2; exit "$1"; }
+now() { date +%s.%N; }
+seconds_since() { awk -v start="$1" -v now="$(now)" 'BEGIN { printf "%.1f", now - start }'; }
+
+force=0 check=0 mirror="${BACKUPCTL_DEBIAN_MIRROR:-}" wanted=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --force) force=1 ;;
+        --check) check=1 ;;
+        --mirror) [ $# -ge 2 ] || die 2 "--mirror needs a URL"; mirror="$2"; shift ;;
+        --mirror=*) mirror="${1#--mirror=}" ;;
+        -h|--help) usage; exit 0 ;;
+        base|postgres|mariadb|shop) wanted+=("$1") ;;
+        *) usage >&2; die 2 "unknown argument: $1" ;;
+    esac
+    shift
+done
+[ ${#wanted[@]} -gt 0 ] || wanted=(postgres mariadb shop)
+wants() { [[ " base ${wanted[*]} " == *" $1 "* ]]; }   # the base is always needed
+
+# --- prerequisites ----------------------------------------------------------------------------------
+command -v docker >/dev/null || die 2 "docker CLI not found: install docker.io (apt-get install docker.io)"
+if ! engine_error="$(timeout 30 docker version --format '{{.Server.Version}}' 2>&1)"; then
+    die 2 "docker engine not reachable (${DOCKER_HOST:-unix:///var/run/docker.sock}): ${engine_error##*$'\n'}
+  start it (systemctl start docker, or dockerd &) and make sure this user may use it"
+fi
+export DOCKER_BUILDKIT=0   # the classic builder: this engine (20.10) has no buildx; output is stable
+
+# Two test sessions on one machine must not debootstrap twice or race on the tags.
+lock_file="${BACKUPCTL_IMAGES_LOCK:-${TMPDIR:-/tmp}/backupctl-build-images.lock}"
+exec 9>>"$lock_file"
+if ! flock -n 9; then
+    echo "build-images: waiting for another build (lock $lock_file)"
+    flock 9
+fi
+
+# --- inputs -----------------------------------------------------------------------------------------
+# Hash of every file in a build context that can influence the image (name, mode, bytes); READMEs and
+# Python caches are not inputs.
+hash_context() {
+    local dir="$1" file
+    (
+        cd "$dir"
+        find . -type f ! -name '*.md' ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z |
+            while IFS= read -r -d '' file; do
+                printf '%s %s\0' "$file" "$(stat -c %a "$file")"
+                cat "$file"
+            done
+    ) | sha256sum | cut -d' ' -f1
+}
+image_label() { docker image inspect -f "{{ index .Config.Labels \"$label_key\" }}" "$1" 2>/dev/null || true; }
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+inputs_of() {
+    if [ "$1" = base ]; then
+        hash_context "$docker_dir/base"
+    else
+        printf '%s %s' "$(image_id "${tags[base]}")" "$(hash_context "$docker_dir/$1")" | sha256sum | cut -d' ' -f1
+    fi
+}
+
+# The Debian mirror apt already uses (one-line *.list or deb822 *.sources): the first "deb" entry for
+# bookworm with the main component that is not the security archive.
+find_mirror() {
+    local files=() file
+    for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [ -f "$file" ] && files+=("$file")
+    done
+    [ ${#files[@]} -gt 0 ] || return 0
+    awk '
+        function has(list, word,   n, i, parts) {
+            n = split(list, parts, /[ \t]+/)
+            for (i = 1; i <= n; i++) if (parts[i] == word) return 1
+            return 0
+        }
+        function flush() {
+            if (types != "" && has(types, "deb") && has(suites, "bookworm") && has(comps, "main") \
+                && enabled != "no" && uris !~ /security/ && !found) { split(uris, u, /[ \t]+/); print u[1]; found = 1; exit }
+            types = uris = suites = comps = enabled = ""
+        }
+        FNR == 1 { flush() }
+        FILENAME ~ /\.sources$/ {
+            if ($0 ~ /^[ \t]*$/) { flush(); next }
+            if ($0 ~ /^#/) next
+            key = tolower($1); sub(/:$/, "", key); value = $0; sub(/^[^:]*:[ \t]*/, "", value)
+            if (key == "types") types = value; else if (key == "uris") uris = value
+            else if (key == "suites") suites = value; else if (key == "components") comps = value
+            else if (key == "enabled") enabled = tolower(value)
+            next
+        }
+        /^deb[ \t]/ {
+            line = $0; sub(/\[[^]]*\]/, "", line); n = split(line, f, /[ \t]+/)
+            if (f[3] == "bookworm" && f[2] !~ /security/) { for (i = 4; i <= n; i++) if (f[i] == "main") { print f[2]; found = 1; exit } }
+        }
+        END { if (!found) flush() }
+    ' "${files[@]}"
+}
+
+# --- build ------------------------------------------------------------------------------------------
+build_base() {
+    [ "$(id -u)" -eq 0 ] || die 2 "building ${tags[base]} needs root (debootstrap, chroot): run this with sudo"
+    command -v debootstrap >/dev/null || die 2 "debootstrap not found: apt-get install debootstrap"
+    if [ -z "$mirror" ]; then
+        mirror="$(find_mirror)"
+        [ -n "$mirror" ] || die 2 "no Debian bookworm mirror in /etc/apt/sources.list{,.d}: pass --mirror URL"
+    fi
+    "$docker_dir/base/build-base.sh" "${tags[base]}" "$mirror" "$label_key=$1"
+}
+
+build_service() {
+    local name="$1" inputs="$2" log
+    log="$(mktemp)"
+    if ! docker build --force-rm --label "$label_key=$inputs" -t "${tags[$name]}" \
+            -f "$docker_dir/$name/Dockerfile" "$docker_dir/$name" >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        rm -f "$log"
+        die 1 "$name: docker build failed"
+    fi
+    rm -f "$log"
+}
+
+total_started=$(now)
+stale=0 replaced=()
+for name in "${order[@]}"; do
+    wants "$name" || continue
+    started=$(now)
+    inputs="$(inputs_of "$name")"
+    if [ "$force" -eq 0 ] && [ "$(image_label "${tags[$name]}")" = "$inputs" ]; then
+        printf '%-9s %-32s current   %6s s\n' "$name" "${tags[$name]}" "$(seconds_since "$started")"
+        continue
+    fi
+    if [ "$check" -eq 1 ]; then
+        printf '%-9s %-32s stale\n' "$name" "${tags[$name]}"
+        stale=1
+        continue
+    fi
+    old_id="$(image_id "${tags[$name]}")"
+    if [ "$name" = base ]; then build_base "$inputs"; else build_service "$name" "$inputs"; fi
+    [ -z "$old_id" ] || [ "$old_id" = "$(image_id "${tags[$name]}")" ] || replaced=("$old_id" "${replaced[@]}")
+    printf '%-9s %-32s built     %6s s\n' "$name" "${tags[$name]}" "$(seconds_since "$started")"
+done
+
+# Images these tags pointed to before: remove them once untagged (children first). One still used by
+# a container or another image stays; that is fine.
+for old_id in "${replaced[@]}"; do
+    [ -n "$(docker image inspect -f '{{join .RepoTags ""}}' "$old_id" 2>/dev/null)" ] ||
+        docker image rm "$old_id" >/dev/null 2>&1 || true
+done
+
+[ "$check" -eq 0 ] || exit "$stale"
+printf 'total %39s %6s s\n' "" "$(seconds_since "$total_started")"

@@ -1,0 +1,1 @@
+"""Integration tests of the staging runtimes against real clusters and processes."""
