@@ -306,19 +306,8 @@ class DockerRuntime:
     def _probe(self, service: Service, container: Any) -> tuple[bool, str]:
         """One readiness attempt: (ready, what the probe said)."""
         if service.kind in ("postgres", "mariadb"):
-            if service.kind == "postgres":
-                ping = [
-                    "pg_isready",
-                    "-h",
-                    LOCALHOST,
-                    "-p",
-                    str(self._port(service)),
-                    "-U",
-                    self._user(service),
-                ]
-            else:
-                ping = ["mariadb-admin", "ping", *self._client_args(service)]
-            for argv in (ping, self._sql_argv(service, None, "select 1")):
+            ping = ["pg_isready"] if service.kind == "postgres" else ["mariadb-admin", "ping"]
+            for argv in ([*ping, *self._client_args(service)], self._sql_argv(service, None, "select 1")):
                 result = self._exec(container, argv, env=self._tool_env(service))
                 if result.exit_code != 0:
                     return False, last_lines(result.stderr or result.stdout, 2)
@@ -359,6 +348,9 @@ class DockerRuntime:
     # --- databases ---------------------------------------------------------------------------------
 
     def _client_args(self, service: Service) -> list[str]:
+        """Where and as whom the service's own client tools connect (TCP, see LOCALHOST)."""
+        if service.kind == "postgres":
+            return ["-h", LOCALHOST, "-p", str(self._port(service)), "-U", self._user(service)]
         return ["--protocol=tcp", "-h", LOCALHOST, "-P", str(self._port(service)), "-u", "root"]
 
     def _tool_env(self, service: Service) -> dict[str, str]:
@@ -367,37 +359,12 @@ class DockerRuntime:
         return {variable: self._password(service)}
 
     def _sql_argv(self, service: Service, database: str | None, query: str) -> list[str]:
+        connect = self._client_args(service)
         if service.kind == "postgres":
-            return [
-                "psql",
-                "-X",
-                "-A",
-                "-t",
-                "-F",
-                "\t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                LOCALHOST,
-                "-p",
-                str(self._port(service)),
-                "-U",
-                self._user(service),
-                "-d",
-                database or "postgres",
-                "-c",
-                query,
-            ]
+            psql = ["psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
+            return [*psql, *connect, "-d", database or "postgres", "-c", query]
         if service.kind == "mariadb":
-            return [
-                "mariadb",
-                "-B",
-                "-N",
-                *self._client_args(service),
-                *([database] if database else []),
-                "-e",
-                query,
-            ]
+            return ["mariadb", "-B", "-N", *connect, *([database] if database else []), "-e", query]
         raise ConfigError(f"staging service '{service.name}' is not a database service")
 
     def sql(self, service: Service, database: str, query: str) -> SqlResult:
@@ -419,34 +386,16 @@ class DockerRuntime:
     def restore_database(self, service: Service, database: str, stream: BinaryIO) -> None:
         """Create `database` if missing, then stream the dump into pg_restore / mariadb inside."""
         if service.kind == "postgres":
-            literal = "'" + database.replace("'", "''") + "'"
-            if not self._query(
-                service, None, f"SELECT 1 FROM pg_database WHERE datname = {literal}", SourceError
-            ).rows:
+            exists = "SELECT 1 FROM pg_database WHERE datname = '" + database.replace("'", "''") + "'"
+            if not self._query(service, None, exists, SourceError).rows:
                 create = 'CREATE DATABASE "' + database.replace('"', '""') + '"'
                 self._query(service, None, create, SourceError)
             # --no-acl: the production roles that GRANTs name do not exist in staging.
-            argv = [
-                "pg_restore",
-                "--exit-on-error",
-                "--no-owner",
-                "--no-acl",
-                "-h",
-                LOCALHOST,
-                "-p",
-                str(self._port(service)),
-                "-U",
-                self._user(service),
-                "-d",
-                database,
-            ]
+            argv = ["pg_restore", "--exit-on-error", "--no-owner", "--no-acl", *self._client_args(service)]
+            argv += ["-d", database]
         elif service.kind == "mariadb":
-            self._query(
-                service,
-                None,
-                "CREATE DATABASE IF NOT EXISTS `" + database.replace("`", "``") + "`",
-                SourceError,
-            )
+            create = "CREATE DATABASE IF NOT EXISTS `" + database.replace("`", "``") + "`"
+            self._query(service, None, create, SourceError)
             argv = ["mariadb", "--binary-mode", *self._client_args(service), database]
         else:
             raise ConfigError(f"staging service '{service.name}' is not a database service")

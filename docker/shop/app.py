@@ -219,7 +219,7 @@ class ShopServer(ThreadingHTTPServer):
 class ShopHandler(BaseHTTPRequestHandler):
     """One request (HTTP/1.0: one per connection): route, run the handler, answer JSON or a file."""
 
-    server_version, sys_version = "shop/1", ""
+    server_version, sys_version = "shop/1", "python"
     timeout = 10  # seconds: a stalled client cannot hold a thread (and so a graceful shutdown) for long
     server: ShopServer
     _responded, _cookie = False, ""
@@ -228,7 +228,7 @@ class ShopHandler(BaseHTTPRequestHandler):
         """Every method goes through the route table (http.server looks up do_<METHOD>)."""
         self._dispatch(self.command)
 
-    do_POST = do_DELETE = do_PUT = do_PATCH = do_GET
+    do_HEAD = do_POST = do_DELETE = do_PUT = do_PATCH = do_GET  # HEAD: for probes such as wget --spider
 
     def log_message(self, format: str, *args: Any) -> None:
         """Access log on stderr: request lines only, never bodies (which hold passwords)."""
@@ -244,7 +244,7 @@ class ShopHandler(BaseHTTPRequestHandler):
         try:
             for route_method, pattern, name in ROUTES:
                 m = pattern.fullmatch(path)
-                if m and route_method == method:
+                if m and route_method == ("GET" if method == "HEAD" else method):
                     result = getattr(self, f"h_{name}")(query, *m.groups())
                     if result is not None:
                         self._send_json(*result)
@@ -277,7 +277,8 @@ class ShopHandler(BaseHTTPRequestHandler):
             self.send_header("Set-Cookie", self._cookie)
         self.end_headers()
         self._responded = True
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def _body(self) -> dict[str, Any]:
         """The request body: a JSON object, or an urlencoded form (the last value of each field)."""
@@ -456,7 +457,8 @@ class ShopHandler(BaseHTTPRequestHandler):
                 self.send_header(key, value)
             self.end_headers()
             self._responded = True
-            shutil.copyfileobj(f, self.wfile, 64 * 1024)
+            if self.command != "HEAD":
+                shutil.copyfileobj(f, self.wfile, 64 * 1024)
 
     # --- queries
     @staticmethod

@@ -454,6 +454,9 @@ def test_errors_are_json(shop: Shop) -> None:
     body = b'{"email": "drill@shop.example", "password": "wrong"}'
     assert raw_request(shop.port, curl_d + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))[0] == 401
     assert raw_request(shop.port, b"BREW /pot HTTP/1.0\r\n\r\n")[0] == 501
+    head = client.request("HEAD", "/uploads/products/p000001.jpg")  # probes like wget --spider
+    assert (head.status, head.body) == (200, b"")
+    assert head.headers["content-length"] == str((shop.uploads / "products" / "p000001.jpg").stat().st_size)
     assert raw_request(shop.port, b"GET / x HTTP/1.0\r\n\r\n") == (
         400,
         {"error": "Bad request syntax ('GET / x HTTP/1.0')"},
