@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STRICT := $(if $(filter true 1,$(CI)),1,0)
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps demo test lint unit bench clean
+.PHONY: help install system-deps images demo test lint unit bench clean
 
 help:
-	@echo "make demo    back up the sample shop, verify, restore, print a summary"
+	@echo "make demo    back up the sample shop, verify, restore, drill it, print where the report is"
 	@echo "make test    lint (ruff, mypy) and run unit, integration and end-to-end tests"
+	@echo "make images  build the drill staging images from Debian packages (no registry needed)"
 	@echo "make bench   benchmarks vs pg_dump/pg_restore, boto3, restic (BENCH=spine,offsite; not in make test)"
 
 system-deps:
@@ -23,6 +24,9 @@ $(BIN)/backupctl: pyproject.toml
 	@touch $(BIN)/backupctl
 
 install: system-deps $(BIN)/backupctl
+
+images: install
+	bash docker/build-images.sh
 
 demo: install
 	$(BIN)/python scripts/demo.py

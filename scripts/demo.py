@@ -38,6 +38,15 @@ def run(argv: list[str], env: dict[str, str], check: bool = True) -> subprocess.
     return done
 
 
+def docker_available() -> bool:
+    try:
+        done = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+
 def main() -> None:
     started = time.monotonic()
     DEMO.mkdir(exist_ok=True)
@@ -67,6 +76,7 @@ def main() -> None:
             "SHOP_UPLOADS_DIR": str(DEMO / "uploads"),
             "SHOP_BACKUP_DIR": str(DEMO / "backups"),
             "DEMO_SUPERUSER_PASSWORD": cluster.password,
+            "SHOP_DRILL_PASSWORD": os.environ.get("SHOP_DRILL_PASSWORD") or secrets.token_urlsafe(12),
             "PGPASSWORD": cluster.password,
         }
 
@@ -133,6 +143,17 @@ def main() -> None:
             env,
         )
 
+        step("8. drill: restore into disposable staging, log in, fill a cart, pay, reconcile, tear down")
+        runtime = "local"
+        if docker_available():
+            print("Docker engine found: building the staging images (skipped when current)")
+            built = subprocess.run(["bash", str(ROOT / "docker" / "build-images.sh")], text=True, check=False)
+            runtime = "docker" if built.returncode == 0 else "local"
+        reports = DEMO / "reports"
+        drilled = run([*backupctl, "drill", str(ROOT / "drills" / "shop.yaml"), "--runtime", runtime,
+                       "--report", str(reports)], env, check=False)
+        html = sorted(reports.glob("*.html"), key=lambda p: p.stat().st_mtime)
+
         step("summary")
         import psycopg
 
@@ -151,9 +172,14 @@ def main() -> None:
         print(f"keys:      {DEMO / 'state' / 'keys'} (the identity file is what you keep offline)")
         print(f"restored:  database shop_scratch, files in {restored_dir}")
         print("break-glass without backupctl: see docs/break-glass.md")
+        if html:
+            verdict = "PASSED" if drilled.returncode == 0 else "FAILED"
+            print(f"drill report: {html[-1]}  ({verdict}, {runtime} runtime)")
         print(f"demo finished in {time.monotonic() - started:.1f}s; the throwaway PostgreSQL is stopped now")
         if equal != len(before):
             raise SystemExit("demo failed: the restored database differs")
+        if drilled.returncode != 0:
+            raise SystemExit("demo failed: the drill did not pass (see the report)")
 
 
 if __name__ == "__main__":
