@@ -83,14 +83,28 @@ def default_drill(policy: Policy) -> Drill:
     services: list[dict[str, Any]] = []
     for source in policy.sources:
         if source.type == "postgres":
-            services.append({"name": f"{source.name}-pg", "kind": "postgres", "image": "backupctl/postgres:15",
-                             "env": {"POSTGRES_PASSWORD": "${" + DRILL_SECRET_ENV + "}"},
-                             "databases": [{"source": source.name, "database": "restored"}]})
+            services.append(
+                {
+                    "name": f"{source.name}-pg",
+                    "kind": "postgres",
+                    "image": "backupctl/postgres:15",
+                    "env": {"POSTGRES_PASSWORD": "${" + DRILL_SECRET_ENV + "}"},
+                    "databases": [{"source": source.name, "database": "restored"}],
+                }
+            )
         elif source.type == "mysql":
-            services.append({"name": f"{source.name}-db", "kind": "mariadb", "image": "backupctl/mariadb:10.11",
-                             "env": {"MARIADB_ROOT_PASSWORD": "${" + DRILL_SECRET_ENV + "}"},
-                             "databases": [{"source": source.name, "database": "restored"}]})
-    return Drill.model_validate({"name": f"{policy.name}-default", "policy": policy.name, "services": services})
+            services.append(
+                {
+                    "name": f"{source.name}-db",
+                    "kind": "mariadb",
+                    "image": "backupctl/mariadb:10.11",
+                    "env": {"MARIADB_ROOT_PASSWORD": "${" + DRILL_SECRET_ENV + "}"},
+                    "databases": [{"source": source.name, "database": "restored"}],
+                }
+            )
+    return Drill.model_validate(
+        {"name": f"{policy.name}-default", "policy": policy.name, "services": services}
+    )
 
 
 def choose_target(policy: Policy, available: dict[str, str], requested: str | None) -> str:
@@ -104,7 +118,9 @@ def choose_target(policy: Policy, available: dict[str, str], requested: str | No
     candidates = [t for t in policy.targets if available.get(t.name) == "complete" and t.type != "restic"]
     if not candidates:
         raise ConfigError("no local, S3 or SFTP target holds a complete copy of this snapshot")
-    ranked = sorted(enumerate(candidates), key=lambda item: (item[1].offsite, item[1].type != "local", item[0]))
+    ranked = sorted(
+        enumerate(candidates), key=lambda item: (item[1].offsite, item[1].type != "local", item[0])
+    )
     return ranked[-1][1].name
 
 
@@ -162,19 +178,39 @@ def run_drill(
     identities = load_identities(policy, identity_file)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     runtime = select_runtime(runtime_choice or drill.runtime, run_id, base_dir, events)
-    outcome = DrillOutcome(run_id, drill.name, policy.name, snapshot.id, target_name, runtime.name,
-                           datetime.now(UTC), objectives_checked=check_objectives)
+    outcome = DrillOutcome(
+        run_id,
+        drill.name,
+        policy.name,
+        snapshot.id,
+        target_name,
+        runtime.name,
+        datetime.now(UTC),
+        objectives_checked=check_objectives,
+    )
     rto = drill.objectives.rto or policy.objectives.rto
     rpo = drill.objectives.rpo or policy.objectives.rpo
     outcome.rto_objective, outcome.rpo_objective = rto.total_seconds(), rpo.total_seconds()
-    events.info(f"drill {drill.name} ({run_id}): snapshot {snapshot.id} of {policy.name} from {target_name}, "
-                f"{runtime.name} runtime")
+    events.info(
+        f"drill {drill.name} ({run_id}): snapshot {snapshot.id} of {policy.name} from {target_name}, "
+        f"{runtime.name} runtime"
+    )
     target = build_target(policy.target(target_name))
     began = time.monotonic()
     try:
         with _deadline(drill.timeout.total_seconds()):
-            _drill_steps(settings, policy, drill, runtime, target, snapshot.id, identities, outcome, events,
-                         restore_all)
+            _drill_steps(
+                settings,
+                policy,
+                drill,
+                runtime,
+                target,
+                snapshot.id,
+                identities,
+                outcome,
+                events,
+                restore_all,
+            )
         outcome.measured_rto = time.monotonic() - began
         outcome.rpo_at_drill = (datetime.now(UTC) - snapshot.started_at).total_seconds()
         failed = [check.name for check in outcome.checks if not check.ok]
@@ -182,9 +218,13 @@ def run_drill(
         if failed:
             reasons.append(f"checks failed: {', '.join(failed)}")
         if check_objectives and outcome.measured_rto > outcome.rto_objective:
-            reasons.append(f"measured RTO {outcome.measured_rto:.0f}s exceeds the objective {outcome.rto_objective:.0f}s")
+            reasons.append(
+                f"measured RTO {outcome.measured_rto:.0f}s exceeds the objective {outcome.rto_objective:.0f}s"
+            )
         if check_objectives and outcome.rpo_at_drill > outcome.rpo_objective:
-            reasons.append(f"the snapshot is {outcome.rpo_at_drill:.0f}s old, RPO is {outcome.rpo_objective:.0f}s")
+            reasons.append(
+                f"the snapshot is {outcome.rpo_at_drill:.0f}s old, RPO is {outcome.rpo_objective:.0f}s"
+            )
         outcome.ok = not reasons
         outcome.reason = "; ".join(reasons) or None
     except KeyboardInterrupt:
@@ -201,21 +241,35 @@ def run_drill(
             try:
                 runtime.down()
             finally:
-                outcome.stages.append(StageTiming("teardown", time.monotonic() - down_started, "not part of the RTO"))
+                outcome.stages.append(
+                    StageTiming("teardown", time.monotonic() - down_started, "not part of the RTO")
+                )
         outcome.finished_at = datetime.now(UTC)
         _record(catalog, outcome)
     return outcome
 
 
-def _drill_steps(settings: Settings, policy: Policy, drill: Drill, runtime: StagingRuntime, target: BlobTarget,
-                 snapshot_id: str, identities: list[Any], outcome: DrillOutcome, events: Events,
-                 restore_all: bool) -> None:
+def _drill_steps(
+    settings: Settings,
+    policy: Policy,
+    drill: Drill,
+    runtime: StagingRuntime,
+    target: BlobTarget,
+    snapshot_id: str,
+    identities: list[Any],
+    outcome: DrillOutcome,
+    events: Events,
+    restore_all: bool,
+) -> None:
     def stage(name: str, started: float, detail: str = "") -> None:
         outcome.stages.append(StageTiming(name, time.monotonic() - started, detail))
 
     def integrity(name: str, ok: bool, detail: str, started: float) -> None:
-        outcome.checks.append(CheckResult(name=name, kind="integrity", ok=ok, detail=detail,
-                                          duration=time.monotonic() - started))
+        outcome.checks.append(
+            CheckResult(
+                name=name, kind="integrity", ok=ok, detail=detail, duration=time.monotonic() - started
+            )
+        )
         if not ok:
             raise IntegrityError(f"{name}: {detail}")
 
@@ -230,10 +284,10 @@ def _drill_steps(settings: Settings, policy: Policy, drill: Drill, runtime: Stag
     register_secret(_drill_secret())
 
     # Which artifacts: every source a service restores; a default drill restores all.
-    restores: dict[str, tuple[Service, DatabaseRestore | None, str | None]] = {}
+    restores: dict[str, tuple[Service | None, DatabaseRestore | None, str | None]] = {}
     for service in drill.services:
-        for database in service.databases:
-            restores[database.source] = (service, database, None)
+        for restore in service.databases:
+            restores[restore.source] = (service, restore, None)
         for files in service.files:
             restores[files.source] = (service, None, files.path)
     wanted = [a for a in manifest.artifacts if a.source in restores or restore_all]
@@ -246,11 +300,20 @@ def _drill_steps(settings: Settings, policy: Policy, drill: Drill, runtime: Stag
         timing = ReadTiming()
         digest, size = rehash(target, key_of(policy.name, snapshot_id, artifact.file), timing)
         outcome.warmup_seconds += timing.warmup_seconds
-        stage(f"fetch {artifact.source}", started,
-              f"{size} bytes" + (f", archive warm-up {timing.warmup_seconds:.1f}s" if timing.warmup_seconds else ""))
-        integrity(f"sha256 {artifact.file}", digest == artifact.stored_sha256 and size == artifact.stored_bytes,
-                  "stored bytes match the manifest" if digest == artifact.stored_sha256 else
-                  f"sha256/size differ from the manifest ({size} bytes, expected {artifact.stored_bytes})", started)
+        stage(
+            f"fetch {artifact.source}",
+            started,
+            f"{size} bytes"
+            + (f", archive warm-up {timing.warmup_seconds:.1f}s" if timing.warmup_seconds else ""),
+        )
+        integrity(
+            f"sha256 {artifact.file}",
+            digest == artifact.stored_sha256 and size == artifact.stored_bytes,
+            "stored bytes match the manifest"
+            if digest == artifact.stored_sha256
+            else f"sha256/size differ from the manifest ({size} bytes, expected {artifact.stored_bytes})",
+            started,
+        )
 
     started = time.monotonic()
     database_services = [s for s in drill.services if s.kind != "app"]
@@ -258,13 +321,14 @@ def _drill_steps(settings: Settings, policy: Policy, drill: Drill, runtime: Stag
     stage("databases ready", started, ", ".join(s.name for s in database_services))
 
     for artifact in wanted:
-        service, database, path = restores.get(artifact.source, (None, None, None))
+        into, database, path = restores.get(artifact.source, (None, None, None))
         started = time.monotonic()
-        if database is not None and service is not None:
-            _restore_database(runtime, service, database.database, target, policy, snapshot_id, artifact,
-                              identities, outcome)
+        if database is not None and into is not None:
+            _restore_database(
+                runtime, into, database.database, target, policy, snapshot_id, artifact, identities, outcome
+            )
         else:
-            _restore_files(runtime, service, path, target, policy, snapshot_id, artifact, identities, outcome)
+            _restore_files(runtime, into, path, target, policy, snapshot_id, artifact, identities, outcome)
         stage(f"restore {artifact.source}", started, f"{artifact.plain_bytes} bytes")
         events.info(f"drill {outcome.run_id}: restored {artifact.source}")
 
@@ -282,14 +346,28 @@ def _drill_steps(settings: Settings, policy: Policy, drill: Drill, runtime: Stag
         for check in drill.checks:
             result = run_check(check, context)
             outcome.checks.append(result)
-            events.info(f"check {result.name}: {'ok' if result.ok else 'FAILED'} ({result.duration:.1f}s)"
-                        + ("" if result.ok else f": {result.detail}"))
-        stage("checks", started, f"{sum(c.ok for c in outcome.checks if c.kind != 'integrity')}/{len(drill.checks)} passed")
+            events.info(
+                f"check {result.name}: {'ok' if result.ok else 'FAILED'} ({result.duration:.1f}s)"
+                + ("" if result.ok else f": {result.detail}")
+            )
+        stage(
+            "checks",
+            started,
+            f"{sum(c.ok for c in outcome.checks if c.kind != 'integrity')}/{len(drill.checks)} passed",
+        )
 
 
-def _restore_database(runtime: StagingRuntime, service: Service, database: str, target: BlobTarget,
-                      policy: Policy, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any],
-                      outcome: DrillOutcome) -> None:
+def _restore_database(
+    runtime: StagingRuntime,
+    service: Service,
+    database: str,
+    target: BlobTarget,
+    policy: Policy,
+    snapshot_id: str,
+    artifact: ArtifactRecord,
+    identities: list[Any],
+    outcome: DrillOutcome,
+) -> None:
     started = time.monotonic()
     key = key_of(policy.name, snapshot_id, artifact.file)
     with target.reader(key) as stored, decrypted_reader(stored, identities) as (plain, finished):
@@ -302,20 +380,39 @@ def _restore_database(runtime: StagingRuntime, service: Service, database: str, 
         except IntegrityError as error:
             _integrity(outcome, f"decrypt {artifact.file}", False, str(error), started)
             raise
-    _integrity(outcome, f"decrypt {artifact.file}", stats.plain_sha256 == artifact.plain_sha256,
-               "authenticated and equal to the manifest's plain sha256", started)
-    _integrity(outcome, f"restore {artifact.source}", True, f"restored into {service.name}/{database}", started)
+    _integrity(
+        outcome,
+        f"decrypt {artifact.file}",
+        stats.plain_sha256 == artifact.plain_sha256,
+        "authenticated and equal to the manifest's plain sha256",
+        started,
+    )
+    _integrity(
+        outcome, f"restore {artifact.source}", True, f"restored into {service.name}/{database}", started
+    )
     counts = staging_row_counts(runtime, service, database)
     problems = count_rows_equal(artifact.source_type, artifact.facts, {"row_counts": counts})
     expected = artifact.facts.get("row_counts", {})
-    _integrity(outcome, f"row counts {artifact.source}", not problems,
-               "; ".join(problems) if problems else f"{len(expected)} tables, every count equals the manifest",
-               started)
+    _integrity(
+        outcome,
+        f"row counts {artifact.source}",
+        not problems,
+        "; ".join(problems) if problems else f"{len(expected)} tables, every count equals the manifest",
+        started,
+    )
 
 
-def _restore_files(runtime: StagingRuntime, service: Service | None, path: str | None, target: BlobTarget,
-                   policy: Policy, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any],
-                   outcome: DrillOutcome) -> None:
+def _restore_files(
+    runtime: StagingRuntime,
+    service: Service | None,
+    path: str | None,
+    target: BlobTarget,
+    policy: Policy,
+    snapshot_id: str,
+    artifact: ArtifactRecord,
+    identities: list[Any],
+    outcome: DrillOutcome,
+) -> None:
     """Extract safely on this host (tree hash checked), then hand the tree to the service."""
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix=f"backupctl-drill-{outcome.run_id}-"))
@@ -327,9 +424,15 @@ def _restore_files(runtime: StagingRuntime, service: Service | None, path: str |
             restored = source.restore(plain, RestoreRequest(to_dir=tree))
             finished()
         problems = source.compare(artifact.facts, restored.facts)
-        _integrity(outcome, f"tree hash {artifact.source}", not problems,
-                   "; ".join(problems) if problems else
-                   f"{restored.facts.get('file_count')} files, tree hash equals the manifest", started)
+        _integrity(
+            outcome,
+            f"tree hash {artifact.source}",
+            not problems,
+            "; ".join(problems)
+            if problems
+            else f"{restored.facts.get('file_count')} files, tree hash equals the manifest",
+            started,
+        )
         if service is not None and path is not None:
             runtime.install_files(service, path, tree)
     finally:
@@ -337,17 +440,22 @@ def _restore_files(runtime: StagingRuntime, service: Service | None, path: str |
 
 
 def _integrity(outcome: DrillOutcome, name: str, ok: bool, detail: str, started: float) -> None:
-    outcome.checks.append(CheckResult(name=name, kind="integrity", ok=ok, detail=detail,
-                                      duration=time.monotonic() - started))
+    outcome.checks.append(
+        CheckResult(name=name, kind="integrity", ok=ok, detail=detail, duration=time.monotonic() - started)
+    )
     if not ok:
         raise IntegrityError(f"{name}: {detail}")
 
 
-PG_TABLES = ("SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-             "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-             "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1")
-MARIADB_TABLES = ("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
-                  "AND table_type = 'BASE TABLE' ORDER BY 1")
+PG_TABLES = (
+    "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1"
+)
+MARIADB_TABLES = (
+    "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
+    "AND table_type = 'BASE TABLE' ORDER BY 1"
+)
 
 
 def staging_row_counts(runtime: StagingRuntime, service: Service, database: str) -> dict[str, int]:
@@ -394,14 +502,36 @@ def _record(catalog: Any, outcome: DrillOutcome) -> None:
     from backupctl.catalog.models import DrillRow
     from backupctl.catalog.store import record_drill
 
-    record_drill(catalog, DrillRow(
-        id=outcome.run_id, policy=outcome.policy, drill=outcome.drill, snapshot_id=outcome.snapshot_id,
-        target=outcome.target, runtime=outcome.runtime, started_at=outcome.started_at,
-        finished_at=outcome.finished_at or datetime.now(UTC), ok=outcome.ok, reason=outcome.reason,
-        rto_seconds=outcome.measured_rto, rto_objective_seconds=outcome.rto_objective,
-        rpo_seconds=outcome.rpo_at_drill, rpo_objective_seconds=outcome.rpo_objective,
-        stages=[{"name": s.name, "seconds": round(s.seconds, 3), "detail": s.detail} for s in outcome.stages],
-        checks=[{"name": c.name, "kind": c.kind, "ok": c.ok, "detail": c.detail, "duration": round(c.duration, 3)}
-                for c in outcome.checks],
-        report_paths=outcome.reports,
-    ))
+    record_drill(
+        catalog,
+        DrillRow(
+            id=outcome.run_id,
+            policy=outcome.policy,
+            drill=outcome.drill,
+            snapshot_id=outcome.snapshot_id,
+            target=outcome.target,
+            runtime=outcome.runtime,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at or datetime.now(UTC),
+            ok=outcome.ok,
+            reason=outcome.reason,
+            rto_seconds=outcome.measured_rto,
+            rto_objective_seconds=outcome.rto_objective,
+            rpo_seconds=outcome.rpo_at_drill,
+            rpo_objective_seconds=outcome.rpo_objective,
+            stages=[
+                {"name": s.name, "seconds": round(s.seconds, 3), "detail": s.detail} for s in outcome.stages
+            ],
+            checks=[
+                {
+                    "name": c.name,
+                    "kind": c.kind,
+                    "ok": c.ok,
+                    "detail": c.detail,
+                    "duration": round(c.duration, 3),
+                }
+                for c in outcome.checks
+            ],
+            report_paths=outcome.reports,
+        ),
+    )

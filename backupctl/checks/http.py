@@ -20,7 +20,8 @@ Per step:
   `$eq`, `$ne` (equality as above), `$gt`, `$gte`, `$lt`, `$lte` (numbers, or strings that
   read as numbers such as "12.50"), `$contains` (substring of a string, element of a list, key
   of an object), `$exists` (true/false). Several operators in one map must all hold:
-  `{"$gte": 1, "$lte": 100}`.
+  `{"$gte": 1, "$lte": 100}`. `$expr` compares with an arithmetic expression of numbers and
+  saved values: `{"$expr": "${p1_price} * 2 + ${p2_price}"}` (+ - * / and parentheses only).
 
 Each request has a timeout of `CheckContext.http_timeout` (10 s) for connecting and for each
 read; environment proxies are ignored (staging is reached directly, never through a proxy).
@@ -49,7 +50,7 @@ USER_AGENT = "backupctl-drill"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.-]+)\}")
 _INDEX = re.compile(r"\[(-?\d+)\]")
 _KEY = re.compile(r"[^.\[\]]+")
-_OPERATORS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$contains", "$exists"})
+_OPERATORS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$contains", "$exists", "$expr"})
 
 
 # ------------------------------------------------------------------------------------- JSON paths
@@ -164,7 +165,36 @@ def check_value(expected: Any, document: Any, path: str) -> str | None:
     return f"{path}: " + "; ".join(problems) if problems else None
 
 
+def evaluate_arithmetic(text: str) -> float:
+    """`{"$expr": "${p1_price} * 2 + ${p2_price}"}`: numbers with + - * / and parentheses only
+    (after placeholders are filled), evaluated without eval()."""
+    import ast
+    import operator as op
+
+    allowed = {ast.Add: op.add, ast.Sub: op.sub, ast.Mult: op.mul, ast.Div: op.truediv}
+
+    def walk(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            value: Any = node.value
+            return float(value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -walk(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in allowed:
+            return float(allowed[type(node.op)](walk(node.left), walk(node.right)))
+        raise ConfigError(f"$expr allows numbers, + - * / and parentheses only: {text!r}")
+
+    try:
+        return walk(ast.parse(str(text), mode="eval"))
+    except SyntaxError:
+        raise ConfigError(f"$expr is not an arithmetic expression: {text!r}") from None
+
+
 def _operator_holds(operator: str, operand: Any, actual: Any) -> bool:
+    if operator == "$expr":
+        got = as_number(actual)
+        return got is not None and abs(float(got) - evaluate_arithmetic(operand)) < 1e-9
     if operator == "$eq":
         return json_equal(operand, actual)
     if operator == "$ne":

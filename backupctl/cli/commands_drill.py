@@ -15,21 +15,44 @@ from backupctl.errors import JobFailed
 
 @click.command()
 @click.argument("what", metavar="DRILL_FILE|POLICY|cleanup")
-@click.option("--from", "from_target", metavar="TARGET", help="Restore from this target (default: the most remote).")
-@click.option("--snapshot", "snapshot_ref", metavar="ID", help="Snapshot to restore (default: the drill's, latest).")
-@click.option("--runtime", type=click.Choice(["auto", "docker", "local"]), help="Staging runtime (default: the drill's).")
+@click.option(
+    "--from", "from_target", metavar="TARGET", help="Restore from this target (default: the most remote)."
+)
+@click.option(
+    "--snapshot", "snapshot_ref", metavar="ID", help="Snapshot to restore (default: the drill's, latest)."
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["auto", "docker", "local"]),
+    help="Staging runtime (default: the drill's).",
+)
 @click.option("--keep", is_flag=True, help="Leave staging up; print how to connect and how to remove it.")
 @click.option("--no-objectives", is_flag=True, help="Pass/fail on checks only (ad-hoc runs).")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Directory for the JSON and HTML reports [default: STATE_DIR/reports].")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory for the JSON and HTML reports [default: STATE_DIR/reports].",
+)
 @click.option("--junit", type=click.Path(path_type=Path, dir_okay=False), help="Also write JUnit XML here.")
 @click.option("--run", "run_id", metavar="ID", help="With `cleanup`: only this drill run.")
 @identity_option
 @json_option
 @pass_app
-def drill(app: App, what: str, from_target: str | None, snapshot_ref: str | None, runtime: str | None,
-          keep: bool, no_objectives: bool, report_dir: Path | None, junit: Path | None, run_id: str | None,
-          identity_file: Path | None, as_json: bool) -> None:
+def drill(
+    app: App,
+    what: str,
+    from_target: str | None,
+    snapshot_ref: str | None,
+    runtime: str | None,
+    keep: bool,
+    no_objectives: bool,
+    report_dir: Path | None,
+    junit: Path | None,
+    run_id: str | None,
+    identity_file: Path | None,
+    as_json: bool,
+) -> None:
     """Prove a backup: restore a snapshot into disposable staging, run checks, tear down.
 
     \b
@@ -46,8 +69,8 @@ def drill(app: App, what: str, from_target: str | None, snapshot_ref: str | None
         _cleanup(run_id, as_json)
         return
     from backupctl.actions.drill import default_drill, prepare_drill_secret, run_drill
+    from backupctl.actions.drill_report import write_outcome_reports
     from backupctl.drills.loader import load_drill
-    from backupctl.drills.report import write_outcome_reports
 
     prepare_drill_secret()
     path = Path(what)
@@ -58,13 +81,25 @@ def drill(app: App, what: str, from_target: str | None, snapshot_ref: str | None
     else:
         policy = app.policy(what, check_secrets=False).policy
         spec, base_dir, restore_all = default_drill(policy), Path.cwd(), True
-    outcome = run_drill(app.settings, policy, spec, base_dir=base_dir, from_target=from_target,
-                        snapshot_ref=snapshot_ref, runtime_choice=runtime, keep=keep,
-                        check_objectives=not no_objectives, identity_file=identity_file,
-                        restore_all=restore_all, events=app.events())
-    paths = write_outcome_reports(app.settings, outcome, report_dir or app.settings.state_dir / "reports", junit)
+    outcome = run_drill(
+        app.settings,
+        policy,
+        spec,
+        base_dir=base_dir,
+        from_target=from_target,
+        snapshot_ref=snapshot_ref,
+        runtime_choice=runtime,
+        keep=keep,
+        check_objectives=not no_objectives,
+        identity_file=identity_file,
+        restore_all=restore_all,
+        events=app.events(),
+    )
+    paths = write_outcome_reports(
+        app.settings, outcome, report_dir or app.settings.state_dir / "reports", junit
+    )
     if as_json:
-        from backupctl.drills.report import outcome_json
+        from backupctl.actions.drill_report import outcome_json
 
         print_json(outcome_json(outcome))
     else:
@@ -79,8 +114,11 @@ def _render(outcome: object, paths: dict[str, Path]) -> None:
     assert isinstance(outcome, DrillOutcome)
     console = stdout_console()
     state = "PASSED" if outcome.ok else "FAILED"
-    console.print(f"drill {outcome.drill} {state}: snapshot {outcome.snapshot_id} from {outcome.target} "
-                  f"({outcome.runtime} runtime, run {outcome.run_id})", markup=False)
+    console.print(
+        f"drill {outcome.drill} {state}: snapshot {outcome.snapshot_id} from {outcome.target} "
+        f"({outcome.runtime} runtime, run {outcome.run_id})",
+        markup=False,
+    )
     table = Table("stage", "time", "detail", box=None)
     for stage in outcome.stages:
         table.add_row(stage.name, humanize_seconds(stage.seconds), stage.detail)
@@ -90,10 +128,13 @@ def _render(outcome: object, paths: dict[str, Path]) -> None:
         checks.add_row(check.name, check.kind, "ok" if check.ok else "FAIL", check.detail)
     console.print(checks)
     if outcome.measured_rto is not None and outcome.rto_objective is not None:
-        console.print(f"measured RTO {humanize_seconds(outcome.measured_rto)} (objective "
-                      f"{humanize_seconds(outcome.rto_objective)}); RPO at drill time "
-                      f"{humanize_seconds(outcome.rpo_at_drill or 0)} (objective "
-                      f"{humanize_seconds(outcome.rpo_objective or 0)})", markup=False)
+        console.print(
+            f"measured RTO {humanize_seconds(outcome.measured_rto)} (objective "
+            f"{humanize_seconds(outcome.rto_objective)}); RPO at drill time "
+            f"{humanize_seconds(outcome.rpo_at_drill or 0)} (objective "
+            f"{humanize_seconds(outcome.rpo_objective or 0)})",
+            markup=False,
+        )
     if outcome.kept is not None:
         console.print("staging kept running:", markup=False)
         for name, how in outcome.kept.services.items():
@@ -106,7 +147,8 @@ def _render(outcome: object, paths: dict[str, Path]) -> None:
 def _cleanup(run_id: str | None, as_json: bool) -> None:
     removed: list[str] = []
     try:
-        from backupctl.staging.docker import cleanup as docker_cleanup, engine_available
+        from backupctl.staging.docker import cleanup as docker_cleanup
+        from backupctl.staging.docker import engine_available
 
         if engine_available():
             removed += docker_cleanup(run_id=run_id)
@@ -134,24 +176,50 @@ def drills(app: App, policy_name: str | None, as_json: bool) -> None:
 
     rows = drill_history(open_catalog(app.settings), policy_name)
     if as_json:
-        print_json([{
-            "run_id": row.id, "policy": row.policy, "drill": row.drill, "snapshot_id": row.snapshot_id,
-            "target": row.target, "runtime": row.runtime, "started_at": row.started_at.isoformat(),
-            "finished_at": row.finished_at.isoformat(), "ok": row.ok, "reason": row.reason,
-            "rto_seconds": row.rto_seconds, "rto_objective_seconds": row.rto_objective_seconds,
-            "rpo_seconds": row.rpo_seconds, "rpo_objective_seconds": row.rpo_objective_seconds,
-            "stages": row.stages, "checks": row.checks, "reports": row.report_paths,
-        } for row in rows])
+        print_json(
+            [
+                {
+                    "run_id": row.id,
+                    "policy": row.policy,
+                    "drill": row.drill,
+                    "snapshot_id": row.snapshot_id,
+                    "target": row.target,
+                    "runtime": row.runtime,
+                    "started_at": row.started_at.isoformat(),
+                    "finished_at": row.finished_at.isoformat(),
+                    "ok": row.ok,
+                    "reason": row.reason,
+                    "rto_seconds": row.rto_seconds,
+                    "rto_objective_seconds": row.rto_objective_seconds,
+                    "rpo_seconds": row.rpo_seconds,
+                    "rpo_objective_seconds": row.rpo_objective_seconds,
+                    "stages": row.stages,
+                    "checks": row.checks,
+                    "reports": row.report_paths,
+                }
+                for row in rows
+            ]
+        )
         return
     if not rows:
-        click.echo("no drills recorded yet: run `backupctl drill POLICY` or `backupctl drill drills/FILE.yaml`")
+        click.echo(
+            "no drills recorded yet: run `backupctl drill POLICY` or `backupctl drill drills/FILE.yaml`"
+        )
         return
-    table = Table("finished (UTC)", "policy", "drill", "snapshot", "from", "result", "RTO", "objective", box=None)
+    table = Table(
+        "finished (UTC)", "policy", "drill", "snapshot", "from", "result", "RTO", "objective", box=None
+    )
     for row in rows:
-        table.add_row(row.finished_at.strftime("%Y-%m-%d %H:%M"), row.policy, row.drill, row.snapshot_id or "-",
-                      row.target or "-", "pass" if row.ok else "FAIL",
-                      humanize_seconds(row.rto_seconds) if row.rto_seconds is not None else "-",
-                      humanize_seconds(row.rto_objective_seconds) if row.rto_objective_seconds else "-")
+        table.add_row(
+            row.finished_at.strftime("%Y-%m-%d %H:%M"),
+            row.policy,
+            row.drill,
+            row.snapshot_id or "-",
+            row.target or "-",
+            "pass" if row.ok else "FAIL",
+            humanize_seconds(row.rto_seconds) if row.rto_seconds is not None else "-",
+            humanize_seconds(row.rto_objective_seconds) if row.rto_objective_seconds else "-",
+        )
     stdout_console().print(table)
 
 

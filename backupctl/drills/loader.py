@@ -36,15 +36,19 @@ def _logical_checks(drill: Drill, document: LocatedDocument, check_secrets: bool
             add(("services", index, "files"), "file trees go into app services")
     seen_sources: dict[str, str] = {}
     for index, service in enumerate(drill.services):
-        for position, restore in enumerate([*service.databases, *service.files]):
-            if restore.source in seen_sources:
-                key = "databases" if position < len(service.databases) else "files"
-                add(("services", index, key), f"source '{restore.source}' is restored twice")
-            seen_sources[restore.source] = service.name
+        restores: list[tuple[str, str]] = [("databases", d.source) for d in service.databases]
+        restores += [("files", f.source) for f in service.files]
+        for key, source in restores:
+            if source in seen_sources:
+                add(("services", index, key), f"source '{source}' is restored twice")
+            seen_sources[source] = service.name
     for index, check in enumerate(drill.checks):
         if check.service not in names:
-            add(("checks", index, "service"), f"service '{check.service}' is not defined in this drill",
-                f"services: {', '.join(names) or 'none'}")
+            add(
+                ("checks", index, "service"),
+                f"service '{check.service}' is not defined in this drill",
+                f"services: {', '.join(names) or 'none'}",
+            )
         elif check.type == "http" and drill.services[names[check.service]].kind != "app":
             add(("checks", index, "service"), "http checks call an app service")
         elif check.type == "sql" and drill.services[names[check.service]].kind == "app":

@@ -16,14 +16,14 @@ import re
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jinja2
 
 from backupctl.checks.base import CheckResult, mask_tree
-from backupctl.core.durations import humanize_seconds
+from backupctl.core.durations import format_duration, humanize_seconds
 from backupctl.core.secrets import mask
 
 SCHEMA = "backupctl.drill-report/1"
@@ -233,11 +233,11 @@ def _step_line(step: dict[str, Any]) -> str:
 
 
 def _objective_text(label: str, measured: float | None, objective: float | None, met: bool) -> str:
-    limit = humanize_seconds(objective or 0)
+    limit = human(objective or 0)
     if measured is None:
         return f"{label} not measured (objective {limit})"
     relation = "within" if met else "exceeds"
-    return (f"{label} {humanize_seconds(measured)} {relation} the objective {limit} "
+    return (f"{label} {human(measured)} {relation} the objective {limit} "
             f"({measured:.0f}s vs {objective or 0:.0f}s)")
 
 
@@ -251,7 +251,19 @@ _environment = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_environment.filters["human"] = lambda seconds: "—" if seconds is None else humanize_seconds(seconds)
+
+
+def human(seconds: float | None) -> str:
+    """Durations for people: whole minutes as policies write them (`1h`, `1h30m`, `1d`), others
+    as elapsed times (`12.3s`, `4m05s`); `—` for unknown."""
+    if seconds is None:
+        return "—"
+    if seconds >= 60 and float(seconds).is_integer() and seconds % 60 == 0:
+        return format_duration(timedelta(seconds=seconds))
+    return humanize_seconds(seconds)
+
+
+_environment.filters["human"] = human
 
 
 def to_html(report: DrillReport) -> str:
@@ -286,7 +298,8 @@ def _chart(report: DrillReport) -> dict[str, Any]:
     """Geometry of the RTO-over-time bar chart (the template draws it as inline SVG)."""
     points = [HistoryPoint._make(point) for point in report.history][-(CHART_POINTS - 1):]
     points.append(HistoryPoint(report.finished_at, report.measured_rto_seconds, report.ok))
-    width, height, left, right, top, bottom = 760, 260, 64, 20, 20, 46
+    # The right margin holds the objective's label, so it never covers a bar.
+    width, height, left, right, top, bottom = 760, 260, 64, 96, 20, 46
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [p.measured_rto_seconds for p in points if p.measured_rto_seconds is not None]
     objective = report.rto_objective_seconds
@@ -312,14 +325,14 @@ def _chart(report: DrillReport) -> dict[str, Any]:
             "missing": rto is None, "ok": point.ok, "current": current,
             "label": label if current or (len(points) - 1 - index) % every == 0 else "",
             "title": f"{_utc(point.finished_at):%Y-%m-%d %H:%M} UTC — {state}, RTO "
-                     + (humanize_seconds(rto) if rto is not None else "not measured"),
+                     + (human(rto) if rto is not None else "not measured"),
         })
-    ticks = [{"y": y(step * i), "label": humanize_seconds(step * i) if i else "0"}
+    ticks = [{"y": y(step * i), "label": human(step * i) if i else "0"}
              for i in range(round(top_value / step) + 1)]
     return {"width": width, "height": height, "left": left, "right": width - right, "top": top,
             "base": y(0), "bars": bars, "ticks": ticks, "has_values": bool(values),
             "objective": (None if objective is None
-                          else {"y": y(objective), "label": humanize_seconds(objective)}),
+                          else {"y": y(objective), "label": human(objective)}),
             "earlier": len(points) - 1}
 
 

@@ -39,8 +39,11 @@ class FilesRestore(Strict):
 
 class Readiness(Strict):
     http: str | None = Field(default=None, description="HTTP path that must answer 2xx (app services).")
-    timeout: Duration = Field(default="120s", validate_default=True,  # type: ignore[assignment]
-                              description="Give up waiting after this.")
+    timeout: Duration = Field(
+        default="120s",
+        validate_default=True,  # type: ignore[assignment]
+        description="Give up waiting after this.",
+    )
 
 
 class Service(Strict):
@@ -48,14 +51,18 @@ class Service(Strict):
     kind: Literal["postgres", "mariadb", "app"] = Field(
         description="postgres/mariadb: a database server restores go into; app: the application under test."
     )
-    image: str | None = Field(default=None, description="Docker image (official images work).",
-                              examples=["backupctl/postgres:15"])
+    image: str | None = Field(
+        default=None, description="Docker image (official images work).", examples=["backupctl/postgres:15"]
+    )
     command: list[str] | None = Field(
-        default=None, description="Command of an app service (required by the local runtime; Docker: image CMD)."
+        default=None,
+        description="Command of an app service (required by the local runtime; Docker: image CMD).",
     )
     env: dict[str, str] = Field(default_factory=dict, description="Environment; values may be secret refs.")
     port: int | None = Field(default=None, ge=1, le=65535, description="Port the service listens on.")
-    databases: list[DatabaseRestore] = Field(default_factory=list, description="Database sources restored here.")
+    databases: list[DatabaseRestore] = Field(
+        default_factory=list, description="Database sources restored here."
+    )
     files: list[FilesRestore] = Field(default_factory=list, description="File sources mounted here.")
     ready: Readiness = Field(default_factory=Readiness, description="Readiness probe.")
 
@@ -71,12 +78,15 @@ class HttpExpect(Strict):
 class HttpStep(Strict):
     method: Literal["GET", "POST", "PUT", "DELETE", "PATCH"] = "GET"
     path: str = Field(description="Path on the service, e.g. /login.")
-    json_body: Any = Field(default=None, alias="json", description="JSON body; string values may be secret refs.")
+    json_body: Any = Field(
+        default=None, alias="json", description="JSON body; string values may be secret refs."
+    )
     form: dict[str, str] | None = Field(default=None, description="Form body; values may be secret refs.")
     headers: dict[str, str] = Field(default_factory=dict, description="Headers; values may be secret refs.")
     expect: HttpExpect = Field(default_factory=HttpExpect)
-    save: dict[str, str] = Field(default_factory=dict,
-                                 description="Save JSON paths of the response as ${name} for later steps.")
+    save: dict[str, str] = Field(
+        default_factory=dict, description="Save JSON paths of the response as ${name} for later steps."
+    )
 
 
 class SqlExpect(Strict):
@@ -90,7 +100,9 @@ class HttpCheck(Strict):
     type: Literal["http"]
     name: Name
     service: Name = Field(description="The app service to call.")
-    steps: list[HttpStep] = Field(min_length=1, description="Steps share one cookie jar (login → cart → pay).")
+    steps: list[HttpStep] = Field(
+        min_length=1, description="Steps share one cookie jar (login → cart → pay)."
+    )
 
 
 class SqlCheck(Strict):
@@ -123,7 +135,10 @@ class Drill(Strict):
         default="auto", description="docker, local, or auto (docker when an engine answers)."
     )
     objectives: Objectives = Field(default_factory=Objectives)
-    timeout: Duration = Field(default="1h", validate_default=True,  # type: ignore[assignment]
-                              description="Abort the drill after this.")
+    timeout: Duration = Field(
+        default="1h",
+        validate_default=True,  # type: ignore[assignment]
+        description="Abort the drill after this.",
+    )
     services: list[Service] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)

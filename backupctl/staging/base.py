@@ -92,7 +92,9 @@ class StagingRuntime(Protocol):
         ...
 
 
-def service_values(service: Service, host: str, port: int, password: str, bind: str = "0.0.0.0") -> dict[str, str]:
+def service_values(
+    service: Service, host: str, port: int, password: str, bind: str = "0.0.0.0"
+) -> dict[str, str]:
     """The `${name.host}`-style placeholders a runtime offers for one service.
 
     `bind` is the address an app should listen on: all addresses inside a Docker container

@@ -34,7 +34,8 @@ import tarfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -72,6 +73,8 @@ POLL_SECONDS = 0.5
 TAIL_BYTES = 64 * 1024
 LOCALHOST = "127.0.0.1"  # probes and tools use TCP: the images' init-time server listens on a socket only
 _UNFILLED = re.compile(r"\$\{[a-z0-9][a-z0-9_-]*\.(?:host|port|password|bind)\}")
+# An operator's HTTP_PROXY must not swallow requests to staging addresses.
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _RUN_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 
 
@@ -79,14 +82,12 @@ def engine_available(timeout: float = 3.0) -> bool:
     """True when a Docker engine answers a ping within `timeout` seconds (for `runtime: auto`)."""
     try:
         client = from_env(timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
     except (DockerException, OSError):  # requests' errors are OSErrors too
         return False
-    try:
-        return bool(client.ping())
-    except (DockerException, OSError):
-        return False
-    finally:
-        client.close()
 
 
 def bridge_name(run_id: str) -> str:
@@ -267,7 +268,12 @@ class DockerRuntime:
         started = []
         for service in services:  # start them all first: they initialise in parallel
             container = self._create(service, self._mounts.get(service.name, []))
-            container.start()
+            try:
+                container.start()
+            except APIError as error:  # e.g. the command does not exist in the image
+                raise JobFailed(
+                    f"cannot start staging service '{service.name}': {error.explanation}"
+                ) from None
             started.append((service, container))
         for service, container in started:
             self._wait_ready(service, container)
@@ -310,7 +316,7 @@ class DockerRuntime:
             for argv in ([*ping, *self._client_args(service)], self._sql_argv(service, None, "select 1")):
                 result = self._exec(container, argv, env=self._tool_env(service))
                 if result.exit_code != 0:
-                    return False, last_lines(result.stderr or result.stdout, 2)
+                    return False, last_lines(bytes(result.stderr or result.stdout), 2)
             return True, "ready"
         if container.status != "running":
             return False, f"container is {container.status}"
@@ -325,10 +331,8 @@ class DockerRuntime:
             except OSError as error:
                 return False, f"port {port}: {error}"
         url = f"http://{host}:{port}{service.ready.http}"
-        # No proxy: an operator's HTTP_PROXY must not swallow requests to staging addresses.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            with opener.open(url, timeout=2) as response:
+            with _NO_PROXY.open(url, timeout=2) as response:
                 return 200 <= response.status < 300, f"GET {url}: {response.status}"
         except OSError as error:  # URLError and HTTPError (non-2xx) are OSErrors
             return False, f"GET {url}: {error}"
@@ -378,7 +382,7 @@ class DockerRuntime:
         if result.exit_code != 0:
             raise error(
                 f"query in {service.name}/{database or '-'} failed: "
-                f"{mask(last_lines(result.stderr or result.stdout))}"
+                f"{mask(last_lines(bytes(result.stderr or result.stdout)))}"
             )
         lines = result.stdout.decode("utf-8", "replace").splitlines()
         return SqlResult([line.split("\t") for line in lines])
@@ -407,7 +411,7 @@ class DockerRuntime:
             raise SourceError(
                 f"{argv[0]} into {service.name}/{database} exited with {result.exit_code}"
                 f"{'' if result.input_consumed else ' before reading all its input'}: "
-                f"{mask(last_lines(result.stderr))}"
+                f"{mask(last_lines(bytes(result.stderr)))}"
             )
         log.debug("restored %s/%s in %.1fs", service.name, database, time.monotonic() - started)
 
@@ -437,7 +441,7 @@ class DockerRuntime:
             )
         except ImageNotFound:
             raise ConfigError(f"staging service '{service.name}': image '{image}' is not available") from None
-        chunks = _TarChunks(tree)
+        chunks = _tar_chunks(tree)
         try:
             if not helper.put_archive(path, chunks):
                 raise JobFailed(f"copying {tree} into {service.name}:{path} failed")
@@ -478,8 +482,8 @@ class DockerRuntime:
                 try:
                     host, port = self.endpoint(service)
                     services[service.name] = f"http://{host}:{port}/ (docker exec -it {name} sh)"
-                except JobFailed:
-                    services[service.name] = f"docker exec -it {name} sh"
+                except JobFailed:  # not running (any more)
+                    services[service.name] = f"docker start -ai {name}"
         return StagingInfo(self.name, self.run_id, services, f"backupctl drill cleanup --run {self.run_id}")
 
     # --- exec plumbing -----------------------------------------------------------------------------
@@ -496,10 +500,13 @@ class DockerRuntime:
         """Run argv in the container through the engine API, optionally streaming `stdin` into it.
         `keep`: bytes of each output stream to keep (the tail); None keeps everything."""
         api = self.client.api
-        exec_id = api.exec_create(
-            container.id, argv, stdin=stdin is not None, stdout=True, stderr=True, environment=env
-        )["Id"]
-        connection = api.exec_start(exec_id, socket=True)
+        try:
+            exec_id = api.exec_create(
+                container.id, argv, stdin=stdin is not None, stdout=True, stderr=True, environment=env
+            )["Id"]
+            connection = api.exec_start(exec_id, socket=True)
+        except APIError as error:  # typically: the container is not running
+            raise JobFailed(f"cannot run {argv[0]} in {container.name}: {error.explanation}") from None
         raw = getattr(connection, "_sock", connection)
         # The client's 60 s read timeout would break a restore that is silent while building indexes.
         raw.settimeout(None)
@@ -526,32 +533,22 @@ class DockerRuntime:
         return output
 
 
+@dataclass
 class _ExecOutput:
-    """What an exec printed (stdout, stderr, both interleaved) and how it ended."""
+    """What an exec printed (stdout, stderr, both interleaved; the last `keep` bytes of each)."""
 
-    def __init__(self, keep: int | None) -> None:
-        self.keep = keep
-        self._streams = {1: bytearray(), 2: bytearray(), 0: bytearray()}  # 0: both, interleaved
-        self.exit_code = -1
-        self.input_consumed = True
+    keep: int | None
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    combined: bytearray = field(default_factory=bytearray)
+    exit_code: int = -1
+    input_consumed: bool = True
 
     def add(self, stream: int, data: bytes) -> None:
-        for buffer in (self._streams[2 if stream == 2 else 1], self._streams[0]):
+        for buffer in (self.stderr if stream == 2 else self.stdout, self.combined):
             buffer += data
             if self.keep is not None and len(buffer) > self.keep:
                 del buffer[: len(buffer) - self.keep]
-
-    @property
-    def stdout(self) -> bytes:
-        return bytes(self._streams[1])
-
-    @property
-    def stderr(self) -> bytes:
-        return bytes(self._streams[2])
-
-    @property
-    def combined(self) -> bytes:
-        return bytes(self._streams[0])
 
 
 def _resolve(value: str) -> str:
@@ -621,35 +618,31 @@ def _exit_code(api: Any, exec_id: str) -> int:
     raise JobFailed(f"exec {exec_id[:12]} closed its output but did not exit")
 
 
-class _TarChunks:
-    """A tar of `tree` (symlinks kept as links, hard links as links) as 1 MiB chunks, written by a
-    thread into a pipe: memory stays flat whatever the tree's size."""
+def _tar_chunks(tree: Path) -> Generator[bytes, None, None]:
+    """A tar of `tree` (symlinks and hard links kept as links) in 1 MiB chunks, written by a thread
+    into a pipe: memory stays flat whatever the tree's size. Closing the generator early stops the
+    writer (EPIPE)."""
+    read_fd, write_fd = os.pipe()
+    errors: list[BaseException] = []
 
-    def __init__(self, tree: Path) -> None:
-        read_fd, write_fd = os.pipe()
-        self._source = os.fdopen(read_fd, "rb", buffering=0)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._produce, args=(tree, write_fd), daemon=True)
-        self._thread.start()
-
-    def _produce(self, tree: Path, write_fd: int) -> None:
+    def produce() -> None:
         try:
             with (
                 os.fdopen(write_fd, "wb", buffering=CHUNK) as sink,
                 tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar,
             ):
                 tar.add(str(tree), arcname=".")
-        except BaseException as error:  # reported by the consumer, in the caller's thread
-            self._error = error
+        except BaseException as error:  # re-raised below, in the consumer's thread
+            errors.append(error)
 
-    def __iter__(self) -> Iterator[bytes]:
-        while chunk := self._source.read(CHUNK):
-            yield chunk
-        self._thread.join()
-        if self._error is not None:
-            raise JobFailed(f"reading the restored files failed: {self._error}")
-
-    def close(self) -> None:
-        """Stop the producer (it gets EPIPE if the upload ended early) and wait for it."""
-        self._source.close()
-        self._thread.join()
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    with os.fdopen(read_fd, "rb", buffering=0) as source:
+        try:
+            while chunk := source.read(CHUNK):
+                yield chunk
+        finally:
+            source.close()
+            thread.join()
+    if errors:
+        raise JobFailed(f"reading the restored files failed: {errors[0]}")

@@ -141,11 +141,8 @@ class LocalRuntime:
                     f"--dbname={cluster.url(database)}"]  # fmt: skip
             self._feed(service, argv, {"PGPASSWORD": cluster.password}, stream, [])
             return
-        self._mariadb(
-            cluster,
-            None,
-            f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)} CHARACTER SET utf8mb4;",
-        )
+        create = f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)} CHARACTER SET utf8mb4;"
+        self._mariadb(cluster, None, create)
         with password_options(cluster.password, isolated=True) as (first, fds):
             argv = [cluster.programs.client, *first, f"--socket={cluster.socket_path}", "--user=root",
                     "--binary-mode", "--default-character-set=utf8mb4", f"--database={database}"]  # fmt: skip
@@ -200,8 +197,8 @@ class LocalRuntime:
     ) -> runner.Completed:
         # The password travels in an option file on an inherited pipe, never on argv.
         with password_options(cluster.password, isolated=True) as (first, fds):
-            argv = [cluster.programs.client, *first, f"--host={HOST}", f"--port={cluster.port}", "-uroot",
-                    "--batch", "--skip-column-names", "--default-character-set=utf8mb4"]  # fmt: skip
+            options = ["--user=root", "--batch", "--skip-column-names", "--default-character-set=utf8mb4"]
+            argv = [cluster.programs.client, *first, f"--host={HOST}", f"--port={cluster.port}", *options]
             argv += [f"--database={database}"] if database else []
             return runner.run(argv, input_text=sql, check=check, timeout=_TIMEOUT, pass_fds=fds)
 
@@ -210,10 +207,10 @@ class LocalRuntime:
         """Move `tree` to <work dir>/<service>/files/<slug of path> (a rename on one file system,
         leaving an empty directory at `tree` for the caller's cleanup), or copy it."""
         slug = re.sub(r"[^\w.-]+", "-", path.strip("/")) or "root"
-        target = self.work_dir / service.name / "files" / slug
+        target = self._service_dir(service) / "files" / slug
         while target.exists():  # "/a-b" and "/a/b" share a slug
             target = target.with_name(target.name + "_")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(exist_ok=True)
         try:
             os.rename(tree, target)
             tree.mkdir()
@@ -233,11 +230,15 @@ class LocalRuntime:
             if not service.command:
                 raise ConfigError(f"app service {service.name}: the local runtime needs its `command` "
                                   "(only Docker can fall back to the image's CMD)")  # fmt: skip
+            if any(re.search(r"\$\{[^}]*\.password\}", arg) for arg in service.command):
+                raise ConfigError(f"app service {service.name}: a password in `command` would be visible "
+                                  "to every local user (ps): pass it in `env`")  # fmt: skip
             wanted, token = service.port, "${" + service.name + ".port}"
-            free = bool(wanted) and wanted not in ports.values() and _port_free(wanted or 0)
-            ports[service.name] = wanted if wanted and free else free_port(HOST)
-            movable = any(token in text for text in [*service.env.values(), *service.command])
-            if wanted and not free and not movable:
+            if wanted and wanted not in ports.values() and _port_free(wanted):
+                ports[service.name] = wanted
+                continue
+            ports[service.name] = free_port(HOST)
+            if wanted and not any(token in text for text in [*service.env.values(), *service.command]):
                 raise ConfigError(f"port {wanted} of app service {service.name} is taken on {HOST}: "
                                   f"let the app read its port from {token} (env or command)")  # fmt: skip
         for service in apps:  # every port is known before any env is filled: apps may call each other
@@ -249,8 +250,7 @@ class LocalRuntime:
         env, values = self._env(service), self._values()
         command = [self._local_path(service, self._fill(service, "command", arg, values))
                    for arg in service.command or []]  # fmt: skip
-        log_path = self.work_dir / service.name / "app.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path = self._service_dir(service) / "app.log"
         setsid = runner.require_tool("setsid", "util-linux")
         log.debug("starting app service %s on port %d", service.name, self._ports[service.name])
         with open(log_path, "ab") as output:
@@ -296,10 +296,8 @@ class LocalRuntime:
         elif isinstance(cluster, LocalMariaDB):
             env = {"MYSQL_HOST": HOST, "MYSQL_TCP_PORT": str(cluster.port), "MYSQL_PWD": cluster.password,
                    **env}  # fmt: skip
-        directory = self.work_dir / service.name
-        directory.mkdir(parents=True, exist_ok=True)
-        process = runner.start([*self._wrapper(directory, env), *argv], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)  # fmt: skip
+        argv = [*self._wrapper(self._service_dir(service), env), *argv]
+        process = runner.start(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             output, _ = process.communicate(timeout=_TIMEOUT)
         except BaseException as error:
@@ -353,6 +351,13 @@ class LocalRuntime:
         if service.name not in self._clusters:
             raise JobFailed(f"service {service.name} is not a started database service of this drill")
         return self._clusters[service.name]
+
+    def _service_dir(self, service: Service) -> Path:
+        # 0700: restored production files and the app's log are for this user only. (A cluster's
+        # directory exists already, given to the postgres/mysql user.)
+        directory = self.work_dir / service.name
+        directory.mkdir(mode=0o700, exist_ok=True)
+        return directory
 
     def _values(self) -> dict[str, str]:
         values: dict[str, str] = {}
@@ -421,12 +426,12 @@ def cleanup(run_id: str | None = None) -> list[str]:
             continue  # not a work dir of ours (or its marker is being written)
         if marks.get(LABEL_MANAGED) != "1" or (run_id is not None and marks.get(LABEL_DRILL) != run_id):
             continue
-        if run_id is None and _alive(*owner):
+        if run_id is None and owner[1] is not None and _start_time(owner[0]) == owner[1]:
             continue
         for pid, start in apps:
             # A recycled pid is not ours; a dead leader's group id cannot be recycled while
             # members of that group live, so signalling the group then only reaches those.
-            if _alive(pid, start) or _start_time(pid) is None:
+            if _start_time(pid) in (start, None):
                 _signal_and_wait(pid, lambda leader: _start_time(leader) is None)
         _kill_clusters(directory)
         _remove(directory)
@@ -442,10 +447,6 @@ def _start_time(pid: int) -> int | None:
     except (OSError, IndexError):
         return None
     return None if fields[0] in ("Z", "X") else int(fields[19])
-
-
-def _alive(pid: int, start: int | None) -> bool:
-    return start is not None and _start_time(pid) == start
 
 
 def _exit_status(pid: int) -> int | None:
@@ -493,12 +494,15 @@ def _kill_clusters(work_dir: Path) -> None:
                 continue
             if str(directory / "data") not in command:
                 continue  # a stale pid file whose pid now belongs to someone else
-            os.kill(pid, signum)
-            deadline = time.monotonic() + _GRACE
-            while _start_time(pid) is not None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _start_time(pid) is not None:
-                os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signum)
+                deadline = time.monotonic() + _GRACE
+                while _start_time(pid) is not None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if _start_time(pid) is not None:
+                    os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # gone by itself meanwhile
 
 
 def _remove(directory: Path) -> None:

@@ -304,8 +304,8 @@ class ShopHandler(BaseHTTPRequestHandler):
         """The logged-in user's id from the signed session cookie; 401 without a valid one."""
         for item in (self.headers.get("Cookie") or "").split(";"):
             name, _, value = item.strip().partition("=")
-            user_id = read_session(self.server.config.session_secret, value)
-            if name == SESSION_COOKIE and user_id is not None:
+            user_id = read_session(self.server.config.session_secret, value) if name == SESSION_COOKIE else 0
+            if user_id:
                 return user_id
         raise ApiError(401, "login required")
 
@@ -319,6 +319,7 @@ class ShopHandler(BaseHTTPRequestHandler):
             return 503, {"status": "unavailable", "db": "unreachable", "reason": _one_line(e)}
         except psycopg.Error as e:  # reachable, but e.g. the restore lost the products table
             reason = f"{type(e).__name__} (SQLSTATE {e.sqlstate})"
+            log.warning("health: database error: %s: %s", reason, _one_line(e))
             return 503, {"status": "unavailable", "db": "error", "reason": reason}
         return 200, {"status": "ok", "db": "ok", "products": row["n"] if row else 0}
 

@@ -39,28 +39,47 @@ def shop(workspace: Workspace, postgres_cluster: LocalPostgres, s3_server: str) 
     postgres_cluster.create_database(name)
     env = {**os.environ, "SHOP_DRILL_PASSWORD": DRILL_PASSWORD}
     url = postgres_cluster.url(name, "postgres")
-    subprocess.run([sys.executable, str(ROOT / "docker/shop/seed.py"), "--dsn", url, "--scale", "1"],
-                   env={**env, "PGPASSWORD": postgres_cluster.password}, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "docker/shop/seed.py"), "--dsn", url, "--scale", "1"],
+        env={**env, "PGPASSWORD": postgres_cluster.password},
+        check=True,
+        capture_output=True,
+    )
     uploads = workspace.root / "uploads"
-    subprocess.run([sys.executable, str(ROOT / "docker/shop/uploads.py"), str(uploads), "--products", "50"],
-                   check=True, capture_output=True)
-    workspace.env.update({
-        "SHOP_TEST_DB_PASSWORD": postgres_cluster.password,
-        "SHOP_DRILL_PASSWORD": DRILL_PASSWORD,
-        "BACKUPCTL_S3_RESTORE_POLL": "0.2",
-    })
-    workspace.write_policy("shop", workspace.base_policy(
+    subprocess.run(
+        [sys.executable, str(ROOT / "docker/shop/uploads.py"), str(uploads), "--products", "50"],
+        check=True,
+        capture_output=True,
+    )
+    workspace.env.update(
+        {
+            "SHOP_TEST_DB_PASSWORD": postgres_cluster.password,
+            "SHOP_DRILL_PASSWORD": DRILL_PASSWORD,
+            "BACKUPCTL_S3_RESTORE_POLL": "0.2",
+        }
+    )
+    workspace.write_policy(
         "shop",
-        [
-            {"name": "shop-db", "type": "postgres", "url": url, "password": "env:SHOP_TEST_DB_PASSWORD"},
-            {"name": "uploads", "type": "files", "path": str(uploads), "exclude": ["cache/*"]},
-        ],
-        [
-            {"name": "local", "type": "local", "path": str(workspace.backups)},
-            {"name": "offsite", "type": "s3", "bucket": new_bucket_name(), "endpoint_url": s3_server,
-             "region": "us-east-1", "storage_class": "GLACIER", "versioning": "optional"},
-        ],
-    ))
+        workspace.base_policy(
+            "shop",
+            [
+                {"name": "shop-db", "type": "postgres", "url": url, "password": "env:SHOP_TEST_DB_PASSWORD"},
+                {"name": "uploads", "type": "files", "path": str(uploads), "exclude": ["cache/*"]},
+            ],
+            [
+                {"name": "local", "type": "local", "path": str(workspace.backups)},
+                {
+                    "name": "offsite",
+                    "type": "s3",
+                    "bucket": new_bucket_name(),
+                    "endpoint_url": s3_server,
+                    "region": "us-east-1",
+                    "storage_class": "GLACIER",
+                    "versioning": "optional",
+                },
+            ],
+        ),
+    )
     assert workspace.run("target", "setup", "shop", "offsite").returncode == 0
     result = workspace.run_json("backup", "shop")
     assert result["status"] == "complete", result
@@ -84,8 +103,9 @@ def drill_file(space: Workspace, **changes: object) -> Path:
 def leftovers(label: str = "backupctl.managed=1") -> list[str]:
     found = []
     for kind in (["ps", "-a"], ["network", "ls"], ["volume", "ls"]):
-        done = subprocess.run(["docker", *kind, "-q", "--filter", f"label={label}"], capture_output=True,
-                              text=True, check=False)
+        done = subprocess.run(
+            ["docker", *kind, "-q", "--filter", f"label={label}"], capture_output=True, text=True, check=False
+        )
         found += done.stdout.split()
     return found
 
@@ -94,8 +114,20 @@ def test_docker_drill_from_glacier_passes_and_leaves_nothing(shop: Shop, docker_
     space = shop.space
     reports = space.root / "reports"
     junit = space.root / "junit.xml"
-    done = space.run("drill", str(drill_file(space)), "--from", "offsite", "--runtime", "docker",
-                     "--report", str(reports), "--junit", str(junit), "--json", timeout=900)
+    done = space.run(
+        "drill",
+        str(drill_file(space)),
+        "--from",
+        "offsite",
+        "--runtime",
+        "docker",
+        "--report",
+        str(reports),
+        "--junit",
+        str(junit),
+        "--json",
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     outcome = json.loads(done.stdout)
     assert outcome["ok"] is True
@@ -104,8 +136,16 @@ def test_docker_drill_from_glacier_passes_and_leaves_nothing(shop: Shop, docker_
     assert stages[:2] == ["fetch shop-db", "fetch uploads"] and "apps ready" in stages and "checks" in stages
     assert outcome["warmup_seconds"] > 0, "the GLACIER copy must go through the warm-up path"
     names = {check["name"]: check["ok"] for check in outcome["checks"]}
-    for expected in ("login", "cart", "payments", "reconciliation", "uploads", "row counts shop-db",
-                     "tree hash uploads", "manifest signature"):
+    for expected in (
+        "login",
+        "cart",
+        "payments",
+        "reconciliation",
+        "uploads",
+        "row counts shop-db",
+        "tree hash uploads",
+        "manifest signature",
+    ):
         assert names.get(expected) is True, (expected, outcome["checks"])
     assert leftovers() == []
     suite = ElementTree.parse(junit).getroot()
@@ -125,8 +165,15 @@ def test_local_runtime_drill_passes(shop: Shop) -> None:
 
 def test_wrong_drill_password_fails_the_login_check(shop: Shop, docker_images: None) -> None:
     space = shop.space
-    done = space.run("drill", str(drill_file(space)), "--from", "local", "--json",
-                     env={"SHOP_DRILL_PASSWORD": "not-the-password"}, timeout=600)
+    done = space.run(
+        "drill",
+        str(drill_file(space)),
+        "--from",
+        "local",
+        "--json",
+        env={"SHOP_DRILL_PASSWORD": "not-the-password"},
+        timeout=600,
+    )
     assert done.returncode == 1
     checks = {check["name"]: check for check in json.loads(done.stdout)["checks"]}
     assert checks["login"]["ok"] is False and "401" in checks["login"]["detail"]
@@ -164,8 +211,12 @@ def test_sigkill_leaves_leftovers_cleanup_removes_them_sigterm_cleans_itself(
     space = shop.space
     path = drill_file(space)
     for sig in (signal.SIGKILL, signal.SIGTERM):
-        process = subprocess.Popen([sys.executable, "-m", "backupctl", "drill", str(path), "--from", "local"],
-                                   env={**os.environ, **space.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "backupctl", "drill", str(path), "--from", "local"],
+            env={**os.environ, **space.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not leftovers():
             time.sleep(0.2)
@@ -183,11 +234,14 @@ def test_sigkill_leaves_leftovers_cleanup_removes_them_sigterm_cleans_itself(
             assert leftovers() == [], "SIGTERM must tear staging down"
 
 
-@pytest.mark.parametrize(("edit", "line", "text"), [
-    (lambda t: t.replace("kind: postgres", "kind: postgress"), 14, "postgres"),
-    (lambda t: t.replace("service: db\n", "service: dbx\n"), 77, "service 'dbx' is not defined"),
-    (lambda t: t.replace("timeout: 30m", "timeout: 30 minutes"), 11, "not a duration"),
-])
+@pytest.mark.parametrize(
+    ("edit", "line", "text"),
+    [
+        (lambda t: t.replace("kind: postgres", "kind: postgress"), 14, "postgres"),
+        (lambda t: t.replace("service: db\n", "service: dbx\n"), 77, "service 'dbx' is not defined"),
+        (lambda t: t.replace("timeout: 30m", "timeout: 30 minutes"), 11, "not a duration"),
+    ],
+)
 def test_bad_drill_files_exit_2_with_file_and_line(workspace: Workspace, edit, line: int, text: str) -> None:
     path = workspace.root / "bad-drill.yaml"
     path.write_text(edit((ROOT / "drills" / "shop.yaml").read_text()))

@@ -56,7 +56,8 @@ class ShopHandler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
             return {key: values[0] for key, values in parse_qs(raw.decode()).items()}
-        return json.loads(raw or b"{}")
+        body: dict[str, Any] = json.loads(raw or b"{}")
+        return body
 
     def _user(self) -> str | None:
         for item in (self.headers.get("Cookie") or "").split(";"):
@@ -80,7 +81,7 @@ class ShopHandler(BaseHTTPRequestHandler):
                 token = secrets.token_hex(16)
                 self.server.sessions[token] = body["email"]
                 self.server.carts[token] = []
-                cookie = f"session={token}; Path=/; HttpOnly; SameSite=Lax"
+                cookie = f"session={token}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax"
                 return self._reply(200, {"user": {"email": body["email"], "id": 7}}, {"Set-Cookie": cookie})
             # A careless app echoing the attempted password: the check must mask it.
             return self._reply(401, {"error": "invalid credentials", "tried": body.get("password")})

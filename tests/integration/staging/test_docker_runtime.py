@@ -31,7 +31,7 @@ WEB_COMMAND = ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--d
 PROBE = """
 import socket, sys
 try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
     print("connected")
 except OSError as error:
     print("failed:", error)

@@ -18,7 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import pytest
 
@@ -65,9 +65,11 @@ def get(url: str) -> tuple[int, bytes]:
         return int(answer.status), answer.read()
 
 
-def pg_dump(database: PgDatabase) -> subprocess.Popen[bytes]:
+def pg_dump(database: PgDatabase) -> tuple[subprocess.Popen[bytes], BinaryIO]:
+    """A running `pg_dump -Fc` of the database and its output stream."""
     argv = [str(database.cluster.bindir / "pg_dump"), "-Fc", f"--dbname={database.url}"]
-    return runner.start(argv, env={"PGPASSWORD": database.password})
+    process = runner.start(argv, env={"PGPASSWORD": database.password})
+    return process, cast(BinaryIO, process.stdout)
 
 
 @pytest.fixture
@@ -80,9 +82,8 @@ def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
 def test_postgres_restore_of_a_pg_dump_stream(runtime: LocalRuntime, pg_database: PgDatabase) -> None:
     db = service(name="db", kind="postgres", image="postgres:15")
     runtime.start_databases([db])
-    dump = pg_dump(pg_database)
-    assert dump.stdout is not None
-    runtime.restore_database(db, "shop", dump.stdout)
+    dump, stream = pg_dump(pg_database)
+    runtime.restore_database(db, "shop", stream)
     assert dump.wait() == 0
 
     with pg_database.connect() as connection:
@@ -171,9 +172,8 @@ def test_shop_app_on_a_restored_database(
         staging = LocalRuntime(f"shop-{uuid.uuid4().hex[:8]}", base_dir=SHOP)
         try:
             staging.start_databases([db])
-            dump = pg_dump(source)
-            assert dump.stdout is not None
-            staging.restore_database(db, "shop", dump.stdout)
+            dump, stream = pg_dump(source)
+            staging.restore_database(db, "shop", stream)
             assert dump.wait() == 0
             staging.install_files(app, "/srv/uploads", tree)
             assert tree.is_dir() and not any(tree.iterdir())  # moved; an empty dir for the caller
@@ -227,6 +227,8 @@ def test_app_failures_quote_the_app_log(runtime: LocalRuntime) -> None:
 def test_app_configuration_errors(runtime: LocalRuntime) -> None:
     with pytest.raises(ConfigError, match="needs its `command`"):
         runtime.start_apps([service(name="app", kind="app", image="shop:latest")])
+    with pytest.raises(ConfigError, match=r"a password in `command` would be visible"):
+        runtime.start_apps([service(name="app", kind="app", command=["app", "--password=${db.password}"])])
     with pytest.raises(ConfigError, match=r"\$\{db.port\} in env URL of service app: no such value"):
         runtime.start_apps([service(name="app", kind="app", command=["true"], env={"URL": "${db.port}"})])
     with socket.socket() as busy:

@@ -165,3 +165,16 @@ def test_secret_references_coming_from_a_response_are_not_resolved(monkeypatch: 
 def test_bad_secret_reference_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match="absolute"):
         resolve_value("file:relative/path", {})
+
+
+def test_expr_operator_compares_with_arithmetic() -> None:
+    import pytest
+
+    from backupctl.checks.http import check_value, evaluate_arithmetic
+    from backupctl.errors import ConfigError
+
+    assert evaluate_arithmetic("1999 * 2 + (2500 - 1)") == 6497
+    assert check_value({"$expr": "1999 * 2 + 2500"}, {"total_cents": 6498}, "total_cents") is None
+    assert "expected $expr" in (check_value({"$expr": "1 + 1"}, {"t": 3}, "t") or "")
+    with pytest.raises(ConfigError):
+        evaluate_arithmetic("__import__('os').system('true')")

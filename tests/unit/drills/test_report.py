@@ -101,8 +101,12 @@ def test_objectives() -> None:
     assert (report.rto_ok, report.rpo_ok) == (False, True)
     report.measured_rto_seconds = None  # the drill failed before recovering: the objective is missed
     assert report.rto_ok is False
-    report.objectives_checked = False
-    assert (report.rto_ok, report.rpo_ok) == (None, None)
+    unchecked = sample_report()
+    unchecked.objectives_checked = False
+    assert (unchecked.rto_ok, unchecked.rpo_ok) == (None, None)
+    no_objective = sample_report()
+    no_objective.rto_objective_seconds = None
+    assert no_objective.rto_ok is None
 
 
 def test_secrets_never_reach_json() -> None:
@@ -131,7 +135,7 @@ def test_junit_parses_and_counts_failures() -> None:
     assert "FAILED: POST /login → 401" in (failure.text or "")
     rto = cases["objectives.rto"].find("failure")
     assert rto is not None and rto.get("message") == (
-        "recovery time 1h06m exceeds the objective 1h00m (4000s vs 3600s)")
+        "recovery time 1h06m exceeds the objective 1h (4000s vs 3600s)")
     assert cases["objectives.rpo"].find("failure") is None
     assert properties(suite)["snapshot"] == "20250314T020000Z-7f3a"
 
