@@ -415,7 +415,7 @@ def _restore_files(
 ) -> None:
     """Extract safely on this host (tree hash checked), then hand the tree to the service."""
     started = time.monotonic()
-    scratch = Path(tempfile.mkdtemp(prefix=f"backupctl-drill-{outcome.run_id}-"))
+    scratch = Path(tempfile.mkdtemp(prefix=f"backupctl-extract-{outcome.run_id}-"))
     try:
         tree = scratch / "tree"
         source = build_source(policy.source(artifact.source))

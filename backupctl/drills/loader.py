@@ -7,12 +7,12 @@ from pathlib import Path
 from backupctl.drills.schema import Drill
 from backupctl.errors import ConfigIssue
 from backupctl.policy.loader import load_model
-from backupctl.policy.yamlsource import LocatedDocument, PathKey, dotted
+from backupctl.policy.yamlsource import UPPERCASE_ONLY, LocatedDocument, PathKey, dotted
 
 
 def load_drill(path: Path) -> Drill:
     """Parse and validate a drill file. Raises PolicyInvalid (exit 2) listing every problem."""
-    drill: Drill = load_model(path, Drill, _logical_checks)
+    drill: Drill = load_model(path, Drill, _logical_checks, variables=UPPERCASE_ONLY)
     return drill
 
 

@@ -11,6 +11,7 @@ import base64
 import binascii
 import difflib
 import hashlib
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -50,9 +51,10 @@ def load_model(
     logical: typing.Callable[[M, LocatedDocument, bool], list[ConfigIssue]],
     *,
     check_secrets: bool = True,
+    variables: re.Pattern[str] | None = None,
 ) -> Any:
     """Shared by policies and drills: YAML → structural validation → logical validation."""
-    document = read_yaml(path)
+    document = read_yaml(path, variables) if variables is not None else read_yaml(path)
     if document.issues and document.data is None:
         raise PolicyInvalid(document.issues)
     issues = list(document.issues)

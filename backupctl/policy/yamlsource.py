@@ -20,6 +20,9 @@ from backupctl.errors import ConfigIssue
 
 PathKey = tuple[str | int, ...]
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Drill files keep lower-case `${name}` for values the runtime and checks fill in later
+# (`${db.port}`, `${p1}`); only upper-case names are environment variables there.
+UPPERCASE_ONLY = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclass
@@ -28,6 +31,7 @@ class LocatedDocument:
     data: Any
     lines: dict[PathKey, int] = field(default_factory=dict)
     issues: list[ConfigIssue] = field(default_factory=list)
+    variables: re.Pattern[str] = _VARIABLE
 
     def line_of(self, path: PathKey) -> int | None:
         """The line of `path`, or of its nearest ancestor that has one."""
@@ -46,9 +50,12 @@ def dotted(path: PathKey) -> str:
     return text
 
 
-def read_yaml(path: Path) -> LocatedDocument:
-    """Parse a YAML file into data plus line map. Problems are collected in `issues`."""
+def read_yaml(path: Path, variables: re.Pattern[str] = _VARIABLE) -> LocatedDocument:
+    """Parse a YAML file into data plus line map. Problems are collected in `issues`.
+
+    `variables` selects which `${...}` are environment variables interpolated now."""
     document = LocatedDocument(file=str(path), data=None)
+    document.variables = variables
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -122,4 +129,4 @@ def _interpolate(value: str, path: PathKey, document: LocatedDocument, line: int
         )
         return match.group(0)
 
-    return _VARIABLE.sub(replace, value)
+    return document.variables.sub(replace, value)

@@ -347,7 +347,7 @@ class DockerRuntime:
     def down(self) -> None:
         """Remove this run's containers (with their anonymous volumes), volumes and network."""
         cleanup(self.client, self.run_id)
-        self._network = None
+        self._network, self._mounts = None, {}
 
     # --- databases ---------------------------------------------------------------------------------
 

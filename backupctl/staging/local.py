@@ -6,7 +6,7 @@ Database services become throwaway clusters (LocalPostgres, LocalMariaDB) on fre
   <tmp>/backupctl-drill-<run id>-XXXX/   0755, so the postgres/mysql users can traverse it
     backupctl-drill.json                 marker: labels, owner pid, app pids (for `cleanup`)
     <service>/                           a cluster's directory (its log is quoted on failure),
-                                         or an app's: app.log, files/<slug of the path>/
+                                         or an app's, 0700: app.log, files/<slug of the path>/
 
 How it differs from Docker (what drill authors need to know):
 - `image` is ignored: the host's PostgreSQL/MariaDB runs (`info()` says so). The superuser is
