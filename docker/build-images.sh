@@ -164,17 +164,18 @@ build_base() {
     "$docker_dir/base/build-base.sh" "${tags[base]}" "$mirror" "$label_key=$1"
 }
 
+build_log=""
+trap 'rm -f "$build_log"' EXIT
 build_service() {
-    local name="$1" inputs="$2" log no_cache=()
+    local name="$1" inputs="$2" no_cache=()
     [ "$force" -eq 0 ] || no_cache=(--no-cache)
-    log="$(mktemp)"
+    rm -f "$build_log"
+    build_log="$(mktemp)"
     if ! "${build_cmd[@]}" "${no_cache[@]}" --label "$label_key=$inputs" -t "${tags[$name]}" \
-            -f "$docker_dir/$name/Dockerfile" "$docker_dir/$name" >"$log" 2>&1; then
-        tail -n 40 "$log" >&2
-        rm -f "$log"
+            -f "$docker_dir/$name/Dockerfile" "$docker_dir/$name" >"$build_log" 2>&1; then
+        tail -n 40 "$build_log" >&2
         die 1 "$name: docker build failed"
     fi
-    rm -f "$log"
 }
 
 total_started=$(now)

@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.fixtures.sshd",
     "tests.fixtures.mariadb",
     "tests.fixtures.restic",
+    "tests.fixtures.docker",
 ]
 
 STRICT = os.environ.get("BACKUPCTL_TEST_STRICT") == "1"

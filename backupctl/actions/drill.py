@@ -178,6 +178,12 @@ def run_drill(
     identities = load_identities(policy, identity_file)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     runtime = select_runtime(runtime_choice or drill.runtime, run_id, base_dir, events)
+    if runtime.name == "local":  # the local runtime starts apps from `local_command` where given
+        services = [
+            s.model_copy(update={"command": s.local_command}) if s.local_command else s
+            for s in drill.services
+        ]
+        drill = drill.model_copy(update={"services": services})
     outcome = DrillOutcome(
         run_id,
         drill.name,

@@ -55,8 +55,12 @@ class Service(Strict):
         default=None, description="Docker image (official images work).", examples=["backupctl/postgres:15"]
     )
     command: list[str] | None = Field(
+        default=None, description="Command overriding the image's CMD (Docker), or starting the app (local)."
+    )
+    local_command: list[str] | None = Field(
         default=None,
-        description="Command of an app service (required by the local runtime; Docker: image CMD).",
+        description="How the local runtime starts the app when it differs from `command` (e.g. a path in "
+        "the repository instead of one inside the image); relative paths resolve against the drill file.",
     )
     env: dict[str, str] = Field(default_factory=dict, description="Environment; values may be secret refs.")
     port: int | None = Field(default=None, ge=1, le=65535, description="Port the service listens on.")

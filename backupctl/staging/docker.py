@@ -213,6 +213,12 @@ class DockerRuntime:
                 )
         return env
 
+    def _image(self, service: Service) -> str:
+        image = service.image or DEFAULT_IMAGES.get(service.kind)
+        if not image:
+            raise ConfigError(f"staging service '{service.name}': an app service needs an image")
+        return image
+
     def _container(self, service: Service) -> Any:
         try:
             return self.client.containers.get(self.container_name(service))
@@ -237,9 +243,7 @@ class DockerRuntime:
             raise JobFailed(f"cannot create network {self.network_name}: {error.explanation}") from None
 
     def _create(self, service: Service, mounts: list[Mount]) -> Any:
-        image = service.image or DEFAULT_IMAGES.get(service.kind)
-        if not image:
-            raise ConfigError(f"staging service '{service.name}': an app service needs an image")
+        image = self._image(service)
         endpoint = self.client.api.create_endpoint_config(aliases=[service.name])
         log.debug("creating container %s from %s", self.container_name(service), image)  # never the env
         try:
@@ -423,9 +427,7 @@ class DockerRuntime:
             raise JobFailed(f"files for {service.name}:{path} are missing: {tree} is not a directory")
         if self.client.containers.list(all=True, filters={"name": f"^{self.container_name(service)}$"}):
             raise JobFailed(f"install files into '{service.name}' before starting it")
-        image = service.image or DEFAULT_IMAGES.get(service.kind)
-        if not image:
-            raise ConfigError(f"staging service '{service.name}': an app service needs an image")
+        image = self._image(service)
         volume = f"{self.container_name(service)}-files-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
         self.client.volumes.create(name=volume, labels=labels(self.run_id))
         # no_copy: the volume shows the restored tree only, not what the image keeps at `path`.
@@ -584,18 +586,16 @@ def _read_exactly(read: Callable[[int], bytes], size: int) -> bytes:
 
 def _demultiplex(read: Callable[[int], bytes], output: _ExecOutput) -> None:
     """Split the engine's multiplexed stream (8-byte header: stream id, 3 zero bytes, big-endian
-    length) into stdout and stderr until EOF."""
-    while True:
-        header = _read_exactly(read, 8)
-        if len(header) < 8:
-            return
-        stream, size = header[0], struct.unpack(">I", header[4:])[0]
-        while size:
-            chunk = read(min(size, CHUNK))
-            if not chunk:
-                return
-            output.add(stream, chunk)
-            size -= len(chunk)
+    length) into stdout and stderr until EOF. A broken connection counts as EOF: the exit code,
+    read afterwards, tells how the command ended."""
+    try:
+        while len(header := _read_exactly(read, 8)) == 8:
+            stream, size = header[0], struct.unpack(">I", header[4:])[0]
+            while size and (chunk := read(min(size, CHUNK))):
+                output.add(stream, chunk)
+                size -= len(chunk)
+    except OSError:
+        pass
 
 
 def _pump(stream: BinaryIO, raw: Any) -> bool:

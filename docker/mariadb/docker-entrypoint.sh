@@ -160,10 +160,10 @@ init_database_dir() {
 temp_server_start() {
     "$@" --skip-networking --default-time-zone=SYSTEM --socket="$SOCKET" --wsrep_on=OFF \
         --expire-logs-days=0 --skip-slave-start --loose-innodb_buffer_pool_load_at_startup=0 \
-        --skip-ssl --ssl-cert='' --ssl-key='' --ssl-ca='' &
+        --skip-ssl &
     TEMP_SERVER_PID=$!
-    local tries
-    for tries in $(seq 300); do   # up to 60 s
+    local _
+    for _ in $(seq 300); do   # up to 60 s
         if process_sql --dont-use-root-password --database=mysql <<<'SELECT 1' >/dev/null 2>&1; then
             return 0
         fi

@@ -119,10 +119,11 @@ process_sql() {
 
 setup_db() {
     local exists
-    exists="$(POSTGRES_DB='' process_sql --dbname postgres --set db="$POSTGRES_DB" --tuples-only \
+    # the last --dbname wins: these run in the postgres database, where $POSTGRES_DB may not exist yet
+    exists="$(process_sql --dbname postgres --set db="$POSTGRES_DB" --tuples-only \
         <<<"SELECT 1 FROM pg_database WHERE datname = :'db';")"
     if [ -z "$exists" ]; then
-        POSTGRES_DB='' process_sql --dbname postgres --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db";'
+        process_sql --dbname postgres --set db="$POSTGRES_DB" <<<'CREATE DATABASE :"db";'
         note "created database $POSTGRES_DB"
     fi
 }

@@ -110,7 +110,7 @@ def leftovers(label: str = "backupctl.managed=1") -> list[str]:
     return found
 
 
-def test_docker_drill_from_glacier_passes_and_leaves_nothing(shop: Shop, docker_images: None) -> None:
+def test_docker_drill_from_glacier_passes_and_leaves_nothing(shop: Shop, staging_images: dict[str, str]) -> None:
     space = shop.space
     reports = space.root / "reports"
     junit = space.root / "junit.xml"
@@ -163,7 +163,7 @@ def test_local_runtime_drill_passes(shop: Shop) -> None:
     assert outcome["ok"] and outcome["runtime"] == "local" and outcome["target"] == "offsite"
 
 
-def test_wrong_drill_password_fails_the_login_check(shop: Shop, docker_images: None) -> None:
+def test_wrong_drill_password_fails_the_login_check(shop: Shop, staging_images: dict[str, str]) -> None:
     space = shop.space
     done = space.run(
         "drill",
@@ -181,7 +181,7 @@ def test_wrong_drill_password_fails_the_login_check(shop: Shop, docker_images: N
     assert leftovers() == []
 
 
-def test_corrupted_artifact_is_named(shop: Shop, docker_images: None) -> None:
+def test_corrupted_artifact_is_named(shop: Shop, staging_images: dict[str, str]) -> None:
     space = shop.space
     artifact = next(space.backups.rglob("shop-db.pgdump.zst.age"))
     data = bytearray(artifact.read_bytes())
@@ -194,7 +194,7 @@ def test_corrupted_artifact_is_named(shop: Shop, docker_images: None) -> None:
     assert leftovers() == []
 
 
-def test_app_that_never_becomes_ready_times_out(shop: Shop, docker_images: None) -> None:
+def test_app_that_never_becomes_ready_times_out(shop: Shop, staging_images: dict[str, str]) -> None:
     space = shop.space
     data = yaml.safe_load((ROOT / "drills" / "shop.yaml").read_text())
     data["services"][1]["ready"] = {"http": "/does-not-exist", "timeout": "15s"}
@@ -206,7 +206,7 @@ def test_app_that_never_becomes_ready_times_out(shop: Shop, docker_images: None)
 
 
 def test_sigkill_leaves_leftovers_cleanup_removes_them_sigterm_cleans_itself(
-    shop: Shop, docker_images: None
+    shop: Shop, staging_images: dict[str, str]
 ) -> None:
     space = shop.space
     path = drill_file(space)

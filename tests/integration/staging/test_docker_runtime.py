@@ -8,6 +8,7 @@ isolation from inside a container, and checks that `down()` / `cleanup()` leave 
 from __future__ import annotations
 
 import io
+import json
 import os
 import urllib.request
 from collections.abc import Callable
@@ -23,8 +24,6 @@ from backupctl.staging.base import LABEL_DRILL, LABEL_MANAGED
 from backupctl.staging.docker import DockerRuntime, cleanup, engine_available
 from tests.fixtures.postgres import EXPECTED_TABLES, PgDatabase
 
-pytest_plugins = ["tests.fixtures.docker"]  # until tests/conftest.py registers it
-
 Factory = Callable[[], DockerRuntime]
 
 WEB_COMMAND = ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "--directory", "/srv/files"]
@@ -36,6 +35,7 @@ try:
 except OSError as error:
     print("failed:", error)
 """
+SHOP_DIR = Path(__file__).resolve().parents[3] / "docker" / "shop"
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -184,6 +184,39 @@ def test_files_served_by_an_app_through_endpoint(
     assert runtime.info().services["web"].startswith(f"http://{host}:8080/")
     with pytest.raises(JobFailed, match="before starting it"):
         runtime.install_files(web, "/srv/more", tree)
+
+
+def test_shop_image_on_a_staging_database(
+    docker_runtime: Factory, staging_images: dict[str, str], tmp_path: Path
+) -> None:
+    """The real app image: placeholders wire it to the database service, uploads come from a volume."""
+    image = b"\xff\xd8\xff\xe0 not really a jpeg"
+    (tmp_path / "products").mkdir()
+    (tmp_path / "products" / "p000001.jpg").write_bytes(image)
+    db = Service(name="db", kind="postgres", image=staging_images["postgres"], env={"POSTGRES_DB": "shop"})
+    shop = Service(
+        name="shop",
+        kind="app",
+        image=staging_images["shop"],
+        port=8080,
+        env={
+            "SHOP_DB_URL": "postgresql://postgres@${db.host}:${db.port}/shop",
+            "SHOP_DB_PASSWORD": "${db.password}",
+        },
+        ready=Readiness.model_validate({"http": "/health", "timeout": "60s"}),
+    )
+    runtime = docker_runtime()
+    runtime.start_databases([db])
+    runtime.sql(db, "shop", (SHOP_DIR / "schema.sql").read_text())
+    runtime.sql(db, "shop", "INSERT INTO products (sku, name, price_cents, image_path) "
+                            "VALUES ('sku-1', 'one', 100, 'products/p000001.jpg')")  # fmt: skip
+    runtime.install_files(shop, "/srv/uploads", tmp_path)
+    runtime.start_apps([shop])
+    host, port = runtime.endpoint(shop)
+    with NO_PROXY.open(f"http://{host}:{port}/health", timeout=10) as response:
+        assert json.load(response)["products"] == 1
+    with NO_PROXY.open(f"http://{host}:{port}/uploads/products/p000001.jpg", timeout=10) as response:
+        assert (response.headers["Content-Type"], response.read()) == ("image/jpeg", image)
 
 
 def test_staging_network_is_isolated(
