@@ -110,7 +110,9 @@ def leftovers(label: str = "backupctl.managed=1") -> list[str]:
     return found
 
 
-def test_docker_drill_from_glacier_passes_and_leaves_nothing(shop: Shop, staging_images: dict[str, str]) -> None:
+def test_docker_drill_from_glacier_passes_and_leaves_nothing(
+    shop: Shop, staging_images: dict[str, str]
+) -> None:
     space = shop.space
     reports = space.root / "reports"
     junit = space.root / "junit.xml"
