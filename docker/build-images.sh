@@ -10,8 +10,9 @@
 #
 # An image is rebuilt only when its inputs changed: each carries the label backupctl.inputs-sha256, a
 # hash of its build context (for the base: docker/base/; for the others: their directory plus the
-# base image's id), compared with `docker image inspect`. --force rebuilds all named images (default:
-# all). --check builds nothing: exit 0 if every named image is current, 1 if not.
+# base image's id), compared with `docker image inspect`. Names select images (default: all); the base
+# is built too when it is missing or stale. --force rebuilds the named images (without names: all,
+# debootstrap included). --check builds nothing: exit 0 if the images are current, 1 if not.
 # Building the base needs root (debootstrap, chroot) and the Debian mirror (found in apt's sources,
 # or --mirror / $BACKUPCTL_DEBIAN_MIRROR); `docker build` steps need no network.
 # Exit codes: 0 built or current; 1 a build failed (or --check: not current); 2 a prerequisite is
@@ -28,7 +29,7 @@ declare -A tags=(
 )
 order=(base postgres mariadb shop)
 
-usage() { sed -n '2,19s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,/^set /s/^# \{0,1\}//p' "$0"; }
 die() { echo "build-images: $2" >&2; exit "$1"; }
 now() { date +%s.%N; }
 seconds_since() { awk -v start="$1" -v now="$(now)" 'BEGIN { printf "%.1f", now - start }'; }
@@ -42,12 +43,13 @@ while [ $# -gt 0 ]; do
         --mirror=*) mirror="${1#--mirror=}" ;;
         -h|--help) usage; exit 0 ;;
         base|postgres|mariadb|shop) wanted+=("$1") ;;
-        *) usage >&2; die 2 "unknown argument: $1" ;;
+        *) die 2 "unknown argument: $1 (see --help)" ;;
     esac
     shift
 done
-[ ${#wanted[@]} -gt 0 ] || wanted=(postgres mariadb shop)
+[ ${#wanted[@]} -gt 0 ] || wanted=("${order[@]}")
 wants() { [[ " base ${wanted[*]} " == *" $1 "* ]]; }   # the base is always needed
+forced() { [ "$force" -eq 1 ] && [[ " ${wanted[*]} " == *" $1 "* ]]; }
 
 # --- prerequisites ----------------------------------------------------------------------------------
 command -v docker >/dev/null || die 2 "docker CLI not found: install docker.io (apt-get install docker.io)"
@@ -86,8 +88,9 @@ pick_builder() {
 
 # Two test sessions on one machine must not debootstrap twice or race on the tags.
 lock_file="${BACKUPCTL_IMAGES_LOCK:-${TMPDIR:-/tmp}/backupctl-build-images.lock}"
-exec 9>>"$lock_file"
-if ! flock -n 9; then
+if ! { exec 9>>"$lock_file"; } 2>/dev/null; then
+    echo "build-images: warning: cannot open the lock $lock_file; building without it" >&2
+elif ! flock -n 9; then
     echo "build-images: waiting for another build (lock $lock_file)"
     flock 9
 fi
@@ -168,7 +171,7 @@ build_log=""
 trap 'rm -f "$build_log"' EXIT
 build_service() {
     local name="$1" inputs="$2" no_cache=()
-    [ "$force" -eq 0 ] || no_cache=(--no-cache)
+    ! forced "$name" || no_cache=(--no-cache)
     rm -f "$build_log"
     build_log="$(mktemp)"
     if ! "${build_cmd[@]}" "${no_cache[@]}" --label "$label_key=$inputs" -t "${tags[$name]}" \
@@ -179,12 +182,12 @@ build_service() {
 }
 
 total_started=$(now)
-stale=0 replaced=()
+stale=0
 for name in "${order[@]}"; do
     wants "$name" || continue
     started=$(now)
     inputs="$(inputs_of "$name")"
-    if [ "$force" -eq 0 ] && [ "$(image_label "${tags[$name]}")" = "$inputs" ]; then
+    if ! forced "$name" && [ "$(image_label "${tags[$name]}")" = "$inputs" ]; then
         printf '%-9s %-32s current   %6s s\n' "$name" "${tags[$name]}" "$(seconds_since "$started")"
         continue
     fi
@@ -197,18 +200,19 @@ for name in "${order[@]}"; do
         pick_builder
         echo "builder: $builder"
     fi
-    old_id="$(image_id "${tags[$name]}")"
     if [ "$name" = base ]; then build_base "$inputs"; else build_service "$name" "$inputs"; fi
-    [ -z "$old_id" ] || [ "$old_id" = "$(image_id "${tags[$name]}")" ] || replaced=("$old_id" "${replaced[@]}")
     printf '%-9s %-32s built     %6s s\n' "$name" "${tags[$name]}" "$(seconds_since "$started")"
 done
 
-# Images these tags pointed to before: remove them once untagged (children first). One still used by
-# a container or another image stays; that is fine.
-for old_id in "${replaced[@]}"; do
-    [ -n "$(docker image inspect -f '{{join .RepoTags ""}}' "$old_id" 2>/dev/null)" ] ||
+[ "$check" -eq 0 ] || exit "$stale"
+
+# Images these tags pointed to before are untagged now: remove them, and any older leftover of this
+# script (a base whose children were not rebuilt yet, an interrupted run). Newest first, so children
+# go before their parents; one still used by a container stays. Safe: no build runs while we hold the lock.
+for _ in 1 2; do
+    for old_id in $(docker images --quiet --no-trunc --filter dangling=true --filter "label=$label_key"); do
         docker image rm "$old_id" >/dev/null 2>&1 || true
+    done
 done
 
-[ "$check" -eq 0 ] || exit "$stale"
 printf 'total %39s %6s s\n' "" "$(seconds_since "$total_started")"

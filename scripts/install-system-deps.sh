@@ -10,7 +10,7 @@ PACKAGES=(
   mariadb-server mariadb-client   # MySQL/MariaDB sources and their tests
   openssh-server openssh-client   # SFTP targets against a real sshd
   sqlite3 tar procps time         # sqlite CLI, tar listing, ps, /usr/bin/time for benchmarks
-  debootstrap                     # drill staging images are built from Debian packages (no registry)
+  debootstrap debian-archive-keyring  # drill staging images are built from Debian packages (no registry)
 )
 
 missing=()
