@@ -1,0 +1,66 @@
+"""`backupctl prune POLICY`: apply the GFS retention rules to every target."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from backupctl.cli.context import App, json_option, pass_app
+from backupctl.cli.output import print_json, stdout_console
+from backupctl.errors import JobFailed
+
+
+@click.command()
+@click.argument("policy_name", metavar="POLICY")
+@click.option(
+    "--dry-run", is_flag=True, help="Show what each target keeps and removes, and why; change nothing."
+)
+@click.option("--target", "targets", multiple=True, help="Only prune these targets (repeatable).")
+@json_option
+@pass_app
+def prune(app: App, policy_name: str, dry_run: bool, targets: tuple[str, ...], as_json: bool) -> None:
+    """Remove the snapshots the retention rules no longer keep (per target, with the reason).
+
+    Never removes a target's newest complete snapshot, nor the only copy of a snapshot another
+    target's rules still want. Object-locked versions stay and are reported retained-by-lock.
+    Exit 0, or 1 when a deletion failed (retained-by-lock is not a failure).
+    """
+    from backupctl.actions.prune import run_prune
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    report = run_prune(
+        app.settings, policy, dry_run=dry_run, only_targets=list(targets) or None, events=app.events()
+    )
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        console = stdout_console()
+        verb = "would remove" if dry_run else "removed"
+        for result in report.targets:
+            summary = f"{len(result.kept)} kept, {len(result.removed)} {verb}"
+            if result.retained_by_lock:
+                summary += f", {len(result.retained_by_lock)} retained by lock"
+            if result.errors:
+                summary += f", {len(result.errors)} failed"
+            console.print(f"{policy_name} → {result.target} ({result.type}): {summary}", markup=False)
+            rows = [(kept.snapshot, "keep", ", ".join(kept.reasons)) for kept in result.kept]
+            rows += [(snapshot_id, "remove", "no rule keeps it") for snapshot_id in result.removed]
+            rows += [
+                (
+                    locked.snapshot,
+                    "retained-by-lock",
+                    f"locked until {locked.until}" if locked.until else "lock",
+                )
+                for locked in result.retained_by_lock
+            ]
+            rows += [(failure.snapshot, "FAILED", failure.error) for failure in result.errors]
+            table = Table("snapshot", "action", "why", box=None)
+            for row in sorted(rows, key=lambda row: row[0], reverse=True):  # ids sort by time
+                table.add_row(*row)
+            console.print(table)
+    if report.failed:
+        count = sum(len(result.errors) for result in report.targets)
+        raise JobFailed(f"prune {policy_name}: {count} deletion(s) failed")
+
+
+COMMANDS = [prune]

@@ -1,0 +1,269 @@
+"""systemd timers: one `backupctl-backup-<policy>.service` + `.timer` pair per scheduled policy.
+
+Why a pair per policy rather than a template (`backupctl-backup@.service`): each policy needs its
+own `ReadWritePaths=` (its local targets) and its own `OnCalendar=`, and `systemctl list-timers`
+then shows every policy by name.
+
+The service is a sandboxed oneshot: the file system is read-only (`ProtectSystem=strict`,
+`ProtectHome=read-only`) except the state directory and the policy's local target paths; `/tmp`
+is private; no privilege gain. `KillMode=mixed` sends SIGTERM (on `systemctl stop`, shutdown) only
+to backupctl itself, whose handler aborts the run, stops its dump tools and records the attempt
+as failed: never a half snapshot. The timer is `Persistent=true` (a run missed while the machine
+was off happens at boot) with a `RandomizedDelaySec=` so a fleet does not start at one instant.
+
+Cron semantics are kept exactly: `OnCalendar=` is generated from the parsed value sets, and when
+both day-of-month and day-of-week are restricted (cron's OR rule; systemd ANDs them) the timer gets
+two `OnCalendar=` lines, one per day rule.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from backupctl.core import runner
+from backupctl.core.cronexpr import CronExpr
+from backupctl.scheduling import Scheduled, write_atomically
+
+MARKER = "# Written by `backupctl schedule install --systemd`; `backupctl schedule remove` deletes it."
+PREFIX = "backupctl-backup-"
+SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
+_WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+
+
+@dataclass(frozen=True)
+class UnitOptions:
+    """What every unit pair shares."""
+
+    argv: list[str]  # backupctl with its global options (see scheduling.backupctl_argv)
+    state_dir: Path
+    randomized_delay: timedelta = timedelta(minutes=5)
+    on_failure: str | None = None  # e.g. "backupctl-notify@%n.service"
+    user: bool = False  # a user unit (~/.config/systemd/user)
+
+    def env_file(self, policy: str) -> str:
+        # %E is /etc for system units and $XDG_CONFIG_HOME for user units.
+        return f"/etc/backupctl/{policy}.env" if not self.user else f"%E/backupctl/{policy}.env"
+
+
+def default_unit_dir(user: bool) -> Path:
+    """/etc/systemd/system, or ~/.config/systemd/user with --user."""
+    if not user:
+        return SYSTEM_UNIT_DIR
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "systemd" / "user"
+
+
+def unit_names(policy: str) -> tuple[str, str]:
+    """(service, timer) unit names of a policy."""
+    return f"{PREFIX}{policy}.service", f"{PREFIX}{policy}.timer"
+
+
+def on_calendar(cron: CronExpr) -> list[str]:
+    """`OnCalendar=` values equivalent to a cron expression (one, or two for cron's OR day rule).
+
+    Raises ValueError for an expression that never fires.
+    """
+    time_part = f"{_values(cron.hours, 0, 23)}:{_values(cron.minutes, 0, 59)}:00"
+    months = _values(cron.months, 1, 12)
+    days = _values(cron.days, 1, 31)
+    weekdays = _weekdays(cron.weekdays)
+    if cron.day_restricted and cron.weekday_restricted:  # cron: dom OR dow; systemd would AND
+        return [f"{weekdays} *-{months}-* {time_part}", f"*-{months}-{days} {time_part}"]
+    prefix = "" if weekdays == "*" else weekdays + " "
+    return [f"{prefix}*-{months}-{days} {time_part}"]
+
+
+def render_units(item: Scheduled, options: UnitOptions, target_paths: list[str]) -> dict[str, str]:
+    """The service and timer text of one policy: {unit file name: content}.
+
+    `target_paths` are the directories the run must write besides the state directory (the
+    policy's local targets, local restic repositories).
+    """
+    service_name, timer_name = unit_names(item.name)
+    unit = [MARKER, "[Unit]", f"Description=backupctl backup of policy {_escape(item.name)}"]
+    unit += ["Wants=network-online.target", "After=network-online.target"]
+    if options.on_failure:
+        unit.append(f"OnFailure={options.on_failure}")  # specifiers such as %n are the operator's
+    service = [
+        "",
+        "[Service]",
+        "Type=oneshot",
+        "ExecStart=" + " ".join(_quote(arg) for arg in [*options.argv, "backup", item.name]),
+        # Secrets referenced as env:NAME live here (mode 0600); '-' = optional.
+        f"EnvironmentFile=-{options.env_file(item.name)}",
+        "Nice=10",
+        "IOSchedulingClass=idle",
+        "ProtectSystem=strict",
+        "ProtectHome=read-only",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+        f"ReadWritePaths={_quote(str(options.state_dir.absolute()), command=False)}",
+        # '-': a missing target directory must not stop the unit from starting; the run says why.
+        *(f"ReadWritePaths=-{_quote(path, command=False)}" for path in target_paths),
+        "KillMode=mixed",
+        "TimeoutStopSec=2min",
+    ]
+    calendars = on_calendar(item.cron)
+    timer = [
+        MARKER,
+        "[Unit]",
+        f"Description=Schedule of backupctl backup {_escape(item.name)} (cron: {_escape(item.cron.text)})",
+        "",
+        "[Timer]",
+        *(f"OnCalendar={value}" for value in calendars),
+        "Persistent=true",
+        f"RandomizedDelaySec={int(options.randomized_delay.total_seconds())}",
+        f"Unit={service_name}",
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+    ]
+    return {service_name: "\n".join(unit + service) + "\n", timer_name: "\n".join(timer) + "\n"}
+
+
+def write_units(units: dict[str, str], directory: Path) -> list[Path]:
+    """Write unit files atomically (temp name, then rename), mode 0644. Returns the paths."""
+    written: list[Path] = []
+    for name, text in sorted(units.items()):
+        write_atomically(directory / name, text)
+        written.append(directory / name)
+    return written
+
+
+def installed_units(directory: Path) -> list[Path]:
+    """Unit files in `directory` that backupctl wrote (recognised by the marker line)."""
+    if not directory.is_dir():
+        return []
+    found: list[Path] = []
+    for path in sorted(directory.glob(f"{PREFIX}*")):
+        if path.suffix not in (".service", ".timer") or not path.is_file():
+            continue
+        try:
+            if path.read_text(encoding="utf-8").startswith(MARKER):
+                found.append(path)
+        except (OSError, UnicodeDecodeError):
+            continue
+    return found
+
+
+@dataclass
+class SystemdPlan:
+    """What install or remove will do: files to write, backupctl units to delete, commands."""
+
+    directory: Path
+    user: bool
+    units: dict[str, str] = field(default_factory=dict)  # file name -> content
+    delete: list[Path] = field(default_factory=list)
+    commands: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "directory": str(self.directory),
+            "user": self.user,
+            "units": self.units,
+            "delete": [str(path) for path in self.delete],
+            "commands": [" ".join(command) for command in self.commands],
+            "notes": self.notes,
+        }
+
+
+def plan_install(units: dict[str, str], directory: Path, user: bool) -> SystemdPlan:
+    """Install = make `directory` hold exactly these backupctl units: stale pairs (policies
+    removed or unscheduled since the last install) are disabled and deleted."""
+    stale = [path for path in installed_units(directory) if path.name not in units]
+    timers = sorted(name for name in units if name.endswith(".timer"))
+    commands = []
+    stale_timers = [path.name for path in stale if path.suffix == ".timer"]
+    if stale_timers:
+        commands += systemctl_commands(stale_timers, user, enable=False)[:1]
+    commands += systemctl_commands(timers, user, enable=True)
+    return SystemdPlan(directory, user, units, stale, commands)
+
+
+def plan_remove(directory: Path, user: bool) -> SystemdPlan:
+    """Remove = disable and delete every backupctl unit in `directory`."""
+    installed = installed_units(directory)
+    timers = [path.name for path in installed if path.suffix == ".timer"]
+    return SystemdPlan(directory, user, {}, installed, systemctl_commands(timers, user, enable=False))
+
+
+def apply(plan: SystemdPlan, *, run_systemctl: bool) -> list[Path]:
+    """Write and delete the plan's files; run its systemctl commands only when asked (tests and
+    package builds must never touch the host's systemd). Returns the files written."""
+    disable = [command for command in plan.commands if "disable" in command]
+    if run_systemctl:
+        for command in disable:  # stop timers before their files go away
+            runner.run(command)
+    written = write_units(plan.units, plan.directory) if plan.units else []
+    for path in plan.delete:
+        path.unlink(missing_ok=True)
+    if run_systemctl:
+        for command in plan.commands:
+            if command not in disable:
+                runner.run(command)
+    return written
+
+
+def systemctl_commands(timers: list[str], user: bool, *, enable: bool) -> list[list[str]]:
+    """`daemon-reload` plus `enable --now` (or `disable --now`) of the given timers."""
+    base = ["systemctl", "--user"] if user else ["systemctl"]
+    commands = [[*base, "daemon-reload"]]
+    if timers:
+        commands.insert(0 if not enable else 1, [*base, "enable" if enable else "disable", "--now", *timers])
+    return commands
+
+
+def _values(values: frozenset[int], low: int, high: int) -> str:
+    """A systemd calendar component: '*', or a comma list with runs as 'a..b', two digits."""
+    if values == frozenset(range(low, high + 1)):
+        return "*"
+    return ",".join(
+        f"{first:02d}" if first == last else f"{first:02d}..{last:02d}" for first, last in _runs(values)
+    )
+
+
+def _weekdays(values: frozenset[int]) -> str:
+    if values == frozenset(range(7)):
+        return "*"
+    ordered = frozenset(7 if day == 0 else day for day in values)  # systemd weeks run Mon..Sun
+    return ",".join(
+        _WEEKDAYS[first % 7] if first == last else f"{_WEEKDAYS[first % 7]}..{_WEEKDAYS[last % 7]}"
+        for first, last in _runs(ordered)
+    )
+
+
+def _runs(values: frozenset[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of three or more become one range; shorter runs stay single values."""
+    runs: list[tuple[int, int]] = []
+    for value in sorted(values):
+        if runs and value == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], value)
+        else:
+            runs.append((value, value))
+    split: list[tuple[int, int]] = []
+    for first, last in runs:
+        if last - first >= 2:
+            split.append((first, last))
+        else:
+            split.extend((value, value) for value in range(first, last + 1))
+    return split
+
+
+def _escape(text: str) -> str:
+    """Escape systemd specifiers in free text."""
+    return text.replace("%", "%%")
+
+
+def _quote(arg: str, *, command: bool = True) -> str:
+    """One ExecStart= argument or path: specifiers (and, in commands, $VARIABLES) escaped, quoted
+    when it holds blanks or quotes."""
+    escaped = arg.replace("\\", "\\\\").replace("%", "%%")
+    if command:
+        escaped = escaped.replace("$", "$$")
+    if not escaped or any(char in escaped for char in " \t\"'"):
+        return '"' + escaped.replace('"', '\\"') + '"'
+    return escaped

@@ -1,0 +1,290 @@
+"""`backupctl prune`: GFS retention executed on a local directory, S3 (moto, object lock) and restic.
+
+Real backups (the CLI as a subprocess) where the test needs only "newer and older"; snapshots
+with chosen ids (their time is in the id) written through the real target API and catalog where
+the test needs a history spread over weeks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backupctl import __version__
+from backupctl.actions.prune import PRUNED, run_prune
+from backupctl.actions.stored import key_of, list_snapshot_ids, write_manifest
+from backupctl.catalog.store import Catalog
+from backupctl.core.crypto import load_signing_key
+from backupctl.core.manifest import ArtifactRecord, Manifest, snapshot_time
+from backupctl.policy.loader import find_policy
+from backupctl.policy.schema import Policy, Retention
+from backupctl.settings import Settings
+from backupctl.targets.base import build_target
+from tests.fixtures.core import Workspace
+from tests.fixtures.restic import RESTIC_PASSWORD_ENV
+from tests.fixtures.s3 import empty_and_delete_bucket, new_bucket_name
+
+# Registers `prune` when cli/main.py does not (yet), then runs the real entry point: real exit codes.
+SHIM = (
+    "from backupctl.cli.main import cli, main\n"
+    "if 'prune' not in cli.commands:\n"
+    "    from backupctl.cli.commands_prune import prune\n"
+    "    cli.add_command(prune)\n"
+    "main()\n"
+)
+
+
+def prune_cli(space: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", SHIM, "prune", "shop", *args],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **space.env},
+    )  # fmt: skip
+
+
+def prune_json(space: Workspace, *args: str, code: int = 0) -> dict[str, Any]:
+    done = prune_cli(space, *args, "--json")
+    assert done.returncode == code, done.stdout + done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def by_target(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["target"]: item for item in report["targets"]}
+
+
+def settings_of(space: Workspace) -> Settings:
+    return Settings.resolve(str(space.policies), str(space.state), None, str(space.keys))
+
+
+def load(space: Workspace) -> Policy:
+    return find_policy("shop", space.policies, check_secrets=False).policy
+
+
+def catalog_of(space: Workspace) -> Catalog:
+    return Catalog.open(settings_of(space).catalog_url)
+
+
+def copies(space: Workspace) -> dict[str, tuple[str, dict[str, str]]]:
+    """snapshot id -> (status, target -> copy status), every snapshot of the policy."""
+    views = catalog_of(space).snapshots("shop", include_incomplete=True)
+    return {view.id: (view.status, view.targets) for view in views}
+
+
+def snapshot_dirs(space: Workspace) -> list[str]:
+    root = space.backups / "shop"
+    return sorted(path.name for path in root.iterdir()) if root.exists() else []
+
+
+def files_policy(space: Workspace, targets: list[dict[str, Any]], retention: dict[str, Any]) -> None:
+    uploads = space.root / "uploads"
+    uploads.mkdir(exist_ok=True)
+    (uploads / "a.txt").write_text("some shop file\n")
+    local = {"name": "local", "type": "local", "path": str(space.backups)}
+    policy = space.base_policy("shop", [{"name": "uploads", "type": "files", "path": str(uploads)}],
+                               [local, *targets], retention=retention)  # fmt: skip
+    space.write_policy("shop", policy)
+
+
+def plant(space: Workspace, policy: Policy, moment: datetime, on: list[str]) -> str:
+    """A small signed snapshot taken at `moment`, stored on the targets `on` and recorded in the
+    catalog like a backup would (copies on the policy's other targets recorded failed)."""
+    snapshot_id = f"{moment:%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}"
+    catalog = catalog_of(space)
+    catalog.begin_snapshot(snapshot_id, "shop", "0" * 64, snapshot_time(snapshot_id))
+    data = os.urandom(300)
+    digest = hashlib.sha256(data).hexdigest()
+    record = ArtifactRecord(
+        "uploads", "files", "uploads.tar.zst.age", "tar", len(data), digest, len(data), digest
+    )
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    key = load_signing_key(space.keys)
+    manifest = Manifest(snapshot_id, "shop", "0" * 64, socket.gethostname(), __version__, stamp, stamp, [],
+                        key.public_b64, [record])  # fmt: skip
+    sha = ""
+    for config in policy.targets:
+        if config.name not in on:
+            catalog.record_copy(snapshot_id, config.name, "failed", error="planted as failed")
+            continue
+        target = build_target(config)
+        with target.writer(key_of("shop", snapshot_id, record.file)) as handle:
+            handle.write(data)
+        sha = write_manifest(target, manifest, key)
+        target.close()
+        catalog.record_copy(snapshot_id, config.name, "complete", len(data))
+    catalog.finish_snapshot(manifest, sha, "complete" if len(on) == len(policy.targets) else "partial")
+    return snapshot_id
+
+
+@pytest.fixture
+def bucket(s3_client: Any) -> Iterator[str]:
+    name = new_bucket_name("prune")
+    yield name
+    empty_and_delete_bucket(s3_client, name)
+
+
+# --------------------------------------------------------------------------- local, real backups
+def test_real_backups_on_local_dry_run_then_prune_then_nothing_left_to_do(workspace: Workspace) -> None:
+    space = workspace
+    files_policy(space, [], {"keep_last": 2})
+    made = [space.run_json("backup", "shop")["snapshot_id"] for _ in range(3)]
+    before = (snapshot_dirs(space), copies(space))
+    assert before[0] == sorted(made)
+
+    planned = by_target(prune_json(space, "--dry-run"))["local"]
+    assert planned["removed"] == [made[0]]
+    assert planned["kept"] == [
+        {"snapshot": made[2], "reasons": ["newest", "last 1"]},
+        {"snapshot": made[1], "reasons": ["last 2"]},
+    ]
+    assert (snapshot_dirs(space), copies(space)) == before  # a dry run touches nothing
+
+    done = prune_cli(space)
+    assert done.returncode == 0, done.stderr
+    assert f"{made[0]}  remove" in done.stdout and "newest, last 1" in done.stdout
+    assert snapshot_dirs(space) == sorted(made[1:])
+    state = copies(space)
+    assert state[made[0]] == (PRUNED, {"local": "deleted"})
+    assert [item["id"] for item in space.run_json("snapshots", "shop")] == [made[2], made[1]]
+
+    again = by_target(prune_json(space))["local"]
+    assert again["removed"] == [] and len(again["kept"]) == 2
+    assert space.run_json("verify", "shop", "latest")[0]["ok"]
+
+
+# --------------------------------------------------------------------------- GFS, local + S3
+def test_gfs_per_target_rules_and_the_only_copy_across_local_and_s3(
+    workspace: Workspace, s3_server: str, s3_client: Any, s3_bucket: str
+) -> None:
+    space = workspace
+    s3_client.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    offsite = {"name": "offsite", "type": "s3", "bucket": s3_bucket, "endpoint_url": s3_server,
+               "region": "us-east-1", "prefix": "backups"}  # fmt: skip
+    files_policy(space, [offsite], {"keep_daily": 7, "keep_monthly": 3})
+    policy = load(space)
+    ids: dict[date, str] = {}
+    for day in range(40):  # 2026-01-10 .. 2026-02-18, S3 missed the January month-end
+        moment = datetime(2026, 1, 10, 2, tzinfo=UTC) + timedelta(days=day)
+        on = ["local"] if moment.date() == date(2026, 1, 31) else ["local", "offsite"]
+        ids[moment.date()] = plant(space, policy, moment, on)
+    # The local disk keeps a short window: a per-target override of the policy's rules.
+    local = policy.target("local").model_copy(update={"retention": Retention(keep_daily=3)})
+    policy = policy.model_copy(update={"targets": [local, policy.target("offsite")]})
+    settings, now = settings_of(space), datetime(2026, 2, 18, 12, tzinfo=UTC)
+    s3 = build_target(policy.target("offsite"))
+
+    def state() -> tuple[list[str], list[str], dict[str, Any]]:
+        return snapshot_dirs(space), list_snapshot_ids(s3, "shop"), copies(space)
+
+    before = state()
+    dry = run_prune(settings, policy, dry_run=True, now=now)
+    assert state() == before
+    report = run_prune(settings, policy, now=now)
+    assert report.as_dict()["targets"] == dry.as_dict()["targets"]  # the dry run told the truth
+    assert not report.failed
+    local_report, s3_report = report.targets
+    feb = [ids[date(2026, 2, d)] for d in range(18, 11, -1)]
+    assert local_report.rules == {"keep_daily": 3}
+    assert [(k.snapshot, k.reasons) for k in local_report.kept] == [
+        (feb[0], ["newest", "daily 2026-02-18"]),
+        (feb[1], ["daily 2026-02-17"]),
+        (feb[2], ["daily 2026-02-16"]),
+        (ids[date(2026, 1, 31)], ["only copy (wanted by offsite: monthly 2026-01)"]),
+    ]
+    assert [(k.snapshot, k.reasons) for k in s3_report.kept] == [
+        (feb[0], ["newest", "daily 2026-02-18", "monthly 2026-02"]),
+        *[(snapshot, [f"daily 2026-02-{18 - n:02d}"]) for n, snapshot in enumerate(feb[1:], 1)],
+        (ids[date(2026, 1, 30)], ["monthly 2026-01"]),  # the newest of January that S3 holds
+    ]
+    assert snapshot_dirs(space) == sorted([*feb[:3], ids[date(2026, 1, 31)]])
+    assert list_snapshot_ids(s3, "shop") == sorted([ids[date(2026, 1, 30)], *feb])
+    versions = s3_client.list_object_versions(
+        Bucket=s3_bucket, Prefix=f"backups/shop/{ids[date(2026, 1, 15)]}/"
+    )
+    assert versions.get("Versions", []) == [] and versions.get("DeleteMarkers", []) == []
+    after = copies(space)
+    assert after[ids[date(2026, 1, 15)]] == (PRUNED, {"local": "deleted", "offsite": "deleted"})
+    assert after[ids[date(2026, 1, 30)]] == ("complete", {"local": "deleted", "offsite": "complete"})
+    assert after[ids[date(2026, 1, 31)]] == ("partial", {"local": "complete", "offsite": "failed"})
+    again = run_prune(settings, policy, now=now)
+    assert [t.removed for t in again.targets] == [[], []]
+    s3.close()
+
+
+# --------------------------------------------------------------------------- object lock
+def test_object_locked_versions_are_retained_and_reported(
+    workspace: Workspace, s3_server: str, s3_client: Any, bucket: str
+) -> None:
+    space = workspace
+    offsite = {"name": "offsite", "type": "s3", "bucket": bucket, "endpoint_url": s3_server,
+               "region": "us-east-1", "object_lock": {"mode": "COMPLIANCE", "days": 1}}  # fmt: skip
+    files_policy(space, [offsite], {"keep_last": 1})
+    space.run("target", "setup", "shop", "offsite", check=True)
+    policy = load(space)
+    start = datetime(2026, 3, 1, 2, tzinfo=UTC)
+    made = [plant(space, policy, start + timedelta(days=n), ["local", "offsite"]) for n in range(3)]
+
+    only_local = prune_json(space, "--target", "local", "--dry-run")
+    assert [item["target"] for item in only_local["targets"]] == ["local"]
+    assert prune_cli(space, "--target", "nowhere").returncode == 2
+
+    report = by_target(prune_json(space))  # exit 0: a lock doing its job is not a failure
+    assert report["local"]["removed"] == made[:2]
+    locked = report["offsite"]["retained_by_lock"]
+    assert [item["snapshot"] for item in locked] == made[:2]
+    assert all(item["until"] and item["until"].startswith("20") for item in locked)
+    assert "retained by object lock (COMPLIANCE)" in locked[0]["detail"]
+    assert report["offsite"]["removed"] == [] and report["offsite"]["errors"] == []
+    # Nothing of a locked snapshot was touched: it stays whole and complete in the catalog.
+    keys = {item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert {f"shop/{made[0]}/{name}" for name in ("manifest.json", "manifest.json.sig")} <= keys
+    assert copies(space)[made[0]] == ("complete", {"local": "deleted", "offsite": "complete"})
+
+    human = prune_cli(space)
+    assert human.returncode == 0, human.stderr
+    assert "retained-by-lock" in human.stdout and "locked until 20" in human.stdout
+
+
+# --------------------------------------------------------------------------- restic
+def test_restic_forget_prune_and_a_failed_deletion_exits_1(
+    workspace: Workspace, restic_binary: str, restic_password: str, tmp_path: Path
+) -> None:
+    from backupctl.policy.schema import ResticTarget
+    from backupctl.targets.restic import ResticRepository
+
+    space = workspace
+    repository = tmp_path / "restic-repo"
+    dedup = {"name": "dedup", "type": "restic", "repository": str(repository),
+             "password": f"env:{RESTIC_PASSWORD_ENV}"}  # fmt: skip
+    files_policy(space, [dedup], {"keep_last": 1})
+    space.env["RESTIC_CACHE_DIR"] = str(tmp_path / "restic-cache")
+    space.run("target", "setup", "shop", "dedup", check=True)
+    made = [space.run_json("backup", "shop")["snapshot_id"] for _ in range(3)]
+    restic = ResticRepository(ResticTarget.model_validate(dedup), cache_dir=tmp_path / "restic-cache")
+
+    def tagged() -> list[str]:
+        return sorted(tag for info in restic.snapshots() for tag in info.tags if tag.startswith("snapshot="))
+
+    assert tagged() == [f"snapshot={snapshot}" for snapshot in made]
+
+    repository.rename(tmp_path / "moved-away")  # the repository is unreachable: deletion fails
+    failed = prune_cli(space)
+    assert failed.returncode == 1, failed.stderr
+    assert "FAILED" in failed.stdout and "2 deletion(s) failed" in failed.stderr
+    assert snapshot_dirs(space) == [made[2]]  # the local target was pruned all the same
+    assert copies(space)[made[0]] == ("complete", {"local": "deleted", "dedup": "complete"})
+
+    (tmp_path / "moved-away").rename(repository)
+    report = by_target(prune_json(space))
+    assert report["dedup"]["removed"] == made[:2] and report["local"]["removed"] == []
+    assert tagged() == [f"snapshot={made[2]}"]
+    assert copies(space)[made[0]] == (PRUNED, {"local": "deleted", "dedup": "deleted"})
