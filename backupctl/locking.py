@@ -46,6 +46,9 @@ from backupctl.settings import Settings
 log = logging.getLogger("backupctl.locking")
 
 POLL_SECONDS = 0.5
+# Locks this process holds: (pid, state dir, policy) -> our record. The pid makes a forked child
+# start with nothing held (it does not own the parent's flock semantics).
+_HELD: dict[tuple[int, str, str], Holder] = {}
 
 
 class LockBusy(JobFailed):
@@ -98,10 +101,17 @@ def policy_lock(
 ) -> Iterator[Holder]:
     """Hold the lock of `policy` for the duration of the block; yield our own Holder record.
 
+    Re-entrant within one process: a nested `policy_lock` of the same policy is granted at once.
     `purpose` says what runs ("backup", "prune", "drill"). `wait` None or zero: fail at once when
     busy; otherwise poll until it is free or the wait is over. Raises LockBusy naming the holder,
     ConfigError when the lock directory or the PostgreSQL catalog cannot be used.
     """
+    key = (os.getpid(), str(settings.state_dir.absolute()), policy)
+    if key in _HELD:
+        # Re-entry within one run (a backup that prunes afterwards): the outer hold already
+        # excludes everyone else; taking a second flock would only lock ourselves out.
+        yield _HELD[key]
+        return
     deadline = time.monotonic() + (wait.total_seconds() if wait else 0.0)
     me = Holder.me(purpose)
     file_lock = _FileLock(lock_path(settings, policy))
@@ -132,7 +142,11 @@ def policy_lock(
                 announced = True
             time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
         log.debug("locked policy %s for %s", policy, purpose)
-        yield me
+        _HELD[key] = me
+        try:
+            yield me
+        finally:
+            del _HELD[key]
     finally:
         if fleet_lock is not None:
             fleet_lock.close()

@@ -190,6 +190,10 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
     )
     result = BackupResult(snapshot_id, policy.name, status, seconds, artifacts, outcomes)
     _fill_gaps(settings, loaded, [o.name for o in complete], events)
+    if policy.prune_after_backup:
+        from backupctl.actions.prune import prune_after_backup
+
+        prune_after_backup(settings, policy, events)
     if failed:
         raise PartialFailure(
             f"snapshot {snapshot_id} is complete on {', '.join(o.name for o in complete)} but failed on "

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from backupctl.cli.context import App, identity_option, json_option, pass_app
+from backupctl.cli.context import App, identity_option, json_option, pass_app, wait_option
 from backupctl.cli.output import human_bytes, print_json, stdout_console
 from backupctl.core.secrets import SecretRef, mask_url_password
 from backupctl.errors import ConfigError, IntegrityError, JobFailed
@@ -16,18 +17,21 @@ from backupctl.sources.base import RestoreRequest
 
 @click.command()
 @click.argument("policy_name", metavar="POLICY")
+@wait_option
 @json_option
 @pass_app
-def backup(app: App, policy_name: str, as_json: bool) -> None:
+def backup(app: App, policy_name: str, wait: timedelta | None, as_json: bool) -> None:
     """Back up every source of POLICY, encrypted, to every target.
 
     A snapshot is recorded complete only after every artifact and its signed manifest are
     stored and re-hashed. Exit 3 when some targets failed while others hold the snapshot.
     """
     from backupctl.actions.backup import run_backup
+    from backupctl.locking import policy_lock
 
     loaded = app.policy(policy_name)
-    result = run_backup(app.settings, loaded, app.events())
+    with policy_lock(app.settings, loaded.policy.name, "backup", wait):
+        result = run_backup(app.settings, loaded, app.events())
     if as_json:
         print_json(result.as_dict())
         return

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import click
 from rich.table import Table
 
-from backupctl.cli.context import App, identity_option, json_option, pass_app
+from backupctl.cli.context import App, identity_option, json_option, pass_app, wait_option
 from backupctl.cli.output import print_json, stdout_console
 from backupctl.core.durations import humanize_seconds
 from backupctl.errors import JobFailed
@@ -36,6 +37,7 @@ from backupctl.errors import JobFailed
 )
 @click.option("--junit", type=click.Path(path_type=Path, dir_okay=False), help="Also write JUnit XML here.")
 @click.option("--run", "run_id", metavar="ID", help="With `cleanup`: only this drill run.")
+@wait_option
 @identity_option
 @json_option
 @pass_app
@@ -50,6 +52,7 @@ def drill(
     report_dir: Path | None,
     junit: Path | None,
     run_id: str | None,
+    wait: timedelta | None,
     identity_file: Path | None,
     as_json: bool,
 ) -> None:
@@ -81,20 +84,23 @@ def drill(
     else:
         policy = app.policy(what, check_secrets=False).policy
         spec, base_dir, restore_all = default_drill(policy), Path.cwd(), True
-    outcome = run_drill(
-        app.settings,
-        policy,
-        spec,
-        base_dir=base_dir,
-        from_target=from_target,
-        snapshot_ref=snapshot_ref,
-        runtime_choice=runtime,
-        keep=keep,
-        check_objectives=not no_objectives,
-        identity_file=identity_file,
-        restore_all=restore_all,
-        events=app.events(),
-    )
+    from backupctl.locking import policy_lock
+
+    with policy_lock(app.settings, policy.name, "drill", wait):
+        outcome = run_drill(
+            app.settings,
+            policy,
+            spec,
+            base_dir=base_dir,
+            from_target=from_target,
+            snapshot_ref=snapshot_ref,
+            runtime_choice=runtime,
+            keep=keep,
+            check_objectives=not no_objectives,
+            identity_file=identity_file,
+            restore_all=restore_all,
+            events=app.events(),
+        )
     paths = write_outcome_reports(
         app.settings, outcome, report_dir or app.settings.state_dir / "reports", junit
     )

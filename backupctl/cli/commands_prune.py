@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import click
 from rich.table import Table
 
-from backupctl.cli.context import App, json_option, pass_app
+from backupctl.cli.context import App, json_option, pass_app, wait_option
 from backupctl.cli.output import print_json, stdout_console
 from backupctl.errors import JobFailed
 
@@ -16,9 +18,12 @@ from backupctl.errors import JobFailed
     "--dry-run", is_flag=True, help="Show what each target keeps and removes, and why; change nothing."
 )
 @click.option("--target", "targets", multiple=True, help="Only prune these targets (repeatable).")
+@wait_option
 @json_option
 @pass_app
-def prune(app: App, policy_name: str, dry_run: bool, targets: tuple[str, ...], as_json: bool) -> None:
+def prune(
+    app: App, policy_name: str, dry_run: bool, targets: tuple[str, ...], wait: timedelta | None, as_json: bool
+) -> None:
     """Remove the snapshots the retention rules no longer keep (per target, with the reason).
 
     Never removes a target's newest complete snapshot, nor the only copy of a snapshot another
@@ -26,11 +31,13 @@ def prune(app: App, policy_name: str, dry_run: bool, targets: tuple[str, ...], a
     Exit 0, or 1 when a deletion failed (retained-by-lock is not a failure).
     """
     from backupctl.actions.prune import run_prune
+    from backupctl.locking import policy_lock
 
     policy = app.policy(policy_name, check_secrets=False).policy
-    report = run_prune(
-        app.settings, policy, dry_run=dry_run, only_targets=list(targets) or None, events=app.events()
-    )
+    with policy_lock(app.settings, policy.name, "prune", wait):
+        report = run_prune(
+            app.settings, policy, dry_run=dry_run, only_targets=list(targets) or None, events=app.events()
+        )
     if as_json:
         print_json(report.as_dict())
     else:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from backupctl.cli.context import App, json_option, pass_app
+from backupctl.cli.context import DURATION, App, json_option, pass_app
 from backupctl.cli.output import print_json
-from backupctl.core.durations import parse_duration
 from backupctl.errors import ConfigError
 from backupctl.scheduling import (
     Scheduled,
@@ -22,21 +21,6 @@ from backupctl.scheduling import (
     writable_paths,
 )
 from backupctl.settings import Settings
-
-
-class _DurationType(click.ParamType):  # type: ignore[type-arg]  # generic only in click >= 8.2
-    name = "DURATION"
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        try:
-            return parse_duration(str(value))
-        except ValueError as error:
-            self.fail(str(error), param, ctx)
-
-
-DURATION = _DurationType()
 
 systemd_flag = click.option("--systemd", "mode", flag_value="systemd", help="systemd timers.")
 cron_flag = click.option("--cron", "mode", flag_value="cron", help="cron lines.")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import click
 
 from backupctl.cli.output import CliEvents
+from backupctl.core.durations import parse_duration
 from backupctl.policy.loader import LoadedPolicy, find_policy
 from backupctl.settings import Settings
 
@@ -25,6 +27,28 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+class _DurationType(click.ParamType):  # type: ignore[type-arg]  # generic only in click >= 8.2
+    name = "DURATION"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+DURATION = _DurationType()
+wait_option = click.option(
+    "--wait",
+    type=DURATION,
+    default=None,
+    metavar="DURATION",
+    help="If another backup/prune/drill of the policy runs, wait up to this long (default: exit 1 at once).",
+)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 identity_option = click.option(

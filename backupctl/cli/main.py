@@ -105,11 +105,21 @@ def _register() -> None:
         commands_drill,
         commands_keys,
         commands_policy,
+        commands_prune,
+        commands_schedule,
         commands_targets,
     )
 
-    for module in (commands_policy, commands_backup, commands_keys, commands_catalog, commands_targets,
-                   commands_drill):
+    for module in (
+        commands_policy,
+        commands_backup,
+        commands_keys,
+        commands_catalog,
+        commands_targets,
+        commands_drill,
+        commands_prune,
+        commands_schedule,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -37,6 +37,7 @@ class HashingReader(io.RawIOBase):
     """Wraps a readable stream; counts and sha256-hashes every byte read through it."""
 
     def __init__(self, inner: BinaryIO, progress: Progress | None = None) -> None:
+        self.error: BaseException | None = None
         self._inner = inner
         self._hash = hashlib.sha256()
         self.count = 0
@@ -47,7 +48,7 @@ class HashingReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        data = self._inner.read(len(view))
+        data = self._read(len(view))
         if not data:
             return 0
         size = len(data)
@@ -58,8 +59,15 @@ class HashingReader(io.RawIOBase):
             self._progress(size)
         return size
 
+    def _read(self, size: int) -> bytes:
+        try:
+            return self._inner.read(size)
+        except BaseException as error:  # pyrage wraps what its callbacks raise: remember it
+            self.error = error
+            raise
+
     def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size if size and size > 0 else CHUNK)
+        data = self._read(size if size and size > 0 else CHUNK)
         if data:
             self._hash.update(data)
             self.count += len(data)
@@ -75,6 +83,7 @@ class HashingWriter(io.RawIOBase):
     """Wraps a writable stream; counts and sha256-hashes every byte written through it."""
 
     def __init__(self, inner: BinaryIO | None) -> None:
+        self.error: BaseException | None = None
         self._inner = inner
         self._hash = hashlib.sha256()
         self.count = 0
@@ -87,7 +96,11 @@ class HashingWriter(io.RawIOBase):
         self._hash.update(chunk)
         self.count += len(chunk)
         if self._inner is not None:
-            self._inner.write(chunk)
+            try:
+                self._inner.write(chunk)
+            except BaseException as error:  # pyrage wraps what its callbacks raise: remember it
+                self.error = error
+                raise
         return len(chunk)
 
     def hexdigest(self) -> str:
@@ -109,7 +122,15 @@ def encrypt_stream(
     compressor = zstandard.ZstdCompressor(level=level, threads=workers, write_checksum=True)
     compressed = compressor.stream_reader(typing.cast(BinaryIO, source), read_size=CHUNK, closefd=False)
     stored = HashingWriter(sink)
-    pyrage.encrypt_io(compressed, stored, recipients)
+    try:
+        pyrage.encrypt_io(compressed, stored, recipients)
+    except Exception:
+        # Ctrl-C / SIGTERM (KeyboardInterrupt) or a target's error raised inside a callback
+        # arrives wrapped as pyrage.EncryptError: re-raise the original so it is handled as such.
+        original = source.error or stored.error
+        if original is not None:
+            raise original from None
+        raise
     return StreamStats(source.count, source.hexdigest(), stored.count, stored.hexdigest())
 
 

@@ -173,6 +173,11 @@ class TargetBase(Strict):
         description="Storage medium, for the 3-2-1 rule: disk, nas, object-storage, tape, ...",
     )
     offsite: bool = Field(default=False, description="Whether this copy lives away from the production site.")
+    retention: Retention | None = Field(
+        default=None,
+        description="This target's own retention (e.g. a short local window, a long Glacier one); "
+        "the policy's rules when absent.",
+    )
 
 
 class LocalTarget(TargetBase):
@@ -271,6 +276,9 @@ class Policy(Strict):
     sources: list[SourceConfig] = Field(min_length=1, description="What to back up.")
     targets: list[TargetConfig] = Field(min_length=1, description="Where copies go.")
     retention: Retention = Field(default_factory=Retention, description="How long snapshots are kept (GFS).")
+    prune_after_backup: bool = Field(
+        default=False, description="Run `backupctl prune` after every successful backup."
+    )
 
     def source(self, name: str) -> SourceConfig:
         for source in self.sources:

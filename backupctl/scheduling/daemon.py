@@ -93,7 +93,8 @@ class Daemon:
         """Schedule the next run of `item` as a one-shot job (immediately when `now`)."""
         current = self.clock()
         planned = current if now else item.cron.next_after(max(after or current, current))
-        delay = max(0, math.ceil((planned - current).total_seconds()))
+        # At least one second: schedule 1.2 loops forever on every(0).
+        delay = max(1, math.ceil((planned - current).total_seconds()))
         self._scheduler.every(delay).seconds.do(self._fire, item, planned).tag(item.name)
         log.info(
             "policy %s: next backup at %s (%s)", item.name, planned.isoformat(" ", "minutes"), item.cron.text

@@ -95,34 +95,46 @@ def files_policy(space: Workspace, targets: list[dict[str, Any]], retention: dic
     space.write_policy("shop", policy)
 
 
-def plant(space: Workspace, policy: Policy, moment: datetime, on: list[str]) -> str:
-    """A small signed snapshot taken at `moment`, stored on the targets `on` and recorded in the
-    catalog like a backup would (copies on the policy's other targets recorded failed)."""
-    snapshot_id = f"{moment:%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}"
-    catalog = catalog_of(space)
-    catalog.begin_snapshot(snapshot_id, "shop", "0" * 64, snapshot_time(snapshot_id))
-    data = os.urandom(300)
-    digest = hashlib.sha256(data).hexdigest()
-    record = ArtifactRecord(
-        "uploads", "files", "uploads.tar.zst.age", "tar", len(data), digest, len(data), digest
-    )
-    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    key = load_signing_key(space.keys)
-    manifest = Manifest(snapshot_id, "shop", "0" * 64, socket.gethostname(), __version__, stamp, stamp, [],
-                        key.public_b64, [record])  # fmt: skip
-    sha = ""
-    for config in policy.targets:
-        if config.name not in on:
-            catalog.record_copy(snapshot_id, config.name, "failed", error="planted as failed")
-            continue
-        target = build_target(config)
-        with target.writer(key_of("shop", snapshot_id, record.file)) as handle:
-            handle.write(data)
-        sha = write_manifest(target, manifest, key)
-        target.close()
-        catalog.record_copy(snapshot_id, config.name, "complete", len(data))
-    catalog.finish_snapshot(manifest, sha, "complete" if len(on) == len(policy.targets) else "partial")
-    return snapshot_id
+class Planter:
+    """Writes small signed snapshots with chosen times through the real target API and records
+    them in the catalog like a backup would (copies on the other targets recorded failed)."""
+
+    def __init__(self, space: Workspace, policy: Policy) -> None:
+        self.policy = policy
+        self.catalog = catalog_of(space)
+        self.key = load_signing_key(space.keys)
+        self.targets = {config.name: build_target(config) for config in policy.targets}
+
+    def __call__(self, moment: datetime, on: list[str]) -> str:
+        snapshot_id = f"{moment:%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}"
+        self.catalog.begin_snapshot(snapshot_id, "shop", "0" * 64, snapshot_time(snapshot_id))
+        data = os.urandom(300)
+        digest = hashlib.sha256(data).hexdigest()
+        record = ArtifactRecord(
+            "uploads", "files", "uploads.tar.zst.age", "tar", len(data), digest, len(data), digest
+        )
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        host = socket.gethostname()
+        signer = self.key.public_b64
+        manifest = Manifest(
+            snapshot_id, "shop", "0" * 64, host, __version__, stamp, stamp, [], signer, [record]
+        )
+        sha = ""
+        for name, target in self.targets.items():
+            if name not in on:
+                self.catalog.record_copy(snapshot_id, name, "failed", error="planted as failed")
+                continue
+            with target.writer(key_of("shop", snapshot_id, record.file)) as handle:
+                handle.write(data)
+            sha = write_manifest(target, manifest, self.key)
+            self.catalog.record_copy(snapshot_id, name, "complete", len(data))
+        status = "complete" if len(on) == len(self.targets) else "partial"
+        self.catalog.finish_snapshot(manifest, sha, status)
+        return snapshot_id
+
+    def close(self) -> None:
+        for target in self.targets.values():
+            target.close()
 
 
 @pytest.fixture
@@ -171,11 +183,13 @@ def test_gfs_per_target_rules_and_the_only_copy_across_local_and_s3(
                "region": "us-east-1", "prefix": "backups"}  # fmt: skip
     files_policy(space, [offsite], {"keep_daily": 7, "keep_monthly": 3})
     policy = load(space)
+    plant = Planter(space, policy)
     ids: dict[date, str] = {}
-    for day in range(40):  # 2026-01-10 .. 2026-02-18, S3 missed the January month-end
-        moment = datetime(2026, 1, 10, 2, tzinfo=UTC) + timedelta(days=day)
+    for day in range(30):  # 2026-01-20 .. 2026-02-18, S3 missed the January month-end
+        moment = datetime(2026, 1, 20, 2, tzinfo=UTC) + timedelta(days=day)
         on = ["local"] if moment.date() == date(2026, 1, 31) else ["local", "offsite"]
-        ids[moment.date()] = plant(space, policy, moment, on)
+        ids[moment.date()] = plant(moment, on)
+    plant.close()
     # The local disk keeps a short window: a per-target override of the policy's rules.
     local = policy.target("local").model_copy(update={"retention": Retention(keep_daily=3)})
     policy = policy.model_copy(update={"targets": [local, policy.target("offsite")]})
@@ -208,11 +222,11 @@ def test_gfs_per_target_rules_and_the_only_copy_across_local_and_s3(
     assert snapshot_dirs(space) == sorted([*feb[:3], ids[date(2026, 1, 31)]])
     assert list_snapshot_ids(s3, "shop") == sorted([ids[date(2026, 1, 30)], *feb])
     versions = s3_client.list_object_versions(
-        Bucket=s3_bucket, Prefix=f"backups/shop/{ids[date(2026, 1, 15)]}/"
+        Bucket=s3_bucket, Prefix=f"backups/shop/{ids[date(2026, 1, 25)]}/"
     )
     assert versions.get("Versions", []) == [] and versions.get("DeleteMarkers", []) == []
     after = copies(space)
-    assert after[ids[date(2026, 1, 15)]] == (PRUNED, {"local": "deleted", "offsite": "deleted"})
+    assert after[ids[date(2026, 1, 25)]] == (PRUNED, {"local": "deleted", "offsite": "deleted"})
     assert after[ids[date(2026, 1, 30)]] == ("complete", {"local": "deleted", "offsite": "complete"})
     assert after[ids[date(2026, 1, 31)]] == ("partial", {"local": "complete", "offsite": "failed"})
     again = run_prune(settings, policy, now=now)
@@ -231,13 +245,18 @@ def test_object_locked_versions_are_retained_and_reported(
     space.run("target", "setup", "shop", "offsite", check=True)
     policy = load(space)
     start = datetime(2026, 3, 1, 2, tzinfo=UTC)
-    made = [plant(space, policy, start + timedelta(days=n), ["local", "offsite"]) for n in range(3)]
+    plant = Planter(space, policy)
+    made = [plant(start + timedelta(days=n), ["local", "offsite"]) for n in range(3)]
+    plant.close()
 
-    only_local = prune_json(space, "--target", "local", "--dry-run")
-    assert [item["target"] for item in only_local["targets"]] == ["local"]
+    human = prune_cli(space, "--target", "offsite")  # exit 0: a lock doing its job is not a failure
+    assert human.returncode == 0, human.stderr
+    assert "offsite (s3): 1 kept, 0 removed, 2 retained by lock" in human.stdout
+    assert f"{made[0]}  retained-by-lock  locked until 20" in human.stdout
+    assert "local" not in human.stdout and snapshot_dirs(space) == made  # --target: only that one
     assert prune_cli(space, "--target", "nowhere").returncode == 2
 
-    report = by_target(prune_json(space))  # exit 0: a lock doing its job is not a failure
+    report = by_target(prune_json(space))
     assert report["local"]["removed"] == made[:2]
     locked = report["offsite"]["retained_by_lock"]
     assert [item["snapshot"] for item in locked] == made[:2]
@@ -248,10 +267,6 @@ def test_object_locked_versions_are_retained_and_reported(
     keys = {item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket)["Contents"]}
     assert {f"shop/{made[0]}/{name}" for name in ("manifest.json", "manifest.json.sig")} <= keys
     assert copies(space)[made[0]] == ("complete", {"local": "deleted", "offsite": "complete"})
-
-    human = prune_cli(space)
-    assert human.returncode == 0, human.stderr
-    assert "retained-by-lock" in human.stdout and "locked until 20" in human.stdout
 
 
 # --------------------------------------------------------------------------- restic
@@ -268,7 +283,7 @@ def test_restic_forget_prune_and_a_failed_deletion_exits_1(
     files_policy(space, [dedup], {"keep_last": 1})
     space.env["RESTIC_CACHE_DIR"] = str(tmp_path / "restic-cache")
     space.run("target", "setup", "shop", "dedup", check=True)
-    made = [space.run_json("backup", "shop")["snapshot_id"] for _ in range(3)]
+    made = [space.run_json("backup", "shop")["snapshot_id"] for _ in range(2)]
     restic = ResticRepository(ResticTarget.model_validate(dedup), cache_dir=tmp_path / "restic-cache")
 
     def tagged() -> list[str]:
@@ -279,12 +294,45 @@ def test_restic_forget_prune_and_a_failed_deletion_exits_1(
     repository.rename(tmp_path / "moved-away")  # the repository is unreachable: deletion fails
     failed = prune_cli(space)
     assert failed.returncode == 1, failed.stderr
-    assert "FAILED" in failed.stdout and "2 deletion(s) failed" in failed.stderr
-    assert snapshot_dirs(space) == [made[2]]  # the local target was pruned all the same
+    assert "FAILED" in failed.stdout and "1 deletion(s) failed" in failed.stderr
+    assert snapshot_dirs(space) == [made[1]]  # the local target was pruned all the same
     assert copies(space)[made[0]] == ("complete", {"local": "deleted", "dedup": "complete"})
 
     (tmp_path / "moved-away").rename(repository)
     report = by_target(prune_json(space))
-    assert report["dedup"]["removed"] == made[:2] and report["local"]["removed"] == []
-    assert tagged() == [f"snapshot={made[2]}"]
+    assert report["dedup"]["removed"] == made[:1] and report["local"]["removed"] == []
+    assert tagged() == [f"snapshot={made[1]}"]
     assert copies(space)[made[0]] == (PRUNED, {"local": "deleted", "dedup": "deleted"})
+
+
+# --------------------------------------------------------------------------- after a backup
+class Recorded:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(("info", message))
+
+    def warning(self, message: str) -> None:
+        self.lines.append(("warning", message))
+
+    def progress(self, label: str, total: int | None) -> Any:
+        raise AssertionError("prune reports no progress")
+
+
+def test_prune_after_backup_prunes_and_never_raises(workspace: Workspace) -> None:
+    from backupctl.actions.prune import prune_after_backup
+
+    space = workspace
+    files_policy(space, [], {"keep_last": 1})
+    policy = load(space)
+    plant = Planter(space, policy)
+    made = [plant(datetime(2026, 4, 1, tzinfo=UTC) + timedelta(hours=n), ["local"]) for n in range(2)]
+    plant.close()
+    events = Recorded()
+    report = prune_after_backup(settings_of(space), policy, events)
+    assert report is not None and report.targets[0].removed == made[:1]
+    assert ("info", f"prune shop: removed snapshot {made[0]} from local") in events.lines
+    broken = Settings.resolve(str(space.policies), str(space.state), "nosuchdb://", str(space.keys))
+    assert prune_after_backup(broken, policy, events) is None  # a bad catalog URL: a warning only
+    assert events.lines[-1][0] == "warning"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,36 +23,43 @@ def ref(moment: datetime, salt: int = 0) -> SnapshotRef:
 # --------------------------------------------------------------------------- reference model
 # Deliberately a different algorithm from the module: group by period (tuples from the datetime
 # API, not formatted labels), take the newest snapshot of each group, keep the N newest groups.
-PERIOD_KEYS = {
+PERIOD_KEYS: dict[str, Callable[[datetime], tuple[int, ...]]] = {
     "hourly": lambda t: (t.year, t.month, t.day, t.hour),
     "daily": lambda t: (t.year, t.month, t.day),
     "weekly": lambda t: tuple(t.isocalendar())[:2],
     "monthly": lambda t: (t.year, t.month),
     "yearly": lambda t: (t.year,),
 }
+PERIOD_LABELS: dict[str, Callable[[tuple[int, ...]], str]] = {
+    "hourly": lambda k: f"{date(*k[:3]).isoformat()}T{k[3]:02d}",
+    "daily": lambda k: date(*k).isoformat(),
+    "weekly": lambda k: f"{k[0]}-W{k[1]:02d}",
+    "monthly": lambda k: f"{k[0]}-{k[1]:02d}",
+    "yearly": lambda k: str(k[0]),
+}
 
 
 def reference_plan(snapshots: list[SnapshotRef], rules: Retention, now: datetime) -> dict[str, set[str]]:
-    """snapshot id -> names of the rules that keep it (absent: removed)."""
+    """snapshot id -> the reasons that keep it (absent: removed); keep_within as plain "within"."""
     if not snapshots:
         return {}
     values = rules.model_dump()
     if not any(values[name] for name in COUNT_RULES) and not rules.keep_within:
-        return {s.id: {"no retention rules"} for s in snapshots}
+        return {s.id: {NO_RULES} for s in snapshots}
     newest_first = sorted(snapshots, key=lambda s: (s.time, s.id), reverse=True)
     keeps: dict[str, set[str]] = {}
-    keeps.setdefault(newest_first[0].id, set()).add("newest")
-    for snapshot in newest_first[: values["keep_last"] or 0]:
-        keeps.setdefault(snapshot.id, set()).add("last")
+    keeps.setdefault(newest_first[0].id, set()).add(NEWEST)
+    for position, snapshot in enumerate(newest_first[: values["keep_last"] or 0], 1):
+        keeps.setdefault(snapshot.id, set()).add(f"last {position}")
     for rule, key_of in PERIOD_KEYS.items():
-        groups: dict[Any, SnapshotRef] = {}
+        groups: dict[tuple[int, ...], SnapshotRef] = {}
         for snapshot in snapshots:
             key = key_of(snapshot.time)
             best = groups.get(key)
             if best is None or (snapshot.time, snapshot.id) > (best.time, best.id):
                 groups[key] = snapshot
         for key in sorted(groups, reverse=True)[: values[f"keep_{rule}"] or 0]:
-            keeps.setdefault(groups[key].id, set()).add(rule)
+            keeps.setdefault(groups[key].id, set()).add(f"{rule} {PERIOD_LABELS[rule](key)}")
     if rules.keep_within:
         reference = min(newest_first[0].time, now)
         for snapshot in snapshots:
@@ -61,20 +68,28 @@ def reference_plan(snapshots: list[SnapshotRef], rules: Retention, now: datetime
     return keeps
 
 
-def rule_names(reasons: list[str]) -> set[str]:
-    return {"no retention rules" if reason == NO_RULES else reason.split()[0] for reason in reasons}
+def normalized(reasons: list[str]) -> set[str]:
+    return {"within" if reason.startswith("within ") else reason for reason in reasons}
 
 
 # --------------------------------------------------------------------------- strategies
 @st.composite
 def histories(draw: st.DrawFn, max_size: int = 300) -> list[SnapshotRef]:
-    """Up to `max_size` snapshots over about three years, clustered so periods collide."""
-    # A granularity per history: dense hourly runs and sparse yearly ones both get exercised.
+    """Up to `max_size` snapshots over about three years, or packed around a new year (where
+    ISO weeks straddle calendar years), on a grid so that periods collide and keep_within
+    boundaries are hit exactly; optional jitter of up to a minute."""
     step = draw(st.sampled_from([1, 60, 1800, 3600, 6 * 3600, 86400, 7 * 86400]))
-    offsets = draw(st.lists(st.integers(0, THREE_YEARS // step), max_size=max_size))
+    if draw(st.booleans()):
+        start, span = EPOCH, THREE_YEARS
+    else:
+        start = datetime(draw(st.sampled_from([2024, 2025, 2026, 2027])), 12, 20, tzinfo=UTC)
+        span = 25 * 86400
+    offsets = draw(st.lists(st.integers(0, span // step), max_size=max_size))
     jitter = draw(st.lists(st.integers(0, 59), min_size=len(offsets), max_size=len(offsets)))
+    if draw(st.booleans()):
+        jitter = [0] * len(offsets)
     return [
-        ref(EPOCH + timedelta(seconds=o * step + j), i)
+        ref(start + timedelta(seconds=o * step + j), i)
         for i, (o, j) in enumerate(zip(offsets, jitter, strict=True))
     ]
 
@@ -88,7 +103,11 @@ retentions = st.builds(
     keep_weekly=counts,
     keep_monthly=counts,
     keep_yearly=counts,
-    keep_within=st.one_of(st.none(), st.integers(1, 3 * 365 * 24).map(lambda hours: timedelta(hours=hours))),
+    keep_within=st.one_of(
+        st.none(),
+        st.integers(1, 3 * 365 * 24).map(lambda hours: timedelta(hours=hours)),
+        st.integers(1, 400).map(lambda days: timedelta(days=days)),
+    ),
 )
 nows = st.integers(-400 * 86400, THREE_YEARS + 400 * 86400).map(lambda s: EPOCH + timedelta(seconds=s))
 PROFILE = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -102,11 +121,25 @@ def test_plan_matches_the_reference_model(
 ) -> None:
     plan = plan_retention(snapshots, rules, now)
     expected = reference_plan(snapshots, rules, now)
-    assert {d.snapshot.id: rule_names(d.reasons) for d in plan.decisions if d.keep} == expected
+    assert {d.snapshot.id: normalized(d.reasons) for d in plan.decisions if d.keep} == expected
     assert {s.id for s in plan.removed} == {s.id for s in snapshots} - set(expected)
     assert [d.snapshot for d in plan.decisions] == sorted(
         snapshots, key=lambda s: (s.time, s.id), reverse=True
     )
+
+
+@PROFILE
+@given(histories(max_size=60), st.data())
+def test_keep_within_boundary_is_exclusive(snapshots: list[SnapshotRef], data: st.DataObject) -> None:
+    # A window exactly as long as some snapshot's age: that snapshot is not "younger than" it.
+    newest = max(s.time for s in snapshots) if snapshots else EPOCH
+    ages = sorted({newest - s.time for s in snapshots} - {timedelta(0)})
+    if not ages:
+        return
+    rules = Retention(keep_within=data.draw(st.sampled_from(ages)))
+    plan = plan_retention(snapshots, rules, newest + timedelta(days=1))
+    expected = reference_plan(snapshots, rules, newest + timedelta(days=1))
+    assert {d.snapshot.id: normalized(d.reasons) for d in plan.decisions if d.keep} == expected
 
 
 @PROFILE
