@@ -362,11 +362,8 @@ def _restic_preflight(config: Any, policy: str) -> Any:
 
     repository = ResticRepository(config)
     repository.version()  # ConfigError when restic is missing or too old
-    if not repository.exists():
-        raise TargetError(
-            f"restic repository of target {config.name} does not exist or cannot be opened: "
-            f"run `backupctl target setup {policy} {config.name}` to initialise it"
-        )
+    # No `cat config` probe here (one more key derivation, ~0.8 s): a missing repository makes
+    # the backup itself fail for this target with restic's message and the `target setup` hint.
     return repository
 
 

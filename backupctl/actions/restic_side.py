@@ -68,7 +68,7 @@ class TeeReader(io.RawIOBase):
 def open_sinks(repositories: dict[str, Any], filename: str, tags: list[str]) -> list[ResticSink]:
     sinks = []
     for name, repository in repositories.items():
-        sink = ResticSink(name, repository.stdin_writer(filename, tags))
+        sink = ResticSink(name, repository.stdin_writer(filename, tags, full_id=False))
         try:
             sink.writer = sink.context.__enter__()
         except BackupctlError as error:

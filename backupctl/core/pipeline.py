@@ -112,7 +112,7 @@ def encrypt_stream(
     sink: BinaryIO,
     recipients: list[Any],
     *,
-    level: int = 3,
+    level: int = 1,
     threads: int = 0,
     progress: Progress | None = None,
 ) -> StreamStats:

@@ -66,7 +66,14 @@ class Signing(Strict):
 
 
 class Compression(Strict):
-    level: int = Field(default=3, ge=1, le=19, description="zstd level (3 is fast and good).", examples=[3])
+    level: int = Field(
+        default=1,
+        ge=1,
+        le=19,
+        description="zstd level. 1 (default) is fastest; on the sample shop's dump level 3 was 2% smaller, "
+        "12% slower and used 50% more memory.",
+        examples=[1],
+    )
     threads: int = Field(
         default=0, ge=0, le=64, description="zstd worker threads; 0 means one per CPU.", examples=[0]
     )

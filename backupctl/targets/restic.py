@@ -286,7 +286,7 @@ class ResticRepository:
     # ----------------------------------------------------------------- backups
     @contextmanager
     def stdin_writer(
-        self, filename: str, tags: list[str], progress: Progress | None = None
+        self, filename: str, tags: list[str], progress: Progress | None = None, *, full_id: bool = True
     ) -> Iterator[ResticStdinWriter]:
         """Yield a writer feeding `restic backup --stdin`; the snapshot is committed on clean exit.
 
@@ -319,7 +319,7 @@ class ResticRepository:
             raise self._failed("backup", child) from error
         if child.finish() != 0 or output.summary is None:
             raise self._error("backup", child.stderr)
-        writer.result = self._result(output.summary, tags)
+        writer.result = self._result(output.summary, tags, full_id)
         if writer.result.total_bytes_processed != writer.bytes_written:
             raise TargetError(
                 f"restic stored {writer.result.total_bytes_processed} bytes of {writer.bytes_written} in "
@@ -490,13 +490,18 @@ class ResticRepository:
         child.finish()  # restic has closed stdin, so it is exiting: collect its stderr
         return self._error(action, child.stderr)
 
-    def _result(self, summary: dict[str, Any], tags: list[str]) -> ResticBackupResult:
+    def _result(
+        self, summary: dict[str, Any], tags: list[str], full_id: bool = True
+    ) -> ResticBackupResult:
         short = str(summary["snapshot_id"])
         full = short
         # The summary has only the 8-digit short id, which may become ambiguous in a big repository.
-        with suppress(TargetError):  # the snapshot is stored: a failed lookup must not fail the backup
-            found = [info.id for info in self.snapshots(tags or None) if info.id.startswith(short)]
-            full = found[0] if len(found) == 1 else short
+        # Looking the full id up costs a restic call (~0.8 s of key derivation): callers that find
+        # snapshots by their tags anyway (backupctl's backups) pass full_id=False.
+        if full_id:
+            with suppress(TargetError):  # the snapshot is stored: a failed lookup must not fail the backup
+                found = [info.id for info in self.snapshots(tags or None) if info.id.startswith(short)]
+                full = found[0] if len(found) == 1 else short
         keys = ("files_new", "files_changed", "data_added", "total_bytes_processed")
         counts = {key: int(summary.get(key) or 0) for key in keys}
         return ResticBackupResult(full, **counts, seconds=float(summary.get("total_duration") or 0))

@@ -40,6 +40,7 @@ def parse_size(text: str) -> int:
 def main() -> None:
     sizes = os.environ.get("BENCH_SIZES", "256MiB,1GiB").split(",")
     BENCH.mkdir(exist_ok=True)
+    shutil.rmtree(BENCH / "backups", ignore_errors=True)  # output sizes count this run's snapshots only
     cluster_dir = Path("/tmp/backupctl-bench-pg")
     shutil.rmtree(cluster_dir, ignore_errors=True)
     cluster_dir.mkdir(mode=0o755)

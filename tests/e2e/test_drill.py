@@ -250,3 +250,31 @@ def test_bad_drill_files_exit_2_with_file_and_line(workspace: Workspace, edit, l
     done = workspace.run("drill", str(path))
     assert done.returncode == 2, done.stderr
     assert f"{path}:{line}:" in done.stderr and text in done.stderr, done.stderr
+
+
+def test_row_count_mismatch_fails_the_drill(shop: Shop, staging_images: dict[str, str]) -> None:
+    """A manifest (validly signed) whose counts disagree with what restores: integrity names it."""
+    from backupctl.core.crypto import load_signing_key
+
+    space = shop.space
+    manifest_path = next(space.backups.rglob("manifest.json"))
+    manifest = json.loads(manifest_path.read_text())
+    database = next(a for a in manifest["artifacts"] if a["source"] == "shop-db")
+    database["facts"]["row_counts"]["public.orders"] += 1
+    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    manifest_path.write_bytes(data)
+    manifest_path.with_name("manifest.json.sig").write_bytes(load_signing_key(space.keys).sign(data))
+    done = space.run("drill", str(drill_file(space)), "--from", "local", "--json", timeout=600)
+    assert done.returncode == 1
+    outcome = json.loads(done.stdout)
+    assert "row counts shop-db" in outcome["reason"] and "public.orders" in outcome["reason"]
+    assert leftovers() == []
+
+
+def test_default_drill_of_a_policy_restores_every_source(shop: Shop, staging_images: dict[str, str]) -> None:
+    space = shop.space
+    done = space.run("drill", "shop", "--from", "local", "--json", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    checks = {check["name"]: check["ok"] for check in json.loads(done.stdout)["checks"]}
+    assert checks["row counts shop-db"] and checks["tree hash uploads"] and checks["manifest signature"]
+    assert leftovers() == []
