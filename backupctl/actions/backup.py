@@ -28,7 +28,7 @@ from backupctl.actions.restic_side import (
     open_sinks,
     stdin_filename,
 )
-from backupctl.actions.stored import confirm_stored, key_of, write_manifest
+from backupctl.actions.stored import confirm_stored, copy_artifact, key_of, write_manifest
 from backupctl.catalog.store import Catalog
 from backupctl.core.crypto import load_signing_key, parse_recipients
 from backupctl.core.manifest import (
@@ -38,7 +38,7 @@ from backupctl.core.manifest import (
     new_snapshot_id,
     utc_now_text,
 )
-from backupctl.core.pipeline import HashingReader, encrypt_stream
+from backupctl.core.pipeline import encrypt_stream
 from backupctl.core.secrets import mask
 from backupctl.errors import BackupctlError, IntegrityError, JobFailed, PartialFailure, TargetError
 from backupctl.policy.loader import LoadedPolicy
@@ -239,7 +239,7 @@ def _backup_source(
         if name == primary or outcomes[name].status == "failed":
             continue
         try:
-            _replicate(targets[primary], targets[name], key, record)
+            copy_artifact(targets[primary], targets[name], key, record.stored_sha256, record.stored_bytes)
             outcomes[name].artifacts.append(record)
             events.info(f"source {config.name}: replicated to {name}")
         except (TargetError, IntegrityError, OSError) as error:
@@ -331,17 +331,6 @@ def _dump_to(
         facts=facts,
     )
     return record, sinks
-
-
-def _replicate(origin: BlobTarget, destination: BlobTarget, key: str, record: ArtifactRecord) -> None:
-    """Copy one artifact between targets, hashing in flight and re-hashing on arrival."""
-    with origin.reader(key) as handle, destination.writer(key) as sink:
-        reader = HashingReader(handle)
-        while chunk := reader.read(1 << 20):
-            sink.write(chunk)
-        if reader.hexdigest() != record.stored_sha256:
-            raise IntegrityError(f"{key} changed on {origin.name} while replicating")
-    confirm_stored(destination, key, record.stored_sha256, record.stored_bytes)
 
 
 def _fill_gaps(settings: Settings, loaded: LoadedPolicy, reachable: list[str], events: Events) -> None:

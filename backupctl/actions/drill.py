@@ -80,28 +80,18 @@ class DrillOutcome:
 
 def default_drill(policy: Policy) -> Drill:
     """`backupctl drill POLICY` without a file: restore every source, integrity checks only."""
+    secret = "${" + DRILL_SECRET_ENV + "}"
+    kinds = {  # source type -> (service kind, image, password variable of the image)
+        "postgres": ("postgres", "backupctl/postgres:15", "POSTGRES_PASSWORD"),
+        "mysql": ("mariadb", "backupctl/mariadb:10.11", "MARIADB_ROOT_PASSWORD"),
+    }
     services: list[dict[str, Any]] = []
     for source in policy.sources:
-        if source.type == "postgres":
-            services.append(
-                {
-                    "name": f"{source.name}-pg",
-                    "kind": "postgres",
-                    "image": "backupctl/postgres:15",
-                    "env": {"POSTGRES_PASSWORD": "${" + DRILL_SECRET_ENV + "}"},
-                    "databases": [{"source": source.name, "database": "restored"}],
-                }
-            )
-        elif source.type == "mysql":
-            services.append(
-                {
-                    "name": f"{source.name}-db",
-                    "kind": "mariadb",
-                    "image": "backupctl/mariadb:10.11",
-                    "env": {"MARIADB_ROOT_PASSWORD": "${" + DRILL_SECRET_ENV + "}"},
-                    "databases": [{"source": source.name, "database": "restored"}],
-                }
-            )
+        if source.type in kinds:
+            kind, image, password = kinds[source.type]
+            services.append({"name": f"{source.name}-{kind}", "kind": kind, "image": image,
+                             "env": {password: secret},
+                             "databases": [{"source": source.name, "database": "restored"}]})
     return Drill.model_validate(
         {"name": f"{policy.name}-default", "policy": policy.name, "services": services}
     )

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 
 from backupctl.actions.access import open_catalog, trusted_keys
 from backupctl.actions.events import Events, LogEvents
-from backupctl.actions.stored import confirm_stored, key_of, read_manifest, write_manifest
+from backupctl.actions.stored import copy_artifact, key_of, read_manifest, write_manifest
 from backupctl.core.crypto import load_signing_key
 from backupctl.core.manifest import Manifest
-from backupctl.core.pipeline import HashingReader
-from backupctl.errors import BackupctlError, IntegrityError
+from backupctl.errors import BackupctlError
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, build_target, is_blob_target
@@ -101,13 +100,7 @@ def _copy_snapshot(
     artifacts = [a for a in manifest.artifacts if a.source in sources]
     for artifact in artifacts:
         key = key_of(manifest.policy, manifest.snapshot_id, artifact.file)
-        with origin.reader(key) as handle, destination.writer(key) as sink:
-            reader = HashingReader(handle)
-            while chunk := reader.read(1 << 20):
-                sink.write(chunk)
-            if reader.hexdigest() != artifact.stored_sha256:
-                raise IntegrityError(f"{artifact.file} on {origin.name} does not match its manifest")
-        confirm_stored(destination, key, artifact.stored_sha256, artifact.stored_bytes)
+        copy_artifact(origin, destination, key, artifact.stored_sha256, artifact.stored_bytes)
     if len(artifacts) == len(manifest.artifacts):
         # Same content: copy the signed manifest verbatim (signature first, manifest last).
         signature_key = key_of(manifest.policy, manifest.snapshot_id, SIGNATURE)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from backupctl.core.crypto import SigningKey, verify_signature
 from backupctl.core.manifest import Manifest
-from backupctl.core.pipeline import sha256_of
+from backupctl.core.pipeline import HashingReader, sha256_of
 from backupctl.errors import IntegrityError, TargetError
 from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, ReadTiming, snapshot_prefix
 
@@ -86,6 +86,18 @@ def confirm_stored(target: BlobTarget, key: str, sha256: str, size: int) -> None
     digest, stored = rehash(target, key)
     if digest != sha256 or stored != size:
         raise TargetError(f"target {target.name}: {key} read back differs from what was written")
+
+
+def copy_artifact(origin: BlobTarget, destination: BlobTarget, key: str, sha256: str, size: int) -> None:
+    """Copy one stored object between targets: hashed in flight (the origin's bytes must match the
+    manifest) and confirmed on arrival (`confirm_stored`). Raises IntegrityError / TargetError."""
+    with origin.reader(key) as handle, destination.writer(key) as sink:
+        reader = HashingReader(handle)
+        while chunk := reader.read(1 << 20):
+            sink.write(chunk)
+        if reader.hexdigest() != sha256:
+            raise IntegrityError(f"{key} on {origin.name} does not match its manifest")
+    confirm_stored(destination, key, sha256, size)
 
 
 def list_snapshot_ids(target: BlobTarget, policy: str) -> list[str]:
