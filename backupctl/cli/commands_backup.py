@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -18,20 +19,47 @@ from backupctl.sources.base import RestoreRequest
 @click.command()
 @click.argument("policy_name", metavar="POLICY")
 @wait_option
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write Prometheus textfile metrics here after the run, e.g. "
+    "/var/lib/node_exporter/textfile/backupctl-POLICY.prom (default: the policy's metrics_file).",
+)
 @json_option
 @pass_app
-def backup(app: App, policy_name: str, wait: timedelta | None, as_json: bool) -> None:
+def backup(
+    app: App, policy_name: str, wait: timedelta | None, metrics_file: Path | None, as_json: bool
+) -> None:
     """Back up every source of POLICY, encrypted, to every target.
 
     A snapshot is recorded complete only after every artifact and its signed manifest are
     stored and re-hashed. Exit 3 when some targets failed while others hold the snapshot.
     """
+    import time
+
     from backupctl.actions.backup import run_backup
     from backupctl.locking import policy_lock
+    from backupctl.metrics import summary_from_error, summary_from_result
+    from backupctl.notify import notifier_from_config
 
     loaded = app.policy(policy_name)
-    with policy_lock(app.settings, loaded.policy.name, "backup", wait):
-        result = run_backup(app.settings, loaded, app.events())
+    policy = loaded.policy
+    notifier = notifier_from_config(policy.notifications)
+    metrics_path = metrics_file or (Path(policy.metrics_file) if policy.metrics_file else None)
+    started = time.monotonic()
+    with policy_lock(app.settings, policy.name, "backup", wait):
+        notifier.start(policy.name)
+        try:
+            result = run_backup(app.settings, loaded, app.events())
+        except BaseException as error:  # notify and record, then let the error decide the exit code
+            summary = summary_from_error(policy.name, error, time.monotonic() - started)
+            notifier.failure(policy.name, str(summary["error"]), summary)
+            _write_metrics(app, policy, summary, metrics_path)
+            raise
+        summary = summary_from_result(result)
+        notifier.success(policy.name, summary)
+        _write_metrics(app, policy, summary, metrics_path)
     if as_json:
         print_json(result.as_dict())
         return
@@ -235,6 +263,38 @@ def _facts_summary(facts: dict[str, object]) -> str:
     if "tree_sha256" in facts:
         return f"{facts.get('file_count')} files, tree hash equals the manifest"
     return "content equals the manifest"
+
+
+def _write_metrics(app: App, policy: Any, summary: dict[str, Any], path: Path | None) -> None:
+    """Best effort: a metrics problem is logged and never changes the exit code."""
+    if path is None:
+        return
+    import logging
+    from datetime import UTC, datetime
+
+    from backupctl.actions.status import gather
+    from backupctl.catalog.store import Catalog, drill_history
+    from backupctl.core.secrets import mask
+    from backupctl.metrics import drill_summary, snapshots_per_target, update_metrics_file
+
+    try:
+        catalog = Catalog.open(app.settings.catalog_url)
+        drills = drill_history(catalog, policy.name, limit=1)
+        update_metrics_file(
+            path,
+            policy.name,
+            backup=summary,
+            status=gather(catalog, policy),
+            snapshots_per_target=snapshots_per_target(
+                catalog.snapshots(policy.name), [t.name for t in policy.targets]
+            ),
+            last_drill=drill_summary(drills[0] if drills else None),
+            now=datetime.now(UTC),
+        )
+    except Exception as error:
+        logging.getLogger("backupctl.metrics").warning(
+            "metrics file %s not written: %s", path, mask(str(error))
+        )
 
 
 COMMANDS = [backup, snapshots, verify, restore]

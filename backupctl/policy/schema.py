@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from backupctl.notify import NotificationChannel
 from backupctl.policy.types import Cron, Duration, Name, Secret
 
 EXAMPLE_RECIPIENT = "age1n3apkaaz7y5qsrs9l4z2akmel0gpz9m2astxq4jgzl2zheeex33s8kpzju"
@@ -285,6 +286,14 @@ class Policy(Strict):
     retention: Retention = Field(default_factory=Retention, description="How long snapshots are kept (GFS).")
     prune_after_backup: bool = Field(
         default=False, description="Run `backupctl prune` after every successful backup."
+    )
+    notifications: list[NotificationChannel] = Field(
+        default_factory=list,
+        description="Where run events are sent: webhook, healthchecks, slack (docs/monitoring.md).",
+    )
+    metrics_file: str | None = Field(
+        default=None,
+        description="Prometheus textfile written after every backup; --metrics-file overrides it.",
     )
 
     def source(self, name: str) -> SourceConfig:
