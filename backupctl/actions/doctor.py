@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import stat
 import subprocess
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from backupctl.core.crypto import SIGNING_KEY_FILE
 from backupctl.core.secrets import SecretRef
@@ -161,6 +163,21 @@ def _fix_in(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- I/O helpers
+def _endpoint_problem(url: str | None) -> str | None:
+    """Why nothing answers at an S3 endpoint URL's host:port, or None when a TCP connection opens."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return f"endpoint_url {url} has no host"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as error:
+        return f"cannot connect to {parts.hostname}:{port} ({error.strerror or error})"
+    return None
+
+
 def _mode(path: Path) -> int | None:
     try:
         return stat.S_IMODE(path.stat().st_mode)
@@ -315,6 +332,10 @@ def check_targets(policy: Policy) -> list[Finding]:
                     Finding(f"{policy.name}/{config.name}: restic", False, str(error), INSTALL_HINT)
                 )
                 continue
+        refused = _endpoint_problem(config.endpoint_url) if config.type == "s3" else None
+        if refused:  # fail fast: the S3 client would retry a dead endpoint for many seconds
+            findings.extend(posture_findings(check, config.type, False, [refused]))
+            continue
         try:
             posture = target_posture(config)
         except Exception as error:  # a target's own errors or a client library's: report them

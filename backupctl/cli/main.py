@@ -102,6 +102,7 @@ def _register() -> None:
     from backupctl.cli import (
         commands_backup,
         commands_catalog,
+        commands_doctor,
         commands_drill,
         commands_keys,
         commands_policy,
@@ -119,6 +120,7 @@ def _register() -> None:
         commands_drill,
         commands_prune,
         commands_schedule,
+        commands_doctor,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)
