@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -125,3 +126,27 @@ def last_lines(text: str | bytes, count: int = 5) -> str:
         text = text.decode("utf-8", "replace")
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return " | ".join(lines[-count:]) or "(no error output)"
+
+
+class StderrTail(threading.Thread):
+    """Drains a process's stderr so it never blocks on a full pipe; keeps the last 64 KiB.
+
+    `text()` waits for the pipe to close and returns the last lines, secrets masked.
+    """
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        super().__init__(daemon=True, name="stderr-drain")
+        self._pipe = pipe
+        self._tail = b""
+        self.start()
+
+    def run(self) -> None:
+        try:
+            while chunk := self._pipe.read(65536):
+                self._tail = (self._tail + chunk)[-65536:]
+        except (OSError, ValueError):
+            pass  # pipe closed under us during cleanup
+
+    def text(self) -> str:
+        self.join()
+        return mask(last_lines(self._tail))

@@ -33,7 +33,6 @@ import io
 import os
 import re
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -345,27 +344,6 @@ class DumpScanner:
 
 
 # --------------------------------------------------------------------------- streams
-class _StderrTail(threading.Thread):
-    """Drains a process's stderr so it never blocks on a full pipe; keeps the last 64 KiB."""
-
-    def __init__(self, pipe: IO[bytes]) -> None:
-        super().__init__(daemon=True, name="stderr-drain")
-        self._pipe = pipe
-        self._tail = b""
-        self.start()
-
-    def run(self) -> None:
-        try:
-            while chunk := self._pipe.read(65536):
-                self._tail = (self._tail + chunk)[-65536:]
-        except (OSError, ValueError):
-            pass  # pipe closed under us during cleanup
-
-    def text(self) -> str:
-        self.join()
-        return mask(runner.last_lines(self._tail))
-
-
 class _ScanningReader(io.RawIOBase):
     """The dump's stdout as the consumer reads it, fed to a DumpScanner on the way."""
 
@@ -426,7 +404,7 @@ class MysqlDumpSource:
             argv = [dump_tool, *first, *endpoint.options(), *DUMP_OPTIONS, "--", endpoint.database]
             process = runner.start(argv, pass_fds=fds)
         assert process.stdout is not None and process.stderr is not None
-        stderr = _StderrTail(process.stderr)
+        stderr = runner.StderrTail(process.stderr)
         try:
 
             def finish() -> dict[str, Any]:
@@ -508,7 +486,7 @@ class MysqlDumpSource:
             argv = [client, *first, *endpoint.options(), *options, "--", endpoint.database]
             process = runner.start(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=fds)
         assert process.stdin is not None and process.stderr is not None
-        stderr = _StderrTail(process.stderr)
+        stderr = runner.StderrTail(process.stderr)
         try:
             try:
                 while chunk := stream.read(CHUNK):

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -124,27 +124,6 @@ def count_query(table: Table) -> sql.Composed:
     # A partitioned table has no rows of its own: count its partitions' rows.
     template = "SELECT count(*) FROM {}" if table.kind == "p" else "SELECT count(*) FROM ONLY {}"
     return sql.SQL(template).format(sql.Identifier(table.schema, table.name))
-
-
-class _StderrTail(threading.Thread):
-    """Drains a process's stderr so it never blocks on a full pipe; keeps the last 64 KiB."""
-
-    def __init__(self, pipe: IO[bytes]) -> None:
-        super().__init__(daemon=True, name="stderr-drain")
-        self._pipe = pipe
-        self._tail = b""
-        self.start()
-
-    def run(self) -> None:
-        try:
-            while chunk := self._pipe.read(65536):
-                self._tail = (self._tail + chunk)[-65536:]
-        except (OSError, ValueError):
-            pass  # pipe closed under us during cleanup
-
-    def text(self) -> str:
-        self.join()
-        return mask(runner.last_lines(self._tail))
 
 
 class _RowCounter(threading.Thread):
@@ -321,7 +300,7 @@ class PostgresDumpSource:
         pg_dump_version = self._tool_version(self.config.pg_dump)
         connection = connect(self.config.url, password, "the database to back up")
         process: subprocess.Popen[bytes] | None = None
-        stderr: _StderrTail | None = None
+        stderr: runner.StderrTail | None = None
         counter: _RowCounter | None = None
         try:
             connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -334,7 +313,7 @@ class PostgresDumpSource:
             ]  # fmt: skip
             process = runner.start(argv, env={"PGPASSWORD": password} if password else None)
             assert process.stdout is not None and process.stderr is not None
-            stderr = _StderrTail(process.stderr)
+            stderr = runner.StderrTail(process.stderr)
             counter = _RowCounter(connection, tables)
             counter.start()
             running, tail, counting = process, stderr, counter
@@ -443,7 +422,7 @@ class PostgresDumpSource:
             stdin = direct if direct is not None else subprocess.PIPE
         process = runner.start(argv, env=env, stdin=stdin, stdout=subprocess.DEVNULL)
         assert process.stderr is not None
-        tail = _StderrTail(process.stderr)
+        tail = runner.StderrTail(process.stderr)
         try:
             if stream is not None and direct is None:
                 assert process.stdin is not None
