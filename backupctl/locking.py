@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from backupctl.core.runner import pid_alive
 from backupctl.core.secrets import mask, mask_url_password
 from backupctl.errors import ConfigError, JobFailed
 from backupctl.settings import Settings
@@ -181,7 +182,7 @@ class _FileLock:
         if previous is not None:
             # A clean release empties the file, so a description here was left by a run that died
             # (SIGKILL, crash, power loss). Nothing to break: the kernel released its flock.
-            state = "no longer exists" if _pid_alive(previous.pid) is False else "did not release it"
+            state = "no longer exists" if pid_alive(previous.pid) is False else "did not release it"
             if previous.host != me.host:
                 state = "ran on another host sharing this state directory"
             log.warning(
@@ -212,16 +213,6 @@ def _parse_holder(path: Path) -> Holder | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent, empty (released, or being written) or not ours
 
-
-def _pid_alive(pid: int) -> bool | None:
-    if pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from backupctl.catalog.models import ArtifactRow, CopyRow, DrillRow, SnapshotRow, VerificationRow
 from backupctl.core.manifest import Manifest, parse_time
+from backupctl.core.runner import pid_alive
 from backupctl.core.secrets import mask, mask_url_password
 from backupctl.errors import ConfigError
 
@@ -198,7 +199,7 @@ class Catalog:
                 select(SnapshotRow).where(SnapshotRow.policy == policy, SnapshotRow.status == "running")
             ).all()
             for row in rows:
-                if row.host == host and row.pid is not None and not _pid_alive(row.pid):
+                if row.host == host and row.pid is not None and pid_alive(row.pid) is False:
                     row.status = "failed"
                     row.finished_at = _now()
                     row.error = "interrupted: the backup process died before finishing"
@@ -348,14 +349,6 @@ def _view(row: SnapshotRow) -> SnapshotView:
         error=row.error,
     )
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

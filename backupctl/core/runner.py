@@ -150,3 +150,16 @@ class StderrTail(threading.Thread):
     def text(self) -> str:
         self.join()
         return mask(last_lines(self._tail))
+
+
+def pid_alive(pid: int) -> bool | None:
+    """Whether a process of this host exists (None when `pid` cannot name one)."""
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it is just not ours
+    return True
