@@ -5,13 +5,17 @@ Plan of one run:
 2. build targets and check their posture (a target that refuses is failed for this run);
 3. per source: stream dump → zstd → age → the source's first healthy target (the *primary*),
    then re-hash what landed and replicate it to the source's other targets (re-hashed on arrival);
-4. per target: write signature + manifest (only for the artifacts that target holds);
+   restic targets get the plain stream tee'd from the same dump; a source with no local, S3 or
+   SFTP target (or whose blob targets all failed) goes to restic only, hashed on the way;
+4. per target: write signature + manifest (only for the artifacts that target holds); restic
+   repositories get it as one more snapshot, started at step 2 so its key derivation overlaps;
 5. the catalog row becomes complete (all targets), partial (exit 3) or failed (exit 1).
 A killed run leaves temp names (ignored by every listing) and a 'running' row: never a snapshot.
 """
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import time
 from dataclasses import dataclass, field
@@ -25,12 +29,14 @@ from backupctl.actions.restic_side import (
     ResticSink,
     TeeReader,
     close_sinks,
+    manifest_envelope,
+    open_manifest_sinks,
     open_sinks,
     stdin_filename,
 )
 from backupctl.actions.stored import confirm_stored, copy_artifact, key_of, write_manifest
 from backupctl.catalog.store import Catalog
-from backupctl.core.crypto import load_signing_key, parse_recipients
+from backupctl.core.crypto import SigningKey, load_signing_key, parse_recipients
 from backupctl.core.manifest import (
     ArtifactRecord,
     Manifest,
@@ -38,7 +44,7 @@ from backupctl.core.manifest import (
     new_snapshot_id,
     utc_now_text,
 )
-from backupctl.core.pipeline import encrypt_stream
+from backupctl.core.pipeline import CHUNK, HashingReader, encrypt_stream
 from backupctl.core.secrets import mask
 from backupctl.errors import BackupctlError, IntegrityError, JobFailed, PartialFailure, TargetError
 from backupctl.policy.loader import LoadedPolicy
@@ -106,6 +112,7 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
     repositories: dict[str, Any] = {}  # restic targets
     outcomes = {target.name: TargetOutcome(target.name) for target in policy.targets}
     artifacts: list[ArtifactRecord] = []
+    manifest_sinks: dict[str, ResticSink] = {}  # restic: waiting for the manifest's bytes
     try:
         for config in policy.targets:
             try:
@@ -117,6 +124,7 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
                 _preflight(target)
             except TargetError as error:
                 _fail(outcomes[config.name], TargetError(str(error).replace("<policy>", policy.name)), events)
+        manifest_sinks = {s.name: s for s in open_manifest_sinks(repositories, policy.name, snapshot_id)}
         for source_config in policy.sources:
             record = _backup_source(
                 policy, snapshot_id, source_config, targets, repositories, outcomes, recipients, events
@@ -138,10 +146,17 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
         for name, outcome in outcomes.items():
             if outcome.status == "failed":
                 continue
-            if name in repositories:  # restic keeps its own index: its tags are the manifest
-                outcome.status = "complete"
-                continue
             per_target = Manifest(**{**manifest.__dict__, "artifacts": outcome.artifacts})
+            if name in repositories:
+                try:
+                    digest = _write_restic_manifest(manifest_sinks.pop(name), per_target, signing)
+                except TargetError as error:
+                    _fail(outcome, error, events)
+                    continue
+                outcome.status = "complete"
+                if len(outcome.artifacts) == len(artifacts) and not full_sha:
+                    full_sha = digest
+                continue
             try:
                 digest = write_manifest(targets[name], per_target, signing)
             except (TargetError, OSError) as error:
@@ -159,6 +174,8 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
                 catalog.record_copy(snapshot_id, name, "failed", error=outcome.error or message)
         raise
     finally:
+        # Any manifest not written (failure, interruption, failed target): restic commits nothing.
+        close_sinks(list(manifest_sinks.values()), TargetError("no manifest for this repository"))
         for target in targets.values():
             try:
                 target.close()
@@ -231,12 +248,17 @@ def _backup_source(
             continue
         primary = candidate
         break
-    if record is None or primary is None:
+    if record is None and resticked:
+        if wanted:
+            events.warning(f"source {config.name}: no local, S3 or SFTP target could store it; restic only")
+        record, sinks = _dump_to_restic_only(policy, snapshot_id, config, source, events, tee)
+    if record is None:
         raise JobFailed(f"source {config.name}: no target could store it")
-    outcomes[primary].artifacts.append(record)
+    if primary is not None:
+        outcomes[primary].artifacts.append(record)
     key = key_of(policy.name, snapshot_id, record.file)
     for name in wanted:
-        if name == primary or outcomes[name].status == "failed":
+        if primary is None or name == primary or outcomes[name].status == "failed":
             continue
         try:
             copy_artifact(targets[primary], targets[name], key, record.stored_sha256, record.stored_bytes)
@@ -285,7 +307,8 @@ def _dump_to(
     """Stream one dump into `target` (and, tee'd, into restic repositories). Raises TargetError
     when the target failed (the caller tries the next), SourceError when the dump failed."""
     began = time.monotonic()
-    progress = events.progress(f"{config.name} → {target.name}", None)
+    estimate = getattr(source, "estimate_size", None)  # plain bytes, as the progress counts them
+    progress = events.progress(f"{config.name} → {target.name}", estimate() if callable(estimate) else None)
     sinks: list[ResticSink] = []
     try:
         with source.dump() as dump:
@@ -331,6 +354,67 @@ def _dump_to(
         facts=facts,
     )
     return record, sinks
+
+
+def _dump_to_restic_only(
+    policy: Policy, snapshot_id: str, config: Any, source: Any, events: Events, tee: dict[str, Any]
+) -> tuple[ArtifactRecord, list[ResticSink]]:
+    """A source without a blob copy: the dump goes to restic (stream sources) and is hashed on
+    the way, so the signed manifest still says what restic's copy must hash to. File sources are
+    read as the usual tar stream for their facts (tree hash); `restic backup PATH` follows."""
+    began = time.monotonic()
+    label = f"{config.name} → {', '.join(tee) or 'restic'}"
+    estimate = getattr(source, "estimate_size", None)  # plain bytes, as the progress counts them
+    progress = events.progress(label, estimate() if callable(estimate) else None)
+    sinks: list[ResticSink] = []
+    try:
+        with source.dump() as dump:
+            file = artifact_file_name(config.name, dump.extension)
+            if tee:
+                tags = tags_for(policy.name, snapshot_id, config.name)
+                sinks = open_sinks(tee, stdin_filename(config.name, dump.extension), tags)
+            try:
+                feed = cast(BinaryIO, TeeReader(dump.stream, sinks)) if sinks else dump.stream
+                reader = HashingReader(feed, progress.advance)
+                while reader.read(CHUNK):
+                    pass
+                facts = dump.finish()
+                close_sinks(sinks, None)
+            except BaseException as error:
+                close_sinks(sinks, error)
+                raise
+    finally:
+        progress.close()
+    seconds = time.monotonic() - began
+    events.info(f"source {config.name}: {reader.count} bytes streamed to {label} in {seconds:.1f}s")
+    record = ArtifactRecord(
+        source=config.name,
+        source_type=config.type,
+        file=file,
+        format=dump.format,
+        plain_bytes=reader.count,
+        plain_sha256=reader.hexdigest(),
+        stored_bytes=0,  # no age-encrypted artifact: restic holds (and encrypts) the only copies
+        stored_sha256="",
+        facts=facts,
+        compression="restic",
+        encryption="restic",
+    )
+    return record, sinks
+
+
+def _write_restic_manifest(sink: ResticSink, manifest: Manifest, signing: SigningKey) -> str:
+    """Give the waiting restic process the signed manifest and commit it; its sha256."""
+    data = manifest.to_bytes()
+    if sink.error is None:
+        try:
+            sink.writer.write(manifest_envelope(data, signing.sign(data)))
+        except (TargetError, OSError) as error:
+            sink.error = str(error)
+    close_sinks([sink], None)
+    if sink.error is not None:
+        raise TargetError(f"restic {sink.name}: the manifest could not be stored: {sink.error}")
+    return hashlib.sha256(data).hexdigest()
 
 
 def _fill_gaps(settings: Settings, loaded: LoadedPolicy, reachable: list[str], events: Events) -> None:

@@ -287,6 +287,13 @@ def _drill_steps(
         for files in service.files:
             restores[files.source] = (service, None, files.path)
     wanted = [a for a in manifest.artifacts if a.source in restores or restore_all]
+    absent = sorted(set(restores) - {a.source for a in manifest.artifacts})
+    if absent:
+        raise ConfigError(
+            f"target {target.name} holds no copy of {', '.join(absent)} in snapshot {snapshot_id}: "
+            "drill from a target the source goes to (--from); sources kept only in restic cannot be "
+            "drilled yet, give them a local, S3 or SFTP target too"
+        )
     if not wanted:
         raise ConfigError(f"drill {drill.name} restores no source of snapshot {snapshot_id}")
 

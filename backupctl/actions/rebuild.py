@@ -2,12 +2,15 @@
 
 The disaster case: the backup host (and its catalog) is gone. Policies (kept in git) say where
 the targets are; each snapshot's signed manifest says what it holds. Manifests whose signature
-does not verify with a trusted key are skipped and reported, never imported.
+does not verify with a trusted key are skipped and reported, never imported. Blob targets list
+`POLICY/SNAPSHOT/manifest.json`; restic repositories hold each manifest as a snapshot tagged
+`manifest` (see docs/formats.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from backupctl.actions.access import open_catalog, trusted_keys
 from backupctl.actions.stored import list_snapshot_ids, read_manifest
@@ -41,8 +44,11 @@ def rebuild_catalog(
         if not configs:
             continue
         report.policies.append(policy.name)
-        target = build_target(configs[0])
         trusted = trusted_keys(settings, policy, extra_trusted)
+        if configs[0].type == "restic":
+            _rebuild_from_restic(catalog, configs[0], policy.name, trusted, report)
+            continue
+        target = build_target(configs[0])
         try:
             for snapshot_id in list_snapshot_ids(target, policy.name):
                 report.found += 1
@@ -58,3 +64,30 @@ def rebuild_catalog(
         finally:
             target.close()
     return report
+
+
+def _rebuild_from_restic(
+    catalog: Any, config: Any, policy: str, trusted: list[str], report: RebuildReport
+) -> None:
+    """A restic repository: its manifest snapshots (tagged `manifest`) name the snapshots."""
+    from backupctl.actions.restic_side import MANIFEST_TAG, read_restic_manifest
+    from backupctl.targets.restic import TAG, ResticRepository
+
+    repository = ResticRepository(config)
+    listed = repository.snapshots([TAG, f"policy={policy}", MANIFEST_TAG])
+    ids = sorted(
+        {tag.removeprefix("snapshot=") for info in listed for tag in info.tags if tag.startswith("snapshot=")}
+    )
+    for snapshot_id in ids:
+        report.found += 1
+        try:
+            signed = read_restic_manifest(repository, policy, snapshot_id, trusted)
+        except (IntegrityError, TargetError) as error:
+            report.skipped.append(f"{policy}/{snapshot_id}: {error}")
+            continue
+        if signed is None:  # forgotten between the two restic calls
+            continue
+        if catalog.import_manifest(signed.manifest, signed.sha256, config.name):
+            report.imported += 1
+        else:
+            report.unchanged += 1

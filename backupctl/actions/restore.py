@@ -61,6 +61,7 @@ def run_restore(
     source_config = policy.source(source_name)
     catalog = open_catalog(settings)
     snapshot = catalog.resolve(policy.name, reference)
+    from_target = from_target or _default_target(policy, snapshot, source_config)
     if from_target and policy.target(from_target).type == "restic":
         return _restore_from_restic(
             settings, policy, snapshot, source_name, request, from_target, started, events
@@ -117,6 +118,14 @@ def run_restore(
     )
 
 
+def _default_target(policy: Policy, snapshot: Any, source: Any) -> str | None:
+    """The first target (policy order) of this source holding a complete copy, a local, S3 or
+    SFTP one before restic (no restic call needed); None when none does (choose_target says so)."""
+    holding = [t for t in policy.targets_for(source) if snapshot.targets.get(t.name) == "complete"]
+    ranked = sorted(holding, key=lambda target: target.type == "restic")
+    return ranked[0].name if ranked else None
+
+
 def _restore_from_restic(
     settings: Settings,
     policy: Policy,
@@ -128,22 +137,31 @@ def _restore_from_restic(
     events: Events,
 ) -> RestoreResult:
     """restic holds the plain stream (database sources) or the tree (file sources); the signed
-    manifest on a blob target still says what the result must be."""
+    manifest (in the repository, or on a blob target for older snapshots) says what the result
+    must be."""
     from backupctl.actions.access import blob_holder
-    from backupctl.actions.restic_side import STREAM_SOURCES, restic_snapshot_for, restore_files_from_restic
+    from backupctl.actions.restic_side import (
+        STREAM_SOURCES,
+        read_restic_manifest,
+        restic_snapshot_for,
+        restore_files_from_restic,
+    )
     from backupctl.core.pipeline import HashingReader
     from backupctl.errors import ConfigError
     from backupctl.policy.schema import FilesSource, ResticTarget
     from backupctl.sources.files import tree_facts
     from backupctl.targets.restic import ResticRepository
 
-    holder = blob_holder(policy, snapshot)
-    try:
-        signed = read_manifest(holder, policy.name, snapshot.id, trusted_keys(settings, policy))
-    finally:
-        holder.close()
-    artifact = signed.manifest.artifact(source_name)
     repository = ResticRepository(typing.cast(ResticTarget, policy.target(target_name)))
+    trusted = trusted_keys(settings, policy)
+    signed = read_restic_manifest(repository, policy.name, snapshot.id, trusted)
+    if signed is None:  # a snapshot from before manifests were stored in restic
+        holder = blob_holder(policy, snapshot)
+        try:
+            signed = read_manifest(holder, policy.name, snapshot.id, trusted)
+        finally:
+            holder.close()
+    artifact = signed.manifest.artifact(source_name)
     restic_id = restic_snapshot_for(repository, policy.name, snapshot.id, source_name)
     source_config = policy.source(source_name)
     source = build_source(source_config)

@@ -160,25 +160,30 @@ def _check_artifact(
 def _verify_restic(
     settings: Settings, policy: Policy, snapshot: Any, name: str, trusted: list[str]
 ) -> TargetVerification:
-    """A restic copy: the signed manifest (from a blob target) says what the plain streams
-    must hash to; restic dumps them in full and checks a sample of its pack files."""
+    """A restic copy: the signed manifest (stored in the repository itself; from a blob target
+    for snapshots made before manifests went to restic) says what the plain streams must hash
+    to; restic dumps them in full and checks a sample of its pack files."""
     from backupctl.actions.access import blob_holder
-    from backupctl.actions.restic_side import verify_restic_copy
+    from backupctl.actions.restic_side import read_restic_manifest, verify_restic_copy
     from backupctl.policy.schema import ResticTarget
     from backupctl.targets.restic import ResticRepository
 
     result = TargetVerification(name, snapshot.id)
     try:
-        holder = blob_holder(policy, snapshot)
-        try:
-            signed = read_manifest(holder, policy.name, snapshot.id, trusted)
-        finally:
-            holder.close()
-        result.signature = f"ok (manifest from {holder.name}, signed by {signed.signer})"
         config = policy.target(name)
+        repository = ResticRepository(typing.cast(ResticTarget, config))
+        signed = read_restic_manifest(repository, policy.name, snapshot.id, trusted)
+        origin = "the repository"
+        if signed is None:
+            holder = blob_holder(policy, snapshot)
+            try:
+                signed = read_manifest(holder, policy.name, snapshot.id, trusted)
+            finally:
+                holder.close()
+            origin = holder.name
+        result.signature = f"ok (manifest from {origin}, signed by {signed.signer})"
         sources = {s.name for s in policy.sources if config in policy.targets_for(s)}
         artifacts = [a for a in signed.manifest.artifacts if a.source in sources]
-        repository = ResticRepository(typing.cast(ResticTarget, config))
         result.problems += verify_restic_copy(repository, policy.name, snapshot.id, artifacts)
         for artifact in artifacts:
             bad = [p for p in result.problems if p.startswith(f"{artifact.source} ")]

@@ -223,10 +223,6 @@ def _logical_policy_checks(
                     f"target '{wanted}' is not defined in this policy",
                     f"did you mean '{close[0]}'?" if close else f"targets: {', '.join(target_names)}",
                 )
-        chosen = policy.targets_for(source)
-        if chosen and all(target.type == "restic" for target in chosen):
-            add(("sources", index, "targets"), "every source needs at least one local, S3 or SFTP target",
-                "manifests and encrypted artifacts live there; restic only keeps an extra copy")
         if source.targets == []:
             add(
                 ("sources", index, "targets"),

@@ -107,7 +107,26 @@ class SourceBase(Strict):
     )
 
 
-class PostgresSource(SourceBase):
+class ViaSsh(Strict):
+    """Dumping on another host over SSH (`via`); the same strict host-key rules as SFTP."""
+
+    via: str | None = Field(
+        default=None,
+        description="Run the dump tool on another host over SSH: ssh://user@host[:port]. Its stdout "
+        "streams back; its stderr and exit status are reported.",
+    )
+    via_key_file: str | None = Field(
+        default=None,
+        description="Private key for `via` (BACKUPCTL_SSH_KEY_FILE overrides it); the SSH agent when absent.",
+    )
+    via_known_hosts: str = Field(
+        default="~/.ssh/known_hosts",
+        description="known_hosts file holding the `via` host's key (BACKUPCTL_SSH_KNOWN_HOSTS overrides "
+        "it); unknown host keys are refused.",
+    )
+
+
+class PostgresSource(SourceBase, ViaSsh):
     type: Literal["postgres"] = Field(description="A PostgreSQL database dumped with pg_dump.")
     url: str = Field(
         description="Connection URL without a password: postgresql://user@host:port/dbname",
@@ -123,9 +142,6 @@ class PostgresSource(SourceBase):
     dump_options: list[str] = Field(
         default_factory=list, description="Extra pg_dump options, e.g. ['--exclude-table=audit_log']."
     )
-    via: str | None = Field(
-        default=None, description="Run the dump tool on another host: ssh://user@host[:port]."
-    )
 
     @model_validator(mode="after")
     def _no_password_in_url(self) -> PostgresSource:
@@ -138,7 +154,7 @@ class PostgresSource(SourceBase):
         return self
 
 
-class MysqlSource(SourceBase):
+class MysqlSource(SourceBase, ViaSsh):
     type: Literal["mysql"] = Field(description="A MySQL or MariaDB database dumped with mariadb-dump.")
     host: str = Field(default="localhost", description="Server host name.")
     port: int = Field(default=3306, ge=1, le=65535, description="Server port.")
@@ -148,9 +164,6 @@ class MysqlSource(SourceBase):
         default=None, description="Password reference; passed through a defaults file on an inherited fd."
     )
     database: str = Field(description="Database name.", examples=["shop"])
-    via: str | None = Field(
-        default=None, description="Run the dump tool on another host: ssh://user@host[:port]."
-    )
 
 
 class SqliteSource(SourceBase):
@@ -277,6 +290,18 @@ class Policy(Strict):
     objectives: Objectives = Field(description="Recovery objectives that status and drills measure against.")
     schedule: Cron | None = Field(
         default=None, description="When backups run (five-field cron expression).", examples=["15 2 * * *"]
+    )
+    drill_schedule: Cron | None = Field(
+        default=None,
+        description="When restore drills run (cron expression), e.g. weekly '0 4 * * 0' or quarterly "
+        "'0 5 1 1,4,7,10 *'.",
+        examples=["0 4 * * 0"],
+    )
+    drill_file: str | None = Field(
+        default=None,
+        description="Drill file the drill schedule runs (relative to this policy file, or absolute); "
+        "the policy's default drill (restore every source, integrity checks) when absent.",
+        examples=["../drills/shop.yaml"],
     )
     encryption: Encryption = Field(description="age encryption of every artifact.")
     signing: Signing = Field(default_factory=Signing, description="Manifest signature trust.")

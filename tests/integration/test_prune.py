@@ -286,10 +286,12 @@ def test_restic_forget_prune_and_a_failed_deletion_exits_1(
     made = [space.run_json("backup", "shop")["snapshot_id"] for _ in range(2)]
     restic = ResticRepository(ResticTarget.model_validate(dedup), cache_dir=tmp_path / "restic-cache")
 
-    def tagged() -> list[str]:
-        return sorted(tag for info in restic.snapshots() for tag in info.tags if tag.startswith("snapshot="))
+    def tagged(kind: str = "source=uploads") -> list[str]:
+        """snapshot= tags of the restic snapshots of one kind: the source's data or the manifest."""
+        listed = [info for info in restic.snapshots() if kind in info.tags]
+        return sorted(tag for info in listed for tag in info.tags if tag.startswith("snapshot="))
 
-    assert tagged() == [f"snapshot={snapshot}" for snapshot in made]
+    assert tagged() == tagged("manifest") == [f"snapshot={snapshot}" for snapshot in made]
 
     repository.rename(tmp_path / "moved-away")  # the repository is unreachable: deletion fails
     failed = prune_cli(space)
@@ -301,7 +303,7 @@ def test_restic_forget_prune_and_a_failed_deletion_exits_1(
     (tmp_path / "moved-away").rename(repository)
     report = by_target(prune_json(space))
     assert report["dedup"]["removed"] == made[:1] and report["local"]["removed"] == []
-    assert tagged() == [f"snapshot={made[1]}"]
+    assert tagged() == tagged("manifest") == [f"snapshot={made[1]}"]  # the manifest went too
     assert copies(space)[made[0]] == (PRUNED, {"local": "deleted", "dedup": "deleted"})
 
 

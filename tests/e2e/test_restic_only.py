@@ -1,0 +1,166 @@
+"""Sources kept only in restic: no age-encrypted copy, the signed manifest stored in restic.
+
+Real PostgreSQL, the real restic binary, the real CLI as a subprocess.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.pgcheck import fingerprints
+from tests.e2e.test_backup_restore import make_tree
+from tests.fixtures.core import Workspace
+from tests.fixtures.postgres import PgDatabase
+
+PASSWORD = "restic-only-test-password"
+
+
+def _repository(path: Path) -> object:
+    from backupctl.policy.schema import ResticTarget
+    from backupctl.targets.restic import ResticRepository
+
+    os.environ["RESTIC_ONLY_TEST_PASSWORD"] = PASSWORD
+    return ResticRepository(
+        ResticTarget(
+            name="dedup", type="restic", repository=str(path), password="env:RESTIC_ONLY_TEST_PASSWORD"
+        )
+    )
+
+
+@pytest.fixture
+def restic_only_policy(workspace: Workspace, pg_database: PgDatabase, tmp_path: Path) -> Path:
+    """shop-db goes to restic only; uploads to the local target and restic."""
+    uploads = workspace.root / "uploads"
+    make_tree(uploads)
+    workspace.env["SHOP_TEST_DB_PASSWORD"] = pg_database.password
+    workspace.env["RESTIC_ONLY_TEST_PASSWORD"] = PASSWORD
+    repository = tmp_path / "restic"
+    workspace.write_policy(
+        "shop",
+        workspace.base_policy(
+            "shop",
+            [
+                {
+                    "name": "shop-db",
+                    "type": "postgres",
+                    "url": pg_database.url,
+                    "password": "env:SHOP_TEST_DB_PASSWORD",
+                    "targets": ["dedup"],
+                },
+                {"name": "uploads", "type": "files", "path": str(uploads)},
+            ],
+            [
+                {"name": "local", "type": "local", "path": str(workspace.backups)},
+                {
+                    "name": "dedup",
+                    "type": "restic",
+                    "repository": str(repository),
+                    "password": "env:RESTIC_ONLY_TEST_PASSWORD",
+                },
+            ],
+        ),
+    )
+    assert workspace.run("target", "setup", "shop", "dedup").returncode == 0
+    return repository
+
+
+def test_restic_only_source_backup_verify_restore(
+    workspace: Workspace, pg_database: PgDatabase, pg_empty_database: PgDatabase, restic_only_policy: Path
+) -> None:
+    space = workspace
+    backup = space.run_json("backup", "shop")
+    assert backup["status"] == "complete", backup
+    snapshot = backup["snapshot_id"]
+    assert backup["sources"]["shop-db"]["stored_bytes"] == 0  # no age copy anywhere
+    assert backup["sources"]["shop-db"]["plain_bytes"] > 0
+
+    # The local target holds uploads only; its manifest lists only what it holds.
+    local_files = sorted(p.name for p in (space.backups / "shop" / snapshot).iterdir())
+    assert not [name for name in local_files if name.startswith("shop-db")], local_files
+    local_manifest = json.loads((space.backups / "shop" / snapshot / "manifest.json").read_text())
+    assert [a["source"] for a in local_manifest["artifacts"]] == ["uploads"]
+
+    # restic holds one snapshot per source plus the signed manifest listing both.
+    repository = _repository(restic_only_policy)
+    tagged = repository.find("shop", snapshot)  # type: ignore[attr-defined]
+    tags = sorted(next(t for t in info.tags if t.startswith(("source=", "manifest"))) for info in tagged)
+    assert tags == ["manifest", "source=shop-db", "source=uploads"]
+    manifest_snapshot = next(info for info in tagged if "manifest" in info.tags)
+    with repository.dump(manifest_snapshot.id, "backupctl-manifest.json") as stream:  # type: ignore[attr-defined]
+        envelope = json.loads(stream.read())
+    stored = json.loads(base64.b64decode(envelope["manifest"]))
+    assert {a["source"]: a["encryption"] for a in stored["artifacts"]} == {
+        "shop-db": "restic",
+        "uploads": "age-x25519",
+    }
+
+    verified = space.run_json("verify", "shop", snapshot, "--target", "dedup")
+    assert verified[0]["ok"], verified
+    assert "manifest from the repository" in verified[0]["signature"]
+
+    # No --from: the only copy of shop-db is in restic, so restore reads it from there.
+    done = space.run(
+        "restore", "shop", "latest", "--source", "shop-db",
+        "--to-db", pg_empty_database.url, "--db-password", "env:RESTORE_PW",
+        env={"RESTORE_PW": pg_empty_database.password},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with pg_database.connect() as original, pg_empty_database.connect() as restored:
+        assert fingerprints(restored) == fingerprints(original)
+
+
+def test_restic_manifest_signed_by_an_untrusted_key_is_refused(
+    workspace: Workspace, pg_empty_database: PgDatabase, restic_only_policy: Path
+) -> None:
+    space = workspace
+    backup = space.run_json("backup", "shop")
+    assert backup["status"] == "complete", backup
+    # Another host's key: the signature no longer comes from a trusted key.
+    from backupctl.core.crypto import SIGNING_KEY_FILE, SIGNING_PUB_FILE
+
+    (space.keys / SIGNING_KEY_FILE).unlink()
+    (space.keys / SIGNING_PUB_FILE).unlink()
+    assert space.run("keys", "generate").returncode == 0
+    verified = space.run("verify", "shop", backup["snapshot_id"], "--target", "dedup", "--json")
+    assert verified.returncode == 1
+    assert "signature" in verified.stdout
+    done = space.run(
+        "restore", "shop", "latest", "--source", "shop-db",
+        "--to-db", pg_empty_database.url, "--db-password", "env:RESTORE_PW",
+        env={"RESTORE_PW": pg_empty_database.password},
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "signature" in done.stderr
+    with pg_empty_database.connect() as restored:
+        assert fingerprints(restored) == {}  # nothing was written
+
+
+def test_failed_backup_commits_no_restic_manifest(workspace: Workspace, restic_only_policy: Path) -> None:
+    space = workspace
+    space.env["SHOP_TEST_DB_PASSWORD"] = "wrong-password"
+    failed = space.run("backup", "shop")
+    assert failed.returncode == 1, failed.stderr
+    repository = _repository(restic_only_policy)
+    tags = {tag for info in repository.snapshots() for tag in info.tags}  # type: ignore[attr-defined]
+    assert "manifest" not in tags
+    assert "source=shop-db" not in tags
+
+
+def test_catalog_rebuild_from_a_restic_repository(
+    workspace: Workspace, pg_empty_database: PgDatabase, restic_only_policy: Path
+) -> None:
+    space = workspace
+    first = space.run_json("backup", "shop")["snapshot_id"]
+    second = space.run_json("backup", "shop")["snapshot_id"]
+    for path in space.state.glob("catalog.sqlite*"):
+        path.unlink()  # the backup host lost its catalog
+    report = space.run_json("catalog", "rebuild", "--target", "dedup")
+    assert report["found"] == 2 and report["imported"] == 2 and not report["skipped"], report
+    assert [s["id"] for s in space.run_json("snapshots", "shop")] == [second, first]
+    verified = space.run_json("verify", "shop", first, "--target", "dedup")
+    assert verified[0]["ok"], verified
