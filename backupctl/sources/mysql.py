@@ -25,15 +25,20 @@ Secrets: the password reaches mariadb-dump and mariadb through `--defaults-extra
 (a pipe), never argv or MYSQL_PWD. User, host, port and socket go on argv, where they override
 any option file. A `password=` in the invoking user's ~/.my.cnf, read after the extra file, would
 override ours: keep passwords out of ~/.my.cnf on backup hosts.
+
+With `via: ssh://user@host`, mariadb-dump and the preflight queries run on that host and the
+dump streams back through the same scanner (`backupctl.sources.mysql_remote`). Restores never go
+through `via`: the mariadb client runs here, into the database that `--to-db` names.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import IO, Any, BinaryIO, cast
@@ -51,8 +56,11 @@ from backupctl.sources.base import (
     register_source,
 )
 
+log = logging.getLogger("backupctl.sources.mysql")
+
 CHUNK = 1 << 20
 QUERY_TIMEOUT = 300.0
+ESTIMATE_TIMEOUT = 30.0  # a size hint for a progress bar must not hold up the backup
 # Options that fix the output format the scanner reads; on argv they override option files.
 DUMP_OPTIONS = [
     "--single-transaction", "--quick", "--routines", "--triggers", "--events", "--hex-blob",
@@ -74,6 +82,11 @@ _OBJECTS_SQL = """SELECT
 # Sequences (TABLE_TYPE 'SEQUENCE') and views have no data section in a dump: not counted.
 _TABLES_SQL = """SELECT HEX(TABLE_NAME) FROM information_schema.TABLES
     WHERE TABLE_SCHEMA = {name} AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') ORDER BY TABLE_NAME"""
+_SIZE_SQL = """SELECT COALESCE(SUM(DATA_LENGTH), 0) FROM information_schema.TABLES
+    WHERE TABLE_SCHEMA = {name}"""
+# Runs SQL for a purpose ("connect to the database to back up"), returns tab-split rows; raises
+# SourceError naming the purpose and the tool's last stderr lines.
+SqlRunner = Callable[[str, str], list[list[str]]]
 
 
 # --------------------------------------------------------------------------- client plumbing
@@ -168,7 +181,9 @@ def parse_url(url: str, password: str | None = None) -> Endpoint:
     return Endpoint(unquote(parts.username), database, host, port, socket, password or url_password)
 
 
-def run_sql(client: str, endpoint: Endpoint, sql: str, purpose: str) -> list[list[str]]:
+def run_sql(
+    client: str, endpoint: Endpoint, sql: str, purpose: str, *, timeout: float = QUERY_TIMEOUT
+) -> list[list[str]]:
     """Run SQL (stdin) with the mariadb client in `endpoint.database`; return tab-split rows.
 
     Raises SourceError naming `purpose` and the endpoint (never the password) on failure.
@@ -176,11 +191,34 @@ def run_sql(client: str, endpoint: Endpoint, sql: str, purpose: str) -> list[lis
     with password_options(endpoint.password) as (first, fds):
         argv = [client, *first, *endpoint.options(), "--batch", "--skip-column-names",
                 "--default-character-set=utf8mb4", f"--database={endpoint.database}"]  # fmt: skip
-        done = runner.run(argv, input_text=sql, check=False, timeout=QUERY_TIMEOUT, pass_fds=fds)
+        done = runner.run(argv, input_text=sql, check=False, timeout=timeout, pass_fds=fds)
     if done.returncode != 0:
         detail = mask(runner.last_lines(done.stderr, 1))
         raise SourceError(f"cannot {purpose} ({endpoint.describe()}): {detail}")
     return [line.split("\t") for line in done.stdout.splitlines()]
+
+
+def preflight(query: SqlRunner, endpoint: Endpoint) -> str:
+    """Check that the database is reachable and its routines readable; return VERSION().
+
+    `query` runs the SQL (with the local client, or on the `via` host). Raises SourceError.
+    """
+    rows = query("SELECT VERSION()", "connect to the database to back up")
+    version = rows[0][0] if rows else ""
+    probe = f"SELECT COUNT(*) FROM mysql.proc WHERE db = {quote_string(endpoint.database)}"
+    try:
+        query(probe, "read the stored routines")
+    except SourceError as error:
+        if "ERROR 1146" in str(error):
+            return version  # MySQL 8 keeps routines in its data dictionary: nothing to probe
+        if "ERROR 1142" not in str(error):
+            raise
+        raise SourceError(
+            f"user {endpoint.user} cannot read stored routine definitions, and mariadb-dump would "
+            f"silently leave out routines of other definers in {endpoint.database}: "
+            f"GRANT SELECT ON mysql.proc TO the backup user"
+        ) from None
+    return version
 
 
 def _find_tool(*names: str) -> str:
@@ -344,7 +382,7 @@ class DumpScanner:
 
 
 # --------------------------------------------------------------------------- streams
-class _ScanningReader(io.RawIOBase):
+class ScanningReader(io.RawIOBase):
     """The dump's stdout as the consumer reads it, fed to a DumpScanner on the way."""
 
     def __init__(self, pipe: IO[bytes], scanner: DumpScanner) -> None:
@@ -366,9 +404,30 @@ class _ScanningReader(io.RawIOBase):
         return data
 
 
-def _version(text: str) -> str:
+def version_of(text: str) -> str:
+    """The version in a MySQL/MariaDB tool's `--version` output."""
     found = re.search(r"Distrib (\S+?),|Ver (\S+)", text)
     return (found.group(1) or found.group(2)) if found else text.strip()
+
+
+def dump_facts(
+    scanner: DumpScanner, server_version: str, dump_tool: str, tool_version: str, database: str
+) -> dict[str, Any]:
+    """The manifest facts of a finished dump whose output `scanner` has read to its end."""
+    return {
+        "row_counts": dict(sorted(scanner.row_counts.items())),
+        "tables": len(scanner.row_counts),
+        "objects": dict(scanner.objects),
+        "non_transactional_tables": {
+            table: scanner.engines.get(table, "unknown")
+            for table in sorted(scanner.row_counts)
+            if scanner.engines.get(table) not in TRANSACTIONAL_ENGINES
+        },
+        "server_version": server_version,
+        "dump_tool": dump_tool.rsplit("/", 1)[-1],
+        "dump_tool_version": tool_version,
+        "database": database,
+    }
 
 
 # --------------------------------------------------------------------------- the source
@@ -388,17 +447,24 @@ class MysqlDumpSource:
     def dump(self) -> Iterator[DumpStream]:
         """Start mariadb-dump on one database; yield its output; kill it on leaving.
 
-        Raises ConfigError for `via` or a missing tool, SourceError when the database cannot be
-        reached or routines cannot be read; `finish()` raises SourceError when mariadb-dump
-        fails or its output is incomplete.
+        Raises ConfigError for a missing tool, SourceError when the database cannot be reached or
+        routines cannot be read; `finish()` raises SourceError when mariadb-dump fails or its
+        output is incomplete. With `via`, the errors of `mysql_remote.remote_dump`.
         """
-        self._refuse_remote()
+        if self.config.via:
+            # Imported here: paramiko costs start-up time that local dumps need not pay.
+            from backupctl.sources.mysql_remote import remote_dump
+
+            with remote_dump(self.config, self.format, self.extension) as remote:
+                yield remote
+            return
         config = self.config
         password = config.password.resolve() if config.password else None
         endpoint = Endpoint(config.user, config.database, config.host, config.port, config.socket, password)
         dump_tool = _find_tool("mariadb-dump", "mysqldump")
-        server_version = self._preflight(_find_tool("mariadb", "mysql"), endpoint)
-        tool_version = _version(runner.run([dump_tool, "--version"], timeout=60).stdout)
+        client = _find_tool("mariadb", "mysql")
+        server_version = preflight(lambda sql, purpose: run_sql(client, endpoint, sql, purpose), endpoint)
+        tool_version = version_of(runner.run([dump_tool, "--version"], timeout=60).stdout)
         scanner = DumpScanner()
         with password_options(password) as (first, fds):
             argv = [dump_tool, *first, *endpoint.options(), *DUMP_OPTIONS, "--", endpoint.database]
@@ -417,46 +483,14 @@ class MysqlDumpSource:
                         f"mariadb-dump of {self.name} exited with status {status}: {stderr.text()}"
                     )
                 scanner.check_complete()
-                return {
-                    "row_counts": dict(sorted(scanner.row_counts.items())),
-                    "tables": len(scanner.row_counts),
-                    "objects": dict(scanner.objects),
-                    "non_transactional_tables": {
-                        table: scanner.engines.get(table, "unknown")
-                        for table in sorted(scanner.row_counts)
-                        if scanner.engines.get(table) not in TRANSACTIONAL_ENGINES
-                    },
-                    "server_version": server_version,
-                    "dump_tool": os.path.basename(dump_tool),
-                    "dump_tool_version": tool_version,
-                    "database": endpoint.database,
-                }
+                return dump_facts(scanner, server_version, dump_tool, tool_version, endpoint.database)
 
-            reader = _ScanningReader(process.stdout, scanner)
+            reader = ScanningReader(process.stdout, scanner)
             yield DumpStream(cast(BinaryIO, reader), self.format, self.extension, finish)
         finally:
             process.stdout.close()
             runner.stop(process)
             stderr.join()
-
-    def _preflight(self, client: str, endpoint: Endpoint) -> str:
-        """Check that the database is reachable and its routines readable; return VERSION()."""
-        rows = run_sql(client, endpoint, "SELECT VERSION()", "connect to the database to back up")
-        version = rows[0][0] if rows else ""
-        probe = f"SELECT COUNT(*) FROM mysql.proc WHERE db = {quote_string(endpoint.database)}"
-        try:
-            run_sql(client, endpoint, probe, "read the stored routines")
-        except SourceError as error:
-            if "ERROR 1146" in str(error):
-                return version  # MySQL 8 keeps routines in its data dictionary: nothing to probe
-            if "ERROR 1142" not in str(error):
-                raise
-            raise SourceError(
-                f"user {endpoint.user} cannot read stored routine definitions, and mariadb-dump would "
-                f"silently leave out routines of other definers in {endpoint.database}: "
-                f"GRANT SELECT ON mysql.proc TO the backup user"
-            ) from None
-        return version
 
     # ------------------------------------------------------------------ restore
     def restore(self, stream: BinaryIO, request: RestoreRequest) -> RestoreOutcome:
@@ -465,11 +499,13 @@ class MysqlDumpSource:
         `create` creates a missing database. An existing database must be empty unless `force`
         or `clean` (the dump drops and recreates the objects it holds; others are kept). Raises
         ConfigError before writing anything, SourceError when the client fails. The stream is
-        always read to its end.
+        always read to its end. With `via`, the restore still runs here (see `_via_note`).
         """
-        self._refuse_remote()
         if not request.to_db:
-            raise ConfigError(f"restoring {self.name} needs a destination database URL (--to-db)")
+            raise ConfigError(
+                f"restoring {self.name} needs a destination database URL (--to-db)"
+                + (f" ({self._via_note()})" if self.config.via else "")
+            )
         if request.no_owner:
             raise ConfigError(
                 "--no-owner is not supported for MySQL sources: restore as a user allowed to set "
@@ -477,7 +513,7 @@ class MysqlDumpSource:
             )
         endpoint = parse_url(request.to_db, request.password)
         client = _find_tool("mariadb", "mysql")
-        notes = []
+        notes = [self._via_note()] if self.config.via else []
         if request.jobs > 1:
             notes.append("the mariadb client restores with one connection; jobs is ignored")
         self._prepare_destination(client, endpoint, request)
@@ -567,6 +603,29 @@ class MysqlDumpSource:
             "via": self.config.via,
         }
 
-    def _refuse_remote(self) -> None:
+    def estimate_size(self) -> int | None:
+        """Bytes of the database's table data on the server (information_schema's DATA_LENGTH;
+        indexes are not in the dump; an estimate for InnoDB, not the dump's size), for progress
+        bars. None with `via` (the server may be reachable from that host only) and whenever it
+        cannot be read: it never raises.
+        """
         if self.config.via:
-            raise ConfigError(f"source {self.name}: 'via' (dumping over SSH) is not supported yet")
+            return None
+        config = self.config
+        try:
+            password = config.password.resolve() if config.password else None
+            endpoint = Endpoint(
+                config.user, config.database, config.host, config.port, config.socket, password
+            )
+            sql = _SIZE_SQL.format(name=quote_string(config.database))
+            client = _find_tool("mariadb", "mysql")
+            rows = run_sql(client, endpoint, sql, "estimate the database size", timeout=ESTIMATE_TIMEOUT)
+            return int(rows[0][0])
+        except Exception as error:  # a hint only: whatever fails, the dump reports it properly
+            log.debug("no size estimate for %s: %s", self.name, mask(str(error)))
+            return None
+
+    def _via_note(self) -> str:
+        # `via` serves dumps only: the mariadb client restores from this host (the backup or
+        # staging host) into --to-db, which must be reachable from here (directly or by a tunnel).
+        return f"restores do not go through via {self.config.via}: the mariadb client runs here, into --to-db"

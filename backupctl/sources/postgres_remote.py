@@ -166,13 +166,18 @@ def remote_dump(
     """Dump `config` through its `via` host; see the module docstring. Same contract as
     `PostgresDumpSource.dump`: leaving the context stops every remote command and disconnects.
 
-    Raises the `core.ssh` errors for the connection (host key, authentication, unreachable),
-    SourceError when a remote tool fails (its exit status and stderr in the message).
+    Connects with the source's `via_key_file` and `via_known_hosts` (the environment may
+    override them, see `backupctl.sources.remote`). Raises the `core.ssh` errors for the
+    connection (host key, authentication, unreachable; a missing key or known_hosts file is one
+    of them, before connecting), SourceError when a remote tool fails (its exit status and
+    stderr in the message).
     """
     assert config.via is not None
     password = config.password.resolve() if config.password else None
     selection = TableSelection.from_dump_options(config.dump_options)
-    client, where = remote.connect_via(config.via, config.name)
+    client, where = remote.connect_via(
+        config.via, config.name, key_file=config.via_key_file, known_hosts=config.via_known_hosts
+    )
     session: _SnapshotSession | None = None
     dump: remote.RemoteProcess | None = None
     try:

@@ -1,27 +1,40 @@
 """Running a source's tools on another host: `via: ssh://user@host[:port]`.
 
-Shared by the database sources (PostgreSQL now, MySQL/MariaDB next): connect with the strict
-host key rules of `backupctl.core.ssh`, start commands whose stdout streams back, and hand a
-secret to the remote tool without it ever appearing on a command line or in an SSH `env`
-request (servers rarely `AcceptEnv` such names).
+Shared by the database sources (PostgreSQL and MySQL/MariaDB): connect with the strict host key
+rules of `backupctl.core.ssh`, start commands whose stdout streams back, and hand a secret to the
+remote tool without it ever appearing on a command line or in an SSH `env` request (servers
+rarely `AcceptEnv` such names).
 
-How a secret travels: the remote command line is
+How a secret travels: the secret is written as the first line of the channel's stdin, and the
+remote command line starts a constant shell wrapper that reads exactly that line (`read` takes
+its input unbuffered from a pipe); every argument of the tool is shell-quoted after the script.
+Two wrappers, one per way a tool accepts a password:
 
+  as an environment variable (PGPASSWORD):
     sh -c 'IFS= read -r PGPASSWORD || exit 125; export PGPASSWORD; exec "$@"' backupctl pg_dump ...
+  A tool that reads stdin too (psql) sees only what we send after that line. The secret then
+  lives only in the tool's environment, which other users cannot read (/proc/PID/environ is
+  private to the process owner).
 
-where the script text is constant and every argument of the tool is shell-quoted after it; the
-secret itself is written as the first line of the channel's stdin. The shell's `read` consumes
-exactly that line (it reads unbuffered from a pipe), so a tool that reads stdin too (psql)
-sees only what we send after it. The secret then lives only in the tool's environment, which
-other users cannot read (/proc/PID/environ is private to the process owner).
+  as the content of a pipe on a descriptor (an option file on /dev/fd/3, `SecretPipe`):
+    sh -c 'unset s; IFS= read -r s || exit 125; printf LAYOUT "$s" | { exec 3<&0 </dev/null;
+           exec "$@"; }' backupctl mariadb-dump --defaults-extra-file=/dev/fd/3 ...
+  (one line in reality: csh-family login shells refuse line breaks inside quotes). printf is a
+  builtin of every common sh (dash, bash, busybox ash), so the secret is on no argv; it passes
+  through a pipe the tool reads once, and is in no environment. The tool's stdin is /dev/null.
 
-Which SSH credentials (the policy schema has no keys for them yet):
-  BACKUPCTL_SSH_KEY_FILE     private key to authenticate with (unencrypted, or use the agent);
-                             default: the SSH agent when SSH_AUTH_SOCK is set, else
-                             ~/.ssh/id_ed25519 when it exists, else the agent (which then fails
-                             with a clear "no SSH key" error).
-  BACKUPCTL_SSH_KNOWN_HOSTS  known_hosts file holding the host's key; default ~/.ssh/known_hosts.
-                             Unknown or changed keys are refused, never added.
+Which SSH credentials, in this order of precedence:
+  key file      1. BACKUPCTL_SSH_KEY_FILE (environment: an operator's override),
+                2. the source's `via_key_file`,
+                3. the SSH agent when SSH_AUTH_SOCK is set,
+                4. ~/.ssh/id_ed25519 when it exists,
+                5. the agent (which then fails with a clear "no SSH key" error).
+                An explicit key file (1 or 2) must be an unencrypted private key.
+  known_hosts   1. BACKUPCTL_SSH_KNOWN_HOSTS, 2. the source's `via_known_hosts` (default
+                ~/.ssh/known_hosts). Unknown or changed keys are refused, never added.
+Both paths may start with `~`. An explicit key file or the known_hosts file that does not exist
+is a configuration error naming the source and the setting (or variable) it came from, raised
+before any connection is attempted.
 
 Errors: connecting raises the errors of `core.ssh` (SshHostKeyError and SshAuthError are
 configuration errors, SshUnreachable is transient), their message prefixed with the source;
@@ -76,50 +89,145 @@ class ViaHost:
         return f"{self.user}@{self.host}:{self.port}"
 
 
-def credentials() -> tuple[str | None, str]:
-    """(key file or None for the agent, known_hosts path) from the environment and defaults."""
-    known_hosts = os.environ.get(KNOWN_HOSTS_ENV) or DEFAULT_KNOWN_HOSTS
-    key_file = os.environ.get(KEY_FILE_ENV) or None
-    if key_file is None and not os.environ.get("SSH_AUTH_SOCK"):
-        # Like OpenSSH: agent keys first; without an agent, the usual identity file.
-        default = Path(DEFAULT_KEY_FILE).expanduser()
-        key_file = str(default) if default.is_file() else None
-    return key_file, known_hosts
+@dataclass(frozen=True)
+class Credentials:
+    """The key file (None: the SSH agent) and known_hosts file of a `via` connection, with the
+    setting or environment variable each came from (named in error messages)."""
+
+    key_file: str | None
+    known_hosts: str
+    key_file_from: str
+    known_hosts_from: str
+
+    def check(self, source: str, via: ViaHost) -> None:
+        """Raise SshAuthError / SshHostKeyError (configuration errors) when an explicit key
+        file or the known_hosts file does not exist, naming `source` and the setting."""
+        if self.key_file is not None:
+            key = Path(self.key_file)
+            if not key.exists():
+                raise ssh.SshAuthError(
+                    f"source {source}: {self.key_file_from}: SSH key file {key} does not exist"
+                )
+            if not key.is_file():
+                raise ssh.SshAuthError(
+                    f"source {source}: {self.key_file_from}: SSH key file {key} is not a file"
+                )
+        known = Path(self.known_hosts)
+        if not known.is_file():
+            name = via.host if via.port == 22 else f"[{via.host}]:{via.port}"
+            port_flag = f"-p {via.port} " if via.port != 22 else ""
+            what = "does not exist" if not known.exists() else "is not a file"
+            raise ssh.SshHostKeyError(
+                f"source {source}: {self.known_hosts_from}: known_hosts file {known} {what}; verify the "
+                f"host key of {name} on the server (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), then "
+                f"add it: ssh-keyscan {port_flag}{via.host} >> {known}"
+            )
 
 
-def connect_via(url: str, source: str) -> tuple[paramiko.SSHClient, ViaHost]:
-    """Open the SSH connection of a source's `via`.
+def credentials(key_file: str | None = None, known_hosts: str | None = None) -> Credentials:
+    """The SSH credentials of a `via` connection: the environment variables override the
+    source's `via_key_file` / `via_known_hosts` (`key_file`, `known_hosts`), which override the
+    defaults; see the module docstring for the order. Paths come back with `~` expanded."""
+    if os.environ.get(KNOWN_HOSTS_ENV):
+        known, known_from = os.environ[KNOWN_HOSTS_ENV], KNOWN_HOSTS_ENV
+    else:
+        known, known_from = known_hosts or DEFAULT_KNOWN_HOSTS, "via_known_hosts"
+    if os.environ.get(KEY_FILE_ENV):
+        key, key_from = os.environ[KEY_FILE_ENV], KEY_FILE_ENV
+    elif key_file:
+        key, key_from = key_file, "via_key_file"
+    else:
+        key, key_from = None, "the SSH agent"
+        if not os.environ.get("SSH_AUTH_SOCK"):
+            # Like OpenSSH: agent keys first; without an agent, the usual identity file.
+            default = Path(DEFAULT_KEY_FILE).expanduser()
+            if default.is_file():
+                key, key_from = str(default), f"the default key {DEFAULT_KEY_FILE}"
+    return Credentials(
+        key_file=str(Path(key).expanduser()) if key is not None else None,
+        known_hosts=str(Path(known).expanduser()),
+        key_file_from=key_from,
+        known_hosts_from=known_from,
+    )
 
-    Raises ConfigError for a malformed address, and the `core.ssh` errors (same class, so exit
-    code and transient flag are kept) with the source's name and, for authentication problems,
-    the environment variables that choose the key.
+
+def connect_via(
+    url: str, source: str, *, key_file: str | None = None, known_hosts: str | None = None
+) -> tuple[paramiko.SSHClient, ViaHost]:
+    """Open the SSH connection of a source's `via`, with its `via_key_file` (`key_file`) and
+    `via_known_hosts` (`known_hosts`) unless the environment overrides them.
+
+    Raises ConfigError for a malformed address, SshAuthError / SshHostKeyError for a missing key
+    or known_hosts file, and the `core.ssh` errors (same class, so exit code and transient flag
+    are kept) with the source's name and, for authentication and host key problems, the setting
+    that chooses the key or file.
     """
     try:
         via = ViaHost.parse(url)
     except ConfigError as error:
         raise ConfigError(f"source {source}: via: {error}") from None
-    key_file, known_hosts = credentials()
+    chosen = credentials(key_file, known_hosts)
+    chosen.check(source, via)
     try:
-        client = ssh.connect(via.host, via.port, via.user, key_file, None, known_hosts)
+        client = ssh.connect(via.host, via.port, via.user, chosen.key_file, None, chosen.known_hosts)
     except ssh.SshError as error:
         hint = ""
         if isinstance(error, ssh.SshAuthError):
-            hint = f" (for 'via', choose the key with {KEY_FILE_ENV} or load it into the SSH agent)"
-        elif isinstance(error, ssh.SshHostKeyError) and KNOWN_HOSTS_ENV not in os.environ:
-            hint = f" (another known_hosts file can be chosen with {KNOWN_HOSTS_ENV})"
+            hint = f" (key from {chosen.key_file_from}{_override_note(chosen.key_file_from, 'via_key_file')})"
+        elif isinstance(error, ssh.SshHostKeyError):
+            where = chosen.known_hosts_from
+            hint = f" (known_hosts file from {where}{_override_note(where, 'via_known_hosts')})"
         raise type(error)(f"source {source}: via {via}: {error}{hint}") from None
     return client, via
 
 
-def remote_command(argv: Sequence[str], secret_env: str | None = None) -> str:
-    """The command line for the remote user's shell: `argv` shell-quoted; with `secret_env`,
-    wrapped so that the first stdin line becomes that environment variable (see the module
-    docstring). The returned text never contains a secret."""
-    if secret_env is None:
+def _override_note(origin: str, setting: str) -> str:
+    if origin in (KEY_FILE_ENV, KNOWN_HOSTS_ENV):
+        return f", which overrides {setting}"
+    if origin == setting:
+        return ""
+    return f"; set {setting} or load the key into the SSH agent"
+
+
+@dataclass(frozen=True)
+class SecretPipe:
+    """Hand a secret to the remote tool as the content of a pipe on descriptor `fd` (3 to 9),
+    which the tool opens as `path` (e.g. `--defaults-extra-file=/dev/fd/3`).
+
+    `layout` is a printf format with exactly one `%s`, standing for the secret line, and no
+    other `%` (e.g. an option file: `[client]\\npassword=%s\\n`). The secret sent must itself be
+    one line: encode it for the file format first.
+    """
+
+    fd: int
+    layout: str
+
+    def __post_init__(self) -> None:
+        if not 3 <= self.fd <= 9:
+            raise ValueError(f"SecretPipe needs a descriptor from 3 to 9, not {self.fd}")
+        if self.layout.count("%") != 1 or "%s" not in self.layout:
+            raise ValueError(f"SecretPipe layout needs exactly one %s and no other %: {self.layout!r}")
+
+    @property
+    def path(self) -> str:
+        return f"/dev/fd/{self.fd}"
+
+
+def remote_command(argv: Sequence[str], secret: str | SecretPipe | None = None) -> str:
+    """The command line for the remote user's shell: `argv` shell-quoted; with `secret` (an
+    environment variable name or a SecretPipe), wrapped so that the first stdin line reaches the
+    tool that way (see the module docstring). The returned text never contains a secret."""
+    if secret is None:
         return shlex.join(argv)
-    if not _ENV_NAME.fullmatch(secret_env):
-        raise ValueError(f"not an environment variable name: {secret_env!r}")
-    script = f'IFS= read -r {secret_env} || exit 125; export {secret_env}; exec "$@"'
+    if isinstance(secret, SecretPipe):
+        script = (
+            f'unset s; IFS= read -r s || exit 125; printf {shlex.quote(secret.layout)} "$s" | '
+            f'{{ exec {secret.fd}<&0 </dev/null; exec "$@"; }}'
+        )
+    elif _ENV_NAME.fullmatch(secret):
+        script = f'IFS= read -r {secret} || exit 125; export {secret}; exec "$@"'
+    else:
+        raise ValueError(f"not an environment variable name: {secret!r}")
     # "backupctl" becomes $0: the shell's own messages ("exec: pg_dump: not found") carry it.
     return shlex.join(["sh", "-c", script, "backupctl", *argv])
 
@@ -129,8 +237,10 @@ class RemoteProcess:
 
     `stdout` streams the command's output; stderr is drained in the background (its tail is
     kept, masked) so a chatty tool never stalls stdout. With `secret=(NAME, value)` the value
-    reaches the tool as environment variable NAME through stdin. stdin is closed after that
-    unless `keep_stdin` (then `send()` talks to the tool, `close_stdin()` ends its input).
+    reaches the tool as environment variable NAME through stdin; with `secret=(SecretPipe, value)`
+    as the content of a pipe on the SecretPipe's descriptor (the tool's stdin is then /dev/null).
+    stdin is closed after that unless `keep_stdin` (then `send()` talks to the tool,
+    `close_stdin()` ends its input).
     `window` is the SSH flow-control window: it bounds the bytes in flight, hence our memory.
 
     Raises SshUnreachable when the connection is gone, ConfigError for a secret that cannot be
@@ -142,13 +252,14 @@ class RemoteProcess:
         client: paramiko.SSHClient,
         argv: Sequence[str],
         *,
-        secret: tuple[str, str] | None = None,
+        secret: tuple[str | SecretPipe, str] | None = None,
         keep_stdin: bool = False,
         window: int = ssh.CHANNEL_WINDOW,
     ) -> None:
         self.argv = tuple(argv)
         if secret is not None and ("\n" in secret[1] or "\0" in secret[1]):
-            raise ConfigError(f"the {secret[0]} secret contains a line break or NUL: it cannot be sent")
+            what = secret[0] if isinstance(secret[0], str) else "password"
+            raise ConfigError(f"the {what} secret contains a line break or NUL: it cannot be sent")
         transport = client.get_transport()
         if transport is None or not transport.is_active():
             raise ssh.SshUnreachable("the SSH connection is closed")
@@ -236,13 +347,16 @@ class RemoteProcess:
         return self.argv[0].rsplit("/", 1)[-1]
 
 
-def run_to_end(client: paramiko.SSHClient, argv: Sequence[str]) -> tuple[str, ssh.RemoteExit]:
-    """Run a short command (no stdin, small output) and return (stdout text, RemoteExit).
+def run_to_end(
+    client: paramiko.SSHClient, argv: Sequence[str], *, secret: tuple[str | SecretPipe, str] | None = None
+) -> tuple[str, ssh.RemoteExit]:
+    """Run a short command (no stdin but an optional `secret` as for RemoteProcess, small output)
+    and return (stdout text, RemoteExit).
 
     Raises TimeoutError when it is silent for ANSWER_TIMEOUT seconds, SshUnreachable when the
     connection is gone.
     """
-    process = RemoteProcess(client, argv, window=2 * 1024 * 1024)
+    process = RemoteProcess(client, argv, secret=secret, window=2 * 1024 * 1024)
     lines: list[str] = []
     try:
         while (line := process.readline(ANSWER_TIMEOUT)) is not None:

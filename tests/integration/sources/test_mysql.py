@@ -345,8 +345,11 @@ def test_configuration_edges(mariadb_database: MariaDatabase, monkeypatch: pytes
     assert described["password"] == f"env:{PASSWORD_ENV}"
     assert mariadb_database.password not in repr(described)
 
-    remote = make_source(mariadb_database, monkeypatch, via="ssh://backup@db1")
-    with pytest.raises(ConfigError, match="not supported yet"), remote.dump():
+    missing = "/nonexistent/known_hosts"  # checked before any connection is attempted
+    remote = make_source(mariadb_database, monkeypatch, via="ssh://backup@db1", via_known_hosts=missing)
+    monkeypatch.delenv("BACKUPCTL_SSH_KNOWN_HOSTS", raising=False)
+    expected = f"source shop-db: via_known_hosts: known_hosts file {missing}"
+    with pytest.raises(ConfigError, match=expected), remote.dump():
         pass
     with pytest.raises(ConfigError, match="--no-owner is not supported"):
         remote_free = make_source(mariadb_database, monkeypatch)
@@ -365,3 +368,19 @@ def test_configuration_edges(mariadb_database: MariaDatabase, monkeypatch: pytes
         with pytest.raises(ConfigError) as raised:
             parse_url(bad)
         assert "secret" not in str(raised.value)
+
+
+def test_estimate_size_is_the_table_data_and_never_raises(
+    mariadb_database: MariaDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = make_source(mariadb_database, monkeypatch)
+    size = source.estimate_size()
+    assert size is not None and size > 0
+    add_filler(mariadb_database)  # about 4 MB more
+    mariadb_database.sql("ANALYZE TABLE aaa_filler")
+    grown = source.estimate_size()
+    assert grown is not None and grown > size + 2_000_000
+    monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
+    assert source.estimate_size() is None
+    monkeypatch.delenv(PASSWORD_ENV)
+    assert source.estimate_size() is None  # even an unresolvable secret is no error here
