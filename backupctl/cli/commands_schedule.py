@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -42,7 +43,8 @@ cron_file_option = click.option(
 
 @click.group()
 def schedule() -> None:
-    """Run every policy's `schedule:` with systemd timers or cron (see also `backupctl daemon`)."""
+    """Run every policy's `schedule:` (backups) and `drill_schedule:` (restore drills) with systemd
+    timers or cron (see also `backupctl daemon`)."""
 
 
 @schedule.command()
@@ -73,13 +75,14 @@ def install(
     cron_file: Path | None,
     as_json: bool,
 ) -> None:
-    """Install the schedule of every policy that has one (re-running it is safe: it syncs).
+    """Install the schedules of every policy that has one (re-running it is safe: it syncs).
 
     \b
     --systemd: a backupctl-backup-POLICY.service + .timer pair per policy: sandboxed oneshot
-      (read-only system, writable state dir and local targets), Persistent=true, randomized delay.
+      (read-only system, writable state dir and local targets), Persistent=true, randomized delay;
+      with a drill_schedule also backupctl-drill-POLICY.service + .timer (`drill FILE|POLICY`).
       Secrets for env: references go in /etc/backupctl/POLICY.env (mode 0600).
-    --cron: one line per policy between '# BEGIN backupctl' and '# END backupctl', with flock
+    --cron: one line per job between '# BEGIN backupctl' and '# END backupctl', with flock
       and a log file in STATE_DIR/logs.
     """
     items = _require_schedules(app.settings)
@@ -90,7 +93,7 @@ def install(
         options = systemd.UnitOptions(argv, app.settings.state_dir, randomized_delay, on_failure, user)
         units: dict[str, str] = {}
         for item in items:
-            units.update(systemd.render_units(item, options, writable_paths(item.policy, app.settings)))
+            units.update(systemd.render_units(item, options, writable_paths(item, app.settings)))
         plan = systemd.plan_install(units, unit_dir or systemd.default_unit_dir(user), user)
         plan.notes += [note] if note else []
         if not dry_run:
@@ -155,43 +158,53 @@ def remove(
 @json_option
 @pass_app
 def list_schedules(app: App, count: int, as_json: bool) -> None:
-    """Every policy's schedule and its next run times (local time)."""
-    items = scheduled_policies(app.settings)
-    rows = [
-        {
-            "policy": item.name,
-            "schedule": item.cron.text,
-            "next": [run.isoformat() for run in item.next_runs(count)],
-        }
-        for item in items
-    ]
+    """Every policy's backup and drill schedules and their next run times (local time)."""
+    rows = [_list_row(item, count) for item in scheduled_policies(app.settings)]
     if as_json:
         print_json(rows)
         return
     if not rows:
         click.echo("no policy has a schedule")
     for row in rows:
-        click.echo(f"{row['policy']}: {row['schedule']}")
+        which = {None: "", "default": " (default drill)"}.get(row.get("drill"), f" ({row.get('drill')})")
+        click.echo(f"{row['policy']} {row['job']}: {row['schedule']}{which}")
         for run in row["next"]:
             click.echo(f"  {run}")
+
+
+def _list_row(item: Scheduled, count: int) -> dict[str, Any]:
+    """One `schedule list` row; drills also say which drill runs ("default": the policy's)."""
+    row: dict[str, Any] = {"policy": item.name, "job": item.kind, "schedule": item.cron.text}
+    if item.kind == "drill":
+        row["drill"] = str(item.drill_file) if item.drill_file else "default"
+    row["next"] = [run.isoformat() for run in item.next_runs(count)]
+    return row
 
 
 @click.command()
 @click.argument("policy_names", metavar="[POLICY]...", nargs=-1)
 @click.option("--run-now", is_flag=True, help="Start the first backup of each policy at once.")
 @click.option(
+    "--drill-now",
+    is_flag=True,
+    help="Start the first drill of each policy at once (after its backup with --run-now).",
+)
+@click.option(
     "--stop-timeout",
     type=DURATION,
     default="5m",
     show_default=True,
-    help="On SIGTERM, how long running backups get to abort cleanly before they are killed.",
+    help="On SIGTERM, how long running backups and drills get to abort cleanly before they are killed.",
 )
 @pass_app
-def daemon(app: App, policy_names: tuple[str, ...], run_now: bool, stop_timeout: timedelta) -> None:
-    """Run the backups of every scheduled policy (or only POLICY...) in the foreground.
+def daemon(
+    app: App, policy_names: tuple[str, ...], run_now: bool, drill_now: bool, stop_timeout: timedelta
+) -> None:
+    """Run the backups and drills of every scheduled policy (or only POLICY...) in the foreground.
 
-    For hosts without systemd or cron. One backup at a time per policy, each in its own process;
-    SIGTERM aborts running backups cleanly (no half snapshot is recorded), then exits 0.
+    For hosts without systemd or cron. One job at a time per policy, each in its own process (a
+    drill due while its policy's backup runs waits for it, and the reverse); SIGTERM aborts
+    running jobs cleanly (no half snapshot is recorded, drill staging is torn down), then exits 0.
     """
     from backupctl.scheduling.daemon import Daemon
 
@@ -201,7 +214,9 @@ def daemon(app: App, policy_names: tuple[str, ...], run_now: bool, stop_timeout:
         if unknown:
             raise ConfigError(f"no scheduled policy named {', '.join(unknown)}")
         items = [item for item in items if item.name in policy_names]
-    code = Daemon(items, app.settings, run_now=run_now, stop_timeout=stop_timeout.total_seconds()).run()
+    code = Daemon(
+        items, app.settings, run_now=run_now, drill_now=drill_now, stop_timeout=stop_timeout.total_seconds()
+    ).run()
     if code:
         raise click.exceptions.Exit(code)
 
@@ -215,7 +230,10 @@ def _mode(mode: str | None) -> str:
 def _require_schedules(settings: Settings) -> list[Scheduled]:
     items = scheduled_policies(settings)
     if not items:
-        raise ConfigError(f"no policy in {settings.policies} has a 'schedule:' (e.g. schedule: '15 2 * * *')")
+        raise ConfigError(
+            f"no policy in {settings.policies} has a 'schedule:' or a 'drill_schedule:'"
+            " (e.g. schedule: '15 2 * * *')"
+        )
     return items
 
 

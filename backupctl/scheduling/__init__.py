@@ -1,8 +1,16 @@
-"""Running policies on their `schedule:`: systemd timers, a crontab block, or the in-process daemon.
+"""Running policies on their schedules: systemd timers, a crontab block, or the in-process daemon.
 
-All three read the same five-field cron expression (`Policy.schedule`) and start the same
-command, `backupctl --policies DIR --state-dir DIR backup POLICY`, so a policy behaves the same
-whichever scheduler runs it. Next run times come from `backupctl.core.cronexpr`.
+A policy has up to two scheduled *jobs*: its backup (`schedule:`) and its restore drill
+(`drill_schedule:`, running `drill_file:` or, without one, the policy's default drill). All three
+schedulers read the same five-field cron expressions and start the same commands,
+`backupctl --policies DIR --state-dir DIR backup POLICY` and
+`backupctl ... drill --wait 4h DRILL_FILE|POLICY`, so a policy behaves the same whichever
+scheduler runs it. Next run times come from `backupctl.core.cronexpr`.
+
+Backup, drill and prune of one policy exclude each other through the policy lock
+(backupctl.locking). A scheduled drill waits for it (`--wait`, DRILL_LOCK_WAIT) rather than
+failing at once: the slot of a quarterly drill that meets the nightly backup is not lost, and the
+drill then proves the snapshot that backup just made.
 """
 
 from __future__ import annotations
@@ -14,24 +22,45 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
+
+import yaml
 
 from backupctl.core.cronexpr import CronExpr
 from backupctl.errors import ConfigError
-from backupctl.policy.loader import validate_paths
+from backupctl.policy.loader import LoadedPolicy, validate_paths
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
+
+JobKind = Literal["backup", "drill"]
+# How long a scheduled drill waits for a running backup/prune of its policy (`drill --wait`).
+DRILL_LOCK_WAIT = "4h"
 
 
 @dataclass(frozen=True)
 class Scheduled:
-    """One policy with a schedule."""
+    """One scheduled job of a policy: its backup, or its drill."""
 
     policy: Policy
     cron: CronExpr
+    kind: JobKind = "backup"
+    drill_file: Path | None = None  # absolute; None: the policy's default drill
 
     @property
     def name(self) -> str:
+        """The policy's name (jobs of one policy share its lock, its env file, its daemon slot)."""
         return self.policy.name
+
+    @property
+    def label(self) -> str:
+        """'backup shop' / 'drill shop', for messages."""
+        return f"{self.kind} {self.name}"
+
+    def command(self) -> list[str]:
+        """The backupctl subcommand and its arguments (after the global options)."""
+        if self.kind == "backup":
+            return ["backup", self.name]
+        return ["drill", "--wait", DRILL_LOCK_WAIT, str(self.drill_file) if self.drill_file else self.name]
 
     def next_runs(self, count: int, after: datetime | None = None) -> list[datetime]:
         """The next `count` run times after `after` (default now), local time, timezone-aware.
@@ -43,26 +72,65 @@ class Scheduled:
 
 
 def scheduled_policies(settings: Settings) -> list[Scheduled]:
-    """Every valid policy that has a `schedule:`, sorted by name.
+    """Every scheduled job of every valid policy: backups (`schedule:`) and drills
+    (`drill_schedule:`), sorted by policy name, a policy's backup before its drill.
 
     Secrets are not resolved (the scheduler does not need them; the run will). Raises ConfigError
-    when no policy file is valid at all; invalid files next to valid ones are skipped here, and
-    `backupctl policy validate` names their problems.
+    when no policy file is valid at all, for an expression that never fires, and for a
+    `drill_file:` that does not exist or drills another policy. Invalid files next to valid ones
+    are skipped here, and `backupctl policy validate` names their problems.
     """
     loaded, issues = validate_paths([settings.policies], check_secrets=False)
     if issues and not loaded:
         raise ConfigError(f"no valid policy in {settings.policies}: run `backupctl policy validate`")
     found: list[Scheduled] = []
     for item in sorted(loaded, key=lambda item: item.policy.name):
-        if item.policy.schedule is None:
-            continue
-        try:
-            cron = CronExpr.parse(item.policy.schedule)
-            cron.next_after(datetime.now())  # fails for expressions that never fire (Feb 30th)
-        except ValueError as error:
-            raise ConfigError(f"{item.file}: at 'schedule': {error}") from None
-        found.append(Scheduled(item.policy, cron))
+        if item.policy.schedule is not None:
+            found.append(Scheduled(item.policy, _parse(item, "schedule", item.policy.schedule)))
+        if item.policy.drill_schedule is not None:
+            cron = _parse(item, "drill_schedule", item.policy.drill_schedule)
+            found.append(Scheduled(item.policy, cron, "drill", resolve_drill_file(item)))
     return found
+
+
+def _parse(item: LoadedPolicy, key: str, expression: str) -> CronExpr:
+    try:
+        cron = CronExpr.parse(expression)
+        cron.next_after(datetime.now())  # fails for expressions that never fire (Feb 30th)
+    except ValueError as error:
+        raise ConfigError(f"{item.file}: at '{key}': {error}") from None
+    return cron
+
+
+def resolve_drill_file(item: LoadedPolicy) -> Path | None:
+    """The absolute path of a policy's `drill_file:` (relative paths are relative to the policy
+    file's directory); None when the policy has none (its default drill runs).
+
+    Raises ConfigError naming the policy file when the drill file does not exist, is not a file,
+    is not YAML, or its `policy:` names another policy. The drill file is not validated in full
+    here: it may use variables (`${BACKUPCTL_DRILL_SECRET}`, passwords) that only the scheduled
+    run's environment holds; `backupctl drill FILE` validates it.
+    """
+    if item.policy.drill_file is None:
+        return None
+    where = f"{item.file}: at 'drill_file'"
+    written = Path(item.policy.drill_file).expanduser()
+    path = (item.file.absolute().parent / written).resolve()
+    if not path.is_file():
+        state = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(
+            f"{where}: drill file {path} {state} (relative paths start at the policy's directory)"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"{where}: cannot read drill file {path}: {error}") from None
+    drilled = raw.get("policy") if isinstance(raw, dict) else None
+    if not isinstance(drilled, str):
+        raise ConfigError(f"{where}: {path} is not a drill file (no 'policy:' key)")
+    if "${" not in drilled and drilled != item.policy.name:
+        raise ConfigError(f"{where}: {path} drills policy '{drilled}', not '{item.policy.name}'")
+    return path
 
 
 def backupctl_argv(settings: Settings, executable: str | None = None) -> list[str]:
@@ -110,15 +178,22 @@ def catalog_note(settings: Settings) -> tuple[list[str], str | None]:
     return ["--catalog", settings.catalog_url], None
 
 
-def writable_paths(policy: Policy, settings: Settings) -> list[str]:
-    """Directories a run of `policy` writes besides the state directory: local targets, local
-    restic repositories, and a SQLite catalog kept outside the state directory."""
+def writable_paths(item: Scheduled, settings: Settings) -> list[str]:
+    """Directories a run of the job writes besides the state directory.
+
+    A backup writes its local targets, local restic repositories and the directory of its
+    `metrics_file:` (the file is replaced through a temp name there). A drill only *reads*
+    targets (it never restores from restic), so it writes nothing of the policy's. Both write a
+    SQLite catalog kept outside the state directory.
+    """
     paths: list[str] = []
-    for target in policy.targets:
+    for target in item.policy.targets if item.kind == "backup" else []:
         if target.type == "local":
             paths.append(target.path)
         elif target.type == "restic" and target.repository.startswith("/"):
             paths.append(target.repository)
+    if item.kind == "backup" and item.policy.metrics_file and item.policy.metrics_file.startswith("/"):
+        paths.append(str(Path(item.policy.metrics_file).parent))
     if settings.catalog_url.startswith("sqlite:///"):
         catalog_dir = Path(settings.catalog_url[len("sqlite:///") :]).parent.absolute()
         if not catalog_dir.is_relative_to(settings.state_dir.absolute()):

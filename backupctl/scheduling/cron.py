@@ -1,4 +1,5 @@
-"""cron: one line per scheduled policy, inside `# BEGIN backupctl` / `# END backupctl` markers.
+"""cron: one line per scheduled job (a policy's backup, its drill), between `# BEGIN backupctl` /
+`# END backupctl` markers.
 
 Where the lines go (chosen so nothing else an operator wrote is ever touched):
 - as root: the file `/etc/cron.d/backupctl` (cron.d format: a user field, here `root`). A file of
@@ -16,6 +17,11 @@ Each line runs (one line in the crontab, wrapped here)
 - the environment file (same path as the systemd units' `EnvironmentFile=`) supplies secrets
   referenced as `env:NAME`, which cron itself cannot load;
 - output is appended to a per-policy log (timestamped lines: backupctl logs plainly off a TTY).
+
+A drill line (`drill_schedule:`) is the same with `drill --wait 4h DRILL_FILE|POLICY`, its own
+`POLICY.drill.cron.lock` and `POLICY.drill.log`. Its own flock file: a drill slot that meets the
+running backup must not be dropped silently by `flock -n`; it waits for the policy lock instead
+(backupctl.locking keeps backup and drill of one policy apart).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pathlib import Path
 
 from backupctl.core import runner
 from backupctl.errors import ConfigError
-from backupctl.scheduling import Scheduled, write_atomically
+from backupctl.scheduling import JobKind, Scheduled, write_atomically
 
 BEGIN = "# BEGIN backupctl"
 END = "# END backupctl"
@@ -44,11 +50,13 @@ class CronOptions:
     user_field: str | None = None  # "root" for /etc/cron.d files; None for a user crontab
     env_dir: Path = Path("/etc/backupctl")
 
-    def lock_file(self, policy: str) -> Path:
-        return self.state_dir.absolute() / "locks" / f"{policy}.cron.lock"
+    def lock_file(self, policy: str, kind: JobKind = "backup") -> Path:
+        infix = "" if kind == "backup" else f".{kind}"
+        return self.state_dir.absolute() / "locks" / f"{policy}{infix}.cron.lock"
 
-    def log_file(self, policy: str) -> Path:
-        return self.state_dir.absolute() / "logs" / f"{policy}.log"
+    def log_file(self, policy: str, kind: JobKind = "backup") -> Path:
+        infix = "" if kind == "backup" else f".{kind}"
+        return self.state_dir.absolute() / "logs" / f"{policy}{infix}.log"
 
 
 def default_env_dir() -> Path:
@@ -59,14 +67,15 @@ def default_env_dir() -> Path:
 
 
 def render_line(item: Scheduled, options: CronOptions) -> str:
-    """The crontab line of one policy (macros expanded to five fields)."""
+    """The crontab line of one job (macros expanded to five fields)."""
     env_file = shlex.quote(str(options.env_dir / f"{item.name}.env"))
-    command = " ".join(shlex.quote(arg) for arg in [*options.argv, "backup", item.name])
+    command = " ".join(shlex.quote(arg) for arg in [*options.argv, *item.command()])
     inner = f"set -a; [ ! -r {env_file} ] || . {env_file}; set +a; exec {command}"
     flock = shutil.which("flock") or "flock"
+    lock = shlex.quote(str(options.lock_file(item.name, item.kind)))
     job = (
-        f"{shlex.quote(flock)} -n {shlex.quote(str(options.lock_file(item.name)))} sh -c {shlex.quote(inner)}"
-        f" >> {shlex.quote(str(options.log_file(item.name)))} 2>&1"
+        f"{shlex.quote(flock)} -n {lock} sh -c {shlex.quote(inner)}"
+        f" >> {shlex.quote(str(options.log_file(item.name, item.kind)))} 2>&1"
     )
     job = job.replace("%", "\\%")  # an unescaped % ends the command in a crontab line
     user = f" {options.user_field}" if options.user_field else ""
@@ -74,10 +83,10 @@ def render_line(item: Scheduled, options: CronOptions) -> str:
 
 
 def render_block(items: list[Scheduled], options: CronOptions) -> str:
-    """The whole marked block, one commented schedule + one line per policy."""
+    """The whole marked block, one commented schedule + one line per job."""
     lines = [BEGIN, "# Written by `backupctl schedule install --cron`; edit the policies, then reinstall."]
     for item in items:
-        lines.append(f"# {item.name}: {item.cron.text}")
+        lines.append(f"# {item.label}: {item.cron.text}")
         lines.append(render_line(item, options))
     lines.append(END)
     return "\n".join(lines) + "\n"

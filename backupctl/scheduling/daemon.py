@@ -1,25 +1,28 @@
-"""`backupctl daemon`: run every policy's backup at its cron times, in the foreground.
+"""`backupctl daemon`: run every policy's backup and drill at their cron times, in the foreground.
 
 For hosts without systemd or cron (containers). Design decisions:
 
-- **Timing.** The `schedule` library has no cron syntax, so each policy gets a *one-shot* job: we
-  compute the next run with `core.cronexpr`, schedule `every(<seconds until then>).seconds`, and
-  when it fires the job re-arms itself for the following run and returns `CancelJob`. Re-arming
-  starts from the planned time, not the clock, so a job that fires a little early can never run
-  twice for one slot.
-- **Runs are subprocesses** (`python -m backupctl backup POLICY`, same interpreter, settings passed
-  through BACKUPCTL_* variables). A crash or a memory-hungry dump cannot take the daemon down, the
-  scheduler stays responsive while backups run, policies run concurrently, and the run's own
-  SIGTERM handling (the CLI raises `Terminated`, run_backup records the attempt as failed and the
-  target discards its temp names) is exactly the one a manual run has.
-- **One job at a time per policy.** A slot that comes while the policy's previous run is still
-  going is skipped (logged) rather than queued. The child takes the policy lock, which also keeps
-  manual runs, prune and drills of that policy out.
-- **Stopping.** SIGTERM or SIGINT sets a flag; the loop then forwards SIGTERM once to every
-  running child (children run in their own session, so a terminal's Ctrl-C or a second signal
-  does not hit them twice mid-cleanup), waits up to `stop_timeout` for them to record their
-  outcome, SIGKILLs what is left, and exits 0. Under systemd run the daemon with `KillMode=mixed`
-  for the same reason.
+- **Timing.** The `schedule` library has no cron syntax, so each job (a policy's backup, its
+  drill) is a *one-shot* `schedule` job: we compute the next run with `core.cronexpr`, schedule
+  `every(<seconds until then>).seconds`, and when it fires the job re-arms itself for the
+  following run and returns `CancelJob`. Re-arming starts from the planned time, not the clock,
+  so a job that fires a little early can never run twice for one slot.
+- **Runs are subprocesses** (`python -m backupctl backup POLICY`, `... drill --wait 4h
+  FILE|POLICY`: the commands systemd and cron run; same interpreter, settings passed through
+  BACKUPCTL_* variables). A crash or a memory-hungry dump cannot take the daemon down, the
+  scheduler stays responsive while jobs run, policies run concurrently, and the run's own SIGTERM
+  handling (the CLI raises `Terminated`; run_backup records the attempt as failed and the target
+  discards its temp names; a drill tears its staging down) is exactly the one a manual run has.
+- **One job at a time per policy.** A slot that comes while the *same* job of the policy is still
+  running (or already waiting) is skipped (logged) rather than queued: no pile-up. A slot of the
+  *other* job (the drill while the backup runs, or the reverse) waits and starts as soon as the
+  running one ends: a quarterly drill is not lost to a long backup, and then proves its snapshot.
+  The child takes the policy lock, which also keeps manual runs and prune of that policy out.
+- **Stopping.** SIGTERM or SIGINT sets a flag; waiting jobs are dropped; the loop then forwards
+  SIGTERM once to every running child (children run in their own session, so a terminal's Ctrl-C
+  or a second signal does not hit them twice mid-cleanup), waits up to `stop_timeout` for them
+  to record their outcome, SIGKILLs what is left, and exits 0. Under systemd run the daemon with
+  `KillMode=mixed` for the same reason.
 - Policies are read once at start; restart the daemon after changing them.
 """
 
@@ -48,33 +51,53 @@ log = logging.getLogger("backupctl.daemon")
 
 @dataclass
 class _Running:
+    item: Scheduled
     process: subprocess.Popen[bytes]
     started: float
 
 
+# Exit codes worth a word, per job kind (anything else: "failed (exit N)").
+_OUTCOMES: dict[str, dict[int, str]] = {
+    "backup": {0: "complete", 3: "partial (exit 3)", 143: "interrupted (exit 143)"},
+    "drill": {0: "passed", 1: "FAILED (exit 1)", 143: "interrupted (exit 143)"},
+}
+
+
 @dataclass
 class Daemon:
-    """The scheduler loop. `run()` returns the exit code (0 after a clean stop)."""
+    """The scheduler loop. `run()` returns the exit code (0 after a clean stop).
+
+    `run_now` starts every backup at once, `drill_now` every drill (a policy's backup first, its
+    drill waiting for it, when both are set).
+    """
 
     items: list[Scheduled]
     settings: Settings
     run_now: bool = False
+    drill_now: bool = False
     stop_timeout: float = 300.0
     poll_seconds: float = 1.0
     clock: Callable[[], datetime] = datetime.now  # naive local time, as cron reads schedules
     _scheduler: schedule.Scheduler = field(default_factory=schedule.Scheduler)
-    _running: dict[str, _Running] = field(default_factory=dict)
+    _running: dict[str, _Running] = field(default_factory=dict)  # policy name -> its running job
+    _waiting: dict[str, list[Scheduled]] = field(default_factory=dict)  # policy name -> jobs due
     _stopping: bool = False
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            log.info("daemon started (pid %d): %d scheduled policies", os.getpid(), len(self.items))
+            log.info(
+                "daemon started (pid %d): %d scheduled jobs of %d policies",
+                os.getpid(),
+                len(self.items),
+                len({item.name for item in self.items}),
+            )
             for item in self.items:
-                self._arm(item, now=self.run_now)
+                self._arm(item, now=self.run_now if item.kind == "backup" else self.drill_now)
             while not self._stopping:
                 self._reap()
+                self._start_waiting()
                 self._scheduler.run_pending()
                 time.sleep(self.poll_seconds)
             return self._shutdown()
@@ -95,33 +118,61 @@ class Daemon:
         planned = current if now else item.cron.next_after(max(after or current, current))
         # At least one second: schedule 1.2 loops forever on every(0).
         delay = max(1, math.ceil((planned - current).total_seconds()))
-        self._scheduler.every(delay).seconds.do(self._fire, item, planned).tag(item.name)
+        self._scheduler.every(delay).seconds.do(self._fire, item, planned).tag(item.name, item.kind)
         log.info(
-            "policy %s: next backup at %s (%s)", item.name, planned.isoformat(" ", "minutes"), item.cron.text
+            "policy %s: next %s at %s (%s)",
+            item.name,
+            item.kind,
+            planned.isoformat(" ", "minutes"),
+            item.cron.text,
         )
 
     def _fire(self, item: Scheduled, planned: datetime) -> Any:
         if self._stopping:
             return schedule.CancelJob
-        if item.name in self._running:
+        running = self._running.get(item.name)
+        waiting = self._waiting.setdefault(item.name, [])
+        slot = planned.isoformat(" ", "minutes")
+        if running is not None and running.item.kind == item.kind:
             log.warning(
-                "policy %s: skipping the %s run: the previous backup (pid %d) is still running",
+                "policy %s: skipping the %s %s: the previous %s (pid %d) is still running",
                 item.name,
-                planned.isoformat(" ", "minutes"),
-                self._running[item.name].process.pid,
+                slot,
+                item.kind,
+                item.kind,
+                running.process.pid,
+            )
+        elif item in waiting:
+            log.warning(
+                "policy %s: skipping the %s %s: the previous one still waits", item.name, slot, item.kind
+            )
+        elif running is not None:
+            waiting.append(item)
+            log.info(
+                "policy %s: the %s %s waits for the running %s (pid %d): one job at a time per policy",
+                item.name,
+                slot,
+                item.kind,
+                running.item.kind,
+                running.process.pid,
             )
         else:
             self._start(item)
         self._arm(item, after=planned)
         return schedule.CancelJob
 
+    def _start_waiting(self) -> None:
+        for name, waiting in self._waiting.items():
+            if waiting and name not in self._running:
+                self._start(waiting.pop(0))
+
     def _start(self, item: Scheduled) -> None:
-        argv = [sys.executable, "-m", "backupctl", "backup", item.name]
+        argv = [sys.executable, "-m", "backupctl", *item.command()]
         process = subprocess.Popen(
             argv, env=self._child_env(), stdin=subprocess.DEVNULL, start_new_session=True
         )
-        self._running[item.name] = _Running(process, time.monotonic())
-        log.info("policy %s: backup started (pid %d)", item.name, process.pid)
+        self._running[item.name] = _Running(item, process, time.monotonic())
+        log.info("policy %s: %s started (pid %d)", item.name, item.kind, process.pid)
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -140,18 +191,26 @@ class Daemon:
                 continue
             del self._running[name]
             seconds = time.monotonic() - running.started
-            outcome = {0: "complete", 3: "partial (exit 3)", 143: "interrupted (exit 143)"}.get(
-                code, f"failed (exit {code})"
-            )
+            kind = running.item.kind
+            outcome = _OUTCOMES[kind].get(code, f"failed (exit {code})")
             (log.info if code == 0 else log.warning)(
-                "policy %s: backup (pid %d) %s after %.1fs", name, running.process.pid, outcome, seconds
+                "policy %s: %s (pid %d) %s after %.1fs", name, kind, running.process.pid, outcome, seconds
             )
 
     # ------------------------------------------------------------------ stopping
     def _shutdown(self) -> int:
         self._scheduler.clear()
+        for name, waiting in self._waiting.items():
+            for item in waiting:
+                log.info("policy %s: the waiting %s is dropped: the daemon stops", name, item.kind)
+        self._waiting.clear()
         for name, running in self._running.items():
-            log.info("policy %s: asking the running backup (pid %d) to abort", name, running.process.pid)
+            log.info(
+                "policy %s: asking the running %s (pid %d) to abort",
+                name,
+                running.item.kind,
+                running.process.pid,
+            )
             _signal(running.process, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         while self._running and time.monotonic() < deadline:
@@ -159,14 +218,18 @@ class Daemon:
             time.sleep(0.1)
         killed = list(self._running.items())
         for name, running in killed:
-            # Its 'running' catalog row is marked failed by the policy's next run: still no snapshot.
+            # A backup's 'running' catalog row is marked failed by the policy's next run: still no
+            # snapshot. A killed drill's staging is removed by `backupctl drill cleanup`.
             log.error(
-                "policy %s: backup (pid %d) did not stop in time: killing it", name, running.process.pid
+                "policy %s: %s (pid %d) did not stop in time: killing it",
+                name,
+                running.item.kind,
+                running.process.pid,
             )
             _signal(running.process, signal.SIGKILL)
             running.process.wait()
         self._running.clear()
-        log.info("daemon stopped" + (" (a backup had to be killed)" if killed else ""))
+        log.info("daemon stopped" + (" (a run had to be killed)" if killed else ""))
         return 1 if killed else 0
 
 

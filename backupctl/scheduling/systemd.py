@@ -14,6 +14,12 @@ was off happens at boot) with a `RandomizedDelaySec=` so a fleet does not start 
 Cron semantics are kept exactly: `OnCalendar=` is generated from the parsed value sets, and when
 both day-of-month and day-of-week are restricted (cron's OR rule; systemd ANDs them) the timer gets
 two `OnCalendar=` lines, one per day rule.
+
+A policy with a `drill_schedule:` also gets a `backupctl-drill-<policy>.service` + `.timer` pair:
+the same timer properties, sandbox and `OnFailure=`, with what a drill needs instead of what a
+backup needs (see `_drill_comment`): it writes only the state directory (catalog, reports, lock)
+and the private /tmp, reads the targets, reaches the Docker engine through its socket, and runs
+at normal priority because its measured RTO must be the one a real recovery would see.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from pathlib import Path
 
 from backupctl.core import runner
 from backupctl.core.cronexpr import CronExpr
-from backupctl.scheduling import Scheduled, write_atomically
+from backupctl.scheduling import JobKind, Scheduled, write_atomically
 
 MARKER = "# Written by `backupctl schedule install --systemd`; `backupctl schedule remove` deletes it."
 PREFIX = "backupctl-backup-"
+DRILL_PREFIX = "backupctl-drill-"
+PREFIXES: dict[JobKind, str] = {"backup": PREFIX, "drill": DRILL_PREFIX}
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 _WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
 
@@ -56,9 +64,10 @@ def default_unit_dir(user: bool) -> Path:
     return Path(base) / "systemd" / "user"
 
 
-def unit_names(policy: str) -> tuple[str, str]:
-    """(service, timer) unit names of a policy."""
-    return f"{PREFIX}{policy}.service", f"{PREFIX}{policy}.timer"
+def unit_names(policy: str, kind: JobKind = "backup") -> tuple[str, str]:
+    """(service, timer) unit names of a policy's backup or drill job."""
+    prefix = PREFIXES[kind]
+    return f"{prefix}{policy}.service", f"{prefix}{policy}.timer"
 
 
 def on_calendar(cron: CronExpr) -> list[str]:
@@ -76,33 +85,40 @@ def on_calendar(cron: CronExpr) -> list[str]:
     return [f"{prefix}*-{months}-{days} {time_part}"]
 
 
-def render_units(item: Scheduled, options: UnitOptions, target_paths: list[str]) -> dict[str, str]:
-    """The service and timer text of one policy: {unit file name: content}.
+def render_units(item: Scheduled, options: UnitOptions, writable: list[str]) -> dict[str, str]:
+    """The service and timer text of one job (a policy's backup or drill): {file name: content}.
 
-    `target_paths` are the directories the run must write besides the state directory (the
-    policy's local targets, local restic repositories).
+    `writable` are the directories the run must write besides the state directory (see
+    scheduling.writable_paths: a backup's local targets and restic repositories).
     """
-    service_name, timer_name = unit_names(item.name)
-    unit = [MARKER, "[Unit]", f"Description=backupctl backup of policy {_escape(item.name)}"]
+    service_name, timer_name = unit_names(item.name, item.kind)
+    what = f"{item.kind} of policy {_escape(item.name)}"
+    if item.kind == "drill":
+        what = f"restore drill of policy {_escape(item.name)}"
+        if item.drill_file is not None:
+            what += f" ({_escape(str(item.drill_file))})"
+    unit = [MARKER, "[Unit]", f"Description=backupctl {what}"]
     unit += ["Wants=network-online.target", "After=network-online.target"]
+    if item.kind == "drill":
+        # Ordering only (no Requires=): without an engine the drill's runtime 'auto' uses the local one.
+        unit.append("After=docker.service")
     if options.on_failure:
         unit.append(f"OnFailure={options.on_failure}")  # specifiers such as %n are the operator's
     service = [
         "",
         "[Service]",
         "Type=oneshot",
-        "ExecStart=" + " ".join(_quote(arg) for arg in [*options.argv, "backup", item.name]),
+        "ExecStart=" + " ".join(_quote(arg) for arg in [*options.argv, *item.command()]),
         # Secrets referenced as env:NAME live here (mode 0600); '-' = optional.
         f"EnvironmentFile=-{options.env_file(item.name)}",
-        "Nice=10",
-        "IOSchedulingClass=idle",
+        *(["Nice=10", "IOSchedulingClass=idle"] if item.kind == "backup" else _drill_comment()),
         "ProtectSystem=strict",
         "ProtectHome=read-only",
         "PrivateTmp=yes",
         "NoNewPrivileges=yes",
         f"ReadWritePaths={_quote(str(options.state_dir.absolute()), command=False)}",
         # '-': a missing target directory must not stop the unit from starting; the run says why.
-        *(f"ReadWritePaths=-{_quote(path, command=False)}" for path in target_paths),
+        *(f"ReadWritePaths=-{_quote(path, command=False)}" for path in writable),
         "KillMode=mixed",
         "TimeoutStopSec=2min",
     ]
@@ -110,7 +126,8 @@ def render_units(item: Scheduled, options: UnitOptions, target_paths: list[str])
     timer = [
         MARKER,
         "[Unit]",
-        f"Description=Schedule of backupctl backup {_escape(item.name)} (cron: {_escape(item.cron.text)})",
+        f"Description=Schedule of backupctl {item.kind} {_escape(item.name)}"
+        f" (cron: {_escape(item.cron.text)})",
         "",
         "[Timer]",
         *(f"OnCalendar={value}" for value in calendars),
@@ -122,6 +139,21 @@ def render_units(item: Scheduled, options: UnitOptions, target_paths: list[str])
         "WantedBy=timers.target",
     ]
     return {service_name: "\n".join(unit + service) + "\n", timer_name: "\n".join(timer) + "\n"}
+
+
+def _drill_comment() -> list[str]:
+    """Why the drill service's sandbox is what it is (a comment in the unit, for the operator)."""
+    return [
+        "# A restore drill writes only the state directory (catalog row, JSON/HTML reports, policy",
+        "# lock) and its private /tmp (files restored for checking; the local runtime's throwaway",
+        "# clusters, removed with the unit). It reads the targets (local paths stay read-only; S3/SFTP",
+        "# over the network), the drill file and the age identity, which must then be on this host.",
+        "# The Docker runtime works through the engine's socket, /run/docker.sock: connecting to a",
+        "# socket is allowed on the read-only file system, and containers, volumes and the internal",
+        "# network are created by dockerd outside this sandbox; a --user unit needs the docker group.",
+        "# No Nice=/IOSchedulingClass=idle: the measured RTO must be that of a real recovery.",
+        "# A drill meeting a running backup of the policy waits for its lock (drill --wait).",
+    ]
 
 
 def write_units(units: dict[str, str], directory: Path) -> list[Path]:
@@ -138,7 +170,8 @@ def installed_units(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     found: list[Path] = []
-    for path in sorted(directory.glob(f"{PREFIX}*")):
+    candidates = {path for prefix in PREFIXES.values() for path in directory.glob(f"{prefix}*")}
+    for path in sorted(candidates):
         if path.suffix not in (".service", ".timer") or not path.is_file():
             continue
         try:

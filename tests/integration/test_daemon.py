@@ -1,5 +1,6 @@
 """`backupctl daemon` as a real process: it starts a scheduled backup, SIGTERM arrives mid-backup,
-the backup aborts cleanly (no snapshot recorded, no temp file left) and the daemon exits 0."""
+the backup aborts cleanly (no snapshot recorded, no temp file left) and the daemon exits 0; it runs
+a due drill, never at the same time as its policy's backup."""
 
 from __future__ import annotations
 
@@ -85,3 +86,62 @@ def test_sigterm_during_a_backup_records_no_snapshot(workspace: Workspace) -> No
     result = workspace.run_json("backup", "nightly")
     assert result["status"] == "complete"
     assert [item["id"] for item in workspace.run_json("snapshots", "nightly")] == [result["snapshot_id"]]
+
+
+def test_daemon_runs_a_due_drill_after_the_backup_of_its_policy(workspace: Workspace) -> None:
+    """Drill and backup of one policy never overlap: the drill due while the backup runs waits for
+    it, then passes on the snapshot that backup made (the policy's default drill: a files source
+    restored and tree-hashed)."""
+    data = workspace.root / "data"
+    data.mkdir()
+    for index in range(20):
+        (data / f"file-{index}.txt").write_text(f"content {index}\n" * 100)
+    never_soon = "0 0 1 1 *"  # only --run-now/--drill-now start these jobs during the test
+    workspace.write_policy(
+        "nightly",
+        workspace.base_policy(
+            "nightly",
+            [{"name": "files", "type": "files", "path": str(data)}],
+            schedule=never_soon,
+            drill_schedule=never_soon,
+        ),
+    )
+    log = workspace.root / "daemon.log"
+    with open(log, "w") as stderr_file:
+        daemon = subprocess.Popen(
+            [sys.executable, "-c", BOOTSTRAP, "daemon", "--run-now", "--drill-now"],
+            env={**os.environ, **workspace.env},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "policy nightly: drill (pid" not in log.read_text():
+            assert daemon.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"the daemon never finished a drill:\n{log.read_text()}"
+            time.sleep(0.2)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    stderr = log.read_text()
+    assert daemon.returncode == 0, stderr
+    events = [
+        line.split("policy nightly: ", 1)[1] for line in stderr.splitlines() if "policy nightly: " in line
+    ]
+    events = [event for event in events if not event.startswith("next ")]
+    started = [index for index, event in enumerate(events) if " started (pid" in event]
+    assert [events[index].split()[0] for index in started] == ["backup", "drill"], stderr
+    backup_pid = events[started[0]].split("(pid ")[1].rstrip(")")
+    assert any(f"drill waits for the running backup (pid {backup_pid})" in event for event in events), stderr
+    backup_done = next(index for index, event in enumerate(events) if event.startswith("backup (pid"))
+    assert "complete after" in events[backup_done] and backup_done < started[1], stderr
+    assert any(event.startswith("drill (pid") and " passed after " in event for event in events), stderr
+    assert "daemon stopped" in stderr and "had to be killed" not in stderr
+
+    (drill,) = workspace.run_json("drills", "nightly")
+    (snapshot_line,) = [line for line in stderr.splitlines() if "INFO backup nightly: snapshot " in line]
+    assert drill["ok"] and drill["drill"] == "nightly-default"
+    assert drill["snapshot_id"] == snapshot_line.rsplit(" ", 1)[1]
