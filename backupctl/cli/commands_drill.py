@@ -60,8 +60,8 @@ def drill(
 
     \b
     backupctl drill drills/shop.yaml          a drill file: services, restores, checks
-    backupctl drill shop                      default drill of a policy: restore every source,
-                                              integrity checks only
+    backupctl drill shop                      the policy's drill_file, else its default drill:
+                                              restore every source, integrity checks only
     backupctl drill cleanup [--run ID]        remove leftovers of killed drills (by label)
 
     Measured RTO (fetch incl. Glacier warm-up → restores → services ready → checks) is
@@ -82,8 +82,15 @@ def drill(
         policy = app.policy(spec.policy, check_secrets=False).policy
         base_dir, restore_all = path.resolve().parent, False
     else:
-        policy = app.policy(what, check_secrets=False).policy
-        spec, base_dir, restore_all = default_drill(policy), Path.cwd(), True
+        from backupctl.scheduling import resolve_drill_file
+
+        loaded = app.policy(what, check_secrets=False)
+        policy = loaded.policy
+        drill_file = resolve_drill_file(loaded)  # the policy's own drill, as its schedule runs it
+        if drill_file is not None:
+            spec, base_dir, restore_all = load_drill(drill_file), drill_file.parent, False
+        else:
+            spec, base_dir, restore_all = default_drill(policy), Path.cwd(), True
     from backupctl.locking import policy_lock
 
     with policy_lock(app.settings, policy.name, "drill", wait):

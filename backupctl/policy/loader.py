@@ -238,6 +238,12 @@ def _logical_policy_checks(
         if target.type != "restic" and not is_blob_target(target.type):
             add(("targets", index, "type"), f"target type '{target.type}' is not available in this version")
 
+    if policy.drill_file is not None:
+        drill = Path(document.file).absolute().parent / Path(policy.drill_file).expanduser()
+        if not drill.is_file():
+            add(("drill_file",), f"drill file {drill} does not exist",
+                "relative paths start at the policy file's directory")  # fmt: skip
+
     for index, recipient in enumerate(policy.encryption.recipients):
         problem = recipient_problem(recipient)
         if problem:

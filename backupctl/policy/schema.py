@@ -300,8 +300,8 @@ class Policy(Strict):
     drill_file: str | None = Field(
         default=None,
         description="Drill file the drill schedule runs (relative to this policy file, or absolute); "
-        "the policy's default drill (restore every source, integrity checks) when absent.",
-        examples=["../drills/shop.yaml"],
+        "the policy's default drill (restore every source, integrity checks) when absent, "
+        "e.g. ../drills/shop.yaml.",
     )
     encryption: Encryption = Field(description="age encryption of every artifact.")
     signing: Signing = Field(default_factory=Signing, description="Manifest signature trust.")

@@ -84,6 +84,12 @@ CASES = [
         "literal password",
     ),
     ("no-targets", lambda t: t.split("targets:")[0] + "targets: []\n", 13, "needs at least 1 entry"),
+    (
+        "missing-drill-file",
+        lambda t: t.replace("encryption:", "drill_file: ../drills/nope.yaml\nencryption:"),
+        6,
+        "drills/nope.yaml does not exist",
+    ),
 ]
 
 
