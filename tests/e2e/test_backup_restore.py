@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -206,7 +207,7 @@ def test_killed_backup_records_nothing_and_next_run_works(shop: tuple[Workspace,
         with open(big / f"blob{index}.bin", "wb") as handle:
             handle.write(os.urandom(24 << 20))
     process = subprocess.Popen(
-        ["python", "-m", "backupctl", "backup", "shop"],
+        [sys.executable, "-m", "backupctl", "backup", "shop"],
         env={**os.environ, **space.env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -300,7 +301,7 @@ def test_missing_secret_exits_2_and_writes_nothing(shop: tuple[Workspace, PgData
     env = {k: v for k, v in space.env.items() if k != "SHOP_TEST_DB_PASSWORD"}
     space.env = env
     done = subprocess.run(
-        ["python", "-m", "backupctl", "backup", "shop"],
+        [sys.executable, "-m", "backupctl", "backup", "shop"],
         capture_output=True,
         text=True,
         env={k: v for k, v in os.environ.items() if k != "SHOP_TEST_DB_PASSWORD"} | env,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -160,7 +161,7 @@ def test_s3_outage_mid_run_then_replicate(
     assert workspace.run("target", "setup", "shop", "offsite").returncode == 0
 
     process = subprocess.Popen(
-        ["python", "-m", "backupctl", "backup", "shop"],
+        [sys.executable, "-m", "backupctl", "backup", "shop"],
         env={**os.environ, **workspace.env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
