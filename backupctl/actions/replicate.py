@@ -70,7 +70,7 @@ def replicate(
                     signed = read_manifest(origin, policy.name, snapshot.id, trusted)
                     sources = {s.name for s in policy.sources if config in policy.targets_for(s)}
                     _copy_snapshot(
-                        origin, target(config.name), signed.manifest, signed.raw, sources, settings
+                        origin, target(config.name), signed.manifest, signed.raw, sources, settings, events
                     )
                 except (BackupctlError, OSError) as error:
                     message = f"{snapshot.id} → {config.name}: {error}"
@@ -96,11 +96,26 @@ def _copy_snapshot(
     raw: bytes,
     sources: set[str],
     settings: Settings,
+    events: Events,
 ) -> None:
     artifacts = [a for a in manifest.artifacts if a.source in sources]
     for artifact in artifacts:
         key = key_of(manifest.policy, manifest.snapshot_id, artifact.file)
-        copy_artifact(origin, destination, key, artifact.stored_sha256, artifact.stored_bytes)
+        progress = events.progress(
+            f"{artifact.source} {origin.name} → {destination.name}",
+            artifact.stored_bytes,
+        )
+        try:
+            copy_artifact(
+                origin,
+                destination,
+                key,
+                artifact.stored_sha256,
+                artifact.stored_bytes,
+                progress=progress.advance,
+            )
+        finally:
+            progress.close()
     if len(artifacts) == len(manifest.artifacts):
         # Same content: copy the signed manifest verbatim (signature first, manifest last).
         signature_key = key_of(manifest.policy, manifest.snapshot_id, SIGNATURE)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from backupctl.core.crypto import SigningKey, verify_signature
 from backupctl.core.manifest import Manifest
-from backupctl.core.pipeline import HashingReader, sha256_of
+from backupctl.core.pipeline import HashingReader, Progress, sha256_of
 from backupctl.errors import IntegrityError, TargetError
 from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, ReadTiming, snapshot_prefix
 
@@ -88,11 +88,21 @@ def confirm_stored(target: BlobTarget, key: str, sha256: str, size: int) -> None
         raise TargetError(f"target {target.name}: {key} read back differs from what was written")
 
 
-def copy_artifact(origin: BlobTarget, destination: BlobTarget, key: str, sha256: str, size: int) -> None:
+def copy_artifact(
+    origin: BlobTarget,
+    destination: BlobTarget,
+    key: str,
+    sha256: str,
+    size: int,
+    *,
+    progress: Progress | None = None,
+) -> None:
     """Copy one stored object between targets: hashed in flight (the origin's bytes must match the
-    manifest) and confirmed on arrival (`confirm_stored`). Raises IntegrityError / TargetError."""
+    manifest) and confirmed on arrival (`confirm_stored`). Raises IntegrityError / TargetError.
+
+    `progress` gets the bytes copied (`size` of them in all)."""
     with origin.reader(key) as handle, destination.writer(key) as sink:
-        reader = HashingReader(handle)
+        reader = HashingReader(handle, progress)
         while chunk := reader.read(1 << 20):
             sink.write(chunk)
         if reader.hexdigest() != sha256:

@@ -80,6 +80,14 @@ class Source(Protocol):
         """A secret-free description for `policy show` and reports."""
         ...
 
+    def estimate_size(self) -> int | None:
+        """About how many plain bytes `dump` will stream (the total of a progress bar).
+
+        Must be cheap (a query, a stat, a bounded walk) and never raise: None when the size is
+        unknown or finding it failed. Only progress display uses it; nothing relies on it.
+        """
+        ...
+
 
 SourceFactory = Callable[[Any], Source]
 _REGISTRY: dict[str, SourceFactory] = {}

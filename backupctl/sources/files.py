@@ -46,16 +46,23 @@ from backupctl.sources.base import DumpStream, RestoreOutcome, RestoreRequest, r
 log = logging.getLogger("backupctl.sources.files")
 
 CHUNK = 1 << 20
+# estimate_size gives up (returns None) on trees with more entries than this: it must stay cheap.
+ESTIMATE_ENTRY_LIMIT = 200_000
+# What _tarinfo(...).tobuf(PAX) writes per member: a ustar header plus a PAX extended header
+# (sub-second mtimes always need one) of one block.
+_HEADER_BYTES = 3 * tarfile.BLOCKSIZE
 _SPECIAL = {stat.S_IFSOCK: "socket", stat.S_IFIFO: "fifo", stat.S_IFCHR: "device", stat.S_IFBLK: "device"}
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One walked path: `kind` is "dir", "file", "symlink" or the special kind to skip."""
+    """One walked path: `kind` is "dir", "file", "symlink" or the special kind to skip;
+    `size` is a regular file's size when the walk saw it (0 for other kinds)."""
 
     relpath: str
     path: str
     kind: str
+    size: int = 0
 
 
 def walk_tree(
@@ -78,19 +85,24 @@ def walk_tree(
                     if any(fnmatchcase(relpath, p) or fnmatchcase(item.name, p) for p in patterns):
                         continue
                     try:
-                        mode = item.stat(follow_symlinks=False).st_mode
+                        info = item.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         if on_skip:
                             on_skip(relpath, "vanished during the backup")
                         continue
+                    mode = info.st_mode
                     kind = (
                         "dir" if stat.S_ISDIR(mode)
                         else "file" if stat.S_ISREG(mode)
                         else "symlink" if stat.S_ISLNK(mode)
                         else _SPECIAL.get(stat.S_IFMT(mode), "unknown file type")
                     )  # fmt: skip
+                    size = info.st_size if kind == "file" else 0
                     found.append(
-                        (item.name + "/" if kind == "dir" else item.name, Entry(relpath, item.path, kind))
+                        (
+                            item.name + "/" if kind == "dir" else item.name,
+                            Entry(relpath, item.path, kind, size),
+                        )
                     )
         except FileNotFoundError:
             if not relative:
@@ -356,6 +368,27 @@ class FilesTarSource:
         finally:
             reader.close()  # unblocks a producer waiting to write, so the join returns
             producer.join()
+
+    def estimate_size(self) -> int | None:
+        """About how many bytes the tar stream will have: a header per archived entry, each
+        regular file's size padded to a block, the end-of-archive record. The same walk as
+        `dump` (excludes honoured, symlinks not followed), without reading any file.
+
+        None for a tree of more than ESTIMATE_ENTRY_LIMIT entries (the walk would cost too
+        much) and on any error: an estimate only feeds a progress bar.
+        """
+        total = 0
+        try:
+            for count, entry in enumerate(walk_tree(self.root, self.config.exclude), start=1):
+                if count > ESTIMATE_ENTRY_LIMIT:
+                    return None
+                if entry.kind in ("dir", "file", "symlink"):
+                    total += _HEADER_BYTES + -(-entry.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        except Exception as error:  # an estimate must never fail a backup
+            log.debug("cannot estimate the size of %s: %s", self.root, error)
+            return None
+        total += 2 * tarfile.BLOCKSIZE
+        return -(-total // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
     def restore(self, stream: BinaryIO, request: RestoreRequest) -> RestoreOutcome:
         """Extract the tar stream into `request.to_dir` and hash the result.

@@ -17,6 +17,7 @@ With `via: ssh://user@host`, pg_dump and the snapshot-holding session run on tha
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import shutil
@@ -44,7 +45,10 @@ from backupctl.sources.base import (
     register_source,
 )
 
+log = logging.getLogger("backupctl.sources.postgres")
+
 CHUNK = 1 << 20
+ESTIMATE_CONNECT_TIMEOUT = 5  # seconds: an unreachable server must not hold the backup up twice
 
 # User tables (plain and partitioned) as pg_dump sees them: no system schemas, no temp tables,
 # no tables owned by an extension (pg_dump leaves those to CREATE EXTENSION).
@@ -58,6 +62,17 @@ WHERE c.relkind IN ('r', 'p')
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                   AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2
+"""
+
+
+# Heap + TOAST data of every ordinary table (partitions included), keyed like Table.key: about
+# what pg_dump copies of it. Indexes (rebuilt on restore), free space and visibility maps and
+# system catalogs are left out.
+TABLE_SIZES_QUERY = """
+SELECT n.nspname || '.' || c.relname,
+       pg_relation_size(c.oid) + COALESCE(pg_relation_size(NULLIF(c.reltoastrelid, 0)), 0)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
 
@@ -350,6 +365,39 @@ class PostgresDumpSource:
                 connection.cancel_safe()  # a long count(*) must not hold up an aborted dump
                 counter.join()
             connection.close()
+
+    def estimate_size(self) -> int | None:
+        """About the size of the dump: the on-disk size of the data (heap and TOAST) of the
+        tables whose rows the dump holds, given the dump_options.
+
+        Not `pg_database_size`: that adds the indexes and several MiB of system catalogs, which
+        pg_dump does not copy. A table's on-disk size is close to, not equal to, its share of
+        the dump (tuple headers and free space on one side, COPY text on the other).
+        None with `via` (the server is reached only from that host) and on any error.
+        """
+        if self.config.via:
+            return None
+        try:
+            password = self.config.password.resolve() if self.config.password else None
+            selection = TableSelection.from_dump_options(self.config.dump_options)
+            with psycopg.connect(
+                self.config.url,
+                autocommit=True,
+                connect_timeout=ESTIMATE_CONNECT_TIMEOUT,
+                application_name="backupctl",
+                password=password,
+            ) as connection:
+                tables = user_tables(connection)
+                rows = connection.execute(TABLE_SIZES_QUERY).fetchall()
+        except Exception as error:  # an estimate must never fail a backup
+            log.debug("cannot estimate the size of %s: %s", self.name, mask(str(error).strip()))
+            return None
+        sizes = {str(key): int(size or 0) for key, size in rows}
+        return sum(
+            sizes.get(table.key, 0)
+            for table in tables
+            if selection.includes(table) and selection.has_data(table)
+        )
 
     # ------------------------------------------------------------------ restore
     def restore(self, stream: BinaryIO, request: RestoreRequest) -> RestoreOutcome:

@@ -7,6 +7,7 @@ only opened read-only and never created when missing.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sqlite3
@@ -25,6 +26,8 @@ from backupctl.sources.base import (
     count_rows_equal,
     register_source,
 )
+
+log = logging.getLogger("backupctl.sources.sqlite")
 
 CHUNK = 1 << 20
 BUSY_TIMEOUT = 60.0  # seconds to wait for a writer's lock before giving up
@@ -84,6 +87,24 @@ class SqliteBackupSource:
             if stream is not None:
                 stream.close()
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def estimate_size(self) -> int | None:
+        """The size of the copy `dump` will stream: page count times page size as the database
+        reports it (committed pages still in the WAL included). When the database cannot be
+        opened right away, the file's size plus its WAL's. None when neither works."""
+        try:
+            uri = self.path.absolute().as_uri() + "?mode=ro"
+            with closing(sqlite3.connect(uri, uri=True, timeout=1.0)) as connection:
+                pages = int(connection.execute("PRAGMA page_count").fetchone()[0])
+                page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+            return pages * page_size
+        except (sqlite3.Error, OSError, ValueError, TypeError) as error:
+            log.debug("cannot read the page count of %s (%s): using its file size", self.path, error)
+        try:
+            wal = self.path.with_name(self.path.name + "-wal")
+            return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        except OSError:
+            return None
 
     def _copy(self, copy: Path) -> dict[str, Any]:
         # mode=ro: a missing or mistyped path must fail, not create an empty database.
