@@ -260,12 +260,18 @@ def _backup_source(
     for name in wanted:
         if primary is None or name == primary or outcomes[name].status == "failed":
             continue
+        progress = events.progress(f"{config.name} → {name} (copy)", record.stored_bytes)
         try:
-            copy_artifact(targets[primary], targets[name], key, record.stored_sha256, record.stored_bytes)
+            copy_artifact(
+                targets[primary], targets[name], key, record.stored_sha256, record.stored_bytes,
+                progress=progress.advance,
+            )  # fmt: skip
             outcomes[name].artifacts.append(record)
             events.info(f"source {config.name}: replicated to {name}")
         except (TargetError, IntegrityError, OSError) as error:
             _fail(outcomes[name], error, events)
+        finally:
+            progress.close()
     for sink in sinks:
         if sink.error is not None:
             _fail(outcomes[sink.name], TargetError(f"restic: {sink.error}"), events)

@@ -86,16 +86,15 @@ def run_restore(
         events.info(f"restoring {source_name} of snapshot {snapshot.id} from {target.name}")
         source = build_source(source_config)
         progress = events.progress(f"restore {source_name}", artifact.stored_bytes)
-        with (
-            target.reader(key) as stored,
-            decrypted_reader(stored, identities, progress=progress.advance) as (
-                plain,
-                finished,
-            ),
-        ):
-            outcome = source.restore(plain, request)
-            stats = finished()
-        progress.close()
+        try:
+            with (
+                target.reader(key) as stored,
+                decrypted_reader(stored, identities, progress=progress.advance) as (plain, finished),
+            ):
+                outcome = source.restore(plain, request)
+                stats = finished()
+        finally:
+            progress.close()
     finally:
         target.close()
     if stats.plain_sha256 != artifact.plain_sha256:

@@ -241,7 +241,8 @@ def _logical_policy_checks(
     if policy.drill_file is not None:
         drill = Path(document.file).absolute().parent / Path(policy.drill_file).expanduser()
         if not drill.is_file():
-            add(("drill_file",), f"drill file {drill} does not exist",
+            state = "is not a file" if drill.exists() else "does not exist"
+            add(("drill_file",), f"drill file {drill} {state}",
                 "relative paths start at the policy file's directory")  # fmt: skip
 
     for index, recipient in enumerate(policy.encryption.recipients):

@@ -27,7 +27,7 @@ from typing import Literal
 import yaml
 
 from backupctl.core.cronexpr import CronExpr
-from backupctl.errors import ConfigError
+from backupctl.errors import ConfigError, PolicyInvalid
 from backupctl.policy.loader import LoadedPolicy, validate_paths
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
@@ -75,14 +75,15 @@ def scheduled_policies(settings: Settings) -> list[Scheduled]:
     """Every scheduled job of every valid policy: backups (`schedule:`) and drills
     (`drill_schedule:`), sorted by policy name, a policy's backup before its drill.
 
-    Secrets are not resolved (the scheduler does not need them; the run will). Raises ConfigError
-    when no policy file is valid at all, for an expression that never fires, and for a
-    `drill_file:` that does not exist or drills another policy. Invalid files next to valid ones
+    Secrets are not resolved (the scheduler does not need them; the run will). Raises
+    PolicyInvalid (a ConfigError) naming every problem when no policy file is valid at all;
+    ConfigError for an expression that never fires and for a `drill_file:` that is not a drill
+    file of this policy (a missing one is the loader's error). Invalid files next to valid ones
     are skipped here, and `backupctl policy validate` names their problems.
     """
     loaded, issues = validate_paths([settings.policies], check_secrets=False)
     if issues and not loaded:
-        raise ConfigError(f"no valid policy in {settings.policies}: run `backupctl policy validate`")
+        raise PolicyInvalid(issues)  # every problem, with file and line
     found: list[Scheduled] = []
     for item in sorted(loaded, key=lambda item: item.policy.name):
         if item.policy.schedule is not None:

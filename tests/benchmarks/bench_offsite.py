@@ -119,7 +119,8 @@ def restic_benchmark() -> None:
                  "shop.pgdump"], env, output=plain_repo, stdin_from=dump))
             fresh(our_repo)
             results["ours"].append(measure(
-                "backupctl backup (restic only)", [*backupctl, "backup", "shop-restic"], env, output=our_repo))
+                "backupctl backup (restic only)", [*backupctl, "backup", "shop-restic"], env,
+                output=our_repo))
             fresh(our_repo)
             results["ours+local"].append(measure(
                 "backupctl backup (local + restic, one dump)", [*backupctl, "backup", "shop-restic-local"],

@@ -521,8 +521,6 @@ def test_a_bad_drill_file_is_a_clear_error_and_install_writes_nothing(workspace:
     settings = Settings(workspace.policies, workspace.state, "sqlite:///x", workspace.keys)
     where = f"{workspace.policies / 'shop.yaml'}: at 'drill_file': "
     for drill_file, message in [
-        ("../drills/missing.yaml", f"drill file {workspace.root}/drills/missing.yaml does not exist"),
-        ("../drills", "drills is not a file"),
         ("../drills/other.yaml", "drills policy 'other', not 'shop'"),
         ("../drills/broken.yaml", "cannot read drill file"),
     ]:
@@ -530,14 +528,12 @@ def test_a_bad_drill_file_is_a_clear_error_and_install_writes_nothing(workspace:
         with pytest.raises(ConfigError) as raised:
             scheduled_policies(settings)
         assert str(raised.value).startswith(where) and message in str(raised.value), drill_file
-    # A drill file without a drill schedule is not run by any scheduler: not checked here.
-    write_drilled_policy(workspace, "shop", "15 2 * * *", None, "../drills/missing.yaml")
-    assert [item.kind for item in scheduled_policies(settings)] == ["backup"]
-
+    # A drill file that does not exist is a policy error (the loader's, with file:line).
     write_drilled_policy(workspace, "shop", "15 2 * * *", "@weekly", "../drills/missing.yaml")
     units = workspace.root / "units"
     done = run_cli(workspace, "schedule", "install", "--systemd", "--unit-dir", str(units))
-    assert done.returncode == 2 and where in done.stderr and "missing.yaml does not exist" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert "drill_file" in done.stderr and "missing.yaml does not exist" in done.stderr, done.stderr
     assert not units.exists()
 
 
