@@ -4,8 +4,9 @@ Rules (each passes or fails with a reason):
   3 copies     production + the targets that hold the newest complete snapshot, reachable now
   2 media      those target copies live on at least two distinct media
   1 off-site   at least one of them is off-site
-  1 immutable  at least one is immutable *as read from the target* (S3 object lock via the API,
-               restic append-only server), never because the YAML says so
+  1 immutable  at least one is immutable: S3 object lock *as read from the bucket*, never because
+               the YAML says so; a reachable restic REST server declared append-only (restic
+               cannot ask the server; shown as "declared")
   0 errors     the newest verification of the policy found no problem (and one exists)
   RPO          the newest complete snapshot is younger than objectives.rpo
 `evaluate` is pure (tests feed it facts); `gather` reads catalog and targets.
@@ -85,7 +86,12 @@ def evaluate(
     copies = 1 + len(holding)
     media = sorted({t.medium for t in holding})
     offsite = [t.name for t in holding if t.offsite]
-    immutable = [t.name for t in holding if t.immutable]
+    # S3 object lock is read from the bucket; a restic REST server's append-only mode can only
+    # be declared (restic cannot ask the server), and the detail says so.
+    declared = {t.name for t in policy.targets if t.type == "restic"}
+    immutable = [
+        t.name + (" (append-only declared)" if t.name in declared else "") for t in holding if t.immutable
+    ]
     missing = [t.name for t in targets if not t.holds_latest]
     unreachable = [t.name for t in targets if not t.reachable]
     why_missing = ""

@@ -36,7 +36,7 @@ class Posture:
     medium: str
     offsite: bool
     versioned: bool = False
-    immutable: bool = False  # object lock / append-only verified through the target's API
+    immutable: bool = False  # S3 object lock read from the bucket; restic rest: append-only as declared
     cold: bool = False  # objects may need a warm-up before reading (Glacier)
     free_bytes: int | None = None
     problems: list[str] = field(default_factory=list)  # what is wrong, each with the fix

@@ -261,8 +261,10 @@ class ResticRepository:
     def posture(self) -> Posture:
         """Reachability and protection as far as restic can tell; problems say how to fix them.
 
-        `immutable` stays False even when `append_only` is declared: restic 0.14 cannot ask a
-        server for its mode, and the only proof (a rejected delete) needs something deleted.
+        `immutable` follows the declaration for a reachable `rest:` repository (the issue's "append-only
+        restic REST server where declared"): restic 0.14 cannot ask a server for its mode, and the
+        only proof (a rejected delete) needs something deleted, so details and status say
+        "declared". Declared on any other kind of repository it is a problem, never immutable.
         """
         details: dict[str, Any] = {"repository": self.location, "append_only": self.config.append_only}
         problems, reachable = [], False
@@ -272,16 +274,18 @@ class ResticRepository:
             details["repository_version"], reachable = config["version"], True
         except (ConfigError, TargetError) as error:
             problems.append(str(error))
+        immutable = False
         if self.config.append_only:
             details["append_only"] = "declared, not verified"  # see above
+            immutable = reachable and self.config.repository.startswith("rest:")
             if not self.config.repository.startswith("rest:"):
                 problems.append(f"append_only is declared but {self.location} is not a rest: repository; "
                                 "only rest-server --append-only enforces it (fix: serve the repository with "
                                 "rest-server --append-only, or remove append_only)")  # fmt: skip
         local = self._local_path()
         free = shutil.disk_usage(local).free if reachable and local else None
-        return Posture(reachable, self.medium, self.offsite, free_bytes=free, problems=problems,
-                       details=details)  # fmt: skip
+        return Posture(reachable, self.medium, self.offsite, immutable=immutable, free_bytes=free,
+                       problems=problems, details=details)  # fmt: skip
 
     # ----------------------------------------------------------------- backups
     @contextmanager
