@@ -31,11 +31,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, select, update
 
 from backupctl.actions.access import open_catalog
 from backupctl.actions.events import Events, LogEvents
-from backupctl.catalog.models import SnapshotRow
+from backupctl.catalog.models import CopyRow, SnapshotRow
 from backupctl.catalog.store import COMPLETE_STATES, Catalog
 from backupctl.errors import BackupctlError, RetainedByLock
 from backupctl.policy.schema import Policy, Retention
@@ -180,30 +180,45 @@ def prune_after_backup(settings: Settings, policy: Policy, events: Events) -> Pr
 
 
 def holdings(catalog: Catalog, policy: Policy) -> dict[str, list[SnapshotRef]]:
-    """Target name -> snapshots it holds a complete copy of, for every target of the policy.
+    """Target name -> snapshots it holds a complete copy of (newest first), for every target of
+    the policy: one flat query, as planning needs only ids, times and copies.
 
     Copies on targets the policy no longer names are ignored: prune cannot reach them, and a
     restore cannot use them, so they protect nothing.
     """
     held: dict[str, list[SnapshotRef]] = {target.name: [] for target in policy.targets}
-    for view in catalog.snapshots(policy.name):
-        for name, state in view.targets.items():
-            if state == "complete" and name in held:
-                held[name].append(SnapshotRef(view.id, view.started_at))
+    for snapshot_id, started_at, target in catalog.complete_copies(policy.name):
+        if target in held:
+            held[target].append(SnapshotRef(snapshot_id, started_at))
     return held
 
 
 def mark_pruned(catalog: Catalog, policy: str) -> list[str]:
-    """Complete/partial snapshots of `policy` without any complete copy become `pruned`."""
-    changed: list[str] = []
+    """Complete/partial snapshots of `policy` that have copies but no complete one become `pruned`.
+
+    Two statements whatever the history's length (not one copies query per snapshot).
+    """
+    copies = CopyRow.snapshot_id == SnapshotRow.id
     with catalog.session() as session:
-        rows = session.scalars(
-            select(SnapshotRow).where(SnapshotRow.policy == policy, SnapshotRow.status.in_(COMPLETE_STATES))
-        ).all()
-        for row in rows:
-            if row.copies and not any(copy.status == "complete" for copy in row.copies):
-                row.status = PRUNED
-                changed.append(row.id)
+        changed = list(
+            session.scalars(
+                select(SnapshotRow.id)
+                .where(
+                    SnapshotRow.policy == policy,
+                    SnapshotRow.status.in_(COMPLETE_STATES),
+                    exists().where(copies),
+                    ~exists().where(copies, CopyRow.status == "complete"),
+                )
+                .order_by(SnapshotRow.started_at, SnapshotRow.id)
+            )
+        )
+        for start in range(0, len(changed), 500):
+            session.execute(
+                update(SnapshotRow)
+                .where(SnapshotRow.id.in_(changed[start : start + 500]))
+                .values(status=PRUNED)
+                .execution_options(synchronize_session=False)
+            )
     return changed
 
 

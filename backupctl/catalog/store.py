@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from backupctl.catalog.models import ArtifactRow, CopyRow, DrillRow, SnapshotRow, VerificationRow
 from backupctl.core.manifest import Manifest, parse_time
@@ -29,6 +29,18 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # skip importing Alembic (half a second) when the schema is already current.
 HEAD_REVISION = "0002"
 COMPLETE_STATES = ("complete", "partial")
+# What a SnapshotView is made of, in this order (see Catalog._views).
+_VIEW_COLUMNS = (
+    SnapshotRow.id,
+    SnapshotRow.policy,
+    SnapshotRow.status,
+    SnapshotRow.started_at,
+    SnapshotRow.finished_at,
+    SnapshotRow.host,
+    SnapshotRow.plain_bytes,
+    SnapshotRow.stored_bytes,
+    SnapshotRow.error,
+)
 
 
 def _now() -> datetime:
@@ -249,30 +261,24 @@ class Catalog:
     # ------------------------------------------------------------------ queries
     def snapshots(self, policy: str, *, include_incomplete: bool = False) -> list[SnapshotView]:
         """Snapshots of a policy, newest first."""
-        with self.session() as session:
-            query = (
-                select(SnapshotRow)
-                .where(SnapshotRow.policy == policy)
-                .options(selectinload(SnapshotRow.copies), selectinload(SnapshotRow.artifacts))
-                .order_by(SnapshotRow.started_at.desc(), SnapshotRow.id.desc())
-            )
-            if not include_incomplete:
-                query = query.where(SnapshotRow.status.in_(COMPLETE_STATES))
-            return [_view(row) for row in session.scalars(query).all()]
+        return self._views(policy, include_incomplete=include_incomplete)
 
     def resolve(self, policy: str, reference: str) -> SnapshotView:
         """`latest`, a full id, or a unique id prefix → a complete snapshot. Raises ConfigError."""
-        candidates = self.snapshots(policy)
-        if not candidates:
+        if reference == "latest":
+            candidates = self._views(policy, limit=1)
+        else:
+            candidates = [
+                view for view in self._views(policy, id_prefix=reference) if view.id.startswith(reference)
+            ]  # LIKE ignores case in SQLite; ids are compared exactly, as before
+        if not candidates and not self._views(policy, limit=1):
             raise ConfigError(
                 f"policy '{policy}' has no complete snapshot in the catalog "
                 "(run `backupctl backup` or `backupctl catalog rebuild --target NAME`)"
             )
         if reference == "latest":
             return candidates[0]
-        matches = [view for view in candidates if view.id == reference] or [
-            view for view in candidates if view.id.startswith(reference)
-        ]
+        matches = [view for view in candidates if view.id == reference] or candidates
         if len(matches) == 1:
             return matches[0]
         if not matches:
@@ -284,6 +290,85 @@ class Catalog:
                     )
             raise ConfigError(f"policy '{policy}' has no snapshot '{reference}'")
         raise ConfigError(f"'{reference}' matches {len(matches)} snapshots; give more of the id")
+
+    def complete_copies(self, policy: str) -> list[tuple[str, datetime, str]]:
+        """(snapshot id, started at, target) of every complete copy of the policy's complete or
+        partial snapshots, newest snapshot first: what retention plans from (one query)."""
+        query = (
+            select(SnapshotRow.id, SnapshotRow.started_at, CopyRow.target)
+            .join(CopyRow, CopyRow.snapshot_id == SnapshotRow.id)
+            .where(
+                SnapshotRow.policy == policy,
+                SnapshotRow.status.in_(COMPLETE_STATES),
+                CopyRow.status == "complete",
+            )
+            .order_by(SnapshotRow.started_at.desc(), SnapshotRow.id.desc(), CopyRow.target)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [(str(row[0]), _utc(row[1]), str(row[2])) for row in rows]
+
+    def _views(
+        self,
+        policy: str,
+        *,
+        include_incomplete: bool = False,
+        id_prefix: str | None = None,
+        limit: int | None = None,
+    ) -> list[SnapshotView]:
+        """Views of a policy's snapshots, newest first, from flat column queries.
+
+        One query for the snapshots, then their copies and artifact sources by id in chunks:
+        no ORM objects, and the artifacts' facts (JSON) are never read. Copies are ordered by
+        target and sources by name, as SQLite's primary-key order always returned them.
+        """
+        query = (
+            select(*_VIEW_COLUMNS)
+            .where(SnapshotRow.policy == policy)
+            .order_by(SnapshotRow.started_at.desc(), SnapshotRow.id.desc())
+        )
+        if not include_incomplete:
+            query = query.where(SnapshotRow.status.in_(COMPLETE_STATES))
+        if id_prefix is not None:
+            query = query.where(SnapshotRow.id.startswith(id_prefix, autoescape=True))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+            ids = [str(row[0]) for row in rows]
+            targets: dict[str, dict[str, str]] = {snapshot_id: {} for snapshot_id in ids}
+            sources: dict[str, list[str]] = {snapshot_id: [] for snapshot_id in ids}
+            for chunk in _chunks(ids):
+                copies = connection.execute(
+                    select(CopyRow.snapshot_id, CopyRow.target, CopyRow.status)
+                    .where(CopyRow.snapshot_id.in_(chunk))
+                    .order_by(CopyRow.snapshot_id, CopyRow.target)
+                )
+                for snapshot_id, target, status in copies:
+                    targets[snapshot_id][target] = status
+                artifacts = connection.execute(
+                    select(ArtifactRow.snapshot_id, ArtifactRow.source)
+                    .where(ArtifactRow.snapshot_id.in_(chunk))
+                    .order_by(ArtifactRow.snapshot_id, ArtifactRow.source)
+                )
+                for snapshot_id, source in artifacts:
+                    sources[snapshot_id].append(source)
+        return [
+            SnapshotView(
+                id=row[0],
+                policy=row[1],
+                status=row[2],
+                started_at=_utc(row[3]),
+                finished_at=_aware(row[4]),
+                host=row[5],
+                plain_bytes=row[6],
+                stored_bytes=row[7],
+                targets=targets[row[0]],
+                sources=sources[row[0]],
+                error=row[8],
+            )
+            for row in rows
+        ]
 
     def last_verification(self, policy: str) -> tuple[datetime, bool, str, str] | None:
         """(at, ok, target, snapshot id) of the newest verification of any snapshot of a policy."""
@@ -332,24 +417,16 @@ def _apply_manifest(session: Session, row: SnapshotRow, manifest: Manifest) -> N
         )
 
 
-def _view(row: SnapshotRow) -> SnapshotView:
-    started = _aware(row.started_at)
-    assert started is not None
-    return SnapshotView(
-        id=row.id,
-        policy=row.policy,
-        status=row.status,
-        started_at=started,
-        finished_at=_aware(row.finished_at),
-        host=row.host,
-        plain_bytes=row.plain_bytes,
-        stored_bytes=row.stored_bytes,
-        targets={copy.target: copy.status for copy in row.copies},
-        sources=[artifact.source for artifact in row.artifacts],
-        error=row.error,
-    )
+def _utc(value: datetime) -> datetime:
+    aware = _aware(value)
+    assert aware is not None
+    return aware
 
-    return True
+
+def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
+    """Slices of at most `size` ids: bound parameters per statement stay well under every limit."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
 def _sqlite_pragmas(connection: object, _record: object) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from backupctl.cli.context import App, identity_option, json_option, pass_app, wait_option
 from backupctl.cli.output import human_bytes, print_json, stdout_console
@@ -88,22 +87,25 @@ def snapshots(app: App, policy_name: str, include_all: bool, as_json: bool) -> N
     if not views:
         click.echo(f"no snapshots of '{policy_name}' in the catalog")
         return
-    table = Table("snapshot", "status", "started (UTC)", "size", "stored", "targets", "sources", box=None)
-    for view in views:
-        targets = ", ".join(
-            f"{name}" + ("" if status == "complete" else f" ({status})")
-            for name, status in view.targets.items()
-        )
-        table.add_row(
+    from backupctl.cli.tables import print_table  # rich alone takes seconds for years of history
+
+    rows = [
+        (
             view.id,
             view.status,
             view.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             human_bytes(view.plain_bytes),
             human_bytes(view.stored_bytes),
-            targets,
+            ", ".join(
+                f"{name}" + ("" if status == "complete" else f" ({status})")
+                for name, status in view.targets.items()
+            ),
             ", ".join(view.sources),
         )
-    stdout_console().print(table)
+        for view in views
+    ]
+    headers = ("snapshot", "status", "started (UTC)", "size", "stored", "targets", "sources")
+    print_table(stdout_console(), headers, rows)
 
 
 @click.command()

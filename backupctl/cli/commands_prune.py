@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import click
-from rich.table import Table
 
 from backupctl.cli.context import App, json_option, pass_app, wait_option
 from backupctl.cli.output import print_json, stdout_console
+from backupctl.cli.tables import print_table
 from backupctl.errors import JobFailed
 
 
@@ -61,10 +61,10 @@ def prune(
                 for locked in result.retained_by_lock
             ]
             rows += [(failure.snapshot, "FAILED", failure.error) for failure in result.errors]
-            table = Table("snapshot", "action", "why", box=None)
-            for row in sorted(rows, key=lambda row: row[0], reverse=True):  # ids sort by time
-                table.add_row(*row)
-            console.print(table)
+            # Ids sort by time. print_table: rich itself takes seconds for thousands of rows.
+            print_table(
+                console, ("snapshot", "action", "why"), sorted(rows, key=lambda row: row[0], reverse=True)
+            )
     if report.failed:
         count = sum(len(result.errors) for result in report.targets)
         raise JobFailed(f"prune {policy_name}: {count} deletion(s) failed")
