@@ -62,7 +62,7 @@ def backup(
     if as_json:
         print_json(result.as_dict())
         return
-    click.echo(
+    app.echo(
         f"snapshot {result.snapshot_id} {result.status} in {result.seconds:.1f}s: "
         + ", ".join(
             f"{a.source} {human_bytes(a.plain_bytes)} → {human_bytes(a.stored_bytes)}"
@@ -141,11 +141,9 @@ def verify(
     else:
         for result in results:
             state = "ok" if result.ok else "FAILED"
-            click.echo(
-                f"{result.target}: snapshot {result.snapshot_id} {state}; signature {result.signature}"
-            )
+            app.echo(f"{result.target}: snapshot {result.snapshot_id} {state}; signature {result.signature}")
             for artifact in result.artifacts:
-                click.echo(f"  {artifact.file}: " + ", ".join(f"{k} {v}" for k, v in artifact.checks.items()))
+                app.echo(f"  {artifact.file}: " + ", ".join(f"{k} {v}" for k, v in artifact.checks.items()))
     problems = [problem for result in results for problem in result.problems]
     if problems:
         raise IntegrityError(f"{len(problems)} problem(s):\n  " + "\n  ".join(problems))
@@ -241,21 +239,21 @@ def restore(
     if as_json:
         print_json(result.as_dict())
     else:
-        click.echo(
+        app.echo(
             f"restored {result.source} of snapshot {result.snapshot_id} from {result.target} into "
             f"{mask_url_password(result.destination)} in {result.seconds:.1f}s "
             f"({human_bytes(result.plain_bytes)})"
         )
         if result.warmup_seconds:
-            click.echo(f"  archive warm-up (Glacier restore) took {result.warmup_seconds:.1f}s")
+            app.echo(f"  archive warm-up (Glacier restore) took {result.warmup_seconds:.1f}s")
         for note in result.notes:
-            click.echo(f"  note: {note}")
+            app.echo(f"  note: {note}")
     if result.mismatches:
         raise JobFailed(
             "the restored data differs from the snapshot's manifest:\n  " + "\n  ".join(result.mismatches)
         )
     if not as_json:
-        click.echo("  checked: " + _facts_summary(result.facts))
+        app.echo("  checked: " + _facts_summary(result.facts))
 
 
 def _facts_summary(facts: dict[str, object]) -> str:

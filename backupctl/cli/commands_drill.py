@@ -115,7 +115,7 @@ def drill(
         from backupctl.actions.drill_report import outcome_json
 
         print_json(outcome_json(outcome))
-    else:
+    elif not app.quiet:
         _render(outcome, paths)
     if not outcome.ok:
         raise JobFailed(f"drill {outcome.drill} FAILED: {outcome.reason}")

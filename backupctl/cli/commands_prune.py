@@ -40,7 +40,7 @@ def prune(
         )
     if as_json:
         print_json(report.as_dict())
-    else:
+    elif not app.quiet:
         console = stdout_console()
         verb = "would remove" if dry_run else "removed"
         for result in report.targets:
@@ -66,8 +66,10 @@ def prune(
                 console, ("snapshot", "action", "why"), sorted(rows, key=lambda row: row[0], reverse=True)
             )
     if report.failed:
-        count = sum(len(result.errors) for result in report.targets)
-        raise JobFailed(f"prune {policy_name}: {count} deletion(s) failed")
+        failures = [f"{r.target} {e.snapshot}: {e.error}" for r in report.targets for e in r.errors]
+        raise JobFailed(
+            f"prune {policy_name}: {len(failures)} deletion(s) failed:\n  " + "\n  ".join(failures)
+        )
 
 
 COMMANDS = [prune]

@@ -48,11 +48,11 @@ def setup(app: App, policy_name: str, target_name: str, dry_run: bool, as_json: 
         print_json({"target": target_name, "dry_run": dry_run, "changes": changes})
         return
     if not changes:
-        click.echo(f"target {target_name}: nothing to change")
+        app.echo(f"target {target_name}: nothing to change")
         return
     verb = "would change" if dry_run else "changed"
     for change in changes:
-        click.echo(f"{verb} {change['what']}: {change['current']} → {change['desired']}")
+        app.echo(f"{verb} {change['what']}: {change['current']} → {change['desired']}")
 
 
 @click.command()
@@ -117,13 +117,15 @@ def replicate(app: App, policy_name: str, targets: tuple[str, ...], as_json: boo
     if as_json:
         print_json(report.as_dict())
     else:
-        click.echo(f"{policy_name}: {len(report.copied)} copies made, {len(report.failed)} failed")
+        app.echo(f"{policy_name}: {len(report.copied)} copies made, {len(report.failed)} failed")
         for line in report.copied:
-            click.echo(f"  copied {line}")
+            app.echo(f"  copied {line}")
         for line in report.failed + report.skipped:
-            click.echo(f"  {line}")
+            app.echo(f"  {line}")
     if report.failed:
-        raise PartialFailure(f"{len(report.failed)} copies could not be made")
+        raise PartialFailure(
+            f"{len(report.failed)} copies could not be made:\n  " + "\n  ".join(report.failed)
+        )
 
 
 COMMANDS = [target, status, replicate]

@@ -25,6 +25,16 @@ class App:
     def events(self) -> CliEvents:
         return CliEvents(self.verbosity)
 
+    @property
+    def quiet(self) -> bool:
+        """`-q`: print only errors (cron mails nothing on success). --json output still prints."""
+        return self.verbosity < 0
+
+    def echo(self, text: str) -> None:
+        """A human result line on stdout, unless `-q`."""
+        if not self.quiet:
+            click.echo(text)
+
 
 pass_app = click.make_pass_decorator(App)
 

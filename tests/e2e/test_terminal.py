@@ -114,3 +114,20 @@ def test_plain_timestamped_lines_under_cron(app: Workspace) -> None:
         re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} (INFO|WARNING) ", line) for line in lines
     )
     assert sum("bytes →" in line for line in lines) == 2  # one line per finished transfer
+
+
+def test_quiet_prints_nothing_on_success_and_only_the_error_on_failure(app: Workspace) -> None:
+    """`-q` under cron: a successful run mails nothing; a failed one mails the error alone."""
+    done = app.run("-q", "backup", "app")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
+    snapshot = app.run_json("snapshots", "app")[0]["id"]
+    for args in (("verify", "app", snapshot), ("prune", "app", "--dry-run"), ("replicate", "app")):
+        done = app.run("-q", *args)
+        assert done.returncode == 0 and done.stdout == "" and done.stderr == "", (args, done)
+    broken = app.root / "backups" / "app" / snapshot
+    artifact = next(broken.glob("app-db.*"))
+    artifact.write_bytes(artifact.read_bytes()[:-10])  # truncated
+    done = app.run("-q", "verify", "app", snapshot)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "app-db" in done.stderr and "truncated" in done.stderr, done.stderr
