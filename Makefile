@@ -21,6 +21,9 @@ $(BIN)/backupctl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	@# An editable install gets no bytecode from pip, and PYTHONDONTWRITEBYTECODE may be set:
+	@# compile once so every CLI run does not recompile ~100 modules (~0.2 s per start).
+	$(BIN)/python -m compileall -q backupctl
 	@touch $(BIN)/backupctl
 
 install: system-deps $(BIN)/backupctl
