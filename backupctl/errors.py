@@ -59,9 +59,16 @@ class IntegrityError(JobFailed):
 
 
 class PartialFailure(BackupctlError):
-    """The snapshot is complete on some targets and failed on others (exit 3)."""
+    """The snapshot is complete on some targets and failed on others (exit 3).
+
+    `result` carries what was done (a backup's BackupResult), so metrics and notifications
+    still report sizes and the targets that worked."""
 
     exit_code = EXIT_PARTIAL
+
+    def __init__(self, message: str, result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass(frozen=True)

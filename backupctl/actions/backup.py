@@ -214,7 +214,8 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
     if failed:
         raise PartialFailure(
             f"snapshot {snapshot_id} is complete on {', '.join(o.name for o in complete)} but failed on "
-            + "; ".join(f"{o.name} ({o.error})" for o in failed)
+            + "; ".join(f"{o.name} ({o.error})" for o in failed),
+            result,
         )
     return result
 

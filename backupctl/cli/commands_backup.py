@@ -37,7 +37,8 @@ def backup(
     """
     import time
 
-    from backupctl.actions.backup import run_backup
+    from backupctl.actions.backup import BackupResult, run_backup
+    from backupctl.errors import PartialFailure
     from backupctl.locking import policy_lock
     from backupctl.metrics import summary_from_error, summary_from_result
     from backupctl.notify import notifier_from_config
@@ -53,6 +54,8 @@ def backup(
             result = run_backup(app.settings, loaded, app.events())
         except BaseException as error:  # notify and record, then let the error decide the exit code
             summary = summary_from_error(policy.name, error, time.monotonic() - started)
+            if isinstance(error, PartialFailure) and isinstance(error.result, BackupResult):
+                summary = {**summary_from_result(error.result), "error": summary["error"]}
             notifier.failure(policy.name, str(summary["error"]), summary)
             _write_metrics(app, policy, summary, metrics_path)
             raise

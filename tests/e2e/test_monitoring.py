@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,3 +87,35 @@ def test_metrics_and_failure_webhook(workspace: Workspace, tmp_path: Path) -> No
         assert "very-secret-token" not in json.dumps(event["body"])
     finally:
         server.shutdown()
+
+
+def test_metrics_after_a_partial_run_keep_the_sizes(workspace: Workspace, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("hello " * 1000)
+    blocked = tmp_path / "nas-not-mounted"
+    blocked.write_text("a file where the target directory should be\n")  # this target fails
+    metrics = tmp_path / "backupctl-app.prom"
+    policy = workspace.base_policy(
+        "app",
+        [{"name": "files", "type": "files", "path": str(data)}],
+        [
+            {"name": "local", "type": "local", "path": str(workspace.backups)},
+            {"name": "nas", "type": "local", "path": str(blocked)},
+        ],
+        metrics_file=str(metrics),
+    )
+    workspace.write_policy("app", policy)
+    partial = workspace.run("backup", "app")
+    assert partial.returncode == 3, partial.stderr
+    text = metrics.read_text()
+    assert metric(text, "backupctl_last_run_success") == 0
+    plain = [
+        line
+        for line in text.splitlines()
+        if line.startswith("backupctl_source_bytes{") and 'kind="plain"' in line
+    ]
+    assert plain and float(plain[0].rsplit(" ", 1)[1]) > 6000, text
+    stored = {re.search(r'target="([^"]+)"', line).group(1): float(line.rsplit(" ", 1)[1])  # type: ignore[union-attr]
+              for line in text.splitlines() if line.startswith("backupctl_target_bytes{")}  # fmt: skip
+    assert stored.get("local", 0) > 0 and stored.get("nas", 0) == 0, (stored, text)
