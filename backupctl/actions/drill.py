@@ -1,7 +1,8 @@
 """`backupctl drill`: restore a snapshot into disposable staging, check it, measure, tear down.
 
 Stages (their sum from the first fetch to the last check is the *measured RTO*):
-  fetch <source>            read + sha256 of the stored artifact (includes a Glacier warm-up)
+  fetch <source>            read + sha256 of the stored artifact (includes a Glacier warm-up);
+                            from restic: find the source's restic snapshot
   databases ready           staging database services up
   restore <source>          decrypt + decompress + restore tool inside the service
   apps ready                app services up after the restores
@@ -26,19 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from backupctl.actions.access import load_identities, open_catalog, trusted_keys
+from backupctl.actions.drill_feeds import ArtifactFeed, open_feed
 from backupctl.actions.events import Events, LogEvents
-from backupctl.actions.stored import key_of, read_manifest, rehash
 from backupctl.checks.base import CheckResult
 from backupctl.core.manifest import ArtifactRecord
-from backupctl.core.pipeline import decrypted_reader
 from backupctl.core.secrets import mask, register_secret
 from backupctl.drills.schema import DatabaseRestore, Drill, Service
 from backupctl.errors import BackupctlError, ConfigError, IntegrityError, JobFailed
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
-from backupctl.sources.base import RestoreRequest, build_source, count_rows_equal
+from backupctl.sources.base import build_source, count_rows_equal
 from backupctl.staging.base import StagingRuntime
-from backupctl.targets.base import BlobTarget, ReadTiming, build_target
 
 DRILL_SECRET_ENV = "BACKUPCTL_DRILL_SECRET"
 
@@ -89,27 +88,56 @@ def default_drill(policy: Policy) -> Drill:
     for source in policy.sources:
         if source.type in kinds:
             kind, image, password = kinds[source.type]
-            services.append({"name": f"{source.name}-{kind}", "kind": kind, "image": image,
-                             "env": {password: secret},
-                             "databases": [{"source": source.name, "database": "restored"}]})
+            services.append(
+                {
+                    "name": f"{source.name}-{kind}",
+                    "kind": kind,
+                    "image": image,
+                    "env": {password: secret},
+                    "databases": [{"source": source.name, "database": "restored"}],
+                }
+            )
     return Drill.model_validate(
         {"name": f"{policy.name}-default", "policy": policy.name, "services": services}
     )
 
 
-def choose_target(policy: Policy, available: dict[str, str], requested: str | None) -> str:
-    """The requested target, else the most remote one holding a complete copy: prove the
-    off-site copy (off-site before on-site, S3/SFTP before local, later in the list first)."""
+def drill_sources(drill: Drill) -> list[str]:
+    """The sources a drill restores (its services' databases and file trees)."""
+    names = [restore.source for service in drill.services for restore in service.databases]
+    return names + [files.source for service in drill.services for files in service.files]
+
+
+def choose_target(
+    policy: Policy, available: dict[str, str], requested: str | None, sources: list[str] | None = None
+) -> str:
+    """The requested target, else the most remote one holding a complete copy of every source
+    the drill restores (`sources`; all when None): prove the off-site copy (off-site before
+    on-site, S3/SFTP before local, later in the list first); a restic repository only when no
+    local, S3 or SFTP target holds them all (e.g. sources kept in restic only)."""
+    needed = [policy.source(name) for name in sources] if sources is not None else list(policy.sources)
     if requested:
-        policy.target(requested)
+        config = policy.target(requested)
         if available.get(requested) != "complete":
             raise ConfigError(f"target {requested} holds no complete copy of this snapshot")
+        missing = [source.name for source in needed if config not in policy.targets_for(source)]
+        if missing:
+            raise ConfigError(
+                f"target {requested} holds no copy of {', '.join(missing)} (the policy sends "
+                f"{'it' if len(missing) == 1 else 'them'} elsewhere): drill from a target that holds them"
+            )
         return requested
-    candidates = [t for t in policy.targets if available.get(t.name) == "complete" and t.type != "restic"]
+    candidates = [
+        target
+        for target in policy.targets
+        if available.get(target.name) == "complete"
+        and all(target in policy.targets_for(source) for source in needed)
+    ]
     if not candidates:
-        raise ConfigError("no local, S3 or SFTP target holds a complete copy of this snapshot")
+        raise ConfigError("no target holds a complete copy of every source this drill restores")
     ranked = sorted(
-        enumerate(candidates), key=lambda item: (item[1].offsite, item[1].type != "local", item[0])
+        enumerate(candidates),
+        key=lambda item: (item[1].type != "restic", item[1].offsite, item[1].type != "local", item[0]),
     )
     return ranked[-1][1].name
 
@@ -164,8 +192,12 @@ def run_drill(
     events = events or LogEvents()
     catalog = open_catalog(settings)
     snapshot = catalog.resolve(policy.name, snapshot_ref or drill.snapshot)
-    target_name = choose_target(policy, snapshot.targets, from_target or drill.target)
-    identities = load_identities(policy, identity_file)
+    target_name = choose_target(
+        policy, snapshot.targets, from_target or drill.target, None if restore_all else drill_sources(drill)
+    )
+    identities: list[Any] = []
+    if policy.target(target_name).type != "restic":  # restic decrypts with its own password
+        identities = load_identities(policy, identity_file)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     runtime = select_runtime(runtime_choice or drill.runtime, run_id, base_dir, events)
     if runtime.name == "local":  # the local runtime starts apps from `local_command` where given
@@ -191,7 +223,7 @@ def run_drill(
         f"drill {drill.name} ({run_id}): snapshot {snapshot.id} of {policy.name} from {target_name}, "
         f"{runtime.name} runtime"
     )
-    target = build_target(policy.target(target_name))
+    feed = open_feed(policy, target_name, snapshot.id, lambda: identities)
     began = time.monotonic()
     try:
         with _deadline(drill.timeout.total_seconds()):
@@ -200,9 +232,8 @@ def run_drill(
                 policy,
                 drill,
                 runtime,
-                target,
+                feed,
                 snapshot.id,
-                identities,
                 outcome,
                 events,
                 restore_all,
@@ -229,7 +260,7 @@ def run_drill(
     except BackupctlError as error:
         outcome.reason = mask(str(error))
     finally:
-        target.close()
+        feed.close()
         if keep:
             outcome.kept = runtime.info()
         else:
@@ -250,9 +281,8 @@ def _drill_steps(
     policy: Policy,
     drill: Drill,
     runtime: StagingRuntime,
-    target: BlobTarget,
+    feed: ArtifactFeed,
     snapshot_id: str,
-    identities: list[Any],
     outcome: DrillOutcome,
     events: Events,
     restore_all: bool,
@@ -271,7 +301,7 @@ def _drill_steps(
 
     started = time.monotonic()
     try:
-        signed = read_manifest(target, policy.name, snapshot_id, trusted_keys(settings, policy))
+        signed = feed.manifest(trusted_keys(settings, policy))
     except (IntegrityError, BackupctlError) as error:
         integrity("manifest signature", False, str(error), started)
         raise
@@ -290,9 +320,8 @@ def _drill_steps(
     absent = sorted(set(restores) - {a.source for a in manifest.artifacts})
     if absent:
         raise ConfigError(
-            f"target {target.name} holds no copy of {', '.join(absent)} in snapshot {snapshot_id}: "
-            "drill from a target the source goes to (--from); sources kept only in restic cannot be "
-            "drilled yet, give them a local, S3 or SFTP target too"
+            f"target {feed.name} holds no copy of {', '.join(absent)} in snapshot {snapshot_id}: "
+            "drill from a target these sources go to (--from)"
         )
     if not wanted:
         raise ConfigError(f"drill {drill.name} restores no source of snapshot {snapshot_id}")
@@ -300,23 +329,10 @@ def _drill_steps(
     # Fetch: read and hash every artifact first (a Glacier warm-up happens here).
     for artifact in wanted:
         started = time.monotonic()
-        timing = ReadTiming()
-        digest, size = rehash(target, key_of(policy.name, snapshot_id, artifact.file), timing)
-        outcome.warmup_seconds += timing.warmup_seconds
-        stage(
-            f"fetch {artifact.source}",
-            started,
-            f"{size} bytes"
-            + (f", archive warm-up {timing.warmup_seconds:.1f}s" if timing.warmup_seconds else ""),
-        )
-        integrity(
-            f"sha256 {artifact.file}",
-            digest == artifact.stored_sha256 and size == artifact.stored_bytes,
-            "stored bytes match the manifest"
-            if digest == artifact.stored_sha256
-            else f"sha256/size differ from the manifest ({size} bytes, expected {artifact.stored_bytes})",
-            started,
-        )
+        fetched = feed.fetch(artifact)
+        outcome.warmup_seconds += fetched.warmup_seconds
+        stage(f"fetch {artifact.source}", started, fetched.stage)
+        integrity(fetched.check, fetched.ok, fetched.detail, started)
 
     started = time.monotonic()
     database_services = [s for s in drill.services if s.kind != "app"]
@@ -327,11 +343,9 @@ def _drill_steps(
         into, database, path = restores.get(artifact.source, (None, None, None))
         started = time.monotonic()
         if database is not None and into is not None:
-            _restore_database(
-                runtime, into, database.database, target, policy, snapshot_id, artifact, identities, outcome
-            )
+            _restore_database(runtime, into, database.database, feed, artifact, outcome)
         else:
-            _restore_files(runtime, into, path, target, policy, snapshot_id, artifact, identities, outcome)
+            _restore_files(runtime, into, path, feed, artifact, outcome)
         stage(f"restore {artifact.source}", started, f"{artifact.plain_bytes} bytes")
         events.info(f"drill {outcome.run_id}: restored {artifact.source}")
 
@@ -364,30 +378,28 @@ def _restore_database(
     runtime: StagingRuntime,
     service: Service,
     database: str,
-    target: BlobTarget,
-    policy: Policy,
-    snapshot_id: str,
+    feed: ArtifactFeed,
     artifact: ArtifactRecord,
-    identities: list[Any],
     outcome: DrillOutcome,
 ) -> None:
     started = time.monotonic()
-    key = key_of(policy.name, snapshot_id, artifact.file)
-    with target.reader(key) as stored, decrypted_reader(stored, identities) as (plain, finished):
+    check = f"{feed.stream_check} {artifact.file if feed.stream_check == 'decrypt' else artifact.source}"
+    with feed.plain(artifact) as (plain, finished):
         try:
             runtime.restore_database(service, database, plain)
         finally:
-            plain.read()  # drain so the decrypt thread can finish and report
+            plain.read()  # drain so the producing thread can finish and report
         try:
-            stats = finished()
+            plain_sha256 = finished()
         except IntegrityError as error:
-            _integrity(outcome, f"decrypt {artifact.file}", False, str(error), started)
+            _integrity(outcome, check, False, str(error), started)
             raise
     _integrity(
         outcome,
-        f"decrypt {artifact.file}",
-        stats.plain_sha256 == artifact.plain_sha256,
-        "authenticated and equal to the manifest's plain sha256",
+        check,
+        plain_sha256 == artifact.plain_sha256,
+        ("authenticated and equal" if feed.stream_check == "decrypt" else "equal")
+        + " to the manifest's plain sha256",
         started,
     )
     _integrity(
@@ -409,31 +421,24 @@ def _restore_files(
     runtime: StagingRuntime,
     service: Service | None,
     path: str | None,
-    target: BlobTarget,
-    policy: Policy,
-    snapshot_id: str,
+    feed: ArtifactFeed,
     artifact: ArtifactRecord,
-    identities: list[Any],
     outcome: DrillOutcome,
 ) -> None:
-    """Extract safely on this host (tree hash checked), then hand the tree to the service."""
+    """Restore on this host (tree hash checked), then hand the tree to the service."""
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix=f"backupctl-extract-{outcome.run_id}-"))
     try:
         tree = scratch / "tree"
-        source = build_source(policy.source(artifact.source))
-        key = key_of(policy.name, snapshot_id, artifact.file)
-        with target.reader(key) as stored, decrypted_reader(stored, identities) as (plain, finished):
-            restored = source.restore(plain, RestoreRequest(to_dir=tree))
-            finished()
-        problems = source.compare(artifact.facts, restored.facts)
+        facts = feed.restore_tree(artifact, tree)
+        problems = build_source(feed.policy.source(artifact.source)).compare(artifact.facts, facts)
         _integrity(
             outcome,
             f"tree hash {artifact.source}",
             not problems,
             "; ".join(problems)
             if problems
-            else f"{restored.facts.get('file_count')} files, tree hash equals the manifest",
+            else f"{facts.get('file_count')} files, tree hash equals the manifest",
             started,
         )
         if service is not None and path is not None:

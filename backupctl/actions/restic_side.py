@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from backupctl.actions.stored import SignedManifest, authenticate
 from backupctl.core.pipeline import CHUNK, HashingReader
 from backupctl.errors import BackupctlError, IntegrityError, TargetError
 
@@ -114,22 +115,18 @@ def manifest_envelope(manifest_bytes: bytes, signature: bytes) -> bytes:
     return (json.dumps(envelope, indent=2, sort_keys=True) + "\n").encode()
 
 
-def read_restic_manifest(repository: Any, policy: str, snapshot_id: str, trusted: list[str]) -> Any | None:
+def read_restic_manifest(
+    repository: Any, policy: str, snapshot_id: str, trusted: list[str]
+) -> SignedManifest | None:
     """The authenticated manifest a repository holds for a snapshot (a stored.SignedManifest),
     or None when it holds none (snapshots made before backupctl stored manifests in restic).
     Raises IntegrityError when one is there but does not authenticate."""
-    import hashlib
-
-    from backupctl.actions.stored import SignedManifest
-    from backupctl.core.crypto import verify_signature
-    from backupctl.core.manifest import Manifest
-
     found = repository.snapshots(manifest_tags(policy, snapshot_id))
     if not found:
         return None
     with repository.dump(found[-1].id, MANIFEST_FILENAME) as stream:
         data = stream.read(32 << 20)
-    where = f"snapshot {snapshot_id} on restic repository {repository.name}"
+    where = f"on restic repository {repository.name}"
     try:
         envelope = json.loads(data)
         if envelope.get("format") != ENVELOPE_FORMAT:
@@ -137,15 +134,10 @@ def read_restic_manifest(repository: Any, policy: str, snapshot_id: str, trusted
         raw = base64.b64decode(envelope["manifest"], validate=True)
         signature = str(envelope["signature"]).encode()
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise IntegrityError(f"{where}: the stored manifest is damaged ({error})") from None
-    try:
-        signer = verify_signature(raw, signature, trusted)
-    except IntegrityError as error:
-        raise IntegrityError(f"{where}: {error}") from None
-    manifest = Manifest.from_bytes(raw)
-    if manifest.snapshot_id != snapshot_id or manifest.policy != policy:
-        raise IntegrityError(f"{where}: the manifest describes {manifest.policy}/{manifest.snapshot_id}")
-    return SignedManifest(manifest, raw, hashlib.sha256(raw).hexdigest(), signer)
+        raise IntegrityError(
+            f"snapshot {snapshot_id} {where}: the stored manifest is damaged ({error})"
+        ) from None
+    return authenticate(raw, signature, trusted, policy, snapshot_id, where)
 
 
 def close_sinks(sinks: list[ResticSink], failure: BaseException | None) -> None:

@@ -54,15 +54,22 @@ def read_manifest(target: BlobTarget, policy: str, snapshot_id: str, trusted: li
         raise IntegrityError(
             f"snapshot {snapshot_id} on target {target.name}: manifest signature is missing"
         ) from None
+    return authenticate(raw, signature, trusted, policy, snapshot_id, f"on target {target.name}")
+
+
+def authenticate(
+    raw: bytes, signature: bytes, trusted: list[str], policy: str, snapshot_id: str, where: str
+) -> SignedManifest:
+    """Check a manifest's signature against the trusted keys and that it describes
+    `policy/snapshot_id`; `where` ("on target X") goes into every error."""
     try:
         signer = verify_signature(raw, signature, trusted)
     except IntegrityError as error:
-        raise IntegrityError(f"snapshot {snapshot_id} on target {target.name}: {error}") from None
+        raise IntegrityError(f"snapshot {snapshot_id} {where}: {error}") from None
     manifest = Manifest.from_bytes(raw)
     if manifest.snapshot_id != snapshot_id or manifest.policy != policy:
         raise IntegrityError(
-            f"manifest at {policy}/{snapshot_id} on target {target.name} describes "
-            f"{manifest.policy}/{manifest.snapshot_id}"
+            f"manifest at {policy}/{snapshot_id} {where} describes {manifest.policy}/{manifest.snapshot_id}"
         )
     return SignedManifest(manifest, raw, hashlib.sha256(raw).hexdigest(), signer)
 

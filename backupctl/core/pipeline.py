@@ -23,6 +23,7 @@ from backupctl.errors import IntegrityError
 
 CHUNK = 1 << 20
 Progress = Callable[[int], None]
+T = typing.TypeVar("T")
 
 
 @dataclass
@@ -172,14 +173,12 @@ def _short(error: BaseException) -> str:
 
 
 @contextmanager
-def decrypted_reader(
-    stored: BinaryIO, identities: list[Any], *, progress: Progress | None = None
-) -> Iterator[tuple[BinaryIO, Callable[[], StreamStats]]]:
-    """A readable plain stream of an encrypted artifact, decrypted in a background thread.
+def threaded_pipe(produce: Callable[[BinaryIO], T], name: str) -> Iterator[tuple[BinaryIO, Callable[[], T]]]:
+    """A readable stream fed by `produce(writer)` running in a background thread.
 
-    Yields (reader, result): read to the end, then `result()` raises the decryption error if
-    any, or returns the stream stats. The reader is a real pipe: it has a `fileno()` that a
-    restore tool can take as its stdin.
+    Yields (reader, result): read to the end, then `result()` raises what `produce` raised, or
+    returns what it returned. The reader is a real pipe: it has a `fileno()` that a restore
+    tool can take as its stdin.
     """
     read_fd, write_fd = os.pipe()
     reader = os.fdopen(read_fd, "rb", buffering=0)  # unbuffered: a tool may take over the fd
@@ -188,7 +187,7 @@ def decrypted_reader(
 
     def work() -> None:
         try:
-            outcome["stats"] = decrypt_stream(stored, writer, identities, progress=progress)
+            outcome["value"] = produce(writer)
         except BrokenPipeError:
             outcome["error"] = IntegrityError("the restore tool stopped reading before the end of the stream")
         except BaseException as error:
@@ -199,21 +198,33 @@ def decrypted_reader(
             except OSError:
                 pass
 
-    thread = threading.Thread(target=work, name="decrypt", daemon=True)
+    thread = threading.Thread(target=work, name=name, daemon=True)
     thread.start()
 
-    def result() -> StreamStats:
+    def result() -> T:
         thread.join()
         if "error" in outcome:
             raise outcome["error"]
-        stats: StreamStats = outcome["stats"]
-        return stats
+        value: T = outcome["value"]
+        return value
 
     try:
         yield reader, result
     finally:
         reader.close()  # unblocks the writer thread if the consumer gave up early
         thread.join(timeout=30)
+
+
+@contextmanager
+def decrypted_reader(
+    stored: BinaryIO, identities: list[Any], *, progress: Progress | None = None
+) -> Iterator[tuple[BinaryIO, Callable[[], StreamStats]]]:
+    """A readable plain stream of an encrypted artifact, decrypted in a background thread
+    (see `threaded_pipe`); `result()` returns the stream stats or raises the decryption error."""
+    with threaded_pipe(
+        lambda sink: decrypt_stream(stored, sink, identities, progress=progress), "decrypt"
+    ) as pipe:
+        yield pipe
 
 
 def sha256_of(stream: BinaryIO, progress: Progress | None = None) -> tuple[str, int]:

@@ -14,6 +14,8 @@ How it differs from Docker (what drill authors need to know):
   `${svc.bind}` are 127.0.0.1, `${svc.port}` a free port.
 - In Docker a files tree appears at its `files[].path`; here it lives in the work dir, so an env
   value or a command argument equal to such a path is replaced by the local directory.
+- `${python}` in an app's `command` is the Python interpreter running backupctl (with its
+  packages); Docker images bring their own.
 - An app gets its `port` when that is free on 127.0.0.1, else a free one: the app must take its
   port from `${app.port}` (env or command), or the start fails with a ConfigError.
 - Apps run with cwd = the drill file's directory (relative paths in `command` resolve against it)
@@ -34,6 +36,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -360,7 +363,9 @@ class LocalRuntime:
         return directory
 
     def _values(self) -> dict[str, str]:
-        values: dict[str, str] = {}
+        # ${python}: the interpreter running backupctl (and its packages, e.g. psycopg), so a
+        # Python app needs no interpreter of its own on the backup host.
+        values: dict[str, str] = {"python": sys.executable}
         for name, cluster in self._clusters.items():
             values |= service_values(self._services[name], HOST, cluster.port, cluster.password, bind=HOST)
         for name, port in self._ports.items():

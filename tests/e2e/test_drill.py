@@ -32,9 +32,8 @@ class Shop:
     database: str
 
 
-@pytest.fixture
-def shop(workspace: Workspace, postgres_cluster: LocalPostgres, s3_server: str) -> Iterator[Shop]:
-    """The sample shop seeded in a fresh database, backed up to local + S3 (GLACIER)."""
+def seed_shop(workspace: Workspace, postgres_cluster: LocalPostgres) -> tuple[str, str, Path]:
+    """The sample shop seeded in a fresh database, and its uploads: (database, url, uploads)."""
     name = f"shop_{os.urandom(4).hex()}"
     postgres_cluster.create_database(name)
     env = {**os.environ, "SHOP_DRILL_PASSWORD": DRILL_PASSWORD}
@@ -58,6 +57,13 @@ def shop(workspace: Workspace, postgres_cluster: LocalPostgres, s3_server: str) 
             "BACKUPCTL_S3_RESTORE_POLL": "0.2",
         }
     )
+    return name, url, uploads
+
+
+@pytest.fixture
+def shop(workspace: Workspace, postgres_cluster: LocalPostgres, s3_server: str) -> Iterator[Shop]:
+    """The sample shop seeded in a fresh database, backed up to local + S3 (GLACIER)."""
+    name, url, uploads = seed_shop(workspace, postgres_cluster)
     workspace.write_policy(
         "shop",
         workspace.base_policy(
