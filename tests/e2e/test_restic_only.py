@@ -164,3 +164,29 @@ def test_catalog_rebuild_from_a_restic_repository(
     assert [s["id"] for s in space.run_json("snapshots", "shop")] == [second, first]
     verified = space.run_json("verify", "shop", first, "--target", "dedup")
     assert verified[0]["ok"], verified
+
+
+def test_a_second_backup_of_an_unchanged_database_adds_under_5_percent(
+    workspace: Workspace, pg_database: PgDatabase, restic_only_policy: Path
+) -> None:
+    """restic deduplicates the plain stream: only the chunk holding pg_dump's header (its
+    timestamp changes every run) is stored again. restic's chunks are 0.5 to 8 MiB, so the
+    database is made large enough (~170 MB dump) that even the largest chunk is under 5 %."""
+    with pg_database.connect() as connection:
+        connection.execute(
+            "CREATE TABLE bulk AS SELECT i, md5(i::text) AS a, md5((-i)::text) AS b "
+            "FROM generate_series(1, 2400000) i"
+        )
+    repository = _repository(restic_only_policy)
+    first = workspace.run_json("backup", "shop")
+    size_after_first = repository.stats()["total_size"]  # type: ignore[attr-defined]
+    second = workspace.run_json("backup", "shop")
+    size_after_second = repository.stats()["total_size"]  # type: ignore[attr-defined]
+    added = size_after_second - size_after_first
+    print(
+        f"restic repository: {size_after_first} bytes after the first backup "
+        f"({first['sources']['shop-db']['plain_bytes']} bytes dumped), +{added} after the second "
+        f"({100 * added / size_after_first:.2f}%)"
+    )
+    assert second["status"] == "complete"
+    assert added < 0.05 * size_after_first
