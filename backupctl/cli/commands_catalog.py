@@ -7,7 +7,6 @@ import click
 from backupctl.cli.context import App, json_option, pass_app
 from backupctl.cli.output import print_json
 from backupctl.errors import ConfigError, JobFailed
-from backupctl.policy.loader import validate_paths
 
 
 @click.group()
@@ -32,6 +31,7 @@ def rebuild(app: App, target_name: str, trust: tuple[str, ...], as_json: bool) -
     verify with a trusted key are reported and skipped.
     """
     from backupctl.actions.rebuild import rebuild_catalog
+    from backupctl.policy.loader import validate_paths
 
     loaded, _issues = validate_paths([app.settings.policies], check_secrets=False)
     policies = [item for item in loaded if any(t.name == target_name for t in item.policy.targets)]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from backupctl.cli.context import App, json_option, pass_app
 from backupctl.cli.output import print_json
 from backupctl.core.secrets import mask
 from backupctl.errors import ConfigIssue, JobFailed
-from backupctl.policy.loader import validate_paths
-from backupctl.policy.schema import Policy
+
+if TYPE_CHECKING:
+    from backupctl.policy.schema import Policy
 
 
 @click.command()
@@ -29,6 +32,8 @@ def doctor(app: App, policy_name: str | None, as_json: bool) -> None:
     if policy_name:
         policies = [app.policy(policy_name, check_secrets=False).policy]
     else:
+        from backupctl.policy.loader import validate_paths  # pydantic: only when policies are read
+
         loaded, issues = validate_paths([app.settings.policies], check_secrets=False)
         policies = [item.policy for item in loaded]
     findings = run_checks(app.settings, policies, issues)

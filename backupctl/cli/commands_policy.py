@@ -10,8 +10,6 @@ import yaml
 from backupctl.cli.context import App, json_option, pass_app
 from backupctl.cli.output import print_json, stdout_console
 from backupctl.errors import PolicyInvalid
-from backupctl.policy.example import example_yaml, reference_markdown
-from backupctl.policy.loader import validate_paths
 
 
 @click.group()
@@ -31,6 +29,8 @@ def validate(app: App, paths: tuple[Path, ...], no_secrets: bool, as_json: bool)
     policy is invalid.
     """
     targets = list(paths) or [app.settings.policies]
+    from backupctl.policy.loader import validate_paths  # pydantic: imported when needed
+
     loaded, issues = validate_paths(targets, check_secrets=not no_secrets)
     if as_json:
         print_json({"valid": [str(item.file) for item in loaded], "issues": [i.as_dict() for i in issues]})
@@ -66,12 +66,16 @@ def show(app: App, name: str, as_json: bool) -> None:
 @policy.command()
 def example() -> None:
     """Print an example policy generated from the schema (valid as printed)."""
+    from backupctl.policy.example import example_yaml
+
     click.echo(example_yaml(), nl=False)
 
 
 @policy.command()
 def reference() -> None:
     """Print the policy reference (Markdown) generated from the schema."""
+    from backupctl.policy.example import reference_markdown
+
     click.echo(reference_markdown())
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from backupctl.cli.output import CliEvents
 from backupctl.core.durations import parse_duration
-from backupctl.policy.loader import LoadedPolicy, find_policy
 from backupctl.settings import Settings
+
+if TYPE_CHECKING:
+    from backupctl.policy.loader import LoadedPolicy
 
 
 @dataclass
@@ -20,6 +23,10 @@ class App:
     verbosity: int
 
     def policy(self, name: str, *, check_secrets: bool = True) -> LoadedPolicy:
+        # Imported here: the schema (pydantic) costs start-up time that commands without a
+        # policy (snapshots, catalog, keys, --help) need not pay.
+        from backupctl.policy.loader import find_policy
+
         return find_policy(name, self.settings.policies, check_secrets=check_secrets)
 
     def events(self) -> CliEvents:

@@ -22,15 +22,17 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 
 from backupctl.core.cronexpr import CronExpr
 from backupctl.errors import ConfigError, PolicyInvalid
-from backupctl.policy.loader import LoadedPolicy, validate_paths
-from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
+
+if TYPE_CHECKING:  # the loader (pydantic) is imported when policies are read, not at CLI start
+    from backupctl.policy.loader import LoadedPolicy
+    from backupctl.policy.schema import Policy
 
 JobKind = Literal["backup", "drill"]
 # How long a scheduled drill waits for a running backup/prune of its policy (`drill --wait`).
@@ -81,6 +83,8 @@ def scheduled_policies(settings: Settings) -> list[Scheduled]:
     file of this policy (a missing one is the loader's error). Invalid files next to valid ones
     are skipped here, and `backupctl policy validate` names their problems.
     """
+    from backupctl.policy.loader import validate_paths
+
     loaded, issues = validate_paths([settings.policies], check_secrets=False)
     if issues and not loaded:
         raise PolicyInvalid(issues)  # every problem, with file and line
