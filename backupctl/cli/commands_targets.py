@@ -8,7 +8,6 @@ from rich.table import Table
 from backupctl.cli.context import App, json_option, pass_app
 from backupctl.cli.output import print_json, stdout_console
 from backupctl.errors import ConfigError, JobFailed, PartialFailure
-from backupctl.policy.loader import validate_paths
 
 
 @click.group()
@@ -70,6 +69,8 @@ def status(app: App, policy_name: str | None, as_json: bool) -> None:
     if policy_name:
         policies = [app.policy(policy_name, check_secrets=False).policy]
     else:
+        from backupctl.policy.loader import validate_paths  # pydantic: only when policies are read
+
         loaded, issues = validate_paths([app.settings.policies], check_secrets=False)
         if issues and not loaded:
             raise ConfigError("no valid policy found: run `backupctl policy validate`")
