@@ -232,6 +232,7 @@ def _backup_source(
 ) -> ArtifactRecord:
     """Dump one source to its primary target, re-hash, replicate. Raises JobFailed if it lands nowhere."""
     source = build_source(config)
+    estimate = source.estimate_size()  # plain bytes, as the progress counts them; once per source
     usable = [t.name for t in policy.targets_for(config) if outcomes[t.name].status != "failed"]
     wanted = [name for name in usable if name in targets]
     resticked = [name for name in usable if name in repositories]
@@ -242,7 +243,7 @@ def _backup_source(
     for candidate in wanted:
         try:
             record, sinks = _dump_to(
-                policy, snapshot_id, config, source, targets[candidate], recipients, events, tee
+                policy, snapshot_id, config, source, estimate, targets[candidate], recipients, events, tee
             )
         except TargetError as error:  # the source is fine: try the next target
             _fail(outcomes[candidate], error, events)
@@ -252,7 +253,7 @@ def _backup_source(
     if record is None and resticked:
         if wanted:
             events.warning(f"source {config.name}: no local, S3 or SFTP target could store it; restic only")
-        record, sinks = _dump_to_restic_only(policy, snapshot_id, config, source, events, tee)
+        record, sinks = _dump_to_restic_only(policy, snapshot_id, config, source, estimate, events, tee)
     if record is None:
         raise JobFailed(f"source {config.name}: no target could store it")
     if primary is not None:
@@ -306,6 +307,7 @@ def _dump_to(
     snapshot_id: str,
     config: Any,
     source: Any,
+    estimate: int | None,
     target: BlobTarget,
     recipients: list[Any],
     events: Events,
@@ -314,8 +316,7 @@ def _dump_to(
     """Stream one dump into `target` (and, tee'd, into restic repositories). Raises TargetError
     when the target failed (the caller tries the next), SourceError when the dump failed."""
     began = time.monotonic()
-    estimate = getattr(source, "estimate_size", None)  # plain bytes, as the progress counts them
-    progress = events.progress(f"{config.name} → {target.name}", estimate() if callable(estimate) else None)
+    progress = events.progress(f"{config.name} → {target.name}", estimate)
     sinks: list[ResticSink] = []
     try:
         with source.dump() as dump:
@@ -364,15 +365,20 @@ def _dump_to(
 
 
 def _dump_to_restic_only(
-    policy: Policy, snapshot_id: str, config: Any, source: Any, events: Events, tee: dict[str, Any]
+    policy: Policy,
+    snapshot_id: str,
+    config: Any,
+    source: Any,
+    estimate: int | None,
+    events: Events,
+    tee: dict[str, Any],
 ) -> tuple[ArtifactRecord, list[ResticSink]]:
     """A source without a blob copy: the dump goes to restic (stream sources) and is hashed on
     the way, so the signed manifest still says what restic's copy must hash to. File sources are
     read as the usual tar stream for their facts (tree hash); `restic backup PATH` follows."""
     began = time.monotonic()
     label = f"{config.name} → {', '.join(tee) or 'restic'}"
-    estimate = getattr(source, "estimate_size", None)  # plain bytes, as the progress counts them
-    progress = events.progress(label, estimate() if callable(estimate) else None)
+    progress = events.progress(label, estimate)
     sinks: list[ResticSink] = []
     try:
         with source.dump() as dump:

@@ -155,10 +155,9 @@ class ResticFeed:
 
     @contextmanager
     def plain(self, artifact: ArtifactRecord) -> Iterator[tuple[BinaryIO, Callable[[], str]]]:
-        from backupctl.actions.restic_side import stdin_filename
+        from backupctl.actions.restic_side import artifact_stdin_filename
 
-        filename = stdin_filename(artifact.source, artifact.file.split(".")[1])
-        with self.repository.dump(self._id(artifact), filename) as dumped:
+        with self.repository.dump(self._id(artifact), artifact_stdin_filename(artifact)) as dumped:
 
             def copy(sink: BinaryIO) -> str:
                 reader = HashingReader(dumped)

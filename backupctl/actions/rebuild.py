@@ -70,22 +70,24 @@ def _rebuild_from_restic(
     catalog: Any, config: Any, policy: str, trusted: list[str], report: RebuildReport
 ) -> None:
     """A restic repository: its manifest snapshots (tagged `manifest`) name the snapshots."""
-    from backupctl.actions.restic_side import MANIFEST_TAG, read_restic_manifest
+    from backupctl.actions.restic_side import MANIFEST_TAG, read_manifest_snapshot
     from backupctl.targets.restic import TAG, ResticRepository
 
     repository = ResticRepository(config)
-    listed = repository.snapshots([TAG, f"policy={policy}", MANIFEST_TAG])
-    ids = sorted(
-        {tag.removeprefix("snapshot=") for info in listed for tag in info.tags if tag.startswith("snapshot=")}
-    )
-    for snapshot_id in ids:
+    # One listing names every manifest snapshot (oldest first: a later copy of one wins), so
+    # each manifest costs one `restic dump`, not a lookup by tags as well.
+    manifests = {
+        tag.removeprefix("snapshot="): info.id
+        for info in repository.snapshots([TAG, f"policy={policy}", MANIFEST_TAG])
+        for tag in info.tags
+        if tag.startswith("snapshot=")
+    }
+    for snapshot_id, restic_id in sorted(manifests.items()):
         report.found += 1
         try:
-            signed = read_restic_manifest(repository, policy, snapshot_id, trusted)
+            signed = read_manifest_snapshot(repository, restic_id, policy, snapshot_id, trusted)
         except (IntegrityError, TargetError) as error:
             report.skipped.append(f"{policy}/{snapshot_id}: {error}")
-            continue
-        if signed is None:  # forgotten between the two restic calls
             continue
         if catalog.import_manifest(signed.manifest, signed.sha256, config.name):
             report.imported += 1

@@ -39,6 +39,12 @@ def stdin_filename(source: str, extension: str) -> str:
     return f"{source}.{extension}"
 
 
+def artifact_stdin_filename(artifact: Any) -> str:
+    """The name a stream source's plain dump has in restic (`shop-db.pgdump` for the artifact
+    `shop-db.pgdump.zst.age`)."""
+    return stdin_filename(artifact.source, artifact.file.split(".")[1])
+
+
 @dataclass
 class ResticSink:
     """One restic target being fed during a dump."""
@@ -124,7 +130,14 @@ def read_restic_manifest(
     found = repository.snapshots(manifest_tags(policy, snapshot_id))
     if not found:
         return None
-    with repository.dump(found[-1].id, MANIFEST_FILENAME) as stream:
+    return read_manifest_snapshot(repository, found[-1].id, policy, snapshot_id, trusted)
+
+
+def read_manifest_snapshot(
+    repository: Any, restic_id: str, policy: str, snapshot_id: str, trusted: list[str]
+) -> SignedManifest:
+    """Read and authenticate the manifest stored in restic snapshot `restic_id`."""
+    with repository.dump(restic_id, MANIFEST_FILENAME) as stream:
         data = stream.read(32 << 20)
     where = f"on restic repository {repository.name}"
     try:
@@ -176,8 +189,7 @@ def verify_restic_copy(
             continue
         if artifact.source_type not in STREAM_SOURCES:
             continue
-        filename = stdin_filename(artifact.source, artifact.file.split(".")[1])
-        with repository.dump(found[-1].id, filename) as stream:
+        with repository.dump(found[-1].id, artifact_stdin_filename(artifact)) as stream:
             reader = HashingReader(stream)
             while reader.read(CHUNK):
                 pass
@@ -187,6 +199,24 @@ def verify_restic_copy(
             )
     problems += [f"{repository.name}: {problem}" for problem in repository.check(read_data_subset)]
     return problems
+
+
+def restic_copy_manifest(
+    repository: Any, policy: Any, snapshot: Any, trusted: list[str]
+) -> tuple[SignedManifest, str]:
+    """The signed manifest that says what a restic copy must hold, and where it came from: the
+    repository itself, or (snapshots from before manifests went to restic) a blob target."""
+    signed = read_restic_manifest(repository, policy.name, snapshot.id, trusted)
+    if signed is not None:
+        return signed, "the repository"
+    from backupctl.actions.access import blob_holder
+    from backupctl.actions.stored import read_manifest
+
+    holder = blob_holder(policy, snapshot)
+    try:
+        return read_manifest(holder, policy.name, snapshot.id, trusted), holder.name
+    finally:
+        holder.close()
 
 
 def restic_snapshot_for(repository: Any, policy: str, snapshot_id: str, source: str) -> str:

@@ -138,10 +138,10 @@ def _restore_from_restic(
     """restic holds the plain stream (database sources) or the tree (file sources); the signed
     manifest (in the repository, or on a blob target for older snapshots) says what the result
     must be."""
-    from backupctl.actions.access import blob_holder
     from backupctl.actions.restic_side import (
         STREAM_SOURCES,
-        read_restic_manifest,
+        artifact_stdin_filename,
+        restic_copy_manifest,
         restic_snapshot_for,
         restore_files_from_restic,
     )
@@ -152,14 +152,7 @@ def _restore_from_restic(
     from backupctl.targets.restic import ResticRepository
 
     repository = ResticRepository(typing.cast(ResticTarget, policy.target(target_name)))
-    trusted = trusted_keys(settings, policy)
-    signed = read_restic_manifest(repository, policy.name, snapshot.id, trusted)
-    if signed is None:  # a snapshot from before manifests were stored in restic
-        holder = blob_holder(policy, snapshot)
-        try:
-            signed = read_manifest(holder, policy.name, snapshot.id, trusted)
-        finally:
-            holder.close()
+    signed, _origin = restic_copy_manifest(repository, policy, snapshot, trusted_keys(settings, policy))
     artifact = signed.manifest.artifact(source_name)
     restic_id = restic_snapshot_for(repository, policy.name, snapshot.id, source_name)
     source_config = policy.source(source_name)
@@ -168,8 +161,7 @@ def _restore_from_restic(
         f"restoring {source_name} of snapshot {snapshot.id} from restic {target_name} ({restic_id[:8]})"
     )
     if source_config.type in STREAM_SOURCES:
-        filename = f"{source_name}.{artifact.file.split('.')[1]}"
-        with repository.dump(restic_id, filename) as stream:
+        with repository.dump(restic_id, artifact_stdin_filename(artifact)) as stream:
             reader = HashingReader(stream)
             outcome = source.restore(typing.cast(BinaryIO, reader), request)
         if reader.hexdigest() != artifact.plain_sha256:

@@ -163,8 +163,7 @@ def _verify_restic(
     """A restic copy: the signed manifest (stored in the repository itself; from a blob target
     for snapshots made before manifests went to restic) says what the plain streams must hash
     to; restic dumps them in full and checks a sample of its pack files."""
-    from backupctl.actions.access import blob_holder
-    from backupctl.actions.restic_side import read_restic_manifest, verify_restic_copy
+    from backupctl.actions.restic_side import restic_copy_manifest, verify_restic_copy
     from backupctl.policy.schema import ResticTarget
     from backupctl.targets.restic import ResticRepository
 
@@ -172,15 +171,7 @@ def _verify_restic(
     try:
         config = policy.target(name)
         repository = ResticRepository(typing.cast(ResticTarget, config))
-        signed = read_restic_manifest(repository, policy.name, snapshot.id, trusted)
-        origin = "the repository"
-        if signed is None:
-            holder = blob_holder(policy, snapshot)
-            try:
-                signed = read_manifest(holder, policy.name, snapshot.id, trusted)
-            finally:
-                holder.close()
-            origin = holder.name
+        signed, origin = restic_copy_manifest(repository, policy, snapshot, trusted)
         result.signature = f"ok (manifest from {origin}, signed by {signed.signer})"
         sources = {s.name for s in policy.sources if config in policy.targets_for(s)}
         artifacts = [a for a in signed.manifest.artifacts if a.source in sources]
