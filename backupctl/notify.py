@@ -12,8 +12,6 @@ import json
 import logging
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -191,6 +189,9 @@ class Notifier:
 
     def _post(self, url: str, body: bytes | None, headers: dict[str, str]) -> None:
         """GET (no body) or POST; retries 5xx and connection errors with exponential backoff."""
+        import urllib.error  # here: the policy schema imports this module, few runs notify
+        import urllib.request
+
         attempt = 0
         while True:
             request = urllib.request.Request(

@@ -1,14 +1,18 @@
 """`backupctl backup POLICY`: dump every source, encrypted, to every target, then record it.
 
 Plan of one run:
-1. open the catalog; earlier runs of this host left 'running' by a dead process become 'failed';
-2. build targets and check their posture (a target that refuses is failed for this run);
+1. start what is slow to start, side by side (actions/ahead.py): the restic processes of the
+   first stream source and of the manifests (these at the lowest CPU priority), the first
+   source's dump; then open the catalog (runs left 'running' by a dead process of this host
+   become 'failed') and record this run as running;
+2. build the other targets and check their posture (a target that refuses is failed for this run);
 3. per source: stream dump → zstd → age → the source's first healthy target (the *primary*),
    then re-hash what landed and replicate it to the source's other targets (re-hashed on arrival);
    restic targets get the plain stream tee'd from the same dump; a source with no local, S3 or
-   SFTP target (or whose blob targets all failed) goes to restic only, hashed on the way;
+   SFTP target (or whose blob targets all failed) goes to restic only, hashed on the way; the
+   next stream source's restic processes start while this one streams;
 4. per target: write signature + manifest (only for the artifacts that target holds); restic
-   repositories get it as one more snapshot, started at step 2 so its key derivation overlaps;
+   repositories get it as one more snapshot, from the process started at step 1;
 5. the catalog row becomes complete (all targets), partial (exit 3) or failed (exit 1).
 A killed run leaves temp names (ignored by every listing) and a 'running' row: never a snapshot.
 """
@@ -20,9 +24,10 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from backupctl import __version__
+from backupctl.actions.ahead import StartedAhead
 from backupctl.actions.events import Events, LogEvents
 from backupctl.actions.restic_side import (
     STREAM_SOURCES,
@@ -31,11 +36,9 @@ from backupctl.actions.restic_side import (
     close_sinks,
     manifest_envelope,
     open_manifest_sinks,
-    open_sinks,
     stdin_filename,
 )
 from backupctl.actions.stored import confirm_stored, copy_artifact, key_of, write_manifest
-from backupctl.catalog.store import Catalog
 from backupctl.core.crypto import SigningKey, load_signing_key, parse_recipients
 from backupctl.core.manifest import (
     ArtifactRecord,
@@ -50,9 +53,13 @@ from backupctl.errors import BackupctlError, IntegrityError, JobFailed, PartialF
 from backupctl.policy.loader import LoadedPolicy
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
-from backupctl.sources.base import build_source
+from backupctl.sources.base import build_source, dump_extension
 from backupctl.targets.base import BlobTarget, build_target
 from backupctl.targets.restic import tags_for
+
+if TYPE_CHECKING:
+    from backupctl.catalog.store import Catalog
+    from backupctl.sources.base import Source
 
 
 @dataclass
@@ -95,40 +102,69 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
     """Run one backup. Raises JobFailed (exit 1) or PartialFailure (exit 3) after recording."""
     events = events or LogEvents()
     policy = loaded.policy
-    recipients = parse_recipients(policy.encryption.recipients)
-    signing = load_signing_key(settings.keys_dir)
-    catalog = Catalog.open(settings.catalog_url)
-    for stale in catalog.mark_interrupted(policy.name):
-        events.warning(f"snapshot {stale} of an earlier run was interrupted; it is marked failed")
-
     started = time.monotonic()
     started_at = datetime.now(UTC)
     snapshot_id = new_snapshot_id(started_at)
     started_text = utc_now_text()
-    catalog.begin_snapshot(snapshot_id, policy.name, loaded.sha256, started_at)
-    events.info(f"backup {policy.name}: snapshot {snapshot_id}")
 
+    catalog: Catalog | None = None  # set once the snapshot is recorded as running
     targets: dict[str, BlobTarget] = {}
     repositories: dict[str, Any] = {}  # restic targets
     outcomes = {target.name: TargetOutcome(target.name) for target in policy.targets}
     artifacts: list[ArtifactRecord] = []
     manifest_sinks: dict[str, ResticSink] = {}  # restic: waiting for the manifest's bytes
+    ahead = StartedAhead()  # restic processes and the first dump: see actions/ahead.py
+
+    def start_ahead(configs: list[Any]) -> None:
+        """Start the restic processes of the first stream source among `configs`."""
+        for config in configs:
+            if config.type in STREAM_SOURCES:
+                ahead.sinks.start(
+                    config.name,
+                    _restic_for(policy, config, repositories, outcomes),
+                    stdin_filename(config.name, dump_extension(config)),
+                    tags_for(policy.name, snapshot_id, config.name),
+                )
+                return
+
     try:
+        # Slow start-ups first, side by side: restic, the first dump, then the catalog.
         for config in policy.targets:
-            try:
-                if config.type == "restic":
+            if config.type == "restic":
+                try:
                     repositories[config.name] = _restic_preflight(config, policy.name)
-                    continue
+                except TargetError as error:
+                    _fail(outcomes[config.name], error, events)
+        start_ahead(policy.sources)
+        manifest_sinks = {s.name: s for s in open_manifest_sinks(repositories, policy.name, snapshot_id)}
+        recipients = parse_recipients(policy.encryption.recipients)
+        signing = load_signing_key(settings.keys_dir)
+        sources = {config.name: build_source(config) for config in policy.sources}
+        first = policy.sources[0]
+        ahead.dump.start(first.name, sources[first.name])
+        from backupctl.catalog.store import Catalog  # SQLAlchemy: ~0.2 s of imports, now overlapped
+
+        opened = Catalog.open(settings.catalog_url)
+        for stale in opened.mark_interrupted(policy.name):
+            events.warning(f"snapshot {stale} of an earlier run was interrupted; it is marked failed")
+        opened.begin_snapshot(snapshot_id, policy.name, loaded.sha256, started_at)
+        catalog = opened
+        events.info(f"backup {policy.name}: snapshot {snapshot_id}")
+        for config in policy.targets:
+            if config.type == "restic":
+                continue
+            try:
                 target = build_target(config)
                 targets[config.name] = target
                 _preflight(target)
             except TargetError as error:
                 _fail(outcomes[config.name], TargetError(str(error).replace("<policy>", policy.name)), events)
-        manifest_sinks = {s.name: s for s in open_manifest_sinks(repositories, policy.name, snapshot_id)}
-        for source_config in policy.sources:
+        for index, source_config in enumerate(policy.sources):
+            start_ahead(policy.sources[index + 1 :])  # its key derivation overlaps this dump
             record = _backup_source(
-                policy, snapshot_id, source_config, targets, repositories, outcomes, recipients, events
-            )
+                policy, snapshot_id, source_config, sources[source_config.name], targets, repositories,
+                outcomes, recipients, events, ahead,
+            )  # fmt: skip
             artifacts.append(record)
         manifest = Manifest(
             snapshot_id=snapshot_id,
@@ -167,14 +203,17 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
                 full_sha = digest
             events.info(f"target {name}: snapshot {snapshot_id} complete")
     except BaseException as error:  # including KeyboardInterrupt / SIGTERM: never leave 'running'
-        message = _describe(error)
-        catalog.fail_snapshot(snapshot_id, message)
-        for name, outcome in outcomes.items():
-            if outcome.artifacts or outcome.status == "failed":
-                catalog.record_copy(snapshot_id, name, "failed", error=outcome.error or message)
+        if catalog is not None:
+            message = _describe(error)
+            catalog.fail_snapshot(snapshot_id, message)
+            for name, outcome in outcomes.items():
+                if outcome.artifacts or outcome.status == "failed":
+                    catalog.record_copy(snapshot_id, name, "failed", error=outcome.error or message)
         raise
     finally:
-        # Any manifest not written (failure, interruption, failed target): restic commits nothing.
+        # Any manifest not written (failure, interruption, failed target) and any process
+        # started ahead but not used: restic commits nothing.
+        ahead.abort()
         close_sinks(list(manifest_sinks.values()), TargetError("no manifest for this repository"))
         for target in targets.values():
             try:
@@ -182,6 +221,7 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
             except Exception:  # closing must never hide the real outcome
                 pass
 
+    assert catalog is not None
     complete = [o for o in outcomes.values() if o.status == "complete"]
     failed = [o for o in outcomes.values() if o.status == "failed"]
     for outcome in outcomes.values():
@@ -206,7 +246,7 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
         manifest, full_sha, status, error="; ".join(f"{o.name}: {o.error}" for o in failed) or None
     )
     result = BackupResult(snapshot_id, policy.name, status, seconds, artifacts, outcomes)
-    _fill_gaps(settings, loaded, [o.name for o in complete], events)
+    _fill_gaps(settings, loaded, [o.name for o in complete if o.name in targets], events)
     if policy.prune_after_backup:
         from backupctl.actions.prune import prune_after_backup
 
@@ -224,27 +264,29 @@ def _backup_source(
     policy: Policy,
     snapshot_id: str,
     config: Any,
+    source: Source,
     targets: dict[str, BlobTarget],
     repositories: dict[str, Any],
     outcomes: dict[str, TargetOutcome],
     recipients: list[Any],
     events: Events,
+    ahead: StartedAhead,
 ) -> ArtifactRecord:
     """Dump one source to its primary target, re-hash, replicate. Raises JobFailed if it lands nowhere."""
-    source = build_source(config)
     estimate = source.estimate_size()  # plain bytes, as the progress counts them; once per source
     usable = [t.name for t in policy.targets_for(config) if outcomes[t.name].status != "failed"]
     wanted = [name for name in usable if name in targets]
-    resticked = [name for name in usable if name in repositories]
-    tee = {name: repositories[name] for name in resticked} if config.type in STREAM_SOURCES else {}
+    resticked = _restic_for(policy, config, repositories, outcomes)
+    tee = resticked if config.type in STREAM_SOURCES else {}
     record: ArtifactRecord | None = None
     primary: str | None = None
     sinks: list[ResticSink] = []
     for candidate in wanted:
         try:
             record, sinks = _dump_to(
-                policy, snapshot_id, config, source, estimate, targets[candidate], recipients, events, tee
-            )
+                policy, snapshot_id, config, source, estimate, targets[candidate], recipients, events, tee,
+                ahead,
+            )  # fmt: skip
         except TargetError as error:  # the source is fine: try the next target
             _fail(outcomes[candidate], error, events)
             continue
@@ -253,7 +295,9 @@ def _backup_source(
     if record is None and resticked:
         if wanted:
             events.warning(f"source {config.name}: no local, S3 or SFTP target could store it; restic only")
-        record, sinks = _dump_to_restic_only(policy, snapshot_id, config, source, estimate, events, tee)
+        record, sinks = _dump_to_restic_only(
+            policy, snapshot_id, config, source, estimate, events, tee, ahead
+        )
     if record is None:
         raise JobFailed(f"source {config.name}: no target could store it")
     if primary is not None:
@@ -312,6 +356,7 @@ def _dump_to(
     recipients: list[Any],
     events: Events,
     tee: dict[str, Any],
+    ahead: StartedAhead,
 ) -> tuple[ArtifactRecord, list[ResticSink]]:
     """Stream one dump into `target` (and, tee'd, into restic repositories). Raises TargetError
     when the target failed (the caller tries the next), SourceError when the dump failed."""
@@ -319,11 +364,11 @@ def _dump_to(
     progress = events.progress(f"{config.name} → {target.name}", estimate)
     sinks: list[ResticSink] = []
     try:
-        with source.dump() as dump:
+        with ahead.dump.take(config.name, source) as dump:
             file = artifact_file_name(config.name, dump.extension)
             key = key_of(policy.name, snapshot_id, file)
-            tags = tags_for(policy.name, snapshot_id, config.name) if tee else []
-            sinks = open_sinks(tee, stdin_filename(config.name, dump.extension), tags)
+            tags = tags_for(policy.name, snapshot_id, config.name)
+            sinks = ahead.sinks.take(config.name, tee, stdin_filename(config.name, dump.extension), tags)
             try:
                 with target.writer(key) as sink:
                     stats = encrypt_stream(
@@ -372,6 +417,7 @@ def _dump_to_restic_only(
     estimate: int | None,
     events: Events,
     tee: dict[str, Any],
+    ahead: StartedAhead,
 ) -> tuple[ArtifactRecord, list[ResticSink]]:
     """A source without a blob copy: the dump goes to restic (stream sources) and is hashed on
     the way, so the signed manifest still says what restic's copy must hash to. File sources are
@@ -381,11 +427,10 @@ def _dump_to_restic_only(
     progress = events.progress(label, estimate)
     sinks: list[ResticSink] = []
     try:
-        with source.dump() as dump:
+        with ahead.dump.take(config.name, source) as dump:
             file = artifact_file_name(config.name, dump.extension)
-            if tee:
-                tags = tags_for(policy.name, snapshot_id, config.name)
-                sinks = open_sinks(tee, stdin_filename(config.name, dump.extension), tags)
+            tags = tags_for(policy.name, snapshot_id, config.name)
+            sinks = ahead.sinks.take(config.name, tee, stdin_filename(config.name, dump.extension), tags)
             try:
                 feed = cast(BinaryIO, TeeReader(dump.stream, sinks)) if sinks else dump.stream
                 reader = HashingReader(feed, progress.advance)
@@ -431,7 +476,10 @@ def _write_restic_manifest(sink: ResticSink, manifest: Manifest, signing: Signin
 
 
 def _fill_gaps(settings: Settings, loaded: LoadedPolicy, reachable: list[str], events: Events) -> None:
-    """Targets that work again receive the older snapshots they missed (see `replicate`)."""
+    """Blob targets that work again receive the older snapshots they missed (see `replicate`;
+    restic copies are made by backups only)."""
+    if not reachable:
+        return
     from backupctl.actions.replicate import replicate
 
     try:
@@ -441,6 +489,17 @@ def _fill_gaps(settings: Settings, loaded: LoadedPolicy, reachable: list[str], e
         return
     if report.copied:
         events.info(f"copied {len(report.copied)} missed snapshot(s) to recovered targets")
+
+
+def _restic_for(
+    policy: Policy, config: Any, repositories: dict[str, Any], outcomes: dict[str, TargetOutcome]
+) -> dict[str, Any]:
+    """The restic repositories a source goes to in this run: its restic targets not failed."""
+    return {
+        t.name: repositories[t.name]
+        for t in policy.targets_for(config)
+        if t.name in repositories and outcomes[t.name].status != "failed"
+    }
 
 
 def _restic_preflight(config: Any, policy: str) -> Any:

@@ -85,10 +85,12 @@ class TeeReader(io.RawIOBase):
         return len(data)
 
 
-def open_sinks(repositories: dict[str, Any], filename: str, tags: list[str]) -> list[ResticSink]:
+def open_sinks(
+    repositories: dict[str, Any], filename: str, tags: list[str], *, background: bool = False
+) -> list[ResticSink]:
     sinks = []
     for name, repository in repositories.items():
-        sink = ResticSink(name, repository.stdin_writer(filename, tags, full_id=False))
+        sink = ResticSink(name, repository.stdin_writer(filename, tags, full_id=False, background=background))
         try:
             sink.writer = sink.context.__enter__()
         except BackupctlError as error:
@@ -106,8 +108,9 @@ def manifest_tags(policy: str, snapshot_id: str) -> list[str]:
 def open_manifest_sinks(repositories: dict[str, Any], policy: str, snapshot_id: str) -> list[ResticSink]:
     """Start one `restic backup --stdin` per repository for the snapshot's manifest; it waits for
     its bytes (`write_manifest_sinks`) while the dumps run. A sink that failed to start carries
-    its error."""
-    return open_sinks(repositories, MANIFEST_FILENAME, manifest_tags(policy, snapshot_id))
+    its error. These processes run at a lower CPU priority: they have minutes to derive their
+    key and should not take CPU from the dump while doing it."""
+    return open_sinks(repositories, MANIFEST_FILENAME, manifest_tags(policy, snapshot_id), background=True)
 
 
 def manifest_envelope(manifest_bytes: bytes, signature: bytes) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,6 +91,9 @@ class Catalog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # Close the pooled connections when the catalog goes away or, at the latest, at exit:
+        # a PostgreSQL catalog then sees a clean disconnect, SQLite checkpoints its WAL.
+        weakref.finalize(self, engine.dispose)
 
     @classmethod
     def open(cls, url: str) -> Catalog:

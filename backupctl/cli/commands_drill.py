@@ -6,7 +6,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from backupctl.cli.context import App, identity_option, json_option, pass_app, wait_option
 from backupctl.cli.output import print_json, stdout_console
@@ -122,6 +121,8 @@ def drill(
 
 
 def _render(outcome: object, paths: dict[str, Path]) -> None:
+    from rich.table import Table
+
     from backupctl.actions.drill import DrillOutcome
 
     assert isinstance(outcome, DrillOutcome)
@@ -184,6 +185,8 @@ def _cleanup(run_id: str | None, as_json: bool) -> None:
 @pass_app
 def drills(app: App, policy_name: str | None, as_json: bool) -> None:
     """Drill history: when, which snapshot, pass/fail, measured RTO vs objective."""
+    from rich.table import Table
+
     from backupctl.actions.access import open_catalog
     from backupctl.catalog.store import drill_history
 

@@ -8,7 +8,6 @@ import click
 
 from backupctl.cli.context import App, json_option, pass_app, wait_option
 from backupctl.cli.output import print_json, stdout_console
-from backupctl.cli.tables import print_table
 from backupctl.errors import JobFailed
 
 
@@ -31,6 +30,7 @@ def prune(
     Exit 0, or 1 when a deletion failed (retained-by-lock is not a failure).
     """
     from backupctl.actions.prune import run_prune
+    from backupctl.cli.tables import print_table  # rich: only when a table is printed
     from backupctl.locking import policy_lock
 
     policy = app.policy(policy_name, check_secrets=False).policy

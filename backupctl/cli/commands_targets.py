@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
 from backupctl.cli.context import App, json_option, pass_app
 from backupctl.cli.output import print_json, stdout_console
@@ -63,6 +62,8 @@ def status(app: App, policy_name: str | None, as_json: bool) -> None:
 
     Exit 0 when every policy complies, 1 otherwise (each failing rule says why).
     """
+    from rich.table import Table
+
     from backupctl.actions.access import open_catalog
     from backupctl.actions.status import gather
 

@@ -41,7 +41,13 @@ from typing import Any, BinaryIO, cast
 
 from backupctl.errors import ConfigError, IntegrityError, SourceError
 from backupctl.policy.schema import FilesSource
-from backupctl.sources.base import DumpStream, RestoreOutcome, RestoreRequest, register_source
+from backupctl.sources.base import (
+    DUMP_EXTENSIONS,
+    DumpStream,
+    RestoreOutcome,
+    RestoreRequest,
+    register_source,
+)
 
 log = logging.getLogger("backupctl.sources.files")
 
@@ -328,7 +334,7 @@ class FilesTarSource:
     """A directory tree (`type: files`) archived as a PAX tar stream."""
 
     format = "tar"
-    extension = "tar"
+    extension = DUMP_EXTENSIONS["files"]
 
     def __init__(self, config: FilesSource) -> None:
         self.config = config

@@ -49,6 +49,7 @@ from backupctl.core.secrets import mask, mask_url_password, register_secret
 from backupctl.errors import ConfigError, SourceError
 from backupctl.policy.schema import MysqlSource
 from backupctl.sources.base import (
+    DUMP_EXTENSIONS,
     DumpStream,
     RestoreOutcome,
     RestoreRequest,
@@ -436,7 +437,7 @@ class MysqlDumpSource:
     """A MySQL or MariaDB database (`type: mysql`), dumped with mariadb-dump, restored with mariadb."""
 
     format = "sql"
-    extension = "sql"
+    extension = DUMP_EXTENSIONS["mysql"]
 
     def __init__(self, config: MysqlSource) -> None:
         self.config = config

@@ -38,6 +38,7 @@ from backupctl.core.secrets import mask, mask_url_password, register_secret
 from backupctl.errors import ConfigError, SourceError
 from backupctl.policy.schema import PostgresSource
 from backupctl.sources.base import (
+    DUMP_EXTENSIONS,
     DumpStream,
     RestoreOutcome,
     RestoreRequest,
@@ -74,6 +75,17 @@ SELECT n.nspname || '.' || c.relname,
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
+
+
+# Run in the snapshot-holding transaction, local or remote. A server-wide idle timeout must
+# not end the transaction while pg_dump streams (it is idle once the counts are done, and
+# COMMIT at the end would fail). The counts run beside pg_dump, which keeps the server busy
+# already: parallel workers would only compete with it (all tables of the 1 GiB benchmark
+# database: 0.52 CPU-s with the default two workers, 0.37 without).
+SNAPSHOT_SESSION_SETTINGS = (
+    "SET LOCAL idle_in_transaction_session_timeout = 0",
+    "SET LOCAL max_parallel_workers_per_gather = 0",
+)
 
 
 def split_password(url: str) -> tuple[str, str | None]:
@@ -287,7 +299,7 @@ class PostgresDumpSource:
     """A PostgreSQL database (`type: postgres`), dumped with pg_dump, restored with pg_restore."""
 
     format = "pgdump"
-    extension = "pgdump"
+    extension = DUMP_EXTENSIONS["postgres"]
 
     def __init__(self, config: PostgresSource) -> None:
         self.config = config
@@ -319,6 +331,8 @@ class PostgresDumpSource:
         counter: _RowCounter | None = None
         try:
             connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            for setting in SNAPSHOT_SESSION_SETTINGS:
+                connection.execute(setting)
             snapshot = self._scalar(connection, "SELECT pg_export_snapshot()")
             server_version = version_of(self._scalar(connection, "SELECT current_setting('server_version')"))
             tables = [table for table in user_tables(connection) if selection.includes(table)]
@@ -328,6 +342,7 @@ class PostgresDumpSource:
             ]  # fmt: skip
             process = runner.start(argv, env={"PGPASSWORD": password} if password else None)
             assert process.stdout is not None and process.stderr is not None
+            runner.widen_pipe(process.stdout)
             stderr = runner.StderrTail(process.stderr)
             counter = _RowCounter(connection, tables)
             counter.start()

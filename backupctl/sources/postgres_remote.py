@@ -37,7 +37,14 @@ from backupctl.errors import SourceError
 from backupctl.policy.schema import PostgresSource
 from backupctl.sources import remote
 from backupctl.sources.base import DumpStream
-from backupctl.sources.postgres import TABLES_QUERY, Table, TableSelection, count_query, version_of
+from backupctl.sources.postgres import (
+    SNAPSHOT_SESSION_SETTINGS,
+    TABLES_QUERY,
+    Table,
+    TableSelection,
+    count_query,
+    version_of,
+)
 
 # jsonb, not json_agg: json_agg puts line breaks between elements, and we read one line per answer.
 _TABLES_JSON = f"SELECT coalesce(jsonb_agg(t), '[]') FROM ({TABLES_QUERY}) t"
@@ -67,9 +74,8 @@ class _SnapshotSession:
         try:
             session._send(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
-                # A server-wide idle timeout must not end the transaction while pg_dump streams.
-                "SET LOCAL idle_in_transaction_session_timeout = 0;\n"
-                "SELECT pg_export_snapshot();\n"
+                + "".join(f"{setting};\n" for setting in SNAPSHOT_SESSION_SETTINGS)
+                + "SELECT pg_export_snapshot();\n"
                 "SELECT current_setting('server_version');\n"
                 f"{_TABLES_JSON};\n"
             )

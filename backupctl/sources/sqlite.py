@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 from backupctl.errors import ConfigError, SourceError
 from backupctl.policy.schema import SqliteSource
 from backupctl.sources.base import (
+    DUMP_EXTENSIONS,
     DumpStream,
     RestoreOutcome,
     RestoreRequest,
@@ -60,7 +61,7 @@ class SqliteBackupSource:
     """A SQLite database file (`type: sqlite`), copied with the online backup API."""
 
     format = "sqlite3"
-    extension = "sqlite"
+    extension = DUMP_EXTENSIONS["sqlite"]
 
     def __init__(self, config: SqliteSource) -> None:
         self.config = config

@@ -65,6 +65,9 @@ _TRANSIENT = re.compile(
 _MISSING = ("unable to open config file", "Is there a repository at the following location")
 
 
+BACKGROUND_NICENESS = 19  # the lowest: see stdin_writer(background=True)
+
+
 def tags_for(policy: str, snapshot_id: str, source: str | None = None) -> list[str]:
     """The restic tags of one backupctl artifact (the one place that builds them).
 
@@ -290,13 +293,21 @@ class ResticRepository:
     # ----------------------------------------------------------------- backups
     @contextmanager
     def stdin_writer(
-        self, filename: str, tags: list[str], progress: Progress | None = None, *, full_id: bool = True
+        self,
+        filename: str,
+        tags: list[str],
+        progress: Progress | None = None,
+        *,
+        full_id: bool = True,
+        background: bool = False,
     ) -> Iterator[ResticStdinWriter]:
         """Yield a writer feeding `restic backup --stdin`; the snapshot is committed on clean exit.
 
         Afterwards `writer.result` holds the ResticBackupResult. On an exception inside the
         block restic is interrupted before its stdin closes, so no snapshot is created.
         `progress` gets byte increments from restic's status lines (on a reader thread).
+        `background`: restic runs at the lowest CPU priority (nice 19), for a process that
+        is started early and mostly waits, so that its key derivation takes only spare CPU.
         Raises TargetError when restic fails or did not read every byte written.
         """
         if not filename or "/" in filename:
@@ -305,9 +316,13 @@ class ResticRepository:
         # --compression auto: also accepted (as a no-op) by v1 repositories, verified with 0.14.0;
         # explicit so that a RESTIC_COMPRESSION in the environment cannot change it.
         args = ["backup", "--stdin", "--stdin-filename", filename, "--json", "--compression", "auto"]
-        child = self._start([*args, *_tag_args(tags)], output.feed, stdin=subprocess.PIPE)
+        child = self._start(
+            [*args, *_tag_args(tags)], output.feed, niceness=BACKGROUND_NICENESS if background else 0,
+            stdin=subprocess.PIPE,
+        )  # fmt: skip
         stdin = child.process.stdin
         assert stdin is not None
+        runner.widen_pipe(stdin)
         writer = ResticStdinWriter(stdin, child.process.pid, lambda: self._failed("backup", child))
         try:
             yield writer
@@ -483,11 +498,17 @@ class ResticRepository:
             raise self._error(action, done.stderr)
         raise AssertionError("unreachable")
 
-    def _start(self, args: list[str], on_line: Callable[[bytes], None] | None, **pipes: Any) -> _Child:
+    def _start(
+        self, args: list[str], on_line: Callable[[bytes], None] | None, *, niceness: int = 0, **pipes: Any
+    ) -> _Child:
         binary = self._restic()
+        # nice(1) execs restic in the same process, so signals and waits still reach restic.
+        # (A renice after the start would miss the threads Go's runtime creates at once.)
+        nice = shutil.which("nice") if niceness else None
+        prefix = [nice, "-n", str(niceness)] if nice else []
         with self._password_fd() as (fd, env):
             pipes.setdefault("stdout", subprocess.PIPE)
-            process = runner.start([binary, *args], env=env, pass_fds=(fd,), **pipes)
+            process = runner.start([*prefix, binary, *args], env=env, pass_fds=(fd,), **pipes)
         return _Child(process, on_line)
 
     def _failed(self, action: str, child: _Child) -> TargetError:

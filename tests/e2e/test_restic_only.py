@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,76 @@ def test_a_second_backup_of_an_unchanged_database_adds_under_5_percent(
     )
     assert second["status"] == "complete"
     assert added < 0.05 * size_after_first
+
+
+def _sqlite_database(path: Path, rows: int) -> Path:
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, payload TEXT)")
+        rows_data = [(f"row {i}",) for i in range(rows)]
+        connection.executemany("INSERT INTO events (payload) VALUES (?)", rows_data)
+    return path
+
+
+def _restic_processes() -> list[str]:
+    """restic processes of this test run (their command line names the test's repository)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"restic"):
+            found.append(b" ".join(cmdline).decode(errors="replace"))
+    return found
+
+
+def test_several_stream_sources_and_runs_that_end_early(workspace: Workspace, tmp_path: Path) -> None:
+    """Three restic-only stream sources: each one's restic process starts while the previous
+    source streams (actions/ahead.py). A source that fails, or a catalog that cannot be opened
+    after restic was started, ends the run with nothing committed for it and no process left."""
+    space = workspace
+    databases = {f"db{i}": _sqlite_database(tmp_path / f"db{i}.sqlite", 500 * i) for i in (1, 2, 3)}
+    repository = tmp_path / "restic"
+    space.env["RESTIC_ONLY_TEST_PASSWORD"] = PASSWORD
+    space.write_policy(
+        "apps",
+        space.base_policy(
+            "apps",
+            [{"name": name, "type": "sqlite", "path": str(path)} for name, path in databases.items()],
+            [{"name": "dedup", "type": "restic", "repository": str(repository),
+              "password": "env:RESTIC_ONLY_TEST_PASSWORD"}],
+        ),
+    )  # fmt: skip
+    assert space.run("target", "setup", "apps", "dedup").returncode == 0
+    backup = space.run_json("backup", "apps")
+    assert backup["status"] == "complete", backup
+    repo = _repository(repository)
+    tagged = repo.find("apps", backup["snapshot_id"])  # type: ignore[attr-defined]
+    assert sorted(t for info in tagged for t in info.tags if t.startswith(("source=", "manifest"))) == [
+        "manifest", "source=db1", "source=db2", "source=db3",
+    ]  # fmt: skip
+    assert space.run_json("verify", "apps", "latest")[0]["ok"]
+    restored = tmp_path / "db3-restored.sqlite"
+    done = space.run("restore", "apps", "latest", "--source", "db3", "--to-file", str(restored))
+    assert done.returncode == 0, done.stderr
+    with sqlite3.connect(restored) as connection:
+        assert connection.execute("SELECT count(*) FROM events").fetchone()[0] == 1500
+
+    before = {info.id for info in repo.snapshots()}  # type: ignore[attr-defined]
+    # The second source fails: its restic process (started while db1 streamed) and the
+    # manifest's commit nothing.
+    databases["db2"].unlink()
+    failed = space.run("backup", "apps", "--json")
+    assert failed.returncode == 1, failed.stderr
+    assert "db2" in failed.stderr
+    after = [info for info in repo.snapshots() if info.id not in before]  # type: ignore[attr-defined]
+    assert [t for info in after for t in info.tags if t.startswith(("source=", "manifest"))] == ["source=db1"]
+    _sqlite_database(databases["db2"], 10)
+
+    # The catalog cannot be opened: restic and the first dump were started before it.
+    unreachable = space.run("--catalog", "postgresql://backupctl@127.0.0.1:9/none", "backup", "apps")
+    assert unreachable.returncode == 2, unreachable.stderr
+    assert "catalog" in unreachable.stderr
+    assert {info.id for info in repo.snapshots()} == before | {info.id for info in after}  # type: ignore[attr-defined]
+    assert [p for p in _restic_processes() if str(repository) in p] == []
+    assert not list((repository / "locks").iterdir())  # aborted with SIGINT: locks removed

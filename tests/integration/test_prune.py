@@ -34,19 +34,10 @@ from tests.fixtures.core import Workspace
 from tests.fixtures.restic import RESTIC_PASSWORD_ENV
 from tests.fixtures.s3 import empty_and_delete_bucket, new_bucket_name
 
-# Registers `prune` when cli/main.py does not (yet), then runs the real entry point: real exit codes.
-SHIM = (
-    "from backupctl.cli.main import cli, main\n"
-    "if 'prune' not in cli.commands:\n"
-    "    from backupctl.cli.commands_prune import prune\n"
-    "    cli.add_command(prune)\n"
-    "main()\n"
-)
-
 
 def prune_cli(space: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", SHIM, "prune", "shop", *args],
+        [sys.executable, "-m", "backupctl", "prune", "shop", *args],
         capture_output=True, text=True, timeout=300, env={**os.environ, **space.env},
     )  # fmt: skip
 

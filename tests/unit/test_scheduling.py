@@ -31,13 +31,6 @@ from backupctl.scheduling import (
 from backupctl.settings import Settings
 from tests.fixtures.core import Workspace
 
-# Until the lead registers `schedule`/`daemon` in cli/main.py, add them here; afterwards this is a no-op.
-BOOTSTRAP = (
-    "import sys; from backupctl.cli.main import cli, main; "
-    "from backupctl.cli.commands_schedule import COMMANDS; "
-    "[cli.add_command(c) for c in COMMANDS if c.name not in cli.commands]; main()"
-)
-
 EXPRESSIONS = [
     "15 2 * * *",
     "*/15 * * * *",
@@ -59,7 +52,7 @@ def run_cli(
     space: Workspace, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", BOOTSTRAP, *args],
+        [sys.executable, "-m", "backupctl", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **space.env, **(env or {})},

@@ -5,10 +5,12 @@ Every restic call re-derives the repository key (about 0.8 s): tests are frugal 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import signal
 import stat
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -136,6 +138,30 @@ def test_stdin_writer_and_interruption(
     assert list((Path(repo.config.repository) / "locks").iterdir()) == []  # SIGINT: lock removed
 
 
+def test_background_writer_runs_at_the_lowest_priority_through_a_wide_pipe(
+    restic_repository: RepositoryFactory,
+) -> None:
+    """The manifest's restic process is started long before it is fed: nice 19, so that its key
+    derivation takes only CPU the dump leaves idle. Data pipes get 1 MiB buffers (fewer wake-ups)."""
+    repo = restic_repository()
+    repo.init()
+    tags = tags_for("shop", "s1")
+    with repo.stdin_writer("backupctl-manifest.json", tags, background=True) as sink:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{sink.pid}/exe").resolve().name != "restic":  # nice(1) execs it
+            assert time.monotonic() < deadline, "nice did not exec restic"
+            time.sleep(0.01)
+        fields = Path(f"/proc/{sink.pid}/stat").read_text().rpartition(")")[2].split()
+        assert int(fields[16]) == 19  # field 19 of /proc/PID/stat: nice
+        assert fcntl.fcntl(sink._pipe.fileno(), fcntl.F_GETPIPE_SZ) == 1 << 20
+        sink.write(b'{"manifest": true}\n')
+    assert sink.result is not None and sink.result.total_bytes_processed == 19
+    with repo.stdin_writer("shop.sql", tags_for("shop", "s1", "shop-db")) as plain:
+        fields = Path(f"/proc/{plain.pid}/stat").read_text().rpartition(")")[2].split()
+        assert int(fields[16]) == 0
+        plain.write(b"data")
+
+
 def test_backup_path_is_incremental(restic_repository: RepositoryFactory, tmp_path: Path) -> None:
     site = tmp_path / "site"
     for index in range(40):
@@ -165,7 +191,8 @@ def test_check_clears_stale_locks_and_reports_damaged_data(restic_repository: Re
         sink.write(os.urandom(3 * MiB))
     # A restic killed outright leaves its lock behind, which blocks check's exclusive lock.
     with pytest.raises(RuntimeError), repo.stdin_writer("other.bin", ["test"]) as sink:
-        sink.write(os.urandom(MiB))
+        # More than the 1 MiB pipe holds: the write returns once restic reads, so it has its lock.
+        sink.write(os.urandom(4 * MiB))
         os.kill(sink.pid, signal.SIGKILL)
         raise RuntimeError("killed")
     assert len(list((Path(repo.config.repository) / "locks").iterdir())) == 1

@@ -13,7 +13,8 @@ import pytest
 from rich.console import Console
 
 from backupctl.actions.events import LoggedProgress, NoProgress
-from backupctl.cli.output import CliEvents, TransferDisplay, setup_logging
+from backupctl.cli.live import TransferDisplay
+from backupctl.cli.output import CliEvents, setup_logging
 
 MiB = 1 << 20
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
