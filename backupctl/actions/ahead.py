@@ -9,6 +9,10 @@ add up to most of a second that plain `pg_dump | restic backup --stdin` does not
 there the two start side by side. So `run_backup` starts the restic processes and the first
 source's dump ahead, then opens its catalog while they get ready.
 
+Only the first source's: started any earlier, a later source's restic process would sit idle
+through the sources before it, holding its own copy of the repository index in memory (that
+can be hundreds of MiB for a large repository), to save half a second once.
+
 Anything started ahead and not taken is stopped without effect: restic commits nothing for an
 aborted process, and a dump that is not read is killed.
 """
@@ -30,8 +34,8 @@ class PendingSinks:
 
     Each `restic backup` spends about 0.5 s of CPU deriving the repository key (scrypt) and then
     loads the index before it reads a byte. Started ahead, that overlaps with the work before
-    the dump (opening the catalog, connecting to the database, or the previous source's dump)
-    instead of holding back the dump's first bytes. Whatever is not taken is aborted by
+    the dump (opening the catalog, connecting to the database) instead of holding back the
+    dump's first bytes. Whatever is not taken is aborted by
     `abort()`, so a process started ahead never commits a snapshot.
     """
 

@@ -2,18 +2,17 @@
 
 Plan of one run:
 1. start what is slow to start, side by side (actions/ahead.py): the restic processes of the
-   first stream source and of the manifests (these at the lowest CPU priority), the first
-   source's dump; then open the catalog (runs left 'running' by a dead process of this host
-   become 'failed') and record this run as running;
-2. build the other targets and check their posture (a target that refuses is failed for this run);
-3. per source: stream dump → zstd → age → the source's first healthy target (the *primary*),
+   first stream source and of the manifests (these at the lowest CPU priority); check the other
+   targets' posture (a target that refuses is failed for this run); start the first source's
+   dump; meanwhile open the catalog (runs left 'running' by a dead process of this host become
+   'failed') and record this run as running;
+2. per source: stream dump → zstd → age → the source's first healthy target (the *primary*),
    then re-hash what landed and replicate it to the source's other targets (re-hashed on arrival);
    restic targets get the plain stream tee'd from the same dump; a source with no local, S3 or
-   SFTP target (or whose blob targets all failed) goes to restic only, hashed on the way; the
-   next stream source's restic processes start while this one streams;
-4. per target: write signature + manifest (only for the artifacts that target holds); restic
+   SFTP target (or whose blob targets all failed) goes to restic only, hashed on the way;
+3. per target: write signature + manifest (only for the artifacts that target holds); restic
    repositories get it as one more snapshot, from the process started at step 1;
-5. the catalog row becomes complete (all targets), partial (exit 3) or failed (exit 1).
+4. the catalog row becomes complete (all targets), partial (exit 3) or failed (exit 1).
 A killed run leaves temp names (ignored by every listing) and a 'running' row: never a snapshot.
 """
 
@@ -115,28 +114,35 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
     manifest_sinks: dict[str, ResticSink] = {}  # restic: waiting for the manifest's bytes
     ahead = StartedAhead()  # restic processes and the first dump: see actions/ahead.py
 
-    def start_ahead(configs: list[Any]) -> None:
-        """Start the restic processes of the first stream source among `configs`."""
-        for config in configs:
-            if config.type in STREAM_SOURCES:
-                ahead.sinks.start(
-                    config.name,
-                    _restic_for(policy, config, repositories, outcomes),
-                    stdin_filename(config.name, dump_extension(config)),
-                    tags_for(policy.name, snapshot_id, config.name),
-                )
-                return
-
     try:
-        # Slow start-ups first, side by side: restic, the first dump, then the catalog.
+        # Slow start-ups side by side (actions/ahead.py): restic first, then the first dump and,
+        # while both get ready, the catalog. The other targets are checked before the dump
+        # starts: their checks may wait on the network, and a started dump must not wait long
+        # unread (a MySQL server drops a client that does not read for net_write_timeout, 60 s).
         for config in policy.targets:
             if config.type == "restic":
                 try:
                     repositories[config.name] = _restic_preflight(config, policy.name)
                 except TargetError as error:
                     _fail(outcomes[config.name], error, events)
-        start_ahead(policy.sources)
+        first_stream = next((c for c in policy.sources if c.type in STREAM_SOURCES), None)
+        if first_stream is not None:
+            ahead.sinks.start(
+                first_stream.name,
+                _restic_for(policy, first_stream, repositories, outcomes),
+                stdin_filename(first_stream.name, dump_extension(first_stream)),
+                tags_for(policy.name, snapshot_id, first_stream.name),
+            )
         manifest_sinks = {s.name: s for s in open_manifest_sinks(repositories, policy.name, snapshot_id)}
+        for config in policy.targets:
+            if config.type == "restic":
+                continue
+            try:
+                target = build_target(config)
+                targets[config.name] = target
+                _preflight(target)
+            except TargetError as error:
+                _fail(outcomes[config.name], TargetError(str(error).replace("<policy>", policy.name)), events)
         recipients = parse_recipients(policy.encryption.recipients)
         signing = load_signing_key(settings.keys_dir)
         sources = {config.name: build_source(config) for config in policy.sources}
@@ -150,17 +156,7 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
         opened.begin_snapshot(snapshot_id, policy.name, loaded.sha256, started_at)
         catalog = opened
         events.info(f"backup {policy.name}: snapshot {snapshot_id}")
-        for config in policy.targets:
-            if config.type == "restic":
-                continue
-            try:
-                target = build_target(config)
-                targets[config.name] = target
-                _preflight(target)
-            except TargetError as error:
-                _fail(outcomes[config.name], TargetError(str(error).replace("<policy>", policy.name)), events)
-        for index, source_config in enumerate(policy.sources):
-            start_ahead(policy.sources[index + 1 :])  # its key derivation overlaps this dump
+        for source_config in policy.sources:
             record = _backup_source(
                 policy, snapshot_id, source_config, sources[source_config.name], targets, repositories,
                 outcomes, recipients, events, ahead,

@@ -215,9 +215,9 @@ def _restic_processes() -> list[str]:
 
 
 def test_several_stream_sources_and_runs_that_end_early(workspace: Workspace, tmp_path: Path) -> None:
-    """Three restic-only stream sources: each one's restic process starts while the previous
-    source streams (actions/ahead.py). A source that fails, or a catalog that cannot be opened
-    after restic was started, ends the run with nothing committed for it and no process left."""
+    """Three restic-only stream sources (the first one's restic process and dump are started
+    ahead, actions/ahead.py). A source that fails, or a catalog that cannot be opened after
+    restic was started, ends the run with nothing committed for it and no process left."""
     space = workspace
     databases = {f"db{i}": _sqlite_database(tmp_path / f"db{i}.sqlite", 500 * i) for i in (1, 2, 3)}
     repository = tmp_path / "restic"
@@ -247,8 +247,7 @@ def test_several_stream_sources_and_runs_that_end_early(workspace: Workspace, tm
         assert connection.execute("SELECT count(*) FROM events").fetchone()[0] == 1500
 
     before = {info.id for info in repo.snapshots()}  # type: ignore[attr-defined]
-    # The second source fails: its restic process (started while db1 streamed) and the
-    # manifest's commit nothing.
+    # The second source fails: the manifest's restic process commits nothing.
     databases["db2"].unlink()
     failed = space.run("backup", "apps", "--json")
     assert failed.returncode == 1, failed.stderr

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from tests.fixtures.core import Workspace
-from tests.unit.test_scheduling import BOOTSTRAP
 
 BIG_FILE_MB = 200
 
@@ -45,7 +44,7 @@ def test_sigterm_during_a_backup_records_no_snapshot(workspace: Workspace) -> No
     )
     workspace.write_policy("nightly", policy)
     daemon = subprocess.Popen(
-        [sys.executable, "-c", BOOTSTRAP, "daemon", "--run-now", "--stop-timeout", "60s"],
+        [sys.executable, "-m", "backupctl", "daemon", "--run-now", "--stop-timeout", "60s"],
         env={**os.environ, **workspace.env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -109,7 +108,7 @@ def test_daemon_runs_a_due_drill_after_the_backup_of_its_policy(workspace: Works
     log = workspace.root / "daemon.log"
     with open(log, "w") as stderr_file:
         daemon = subprocess.Popen(
-            [sys.executable, "-c", BOOTSTRAP, "daemon", "--run-now", "--drill-now"],
+            [sys.executable, "-m", "backupctl", "daemon", "--run-now", "--drill-now"],
             env={**os.environ, **workspace.env},
             stdout=subprocess.DEVNULL,
             stderr=stderr_file,
