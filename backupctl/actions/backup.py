@@ -218,29 +218,36 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
                 pass
 
     assert catalog is not None
+    from backupctl.catalog.store import CopyState  # imported (with SQLAlchemy) at step 1
+
     complete = [o for o in outcomes.values() if o.status == "complete"]
     failed = [o for o in outcomes.values() if o.status == "failed"]
-    for outcome in outcomes.values():
-        catalog.record_copy(
+    copies = [
+        CopyState(
             snapshot_id,
             outcome.name,
             outcome.status,
             outcome.stored_bytes or sum(a.stored_bytes for a in outcome.artifacts),
             outcome.error,
         )
+        for outcome in outcomes.values()
+    ]
     landed = {a.source for o in complete for a in o.artifacts}
     missing = [s.name for s in policy.sources if s.name not in landed]
     seconds = time.monotonic() - started
     if missing or not complete:
         error_text = "; ".join(f"{o.name}: {o.error}" for o in failed) or "no target completed"
+        for copy in copies:
+            catalog.record_copy(copy.snapshot_id, copy.target, copy.status, copy.stored_bytes, copy.error)
         catalog.fail_snapshot(snapshot_id, error_text)
         raise JobFailed(
             f"backup {policy.name} failed: snapshot {snapshot_id} is on no complete target ({error_text})"
         )
     status = "partial" if failed else "complete"
     catalog.finish_snapshot(
-        manifest, full_sha, status, error="; ".join(f"{o.name}: {o.error}" for o in failed) or None
-    )
+        manifest, full_sha, status, error="; ".join(f"{o.name}: {o.error}" for o in failed) or None,
+        copies=copies,
+    )  # fmt: skip
     result = BackupResult(snapshot_id, policy.name, status, seconds, artifacts, outcomes)
     _fill_gaps(settings, loaded, [o.name for o in complete if o.name in targets], events)
     if policy.prune_after_backup:

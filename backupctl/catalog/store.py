@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,6 +85,28 @@ class SnapshotView:
             "sources": self.sources,
             "error": self.error,
         }
+
+
+@dataclass(frozen=True)
+class CopyState:
+    """What one target holds of one snapshot (a row of `copies`)."""
+
+    snapshot_id: str
+    target: str
+    status: str
+    stored_bytes: int = 0
+    error: str | None = None
+
+
+def _upsert_copy(session: Session, copy: CopyState) -> None:
+    row = session.get(CopyRow, (copy.snapshot_id, copy.target))
+    if row is None:
+        row = CopyRow(snapshot_id=copy.snapshot_id, target=copy.target)
+        session.add(row)
+    row.status = copy.status
+    row.stored_bytes = copy.stored_bytes
+    row.error = copy.error
+    row.updated_at = _now()
 
 
 class Catalog:
@@ -164,23 +186,25 @@ class Catalog:
         self, snapshot_id: str, target: str, status: str, stored_bytes: int = 0, error: str | None = None
     ) -> None:
         with self.session() as session:
-            row = session.get(CopyRow, (snapshot_id, target))
-            if row is None:
-                row = CopyRow(snapshot_id=snapshot_id, target=target)
-                session.add(row)
-            row.status = status
-            row.stored_bytes = stored_bytes
-            row.error = error
-            row.updated_at = _now()
+            _upsert_copy(session, CopyState(snapshot_id, target, status, stored_bytes, error))
 
     def finish_snapshot(
-        self, manifest: Manifest, manifest_sha256: str, status: str, error: str | None = None
+        self,
+        manifest: Manifest,
+        manifest_sha256: str,
+        status: str,
+        error: str | None = None,
+        copies: Sequence[CopyState] = (),
     ) -> None:
-        """Record the artifacts and set the final status (complete / partial)."""
+        """Record the artifacts, the copies per target and the final status (complete /
+        partial) in one transaction: a crash never leaves copies without their snapshot's
+        status (and one commit is one fsync less at the end of every backup)."""
         with self.session() as session:
             row = session.get(SnapshotRow, manifest.snapshot_id)
             if row is None:
                 raise RuntimeError(f"snapshot {manifest.snapshot_id} was never begun")
+            for copy in copies:
+                _upsert_copy(session, copy)
             _apply_manifest(session, row, manifest)
             row.status = status
             row.finished_at = _now()
