@@ -245,6 +245,28 @@ def test_leaving_the_context_early_kills_pg_dump(
     assert row == (0,), "the snapshot connection must be closed"
 
 
+def test_a_server_idle_timeout_does_not_end_the_snapshot_session(
+    pg_database: PgDatabase, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Once the counts are done the snapshot session sits idle in its transaction while pg_dump
+    streams; a server-wide idle_in_transaction_session_timeout must not end it (COMMIT at the
+    end would fail and with it the backup)."""
+    with pg_database.connect() as owner:
+        owner.execute(f"ALTER DATABASE {pg_database.name} SET idle_in_transaction_session_timeout = '1s'")
+    try:
+        source = make_source(pg_database, monkeypatch)
+        with source.dump() as dump:
+            first = dump.stream.read(1000)
+            time.sleep(3)  # a slow consumer: the session is idle for longer than the timeout
+            rest = dump.stream.read()
+            facts = dump.finish()
+        assert first.startswith(b"PGDMP") and rest
+        assert facts["row_counts"] == dump_to_file(source, tmp_path / "again.pgdump")["row_counts"]
+    finally:
+        with pg_database.connect() as owner:
+            owner.execute(f"ALTER DATABASE {pg_database.name} RESET idle_in_transaction_session_timeout")
+
+
 def test_restore_refuses_a_non_empty_database_and_an_existing_create_target(
     pg_database: PgDatabase, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
