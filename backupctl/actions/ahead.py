@@ -35,8 +35,8 @@ class PendingSinks:
     Each `restic backup` spends about 0.5 s of CPU deriving the repository key (scrypt) and then
     loads the index before it reads a byte. Started ahead, that overlaps with the work before
     the dump (opening the catalog, connecting to the database) instead of holding back the
-    dump's first bytes. Whatever is not taken is aborted by
-    `abort()`, so a process started ahead never commits a snapshot.
+    dump's first bytes. Whatever is not taken is aborted by `abort()`, so a process started
+    ahead never commits a snapshot.
     """
 
     def __init__(self) -> None:

@@ -101,6 +101,8 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
     """Run one backup. Raises JobFailed (exit 1) or PartialFailure (exit 3) after recording."""
     events = events or LogEvents()
     policy = loaded.policy
+    recipients = parse_recipients(policy.encryption.recipients)  # a bad key: exit 2, nothing started
+    signing = load_signing_key(settings.keys_dir)
     started = time.monotonic()
     started_at = datetime.now(UTC)
     snapshot_id = new_snapshot_id(started_at)
@@ -143,8 +145,6 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
                 _preflight(target)
             except TargetError as error:
                 _fail(outcomes[config.name], TargetError(str(error).replace("<policy>", policy.name)), events)
-        recipients = parse_recipients(policy.encryption.recipients)
-        signing = load_signing_key(settings.keys_dir)
         sources = {config.name: build_source(config) for config in policy.sources}
         first = policy.sources[0]
         ahead.dump.start(first.name, sources[first.name])
