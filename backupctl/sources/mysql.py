@@ -471,6 +471,7 @@ class MysqlDumpSource:
             argv = [dump_tool, *first, *endpoint.options(), *DUMP_OPTIONS, "--", endpoint.database]
             process = runner.start(argv, pass_fds=fds)
         assert process.stdout is not None and process.stderr is not None
+        runner.widen_pipe(process.stdout)  # as pg_dump's: fewer wake-ups per MiB
         stderr = runner.StderrTail(process.stderr)
         try:
 

@@ -9,6 +9,7 @@ import pytest
 from backupctl.policy.schema import PostgresSource
 from backupctl.sources.base import build_source
 from backupctl.sources.postgres import PostgresDumpSource
+from tests.fixtures.core import streamed_bytes
 from tests.fixtures.postgres import PgDatabase
 
 PASSWORD_ENV = "BACKUPCTL_TEST_PG_PASSWORD"
@@ -30,15 +31,6 @@ def make_source(database: PgDatabase, monkeypatch: pytest.MonkeyPatch, **extra: 
     return source
 
 
-def dump_size(source: PostgresDumpSource) -> int:
-    with source.dump() as dump:
-        size = 0
-        while chunk := dump.stream.read(1 << 20):
-            size += len(chunk)
-        dump.finish()
-    return size
-
-
 def grow(database: PgDatabase) -> None:
     """Enough rows that table data, not the dump's fixed overhead, makes up the dump."""
     with database.connect() as connection:
@@ -54,7 +46,7 @@ def test_estimate_is_close_to_the_dump(pg_database: PgDatabase, monkeypatch: pyt
     grow(pg_database)
     source = make_source(pg_database, monkeypatch)
     estimate = source.estimate_size()
-    actual = dump_size(source)
+    actual = streamed_bytes(source)
     assert estimate is not None
     # Heap pages vs COPY text: the same order of magnitude, not the same number.
     assert actual / 2 < estimate < actual * 2, (estimate, actual)

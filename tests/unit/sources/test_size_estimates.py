@@ -16,15 +16,7 @@ import pytest
 from backupctl.policy.schema import FilesSource, SqliteSource
 from backupctl.sources import files as files_module
 from backupctl.sources.base import Source, build_source
-
-
-def streamed_bytes(source: Source) -> int:
-    with source.dump() as dump:
-        size = 0
-        while chunk := dump.stream.read(1 << 20):
-            size += len(chunk)
-        dump.finish()
-    return size
+from tests.fixtures.core import streamed_bytes
 
 
 # ---------------------------------------------------------------------------------- sqlite
