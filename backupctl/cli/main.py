@@ -77,6 +77,17 @@ class _LazyGroup(click.Group):
         commands: list[click.Command] = importlib.import_module(f"backupctl.cli.{module_name}").COMMANDS
         return next(command for command in commands if command.name == cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # click suggests "Did you mean ...?" from the commands it has loaded, which here is none.
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as error:
+            raise click.exceptions.NoSuchCommand(
+                error.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
+
 
 @click.group(
     cls=_LazyGroup,

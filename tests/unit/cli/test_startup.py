@@ -31,3 +31,9 @@ def test_every_command_is_found_in_the_module_that_defines_it() -> None:
     }
     assert defined == COMMAND_MODULES
     assert sorted(cli.list_commands(None)) == sorted(defined)  # type: ignore[arg-type]
+
+
+def test_a_mistyped_command_gets_a_suggestion() -> None:
+    result = subprocess.run([sys.executable, "-m", "backupctl", "bakup"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "No such command 'bakup'. Did you mean 'backup'?" in result.stderr
