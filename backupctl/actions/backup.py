@@ -39,6 +39,7 @@ from backupctl.actions.restic_side import (
 )
 from backupctl.actions.stored import confirm_stored, copy_artifact, key_of, write_manifest
 from backupctl.core.crypto import SigningKey, load_signing_key, parse_recipients
+from backupctl.core.digests import PLAIN_ALGORITHM
 from backupctl.core.manifest import (
     ArtifactRecord,
     Manifest,
@@ -404,7 +405,7 @@ def _dump_to(
         file=file,
         format=dump.format,
         plain_bytes=stats.plain_bytes,
-        plain_sha256=stats.plain_sha256,
+        plain_digest=stats.plain_digest,
         stored_bytes=stats.stored_bytes,
         stored_sha256=stats.stored_sha256,
         facts=facts,
@@ -436,7 +437,7 @@ def _dump_to_restic_only(
             sinks = ahead.sinks.take(config.name, tee, stdin_filename(config.name, dump.extension), tags)
             try:
                 feed = cast(BinaryIO, TeeReader(dump.stream, sinks)) if sinks else dump.stream
-                reader = HashingReader(feed, progress.advance)
+                reader = HashingReader(feed, progress.advance, algorithm=PLAIN_ALGORITHM)
                 while reader.read(CHUNK):
                     pass
                 facts = dump.finish()
@@ -454,7 +455,7 @@ def _dump_to_restic_only(
         file=file,
         format=dump.format,
         plain_bytes=reader.count,
-        plain_sha256=reader.hexdigest(),
+        plain_digest=reader.digest(),
         stored_bytes=0,  # no age-encrypted artifact: restic holds (and encrypts) the only copies
         stored_sha256="",
         facts=facts,

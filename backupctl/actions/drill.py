@@ -390,16 +390,16 @@ def _restore_database(
         finally:
             plain.read()  # drain so the producing thread can finish and report
         try:
-            plain_sha256 = finished()
+            plain_digest = finished()
         except IntegrityError as error:
             _integrity(outcome, check, False, str(error), started)
             raise
     _integrity(
         outcome,
         check,
-        plain_sha256 == artifact.plain_sha256,
+        plain_digest == artifact.plain_digest,
         ("authenticated and equal" if feed.stream_check == "decrypt" else "equal")
-        + " to the manifest's plain sha256",
+        + " to the manifest's plain digest",
         started,
     )
     _integrity(

@@ -3,7 +3,7 @@
 A feed gives the drill the signed manifest, a fetch step (measured: it includes a Glacier
 warm-up), each database source as a plain stream to restore, and each file tree as a checked
 directory. The drill's integrity checks are the same whichever feed: the plain stream must hash
-to the manifest's `plain_sha256`, the restored tree must have the manifest's tree hash.
+to the manifest's `plain_digest`, the restored tree must have the manifest's tree hash.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from backupctl.actions.stored import SignedManifest, key_of, read_manifest, rehash
+from backupctl.core.digests import algorithm_of
 from backupctl.core.manifest import ArtifactRecord
 from backupctl.core.pipeline import CHUNK, HashingReader, decrypted_reader, threaded_pipe
 from backupctl.errors import IntegrityError
@@ -93,14 +94,12 @@ class BlobFeed:
 
     @contextmanager
     def plain(self, artifact: ArtifactRecord) -> Iterator[tuple[BinaryIO, Callable[[], str]]]:
+        algorithm = algorithm_of(artifact.plain_digest)
         with (
             self.target.reader(self._key(artifact)) as stored,
-            decrypted_reader(stored, self.identities) as (
-                stream,
-                finished,
-            ),
+            decrypted_reader(stored, self.identities, plain_algorithm=algorithm) as (stream, finished),
         ):
-            yield stream, lambda: finished().plain_sha256
+            yield stream, lambda: finished().plain_digest
 
     def restore_tree(self, artifact: ArtifactRecord, tree: Path) -> dict[str, Any]:
         source = build_source(self.policy.source(artifact.source))
@@ -160,10 +159,10 @@ class ResticFeed:
         with self.repository.dump(self._id(artifact), artifact_stdin_filename(artifact)) as dumped:
 
             def copy(sink: BinaryIO) -> str:
-                reader = HashingReader(dumped)
+                reader = HashingReader(dumped, algorithm=algorithm_of(artifact.plain_digest))
                 while chunk := reader.read(CHUNK):
                     sink.write(chunk)
-                return reader.hexdigest()
+                return reader.digest()
 
             with threaded_pipe(copy, "restic-dump") as (stream, finished):
                 yield stream, finished

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from backupctl.actions.stored import SignedManifest, authenticate
+from backupctl.core.digests import algorithm_of
 from backupctl.core.pipeline import CHUNK, HashingReader
 from backupctl.errors import BackupctlError, IntegrityError, TargetError
 
@@ -193,10 +194,10 @@ def verify_restic_copy(
         if artifact.source_type not in STREAM_SOURCES:
             continue
         with repository.dump(found[-1].id, artifact_stdin_filename(artifact)) as stream:
-            reader = HashingReader(stream)
+            reader = HashingReader(stream, algorithm=algorithm_of(artifact.plain_digest))
             while reader.read(CHUNK):
                 pass
-        if reader.hexdigest() != artifact.plain_sha256 or reader.count != artifact.plain_bytes:
+        if reader.digest() != artifact.plain_digest or reader.count != artifact.plain_bytes:
             problems.append(
                 f"{artifact.source} on {repository.name}: restic's copy differs from the manifest"
             )

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 from backupctl.actions.access import choose_target, load_identities, open_catalog, trusted_keys
 from backupctl.actions.events import Events, LogEvents
 from backupctl.actions.stored import key_of, read_manifest, rehash
+from backupctl.core.digests import algorithm_of
 from backupctl.core.pipeline import decrypted_reader
 from backupctl.errors import IntegrityError
 from backupctl.policy.schema import Policy
@@ -89,7 +90,10 @@ def run_restore(
         try:
             with (
                 target.reader(key) as stored,
-                decrypted_reader(stored, identities, progress=progress.advance) as (plain, finished),
+                decrypted_reader(
+                    stored, identities, plain_algorithm=algorithm_of(artifact.plain_digest),
+                    progress=progress.advance,
+                ) as (plain, finished),
             ):
                 outcome = source.restore(plain, request)
                 stats = finished()
@@ -97,9 +101,9 @@ def run_restore(
             progress.close()
     finally:
         target.close()
-    if stats.plain_sha256 != artifact.plain_sha256:
+    if stats.plain_digest != artifact.plain_digest:
         raise IntegrityError(
-            f"{artifact.file}: the decrypted stream differs from the manifest's plain sha256"
+            f"{artifact.file}: the decrypted stream differs from the manifest's plain digest"
         )
     mismatches = source.compare(artifact.facts, outcome.facts)
     return RestoreResult(
@@ -162,10 +166,10 @@ def _restore_from_restic(
     )
     if source_config.type in STREAM_SOURCES:
         with repository.dump(restic_id, artifact_stdin_filename(artifact)) as stream:
-            reader = HashingReader(stream)
+            reader = HashingReader(stream, algorithm=algorithm_of(artifact.plain_digest))
             outcome = source.restore(typing.cast(BinaryIO, reader), request)
-        if reader.hexdigest() != artifact.plain_sha256:
-            raise IntegrityError(f"restic's copy of {source_name} differs from the manifest's plain sha256")
+        if reader.digest() != artifact.plain_digest:
+            raise IntegrityError(f"restic's copy of {source_name} differs from the manifest's plain digest")
         plain_bytes, facts, destination = reader.count, outcome.facts, outcome.destination
     else:
         directory = request.to_dir

@@ -14,6 +14,7 @@ from typing import Any
 
 from backupctl.actions.access import load_identities, open_catalog, trusted_keys
 from backupctl.actions.stored import key_of, read_manifest
+from backupctl.core.digests import algorithm_of
 from backupctl.core.manifest import ArtifactRecord
 from backupctl.core.pipeline import decrypt_stream
 from backupctl.errors import IntegrityError, TargetError
@@ -125,7 +126,8 @@ def _check_artifact(
     )
     try:
         with target.reader(key) as handle:
-            stats = decrypt_stream(handle, None, identities)
+            algorithm = algorithm_of(artifact.plain_digest)
+            stats = decrypt_stream(handle, None, identities, plain_algorithm=algorithm)
         decrypt_error = None
     except IntegrityError as error:
         decrypt_error = str(error)
@@ -140,7 +142,7 @@ def _check_artifact(
             else ("stored bytes do not match the manifest's sha256 (modified)")
         )
         check.checks["decrypt"] = "ok"
-        plain_ok = stats.plain_sha256 == artifact.plain_sha256 and stats.plain_bytes == artifact.plain_bytes
+        plain_ok = stats.plain_digest == artifact.plain_digest and stats.plain_bytes == artifact.plain_bytes
         check.checks["plain"] = "ok" if plain_ok else "decrypted content differs from the manifest"
     else:
         # Decryption stopped early; hash the stored bytes separately so both facts are reported.

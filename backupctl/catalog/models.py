@@ -64,7 +64,7 @@ class ArtifactRow(Base):
     format: Mapped[str] = mapped_column(String(32))
     plain_bytes: Mapped[int] = mapped_column(BigInteger)
     stored_bytes: Mapped[int] = mapped_column(BigInteger)
-    plain_sha256: Mapped[str] = mapped_column(String(64))
+    plain_digest: Mapped[str] = mapped_column(String(80))  # algorithm:hex
     stored_sha256: Mapped[str] = mapped_column(String(64))
     facts: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
 

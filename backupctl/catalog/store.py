@@ -28,7 +28,7 @@ from backupctl.errors import ConfigError
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; a test checks it against Alembic's head. Knowing it lets every command
 # skip importing Alembic (half a second) when the schema is already current.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 COMPLETE_STATES = ("complete", "partial")
 # What a SnapshotView is made of, in this order (see Catalog._views).
 _VIEW_COLUMNS = (
@@ -438,7 +438,7 @@ def _apply_manifest(session: Session, row: SnapshotRow, manifest: Manifest) -> N
                 format=artifact.format,
                 plain_bytes=artifact.plain_bytes,
                 stored_bytes=artifact.stored_bytes,
-                plain_sha256=artifact.plain_sha256,
+                plain_digest=artifact.plain_digest,
                 stored_sha256=artifact.stored_sha256,
                 facts=artifact.facts,
             )

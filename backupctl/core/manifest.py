@@ -15,7 +15,8 @@ from typing import Any
 from backupctl.errors import IntegrityError
 
 MANIFEST_FORMAT = "backupctl-manifest"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: plain_digest (algorithm:hex) instead of plain_sha256
+READABLE_VERSIONS = (1, 2)
 
 
 def new_snapshot_id(now: datetime | None = None) -> str:
@@ -39,7 +40,7 @@ class ArtifactRecord:
     file: str
     format: str
     plain_bytes: int
-    plain_sha256: str
+    plain_digest: str  # `algorithm:hex` of the plain stream (core.digests; blake3 since version 2)
     stored_bytes: int
     stored_sha256: str
     facts: dict[str, Any] = field(default_factory=dict)
@@ -73,13 +74,17 @@ class Manifest:
             raise IntegrityError(f"manifest is not valid JSON: {error}") from None
         if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
             raise IntegrityError("not a backupctl manifest")
-        if raw.get("version") != MANIFEST_VERSION:
+        version = raw.get("version")
+        if version not in READABLE_VERSIONS:
             raise IntegrityError(
-                f"manifest version {raw.get('version')} is not supported by this backupctl "
-                f"(supports {MANIFEST_VERSION}); upgrade backupctl"
+                f"manifest version {version} is not supported by this backupctl "
+                f"(reads {', '.join(map(str, READABLE_VERSIONS))}); upgrade backupctl"
             )
         try:
-            artifacts = [ArtifactRecord(**item) for item in raw.pop("artifacts")]
+            items = raw.pop("artifacts")
+            if version == 1:  # the plain digest was sha256, in a field of its own
+                items = [_artifact_from_v1(item) for item in items]
+            artifacts = [ArtifactRecord(**item) for item in items]
             return cls(artifacts=artifacts, **raw)
         except (TypeError, KeyError) as error:
             raise IntegrityError(f"manifest is missing or has unexpected fields: {error}") from None
@@ -100,6 +105,14 @@ class Manifest:
     @property
     def stored_bytes(self) -> int:
         return sum(artifact.stored_bytes for artifact in self.artifacts)
+
+
+def _artifact_from_v1(item: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 artifact entry in version 2's terms (the signature covers the raw bytes)."""
+    converted = dict(item)
+    if "plain_sha256" in converted:
+        converted["plain_digest"] = "sha256:" + str(converted.pop("plain_sha256"))
+    return converted
 
 
 def utc_now_text() -> str:

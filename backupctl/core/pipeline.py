@@ -1,5 +1,8 @@
 """The streaming pipeline: plain → zstd (multi-threaded) → age → sha256 → target, and back.
 
+The plain stream is hashed with BLAKE3 on the way (`backupctl.core.digests`), the stored bytes
+with sha256.
+
 Everything is pulled or pushed in chunks: memory stays flat whatever the size. pyrage drives
 the encryption loop and calls our file-like wrappers, which count and hash as bytes pass.
 """
@@ -19,6 +22,7 @@ from typing import Any, BinaryIO
 import pyrage
 import zstandard
 
+from backupctl.core.digests import PLAIN_ALGORITHM, labelled, new_hasher
 from backupctl.errors import IntegrityError
 
 CHUNK = 1 << 20
@@ -29,18 +33,21 @@ T = typing.TypeVar("T")
 @dataclass
 class StreamStats:
     plain_bytes: int
-    plain_sha256: str
+    plain_digest: str  # algorithm:hex (core.digests)
     stored_bytes: int
     stored_sha256: str
 
 
 class HashingReader(io.RawIOBase):
-    """Wraps a readable stream; counts and sha256-hashes every byte read through it."""
+    """Wraps a readable stream; counts and hashes (sha256 unless told) every byte read through it."""
 
-    def __init__(self, inner: BinaryIO, progress: Progress | None = None) -> None:
+    def __init__(
+        self, inner: BinaryIO, progress: Progress | None = None, *, algorithm: str = "sha256"
+    ) -> None:
         self.error: BaseException | None = None
         self._inner = inner
-        self._hash = hashlib.sha256()
+        self._algorithm = algorithm
+        self._hash = new_hasher(algorithm)
         self.count = 0
         self._progress = progress
 
@@ -79,14 +86,19 @@ class HashingReader(io.RawIOBase):
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
 
+    def digest(self) -> str:
+        """`algorithm:hex` (core.digests)."""
+        return labelled(self._algorithm, self._hash)
+
 
 class HashingWriter(io.RawIOBase):
-    """Wraps a writable stream; counts and sha256-hashes every byte written through it."""
+    """Wraps a writable stream; counts and hashes (sha256 unless told) every byte written through it."""
 
-    def __init__(self, inner: BinaryIO | None) -> None:
+    def __init__(self, inner: BinaryIO | None, *, algorithm: str = "sha256") -> None:
         self.error: BaseException | None = None
         self._inner = inner
-        self._hash = hashlib.sha256()
+        self._algorithm = algorithm
+        self._hash = new_hasher(algorithm)
         self.count = 0
 
     def writable(self) -> bool:
@@ -107,6 +119,10 @@ class HashingWriter(io.RawIOBase):
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
 
+    def digest(self) -> str:
+        """`algorithm:hex` (core.digests)."""
+        return labelled(self._algorithm, self._hash)
+
 
 def encrypt_stream(
     plain: BinaryIO,
@@ -118,7 +134,7 @@ def encrypt_stream(
     progress: Progress | None = None,
 ) -> StreamStats:
     """Compress `plain` with zstd and encrypt it to `recipients` into `sink`."""
-    source = HashingReader(plain, progress)
+    source = HashingReader(plain, progress, algorithm=PLAIN_ALGORITHM)
     workers = threads or (os.cpu_count() or 1)
     compressor = zstandard.ZstdCompressor(level=level, threads=workers, write_checksum=True)
     compressed = compressor.stream_reader(typing.cast(BinaryIO, source), read_size=CHUNK, closefd=False)
@@ -132,7 +148,7 @@ def encrypt_stream(
         if original is not None:
             raise original from None
         raise
-    return StreamStats(source.count, source.hexdigest(), stored.count, stored.hexdigest())
+    return StreamStats(source.count, source.digest(), stored.count, stored.hexdigest())
 
 
 def decrypt_stream(
@@ -140,14 +156,16 @@ def decrypt_stream(
     sink: BinaryIO | None,
     identities: list[Any],
     *,
+    plain_algorithm: str = PLAIN_ALGORITHM,
     progress: Progress | None = None,
 ) -> StreamStats:
-    """Decrypt and decompress `stored` into `sink` (None: discard, for verification).
+    """Decrypt and decompress `stored` into `sink` (None: discard, for verification), hashing
+    the plain bytes with `plain_algorithm` (the one of the manifest's digest being checked).
 
     Raises IntegrityError when the age authentication or the zstd frame checksum fails.
     """
     reader = HashingReader(stored, progress)
-    plain = HashingWriter(sink)
+    plain = HashingWriter(sink, algorithm=plain_algorithm)
     decompressor = zstandard.ZstdDecompressor()
     writer = decompressor.stream_writer(
         typing.cast(BinaryIO, plain), write_size=CHUNK, write_return_read=True, closefd=False
@@ -164,7 +182,7 @@ def decrypt_stream(
         if isinstance(error, OSError) and error.errno is not None:
             raise
         raise IntegrityError(f"decryption failed: {_short(error)}") from None
-    return StreamStats(plain.count, plain.hexdigest(), reader.count, reader.hexdigest())
+    return StreamStats(plain.count, plain.digest(), reader.count, reader.hexdigest())
 
 
 def _short(error: BaseException) -> str:
@@ -217,13 +235,18 @@ def threaded_pipe(produce: Callable[[BinaryIO], T], name: str) -> Iterator[tuple
 
 @contextmanager
 def decrypted_reader(
-    stored: BinaryIO, identities: list[Any], *, progress: Progress | None = None
+    stored: BinaryIO,
+    identities: list[Any],
+    *,
+    plain_algorithm: str = PLAIN_ALGORITHM,
+    progress: Progress | None = None,
 ) -> Iterator[tuple[BinaryIO, Callable[[], StreamStats]]]:
     """A readable plain stream of an encrypted artifact, decrypted in a background thread
     (see `threaded_pipe`); `result()` returns the stream stats or raises the decryption error."""
-    with threaded_pipe(
-        lambda sink: decrypt_stream(stored, sink, identities, progress=progress), "decrypt"
-    ) as pipe:
+    def produce(sink: BinaryIO) -> StreamStats:
+        return decrypt_stream(stored, sink, identities, plain_algorithm=plain_algorithm, progress=progress)
+
+    with threaded_pipe(produce, "decrypt") as pipe:
         yield pipe
 
 

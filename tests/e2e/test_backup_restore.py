@@ -11,7 +11,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pyrage import x25519
 
+from backupctl.core.crypto import load_signing_key
+from backupctl.core.pipeline import decrypt_stream
 from tests.e2e.pgcheck import fingerprints
 from tests.fixtures.core import Workspace
 from tests.fixtures.postgres import PgDatabase
@@ -71,8 +74,10 @@ def test_backup_verify_restore_round_trip(
     files = sorted(p.name for p in (space.backups / "shop" / snapshot).iterdir())
     assert files == ["manifest.json", "manifest.json.sig", "shop-db.pgdump.zst.age", "uploads.tar.zst.age"]
     manifest = json.loads(artifact(space, snapshot, "manifest.json").read_text())
-    assert manifest["format"] == "backupctl-manifest" and manifest["version"] == 1
-    db_facts = next(a for a in manifest["artifacts"] if a["source"] == "shop-db")["facts"]
+    assert manifest["format"] == "backupctl-manifest" and manifest["version"] == 2
+    db_record = next(a for a in manifest["artifacts"] if a["source"] == "shop-db")
+    assert db_record["plain_digest"].startswith("blake3:") and len(db_record["plain_digest"]) == 71
+    db_facts = db_record["facts"]
     assert db_facts["row_counts"]["public.orders"] == 200
 
     verified = space.run_json("verify", "shop", "latest")
@@ -111,6 +116,56 @@ def test_backup_verify_restore_round_trip(
     # A non-empty destination is refused without --force, and nothing is written.
     again = space.run("restore", "shop", "latest", "--source", "uploads", "--to-dir", str(target_dir))
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+def _rewrite_as_version_1(space: Workspace, snapshot: str, *, damage: str | None = None) -> None:
+    """Turn a snapshot's manifest into what backupctl wrote before BLAKE3 (version 1: a sha256
+    plain digest in `plain_sha256`) and sign it again with the host key. `damage`: that source's
+    digest is changed by one hex digit."""
+    identity_line = next(
+        line for line in (space.keys / "age-identity.txt").read_text().splitlines()
+        if line.startswith("AGE-SECRET-KEY-")
+    )
+    identity = x25519.Identity.from_str(identity_line)
+    path = artifact(space, snapshot, "manifest.json")
+    raw = json.loads(path.read_bytes())
+    raw["version"] = 1
+    for item in raw["artifacts"]:
+        with artifact(space, snapshot, item["file"]).open("rb") as stored:
+            stats = decrypt_stream(stored, None, [identity], plain_algorithm="sha256")
+        digest = stats.plain_digest.removeprefix("sha256:")
+        if item["source"] == damage:
+            digest = ("0" if digest[0] != "0" else "1") + digest[1:]
+        item.pop("plain_digest", None)  # absent the second time
+        item["plain_sha256"] = digest
+    data = (json.dumps(raw, indent=2, sort_keys=True) + "\n").encode()
+    path.write_bytes(data)
+    artifact(space, snapshot, "manifest.json.sig").write_bytes(load_signing_key(space.keys).sign(data))
+
+
+def test_version_1_manifests_still_verify_and_restore(
+    shop: tuple[Workspace, PgDatabase, Path], pg_empty_database: PgDatabase
+) -> None:
+    """Snapshots taken before manifest version 2 are checked with the digest they carry."""
+    space, database, _ = shop
+    snapshot = space.run_json("backup", "shop")["snapshot_id"]
+    _rewrite_as_version_1(space, snapshot)
+    verified = space.run_json("verify", "shop", snapshot)
+    assert [item["ok"] for item in verified] == [True], verified
+
+    done = space.run(
+        "restore", "shop", snapshot, "--source", "shop-db", "--to-db", pg_empty_database.url,
+        env={"PGPASSWORD": pg_empty_database.password},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with database.connect() as original, pg_empty_database.connect() as restored:
+        assert fingerprints(restored) == fingerprints(original)
+
+    # The sha256 is really compared: one wrong digit in a version 1 manifest is reported.
+    _rewrite_as_version_1(space, snapshot, damage="uploads")
+    done = space.run("verify", "shop", snapshot)
+    assert done.returncode == 1
+    assert "decrypted content differs from the manifest" in done.stderr
 
 
 def test_password_never_in_output_or_manifest(shop: tuple[Workspace, PgDatabase, Path]) -> None:
