@@ -44,7 +44,8 @@ class ArtifactFeed(Protocol):
     def fetch(self, artifact: ArtifactRecord) -> Fetched: ...
 
     def plain(self, artifact: ArtifactRecord) -> typing.ContextManager[tuple[BinaryIO, Callable[[], str]]]:
-        """A readable plain stream (a real pipe) and, once read, the sha256 of what it gave."""
+        """A readable plain stream (a real pipe) and, once read, the digest of what it gave
+        (`algorithm:hex`, the algorithm of the manifest's plain digest)."""
         ...
 
     def restore_tree(self, artifact: ArtifactRecord, tree: Path) -> dict[str, Any]:

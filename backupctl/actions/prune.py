@@ -17,7 +17,11 @@ copy. If the manifest went but an artifact is locked, the copy is no longer usab
 recorded deleted and the locked leftovers are reported retained-by-lock.
 
 restic targets: the restic snapshots tagged `snapshot=<id>` of every pruned snapshot are
-forgotten in one `restic forget --prune` (each restic call costs a key derivation).
+forgotten in one `restic forget --prune` (each restic call costs a key derivation). The same call
+forgets the leftovers of failed runs: a source's data that restic committed before the run
+failed, so that no manifest describes it (the catalog says the run failed; prune holds the
+policy lock, so no backup is running). Nothing can restore or verify such data, but restic would
+keep it, and its blobs, forever. A dry run does not read the repository and reports none.
 
 Catalog: a removed copy is marked `deleted`. A snapshot left with no complete copy on any target
 gets the status `pruned`: it no longer resolves (`restore ... ID` says it is pruned) and no longer
@@ -75,6 +79,7 @@ class TargetPrune:
     rules: dict[str, Any]
     kept: list[Kept] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # oldest first
+    leftovers: list[str] = field(default_factory=list)  # failed runs whose restic data was forgotten
     retained_by_lock: list[Locked] = field(default_factory=list)
     errors: list[Failure] = field(default_factory=list)
 
@@ -144,16 +149,19 @@ def run_prune(
         result.kept = [Kept(d.snapshot.id, d.reasons) for d in plan.decisions if d.keep]
         report.targets.append(result)
         doomed = [ref.id for ref in reversed(plan.removed)]  # oldest first
-        if dry_run or not doomed:
+        failed_runs = set() if dry_run or config.type != "restic" else _failed_runs(catalog, policy.name)
+        if dry_run or not (doomed or failed_runs):
             result.removed = doomed
             continue
         if config.type == "restic":
-            _prune_restic(config, policy.name, doomed, result)
+            _prune_restic(config, policy.name, doomed, result, failed_runs)
         else:
             _prune_blob(config, policy.name, doomed, result)
         for snapshot_id in result.removed:
             catalog.record_copy(snapshot_id, config.name, "deleted")
             events.info(f"prune {policy.name}: removed snapshot {snapshot_id} from {config.name}")
+        for snapshot_id in result.leftovers:
+            events.info(f"prune {policy.name}: forgot the data of failed run {snapshot_id} in {config.name}")
         for locked in result.retained_by_lock:
             events.info(f"prune {policy.name}: {locked.detail}")
         for failure in result.errors:
@@ -268,7 +276,16 @@ def _locked(snapshot_id: str, error: RetainedByLock) -> Locked:
     return Locked(snapshot_id, found.group(1) if found else None, str(error))
 
 
-def _prune_restic(config: Any, policy: str, doomed: list[str], result: TargetPrune) -> None:
+def _failed_runs(catalog: Catalog, policy: str) -> set[str]:
+    """Snapshots of `policy` whose run failed: no target holds a manifest of theirs."""
+    listed = catalog.snapshots(policy, include_incomplete=True)
+    return {view.id for view in listed if view.status == "failed"}
+
+
+def _prune_restic(
+    config: Any, policy: str, doomed: list[str], result: TargetPrune, failed_runs: set[str]
+) -> None:
+    from backupctl.actions.restic_side import MANIFEST_TAG
     from backupctl.targets.restic import TAG, ResticRepository
 
     repository = ResticRepository(config)
@@ -276,13 +293,19 @@ def _prune_restic(config: Any, policy: str, doomed: list[str], result: TargetPru
         # One listing for all snapshots of the policy instead of one `find` per pruned snapshot.
         listed = repository.snapshots([TAG, f"policy={policy}"])
         by_snapshot: dict[str, list[str]] = {}
+        described: set[str] = set()  # snapshot ids with a manifest in this repository
         for info in listed:
             for tag in info.tags:
                 if tag.startswith("snapshot="):
                     by_snapshot.setdefault(tag.removeprefix("snapshot="), []).append(info.id)
+                    if MANIFEST_TAG in info.tags:
+                        described.add(tag.removeprefix("snapshot="))
+        leftovers = sorted(s for s in by_snapshot if s in failed_runs and s not in described)
         # Forgetting a snapshot restic no longer has is a no-op: that copy is gone already.
-        repository.forget([rid for snapshot_id in doomed for rid in by_snapshot.get(snapshot_id, [])])
+        forget = [rid for snapshot_id in [*doomed, *leftovers] for rid in by_snapshot.get(snapshot_id, [])]
+        repository.forget(forget)
     except BackupctlError as error:
         result.errors += [Failure(snapshot_id, str(error)) for snapshot_id in doomed]
         return
     result.removed += doomed
+    result.leftovers = leftovers

@@ -179,7 +179,7 @@ def close_sinks(sinks: list[ResticSink], failure: BaseException | None) -> None:
 def verify_restic_copy(
     repository: Any, policy: str, snapshot_id: str, artifacts: list[Any], read_data_subset: str = "5%"
 ) -> list[str]:
-    """Problems with a restic copy: snapshots present, plain streams equal the manifest's sha256
+    """Problems with a restic copy: snapshots present, plain streams equal the manifest's digest
     (a full `restic dump`), and `restic check --read-data-subset`."""
     from backupctl.targets.restic import tags_for
 

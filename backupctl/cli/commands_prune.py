@@ -45,6 +45,8 @@ def prune(
         verb = "would remove" if dry_run else "removed"
         for result in report.targets:
             summary = f"{len(result.kept)} kept, {len(result.removed)} {verb}"
+            if result.leftovers:
+                summary += f", data of {len(result.leftovers)} failed run(s) forgotten"
             if result.retained_by_lock:
                 summary += f", {len(result.retained_by_lock)} retained by lock"
             if result.errors:
@@ -52,6 +54,8 @@ def prune(
             console.print(f"{policy_name} → {result.target} ({result.type}): {summary}", markup=False)
             rows = [(kept.snapshot, "keep", ", ".join(kept.reasons)) for kept in result.kept]
             rows += [(snapshot_id, "remove", "no rule keeps it") for snapshot_id in result.removed]
+            rows += [(snapshot_id, "forgotten", "failed run: restic data without a manifest")
+                     for snapshot_id in result.leftovers]  # fmt: skip
             rows += [
                 (
                     locked.snapshot,

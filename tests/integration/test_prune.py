@@ -102,7 +102,7 @@ class Planter:
         data = os.urandom(300)
         digest = hashlib.sha256(data).hexdigest()
         record = ArtifactRecord(
-            "uploads", "files", "uploads.tar.zst.age", "tar", len(data), digest, len(data), digest
+            "uploads", "files", "uploads.tar.zst.age", "tar", len(data), f"sha256:{digest}", len(data), digest
         )
         stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         host = socket.gethostname()
@@ -296,6 +296,57 @@ def test_restic_forget_prune_and_a_failed_deletion_exits_1(
     assert report["dedup"]["removed"] == made[:1] and report["local"]["removed"] == []
     assert tagged() == tagged("manifest") == [f"snapshot={made[1]}"]  # the manifest went too
     assert copies(space)[made[0]] == (PRUNED, {"local": "deleted", "dedup": "deleted"})
+
+
+def test_restic_data_of_failed_runs_is_forgotten(
+    workspace: Workspace, restic_binary: str, restic_password: str, tmp_path: Path
+) -> None:
+    """A run that fails after restic committed a source's data leaves that data without a
+    manifest; prune forgets it (and only it) while keeping every snapshot its rules keep."""
+    import sqlite3
+
+    from backupctl.policy.schema import ResticTarget
+    from backupctl.targets.restic import ResticRepository
+
+    space = workspace
+    uploads = space.root / "uploads"
+    uploads.mkdir()
+    (uploads / "a.txt").write_text("some shop file\n")
+    orders = tmp_path / "orders.db"  # missing for the first run: that source fails
+    dedup = {"name": "dedup", "type": "restic", "repository": str(tmp_path / "restic-repo"),
+             "password": f"env:{RESTIC_PASSWORD_ENV}"}  # fmt: skip
+    sources = [{"name": "uploads", "type": "files", "path": str(uploads)},
+               {"name": "orders", "type": "sqlite", "path": str(orders)}]  # fmt: skip
+    space.write_policy("shop", space.base_policy("shop", sources, [dedup], retention={"keep_last": 5}))
+    space.env["RESTIC_CACHE_DIR"] = str(tmp_path / "restic-cache")
+    space.run("target", "setup", "shop", "dedup", check=True)
+    restic = ResticRepository(ResticTarget.model_validate(dedup), cache_dir=tmp_path / "restic-cache")
+
+    def uploads_data() -> list[str]:
+        listed = [info for info in restic.snapshots() if "source=uploads" in info.tags]
+        tags = [tag for info in listed for tag in info.tags]
+        return sorted(tag.removeprefix("snapshot=") for tag in tags if tag.startswith("snapshot="))
+
+    failed = space.run("backup", "shop")
+    assert failed.returncode == 1 and "orders" in failed.stderr, failed.stderr
+    [failed_run] = uploads_data()  # uploads went to restic before orders failed
+    assert copies(space)[failed_run][0] == "failed"
+
+    with sqlite3.connect(orders) as database:
+        database.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    good = space.run_json("backup", "shop")["snapshot_id"]
+    assert uploads_data() == sorted([failed_run, good])
+
+    dry = by_target(prune_json(space, "--dry-run"))["dedup"]
+    assert dry["leftovers"] == [] and dry["removed"] == []
+    assert uploads_data() == sorted([failed_run, good])  # a dry run reads no repository
+
+    report = by_target(prune_json(space))["dedup"]
+    assert report["leftovers"] == [failed_run] and report["removed"] == []
+    assert uploads_data() == [good]
+    restored = space.run("restore", "shop", good, "--source", "uploads", "--to-dir", str(tmp_path / "back"))
+    assert restored.returncode == 0, restored.stderr
+    assert by_target(prune_json(space))["dedup"]["leftovers"] == []  # nothing left to forget
 
 
 # --------------------------------------------------------------------------- after a backup
