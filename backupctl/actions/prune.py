@@ -40,7 +40,7 @@ from sqlalchemy import exists, select, update
 from backupctl.actions.access import open_catalog
 from backupctl.actions.events import Events, LogEvents
 from backupctl.catalog.models import CopyRow, SnapshotRow
-from backupctl.catalog.store import COMPLETE_STATES, Catalog
+from backupctl.catalog.store import COMPLETE_STATES, Catalog, CopyState
 from backupctl.errors import BackupctlError, RetainedByLock
 from backupctl.policy.schema import Policy, Retention
 from backupctl.retention import SnapshotRef, plan_policy
@@ -157,8 +157,8 @@ def run_prune(
             _prune_restic(config, policy.name, doomed, result, failed_runs)
         else:
             _prune_blob(config, policy.name, doomed, result)
+        catalog.record_copies([CopyState(removed, config.name, "deleted") for removed in result.removed])
         for snapshot_id in result.removed:
-            catalog.record_copy(snapshot_id, config.name, "deleted")
             events.info(f"prune {policy.name}: removed snapshot {snapshot_id} from {config.name}")
         for snapshot_id in result.leftovers:
             events.info(f"prune {policy.name}: forgot the data of failed run {snapshot_id} in {config.name}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, create_engine, event, select, text, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -185,8 +185,29 @@ class Catalog:
     def record_copy(
         self, snapshot_id: str, target: str, status: str, stored_bytes: int = 0, error: str | None = None
     ) -> None:
+        self.record_copies([CopyState(snapshot_id, target, status, stored_bytes, error)])
+
+    def record_copies(self, copies: Sequence[CopyState]) -> None:
+        """Record several copies in one transaction (prune: one commit per target, not per
+        snapshot). Existing rows change with one UPDATE per 500 copies of the same state."""
+        states: dict[tuple[str, str, int, str | None], list[str]] = {}
+        for copy in copies:
+            key = (copy.target, copy.status, copy.stored_bytes, copy.error)
+            states.setdefault(key, []).append(copy.snapshot_id)
+        now = _now()
         with self.session() as session:
-            _upsert_copy(session, CopyState(snapshot_id, target, status, stored_bytes, error))
+            for (target, status, stored_bytes, error), ids in states.items():
+                for chunk in _chunks(ids):
+                    of_chunk = (CopyRow.target == target, CopyRow.snapshot_id.in_(chunk))
+                    existing = set(session.scalars(select(CopyRow.snapshot_id).where(*of_chunk)))
+                    if existing:
+                        changed = dict(status=status, stored_bytes=stored_bytes, error=error, updated_at=now)
+                        session.execute(update(CopyRow).where(*of_chunk).values(**changed))
+                    session.add_all(
+                        CopyRow(snapshot_id=snapshot_id, target=target, status=status,
+                                stored_bytes=stored_bytes, error=error, updated_at=now)
+                        for snapshot_id in dict.fromkeys(chunk) if snapshot_id not in existing
+                    )  # fmt: skip
 
     def finish_snapshot(
         self,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backupctl.catalog.store import HEAD_REVISION, Catalog
+from backupctl.catalog.store import HEAD_REVISION, Catalog, CopyState
 from backupctl.core.manifest import ArtifactRecord, Manifest, new_snapshot_id, utc_now_text
 from backupctl.errors import ConfigError
 from tests.fixtures.postgres import PgDatabase
@@ -43,7 +43,7 @@ def _manifest(snapshot_id: str, policy: str = "shop") -> Manifest:
                 "db.pgdump.zst.age",
                 "pgdump",
                 100,
-                "a" * 64,
+                "blake3:" + "a" * 64,
                 40,
                 "b" * 64,
                 {"row_counts": {"public.t": 1}},
@@ -81,3 +81,18 @@ def test_lifecycle(catalog: Catalog) -> None:
 def test_unreachable_catalog_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="catalog"):
         Catalog.open("postgresql://nobody:secret-pw@127.0.0.1:1/none")
+
+
+def test_record_copies_updates_and_inserts_in_one_call(catalog: Catalog) -> None:
+    """prune records every removed copy of a target at once; new copies are inserted."""
+    ids = [new_snapshot_id() for _ in range(1201)]  # more than one IN chunk of 500
+    for snapshot_id in ids:
+        catalog.begin_snapshot(snapshot_id, "shop", "0" * 64, datetime.now(UTC))
+    catalog.record_copies([CopyState(snapshot_id, "local", "complete", 40) for snapshot_id in ids[:1000]])
+    catalog.record_copies(
+        [CopyState(snapshot_id, "local", "deleted") for snapshot_id in ids]
+        + [CopyState(ids[0], "s3", "failed", 0, "bucket unreachable")]
+    )
+    views = {view.id: view.targets for view in catalog.snapshots("shop", include_incomplete=True)}
+    assert all(views[snapshot_id]["local"] == "deleted" for snapshot_id in ids)
+    assert views[ids[0]] == {"local": "deleted", "s3": "failed"}
