@@ -238,8 +238,7 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
     seconds = time.monotonic() - started
     if missing or not complete:
         error_text = "; ".join(f"{o.name}: {o.error}" for o in failed) or "no target completed"
-        for copy in copies:
-            catalog.record_copy(copy.snapshot_id, copy.target, copy.status, copy.stored_bytes, copy.error)
+        catalog.record_copies(copies)
         catalog.fail_snapshot(snapshot_id, error_text)
         raise JobFailed(
             f"backup {policy.name} failed: snapshot {snapshot_id} is on no complete target ({error_text})"

@@ -137,6 +137,9 @@ def run_prune(
         holdings(catalog, policy), {t.name: rules_for(policy, t.name) for t in policy.targets}, now
     )
     report = PruneReport(policy.name, dry_run, now)
+    # Runs that failed may have left restic data behind (see the module docstring).
+    restic_targets = any(t.type == "restic" for t in policy.targets)
+    failed_runs = _failed_runs(catalog, policy.name) if restic_targets and not dry_run else set()
     for config in policy.targets:
         if only_targets is not None and config.name not in only_targets:
             continue
@@ -149,8 +152,7 @@ def run_prune(
         result.kept = [Kept(d.snapshot.id, d.reasons) for d in plan.decisions if d.keep]
         report.targets.append(result)
         doomed = [ref.id for ref in reversed(plan.removed)]  # oldest first
-        failed_runs = set() if dry_run or config.type != "restic" else _failed_runs(catalog, policy.name)
-        if dry_run or not (doomed or failed_runs):
+        if dry_run or not (doomed or (failed_runs and config.type == "restic")):
             result.removed = doomed
             continue
         if config.type == "restic":
@@ -278,8 +280,9 @@ def _locked(snapshot_id: str, error: RetainedByLock) -> Locked:
 
 def _failed_runs(catalog: Catalog, policy: str) -> set[str]:
     """Snapshots of `policy` whose run failed: no target holds a manifest of theirs."""
-    listed = catalog.snapshots(policy, include_incomplete=True)
-    return {view.id for view in listed if view.status == "failed"}
+    with catalog.session() as session:
+        failed = select(SnapshotRow.id).where(SnapshotRow.policy == policy, SnapshotRow.status == "failed")
+        return set(session.scalars(failed))
 
 
 def _prune_restic(

@@ -98,15 +98,26 @@ class CopyState:
     error: str | None = None
 
 
-def _upsert_copy(session: Session, copy: CopyState) -> None:
-    row = session.get(CopyRow, (copy.snapshot_id, copy.target))
-    if row is None:
-        row = CopyRow(snapshot_id=copy.snapshot_id, target=copy.target)
-        session.add(row)
-    row.status = copy.status
-    row.stored_bytes = copy.stored_bytes
-    row.error = copy.error
-    row.updated_at = _now()
+def _record_copies(session: Session, copies: Sequence[CopyState]) -> None:
+    """Insert or update `copies` in the session's transaction: existing rows change with one
+    UPDATE per 500 copies of the same state (prune records thousands at once)."""
+    states: dict[tuple[str, str, int, str | None], list[str]] = {}
+    for copy in copies:
+        key = (copy.target, copy.status, copy.stored_bytes, copy.error)
+        states.setdefault(key, []).append(copy.snapshot_id)
+    now = _now()
+    for (target, status, stored_bytes, error), ids in states.items():
+        for chunk in _chunks(ids):
+            of_chunk = (CopyRow.target == target, CopyRow.snapshot_id.in_(chunk))
+            existing = set(session.scalars(select(CopyRow.snapshot_id).where(*of_chunk)))
+            if existing:
+                changed = dict(status=status, stored_bytes=stored_bytes, error=error, updated_at=now)
+                session.execute(update(CopyRow).where(*of_chunk).values(**changed))
+            session.add_all(
+                CopyRow(snapshot_id=snapshot_id, target=target, status=status,
+                        stored_bytes=stored_bytes, error=error, updated_at=now)
+                for snapshot_id in dict.fromkeys(chunk) if snapshot_id not in existing
+            )  # fmt: skip
 
 
 class Catalog:
@@ -189,25 +200,9 @@ class Catalog:
 
     def record_copies(self, copies: Sequence[CopyState]) -> None:
         """Record several copies in one transaction (prune: one commit per target, not per
-        snapshot). Existing rows change with one UPDATE per 500 copies of the same state."""
-        states: dict[tuple[str, str, int, str | None], list[str]] = {}
-        for copy in copies:
-            key = (copy.target, copy.status, copy.stored_bytes, copy.error)
-            states.setdefault(key, []).append(copy.snapshot_id)
-        now = _now()
+        snapshot)."""
         with self.session() as session:
-            for (target, status, stored_bytes, error), ids in states.items():
-                for chunk in _chunks(ids):
-                    of_chunk = (CopyRow.target == target, CopyRow.snapshot_id.in_(chunk))
-                    existing = set(session.scalars(select(CopyRow.snapshot_id).where(*of_chunk)))
-                    if existing:
-                        changed = dict(status=status, stored_bytes=stored_bytes, error=error, updated_at=now)
-                        session.execute(update(CopyRow).where(*of_chunk).values(**changed))
-                    session.add_all(
-                        CopyRow(snapshot_id=snapshot_id, target=target, status=status,
-                                stored_bytes=stored_bytes, error=error, updated_at=now)
-                        for snapshot_id in dict.fromkeys(chunk) if snapshot_id not in existing
-                    )  # fmt: skip
+            _record_copies(session, copies)
 
     def finish_snapshot(
         self,
@@ -224,8 +219,7 @@ class Catalog:
             row = session.get(SnapshotRow, manifest.snapshot_id)
             if row is None:
                 raise RuntimeError(f"snapshot {manifest.snapshot_id} was never begun")
-            for copy in copies:
-                _upsert_copy(session, copy)
+            _record_copies(session, copies)
             _apply_manifest(session, row, manifest)
             row.status = status
             row.finished_at = _now()
