@@ -27,6 +27,7 @@ def prune(
 
     Never removes a target's newest complete snapshot, nor the only copy of a snapshot another
     target's rules still want. Object-locked versions stay and are reported retained-by-lock.
+    On restic targets it also forgets the data that failed runs left there (not in --dry-run).
     Exit 0, or 1 when a deletion failed (retained-by-lock is not a failure).
     """
     from backupctl.actions.prune import run_prune
