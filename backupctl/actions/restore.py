@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -40,6 +40,7 @@ class RestoreResult:
     mismatches: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warmup_seconds: float = 0.0  # cold storage (Glacier) retrieval before the first byte
+    jobs: int = 1  # parallel jobs the restore used (pg_restore --jobs)
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "seconds": round(self.seconds, 3), "ok": not self.mismatches}
@@ -95,7 +96,7 @@ def run_restore(
                     progress=progress.advance,
                 ) as (plain, finished),
             ):
-                outcome = source.restore(plain, request)
+                outcome = source.restore(plain, replace(request, size_hint=artifact.plain_bytes))
                 stats = finished()
         finally:
             progress.close()
@@ -118,6 +119,7 @@ def run_restore(
         mismatches=mismatches,
         notes=outcome.notes,
         warmup_seconds=timing.warmup_seconds,
+        jobs=outcome.jobs,
     )
 
 
@@ -167,7 +169,9 @@ def _restore_from_restic(
     if source_config.type in STREAM_SOURCES:
         with repository.dump(restic_id, artifact_stdin_filename(artifact)) as stream:
             reader = HashingReader(stream, algorithm=algorithm_of(artifact.plain_digest))
-            outcome = source.restore(typing.cast(BinaryIO, reader), request)
+            outcome = source.restore(
+                typing.cast(BinaryIO, reader), replace(request, size_hint=artifact.plain_bytes)
+            )
         if reader.digest() != artifact.plain_digest:
             raise IntegrityError(f"restic's copy of {source_name} differs from the manifest's plain digest")
         plain_bytes, facts, destination = reader.count, outcome.facts, outcome.destination

@@ -15,6 +15,19 @@ from backupctl.errors import ConfigError, IntegrityError, JobFailed
 from backupctl.sources.base import RestoreRequest
 
 
+def parse_jobs(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """`auto` → 0 (one per CPU, decided by the source), else an integer from 1 to 64."""
+    if value.strip().lower() == "auto":
+        return 0
+    try:
+        jobs = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither 'auto' nor a number") from None
+    if not 1 <= jobs <= 64:
+        raise click.BadParameter(f"{jobs} is not in 1-64")
+    return jobs
+
+
 @click.command()
 @click.argument("policy_name", metavar="POLICY")
 @wait_option
@@ -170,10 +183,12 @@ def verify(
 @click.option("--no-owner", is_flag=True, help="Do not restore ownership and privileges.")
 @click.option(
     "--jobs",
-    type=click.IntRange(1, 64),
-    default=1,
+    metavar="auto|N",
+    default="auto",
+    callback=parse_jobs,
     show_default=True,
-    help="Parallel restore jobs (pg_restore; spools the dump to a temp file).",
+    help="Parallel restore jobs: 'auto' (one per CPU, at most 8) or 1-64. PostgreSQL spools the "
+    "dump to a private temp file first ($BACKUPCTL_SPOOL_DIR; streams with 1 job when it has no room).",
 )
 @click.option(
     "--db-password", metavar="REF", help="Secret reference for the destination password (env:/file:/cmd:)."
@@ -245,7 +260,8 @@ def restore(
         app.echo(
             f"restored {result.source} of snapshot {result.snapshot_id} from {result.target} into "
             f"{mask_url_password(result.destination)} in {result.seconds:.1f}s "
-            f"({human_bytes(result.plain_bytes)})"
+            f"({human_bytes(result.plain_bytes)}"
+            + (f", {result.jobs} parallel jobs)" if result.jobs > 1 else ")")
         )
         if result.warmup_seconds:
             app.echo(f"  archive warm-up (Glacier restore) took {result.warmup_seconds:.1f}s")

@@ -41,7 +41,8 @@ class RestoreRequest:
     force: bool = False  # allow a non-empty destination directory / existing file
     clean: bool = False  # drop objects before recreating them (pg_restore --clean --if-exists)
     create: bool = False  # create the database first (pg_restore --create)
-    jobs: int = 1  # parallel restore jobs where the tool supports them
+    jobs: int = 0  # parallel restore jobs where the tool supports them; 0 = one per CPU
+    size_hint: int | None = None  # plain bytes the manifest recorded (spool space check)
     no_owner: bool = False  # skip ownership/privileges (restoring under another role)
     password: str | None = None  # password for the destination, never on argv
 
@@ -53,6 +54,7 @@ class RestoreOutcome:
     destination: str
     facts: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    jobs: int = 1  # parallel jobs the restore used
 
 
 class Source(Protocol):

@@ -20,9 +20,7 @@ import io
 import logging
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from backupctl.core import runner
 from backupctl.core.secrets import mask, mask_url_password, register_secret
+from backupctl.core.spool import SpoolPlan, default_jobs, private_spool
 from backupctl.errors import ConfigError, SourceError
 from backupctl.policy.schema import PostgresSource
 from backupctl.sources.base import (
@@ -440,14 +439,8 @@ class PostgresDumpSource:
         if request.no_owner:
             argv += ["--no-owner", "--no-privileges"]
         env = {"PGPASSWORD": password} if password else None
-        if request.jobs > 1:
-            # Parallel restore seeks in the archive: it needs a file, not a pipe.
-            with tempfile.NamedTemporaryFile(prefix="backupctl-restore-", suffix=".pgdump") as spool:
-                shutil.copyfileobj(stream, spool, CHUNK)
-                spool.flush()
-                self._run_restore([*argv, f"--jobs={request.jobs}", spool.name], env, None)
-        else:
-            self._run_restore(argv, env, stream)
+        notes = [self._via_note()] if self.config.via else []
+        jobs = self._restore_jobs(argv, env, stream, request, notes)
         restored = make_conninfo(conninfo, dbname=self.database) if request.create else conninfo
         with connect(restored, password, "the restored database") as connection:
             connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -456,8 +449,40 @@ class PostgresDumpSource:
         return RestoreOutcome(
             destination=mask(mask_url_password(request.to_db)),
             facts={"row_counts": counts},
-            notes=[self._via_note()] if self.config.via else [],
+            notes=notes,
+            jobs=jobs,
         )
+
+    def _restore_jobs(
+        self,
+        argv: list[str],
+        env: dict[str, str] | None,
+        stream: BinaryIO,
+        request: RestoreRequest,
+        notes: list[str],
+    ) -> int:
+        """Run pg_restore, in parallel when possible; returns the jobs used.
+
+        Parallel pg_restore seeks in the archive, so the stream is spooled to a private file
+        first (backupctl.core.spool); without room for it, or when the disk fills while
+        spooling, the restore streams with one job and a note says why.
+        """
+        jobs = request.jobs if request.jobs > 0 else default_jobs()
+        if jobs <= 1:
+            self._run_restore(argv, env, stream)
+            return 1
+        plan = SpoolPlan.decide(request.size_hint)
+        if not plan.possible:
+            notes.append(f"restored with one job: {plan.reason}")
+            self._run_restore(argv, env, stream)
+            return 1
+        with private_spool(plan.directory, suffix=".pgdump") as spool:
+            if not spool.fill(stream):
+                notes.append(spool.stopped_reason)
+                self._run_restore(argv, env, spool.replay(stream))
+                return 1
+            self._run_restore([*argv, f"--jobs={jobs}", str(spool.path)], env, None)
+        return jobs
 
     def _check_destination(self, conninfo: str, password: str | None, request: RestoreRequest) -> None:
         with connect(conninfo, password, "the restore destination") as connection:

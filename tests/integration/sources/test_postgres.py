@@ -95,6 +95,44 @@ def test_round_trip_preserves_rows_and_content(
     assert checksums(pg_empty_database) == checksums(pg_database)
 
 
+def test_parallel_restore_by_default_and_one_job_when_the_spool_has_no_room(
+    pg_database: PgDatabase,
+    pg_empty_database: PgDatabase,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from backupctl.core import spool
+
+    source = make_source(pg_database, monkeypatch)
+    facts = dump_to_file(source, tmp_path / "shop.pgdump")
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    monkeypatch.setenv("BACKUPCTL_SPOOL_DIR", str(spool_dir))
+    size = (tmp_path / "shop.pgdump").stat().st_size
+
+    # No room (a reserve larger than the file system): streamed with one job, and said so.
+    monkeypatch.setattr(spool, "RESERVE_BYTES", 1 << 62)
+    with open(tmp_path / "shop.pgdump", "rb") as artifact:
+        request = RestoreRequest(to_db=pg_empty_database.url, password=pg_empty_database.password, size_hint=size)
+        outcome = source.restore(io.BufferedReader(_NoFileno(artifact)), request)  # type: ignore[arg-type]
+    assert outcome.jobs == 1
+    assert any(note.startswith("restored with one job") for note in outcome.notes)
+    assert checksums(pg_empty_database) == checksums(pg_database)
+    monkeypatch.undo()
+
+    # Room: the default (auto) spools privately and restores in parallel, leaving no spool behind.
+    monkeypatch.setenv("BACKUPCTL_SPOOL_DIR", str(spool_dir))
+    monkeypatch.setenv(PASSWORD_ENV, pg_database.password)
+    with open(tmp_path / "shop.pgdump", "rb") as artifact:
+        request = RestoreRequest(
+            to_db=pg_empty_database.url, password=pg_empty_database.password, size_hint=size, clean=True
+        )
+        outcome = source.restore(io.BufferedReader(_NoFileno(artifact)), request)  # type: ignore[arg-type]
+    assert outcome.jobs == spool.default_jobs()
+    assert source.compare(facts, outcome.facts) == []
+    assert list(spool_dir.iterdir()) == []
+
+
 class _NoFileno(io.RawIOBase):
     """A raw reader that hides the file descriptor of the file it wraps."""
 

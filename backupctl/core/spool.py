@@ -1,0 +1,166 @@
+"""A private spool file for tools that need to seek in a stream (pg_restore --jobs).
+
+Parallel pg_restore reads its archive's table of contents and then seeks to each table's data:
+it needs a file, not a pipe. Spooling costs one sequential write + read of the plain dump, which
+the parallel restore wins back several times on any machine with two or more cores (measured in
+docs/benchmarks.md). The spool:
+
+- lives in a fresh 0700 directory (`tempfile.mkdtemp`) as a 0600 file, so no other user can read
+  the plain dump while it exists, and is removed when the context exits, also on errors;
+- is only started when the file system has room for the expected size plus a reserve
+  (`SpoolPlan.decide`); with no room the caller streams instead and says why;
+- stops by itself if free space falls under the reserve while writing (another process filling
+  the disk): `Spool.fill` then returns False and the caller replays what was spooled followed by
+  the rest of the stream (`Spool.replay`), so nothing is lost and the restore still completes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+RESERVE_BYTES = 256 << 20  # never fill a file system to the last byte: leave room for the database
+RESERVE_FRACTION = 0.05  # ... and at least 5 % of it
+FREE_CHECK_EVERY = 64 << 20  # statvfs once per 64 MiB written: cheap, and bounds the overshoot
+
+
+def default_jobs() -> int:
+    """Parallel jobs for a restore: one per CPU this process may use, at most 8.
+
+    Beyond 8, pg_restore's workers mostly wait on the same disk; the cap keeps a restore on a
+    large host from starving the server it restores into.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
+
+
+def spool_directory() -> Path:
+    """Where spools go: $BACKUPCTL_SPOOL_DIR, else the system temporary directory."""
+    configured = os.environ.get("BACKUPCTL_SPOOL_DIR")
+    return Path(configured) if configured else Path(tempfile.gettempdir())
+
+
+def _reserve(directory: Path) -> int:
+    total = shutil.disk_usage(directory).total
+    return max(RESERVE_BYTES, int(total * RESERVE_FRACTION))
+
+
+@dataclass(frozen=True)
+class SpoolPlan:
+    """Whether a stream of `expected_bytes` can be spooled under `directory`, and why not."""
+
+    directory: Path
+    possible: bool
+    reason: str
+
+    @classmethod
+    def decide(cls, expected_bytes: int | None, directory: Path | None = None) -> SpoolPlan:
+        """Check the free space before anything is written.
+
+        `expected_bytes` is the plain size the manifest recorded; None when unknown (then only the
+        running check in `Spool.fill` protects the file system).
+        """
+        where = directory or spool_directory()
+        try:
+            free = shutil.disk_usage(where).free
+            reserve = _reserve(where)
+        except OSError as error:
+            return cls(where, False, f"cannot use {where} for a spool file: {error.strerror or error}")
+        needed = (expected_bytes or 0) + reserve
+        if free < needed:
+            return cls(
+                where,
+                False,
+                f"{where} has {_gib(free)} free; spooling {_gib(expected_bytes or 0)} needs {_gib(needed)} "
+                "(set BACKUPCTL_SPOOL_DIR to a larger file system)",
+            )
+        return cls(where, True, "")
+
+
+class Spool:
+    """A private file being filled from a stream; see the module docstring."""
+
+    def __init__(self, file: BinaryIO, path: Path) -> None:
+        self.file = file
+        self.path = path
+        self.written = 0
+        self.stopped_reason = ""
+
+    def fill(self, stream: BinaryIO) -> bool:
+        """Copy `stream` into the spool. True when the whole stream is spooled; False when free
+        space ran under the reserve first (see `stopped_reason`; the stream is left positioned
+        after the spooled part)."""
+        reserve = _reserve(self.path.parent)
+        since_check = 0
+        while True:
+            chunk = stream.read(CHUNK)
+            if not chunk:
+                break
+            self.file.write(chunk)
+            self.written += len(chunk)
+            since_check += len(chunk)
+            if since_check >= FREE_CHECK_EVERY:
+                since_check = 0
+                free = shutil.disk_usage(self.path.parent).free
+                if free < reserve:
+                    self.stopped_reason = (
+                        f"free space on {self.path.parent} fell to {_gib(free)} while spooling; "
+                        "continued as a stream with one job"
+                    )
+                    self.file.flush()
+                    return False
+        self.file.flush()
+        return True
+
+    def replay(self, rest: BinaryIO) -> BinaryIO:
+        """A stream of what was spooled followed by the unread rest of the original stream."""
+        self.file.seek(0)
+        return typing.cast(BinaryIO, io.BufferedReader(_Concatenated(self.file, rest), CHUNK))
+
+
+@contextmanager
+def private_spool(directory: Path, suffix: str = "") -> Iterator[Spool]:
+    """A 0600 file in a fresh 0700 directory under `directory`; both removed on exit."""
+    private_dir = Path(tempfile.mkdtemp(prefix="backupctl-spool-", dir=directory))
+    try:
+        path = private_dir / f"spool{suffix}"
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w+b") as file:
+            yield Spool(file, path)
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)
+
+
+class _Concatenated(io.RawIOBase):
+    """Read `first` to its end, then `second`."""
+
+    def __init__(self, first: BinaryIO, second: BinaryIO) -> None:
+        self._parts = [first, second]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while self._parts:
+            data = self._parts[0].read(len(buffer))
+            if data:
+                buffer[: len(data)] = data
+                return len(data)
+            self._parts.pop(0)
+        return 0
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.2f} GiB"
