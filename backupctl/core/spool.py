@@ -52,7 +52,8 @@ def spool_directory() -> Path:
     return Path(configured) if configured else Path(tempfile.gettempdir())
 
 
-def _reserve(directory: Path) -> int:
+def reserve_bytes(directory: Path) -> int:
+    """Free space a spool must leave on the file system of `directory`."""
     total = shutil.disk_usage(directory).total
     return max(RESERVE_BYTES, int(total * RESERVE_FRACTION))
 
@@ -75,7 +76,7 @@ class SpoolPlan:
         where = directory or spool_directory()
         try:
             free = shutil.disk_usage(where).free
-            reserve = _reserve(where)
+            reserve = reserve_bytes(where)
         except OSError as error:
             return cls(where, False, f"cannot use {where} for a spool file: {error.strerror or error}")
         needed = (expected_bytes or 0) + reserve
@@ -102,7 +103,7 @@ class Spool:
         """Copy `stream` into the spool. True when the whole stream is spooled; False when free
         space ran under the reserve first (see `stopped_reason`; the stream is left positioned
         after the spooled part)."""
-        reserve = _reserve(self.path.parent)
+        reserve = reserve_bytes(self.path.parent)
         since_check = 0
         while True:
             chunk = stream.read(CHUNK)
@@ -131,16 +132,24 @@ class Spool:
 
 
 @contextmanager
-def private_spool(directory: Path, suffix: str = "") -> Iterator[Spool]:
-    """A 0600 file in a fresh 0700 directory under `directory`; both removed on exit."""
+def private_directory(directory: Path) -> Iterator[Path]:
+    """A fresh 0700 directory under `directory` (files made in it with a 0077 umask stay
+    private), removed with everything in it on exit."""
     private_dir = Path(tempfile.mkdtemp(prefix="backupctl-spool-", dir=directory))
     try:
+        yield private_dir
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)
+
+
+@contextmanager
+def private_spool(directory: Path, suffix: str = "") -> Iterator[Spool]:
+    """A 0600 file in a fresh 0700 directory under `directory`; both removed on exit."""
+    with private_directory(directory) as private_dir:
         path = private_dir / f"spool{suffix}"
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w+b") as file:
             yield Spool(file, path)
-    finally:
-        shutil.rmtree(private_dir, ignore_errors=True)
 
 
 class _Concatenated(io.RawIOBase):

@@ -113,7 +113,9 @@ def test_parallel_restore_by_default_and_one_job_when_the_spool_has_no_room(
     # No room (a reserve larger than the file system): streamed with one job, and said so.
     monkeypatch.setattr(spool, "RESERVE_BYTES", 1 << 62)
     with open(tmp_path / "shop.pgdump", "rb") as artifact:
-        request = RestoreRequest(to_db=pg_empty_database.url, password=pg_empty_database.password, size_hint=size)
+        request = RestoreRequest(
+            to_db=pg_empty_database.url, password=pg_empty_database.password, size_hint=size
+        )
         outcome = source.restore(io.BufferedReader(_NoFileno(artifact)), request)  # type: ignore[arg-type]
     assert outcome.jobs == 1
     assert any(note.startswith("restored with one job") for note in outcome.notes)
