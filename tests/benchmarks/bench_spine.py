@@ -4,7 +4,9 @@
 For each database size (default 256MiB and 1GiB, override with BENCH_SIZES=64MiB,1GiB):
   backup:  `pg_dump -Fc -Z0 > /dev/null` (the source's own speed: the limit),
            `pg_dump -Fc -f FILE` (what most people run), `backupctl backup` to a local target
-  restore: `pg_restore -d DB FILE` of the pg_dump -Fc file, `backupctl restore --to-db DB`
+  restore: `pg_restore -d DB FILE` of the pg_dump -Fc file, `pg_restore --jobs N` of it by hand
+           (N = one per CPU), `backupctl restore --to-db DB` (default: parallel, N jobs) and
+           `backupctl restore --jobs 1` (the serial stream)
 Prints wall time, output bytes and peak RSS (the process and the children it waited for, from
 wait4) and the ratios the issue targets. Numbers are measured, never asserted.
 """
@@ -24,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from backupctl.core.crypto import generate_keys  # noqa: E402
+from backupctl.core.spool import default_jobs  # noqa: E402
 from backupctl.local_cluster.postgres import LocalPostgres  # noqa: E402
 from tests.benchmarks.common import BENCH, Measure, measure  # noqa: E402
 
@@ -126,27 +129,31 @@ def main() -> None:
                 ],
                 env,
             )
+            jobs = default_jobs()
+            cluster.create_database(f"{name}_r3")
+            runs["pg_restore_jobs"] = measure(
+                f"pg_restore --jobs {jobs} -d DB FILE (by hand)",
+                ["pg_restore", "--exit-on-error", f"--jobs={jobs}", "-d",
+                 cluster.url(f"{name}_r3", "postgres"), str(dump_file)],
+                env,
+            )  # fmt: skip
+            restore_argv = [
+                sys.executable, "-m", "backupctl", "-q", "restore", str(policy["name"]), "latest",
+                "--source", "db", "--db-password", "env:BENCH_DB_PASSWORD", "--to-db",
+            ]  # fmt: skip
             cluster.create_database(f"{name}_r2")
             runs["restore"] = measure(
-                "backupctl restore --to-db",
-                [
-                    sys.executable,
-                    "-m",
-                    "backupctl",
-                    "-q",
-                    "restore",
-                    str(policy["name"]),
-                    "latest",
-                    "--source",
-                    "db",
-                    "--to-db",
-                    cluster.url(f"{name}_r2", "postgres"),
-                    "--db-password",
-                    "env:BENCH_DB_PASSWORD",
-                ],
+                f"backupctl restore --to-db (default: --jobs auto = {jobs})",
+                [*restore_argv, cluster.url(f"{name}_r2", "postgres")],
                 env,
             )
-            for suffix in ("_r1", "_r2"):
+            cluster.create_database(f"{name}_r4")
+            runs["restore_serial"] = measure(
+                "backupctl restore --to-db --jobs 1",
+                [*restore_argv, cluster.url(f"{name}_r4", "postgres"), "--jobs", "1"],
+                env,
+            )
+            for suffix in ("_r1", "_r2", "_r3", "_r4"):
                 cluster.drop_database(name + suffix)
             dump_file.unlink()
             results[size] = runs
@@ -167,10 +174,13 @@ def report(results: dict[str, dict[str, Measure]]) -> None:
     for size, runs in results.items():
         backup, dump, raw = runs["backup"].seconds, runs["pg_dump"].seconds, runs["raw"].seconds
         restore, pg_restore = runs["restore"].seconds, runs["pg_restore"].seconds
+        by_hand_jobs, serial = runs["pg_restore_jobs"].seconds, runs["restore_serial"].seconds
         print(
             f"  {size}: backup / pg_dump -Fc = {backup / dump:.2f} [<= 1.0]; "
-            f"backup / raw dump = {backup / raw:.2f} [<= 1.3]; "
-            f"restore / pg_restore = {restore / pg_restore:.2f} [<= 1.2]; "
+            f"backup / raw dump = {backup / raw:.2f} [<= 1.1]; "
+            f"restore / pg_restore = {restore / pg_restore:.2f} [<= 0.85]; "
+            f"restore / pg_restore --jobs by hand = {restore / by_hand_jobs:.2f} [<= 1.0]; "
+            f"restore --jobs 1 / pg_restore = {serial / pg_restore:.2f} [<= 1.2]; "
             f"backup peak RSS = {runs['backup'].peak_rss_kib / 1024:.0f} MiB [<= 200, flat]"
         )
     print(f"(benchmark driver max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
