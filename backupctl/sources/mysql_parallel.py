@@ -33,6 +33,7 @@ restore completes, with a note.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
 import threading
@@ -55,6 +56,8 @@ _DEFERRED_FOR_GOOD = (
     b"-- Final view structure for view ",
 )
 _DATA_END = b"UNLOCK TABLES;"
+_DATA_HEAD_LINES = (b"--", b"LOCK TABLES ", b"/*!40000 ALTER TABLE ")
+CHUNK_TARGET = 8 << 20  # data chunk size: small enough to balance N connections, large enough to stream
 
 # Starts a client reading SQL from its stdin; the caller closes stdin and waits.
 ClientStarter = Callable[[], "subprocess.Popen[bytes]"]
@@ -62,10 +65,10 @@ ClientStarter = Callable[[], "subprocess.Popen[bytes]"]
 
 @dataclass
 class SplitResult:
-    """What the splitter found: the header, the spooled tables, the deferred file."""
+    """What the splitter found: the header, the spooled data chunks, the deferred file."""
 
     header: bytes
-    tables: list[Path] = field(default_factory=list)
+    chunks: list[Path] = field(default_factory=list)
     deferred: Path | None = None
     serial_note: str = ""  # why the rest of the dump went through the structure connection
 
@@ -115,9 +118,13 @@ class DumpSplitter:
         self._in_header = True
         self._program = False  # inside DELIMITER ;; ... DELIMITER ;
         self._deferred_for_good = False
+        self._after_data = False  # between a data section's end and the next table's structure
         self._serial = False
-        self._table: IO[bytes] | None = None
-        self._table_path: Path | None = None
+        self._in_data = False  # inside a `-- Dumping data for table` section
+        self._data_head = False  # ... before its first INSERT (LOCK TABLES, DISABLE KEYS)
+        self._chunk: IO[bytes] | None = None
+        self._chunk_path: Path | None = None
+        self._chunk_bytes = 0
         self._deferred: IO[bytes] | None = None
         self._since_check = 0
 
@@ -130,16 +137,15 @@ class DumpSplitter:
             while chunk := stream.read(CHUNK):
                 pending = self._feed(pending + chunk)
             if pending:  # a dump cut short: let the client report the incomplete statement
-                if self._table is not None:
-                    self._spool_data(pending)
+                if self._in_data and not self._data_head:
+                    self._spool_statements(pending)
                 else:
                     self._line(pending)
-            if self._table is not None:
-                self._close_table()
+            self._close_chunk()
             if self._in_header:
                 self._end_header()
         finally:
-            for file in (self._table, self._deferred):
+            for file in (self._chunk, self._deferred):
                 if file is not None:
                     file.close()
         return self.result
@@ -148,27 +154,37 @@ class DumpSplitter:
         """Process the whole lines of `data` (which starts at a line start); return the rest."""
         pos = 0
         while True:
-            if self._table is not None:
+            if self._in_data and not self._data_head:
                 end = _data_end(data, pos)
                 if end < 0:  # the section goes on: spool its whole lines, keep the partial one
                     last = data.rfind(b"\n", pos) + 1
                     if last > pos:
-                        self._spool_data(data[pos:last])
+                        self._spool_statements(data[pos:last])
                         pos = last
                     return data[pos:]
-                self._spool_data(data[pos:end])
-                if self._table is not None:  # (None when spooling just stopped for lack of room)
-                    self._close_table()
+                self._spool_statements(_without_enable_keys(data[pos : end - len(_DATA_END) - 1]))
+                self._end_data()
                 pos = end
                 continue
             newline = data.find(b"\n", pos)
             if newline < 0:
                 return data[pos:]
+            if self._in_data and data.startswith(b"INSERT", pos):
+                self._data_head = False  # the rows start: bulk mode
+                continue
             self._line(data[pos : newline + 1])
             pos = newline + 1
 
     def _line(self, line: bytes) -> None:
         stripped = line.rstrip(b"\r\n")
+        if self._in_data and not self._serial:
+            # A data section's head (LOCK TABLES, DISABLE KEYS, comments) is not needed: the
+            # statements are spread over connections, and a table lock would serialise them.
+            if stripped == _DATA_END:
+                self._end_data()  # a table without rows
+            elif stripped and not stripped.startswith(_DATA_HEAD_LINES):
+                self._spool_statements(line)  # not expected there: kept, in dump order
+            return
         if not self._program:
             if stripped.startswith(b"DELIMITER ;;"):
                 self._program = True
@@ -178,8 +194,7 @@ class DumpSplitter:
                 if stripped.startswith(_DEFERRED_FOR_GOOD):
                     self._deferred_for_good = True
                 elif not self._deferred_for_good and stripped.startswith(_DATA):
-                    self._open_table()
-                    self._spool_data(line)
+                    self._in_data, self._data_head, self._after_data = True, True, False
                     return
                 elif not self._deferred_for_good and stripped.startswith(_STRUCTURE):
                     self._after_data = False
@@ -192,36 +207,52 @@ class DumpSplitter:
         else:
             self._write_deferred(line)
 
-    _after_data = False
-
     # ------------------------------------------------------------------ writing
     def _end_header(self) -> None:
         self._in_header = False
         self.result.header = bytes(self._header)
         self.structure.write(self.result.header)
 
-    def _open_table(self) -> None:
-        self._table_path = self.directory / f"table-{len(self.result.tables):06d}.sql"
-        self._table = _private_file(self._table_path)
-        self._after_data = False
+    def _end_data(self) -> None:
+        self._in_data, self._data_head, self._after_data = False, False, True
 
-    def _close_table(self) -> None:
-        assert self._table is not None and self._table_path is not None
-        self._table.close()
-        self.result.tables.append(self._table_path)
-        self._table, self._table_path = None, None
-        self._after_data = True
-
-    def _spool_data(self, data: bytes) -> None:
+    def _spool_statements(self, data: bytes) -> None:
+        """Append whole lines of INSERT statements to the current chunk file; start a new chunk
+        at a statement end once the current one holds CHUNK_TARGET bytes."""
         if self._serial:
             self.structure.write(data)
             return
-        assert self._table is not None
-        self._table.write(data)
+        if self._chunk is None:
+            self._open_chunk()
+        assert self._chunk is not None
+        if self._chunk_bytes + len(data) >= CHUNK_TARGET:
+            cut = data.rfind(b";\n") + 2  # 1 when the block ends no statement
+            if cut > 1:
+                self._chunk.write(data[:cut])
+                self._close_chunk()
+                data = data[cut:]
+                if not data:
+                    return
+                self._open_chunk()
+                assert self._chunk is not None
+        self._chunk.write(data)
+        self._chunk_bytes += len(data)
         self._since_check += len(data)
         if self._since_check >= FREE_CHECK_EVERY:
             self._since_check = 0
             self._check_room()
+
+    def _open_chunk(self) -> None:
+        self._chunk_path = self.directory / f"data-{len(self.result.chunks):06d}.sql"
+        self._chunk = _private_file(self._chunk_path)
+        self._chunk_bytes = 0
+
+    def _close_chunk(self) -> None:
+        if self._chunk is None or self._chunk_path is None:
+            return
+        self._chunk.close()
+        self.result.chunks.append(self._chunk_path)
+        self._chunk, self._chunk_path = None, None
 
     def _write_deferred(self, data: bytes) -> None:
         if self._deferred is None:
@@ -238,19 +269,26 @@ class DumpSplitter:
             "the rest of the dump was replayed on one connection"
         )
         self._serial = True
-        assert self._table is not None and self._table_path is not None
-        self._table.close()
-        with open(self._table_path, "rb") as partial:
+        # The open chunk may end inside a statement that the stream continues: it goes first.
+        assert self._chunk is not None and self._chunk_path is not None
+        self._chunk.close()
+        with open(self._chunk_path, "rb") as partial:
             while block := partial.read(CHUNK):
                 self.structure.write(block)
-        self._table_path.unlink()
-        self._table = None
-        self._table_path = None
+        self._chunk_path.unlink()
+        self._chunk, self._chunk_path = None, None
 
 
 def _private_file(path: Path) -> IO[bytes]:
     """A new 0600 file for writing (closed by the splitter)."""
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
+
+def _without_enable_keys(block: bytes) -> bytes:
+    """`block` without a trailing `/*!40000 ALTER TABLE ... ENABLE KEYS */;` line."""
+    body = block[:-1] if block.endswith(b"\n") else block
+    start = body.rfind(b"\n") + 1
+    return block[:start] if body.startswith(b"/*!40000 ALTER TABLE ", start) else block
 
 
 def _data_end(data: bytes, pos: int) -> int:
@@ -263,32 +301,34 @@ def _data_end(data: bytes, pos: int) -> int:
     return -1 if found < 0 else found + 1 + len(line)
 
 
-def load_tables(tables: Sequence[Path], header: bytes, jobs: int, start: ClientStarter, label: str) -> None:
-    """Load spooled table files over `jobs` connections, largest first (greedy balance).
+def load_chunks(chunks: Sequence[Path], header: bytes, jobs: int, start: ClientStarter, label: str) -> None:
+    """Load the spooled chunks over `jobs` connections, each taking the next chunk when done
+    with its last (so one slow chunk does not hold up the others' share).
 
     Raises SourceError for the first connection that failed (all are waited for)."""
-    buckets: list[list[Path]] = [[] for _ in range(max(1, min(jobs, len(tables))))]
-    loads = [0] * len(buckets)
-    for path in sorted(tables, key=lambda p: p.stat().st_size, reverse=True):
-        smallest = loads.index(min(loads))
-        buckets[smallest].append(path)
-        loads[smallest] += path.stat().st_size
+    waiting: queue.SimpleQueue[Path] = queue.SimpleQueue()
+    for path in chunks:
+        waiting.put(path)
     errors: list[BaseException] = []
 
-    def feed(bucket: list[Path]) -> None:
+    def feed() -> None:
         try:
             client = _Client(start, label)
             client.write(header)
-            for path in bucket:
-                with open(path, "rb") as table:
-                    while block := table.read(CHUNK):
+            while not client.broken and not errors:
+                try:
+                    path = waiting.get_nowait()
+                except queue.Empty:
+                    break
+                with open(path, "rb") as chunk:
+                    while block := chunk.read(CHUNK):
                         client.write(block)
-                path.unlink()  # free the space as soon as the table is sent
+                path.unlink()  # free the space as soon as the chunk is sent
             client.finish("table data")
         except BaseException as error:  # re-raised in the caller's thread
             errors.append(error)
 
-    threads = [threading.Thread(target=feed, args=(bucket,), daemon=True) for bucket in buckets if bucket]
+    threads = [threading.Thread(target=feed, daemon=True) for _ in range(max(1, min(jobs, len(chunks))))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -309,7 +349,7 @@ def restore_parallel(stream: BinaryIO, directory: Path, jobs: int, start: Client
         runner.stop(structure.process)
         raise
     structure.finish("table structure")
-    load_tables(result.tables, result.header, jobs, start, label)
+    load_chunks(result.chunks, result.header, jobs, start, label)
     if result.deferred is not None:
         deferred = _Client(start, label)
         deferred.write(result.header)

@@ -97,6 +97,7 @@ def test_round_trip_preserves_rows_content_and_objects(
 
     outcome = restore_as_root(source, tmp_path / "shop.sql", mariadb_empty_database, jobs=jobs)
     assert outcome.jobs == jobs
+    assert outcome.notes == []
     restored = mariadb_empty_database
     assert outcome.facts["row_counts"] == facts["row_counts"]
     assert outcome.facts["objects"] == EXPECTED_OBJECTS
@@ -273,6 +274,35 @@ def test_restore_refuses_a_non_empty_or_missing_database_unless_told(
         assert outcome.jobs == 4
     finally:
         server.drop_database(missing.name)
+
+
+def test_parallel_restore_spreads_one_large_table_over_connections(
+    mariadb_database: MariaDatabase, mariadb_empty_database: MariaDatabase,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:  # fmt: skip
+    """4 MB in one table (several INSERT statements) cut into chunks at statement ends,
+    loaded by 3 connections at once: every row arrives once, the trigger fires for none."""
+    from backupctl.sources import mysql_parallel
+
+    add_filler(mariadb_database)
+    source = make_source(mariadb_database, monkeypatch)
+    facts = dump_to_file(source, tmp_path / "shop.sql")
+    monkeypatch.setattr(mysql_parallel, "CHUNK_TARGET", 256 << 10)
+    chunks: list[int] = []
+    original = mysql_parallel.load_chunks
+
+    def counting(chunk_paths: Any, *args: Any) -> None:
+        chunks.append(len(chunk_paths))
+        original(chunk_paths, *args)
+
+    monkeypatch.setattr(mysql_parallel, "load_chunks", counting)
+    outcome = restore_as_root(source, tmp_path / "shop.sql", mariadb_empty_database, jobs=3)
+    assert chunks and chunks[0] >= 3, chunks  # INSERT statements are ~1 MB: the cuts fall between them
+    assert outcome.jobs == 3 and outcome.notes == []
+    assert source.compare(facts, outcome.facts) == []
+    assert checksums(mariadb_empty_database) == checksums(mariadb_database)
+    assert scalar(mariadb_empty_database, "SELECT COUNT(*) FROM aaa_filler") == "4000"
+    assert scalar(mariadb_empty_database, "SELECT COUNT(*) FROM audit_log") == "200"
 
 
 def test_parallel_restore_goes_serial_when_the_spool_runs_out_of_room_and_loses_nothing(
