@@ -10,6 +10,7 @@ import hashlib
 import os
 import signal
 import stat
+import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ import pytest
 
 from backupctl.errors import ConfigError, TargetError
 from backupctl.targets.restic import ResticRepository, tags_for
+from tests.fixtures.restic import RESTIC_PASSWORD_ENV
 from tests.fixtures.s3 import free_port
 
 if TYPE_CHECKING:  # imported at run time by pytest_plugins only, so that pytest rewrites it
@@ -189,13 +191,25 @@ def test_check_clears_stale_locks_and_reports_damaged_data(restic_repository: Re
     repo.init()
     with repo.stdin_writer("blob.bin", ["test"]) as sink:
         sink.write(os.urandom(3 * MiB))
-    # A restic killed outright leaves its lock behind, which blocks check's exclusive lock.
+    locks = Path(repo.config.repository) / "locks"
+    # A restic killed outright leaves its lock behind; the writer that saw it fail removes it.
     with pytest.raises(RuntimeError), repo.stdin_writer("other.bin", ["test"]) as sink:
         # More than the 1 MiB pipe holds: the write returns once restic reads, so it has its lock.
         sink.write(os.urandom(4 * MiB))
         os.kill(sink.pid, signal.SIGKILL)
         raise RuntimeError("killed")
-    assert len(list((Path(repo.config.repository) / "locks").iterdir())) == 1
+    assert list(locks.iterdir()) == []
+    # When backupctl died too, the lock stays, and blocks check's exclusive lock.
+    env = {**os.environ, "RESTIC_PASSWORD": os.environ[RESTIC_PASSWORD_ENV]}
+    orphan = subprocess.Popen(
+        ["restic", "-r", repo.config.repository, "backup", "--stdin", "--stdin-filename", "x.bin"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    assert orphan.stdin is not None
+    orphan.stdin.write(os.urandom(4 * MiB))  # returns once restic reads: it holds its lock
+    orphan.kill()
+    orphan.wait()
+    assert len(list(locks.iterdir())) == 1
     assert repo.check(None) == []  # the stale lock was removed (`restic unlock`), then checked
     pack = max((Path(repo.config.repository) / "data").rglob("*"), key=lambda path: path.stat().st_size)
     pack.chmod(stat.S_IRUSR | stat.S_IWUSR)
