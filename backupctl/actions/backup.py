@@ -28,16 +28,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from backupctl import __version__
 from backupctl.actions.ahead import StartedAhead
 from backupctl.actions.events import Events, LogEvents
-from backupctl.actions.restic_side import (
-    STREAM_SOURCES,
-    ResticSink,
-    TeeReader,
-    close_sinks,
-    manifest_envelope,
-    open_manifest_sinks,
-    stdin_filename,
-)
-from backupctl.actions.stored import confirm_stored, copy_artifact, key_of, write_manifest
 from backupctl.core.crypto import SigningKey, load_signing_key, parse_recipients
 from backupctl.core.digests import PLAIN_ALGORITHM
 from backupctl.core.manifest import (
@@ -56,6 +46,16 @@ from backupctl.settings import Settings
 from backupctl.sources.base import build_source, dump_extension
 from backupctl.targets.base import BlobTarget, build_target
 from backupctl.targets.restic import tags_for
+from backupctl.targets.restic_snapshots import (
+    STREAM_SOURCES,
+    ResticSink,
+    TeeReader,
+    close_sinks,
+    manifest_envelope,
+    open_manifest_sinks,
+    stdin_filename,
+)
+from backupctl.targets.snapshot_files import confirm_stored, copy_artifact, key_of, write_manifest
 
 if TYPE_CHECKING:
     from backupctl.catalog.store import Catalog

@@ -139,14 +139,11 @@ def skew_finding(server_now: datetime, now: datetime, where: str) -> Finding:
 def posture_findings(check: str, kind: str, reachable: bool, problems: list[str]) -> list[Finding]:
     """Unreachable is a FAIL; S3 posture problems fail backups (FAIL), others are warnings."""
     if not reachable:
-        hints = {
-            "local": "create the directory or mount the share, and make it writable by this user",
-            "s3": "check endpoint_url, region, bucket, credentials and the network",
-            "sftp": "check host, port, user, key_file and known_hosts (try `ssh` by hand)",
-            "restic": "check the repository location and password; `backupctl target setup` initialises it",
-        }
+        from backupctl.targets.registry import KINDS
+
+        hint = KINDS[kind].traits.unreachable_hint if kind in KINDS else "check the target"
         why = "; ".join(problems) or "no answer"
-        return [Finding(check, False, f"unreachable: {why}", hints.get(kind, "check the target"))]
+        return [Finding(check, False, f"unreachable: {why}", hint)]
     found = [
         Finding(check, False, problem, _fix_in(problem), warn=kind != "s3")
         for problem in problems
@@ -315,22 +312,19 @@ def check_secrets(policy: Policy) -> list[Finding]:
 def check_targets(policy: Policy) -> list[Finding]:
     """Each target's real posture, and free space on local ones."""
     from backupctl.actions.status import target_posture
+    from backupctl.targets.registry import traits_of
+    from backupctl.targets.store import tool_version
 
     findings: list[Finding] = []
     for config in policy.targets:
         check = f"{policy.name}/{config.name}: target"
-        if config.type == "restic":
-            from backupctl.targets.restic import INSTALL_HINT, ResticRepository
-
+        traits = traits_of(config)
+        if traits.tool is not None:  # the program the target runs (restic): installed, new enough?
+            tool_check = f"{policy.name}/{config.name}: {traits.tool}"
             try:
-                version = ResticRepository(config).version()
-                findings.append(
-                    _ok(f"{policy.name}/{config.name}: restic", "restic " + ".".join(map(str, version)))
-                )
+                findings.append(_ok(tool_check, tool_version(config)))
             except BackupctlError as error:
-                findings.append(
-                    Finding(f"{policy.name}/{config.name}: restic", False, str(error), INSTALL_HINT)
-                )
+                findings.append(Finding(tool_check, False, str(error), traits.tool_hint))
                 continue
         refused = _endpoint_problem(config.endpoint_url) if config.type == "s3" else None
         if refused:  # fail fast: the S3 client would retry a dead endpoint for many seconds

@@ -1,4 +1,4 @@
-"""restic targets inside backup, verify and restore.
+"""restic snapshots of backupctl snapshots: tee'd stdin sinks, tags, the signed manifest.
 
 restic gets the *plain* stream so that it can deduplicate (and encrypts with its own key):
 database sources are tee'd from the one dump that also feeds the age pipeline, so the source
@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from backupctl.actions.stored import SignedManifest, authenticate
 from backupctl.core.digests import algorithm_of
 from backupctl.core.pipeline import CHUNK, HashingReader
 from backupctl.errors import BackupctlError, IntegrityError, TargetError
+from backupctl.targets.snapshot_files import SignedManifest, authenticate
 
 STREAM_SOURCES = ("postgres", "mysql", "sqlite")
 MANIFEST_FILENAME = "backupctl-manifest.json"
@@ -203,24 +203,6 @@ def verify_restic_copy(
             )
     problems += [f"{repository.name}: {problem}" for problem in repository.check(read_data_subset)]
     return problems
-
-
-def restic_copy_manifest(
-    repository: Any, policy: Any, snapshot: Any, trusted: list[str]
-) -> tuple[SignedManifest, str]:
-    """The signed manifest that says what a restic copy must hold, and where it came from: the
-    repository itself, or (snapshots from before manifests went to restic) a blob target."""
-    signed = read_restic_manifest(repository, policy.name, snapshot.id, trusted)
-    if signed is not None:
-        return signed, "the repository"
-    from backupctl.actions.access import blob_holder
-    from backupctl.actions.stored import read_manifest
-
-    holder = blob_holder(policy, snapshot)
-    try:
-        return read_manifest(holder, policy.name, snapshot.id, trusted), holder.name
-    finally:
-        holder.close()
 
 
 def restic_snapshot_for(repository: Any, policy: str, snapshot_id: str, source: str) -> str:
