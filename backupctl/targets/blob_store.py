@@ -41,6 +41,19 @@ class BlobSnapshotStore:
         self.name = self.target.name
         self.offsite = self.target.offsite
 
+    def preflight(self) -> None:
+        """The target's own pre-write checks where it has them (S3: posture; local and SFTP:
+        sweep temp files of killed runs)."""
+        check = getattr(self.target, "check_posture", None)
+        if callable(check):
+            check()
+        sweep = getattr(self.target, "sweep_temp_files", None)
+        if callable(sweep):
+            sweep("")
+
+    def begin_snapshot(self, policy: str, snapshot_id: str) -> None:
+        return None  # nothing to start: a blob target's manifest is two small writes
+
     def snapshot_ids(self, policy: str) -> list[str]:
         return list_snapshot_ids(self.target, policy)
 

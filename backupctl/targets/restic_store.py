@@ -12,16 +12,19 @@ from backupctl.core.crypto import SigningKey
 from backupctl.core.digests import PLAIN_ALGORITHM
 from backupctl.core.manifest import ArtifactRecord, Manifest, artifact_file_name
 from backupctl.core.pipeline import HashingReader
-from backupctl.errors import BackupctlError
+from backupctl.errors import BackupctlError, TargetError
 from backupctl.policy.schema import ResticTarget
 from backupctl.targets.registry import traits_of
 from backupctl.targets.restic import TAG, ResticRepository, tags_for
 from backupctl.targets.restic_snapshots import (
     MANIFEST_FILENAME,
     MANIFEST_TAG,
+    ResticSink,
     artifact_stdin_filename,
+    close_sinks,
     manifest_envelope,
     manifest_tags,
+    open_manifest_sinks,
     read_manifest_snapshot,
     read_restic_manifest,
     restic_snapshot_for,
@@ -44,6 +47,18 @@ class ResticSnapshotStore(ResticRepository):
         # policy -> {snapshot id: restic id of its manifest} from the last `snapshot_ids`: reading
         # those manifests then costs one `restic dump` each, not a lookup by tags as well.
         self._listed: dict[str, dict[str, str]] = {}
+        self._manifest_sink: ResticSink | None = None  # started by begin_snapshot
+
+    def preflight(self) -> None:
+        """restic installed and new enough (ConfigError). No `cat config` probe (one more key
+        derivation, ~0.8 s): a missing repository makes the backup itself fail for this target
+        with restic's message and the `target setup` hint."""
+        self.version()
+
+    def begin_snapshot(self, policy: str, snapshot_id: str) -> None:
+        """Start the `restic backup --stdin` that will store the manifest, at the lowest CPU
+        priority: it derives its key while the dumps run (measured in docs/benchmarks.md)."""
+        (self._manifest_sink,) = open_manifest_sinks({self.name: self}, policy, snapshot_id)
 
     def manifest_ids(self, policy: str) -> dict[str, str]:
         """backupctl snapshot id -> restic id of its manifest snapshot (the latest one wins)."""
@@ -65,11 +80,24 @@ class ResticSnapshotStore(ResticRepository):
         return read_restic_manifest(self, policy, snapshot_id, trusted)
 
     def write_manifest(self, manifest: Manifest, signing: SigningKey) -> str:
+        """Into the process `begin_snapshot` started, else a new one. Raises TargetError."""
         data = manifest.to_bytes()
         envelope = manifest_envelope(data, signing.sign(data))
-        tags = manifest_tags(manifest.policy, manifest.snapshot_id)
-        with self.stdin_writer(MANIFEST_FILENAME, tags) as sink:
-            sink.write(envelope)
+        sink, self._manifest_sink = self._manifest_sink, None
+        if sink is None:
+            with self.stdin_writer(
+                MANIFEST_FILENAME, manifest_tags(manifest.policy, manifest.snapshot_id)
+            ) as writer:
+                writer.write(envelope)
+            return hashlib.sha256(data).hexdigest()
+        if sink.error is None:
+            try:
+                sink.writer.write(envelope)
+            except (TargetError, OSError) as error:
+                sink.error = str(error)
+        close_sinks([sink], None)
+        if sink.error is not None:
+            raise TargetError(f"restic {sink.name}: the manifest could not be stored: {sink.error}")
         return hashlib.sha256(data).hexdigest()
 
     def store_stream(
@@ -143,5 +171,7 @@ class ResticSnapshotStore(ResticRepository):
         return "restic " + ".".join(map(str, self.version()))
 
     def close(self) -> None:
-        pass
-
+        """A manifest process started but not used (failure, interruption): restic commits nothing."""
+        sink, self._manifest_sink = self._manifest_sink, None
+        if sink is not None:
+            close_sinks([sink], TargetError("no manifest for this repository"))

@@ -71,6 +71,17 @@ class SnapshotStore(Protocol):
     traits: StoreTraits
     manifest_origin: str | None  # how verify names its own manifest ("the repository"), or None
 
+    def preflight(self) -> None:
+        """Before a backup writes: refuse early (TargetError, ConfigError) when the target
+        cannot take it (S3 posture problems; restic missing or too old), and tidy what an
+        earlier killed run left (temp files). Must not wait long: a dump may be waiting."""
+        ...
+
+    def begin_snapshot(self, policy: str, snapshot_id: str) -> None:
+        """Start, ahead, what writing this snapshot's manifest needs (restic: its process,
+        whose key derivation then overlaps the dumps). Undone by `close` when not used."""
+        ...
+
     def snapshot_ids(self, policy: str) -> list[str]:
         """Snapshots of `policy` this store holds a manifest of (complete here), oldest first."""
         ...
