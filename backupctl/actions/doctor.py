@@ -30,6 +30,7 @@ from backupctl.core.secrets import SecretRef
 from backupctl.errors import BackupctlError, ConfigIssue, SecretError
 from backupctl.policy.schema import MysqlSource, Policy, PostgresSource
 from backupctl.settings import Settings
+from backupctl.targets.registry import StoreTraits, traits_of
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -136,16 +137,13 @@ def skew_finding(server_now: datetime, now: datetime, where: str) -> Finding:
     return _ok("clock", f"clock agrees with {where} ({skew:.1f}s)")
 
 
-def posture_findings(check: str, kind: str, reachable: bool, problems: list[str]) -> list[Finding]:
-    """Unreachable is a FAIL; S3 posture problems fail backups (FAIL), others are warnings."""
+def posture_findings(check: str, traits: StoreTraits, reachable: bool, problems: list[str]) -> list[Finding]:
+    """Unreachable is a FAIL; posture problems that refuse backups (S3's) FAIL, others are warnings."""
     if not reachable:
-        from backupctl.targets.registry import KINDS
-
-        hint = KINDS[kind].traits.unreachable_hint if kind in KINDS else "check the target"
         why = "; ".join(problems) or "no answer"
-        return [Finding(check, False, f"unreachable: {why}", hint)]
+        return [Finding(check, False, f"unreachable: {why}", traits.unreachable_hint)]
     found = [
-        Finding(check, False, problem, _fix_in(problem), warn=kind != "s3")
+        Finding(check, False, problem, _fix_in(problem), warn=not traits.posture_refuses_backups)
         for problem in problems
         if not problem.startswith("free space below")  # reported by free_space_finding
     ]
@@ -312,7 +310,6 @@ def check_secrets(policy: Policy) -> list[Finding]:
 def check_targets(policy: Policy) -> list[Finding]:
     """Each target's real posture, and free space on local ones."""
     from backupctl.actions.status import target_posture
-    from backupctl.targets.registry import traits_of
     from backupctl.targets.store import tool_version
 
     findings: list[Finding] = []
@@ -326,20 +323,20 @@ def check_targets(policy: Policy) -> list[Finding]:
             except BackupctlError as error:
                 findings.append(Finding(tool_check, False, str(error), traits.tool_hint))
                 continue
-        refused = _endpoint_problem(config.endpoint_url) if config.type == "s3" else None
+        refused = _endpoint_problem(getattr(config, "endpoint_url", None))
         if refused:  # fail fast: the S3 client would retry a dead endpoint for many seconds
-            findings.extend(posture_findings(check, config.type, False, [refused]))
+            findings.extend(posture_findings(check, traits, False, [refused]))
             continue
         try:
             posture = target_posture(config)
         except Exception as error:  # a target's own errors or a client library's: report them
-            findings.extend(posture_findings(check, config.type, False, [str(error)]))
+            findings.extend(posture_findings(check, traits, False, [str(error)]))
             continue
-        findings.extend(posture_findings(check, config.type, posture.reachable, posture.problems))
-        if config.type == "local" and posture.reachable:
-            findings.append(
-                free_space_finding(f"{policy.name}/{config.name}: space", config.path, posture.free_bytes)
-            )
+        findings.extend(posture_findings(check, traits, posture.reachable, posture.problems))
+        path = getattr(config, "path", None)  # a local directory's (traits.local_directory)
+        if traits.local_directory and posture.reachable and path is not None:
+            space = f"{policy.name}/{config.name}: space"
+            findings.append(free_space_finding(space, path, posture.free_bytes))
     return findings
 
 

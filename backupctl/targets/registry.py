@@ -27,7 +27,9 @@ class StoreTraits:
     networked: reached over a network (a local directory or mounted share is not);
     declared_immutability: immutability cannot be read from the target, only declared;
     unreachable_hint: what an operator checks first when it does not answer;
-    tool, tool_hint: the external program it runs (doctor checks its version) and how to get it.
+    tool, tool_hint: the external program it runs (doctor checks its version) and how to get it;
+    posture_refuses_backups: a posture problem (read from the target) fails its backups;
+    local_directory: a directory of this host (`path`), whose free space doctor checks.
     """
 
     deduplicating: bool
@@ -36,6 +38,8 @@ class StoreTraits:
     unreachable_hint: str
     tool: str | None = None
     tool_hint: str = ""
+    posture_refuses_backups: bool = False
+    local_directory: bool = False
 
     @property
     def needs_identity(self) -> bool:
@@ -54,11 +58,11 @@ _BLOB_STORE = "backupctl.targets.blob_store:BlobSnapshotStore"
 
 KINDS: dict[str, Kind] = {
     "local": Kind(_BLOB_STORE, "backupctl.targets.local", StoreTraits(
-        deduplicating=False, networked=False, declared_immutability=False,
+        deduplicating=False, networked=False, declared_immutability=False, local_directory=True,
         unreachable_hint="create the directory or mount the share, and make it writable by this user",
     )),
     "s3": Kind(_BLOB_STORE, "backupctl.targets.s3", StoreTraits(
-        deduplicating=False, networked=True, declared_immutability=False,
+        deduplicating=False, networked=True, declared_immutability=False, posture_refuses_backups=True,
         unreachable_hint="check endpoint_url, region, bucket, credentials and the network",
     )),
     "sftp": Kind(_BLOB_STORE, "backupctl.targets.sftp", StoreTraits(
