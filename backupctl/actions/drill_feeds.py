@@ -123,18 +123,17 @@ class ResticFeed:
     stream_check = "restic dump"
 
     def __init__(self, policy: Policy, config: Any, snapshot_id: str) -> None:
-        from backupctl.targets.restic import ResticRepository
+        from backupctl.targets.store import open_store
 
         self.policy = policy
-        self.repository = ResticRepository(config)
+        self.repository: Any = open_store(config)  # a ResticSnapshotStore (a ResticRepository)
         self.name = config.name
         self.snapshot_id = snapshot_id
         self._ids: dict[str, str] = {}
 
     def manifest(self, trusted: list[str]) -> SignedManifest:
-        from backupctl.targets.restic_snapshots import read_restic_manifest
-
-        signed = read_restic_manifest(self.repository, self.policy.name, self.snapshot_id, trusted)
+        policy, snapshot_id = self.policy.name, self.snapshot_id
+        signed: SignedManifest | None = self.repository.read_manifest(policy, snapshot_id, trusted)
         if signed is None:
             raise IntegrityError(
                 f"restic repository {self.name} holds no signed manifest of snapshot {self.snapshot_id} "
