@@ -11,6 +11,9 @@ from backupctl.errors import ConfigError
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 from backupctl.targets.base import BlobTarget, build_target
+from backupctl.targets.registry import traits_of
+from backupctl.targets.snapshot_files import SignedManifest, read_manifest
+from backupctl.targets.store import SnapshotStore
 
 
 def trusted_keys(settings: Settings, policy: Policy, extra: list[str] | None = None) -> list[str]:
@@ -34,12 +37,13 @@ def load_identities(policy: Policy, identity_file: Path | None) -> list[Any]:
 
 
 def choose_target(policy: Policy, snapshot: SnapshotView, requested: str | None) -> BlobTarget:
-    """`requested` if given, else the first target (policy order) holding a complete copy."""
+    """`requested` if given, else the first target (policy order) holding a complete copy of
+    the age-encrypted artifacts."""
     if requested:
         config = policy.target(requested)
         return build_target(config)
     for config in policy.targets:
-        if config.type != "restic" and snapshot.targets.get(config.name) == "complete":
+        if not traits_of(config).deduplicating and snapshot.targets.get(config.name) == "complete":
             return build_target(config)
     raise ConfigError(f"snapshot {snapshot.id} has no complete copy on any target of policy '{policy.name}'")
 
@@ -49,8 +53,25 @@ def open_catalog(settings: Settings) -> Catalog:
 
 
 def blob_holder(policy: Policy, snapshot: SnapshotView) -> BlobTarget:
-    """A local/S3/SFTP target holding a complete copy (where the signed manifest lives)."""
+    """A target holding a complete copy as age-encrypted artifacts, with the signed manifest."""
     for config in policy.targets:
-        if config.type != "restic" and snapshot.targets.get(config.name) == "complete":
+        if not traits_of(config).deduplicating and snapshot.targets.get(config.name) == "complete":
             return build_target(config)
     raise ConfigError(f"snapshot {snapshot.id} has no complete copy on a local, S3 or SFTP target")
+
+
+def manifest_for(
+    store: SnapshotStore, policy: Policy, snapshot: SnapshotView, trusted: list[str]
+) -> tuple[SignedManifest, str | None]:
+    """The signed manifest that says what `store`'s copy must hold, and where it came from: None
+    for the store itself, else the name of the target it was read from (restic copies made
+    before manifests went to restic keep theirs only on the blob targets). Raises
+    IntegrityError, TargetError, ConfigError (no target holds one)."""
+    signed = store.read_manifest(policy.name, snapshot.id, trusted)
+    if signed is not None:
+        return signed, None
+    holder = blob_holder(policy, snapshot)
+    try:
+        return read_manifest(holder, policy.name, snapshot.id, trusted), holder.name
+    finally:
+        holder.close()

@@ -24,9 +24,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from backupctl.actions.restic_side import ResticSink, close_sinks, open_sinks
 from backupctl.errors import TargetError
 from backupctl.sources.base import DumpStream, Source
+from backupctl.targets.restic_snapshots import ResticSink, close_sinks, open_sinks
 
 
 class PendingSinks:

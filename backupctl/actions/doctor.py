@@ -30,6 +30,7 @@ from backupctl.core.secrets import SecretRef
 from backupctl.errors import BackupctlError, ConfigIssue, SecretError
 from backupctl.policy.schema import MysqlSource, Policy, PostgresSource
 from backupctl.settings import Settings
+from backupctl.targets.registry import StoreTraits, traits_of
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -136,19 +137,13 @@ def skew_finding(server_now: datetime, now: datetime, where: str) -> Finding:
     return _ok("clock", f"clock agrees with {where} ({skew:.1f}s)")
 
 
-def posture_findings(check: str, kind: str, reachable: bool, problems: list[str]) -> list[Finding]:
-    """Unreachable is a FAIL; S3 posture problems fail backups (FAIL), others are warnings."""
+def posture_findings(check: str, traits: StoreTraits, reachable: bool, problems: list[str]) -> list[Finding]:
+    """Unreachable is a FAIL; posture problems that refuse backups (S3's) FAIL, others are warnings."""
     if not reachable:
-        hints = {
-            "local": "create the directory or mount the share, and make it writable by this user",
-            "s3": "check endpoint_url, region, bucket, credentials and the network",
-            "sftp": "check host, port, user, key_file and known_hosts (try `ssh` by hand)",
-            "restic": "check the repository location and password; `backupctl target setup` initialises it",
-        }
         why = "; ".join(problems) or "no answer"
-        return [Finding(check, False, f"unreachable: {why}", hints.get(kind, "check the target"))]
+        return [Finding(check, False, f"unreachable: {why}", traits.unreachable_hint)]
     found = [
-        Finding(check, False, problem, _fix_in(problem), warn=kind != "s3")
+        Finding(check, False, problem, _fix_in(problem), warn=not traits.posture_refuses_backups)
         for problem in problems
         if not problem.startswith("free space below")  # reported by free_space_finding
     ]
@@ -315,37 +310,33 @@ def check_secrets(policy: Policy) -> list[Finding]:
 def check_targets(policy: Policy) -> list[Finding]:
     """Each target's real posture, and free space on local ones."""
     from backupctl.actions.status import target_posture
+    from backupctl.targets.store import tool_version
 
     findings: list[Finding] = []
     for config in policy.targets:
         check = f"{policy.name}/{config.name}: target"
-        if config.type == "restic":
-            from backupctl.targets.restic import INSTALL_HINT, ResticRepository
-
+        traits = traits_of(config)
+        if traits.tool is not None:  # the program the target runs (restic): installed, new enough?
+            tool_check = f"{policy.name}/{config.name}: {traits.tool}"
             try:
-                version = ResticRepository(config).version()
-                findings.append(
-                    _ok(f"{policy.name}/{config.name}: restic", "restic " + ".".join(map(str, version)))
-                )
+                findings.append(_ok(tool_check, tool_version(config)))
             except BackupctlError as error:
-                findings.append(
-                    Finding(f"{policy.name}/{config.name}: restic", False, str(error), INSTALL_HINT)
-                )
+                findings.append(Finding(tool_check, False, str(error), traits.tool_hint))
                 continue
-        refused = _endpoint_problem(config.endpoint_url) if config.type == "s3" else None
+        refused = _endpoint_problem(getattr(config, "endpoint_url", None))
         if refused:  # fail fast: the S3 client would retry a dead endpoint for many seconds
-            findings.extend(posture_findings(check, config.type, False, [refused]))
+            findings.extend(posture_findings(check, traits, False, [refused]))
             continue
         try:
             posture = target_posture(config)
         except Exception as error:  # a target's own errors or a client library's: report them
-            findings.extend(posture_findings(check, config.type, False, [str(error)]))
+            findings.extend(posture_findings(check, traits, False, [str(error)]))
             continue
-        findings.extend(posture_findings(check, config.type, posture.reachable, posture.problems))
-        if config.type == "local" and posture.reachable:
-            findings.append(
-                free_space_finding(f"{policy.name}/{config.name}: space", config.path, posture.free_bytes)
-            )
+        findings.extend(posture_findings(check, traits, posture.reachable, posture.problems))
+        path = getattr(config, "path", None)  # a local directory's (traits.local_directory)
+        if traits.local_directory and posture.reachable and path is not None:
+            space = f"{policy.name}/{config.name}: space"
+            findings.append(free_space_finding(space, path, posture.free_bytes))
     return findings
 
 

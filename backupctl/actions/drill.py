@@ -38,6 +38,7 @@ from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 from backupctl.sources.base import build_source, count_rows_equal
 from backupctl.staging.base import StagingRuntime
+from backupctl.targets.registry import traits_of
 
 DRILL_SECRET_ENV = "BACKUPCTL_DRILL_SECRET"
 
@@ -137,7 +138,9 @@ def choose_target(
         raise ConfigError("no target holds a complete copy of every source this drill restores")
     ranked = sorted(
         enumerate(candidates),
-        key=lambda item: (item[1].type != "restic", item[1].offsite, item[1].type != "local", item[0]),
+        key=lambda item: (
+            not traits_of(item[1]).deduplicating, item[1].offsite, traits_of(item[1]).networked, item[0]
+        ),
     )
     return ranked[-1][1].name
 
@@ -196,7 +199,7 @@ def run_drill(
         policy, snapshot.targets, from_target or drill.target, None if restore_all else drill_sources(drill)
     )
     identities: list[Any] = []
-    if policy.target(target_name).type != "restic":  # restic decrypts with its own password
+    if traits_of(policy.target(target_name)).needs_identity:  # restic decrypts with its own password
         identities = load_identities(policy, identity_file)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     runtime = select_runtime(runtime_choice or drill.runtime, run_id, base_dir, events)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from backupctl.actions.stored import SignedManifest, key_of, read_manifest, rehash
 from backupctl.core.digests import algorithm_of
 from backupctl.core.manifest import ArtifactRecord
 from backupctl.core.pipeline import CHUNK, HashingReader, decrypted_reader, threaded_pipe
@@ -23,6 +22,8 @@ from backupctl.errors import IntegrityError
 from backupctl.policy.schema import Policy
 from backupctl.sources.base import RestoreRequest, build_source
 from backupctl.targets.base import ReadTiming, build_target
+from backupctl.targets.registry import traits_of
+from backupctl.targets.snapshot_files import SignedManifest, key_of, read_manifest, rehash
 
 
 @dataclass
@@ -59,7 +60,7 @@ def open_feed(
     policy: Policy, target_name: str, snapshot_id: str, identities: Callable[[], list[Any]]
 ) -> ArtifactFeed:
     config = policy.target(target_name)
-    if config.type == "restic":
+    if traits_of(config).deduplicating:  # holds plain streams and trees, no age artifacts
         return ResticFeed(policy, config, snapshot_id)
     return BlobFeed(policy, target_name, snapshot_id, identities())
 
@@ -122,18 +123,17 @@ class ResticFeed:
     stream_check = "restic dump"
 
     def __init__(self, policy: Policy, config: Any, snapshot_id: str) -> None:
-        from backupctl.targets.restic import ResticRepository
+        from backupctl.targets.store import open_store
 
         self.policy = policy
-        self.repository = ResticRepository(config)
+        self.repository: Any = open_store(config)  # a ResticSnapshotStore (a ResticRepository)
         self.name = config.name
         self.snapshot_id = snapshot_id
         self._ids: dict[str, str] = {}
 
     def manifest(self, trusted: list[str]) -> SignedManifest:
-        from backupctl.actions.restic_side import read_restic_manifest
-
-        signed = read_restic_manifest(self.repository, self.policy.name, self.snapshot_id, trusted)
+        policy, snapshot_id = self.policy.name, self.snapshot_id
+        signed: SignedManifest | None = self.repository.read_manifest(policy, snapshot_id, trusted)
         if signed is None:
             raise IntegrityError(
                 f"restic repository {self.name} holds no signed manifest of snapshot {self.snapshot_id} "
@@ -142,7 +142,7 @@ class ResticFeed:
         return signed
 
     def fetch(self, artifact: ArtifactRecord) -> Fetched:
-        from backupctl.actions.restic_side import restic_snapshot_for
+        from backupctl.targets.restic_snapshots import restic_snapshot_for
 
         found = restic_snapshot_for(self.repository, self.policy.name, self.snapshot_id, artifact.source)
         self._ids[artifact.source] = found
@@ -155,7 +155,7 @@ class ResticFeed:
 
     @contextmanager
     def plain(self, artifact: ArtifactRecord) -> Iterator[tuple[BinaryIO, Callable[[], str]]]:
-        from backupctl.actions.restic_side import artifact_stdin_filename
+        from backupctl.targets.restic_snapshots import artifact_stdin_filename
 
         with self.repository.dump(self._id(artifact), artifact_stdin_filename(artifact)) as dumped:
 
@@ -169,8 +169,8 @@ class ResticFeed:
                 yield stream, finished
 
     def restore_tree(self, artifact: ArtifactRecord, tree: Path) -> dict[str, Any]:
-        from backupctl.actions.restic_side import restore_files_from_restic
         from backupctl.sources.files import tree_facts
+        from backupctl.targets.restic_snapshots import restore_files_from_restic
 
         tree.mkdir(parents=True)
         source_path = typing.cast(Any, self.policy.source(artifact.source)).path

@@ -45,7 +45,8 @@ from backupctl.errors import BackupctlError, RetainedByLock
 from backupctl.policy.schema import Policy, Retention
 from backupctl.retention import SnapshotRef, plan_policy
 from backupctl.settings import Settings
-from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, build_target, snapshot_prefix
+from backupctl.targets.registry import traits_of
+from backupctl.targets.store import open_store
 
 PRUNED = "pruned"  # snapshot status once no target holds a complete copy
 _UNTIL = re.compile(r"\buntil (\d{4}-\d\d-\d\dT[0-9:.+\-Z]+)")
@@ -137,9 +138,10 @@ def run_prune(
         holdings(catalog, policy), {t.name: rules_for(policy, t.name) for t in policy.targets}, now
     )
     report = PruneReport(policy.name, dry_run, now)
-    # Runs that failed may have left restic data behind (see the module docstring).
-    restic_targets = any(t.type == "restic" for t in policy.targets)
-    failed_runs = _failed_runs(catalog, policy.name) if restic_targets and not dry_run else set()
+    # Runs that failed may have left data behind in deduplicating stores (restic; see the
+    # module docstring): blob targets never list what a failed run wrote.
+    deduplicating = any(traits_of(t).deduplicating for t in policy.targets)
+    failed_runs = _failed_runs(catalog, policy.name) if deduplicating and not dry_run else set()
     for config in policy.targets:
         if only_targets is not None and config.name not in only_targets:
             continue
@@ -152,13 +154,11 @@ def run_prune(
         result.kept = [Kept(d.snapshot.id, d.reasons) for d in plan.decisions if d.keep]
         report.targets.append(result)
         doomed = [ref.id for ref in reversed(plan.removed)]  # oldest first
-        if dry_run or not (doomed or (failed_runs and config.type == "restic")):
+        leftovers = failed_runs if traits_of(config).deduplicating else set()
+        if dry_run or not (doomed or leftovers):
             result.removed = doomed
             continue
-        if config.type == "restic":
-            _prune_restic(config, policy.name, doomed, result, failed_runs)
-        else:
-            _prune_blob(config, policy.name, doomed, result)
+        _delete(config, policy.name, doomed, result, leftovers)
         catalog.record_copies([CopyState(removed, config.name, "deleted") for removed in result.removed])
         for snapshot_id in result.removed:
             events.info(f"prune {policy.name}: removed snapshot {snapshot_id} from {config.name}")
@@ -232,42 +232,21 @@ def mark_pruned(catalog: Catalog, policy: str) -> list[str]:
     return changed
 
 
-def _prune_blob(config: Any, policy: str, doomed: list[str], result: TargetPrune) -> None:
+def _delete(config: Any, policy: str, doomed: list[str], result: TargetPrune, failed_runs: set[str]) -> None:
+    """Delete `doomed` (oldest first) from one target, and what failed runs left there."""
     try:
-        target = build_target(config)
+        store = open_store(config)
     except BackupctlError as error:
         result.errors += [Failure(snapshot_id, str(error)) for snapshot_id in doomed]
         return
     try:
-        for snapshot_id in doomed:
-            _delete_snapshot(target, policy, snapshot_id, result)
+        deletion = store.delete_snapshots(policy, doomed, failed_runs)
     finally:
-        target.close()
-
-
-def _delete_snapshot(target: BlobTarget, policy: str, snapshot_id: str, result: TargetPrune) -> None:
-    prefix = snapshot_prefix(policy, snapshot_id)
-    try:
-        keys = [info.key for info in target.list_keys(prefix)]
-        try:
-            target.delete(prefix + MANIFEST)  # first: the snapshot stops counting as complete here
-        except RetainedByLock as error:
-            result.retained_by_lock.append(_locked(snapshot_id, error))
-            return  # the snapshot stays whole: nothing else is touched
-        locked: RetainedByLock | None = None
-        others = sorted(key for key in keys if key not in (prefix + MANIFEST, prefix + SIGNATURE))
-        rest = [prefix + SIGNATURE, *others]
-        for key in rest:
-            try:
-                target.delete(key)
-            except RetainedByLock as error:
-                locked = error
-    except (BackupctlError, OSError) as error:
-        result.errors.append(Failure(snapshot_id, str(error)))
-        return
-    result.removed.append(snapshot_id)  # without its manifest the copy is gone, even if locked bits remain
-    if locked is not None:
-        result.retained_by_lock.append(_locked(snapshot_id, locked))
+        store.close()
+    result.removed += deletion.removed
+    result.leftovers = deletion.leftovers
+    result.retained_by_lock += [_locked(snapshot_id, error) for snapshot_id, error in deletion.locked]
+    result.errors += [Failure(snapshot_id, error) for snapshot_id, error in deletion.errors]
 
 
 def _locked(snapshot_id: str, error: RetainedByLock) -> Locked:
@@ -283,32 +262,3 @@ def _failed_runs(catalog: Catalog, policy: str) -> set[str]:
     with catalog.session() as session:
         failed = select(SnapshotRow.id).where(SnapshotRow.policy == policy, SnapshotRow.status == "failed")
         return set(session.scalars(failed))
-
-
-def _prune_restic(
-    config: Any, policy: str, doomed: list[str], result: TargetPrune, failed_runs: set[str]
-) -> None:
-    from backupctl.actions.restic_side import MANIFEST_TAG
-    from backupctl.targets.restic import TAG, ResticRepository
-
-    repository = ResticRepository(config)
-    try:
-        # One listing for all snapshots of the policy instead of one `find` per pruned snapshot.
-        listed = repository.snapshots([TAG, f"policy={policy}"])
-        by_snapshot: dict[str, list[str]] = {}
-        described: set[str] = set()  # snapshot ids with a manifest in this repository
-        for info in listed:
-            for tag in info.tags:
-                if tag.startswith("snapshot="):
-                    by_snapshot.setdefault(tag.removeprefix("snapshot="), []).append(info.id)
-                    if MANIFEST_TAG in info.tags:
-                        described.add(tag.removeprefix("snapshot="))
-        leftovers = sorted(s for s in by_snapshot if s in failed_runs and s not in described)
-        # Forgetting a snapshot restic no longer has is a no-op: that copy is gone already.
-        forget = [rid for snapshot_id in [*doomed, *leftovers] for rid in by_snapshot.get(snapshot_id, [])]
-        repository.forget(forget)
-    except BackupctlError as error:
-        result.errors += [Failure(snapshot_id, str(error)) for snapshot_id in doomed]
-        return
-    result.removed += doomed
-    result.leftovers = leftovers

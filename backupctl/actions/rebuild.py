@@ -10,14 +10,12 @@ does not verify with a trusted key are skipped and reported, never imported. Blo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from backupctl.actions.access import open_catalog, trusted_keys
-from backupctl.actions.stored import list_snapshot_ids, read_manifest
 from backupctl.errors import IntegrityError, TargetError
 from backupctl.policy.loader import LoadedPolicy
 from backupctl.settings import Settings
-from backupctl.targets.base import build_target
+from backupctl.targets.store import open_store
 
 
 @dataclass
@@ -45,51 +43,20 @@ def rebuild_catalog(
             continue
         report.policies.append(policy.name)
         trusted = trusted_keys(settings, policy, extra_trusted)
-        if configs[0].type == "restic":
-            _rebuild_from_restic(catalog, configs[0], policy.name, trusted, report)
-            continue
-        target = build_target(configs[0])
+        store = open_store(configs[0])
         try:
-            for snapshot_id in list_snapshot_ids(target, policy.name):
+            for snapshot_id in store.snapshot_ids(policy.name):
                 report.found += 1
                 try:
-                    signed = read_manifest(target, policy.name, snapshot_id, trusted)
+                    signed = store.read_manifest(policy.name, snapshot_id, trusted)
                 except (IntegrityError, TargetError) as error:
                     report.skipped.append(f"{policy.name}/{snapshot_id}: {error}")
                     continue
+                assert signed is not None  # listed ids are those with a manifest
                 if catalog.import_manifest(signed.manifest, signed.sha256, target_name):
                     report.imported += 1
                 else:
                     report.unchanged += 1
         finally:
-            target.close()
+            store.close()
     return report
-
-
-def _rebuild_from_restic(
-    catalog: Any, config: Any, policy: str, trusted: list[str], report: RebuildReport
-) -> None:
-    """A restic repository: its manifest snapshots (tagged `manifest`) name the snapshots."""
-    from backupctl.actions.restic_side import MANIFEST_TAG, read_manifest_snapshot
-    from backupctl.targets.restic import TAG, ResticRepository
-
-    repository = ResticRepository(config)
-    # One listing names every manifest snapshot (oldest first: a later copy of one wins), so
-    # each manifest costs one `restic dump`, not a lookup by tags as well.
-    manifests = {
-        tag.removeprefix("snapshot="): info.id
-        for info in repository.snapshots([TAG, f"policy={policy}", MANIFEST_TAG])
-        for tag in info.tags
-        if tag.startswith("snapshot=")
-    }
-    for snapshot_id, restic_id in sorted(manifests.items()):
-        report.found += 1
-        try:
-            signed = read_manifest_snapshot(repository, restic_id, policy, snapshot_id, trusted)
-        except (IntegrityError, TargetError) as error:
-            report.skipped.append(f"{policy}/{snapshot_id}: {error}")
-            continue
-        if catalog.import_manifest(signed.manifest, signed.sha256, config.name):
-            report.imported += 1
-        else:
-            report.unchanged += 1

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 
 from backupctl.actions.access import open_catalog, trusted_keys
 from backupctl.actions.events import Events, LogEvents
-from backupctl.actions.stored import copy_artifact, key_of, read_manifest, write_manifest
 from backupctl.core.crypto import load_signing_key
 from backupctl.core.manifest import Manifest
 from backupctl.errors import BackupctlError
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
-from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, build_target, is_blob_target
+from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, build_target
+from backupctl.targets.registry import traits_of
+from backupctl.targets.snapshot_files import copy_artifact, key_of, read_manifest, write_manifest
 
 
 @dataclass
@@ -53,13 +54,13 @@ def replicate(
             holders = [
                 name
                 for name, state in snapshot.targets.items()
-                if state == "complete" and is_blob_target(policy.target(name).type)
+                if state == "complete" and not traits_of(policy.target(name)).deduplicating
                 if name in {t.name for t in policy.targets}
             ]
             for config in wanted:
                 if snapshot.targets.get(config.name) == "complete":
                     continue
-                if config.type == "restic":
+                if traits_of(config).deduplicating:  # holds plain streams: no stored bytes to copy
                     report.skipped.append(f"{snapshot.id} → {config.name}: restic copies are made by backups")
                     continue
                 if not holders:

@@ -17,7 +17,6 @@ from typing import Any, BinaryIO
 
 from backupctl.actions.access import choose_target, load_identities, open_catalog, trusted_keys
 from backupctl.actions.events import Events, LogEvents
-from backupctl.actions.stored import key_of, read_manifest, rehash
 from backupctl.core.digests import algorithm_of
 from backupctl.core.pipeline import decrypted_reader
 from backupctl.errors import IntegrityError
@@ -25,6 +24,8 @@ from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 from backupctl.sources.base import RestoreRequest, build_source
 from backupctl.targets.base import ReadTiming
+from backupctl.targets.registry import traits_of
+from backupctl.targets.snapshot_files import key_of, read_manifest, rehash
 
 
 @dataclass
@@ -64,8 +65,8 @@ def run_restore(
     catalog = open_catalog(settings)
     snapshot = catalog.resolve(policy.name, reference)
     from_target = from_target or _default_target(policy, snapshot, source_config)
-    if from_target and policy.target(from_target).type == "restic":
-        return _restore_from_restic(
+    if from_target and traits_of(policy.target(from_target)).deduplicating:
+        return _restore_from_plain_store(
             settings, policy, snapshot, source_name, request, from_target, started, events
         )
     identities = load_identities(policy, identity_file)
@@ -125,13 +126,14 @@ def run_restore(
 
 def _default_target(policy: Policy, snapshot: Any, source: Any) -> str | None:
     """The first target (policy order) of this source holding a complete copy, a local, S3 or
-    SFTP one before restic (no restic call needed); None when none does (choose_target says so)."""
+    SFTP one before restic (deduplicating stores are the slowest to open); None when none does
+    (choose_target says so)."""
     holding = [t for t in policy.targets_for(source) if snapshot.targets.get(t.name) == "complete"]
-    ranked = sorted(holding, key=lambda target: target.type == "restic")
+    ranked = sorted(holding, key=lambda target: traits_of(target).deduplicating)
     return ranked[0].name if ranked else None
 
 
-def _restore_from_restic(
+def _restore_from_plain_store(
     settings: Settings,
     policy: Policy,
     snapshot: Any,
@@ -141,24 +143,24 @@ def _restore_from_restic(
     started: float,
     events: Events,
 ) -> RestoreResult:
-    """restic holds the plain stream (database sources) or the tree (file sources); the signed
-    manifest (in the repository, or on a blob target for older snapshots) says what the result
-    must be."""
-    from backupctl.actions.restic_side import (
+    """A deduplicating store (restic) holds the plain stream (database sources) or the tree
+    (file sources); the signed manifest (in the store, or on a blob target for older snapshots)
+    says what the result must be."""
+    from backupctl.actions.access import manifest_for
+    from backupctl.core.pipeline import HashingReader
+    from backupctl.errors import ConfigError
+    from backupctl.policy.schema import FilesSource
+    from backupctl.sources.files import tree_facts
+    from backupctl.targets.restic_snapshots import (
         STREAM_SOURCES,
         artifact_stdin_filename,
-        restic_copy_manifest,
         restic_snapshot_for,
         restore_files_from_restic,
     )
-    from backupctl.core.pipeline import HashingReader
-    from backupctl.errors import ConfigError
-    from backupctl.policy.schema import FilesSource, ResticTarget
-    from backupctl.sources.files import tree_facts
-    from backupctl.targets.restic import ResticRepository
+    from backupctl.targets.store import open_store
 
-    repository = ResticRepository(typing.cast(ResticTarget, policy.target(target_name)))
-    signed, _origin = restic_copy_manifest(repository, policy, snapshot, trusted_keys(settings, policy))
+    repository = typing.cast(Any, open_store(policy.target(target_name)))  # a ResticSnapshotStore
+    signed, _origin = manifest_for(repository, policy, snapshot, trusted_keys(settings, policy))
     artifact = signed.manifest.artifact(source_name)
     restic_id = restic_snapshot_for(repository, policy.name, snapshot.id, source_name)
     source_config = policy.source(source_name)

@@ -22,6 +22,7 @@ from backupctl.catalog.store import Catalog, SnapshotView
 from backupctl.core.durations import format_duration
 from backupctl.policy.schema import Policy
 from backupctl.targets.base import Posture
+from backupctl.targets.registry import traits_of
 
 
 @dataclass
@@ -88,7 +89,7 @@ def evaluate(
     offsite = [t.name for t in holding if t.offsite]
     # S3 object lock is read from the bucket; a restic REST server's append-only mode can only
     # be declared (restic cannot ask the server), and the detail says so.
-    declared = {t.name for t in policy.targets if t.type == "restic"}
+    declared = {t.name for t in policy.targets if traits_of(t).declared_immutability}
     immutable = [
         t.name + (" (append-only declared)" if t.name in declared else "") for t in holding if t.immutable
     ]
@@ -171,18 +172,14 @@ def evaluate(
 
 
 def target_posture(config: Any) -> Posture:
-    """The real posture of any target kind (blob targets and restic repositories)."""
-    if config.type == "restic":
-        from backupctl.targets.restic import ResticRepository
+    """The real posture of a target, whatever its kind."""
+    from backupctl.targets.store import open_store
 
-        return ResticRepository(config).posture()
-    from backupctl.targets.base import build_target
-
-    target = build_target(config)
+    store = open_store(config)
     try:
-        return target.posture()
+        return store.posture()
     finally:
-        target.close()
+        store.close()
 
 
 def gather(catalog: Catalog, policy: Policy, now: datetime | None = None) -> PolicyStatus:

@@ -7,30 +7,18 @@ the manifest's. Every problem names the artifact and the check that failed.
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backupctl.actions.access import load_identities, open_catalog, trusted_keys
-from backupctl.actions.stored import key_of, read_manifest
-from backupctl.core.digests import algorithm_of
-from backupctl.core.manifest import ArtifactRecord
-from backupctl.core.pipeline import decrypt_stream
-from backupctl.errors import IntegrityError, TargetError
+from backupctl.actions.access import load_identities, manifest_for, open_catalog, trusted_keys
+from backupctl.catalog.store import SnapshotView
+from backupctl.errors import ConfigError, IntegrityError, TargetError
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
-from backupctl.targets.base import BlobTarget, build_target
+from backupctl.targets.store import ArtifactCheck, SnapshotStore, open_store
 
-
-@dataclass
-class ArtifactCheck:
-    file: str
-    checks: dict[str, str] = field(default_factory=dict)  # check -> "ok" or the problem
-
-    @property
-    def ok(self) -> bool:
-        return all(value == "ok" for value in self.checks.values())
+__all__ = ["ArtifactCheck", "TargetVerification", "verify_on_store", "verify_snapshot"]
 
 
 @dataclass
@@ -72,115 +60,43 @@ def verify_snapshot(
     trusted = trusted_keys(settings, policy)
     results = []
     for name in names:
-        if policy.target(name).type == "restic":
-            result = _verify_restic(settings, policy, snapshot, name, trusted)
-            catalog.record_verification(snapshot.id, name, result.ok, result.problems)
-            results.append(result)
-            continue
-        target = build_target(policy.target(name))
+        config = policy.target(name)
+        sources = {s.name for s in policy.sources if config in policy.targets_for(s)}
+        store = open_store(config)
         try:
-            result = verify_on_target(target, policy.name, snapshot.id, trusted, identities)
+            result = verify_on_store(store, policy, snapshot, trusted, identities, sources)
         finally:
-            target.close()
+            store.close()
         catalog.record_verification(snapshot.id, name, result.ok, result.problems)
         results.append(result)
     return results
 
 
-def verify_on_target(
-    target: BlobTarget, policy: str, snapshot_id: str, trusted: list[str], identities: list[Any]
+def verify_on_store(
+    store: SnapshotStore,
+    policy: Policy,
+    snapshot: SnapshotView,
+    trusted: list[str],
+    identities: list[Any],
+    sources: set[str],
 ) -> TargetVerification:
-    result = TargetVerification(target.name, snapshot_id)
+    """The signed manifest (the store's own; for old restic copies, a blob target's), then
+    whatever the store checks of its copy (`SnapshotStore.check_artifacts`)."""
+    result = TargetVerification(store.name, snapshot.id)
     try:
-        signed = read_manifest(target, policy, snapshot_id, trusted)
-    except (IntegrityError, TargetError) as error:
+        signed, elsewhere = manifest_for(store, policy, snapshot, trusted)
+    except (IntegrityError, TargetError, ConfigError) as error:
         result.signature = str(error)
         result.problems.append(f"manifest: {error}")
         return result
-    result.signature = f"ok (signed by {signed.signer})"
-    present = {info.key: info.size for info in target.list_keys(f"{policy}/{snapshot_id}/")}
-    for artifact in signed.manifest.artifacts:
-        check = _check_artifact(
-            target, key_of(policy, snapshot_id, artifact.file), artifact, present, identities
-        )
-        result.artifacts.append(check)
-        for name, outcome in check.checks.items():
-            if outcome != "ok":
-                result.problems.append(f"{artifact.file} on {target.name}: {name}: {outcome}")
-    return result
-
-
-def _check_artifact(
-    target: BlobTarget, key: str, artifact: ArtifactRecord, present: dict[str, int], identities: list[Any]
-) -> ArtifactCheck:
-    check = ArtifactCheck(artifact.file)
-    if key not in present:
-        check.checks["present"] = "missing from the target"
-        return check
-    check.checks["present"] = "ok"
-    size = present[key]
-    check.checks["size"] = (
-        "ok"
-        if size == artifact.stored_bytes
-        else (f"{size} bytes stored, manifest says {artifact.stored_bytes} (truncated or replaced)")
-    )
+    origin = elsewhere or store.manifest_origin
+    result.signature = f"ok ({f'manifest from {origin}, ' if origin else ''}signed by {signed.signer})"
     try:
-        with target.reader(key) as handle:
-            algorithm = algorithm_of(artifact.plain_digest)
-            stats = decrypt_stream(handle, None, identities, plain_algorithm=algorithm)
-        decrypt_error = None
-    except IntegrityError as error:
-        decrypt_error = str(error)
-        stats = None
-    except TargetError as error:
-        check.checks["read"] = str(error)
-        return check
-    if stats is not None:
-        check.checks["sha256"] = (
-            "ok"
-            if stats.stored_sha256 == artifact.stored_sha256
-            else ("stored bytes do not match the manifest's sha256 (modified)")
+        result.artifacts, problems = store.check_artifacts(
+            policy.name, snapshot.id, signed.manifest, sources, identities
         )
-        check.checks["decrypt"] = "ok"
-        plain_ok = stats.plain_digest == artifact.plain_digest and stats.plain_bytes == artifact.plain_bytes
-        check.checks["plain"] = "ok" if plain_ok else "decrypted content differs from the manifest"
-    else:
-        # Decryption stopped early; hash the stored bytes separately so both facts are reported.
-        from backupctl.core.pipeline import sha256_of
-
-        with target.reader(key) as handle:
-            digest, _ = sha256_of(handle)
-        check.checks["sha256"] = (
-            "ok"
-            if digest == artifact.stored_sha256
-            else ("stored bytes do not match the manifest's sha256 (modified)")
-        )
-        check.checks["decrypt"] = decrypt_error or "failed"
-    return check
-
-
-def _verify_restic(
-    settings: Settings, policy: Policy, snapshot: Any, name: str, trusted: list[str]
-) -> TargetVerification:
-    """A restic copy: the signed manifest (stored in the repository itself; from a blob target
-    for snapshots made before manifests went to restic) says what the plain streams must hash
-    to; restic dumps them in full and checks a sample of its pack files."""
-    from backupctl.actions.restic_side import restic_copy_manifest, verify_restic_copy
-    from backupctl.policy.schema import ResticTarget
-    from backupctl.targets.restic import ResticRepository
-
-    result = TargetVerification(name, snapshot.id)
-    try:
-        config = policy.target(name)
-        repository = ResticRepository(typing.cast(ResticTarget, config))
-        signed, origin = restic_copy_manifest(repository, policy, snapshot, trusted)
-        result.signature = f"ok (manifest from {origin}, signed by {signed.signer})"
-        sources = {s.name for s in policy.sources if config in policy.targets_for(s)}
-        artifacts = [a for a in signed.manifest.artifacts if a.source in sources]
-        result.problems += verify_restic_copy(repository, policy.name, snapshot.id, artifacts)
-        for artifact in artifacts:
-            bad = [p for p in result.problems if p.startswith(f"{artifact.source} ")]
-            result.artifacts.append(ArtifactCheck(artifact.source, {"restic": bad[0] if bad else "ok"}))
     except (IntegrityError, TargetError) as error:
-        result.problems.append(f"{name}: {error}")
+        problems = [f"{store.name}: {error}"]
+    result.problems += problems
     return result
+

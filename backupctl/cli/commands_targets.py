@@ -26,22 +26,13 @@ def setup(app: App, policy_name: str, target_name: str, dry_run: bool, as_json: 
     Prints every change (current → desired). Idempotent: a second run changes nothing.
     """
     policy = app.policy(policy_name, check_secrets=False).policy
-    config = policy.target(target_name)
-    changes: list[dict[str, str]]
-    if config.type == "s3":
-        from backupctl.targets.s3_posture import apply_setup
+    from backupctl.targets.store import open_store
 
-        changes = [change.as_dict() for change in apply_setup(config, dry_run=dry_run)]
-    elif config.type == "restic":
-        from backupctl.targets.restic import ResticRepository
-
-        repository = ResticRepository(config)
-        exists = repository.exists()
-        changes = [] if exists else [{"what": "repository", "current": "absent", "desired": "initialised"}]
-        if changes and not dry_run:
-            repository.init()
-    else:
-        changes = []
+    store = open_store(policy.target(target_name))
+    try:
+        changes = store.setup(dry_run)
+    finally:
+        store.close()
     if as_json:
         print_json({"target": target_name, "dry_run": dry_run, "changes": changes})
         return

@@ -27,7 +27,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Column
 from rich.text import Text
 
-from backupctl.cli import output
+from backupctl.cli import live_console
 from backupctl.core.units import human_bytes
 
 
@@ -170,7 +170,7 @@ class TransferDisplay:
             self.progress.stop()  # renders the last frame, with those rows, and leaves it
             for task in self.progress.tasks:
                 self.progress.remove_task(task.id)
-            output.live_console_stopped(self.console)
+            live_console.stopped(self.console)
 
     def _end(self, task: Task, failed: bool) -> None:
         if failed:
@@ -184,7 +184,7 @@ class TransferDisplay:
             atexit.register(self.stop)  # a row never closed outside a click command
             self._exit_hook = True
         self.progress.start()
-        output.live_console_started(self.console)
+        live_console.started(self.console)
 
 
 class _RichTransfer:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from backupctl.actions.events import LoggedProgress, NoProgress, ProgressHandle
+from backupctl.cli import live_console
 from backupctl.core.secrets import mask
 from backupctl.core.units import human_bytes as human_bytes  # re-exported for the commands
 
@@ -35,21 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("backupctl")
 
-# The Console of the progress display while it is live: log records are printed through it.
-_live_console: Console | None = None
-
-
-def live_console_started(console: Console) -> None:
-    """Called by the progress display when it goes live: log lines go through its Console."""
-    global _live_console
-    _live_console = console
-
-
-def live_console_stopped(console: Console) -> None:
-    """Called by the progress display when it stops: log lines go to stderr again."""
-    global _live_console
-    if _live_console is console:
-        _live_console = None
+# The Console of the progress display while it is live (cli/live_console.py): log records are
+# printed through it.
 
 
 def _no_color() -> bool:
@@ -101,7 +89,7 @@ class _LogHandler(logging.StreamHandler[TextIO]):
     """Writes to stderr, or through the progress display's Console while bars are live."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        console = _live_console
+        console = live_console.current()
         if console is None:
             super().emit(record)
             return

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from backupctl.errors import ConfigError
 
@@ -150,6 +150,26 @@ def _load_builtin(kind: str | None = None) -> None:
         except ModuleNotFoundError as error:
             if error.name != f"backupctl.sources.{module}":
                 raise
+
+
+# Dumps through `via: ssh://...`, by source kind: "module:function". Named here, not imported by
+# the source modules, because each remote module builds on its source module (shared queries,
+# scanners): a direct import back would be an import cycle.
+_REMOTE_DUMPS = {
+    "postgres": "backupctl.sources.postgres_remote:remote_dump",
+    "mysql": "backupctl.sources.mysql_remote:remote_dump",
+}
+
+
+def remote_dump(kind: str) -> Callable[..., AbstractContextManager[DumpStream]]:
+    """The `via` dump of source kind `kind` (imported now: paramiko costs start-up time that
+    local dumps need not pay). Its arguments and errors: see that module's `remote_dump`."""
+    import importlib
+
+    module, _, name = _REMOTE_DUMPS[kind].partition(":")
+    return cast(
+        Callable[..., AbstractContextManager[DumpStream]], getattr(importlib.import_module(module), name)
+    )
 
 
 def count_rows_equal(kind: str, expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:

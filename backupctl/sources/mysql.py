@@ -56,6 +56,7 @@ from backupctl.sources.base import (
     RestoreRequest,
     count_rows_equal,
     register_source,
+    remote_dump,
 )
 from backupctl.sources.mysql_parallel import restore_parallel
 
@@ -455,10 +456,7 @@ class MysqlDumpSource:
         output is incomplete. With `via`, the errors of `mysql_remote.remote_dump`.
         """
         if self.config.via:
-            # Imported here: paramiko costs start-up time that local dumps need not pay.
-            from backupctl.sources.mysql_remote import remote_dump
-
-            with remote_dump(self.config, self.format, self.extension) as remote:
+            with remote_dump("mysql")(self.config, self.format, self.extension) as remote:
                 yield remote
             return
         config = self.config

@@ -43,6 +43,7 @@ from backupctl.sources.base import (
     RestoreRequest,
     count_rows_equal,
     register_source,
+    remote_dump,
 )
 
 log = logging.getLogger("backupctl.sources.postgres")
@@ -315,10 +316,7 @@ class PostgresDumpSource:
         or the row count fails. With `via`, the errors of `postgres_remote.remote_dump`.
         """
         if self.config.via:
-            # Imported here: paramiko costs start-up time that local dumps need not pay.
-            from backupctl.sources.postgres_remote import remote_dump
-
-            with remote_dump(self.config, self.database, self.format, self.extension) as remote:
+            with remote_dump("postgres")(self.config, self.database, self.format, self.extension) as remote:
                 yield remote
             return
         password = self.config.password.resolve() if self.config.password else None

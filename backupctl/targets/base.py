@@ -8,7 +8,9 @@ every implementation must meet (tests/integration/targets/contract.py runs it ag
 Deleting a missing object is not an error. Keys have no empty, "." or ".." parts.
 
 restic is not a blob target: it takes the *plain* stream so that it can deduplicate
-(backupctl.targets.restic, added with the off-site issue).
+(backupctl.targets.restic). What actions see is one level up: a `SnapshotStore`
+(backupctl.targets.store), implemented once over this interface for every blob target and
+directly by restic.
 """
 
 from __future__ import annotations
@@ -112,18 +114,20 @@ def is_blob_target(kind: str) -> bool:
 def _load_builtin(kind: str | None = None) -> None:
     """Import the implementation module of `kind` (or of every kind) for its registration.
 
-    An explicit list, no scanning. Importing only what a policy uses keeps start-up fast
-    (boto3 and paramiko alone cost about half a second).
+    The modules are listed in the registry (backupctl.targets.registry), no scanning. Importing
+    only what a policy uses keeps start-up fast (boto3 and paramiko alone cost about half a second).
     """
     import importlib
 
-    for module in ("local", "s3", "sftp"):
-        if kind is not None and module != kind:
+    from backupctl.targets.registry import KINDS
+
+    for name, entry in KINDS.items():
+        if (kind is not None and name != kind) or entry.blob_module is None:
             continue
         try:
-            importlib.import_module(f"backupctl.targets.{module}")
+            importlib.import_module(entry.blob_module)
         except ModuleNotFoundError as error:
-            if error.name != f"backupctl.targets.{module}":
+            if error.name != entry.blob_module:
                 raise
 
 

@@ -112,6 +112,12 @@ class S3BlobTarget:
         self.root = config.prefix.strip("/") + "/" if config.prefix.strip("/") else ""
         self.client: S3Client = make_client(config)
 
+    def apply_setup(self, dry_run: bool) -> list[dict[str, str]]:
+        """`backupctl target setup`: make the bucket match the declaration (s3_posture)."""
+        from backupctl.targets.s3_posture import apply_setup
+
+        return [change.as_dict() for change in apply_setup(self.config, dry_run=dry_run, client=self.client)]
+
     # ----------------------------------------------------------------- BlobTarget API
     @contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:

@@ -22,7 +22,6 @@ import pytest
 
 from backupctl import __version__
 from backupctl.actions.prune import PRUNED, run_prune
-from backupctl.actions.stored import key_of, list_snapshot_ids, write_manifest
 from backupctl.catalog.store import Catalog
 from backupctl.core.crypto import load_signing_key
 from backupctl.core.manifest import ArtifactRecord, Manifest, snapshot_time
@@ -30,6 +29,7 @@ from backupctl.policy.loader import find_policy
 from backupctl.policy.schema import Policy, Retention
 from backupctl.settings import Settings
 from backupctl.targets.base import build_target
+from backupctl.targets.snapshot_files import key_of, list_snapshot_ids, write_manifest
 from tests.fixtures.core import Workspace
 from tests.fixtures.restic import RESTIC_PASSWORD_ENV
 from tests.fixtures.s3 import empty_and_delete_bucket, new_bucket_name

@@ -1,4 +1,4 @@
-"""The BlobTarget contract, as reusable checks any target implementation must pass.
+"""The target contracts, as reusable checks: BlobTarget (below) and SnapshotStore (at the end).
 
 What every blob target (local, S3, SFTP, ...) must do, whatever it stores on:
 - atomic writes: an object is invisible (to `list_keys` and `reader`) while its writer is open,
@@ -36,14 +36,22 @@ The checks are also plain functions (`check_*`) taking a target, for ad-hoc use.
 from __future__ import annotations
 
 import hashlib
+import io
 import random
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pyrage import x25519
 
-from backupctl.errors import TargetError
+from backupctl.core.crypto import SigningKey
+from backupctl.core.manifest import ArtifactRecord, Manifest, new_snapshot_id, utc_now_text
+from backupctl.errors import IntegrityError, TargetError
 from backupctl.targets.base import BlobTarget
+from backupctl.targets.registry import traits_of
+from backupctl.targets.store import SnapshotStore, open_store
 
 MiB = 1024 * 1024
 SIZES = [0, 1, 5 * MiB + 1, 40 * MiB]
@@ -227,3 +235,150 @@ class BlobTargetContract:
 
     def test_posture_is_reachable(self, target: BlobTarget) -> None:
         check_posture_reachable(target)
+
+
+# =========================================================================== snapshot level
+# The SnapshotStore contract (backupctl.targets.store; docs/targets.md, "The target contract"),
+# for every kind, restic included:
+# - round trip: a stored plain stream plus its signed manifest is listed, its manifest
+#   authenticates, `open_plain` gives back the same bytes and `check_artifacts` finds nothing;
+# - atomicity: a stream that fails while being stored, or stored without a manifest, leaves
+#   no snapshot listed;
+# - tamper detection: a manifest signed by an untrusted key is refused; a manifest whose digest
+#   differs from what the store holds is reported by `check_artifacts`;
+# - deletion: a deleted snapshot is no longer listed (each kind's test file adds deletion under
+#   its lock: S3 object lock, restic's repository lock);
+# - posture: reachable, with the target's offsite flag and the registry's traits.
+# Subclass `SnapshotStoreContract` (name not starting with `Test`) and provide a `store`
+# fixture yielding a fresh, empty, ready store.
+
+
+@dataclass
+class SnapshotKeys:
+    signing: SigningKey
+    trusted: list[str]
+    identity: x25519.Identity
+
+    @property
+    def recipients(self) -> list[x25519.Recipient]:
+        return [self.identity.to_public()]
+
+
+def snapshot_keys() -> SnapshotKeys:
+    signing = SigningKey(Ed25519PrivateKey.generate())
+    return SnapshotKeys(signing, [signing.public_b64], x25519.Identity.generate())
+
+
+class FailingStream(io.RawIOBase):
+    """Gives `limit` bytes of `data`, then raises: a dump that dies half-way."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        super().__init__()
+        self.data, self.offset, self.limit = data, 0, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.offset >= self.limit:
+            raise RuntimeError("source died")
+        view = memoryview(buffer).cast("B")
+        piece = self.data[self.offset : min(self.offset + len(view), self.limit)]
+        view[: len(piece)] = piece
+        self.offset += len(piece)
+        return len(piece)
+
+
+def store_snapshot(
+    store: SnapshotStore, keys: SnapshotKeys, data: bytes, *, policy: str = "shop", tamper: bool = False
+) -> tuple[str, Manifest]:
+    """Store `data` as source `shop-db` of a new snapshot, then its signed manifest (whose plain
+    digest lies when `tamper`). The snapshot id and the manifest."""
+    snapshot_id = new_snapshot_id()
+    stored = store.store_stream(policy, snapshot_id, "shop-db", "pgdump", io.BytesIO(data), keys.recipients)
+    digest = stored.plain_digest
+    if tamper:
+        algorithm, _, hexdigest = digest.partition(":")
+        digest = f"{algorithm}:{'0' * len(hexdigest)}"
+    record = ArtifactRecord(
+        source="shop-db", source_type="postgres", file=stored.file, format="pgdump",
+        plain_bytes=stored.plain_bytes, plain_digest=digest, stored_bytes=stored.stored_bytes,
+        stored_sha256=stored.stored_sha256,
+    )  # fmt: skip
+    manifest = Manifest(
+        snapshot_id=snapshot_id, policy=policy, policy_sha256="0" * 64, host="contract",
+        backupctl_version="test", started_at=utc_now_text(), finished_at=utc_now_text(),
+        recipients=[str(r) for r in keys.recipients], signing_public_key=keys.signing.public_b64,
+        artifacts=[record],
+    )  # fmt: skip
+    store.write_manifest(manifest, keys.signing)
+    return snapshot_id, manifest
+
+
+SNAPSHOT_DATA = payload(300 * 1024 + 7, seed=11)
+
+
+class SnapshotStoreContract:
+    @pytest.fixture
+    def keys(self) -> SnapshotKeys:
+        return snapshot_keys()
+
+    def test_round_trip(self, store: SnapshotStore, keys: SnapshotKeys) -> None:
+        snapshot_id, manifest = store_snapshot(store, keys, SNAPSHOT_DATA)
+        assert store.snapshot_ids("shop") == [snapshot_id]
+        assert store.snapshot_ids("other") == []
+        signed = store.read_manifest("shop", snapshot_id, keys.trusted)
+        assert signed is not None and signed.manifest.artifacts == manifest.artifacts
+        artifact = signed.manifest.artifacts[0]
+        assert artifact.plain_bytes == len(SNAPSHOT_DATA)
+        with store.open_plain("shop", snapshot_id, artifact, [keys.identity]) as stream:
+            assert drain(stream) == SNAPSHOT_DATA
+        checks, problems = store.check_artifacts(
+            "shop", snapshot_id, signed.manifest, {"shop-db"}, [keys.identity]
+        )
+        assert problems == [] and checks and all(check.ok for check in checks)
+
+    def test_failed_store_leaves_no_snapshot(self, store: SnapshotStore, keys: SnapshotKeys) -> None:
+        snapshot_id = new_snapshot_id()
+        with pytest.raises(RuntimeError, match="source died"):
+            store.store_stream(
+                "shop",
+                snapshot_id,
+                "shop-db",
+                "pgdump",
+                FailingStream(SNAPSHOT_DATA, 100_000),
+                keys.recipients,
+            )
+        # A stream stored completely but never given its manifest is no snapshot either.
+        store.store_stream("shop", snapshot_id, "shop-db", "pgdump", io.BytesIO(b"x" * 1000), keys.recipients)
+        assert store.snapshot_ids("shop") == []
+
+    def test_untrusted_manifest_is_refused(self, store: SnapshotStore, keys: SnapshotKeys) -> None:
+        snapshot_id, _ = store_snapshot(store, keys, SNAPSHOT_DATA)
+        with pytest.raises(IntegrityError):
+            store.read_manifest("shop", snapshot_id, snapshot_keys().trusted)
+
+    def test_copy_differing_from_its_manifest_is_reported(
+        self, store: SnapshotStore, keys: SnapshotKeys
+    ) -> None:
+        snapshot_id, _ = store_snapshot(store, keys, SNAPSHOT_DATA, tamper=True)
+        signed = store.read_manifest("shop", snapshot_id, keys.trusted)
+        assert signed is not None
+        checks, problems = store.check_artifacts(
+            "shop", snapshot_id, signed.manifest, {"shop-db"}, [keys.identity]
+        )
+        assert problems and not all(check.ok for check in checks)
+
+    def test_deleted_snapshot_is_no_longer_listed(self, store: SnapshotStore, keys: SnapshotKeys) -> None:
+        kept, _ = store_snapshot(store, keys, SNAPSHOT_DATA)
+        doomed, _ = store_snapshot(store, keys, SNAPSHOT_DATA[:1000])
+        deletion = store.delete_snapshots("shop", [doomed], set())
+        assert deletion.removed == [doomed] and deletion.errors == [] and deletion.locked == []
+        assert store.snapshot_ids("shop") == [kept]
+
+    def test_posture_is_reachable_with_the_registry_traits(self, store: SnapshotStore, config: Any) -> None:
+        posture = store.posture()
+        assert posture.reachable, posture.problems
+        assert posture.offsite == store.offsite == config.offsite
+        assert store.traits == traits_of(config)
+        assert open_store(config).traits == store.traits  # what actions get for this config

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from backupctl.actions.stored import copy_artifact
 from backupctl.errors import IntegrityError
 from backupctl.policy.schema import LocalTarget
 from backupctl.targets.base import BlobTarget, build_target
+from backupctl.targets.snapshot_files import copy_artifact
 
 
 def local(path: Path, name: str) -> BlobTarget:

@@ -1,0 +1,189 @@
+"""The SnapshotStore of every blob target (local, S3, SFTP), written once over `BlobTarget`.
+
+Layout: `<policy>/<snapshot-id>/{<source>.<fmt>.zst.age, manifest.json.sig, manifest.json}`;
+the manifest is written last, so its presence marks the snapshot complete on the target
+(backupctl.targets.snapshot_files). Each artifact is zstd-compressed and age-encrypted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+from backupctl.core.crypto import SigningKey
+from backupctl.core.digests import algorithm_of
+from backupctl.core.manifest import ArtifactRecord, Manifest, artifact_file_name
+from backupctl.core.pipeline import decrypt_stream, decrypted_reader, encrypt_stream, sha256_of
+from backupctl.errors import BackupctlError, IntegrityError, RetainedByLock, TargetError
+from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, Posture, build_target, snapshot_prefix
+from backupctl.targets.registry import traits_of
+from backupctl.targets.snapshot_files import (
+    SignedManifest,
+    confirm_stored,
+    key_of,
+    list_snapshot_ids,
+    read_manifest,
+    write_manifest,
+)
+from backupctl.targets.store import ArtifactCheck, Deletion, StoredStream
+
+
+class BlobSnapshotStore:
+    """Snapshots as age-encrypted objects on one blob target (`self.target`)."""
+
+    manifest_origin: str | None = None
+
+    def __init__(self, config: Any, target: BlobTarget | None = None) -> None:
+        self.config = config
+        self.traits = traits_of(config)
+        self.target = target if target is not None else build_target(config)
+        self.name = self.target.name
+        self.offsite = self.target.offsite
+
+    def preflight(self) -> None:
+        """The target's own pre-write checks where it has them (S3: posture; local and SFTP:
+        sweep temp files of killed runs)."""
+        check = getattr(self.target, "check_posture", None)
+        if callable(check):
+            check()
+        sweep = getattr(self.target, "sweep_temp_files", None)
+        if callable(sweep):
+            sweep("")
+
+    def begin_snapshot(self, policy: str, snapshot_id: str) -> None:
+        return None  # nothing to start: a blob target's manifest is two small writes
+
+    def snapshot_ids(self, policy: str) -> list[str]:
+        return list_snapshot_ids(self.target, policy)
+
+    def read_manifest(self, policy: str, snapshot_id: str, trusted: list[str]) -> SignedManifest | None:
+        return read_manifest(self.target, policy, snapshot_id, trusted)
+
+    def write_manifest(self, manifest: Manifest, signing: SigningKey) -> str:
+        return write_manifest(self.target, manifest, signing)
+
+    def store_stream(
+        self, policy: str, snapshot_id: str, source: str, extension: str, stream: BinaryIO,
+        recipients: list[Any],
+    ) -> StoredStream:  # fmt: skip
+        file = artifact_file_name(source, extension)
+        key = key_of(policy, snapshot_id, file)
+        with self.target.writer(key) as sink:
+            stats = encrypt_stream(stream, sink, recipients)
+        confirm_stored(self.target, key, stats.stored_sha256, stats.stored_bytes)
+        return StoredStream(
+            file, stats.plain_bytes, stats.plain_digest, stats.stored_bytes, stats.stored_sha256
+        )
+
+    @contextmanager
+    def open_plain(
+        self, policy: str, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any]
+    ) -> Iterator[BinaryIO]:
+        algorithm = algorithm_of(artifact.plain_digest)
+        with (
+            self.target.reader(key_of(policy, snapshot_id, artifact.file)) as stored,
+            decrypted_reader(stored, identities, plain_algorithm=algorithm) as (stream, finished),
+        ):
+            yield stream
+            finished()  # raises the decryption error, if any
+
+    def delete_snapshots(self, policy: str, snapshot_ids: list[str], failed_runs: set[str]) -> Deletion:
+        """Manifest first (the snapshot stops counting as complete here), then the rest. A lock
+        on the manifest keeps the snapshot whole; a lock on the other objects leaves them (the
+        copy is gone without its manifest). Failed runs left nothing listed: `failed_runs` is
+        not used."""
+        deletion = Deletion()
+        for snapshot_id in snapshot_ids:
+            self._delete(policy, snapshot_id, deletion)
+        return deletion
+
+    def _delete(self, policy: str, snapshot_id: str, deletion: Deletion) -> None:
+        prefix = snapshot_prefix(policy, snapshot_id)
+        try:
+            keys = [info.key for info in self.target.list_keys(prefix)]
+            try:
+                self.target.delete(prefix + MANIFEST)
+            except RetainedByLock as error:
+                deletion.locked.append((snapshot_id, error))
+                return  # the snapshot stays whole: nothing else is touched
+            locked: RetainedByLock | None = None
+            others = sorted(key for key in keys if key not in (prefix + MANIFEST, prefix + SIGNATURE))
+            for key in [prefix + SIGNATURE, *others]:
+                try:
+                    self.target.delete(key)
+                except RetainedByLock as error:
+                    locked = error
+        except (BackupctlError, OSError) as error:
+            deletion.errors.append((snapshot_id, str(error)))
+            return
+        deletion.removed.append(snapshot_id)
+        if locked is not None:
+            deletion.locked.append((snapshot_id, locked))
+
+    def check_artifacts(
+        self, policy: str, snapshot_id: str, manifest: Manifest, sources: set[str], identities: list[Any]
+    ) -> tuple[list[ArtifactCheck], list[str]]:
+        """Per artifact of the manifest (which lists what this target holds): present, size,
+        sha256 of the stored bytes, and a full decrypt + decompress pass."""
+        present = {info.key: info.size for info in self.target.list_keys(f"{policy}/{snapshot_id}/")}
+        checks, problems = [], []
+        for artifact in manifest.artifacts:
+            check = self._check(key_of(policy, snapshot_id, artifact.file), artifact, present, identities)
+            checks.append(check)
+            problems += [
+                f"{artifact.file} on {self.name}: {name}: {outcome}"
+                for name, outcome in check.checks.items()
+                if outcome != "ok"
+            ]
+        return checks, problems
+
+    def _check(
+        self, key: str, artifact: ArtifactRecord, present: dict[str, int], identities: list[Any]
+    ) -> ArtifactCheck:
+        check = ArtifactCheck(artifact.file)
+        if key not in present:
+            check.checks["present"] = "missing from the target"
+            return check
+        check.checks["present"] = "ok"
+        size = present[key]
+        check.checks["size"] = (
+            "ok"
+            if size == artifact.stored_bytes
+            else f"{size} bytes stored, manifest says {artifact.stored_bytes} (truncated or replaced)"
+        )
+        modified = "stored bytes do not match the manifest's sha256 (modified)"
+        try:
+            algorithm = algorithm_of(artifact.plain_digest)
+            with self.target.reader(key) as handle:
+                stats = decrypt_stream(handle, None, identities, plain_algorithm=algorithm)
+        except IntegrityError as error:
+            # Decryption stopped early; hash the stored bytes separately so both facts are reported.
+            with self.target.reader(key) as handle:
+                digest, _ = sha256_of(handle)
+            check.checks["sha256"] = "ok" if digest == artifact.stored_sha256 else modified
+            check.checks["decrypt"] = str(error) or "failed"
+            return check
+        except TargetError as error:
+            check.checks["read"] = str(error)
+            return check
+        check.checks["sha256"] = "ok" if stats.stored_sha256 == artifact.stored_sha256 else modified
+        check.checks["decrypt"] = "ok"
+        plain_ok = stats.plain_digest == artifact.plain_digest and stats.plain_bytes == artifact.plain_bytes
+        check.checks["plain"] = "ok" if plain_ok else "decrypted content differs from the manifest"
+        return check
+
+    def posture(self) -> Posture:
+        return self.target.posture()
+
+    def setup(self, dry_run: bool) -> list[dict[str, str]]:
+        """Targets with something to set up (S3: versioning, object lock, lifecycle) have an
+        `apply_setup(dry_run)`; the others have nothing to change."""
+        apply = getattr(self.target, "apply_setup", None)
+        return list(apply(dry_run)) if callable(apply) else []
+
+    def tool_version(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        self.target.close()

@@ -1,0 +1,177 @@
+"""The SnapshotStore of a restic repository: restic holds the plain streams, deduplicated and
+encrypted with its own key; the signed manifest is one more snapshot (restic_snapshots)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO, cast
+
+from backupctl.core.crypto import SigningKey
+from backupctl.core.digests import PLAIN_ALGORITHM
+from backupctl.core.manifest import ArtifactRecord, Manifest, artifact_file_name
+from backupctl.core.pipeline import HashingReader
+from backupctl.errors import BackupctlError, TargetError
+from backupctl.policy.schema import ResticTarget
+from backupctl.targets.registry import traits_of
+from backupctl.targets.restic import TAG, ResticRepository, tags_for
+from backupctl.targets.restic_snapshots import (
+    MANIFEST_FILENAME,
+    MANIFEST_TAG,
+    ResticSink,
+    artifact_stdin_filename,
+    close_sinks,
+    manifest_envelope,
+    manifest_tags,
+    open_manifest_sinks,
+    read_manifest_snapshot,
+    read_restic_manifest,
+    restic_snapshot_for,
+    stdin_filename,
+    verify_restic_copy,
+)
+from backupctl.targets.snapshot_files import SignedManifest
+from backupctl.targets.store import ArtifactCheck, Deletion, StoredStream
+
+
+class ResticSnapshotStore(ResticRepository):
+    """A restic repository seen as a SnapshotStore (and still a ResticRepository, whose
+    `stdin_writer` the backup tees the dump into)."""
+
+    manifest_origin: str | None = "the repository"
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(cast(ResticTarget, config))
+        self.traits = traits_of(config)
+        # policy -> {snapshot id: restic id of its manifest} from the last `snapshot_ids`: reading
+        # those manifests then costs one `restic dump` each, not a lookup by tags as well.
+        self._listed: dict[str, dict[str, str]] = {}
+        self._manifest_sink: ResticSink | None = None  # started by begin_snapshot
+
+    def preflight(self) -> None:
+        """restic installed and new enough (ConfigError). No `cat config` probe (one more key
+        derivation, ~0.8 s): a missing repository makes the backup itself fail for this target
+        with restic's message and the `target setup` hint."""
+        self.version()
+
+    def begin_snapshot(self, policy: str, snapshot_id: str) -> None:
+        """Start the `restic backup --stdin` that will store the manifest, at the lowest CPU
+        priority: it derives its key while the dumps run (measured in docs/benchmarks.md)."""
+        (self._manifest_sink,) = open_manifest_sinks({self.name: self}, policy, snapshot_id)
+
+    def manifest_ids(self, policy: str) -> dict[str, str]:
+        """backupctl snapshot id -> restic id of its manifest snapshot (the latest one wins)."""
+        return {
+            tag.removeprefix("snapshot="): info.id
+            for info in self.snapshots([TAG, f"policy={policy}", MANIFEST_TAG])
+            for tag in info.tags
+            if tag.startswith("snapshot=")
+        }
+
+    def snapshot_ids(self, policy: str) -> list[str]:
+        self._listed[policy] = self.manifest_ids(policy)
+        return sorted(self._listed[policy])
+
+    def read_manifest(self, policy: str, snapshot_id: str, trusted: list[str]) -> SignedManifest | None:
+        restic_id = self._listed.get(policy, {}).get(snapshot_id)
+        if restic_id is not None:
+            return read_manifest_snapshot(self, restic_id, policy, snapshot_id, trusted)
+        return read_restic_manifest(self, policy, snapshot_id, trusted)
+
+    def write_manifest(self, manifest: Manifest, signing: SigningKey) -> str:
+        """Into the process `begin_snapshot` started, else a new one. Raises TargetError."""
+        data = manifest.to_bytes()
+        envelope = manifest_envelope(data, signing.sign(data))
+        sink, self._manifest_sink = self._manifest_sink, None
+        if sink is None:
+            with self.stdin_writer(
+                MANIFEST_FILENAME, manifest_tags(manifest.policy, manifest.snapshot_id)
+            ) as writer:
+                writer.write(envelope)
+            return hashlib.sha256(data).hexdigest()
+        if sink.error is None:
+            try:
+                sink.writer.write(envelope)
+            except (TargetError, OSError) as error:
+                sink.error = str(error)
+        close_sinks([sink], None)
+        if sink.error is not None:
+            raise TargetError(f"restic {sink.name}: the manifest could not be stored: {sink.error}")
+        return hashlib.sha256(data).hexdigest()
+
+    def store_stream(
+        self, policy: str, snapshot_id: str, source: str, extension: str, stream: BinaryIO,
+        recipients: list[Any],
+    ) -> StoredStream:  # fmt: skip
+        """restic encrypts with its own key: `recipients` are not used."""
+        reader = HashingReader(stream, algorithm=PLAIN_ALGORITHM)
+        result = self.backup_stream(
+            cast(BinaryIO, reader), stdin_filename(source, extension), tags_for(policy, snapshot_id, source)
+        )
+        file = artifact_file_name(source, extension)
+        return StoredStream(file, reader.count, reader.digest(), 0, "", result.data_added)
+
+    @contextmanager
+    def open_plain(
+        self, policy: str, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any]
+    ) -> Iterator[BinaryIO]:
+        """A stream source's plain dump (`restic dump`); file trees are restored with `restore`."""
+        restic_id = restic_snapshot_for(self, policy, snapshot_id, artifact.source)
+        with self.dump(restic_id, artifact_stdin_filename(artifact)) as stream:
+            yield stream
+
+    def delete_snapshots(self, policy: str, snapshot_ids: list[str], failed_runs: set[str]) -> Deletion:
+        """One `restic forget --prune` for every restic snapshot of the doomed ones, and of
+        failed runs that left data but no manifest. restic's own repository lock makes a
+        concurrent run wait or fail: then nothing is forgotten (TargetError per snapshot)."""
+        deletion = Deletion()
+        try:
+            # One listing for all snapshots of the policy instead of one `find` per pruned snapshot.
+            by_snapshot: dict[str, list[str]] = {}
+            described: set[str] = set()  # snapshot ids with a manifest in this repository
+            for info in self.snapshots([TAG, f"policy={policy}"]):
+                for tag in info.tags:
+                    if tag.startswith("snapshot="):
+                        by_snapshot.setdefault(tag.removeprefix("snapshot="), []).append(info.id)
+                        if MANIFEST_TAG in info.tags:
+                            described.add(tag.removeprefix("snapshot="))
+            leftovers = sorted(s for s in by_snapshot if s in failed_runs and s not in described)
+            # Forgetting a snapshot restic no longer has is a no-op: that copy is gone already.
+            doomed = [*snapshot_ids, *leftovers]
+            self.forget([rid for snapshot_id in doomed for rid in by_snapshot.get(snapshot_id, [])])
+        except BackupctlError as error:
+            deletion.errors += [(snapshot_id, str(error)) for snapshot_id in snapshot_ids]
+            return deletion
+        deletion.removed += snapshot_ids
+        deletion.leftovers = leftovers
+        return deletion
+
+    def check_artifacts(
+        self, policy: str, snapshot_id: str, manifest: Manifest, sources: set[str], identities: list[Any]
+    ) -> tuple[list[ArtifactCheck], list[str]]:
+        """Snapshots present, plain streams equal the manifest's digest (a full `restic dump`),
+        and `restic check --read-data-subset 5%`. Only the sources the policy sends here."""
+        artifacts = [a for a in manifest.artifacts if a.source in sources]
+        problems = verify_restic_copy(self, policy, snapshot_id, artifacts)
+        checks = []
+        for artifact in artifacts:
+            bad = [p for p in problems if p.startswith(f"{artifact.source} ")]
+            checks.append(ArtifactCheck(artifact.source, {"restic": bad[0] if bad else "ok"}))
+        return checks, problems
+
+    def setup(self, dry_run: bool) -> list[dict[str, str]]:
+        if self.exists():
+            return []
+        if not dry_run:
+            self.init()
+        return [{"what": "repository", "current": "absent", "desired": "initialised"}]
+
+    def tool_version(self) -> str | None:
+        return "restic " + ".".join(map(str, self.version()))
+
+    def close(self) -> None:
+        """A manifest process started but not used (failure, interruption): restic commits nothing."""
+        sink, self._manifest_sink = self._manifest_sink, None
+        if sink is not None:
+            close_sinks([sink], TargetError("no manifest for this repository"))
