@@ -111,3 +111,8 @@ def verify(armored: str, message: bytes, namespace: str = NAMESPACE) -> Ed25519P
     except InvalidSignature:
         raise IntegrityError("SSHSIG: the signature does not match the signed file") from None
     return key
+
+
+def allowed_signers_for(public_b64: str) -> str:
+    """The allowed-signers line for a raw Ed25519 public key in base64 (as `keys` prints it)."""
+    return allowed_signers_line(Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64)))
