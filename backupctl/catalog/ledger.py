@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.orm import Session
 
 from backupctl.catalog.models import CopyRow, DrillRow, RunRecordRow, SnapshotRow, VerificationRow
@@ -51,8 +51,9 @@ def stamp(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def record_hash(prev_hash: str, seq: int, at: str, host: str, kind: str, subject: str, trigger: str,
-                payload: str) -> str:  # fmt: skip
+def record_hash(
+    prev_hash: str, seq: int, at: str, host: str, kind: str, subject: str, trigger: str, payload: str
+) -> str:
     """The hash of one ledger row (documented in docs/evidence.md; verify.py recomputes it)."""
     data = "\n".join([prev_hash, str(seq), at, host, kind, subject, trigger, payload])
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
@@ -83,39 +84,66 @@ def _parent_name() -> str:
 
 
 # ----------------------------------------------------------------------------- payloads
-def snapshot_payload(row: SnapshotRow | Mapping[str, Any]) -> dict[str, Any]:
+def snapshot_payload(row: Any) -> dict[str, Any]:
     get = _getter(row)
     return {
-        "id": get("id"), "policy": get("policy"), "status": get("status"),
-        "started_at": stamp(get("started_at")), "finished_at": stamp(get("finished_at")),
-        "host": get("host"), "policy_sha256": get("policy_sha256"),
-        "manifest_sha256": get("manifest_sha256"), "plain_bytes": int(get("plain_bytes") or 0),
-        "stored_bytes": int(get("stored_bytes") or 0), "error": get("error"),
-    }  # fmt: skip
+        "id": get("id"),
+        "policy": get("policy"),
+        "status": get("status"),
+        "started_at": stamp(get("started_at")),
+        "finished_at": stamp(get("finished_at")),
+        "host": get("host"),
+        "policy_sha256": get("policy_sha256"),
+        "manifest_sha256": get("manifest_sha256"),
+        "plain_bytes": int(get("plain_bytes") or 0),
+        "stored_bytes": int(get("stored_bytes") or 0),
+        "error": get("error"),
+    }
 
 
-def copy_payload(row: CopyRow | Mapping[str, Any]) -> dict[str, Any]:
+def copy_payload(row: Any) -> dict[str, Any]:
     get = _getter(row)
     return {
-        "snapshot_id": get("snapshot_id"), "target": get("target"), "status": get("status"),
-        "stored_bytes": int(get("stored_bytes") or 0), "error": get("error"),
-    }  # fmt: skip
+        "snapshot_id": get("snapshot_id"),
+        "target": get("target"),
+        "status": get("status"),
+        "stored_bytes": int(get("stored_bytes") or 0),
+        "error": get("error"),
+    }
 
 
-def verification_payload(row: VerificationRow | Mapping[str, Any]) -> dict[str, Any]:
+def verification_payload(row: Any) -> dict[str, Any]:
     get = _getter(row)
     return {
-        "id": int(get("id")), "snapshot_id": get("snapshot_id"), "target": get("target"),
-        "at": stamp(get("at")), "ok": bool(get("ok")), "problems": list(get("problems") or []),
-    }  # fmt: skip
+        "id": int(get("id")),
+        "snapshot_id": get("snapshot_id"),
+        "target": get("target"),
+        "at": stamp(get("at")),
+        "ok": bool(get("ok")),
+        "problems": list(get("problems") or []),
+    }
 
 
-DRILL_FIELDS = ("id", "policy", "drill", "snapshot_id", "target", "runtime", "ok", "reason",
-                "rto_seconds", "rto_objective_seconds", "rpo_seconds", "rpo_objective_seconds",
-                "stages", "checks", "report_paths")  # fmt: skip
+DRILL_FIELDS = (
+    "id",
+    "policy",
+    "drill",
+    "snapshot_id",
+    "target",
+    "runtime",
+    "ok",
+    "reason",
+    "rto_seconds",
+    "rto_objective_seconds",
+    "rpo_seconds",
+    "rpo_objective_seconds",
+    "stages",
+    "checks",
+    "report_paths",
+)
 
 
-def drill_payload(row: DrillRow | Mapping[str, Any]) -> dict[str, Any]:
+def drill_payload(row: Any) -> dict[str, Any]:
     get = _getter(row)
     payload = {name: get(name) for name in DRILL_FIELDS}
     payload["ok"] = bool(payload["ok"])
@@ -161,9 +189,18 @@ class Appender:
         body = canonical(payload)
         digest = record_hash(tail.hash, seq, when, self.host, kind, subject, self.trigger, body)
         self.session.add(
-            RunRecordRow(seq=seq, at=when, host=self.host, kind=kind, subject=subject[:200],
-                         trigger=self.trigger, payload=body, prev_hash=tail.hash, hash=digest)
-        )  # fmt: skip
+            RunRecordRow(
+                seq=seq,
+                at=when,
+                host=self.host,
+                kind=kind,
+                subject=subject[:200],
+                trigger=self.trigger,
+                payload=body,
+                prev_hash=tail.hash,
+                hash=digest,
+            )
+        )
         self._tail = _Tail(seq, digest)
         return digest
 
@@ -206,10 +243,16 @@ class LedgerRecord:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "seq": self.seq, "at": self.at, "host": self.host, "kind": self.kind,
-            "subject": self.subject, "trigger": self.trigger, "payload": self.payload,
-            "prev_hash": self.prev_hash, "hash": self.hash,
-        }  # fmt: skip
+            "seq": self.seq,
+            "at": self.at,
+            "host": self.host,
+            "kind": self.kind,
+            "subject": self.subject,
+            "trigger": self.trigger,
+            "payload": self.payload,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
 
     @property
     def data(self) -> dict[str, Any]:
@@ -241,17 +284,33 @@ def chain_problems(records: Iterable[LedgerRecord], start_prev: str | None = Non
             yield f"ledger: records {previous.seq + 1}..{record.seq - 1} are missing (deleted)"
         elif expected_prev is not None and record.prev_hash != expected_prev:
             yield f"ledger: record {record.seq} does not follow record {record.seq - 1} (prev_hash differs)"
-        actual = record_hash(record.prev_hash, record.seq, record.at, record.host, record.kind,
-                             record.subject, record.trigger, record.payload)  # fmt: skip
+        actual = record_hash(
+            record.prev_hash,
+            record.seq,
+            record.at,
+            record.host,
+            record.kind,
+            record.subject,
+            record.trigger,
+            record.payload,
+        )
         if actual != record.hash:
             yield f"ledger: record {record.seq} ({record.kind} {record.subject}) was edited (hash differs)"
         previous = record
 
 
 def read_ledger(connection: Connection, since_seq: int = 0) -> list[LedgerRecord]:
-    columns = (RunRecordRow.seq, RunRecordRow.at, RunRecordRow.host, RunRecordRow.kind,
-               RunRecordRow.subject, RunRecordRow.trigger, RunRecordRow.payload,
-               RunRecordRow.prev_hash, RunRecordRow.hash)  # fmt: skip
+    columns = (
+        RunRecordRow.seq,
+        RunRecordRow.at,
+        RunRecordRow.host,
+        RunRecordRow.kind,
+        RunRecordRow.subject,
+        RunRecordRow.trigger,
+        RunRecordRow.payload,
+        RunRecordRow.prev_hash,
+        RunRecordRow.hash,
+    )
     rows = connection.execute(select(*columns).where(RunRecordRow.seq > since_seq).order_by(RunRecordRow.seq))
     return [LedgerRecord(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
 
@@ -292,7 +351,9 @@ def audit(connection: Connection) -> tuple[Audit, list[LedgerRecord]]:
     for key, payload in current.items():
         recorded = newest.get(key)
         if recorded is None:
-            result.problems.append(f"catalog: {key[0]} {key[1]} is not in the ledger (inserted behind its back)")
+            result.problems.append(
+                f"catalog: {key[0]} {key[1]} is not in the ledger (inserted behind its back)"
+            )
         elif recorded != payload:
             result.problems.append(f"catalog: {key[0]} {key[1]} was edited after it was recorded")
     for key, payload in newest.items():
@@ -315,16 +376,29 @@ def backfill(connection: Connection) -> int:
         payload = verification_payload(row)
         entries.append((stamp(row["at"]) or "", "verification", str(row["id"]), canonical(payload)))
     for row in connection.execute(select(DrillRow.__table__)).mappings():
-        entries.append((stamp(row["finished_at"]) or "", "drill", str(row["id"]), canonical(drill_payload(row))))
+        entries.append(
+            (stamp(row["finished_at"]) or "", "drill", str(row["id"]), canonical(drill_payload(row)))
+        )
     kind_order = {kind: index for index, kind in enumerate(KINDS)}
     entries.sort(key=lambda entry: (entry[0], kind_order[entry[1]], entry[2]))
     host, prev = socket.gethostname(), GENESIS
     rows = []
-    for seq, (at, kind, subject, payload) in enumerate(entries, start=1):
-        digest = record_hash(prev, seq, at, host, kind, subject, "migration-0004", payload)
-        rows.append(dict(seq=seq, at=at, host=host, kind=kind, subject=subject, trigger="migration-0004",
-                         payload=payload, prev_hash=prev, hash=digest))  # fmt: skip
+    for seq, (at, kind, subject, body) in enumerate(entries, start=1):
+        digest = record_hash(prev, seq, at, host, kind, subject, "migration-0004", body)
+        rows.append(
+            dict(
+                seq=seq,
+                at=at,
+                host=host,
+                kind=kind,
+                subject=subject,
+                trigger="migration-0004",
+                payload=body,
+                prev_hash=prev,
+                hash=digest,
+            )
+        )
         prev = digest
     if rows:
-        connection.execute(RunRecordRow.__table__.insert(), rows)
+        connection.execute(insert(RunRecordRow), rows)
     return len(rows)

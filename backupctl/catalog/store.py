@@ -316,7 +316,8 @@ class Catalog:
                 copy.error = None
                 copy.updated_at = _now()
                 payload = ledger.copy_payload(copy)
-                ledger.appender(session).append("copy", ledger.copy_subject(copy.snapshot_id, target), payload)
+                subject = ledger.copy_subject(copy.snapshot_id, target)
+                ledger.appender(session).append("copy", subject, payload)
                 created = True
             return created
 

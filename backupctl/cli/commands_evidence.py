@@ -17,7 +17,9 @@ def evidence() -> None:
 
 @evidence.command()
 @click.option("--quarter", required=True, metavar="YYYYQN", help="The quarter, e.g. 2026Q4 (UTC).")
-@click.option("--policy", "policies", multiple=True, metavar="NAME", help="Only this policy (repeatable; default all).")
+@click.option(
+    "--policy", "policies", multiple=True, metavar="NAME", help="Only this policy (repeatable; default all)."
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="New directory, or FILE.tar.")
 @json_option
 @pass_app
@@ -38,22 +40,28 @@ def export(app: App, quarter: str, policies: tuple[str, ...], out: Path, as_json
     if out.exists():
         raise ConfigError(f"--out {out} already exists: choose a new path (bundles are never overwritten)")
     document, loaded, catalog = document_for(app.settings, period, policies)
-    summary = write_bundle(document, catalog, out, app.settings.keys_dir, app.settings.state_dir,
-                           [item.file for item in loaded])  # fmt: skip
+    summary = write_bundle(
+        document, catalog, out, app.settings.keys_dir, app.settings.state_dir, [item.file for item in loaded]
+    )
     statuses = [c["status"] for c in document["controls"]]
     summary["controls"] = {s: statuses.count(s) for s in sorted(set(statuses))}
     summary["exceptions"] = len(document["exceptions"])
     if as_json:
         print_json(summary)
         return
-    app.echo(f"evidence {period.label} → {out}: {summary['files']} files, {summary['exceptions']} exceptions, "
-             f"controls {summary['controls']}")  # fmt: skip
+    app.echo(
+        f"evidence {period.label} → {out}: {summary['files']} files, {summary['exceptions']} exceptions, "
+        f"controls {summary['controls']}"
+    )
 
 
 @evidence.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--allowed-signers", type=click.Path(path_type=Path, dir_okay=False),
-              help="Your own allowed_signers file (default: the one in the bundle).")  # fmt: skip
+@click.option(
+    "--allowed-signers",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Your own allowed_signers file (default: the one in the bundle).",
+)
 @click.option("--offline", is_flag=True, help="Do not compare with the catalog (bundle only).")
 @json_option
 @pass_app
@@ -78,7 +86,10 @@ def verify(app: App, bundle: Path, allowed_signers: Path | None, offline: bool, 
         for problem in verdict.problems:
             click.echo(f"FAIL {problem}", err=True)
         if verdict.ok:
-            app.echo(f"OK {bundle}: {verdict.files} files, signed by {verdict.signer}, {verdict.ledger_records} ledger records")
+            app.echo(
+                f"OK {bundle}: {verdict.files} files, signed by {verdict.signer}, "
+                f"{verdict.ledger_records} ledger records"
+            )
     if not verdict.ok:
         raise IntegrityError(f"{bundle}: {len(verdict.problems)} problem(s)")
 

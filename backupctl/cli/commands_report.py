@@ -13,12 +13,24 @@ from backupctl.cli.output import print_json
 
 @click.command()
 @click.option("--month", required=True, metavar="YYYY-MM", help="The month to report on (UTC).")
-@click.option("--policy", "policies", multiple=True, metavar="NAME", help="Only this policy (repeatable; default all).")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write the HTML report here (must not exist).")
-@click.option("--json-out", type=click.Path(path_type=Path, dir_okay=False), help="Write the JSON document here (must not exist).")
+@click.option(
+    "--policy", "policies", multiple=True, metavar="NAME", help="Only this policy (repeatable; default all)."
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the HTML report here (must not exist).",
+)
+@click.option(
+    "--json-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the JSON document here (must not exist).",
+)
 @json_option
 @pass_app
-def report(app: App, month: str, policies: tuple[str, ...], out: Path | None, json_out: Path | None, as_json: bool) -> None:
+def report(
+    app: App, month: str, policies: tuple[str, ...], out: Path | None, json_out: Path | None, as_json: bool
+) -> None:
     """Monthly report for a client: runs, failures and their resolution, RPO/RTO achieved vs
     objectives, storage per target, drills, every control's status.
 

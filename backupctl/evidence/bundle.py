@@ -96,8 +96,14 @@ def read_index(state_dir: Path) -> list[dict[str, Any]]:
     return value
 
 
-def export(document: dict[str, Any], catalog: Catalog, out: Path, keys_dir: Path, state_dir: Path,
-           policy_files: list[Path]) -> dict[str, Any]:  # fmt: skip
+def export(
+    document: dict[str, Any],
+    catalog: Catalog,
+    out: Path,
+    keys_dir: Path,
+    state_dir: Path,
+    policy_files: list[Path],
+) -> dict[str, Any]:
     """Write the bundle to `out` (a directory, or a tar file when the name ends in .tar).
 
     Returns a summary (path, files, SHA256SUMS digest, previous bundle). Raises ConfigError when
@@ -113,12 +119,53 @@ def export(document: dict[str, Any], catalog: Catalog, out: Path, keys_dir: Path
         root.mkdir()
         label = document["period"]["label"]
         (root / "evidence.json").write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
-        (root / "controls.csv").write_text(_csv(document["controls"], ["policy", "control", "status", "summary", "exceptions", "measured"]))
-        (root / "exceptions.csv").write_text(_csv(document["exceptions"], ["policy", "control", "status", "detail"]))
-        (root / "runs.csv").write_text(_csv(document["runs"], ["id", "policy", "status", "started_at", "finished_at", "host", "trigger", "stored_bytes", "encrypted", "copies", "error"]))
-        (root / "drills.csv").write_text(_csv(document["drills"], ["id", "policy", "drill", "snapshot_id", "target", "finished_at", "ok", "reason", "rto_seconds", "rto_objective_seconds"]))
-        (root / "crosswalk.csv").write_text(_csv(document["crosswalk"], ["control", "clause", "title", "summary"]))
-        (root / "report.html").write_text(render(document, "Backup evidence"))
+        (root / "controls.csv").write_text(
+            _csv(document["controls"], ["policy", "control", "status", "summary", "exceptions", "measured"])
+        )
+        (root / "exceptions.csv").write_text(
+            _csv(document["exceptions"], ["policy", "control", "status", "detail"])
+        )
+        (root / "runs.csv").write_text(
+            _csv(
+                document["runs"],
+                [
+                    "id",
+                    "policy",
+                    "status",
+                    "started_at",
+                    "finished_at",
+                    "host",
+                    "trigger",
+                    "stored_bytes",
+                    "encrypted",
+                    "copies",
+                    "error",
+                ],
+            )
+        )
+        (root / "drills.csv").write_text(
+            _csv(
+                document["drills"],
+                [
+                    "id",
+                    "policy",
+                    "drill",
+                    "snapshot_id",
+                    "target",
+                    "finished_at",
+                    "ok",
+                    "reason",
+                    "rto_seconds",
+                    "rto_objective_seconds",
+                ],
+            )
+        )
+        (root / "crosswalk.csv").write_text(
+            _csv(document["crosswalk"], ["control", "clause", "title", "kind", "text"])
+        )
+        html = render(document, "Backup evidence")
+        (root / "report.html").write_text(html)
+        write_pdf(html, root / "report.pdf")
         (root / "policies").mkdir()
         for path in policy_files:
             shutil.copyfile(path, root / "policies" / path.name)
@@ -132,14 +179,22 @@ def export(document: dict[str, Any], catalog: Catalog, out: Path, keys_dir: Path
                 stream.write(json.dumps(record.as_dict(), sort_keys=True) + "\n")
         head_seq = records[-1].seq if records else since
         head = records[-1].hash if records else (anchor or "0" * 64)
-        chain = {"period": label, "previous": previous, "ledger": {"from_seq": since + 1, "anchor": anchor,
-                 "head_seq": head_seq, "head": head}}  # fmt: skip
+        chain = {
+            "period": label,
+            "previous": previous,
+            "ledger": {"from_seq": since + 1, "anchor": anchor, "head_seq": head_seq, "head": head},
+        }
         (root / "chain.json").write_text(json.dumps(chain, indent=1, sort_keys=True) + "\n")
         (root / SIGNERS).write_text(sshsig.allowed_signers_line(key.private.public_key()) + "\n")
         files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-        (root / "VERIFY.md").write_text(VERIFY_MD.format(
-            identity=sshsig.IDENTITY, namespace=sshsig.NAMESPACE, files=len(files) + 3,
-            previous=previous["period"] if previous else "none: this is the first bundle"))  # fmt: skip
+        (root / "VERIFY.md").write_text(
+            VERIFY_MD.format(
+                identity=sshsig.IDENTITY,
+                namespace=sshsig.NAMESPACE,
+                files=len(files) + 3,
+                previous=previous["period"] if previous else "none: this is the first bundle",
+            )
+        )
         files.append("VERIFY.md")
         sums = "".join(f"{_sha256(root / name)}  {name}\n" for name in sorted(files))
         (root / SUMS).write_text(sums)
@@ -154,9 +209,22 @@ def export(document: dict[str, Any], catalog: Catalog, out: Path, keys_dir: Path
             root.rename(out)
     entry = {"period": label, "sha256sums": digest, "head_seq": head_seq, "head": head, "path": str(out)}
     state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / INDEX_FILE).write_text(json.dumps(index + [entry], indent=1) + "\n")
-    return {"path": str(out), "files": len(files) + 2, "sha256sums_digest": digest, "previous": previous,
-            "ledger_records": len(records)}  # fmt: skip
+    (state_dir / INDEX_FILE).write_text(json.dumps([*index, entry], indent=1) + "\n")
+    return {
+        "path": str(out),
+        "files": len(files) + 2,
+        "sha256sums_digest": digest,
+        "previous": previous,
+        "ledger_records": len(records),
+    }
+
+
+def write_pdf(html: str, path: Path) -> None:
+    """The same HTML as a PDF a person can print and sign (WeasyPrint, through Pango)."""
+    # Imported here: WeasyPrint takes about a second to import, paid only by an export.
+    from weasyprint import HTML
+
+    HTML(string=html).write_pdf(str(path))
 
 
 def _copy_drill_reports(document: dict[str, Any], into: Path) -> None:

@@ -11,7 +11,14 @@ from typing import Any
 from sqlalchemy import select
 
 from backupctl.catalog.ledger import Audit, audit, stamp
-from backupctl.catalog.models import ArtifactRow, CopyRow, DrillRow, RunRecordRow, SnapshotRow, VerificationRow
+from backupctl.catalog.models import (
+    ArtifactRow,
+    CopyRow,
+    DrillRow,
+    RunRecordRow,
+    SnapshotRow,
+    VerificationRow,
+)
 from backupctl.catalog.store import Catalog
 from backupctl.evidence.period import Period
 
@@ -46,13 +53,18 @@ class Run:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "policy": self.policy, "status": self.status,
+            "id": self.id,
+            "policy": self.policy,
+            "status": self.status,
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "host": self.host, "stored_bytes": self.stored_bytes, "error": self.error,
-            "trigger": self.trigger, "copies": {t: s for t, (s, _) in sorted(self.copies.items())},
+            "host": self.host,
+            "stored_bytes": self.stored_bytes,
+            "error": self.error,
+            "trigger": self.trigger,
+            "copies": {t: s for t, (s, _) in sorted(self.copies.items())},
             "encrypted": self.encrypted,
-        }  # fmt: skip
+        }
 
 
 @dataclass
@@ -76,73 +88,132 @@ def collect(catalog: Catalog, period: Period, policies: Iterable[str] | None = N
     wanted = set(policies) if policies is not None else None
     since = period.start - LOOKBACK
     with catalog.engine.connect() as connection:
-        names = sorted(str(name) for name in connection.execute(select(SnapshotRow.policy).distinct()).scalars())
-        names = sorted(set(names) | {str(n) for n in connection.execute(select(DrillRow.policy).distinct()).scalars()})
-        query = select(SnapshotRow.id, SnapshotRow.policy, SnapshotRow.status, SnapshotRow.started_at,
-                       SnapshotRow.finished_at, SnapshotRow.host, SnapshotRow.stored_bytes, SnapshotRow.error
-                       ).where(SnapshotRow.started_at >= since, SnapshotRow.started_at < period.end
-                       ).order_by(SnapshotRow.started_at, SnapshotRow.id)  # fmt: skip
+        names = sorted(
+            str(name) for name in connection.execute(select(SnapshotRow.policy).distinct()).scalars()
+        )
+        names = sorted(
+            set(names) | {str(n) for n in connection.execute(select(DrillRow.policy).distinct()).scalars()}
+        )
+        query = (
+            select(
+                SnapshotRow.id,
+                SnapshotRow.policy,
+                SnapshotRow.status,
+                SnapshotRow.started_at,
+                SnapshotRow.finished_at,
+                SnapshotRow.host,
+                SnapshotRow.stored_bytes,
+                SnapshotRow.error,
+            )
+            .where(SnapshotRow.started_at >= since, SnapshotRow.started_at < period.end)
+            .order_by(SnapshotRow.started_at, SnapshotRow.id)
+        )
         runs: dict[str, list[Run]] = {}
         by_id: dict[str, Run] = {}
         for row in connection.execute(query):
             if wanted is not None and row[1] not in wanted:
                 continue
-            run = Run(row[0], row[1], row[2], _utc(row[3]) or period.start, _utc(row[4]), row[5], row[6], row[7])
+            run = Run(
+                row[0], row[1], row[2], _utc(row[3]) or period.start, _utc(row[4]), row[5], row[6], row[7]
+            )
             runs.setdefault(run.policy, []).append(run)
             by_id[run.id] = run
-        copies = select(CopyRow.snapshot_id, CopyRow.target, CopyRow.status, CopyRow.updated_at).join(
-            SnapshotRow, SnapshotRow.id == CopyRow.snapshot_id
-        ).where(SnapshotRow.started_at >= since, SnapshotRow.started_at < period.end)
+        copies = (
+            select(CopyRow.snapshot_id, CopyRow.target, CopyRow.status, CopyRow.updated_at)
+            .join(SnapshotRow, SnapshotRow.id == CopyRow.snapshot_id)
+            .where(SnapshotRow.started_at >= since, SnapshotRow.started_at < period.end)
+        )
         for snapshot_id, target, status, updated in connection.execute(copies):
             if snapshot_id in by_id:
                 by_id[snapshot_id].copies[target] = (status, _utc(updated))
-        artifacts = select(ArtifactRow.snapshot_id, ArtifactRow.file, ArtifactRow.format).join(
-            SnapshotRow, SnapshotRow.id == ArtifactRow.snapshot_id
-        ).where(SnapshotRow.started_at >= period.start, SnapshotRow.started_at < period.end)
+        artifacts = (
+            select(ArtifactRow.snapshot_id, ArtifactRow.file, ArtifactRow.format)
+            .join(SnapshotRow, SnapshotRow.id == ArtifactRow.snapshot_id)
+            .where(SnapshotRow.started_at >= period.start, SnapshotRow.started_at < period.end)
+        )
         for snapshot_id, file, fmt in connection.execute(artifacts):
-            run = by_id.get(snapshot_id)
-            if run is None:
+            found = by_id.get(snapshot_id)
+            if found is None:
                 continue
             encrypted = file.endswith(".age") or fmt.startswith("restic")
-            run.encrypted = encrypted if run.encrypted is None else (run.encrypted and encrypted)
-            run.formats.append(fmt)
+            found.encrypted = encrypted if found.encrypted is None else (found.encrypted and encrypted)
+            found.formats.append(fmt)
         verifications = [
-            {"id": r[0], "snapshot_id": r[1], "target": r[2], "at": _utc(r[3]), "ok": bool(r[4]),
-             "problems": list(r[5] or []), "policy": r[6]}
+            {
+                "id": r[0],
+                "snapshot_id": r[1],
+                "target": r[2],
+                "at": _utc(r[3]),
+                "ok": bool(r[4]),
+                "problems": list(r[5] or []),
+                "policy": r[6],
+            }
             for r in connection.execute(
-                select(VerificationRow.id, VerificationRow.snapshot_id, VerificationRow.target, VerificationRow.at,
-                       VerificationRow.ok, VerificationRow.problems, SnapshotRow.policy)
+                select(
+                    VerificationRow.id,
+                    VerificationRow.snapshot_id,
+                    VerificationRow.target,
+                    VerificationRow.at,
+                    VerificationRow.ok,
+                    VerificationRow.problems,
+                    SnapshotRow.policy,
+                )
                 .join(SnapshotRow, SnapshotRow.id == VerificationRow.snapshot_id)
                 .where(VerificationRow.at >= period.start, VerificationRow.at < period.end)
-                .order_by(VerificationRow.at))
+                .order_by(VerificationRow.at)
+            )
             if wanted is None or r[6] in wanted
-        ]  # fmt: skip
+        ]
         drills = [
-            {"id": r.id, "policy": r.policy, "drill": r.drill, "snapshot_id": r.snapshot_id, "target": r.target,
-             "started_at": _utc(r.started_at), "finished_at": _utc(r.finished_at), "ok": bool(r.ok),
-             "reason": r.reason, "rto_seconds": r.rto_seconds, "rto_objective_seconds": r.rto_objective_seconds,
-             "rpo_seconds": r.rpo_seconds, "report_paths": dict(r.report_paths or {})}
+            {
+                "id": r.id,
+                "policy": r.policy,
+                "drill": r.drill,
+                "snapshot_id": r.snapshot_id,
+                "target": r.target,
+                "started_at": _utc(r.started_at),
+                "finished_at": _utc(r.finished_at),
+                "ok": bool(r.ok),
+                "reason": r.reason,
+                "rto_seconds": r.rto_seconds,
+                "rto_objective_seconds": r.rto_objective_seconds,
+                "rpo_seconds": r.rpo_seconds,
+                "report_paths": dict(r.report_paths or {}),
+            }
             for r in connection.execute(
-                select(DrillRow.__table__).where(DrillRow.finished_at >= period.end - DRILL_WINDOW - (period.end - period.start),
-                                                 DrillRow.finished_at < period.end).order_by(DrillRow.finished_at))
+                select(DrillRow.__table__)
+                .where(
+                    DrillRow.finished_at >= period.end - DRILL_WINDOW - (period.end - period.start),
+                    DrillRow.finished_at < period.end,
+                )
+                .order_by(DrillRow.finished_at)
+            )
             if wanted is None or r.policy in wanted
-        ]  # fmt: skip
+        ]
         failed_copies: list[dict[str, Any]] = []
         observations: list[dict[str, Any]] = []
         triggers = connection.execute(
-            select(RunRecordRow.kind, RunRecordRow.subject, RunRecordRow.trigger, RunRecordRow.at,
-                   RunRecordRow.payload, RunRecordRow.seq)
+            select(
+                RunRecordRow.kind,
+                RunRecordRow.subject,
+                RunRecordRow.trigger,
+                RunRecordRow.at,
+                RunRecordRow.payload,
+                RunRecordRow.seq,
+            )
             .where(RunRecordRow.kind.in_(("copy", "observation")) | (RunRecordRow.kind == "snapshot"))
             .where((RunRecordRow.kind != "copy") | RunRecordRow.payload.contains('"status":"failed"'))
-            .where((RunRecordRow.kind != "observation") | ((RunRecordRow.at >= stamp(period.start))
-                                                          & (RunRecordRow.at < stamp(period.end))))
+            .where(
+                (RunRecordRow.kind != "observation")
+                | ((RunRecordRow.at >= stamp(period.start)) & (RunRecordRow.at < stamp(period.end)))
+            )
             .order_by(RunRecordRow.seq)
-        )  # fmt: skip
+        )
         for kind, subject, trigger, at, payload, seq in triggers:
             if kind == "snapshot":
-                run = by_id.get(subject)
-                if run is not None and run.trigger == "unknown":
-                    run.trigger = trigger  # the first record of a run: who started it
+                owner = by_id.get(subject)
+                if owner is not None and owner.trigger == "unknown":
+                    owner.trigger = trigger  # the first record of a run: who started it
             elif kind == "copy":
                 snapshot_id = subject.split("/", 1)[0]
                 if snapshot_id in by_id:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from backupctl.core.cronexpr import CronExpr
@@ -35,9 +36,14 @@ class ControlResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "control": self.control, "policy": self.policy, "status": self.status, "summary": self.summary,
-            "records": self.records, "exceptions": self.exceptions, "measured": self.measured,
-        }  # fmt: skip
+            "control": self.control,
+            "policy": self.policy,
+            "status": self.status,
+            "summary": self.summary,
+            "records": self.records,
+            "exceptions": self.exceptions,
+            "measured": self.measured,
+        }
 
 
 @dataclass
@@ -84,7 +90,9 @@ def backups_scheduled(ctx: PolicyPeriod) -> ControlResult:
     """Expected runs from `schedule:` vs runs recorded; missed slots and failed runs listed."""
     name = "backups-scheduled"
     if ctx.policy.schedule is None:
-        return _result(ctx, name, INSUFFICIENT_DATA, "the policy declares no schedule: nothing to compare with")
+        return _result(
+            ctx, name, INSUFFICIENT_DATA, "the policy declares no schedule: nothing to compare with"
+        )
     if not ctx.runs:
         return _no_data(ctx, name, "backup run")
     cron = CronExpr.parse(ctx.policy.schedule)
@@ -111,36 +119,61 @@ def backups_scheduled(ctx: PolicyPeriod) -> ControlResult:
             exceptions.append(f"failed: every run for the slot {slot.isoformat()} failed ({errors})")
     for run in ctx.runs:
         if run.status == "failed":
-            later = next((r for r in ctx.runs if r.started_at > run.started_at and r.status in RESTORABLE), None)
-            resolved = f"; resolved by {later.id} at {later.started_at.isoformat()}" if later else "; unresolved"
+            later = next(
+                (r for r in ctx.runs if r.started_at > run.started_at and r.status in RESTORABLE), None
+            )
+            resolved = (
+                f"; resolved by {later.id} at {later.started_at.isoformat()}" if later else "; unresolved"
+            )
             exceptions.append(f"run {run.id} failed at {run.started_at.isoformat()}: {run.error}{resolved}")
     status = NON_COMPLIANT if missed else COMPLIANT
     summary = f"{len(slots) - missed} of {len(slots)} scheduled runs succeeded ({ctx.policy.schedule})"
-    return _result(ctx, name, status, summary, records=records, exceptions=exceptions,
-                   measured={"expected": len(slots), "missed": missed, "runs": len(ctx.runs)})  # fmt: skip
+    return _result(
+        ctx,
+        name,
+        status,
+        summary,
+        records=records,
+        exceptions=exceptions,
+        measured={"expected": len(slots), "missed": missed, "runs": len(ctx.runs)},
+    )
 
 
 def rpo_achieved(ctx: PolicyPeriod) -> ControlResult:
     """The largest gap between restorable points over the period vs `objectives.rpo`."""
     name = "rpo-achieved"
-    points = sorted(run.started_at for run in ctx.all_runs if run.status in RESTORABLE and run.started_at < ctx.end)
+    points = sorted(
+        run.started_at for run in ctx.all_runs if run.status in RESTORABLE and run.started_at < ctx.end
+    )
     inside = [point for point in points if point >= ctx.start]
     if not inside:
         return _no_data(ctx, name, "restorable snapshot")
     before = [point for point in points if point < ctx.start]
     edges = ([before[-1]] if before else [ctx.start]) + inside + [ctx.end]
-    gaps = [(b - a, a, b) for a, b in zip(edges, edges[1:], strict=False)]
+    gaps = [(b - a, a, b) for a, b in pairwise(edges)]
     worst = max(gaps, key=lambda gap: gap[0])
     objective = ctx.policy.objectives.rpo
     exceptions = [
-        f"gap of {_fmt(g.total_seconds())} from {a.isoformat()} to {b.isoformat()} exceeds the RPO {_fmt(objective.total_seconds())}"
-        for g, a, b in gaps if g > objective
-    ]  # fmt: skip
+        f"gap of {_fmt(g.total_seconds())} from {a.isoformat()} to {b.isoformat()} "
+        f"exceeds the RPO {_fmt(objective.total_seconds())}"
+        for g, a, b in gaps
+        if g > objective
+    ]
     status = NON_COMPLIANT if exceptions else COMPLIANT
     summary = f"largest gap {_fmt(worst[0].total_seconds())} vs objective {_fmt(objective.total_seconds())}"
-    return _result(ctx, name, status, summary, exceptions=exceptions,
-                   measured={"worst_gap_seconds": worst[0].total_seconds(), "objective_seconds": objective.total_seconds(),
-                             "restorable_points": len(inside), "point_in_time_archive": None})  # fmt: skip
+    return _result(
+        ctx,
+        name,
+        status,
+        summary,
+        exceptions=exceptions,
+        measured={
+            "worst_gap_seconds": worst[0].total_seconds(),
+            "objective_seconds": objective.total_seconds(),
+            "restorable_points": len(inside),
+            "point_in_time_archive": None,
+        },
+    )
 
 
 def retention_held(ctx: PolicyPeriod) -> ControlResult:
@@ -153,17 +186,35 @@ def retention_held(ctx: PolicyPeriod) -> ControlResult:
     measured: dict[str, Any] = {}
     for target in ctx.policy.targets:
         rules = target.retention or ctx.policy.retention
-        copies = [run for run in held if run.copies.get(target.name, ("", None))[0] in ("complete", "deleted")]
+        copies = [
+            run for run in held if run.copies.get(target.name, ("", None))[0] in ("complete", "deleted")
+        ]
         plan = plan_retention([SnapshotRef(run.id, run.started_at) for run in copies], rules, ctx.end)
         kept = {ref.id for ref in plan.kept}
-        lost = [run for run in copies if run.id in kept and run.copies[target.name][0] == "deleted"
-                and (run.copies[target.name][1] or ctx.end) < ctx.end]  # fmt: skip
+        lost = [
+            run
+            for run in copies
+            if run.id in kept
+            and run.copies[target.name][0] == "deleted"
+            and (run.copies[target.name][1] or ctx.end) < ctx.end
+        ]
         exceptions += [f"{target.name}: {run.id} was deleted before its retention expired" for run in lost]
-        measured[target.name] = {"declared": rules.model_dump(exclude_none=True), "kept_by_rules": len(kept),
-                                 "held": sum(1 for run in copies if run.copies[target.name][0] == "complete")}  # fmt: skip
+        measured[target.name] = {
+            "declared": rules.model_dump(exclude_none=True),
+            "kept_by_rules": len(kept),
+            "held": sum(1 for run in copies if run.copies[target.name][0] == "complete"),
+        }
     status = NON_COMPLIANT if exceptions else COMPLIANT
-    return _result(ctx, name, status, "retention as declared, held on every target" if not exceptions
-                   else f"{len(exceptions)} copies deleted early", exceptions=exceptions, measured=measured)  # fmt: skip
+    return _result(
+        ctx,
+        name,
+        status,
+        "retention as declared, held on every target"
+        if not exceptions
+        else f"{len(exceptions)} copies deleted early",
+        exceptions=exceptions,
+        measured=measured,
+    )
 
 
 def encrypted(ctx: PolicyPeriod) -> ControlResult:
@@ -175,9 +226,15 @@ def encrypted(ctx: PolicyPeriod) -> ControlResult:
     plain = [run.id for run in runs if not run.encrypted]
     recipients = [r[:12] + "…" + r[-6:] for r in ctx.policy.encryption.recipients]
     status = NON_COMPLIANT if plain else COMPLIANT
-    return _result(ctx, name, status, f"{len(runs) - len(plain)} of {len(runs)} snapshots encrypted",
-                   records=[run.id for run in runs], exceptions=[f"snapshot {i} has an unencrypted artifact" for i in plain],
-                   measured={"recipients": recipients})  # fmt: skip
+    return _result(
+        ctx,
+        name,
+        status,
+        f"{len(runs) - len(plain)} of {len(runs)} snapshots encrypted",
+        records=[run.id for run in runs],
+        exceptions=[f"snapshot {i} has an unencrypted artifact" for i in plain],
+        measured={"recipients": recipients},
+    )
 
 
 def _immutable_targets(ctx: PolicyPeriod) -> set[str]:
@@ -216,15 +273,27 @@ def rule_32110(ctx: PolicyPeriod) -> ControlResult:
             missing.append("no immutable copy")
         if missing:
             exceptions.append(f"snapshot {run.id}: " + ", ".join(missing))
-    failed_verifications = [v for v in ctx.data.verifications if v["policy"] == ctx.policy.name and not v["ok"]]
-    exceptions += [f"verify of {v['snapshot_id']} on {v['target']} found errors: {'; '.join(v['problems'])}"
-                   for v in failed_verifications]  # fmt: skip
+    failed_verifications = [
+        v for v in ctx.data.verifications if v["policy"] == ctx.policy.name and not v["ok"]
+    ]
+    exceptions += [
+        f"verify of {v['snapshot_id']} on {v['target']} found errors: {'; '.join(v['problems'])}"
+        for v in failed_verifications
+    ]
     observed = [o for o in ctx.data.observations if o.get("policy") == ctx.policy.name]
     status = NON_COMPLIANT if exceptions else COMPLIANT
-    return _result(ctx, name, status, f"{len(runs)} snapshots checked, {len(observed)} status observations",
-                   records=[run.id for run in runs], exceptions=exceptions,
-                   measured={"observations": len(observed),
-                             "observed_compliant": sum(1 for o in observed if o.get("compliant"))})  # fmt: skip
+    return _result(
+        ctx,
+        name,
+        status,
+        f"{len(runs)} snapshots checked, {len(observed)} status observations",
+        records=[run.id for run in runs],
+        exceptions=exceptions,
+        measured={
+            "observations": len(observed),
+            "observed_compliant": sum(1 for o in observed if o.get("compliant")),
+        },
+    )
 
 
 def immutable_copy(ctx: PolicyPeriod) -> ControlResult:
@@ -237,33 +306,54 @@ def immutable_copy(ctx: PolicyPeriod) -> ControlResult:
     immutable = _immutable_targets(ctx)
     if not immutable:
         return _result(ctx, name, NON_COMPLIANT, "no target is immutable (object lock / append-only)")
-    missing = [run.id for run in runs
-               if not any(run.copies.get(t, ("", None))[0] == "complete" for t in immutable)]  # fmt: skip
+    missing = [
+        run.id for run in runs if not any(run.copies.get(t, ("", None))[0] == "complete" for t in immutable)
+    ]
     status = NON_COMPLIANT if missing else COMPLIANT
-    return _result(ctx, name, status, f"immutable targets: {', '.join(sorted(immutable))}",
-                   records=[run.id for run in runs],
-                   exceptions=[f"snapshot {i} has no complete immutable copy" for i in missing])  # fmt: skip
+    return _result(
+        ctx,
+        name,
+        status,
+        f"immutable targets: {', '.join(sorted(immutable))}",
+        records=[run.id for run in runs],
+        exceptions=[f"snapshot {i} has no complete immutable copy" for i in missing],
+    )
 
 
 def drill_passed(ctx: PolicyPeriod) -> ControlResult:
     """A drill of the policy passed within 90 days before the period's end, RTO ≤ objective."""
     name = "restore-drill"
-    window = [d for d in ctx.data.drills if d["policy"] == ctx.policy.name
-              and ctx.end - DRILL_WINDOW <= d["finished_at"] < ctx.end]  # fmt: skip
+    window = [
+        d
+        for d in ctx.data.drills
+        if d["policy"] == ctx.policy.name and ctx.end - DRILL_WINDOW <= d["finished_at"] < ctx.end
+    ]
     if not window:
-        return _result(ctx, name, INSUFFICIENT_DATA if not ctx.runs else NON_COMPLIANT,
-                       "no restore drill in the 90 days before the period's end")  # fmt: skip
+        return _result(
+            ctx,
+            name,
+            INSUFFICIENT_DATA if not ctx.runs else NON_COMPLIANT,
+            "no restore drill in the 90 days before the period's end",
+        )
     objective = ctx.policy.objectives.rto.total_seconds()
     exceptions = [f"drill {d['id']} failed: {d['reason']}" for d in window if not d["ok"]]
     good = [d for d in window if d["ok"] and d["rto_seconds"] is not None and d["rto_seconds"] <= objective]
     slow = [d for d in window if d["ok"] and (d["rto_seconds"] is None or d["rto_seconds"] > objective)]
-    exceptions += [f"drill {d['id']} passed but took {d['rto_seconds']}s > RTO {objective:.0f}s" for d in slow]
+    exceptions += [
+        f"drill {d['id']} passed but took {d['rto_seconds']}s > RTO {objective:.0f}s" for d in slow
+    ]
     status = COMPLIANT if good else NON_COMPLIANT
     best = min((d["rto_seconds"] for d in good), default=None)
-    return _result(ctx, name, status, f"{len(good)} passing drill(s) within RTO {_fmt(objective)}"
-                   + (f", fastest {best:.1f}s" if best is not None else ""),
-                   records=[d["id"] for d in window], exceptions=exceptions,
-                   measured={"rto_objective_seconds": objective, "best_rto_seconds": best})  # fmt: skip
+    return _result(
+        ctx,
+        name,
+        status,
+        f"{len(good)} passing drill(s) within RTO {_fmt(objective)}"
+        + (f", fastest {best:.1f}s" if best is not None else ""),
+        records=[d["id"] for d in window],
+        exceptions=exceptions,
+        measured={"rto_objective_seconds": objective, "best_rto_seconds": best},
+    )
 
 
 def verify_runs(ctx: PolicyPeriod) -> ControlResult:
@@ -275,13 +365,23 @@ def verify_runs(ctx: PolicyPeriod) -> ControlResult:
     exceptions = []
     for v in runs:
         if not v["ok"]:
-            later = next((w for w in runs if w["at"] > v["at"] and w["ok"] and w["target"] == v["target"]), None)
+            later = next(
+                (w for w in runs if w["at"] > v["at"] and w["ok"] and w["target"] == v["target"]), None
+            )
             tail = f"; a later verify passed at {later['at'].isoformat()}" if later else "; unresolved"
-            exceptions.append(f"verify of {v['snapshot_id']} on {v['target']} failed: {'; '.join(v['problems'])}{tail}")
+            exceptions.append(
+                f"verify of {v['snapshot_id']} on {v['target']} failed: {'; '.join(v['problems'])}{tail}"
+            )
     unresolved = [e for e in exceptions if e.endswith("unresolved")]
     status = NON_COMPLIANT if unresolved else COMPLIANT
-    return _result(ctx, name, status, f"{sum(v['ok'] for v in runs)} of {len(runs)} verify runs passed",
-                   records=[str(v["id"]) for v in runs], exceptions=exceptions)  # fmt: skip
+    return _result(
+        ctx,
+        name,
+        status,
+        f"{sum(v['ok'] for v in runs)} of {len(runs)} verify runs passed",
+        records=[str(v["id"]) for v in runs],
+        exceptions=exceptions,
+    )
 
 
 def copies_replicated(ctx: PolicyPeriod) -> ControlResult:
@@ -298,11 +398,16 @@ def copies_replicated(ctx: PolicyPeriod) -> ControlResult:
         now_status = run.copies.get(failure["target"], ("missing", None))[0]
         resolved = now_status == "complete"
         unresolved += not resolved
-        tail = "; resolved: the copy is now complete (replicated)" if resolved else f"; unresolved ({now_status})"
+        tail = (
+            "; resolved: the copy is now complete (replicated)"
+            if resolved
+            else f"; unresolved ({now_status})"
+        )
         exceptions.append(f"copy of {run.id} to {failure['target']} failed: {failure.get('error')}{tail}")
     status = NON_COMPLIANT if unresolved else COMPLIANT
-    return _result(ctx, name, status, f"{len(exceptions)} failed copies, {unresolved} unresolved",
-                   exceptions=exceptions)  # fmt: skip
+    return _result(
+        ctx, name, status, f"{len(exceptions)} failed copies, {unresolved} unresolved", exceptions=exceptions
+    )
 
 
 CONTROLS: dict[str, Callable[[PolicyPeriod], ControlResult]] = {
@@ -325,8 +430,14 @@ def catalog_integrity(data: CatalogData) -> ControlResult:
     status = COMPLIANT if audit.ok else NON_COMPLIANT
     if audit.records == 0:
         status = INSUFFICIENT_DATA
-    return ControlResult(INTEGRITY, "*", status, f"{audit.records} ledger records, head {audit.head[:16]}",
-                         exceptions=list(audit.problems), measured={"head": audit.head, "head_seq": audit.head_seq})  # fmt: skip
+    return ControlResult(
+        INTEGRITY,
+        "*",
+        status,
+        f"{audit.records} ledger records, head {audit.head[:16]}",
+        exceptions=list(audit.problems),
+        measured={"head": audit.head, "head_seq": audit.head_seq},
+    )
 
 
 def evaluate(policy: Policy, data: CatalogData, now: datetime | None = None) -> list[ControlResult]:

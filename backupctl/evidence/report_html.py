@@ -25,15 +25,23 @@ def bar_chart(title: str, values: list[tuple[str, float]], unit: str, width: int
     top = max(value for _, value in values) or 1.0
     row, label_width = 18, 180
     height = row * len(values) + 24
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
-             f'<title>{escape(title)}</title>',
-             f'<text x="0" y="12" font-size="12" font-weight="bold">{escape(title)} (scale 0 – {top:,.1f} {escape(unit)})</text>']  # fmt: skip
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="0" y="12" font-size="12" font-weight="bold">{escape(title)} '
+        f"(scale 0 to {top:,.1f} {escape(unit)})</text>",
+    ]
     for index, (label, value) in enumerate(values):
         y = 20 + index * row
         length = 0.0 if value <= 0 else max(2.0, (width - label_width - 120) * value / top)
         parts.append(f'<text x="0" y="{y + 12}" font-size="11">{escape(label[:28])}</text>')
-        parts.append(f'<rect x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{row - 6}" fill="#4878d0"/>')
-        parts.append(f'<text x="{label_width + length + 4:.1f}" y="{y + 12}" font-size="11">{value:,.2f} {escape(unit)}</text>')
+        parts.append(
+            f'<rect x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{row - 6}" fill="#4878d0"/>'
+        )
+        parts.append(
+            f'<text x="{label_width + length + 4:.1f}" y="{y + 12}" font-size="11">'
+            f"{value:,.2f} {escape(unit)}</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -41,21 +49,28 @@ def bar_chart(title: str, values: list[tuple[str, float]], unit: str, width: int
 def render(document: dict[str, Any], title: str) -> str:
     """The report as one HTML page (no external resources: it prints and archives as is)."""
     period = document["period"]
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
-           f"<style>{_CSS}</style></head><body>",
-           f"<h1>{escape(title)} — {escape(period['label'])}</h1>",
-           f"<p>Period {escape(period['start'])} to {escape(period['end'])} (UTC). Generated {escape(document['generated_at'])} "
-           f"on {escape(document['generator']['host'])} by backupctl {escape(document['generator']['backupctl_version'])}. "
-           f"Hosts: {escape(', '.join(document['hosts']) or 'none')}.</p>",
-           "<h2>Controls</h2><table><tr><th>Policy</th><th>Control</th><th>Status</th><th>Why</th></tr>"]  # fmt: skip
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{escape(title)} — {escape(period['label'])}</h1>",
+        f"<p>Period {escape(period['start'])} to {escape(period['end'])} (UTC). "
+        f"Generated {escape(document['generated_at'])} on {escape(document['generator']['host'])} "
+        f"by backupctl {escape(document['generator']['backupctl_version'])}. "
+        f"Hosts: {escape(', '.join(document['hosts']) or 'none')}.</p>",
+        "<h2>Controls</h2><table><tr><th>Policy</th><th>Control</th><th>Status</th><th>Why</th></tr>",
+    ]
     for control in document["controls"]:
-        out.append(f"<tr><td>{escape(control['policy'])}</td><td>{escape(control['control'])}</td>"
-                   f"<td>{_status(control['status'])}</td><td>{escape(control['summary'])}</td></tr>")  # fmt: skip
+        out.append(
+            f"<tr><td>{escape(control['policy'])}</td><td>{escape(control['control'])}</td>"
+            f"<td>{_status(control['status'])}</td><td>{escape(control['summary'])}</td></tr>"
+        )
     out.append("</table><h2>Exceptions</h2>")
     if document["exceptions"]:
         out.append("<table><tr><th>Policy</th><th>Control</th><th>Detail</th></tr>")
         for item in document["exceptions"]:
-            out.append(f"<tr><td>{escape(item['policy'])}</td><td>{escape(item['control'])}</td><td>{escape(item['detail'])}</td></tr>")
+            out.append(
+                f"<tr><td>{escape(item['policy'])}</td><td>{escape(item['control'])}</td><td>{escape(item['detail'])}</td></tr>"
+            )
         out.append("</table>")
     else:
         out.append("<p>None.</p>")
@@ -63,25 +78,57 @@ def render(document: dict[str, Any], title: str) -> str:
     for run in document["runs"]:
         runs_per_policy[run["policy"]][0 if run["status"] in ("complete", "partial") else 1] += 1
     out.append("<h2>Runs</h2>")
-    out.append(bar_chart("Successful runs per policy", [(p, float(v[0])) for p, v in sorted(runs_per_policy.items())], "runs"))
-    out.append(bar_chart("Failed runs per policy", [(p, float(v[1])) for p, v in sorted(runs_per_policy.items())], "runs"))
-    rpo = [(c["policy"], c["measured"].get("worst_gap_seconds", 0) / 3600) for c in document["controls"]
-           if c["control"] == "rpo-achieved" and c["measured"]]  # fmt: skip
+    out.append(
+        bar_chart(
+            "Successful runs per policy",
+            [(p, float(v[0])) for p, v in sorted(runs_per_policy.items())],
+            "runs",
+        )
+    )
+    out.append(
+        bar_chart(
+            "Failed runs per policy", [(p, float(v[1])) for p, v in sorted(runs_per_policy.items())], "runs"
+        )
+    )
+    rpo = [
+        (c["policy"], c["measured"].get("worst_gap_seconds", 0) / 3600)
+        for c in document["controls"]
+        if c["control"] == "rpo-achieved" and c["measured"]
+    ]
     out.append("<h2>Recovery objectives</h2>")
     out.append(bar_chart("Largest gap between restorable points (achieved RPO)", rpo, "h"))
     rto = [(d["policy"] + " " + d["id"][:8], float(d["rto_seconds"] or 0)) for d in document["drills"]]
     out.append(bar_chart("Measured RTO of drills", rto, "s"))
-    storage = [(f"{p} → {t}", b / 2**20) for p, targets in sorted(document["storage"].items()) for t, b in sorted(targets.items())]
+    storage = [
+        (f"{p} → {t}", b / 2**20)
+        for p, targets in sorted(document["storage"].items())
+        for t, b in sorted(targets.items())
+    ]
     out.append("<h2>Storage</h2>" + bar_chart("Stored by the period's copies", storage, "MiB"))
-    out.append("<h2>Drills</h2><table><tr><th>Drill</th><th>Policy</th><th>Finished</th><th>Result</th><th>RTO s</th></tr>")
+    out.append(
+        "<h2>Drills</h2><table><tr><th>Drill</th><th>Policy</th><th>Finished</th>"
+        "<th>Result</th><th>RTO s</th></tr>"
+    )
     for d in document["drills"]:
-        out.append(f"<tr><td>{escape(d['id'])}</td><td>{escape(d['policy'])}</td><td>{escape(d['finished_at'])}</td>"
-                   f"<td>{'passed' if d['ok'] else 'FAILED: ' + escape(str(d['reason']))}</td><td>{d['rto_seconds']}</td></tr>")  # fmt: skip
-    out.append("</table><h2>Policies in force</h2><table><tr><th>Policy</th><th>File</th><th>sha256</th></tr>")
+        out.append(
+            f"<tr><td>{escape(d['id'])}</td><td>{escape(d['policy'])}</td><td>{escape(d['finished_at'])}</td>"
+            f"<td>{'passed' if d['ok'] else 'FAILED: ' + escape(str(d['reason']))}</td>"
+            f"<td>{d['rto_seconds']}</td></tr>"
+        )
+    out.append(
+        "</table><h2>Policies in force</h2><table><tr><th>Policy</th><th>File</th><th>sha256</th></tr>"
+    )
     for p in document["policies"]:
-        out.append(f"<tr><td>{escape(p['name'])}</td><td>{escape(p['file'])}</td><td><code>{escape(p['sha256'])}</code></td></tr>")
+        out.append(
+            f"<tr><td>{escape(p['name'])}</td><td>{escape(p['file'])}</td><td><code>{escape(p['sha256'])}</code></td></tr>"
+        )
     ledger = document["ledger"]
-    out.append(f"</table><h2>Run ledger</h2><p>{ledger['records']} records, head #{ledger['head_seq']} "
-               f"<code>{escape(ledger['head'])}</code>; problems: {escape('; '.join(ledger['problems']) or 'none')}.</p>")  # fmt: skip
-    out.append("<div class='sign'><div>Reviewed by (name, date)</div><div>Signature</div></div></body></html>")
+    out.append(
+        f"</table><h2>Run ledger</h2><p>{ledger['records']} records, head #{ledger['head_seq']} "
+        f"<code>{escape(ledger['head'])}</code>; "
+        f"problems: {escape('; '.join(ledger['problems']) or 'none')}.</p>"
+    )
+    out.append(
+        "<div class='sign'><div>Reviewed by (name, date)</div><div>Signature</div></div></body></html>"
+    )
     return "\n".join(out)

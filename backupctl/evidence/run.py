@@ -23,11 +23,15 @@ def load_policies(settings: Settings, names: tuple[str, ...]) -> list[LoadedPoli
     by_name = {item.policy.name: item for item in loaded}
     unknown = [name for name in names if name not in by_name]
     if unknown:
-        raise ConfigError(f"--policy: no policy named {', '.join(unknown)} (known: {', '.join(sorted(by_name))})")
+        raise ConfigError(
+            f"--policy: no policy named {', '.join(unknown)} (known: {', '.join(sorted(by_name))})"
+        )
     return [by_name[name] for name in (names or tuple(sorted(by_name)))]
 
 
-def document_for(settings: Settings, period: Period, names: tuple[str, ...]) -> tuple[dict[str, Any], list[LoadedPolicy], Catalog]:
+def document_for(
+    settings: Settings, period: Period, names: tuple[str, ...]
+) -> tuple[dict[str, Any], list[LoadedPolicy], Catalog]:
     policies = load_policies(settings, names)
     catalog = Catalog.open(settings.catalog_url)
     return build(catalog, period, policies, include_all=not names), policies, catalog

@@ -34,8 +34,14 @@ class Verdict:
         return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
-        return {"bundle": self.bundle, "ok": self.ok, "signer": self.signer, "files": self.files,
-                "ledger_records": self.ledger_records, "problems": self.problems}  # fmt: skip
+        return {
+            "bundle": self.bundle,
+            "ok": self.ok,
+            "signer": self.signer,
+            "files": self.files,
+            "ledger_records": self.ledger_records,
+            "problems": self.problems,
+        }
 
 
 def verify_bundle(bundle: Path, catalog: Catalog | None, allowed_signers: Path | None = None) -> Verdict:
@@ -103,7 +109,9 @@ def _trusted(key: Ed25519PublicKey, signers: Path) -> str:
 def _check_ledger(root: Path, catalog: Catalog | None, verdict: Verdict) -> None:
     try:
         chain = json.loads((root / "chain.json").read_text())
-        records = [LedgerRecord(**json.loads(line)) for line in (root / "ledger.jsonl").read_text().splitlines()]
+        records = [
+            LedgerRecord(**json.loads(line)) for line in (root / "ledger.jsonl").read_text().splitlines()
+        ]
         document = json.loads((root / "evidence.json").read_text())
     except (OSError, ValueError, TypeError) as error:
         verdict.problems.append(f"cannot read the bundle's ledger: {error}")
@@ -119,16 +127,26 @@ def _check_ledger(root: Path, catalog: Catalog | None, verdict: Verdict) -> None
     for run in document.get("runs", []):
         recorded = newest.get(("snapshot", run["id"]))
         if recorded is not None and recorded.get("status") != run["status"]:
-            verdict.problems.append(f"evidence.json: run {run['id']} says {run['status']}, the ledger {recorded.get('status')}")
+            verdict.problems.append(
+                f"evidence.json: run {run['id']} says {run['status']}, the ledger {recorded.get('status')}"
+            )
     if catalog is None:
         return
     with catalog.engine.connect() as connection:
-        now = {r.seq: r for r in read_ledger(connection, ledger["from_seq"] - 1) if r.seq <= ledger["head_seq"]}
+        now = {
+            r.seq: r for r in read_ledger(connection, ledger["from_seq"] - 1) if r.seq <= ledger["head_seq"]
+        }
         for record in records:
             current = now.get(record.seq)
             if current is None:
-                verdict.problems.append(f"catalog: ledger record {record.seq} ({record.kind} {record.subject}) was deleted since the export")
+                verdict.problems.append(
+                    f"catalog: ledger record {record.seq} ({record.kind} {record.subject}) "
+                    "was deleted since the export"
+                )
             elif current.hash != record.hash or current != record:
-                verdict.problems.append(f"catalog: ledger record {record.seq} ({record.kind} {record.subject}) was edited since the export")
+                verdict.problems.append(
+                    f"catalog: ledger record {record.seq} ({record.kind} {record.subject}) "
+                    "was edited since the export"
+                )
         result, _ = audit(connection)
     verdict.problems += [f"catalog now: {p}" for p in result.problems]
