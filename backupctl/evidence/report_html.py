@@ -9,7 +9,7 @@ from typing import Any
 _COLORS = {"COMPLIANT": "#1a7f37", "NON_COMPLIANT": "#cf222e", "INSUFFICIENT_DATA": "#9a6700"}
 _CSS = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;font-size:13px}
-.status{font-weight:bold}h1{font-size:22px}h2{font-size:18px;margin-top:1.5em}
+.status{font-weight:bold}.name{white-space:nowrap}h1{font-size:22px}h2{font-size:18px;margin-top:1.5em}
 .sign{margin-top:3em}.sign div{display:inline-block;width:40%;border-top:1px solid #000;margin-right:5%}"""
 
 
@@ -61,7 +61,7 @@ def render(document: dict[str, Any], title: str) -> str:
     ]
     for control in document["controls"]:
         out.append(
-            f"<tr><td>{escape(control['policy'])}</td><td>{escape(control['control'])}</td>"
+            f"<tr><td>{escape(control['policy'])}</td><td class='name'>{escape(control['control'])}</td>"
             f"<td>{_status(control['status'])}</td><td>{escape(control['summary'])}</td></tr>"
         )
     out.append("</table><h2>Exceptions</h2>")
@@ -69,7 +69,8 @@ def render(document: dict[str, Any], title: str) -> str:
         out.append("<table><tr><th>Policy</th><th>Control</th><th>Detail</th></tr>")
         for item in document["exceptions"]:
             out.append(
-                f"<tr><td>{escape(item['policy'])}</td><td>{escape(item['control'])}</td><td>{escape(item['detail'])}</td></tr>"
+                f"<tr><td>{escape(item['policy'])}</td><td class='name'>{escape(item['control'])}</td>"
+                f"<td>{escape(item['detail'])}</td></tr>"
             )
         out.append("</table>")
     else:
