@@ -46,6 +46,15 @@ def bar_chart(title: str, values: list[tuple[str, float]], unit: str, width: int
     return "".join(parts)
 
 
+def _byte_unit(largest: float) -> tuple[float, str]:
+    """The unit that shows the largest value as a number between 1 and 1024 (40 bytes stay
+    40 B rather than 0.00 MiB)."""
+    for power, unit in ((4, "TiB"), (3, "GiB"), (2, "MiB"), (1, "KiB")):
+        if largest >= 1024**power:
+            return float(1024**power), unit
+    return 1.0, "B"
+
+
 def render(document: dict[str, Any], title: str) -> str:
     """The report as one HTML page (no external resources: it prints and archives as is)."""
     period = document["period"]
@@ -100,12 +109,14 @@ def render(document: dict[str, Any], title: str) -> str:
     out.append(bar_chart("Largest gap between restorable points (achieved RPO)", rpo, "h"))
     rto = [(d["policy"] + " " + d["id"][:8], float(d["rto_seconds"] or 0)) for d in document["drills"]]
     out.append(bar_chart("Measured RTO of drills", rto, "s"))
-    storage = [
-        (f"{p} → {t}", b / 2**20)
+    used = [
+        (f"{p} → {t}", float(b))
         for p, targets in sorted(document["storage"].items())
         for t, b in sorted(targets.items())
     ]
-    out.append("<h2>Storage</h2>" + bar_chart("Stored by the period's copies", storage, "MiB"))
+    scale, unit = _byte_unit(max((b for _, b in used), default=0.0))
+    storage = [(label, b / scale) for label, b in used]
+    out.append("<h2>Storage</h2>" + bar_chart("Stored by the period's copies", storage, unit))
     out.append(
         "<h2>Drills</h2><table><tr><th>Drill</th><th>Policy</th><th>Finished</th>"
         "<th>Result</th><th>RTO s</th></tr>"
