@@ -6,6 +6,13 @@ from collections import defaultdict
 from html import escape
 from typing import Any
 
+# Exceptions shown per policy and control in the HTML/PDF; the rest are counted there and listed in
+# full in exceptions.csv and evidence.json (a PDF of 10,000 rows is read by nobody, and WeasyPrint
+# takes minutes and gigabytes to lay it out).
+EXCEPTIONS_SHOWN = 25
+EXCEPTIONS_COMPACT = 1
+DRILLS_COMPACT = 20  # failed drills listed in the compact layout
+COMPACT_ABOVE = 60  # controls: a PDF with more uses the compact layout
 _COLORS = {"COMPLIANT": "#1a7f37", "NON_COMPLIANT": "#cf222e", "INSUFFICIENT_DATA": "#9a6700"}
 _CSS = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;font-size:13px}
@@ -46,6 +53,10 @@ def bar_chart(title: str, values: list[tuple[str, float]], unit: str, width: int
     return "".join(parts)
 
 
+def _exception_row(policy: str, control: str, detail_html: str) -> str:
+    return f"<tr><td>{escape(policy)}</td><td class='name'>{escape(control)}</td><td>{detail_html}</td></tr>"
+
+
 def _byte_unit(largest: float) -> tuple[float, str]:
     """The unit that shows the largest value as a number between 1 and 1024 (40 bytes stay
     40 B rather than 0.00 MiB)."""
@@ -55,8 +66,29 @@ def _byte_unit(largest: float) -> tuple[float, str]:
     return 1.0, "B"
 
 
-def render(document: dict[str, Any], title: str) -> str:
-    """The report as one HTML page (no external resources: it prints and archives as is)."""
+def _matrix(controls: list[dict[str, Any]]) -> list[str]:
+    """Controls as a policy-by-control table of statuses (a fleet's report on a few pages)."""
+    names = list(dict.fromkeys(c["control"] for c in controls))
+    rows: dict[str, dict[str, str]] = defaultdict(dict)
+    for control in controls:
+        rows[control["policy"]][control["control"]] = control["status"]
+    out = [
+        "<table><tr><th>Policy</th>" + "".join(f"<th class='name'>{escape(n)}</th>" for n in names) + "</tr>"
+    ]
+    for policy, statuses in rows.items():
+        cells = "".join(f"<td>{_status(statuses[n]) if n in statuses else ''}</td>" for n in names)
+        out.append(f"<tr><td>{escape(policy)}</td>{cells}</tr>")
+    out.append("</table>")
+    return out
+
+
+def render(document: dict[str, Any], title: str, *, compact: bool = False) -> str:
+    """The report as one HTML page (no external resources: it prints and archives as is).
+
+    `compact` (the PDF of a big fleet): controls as a matrix, EXCEPTIONS_COMPACT exceptions per
+    policy and control, and a count of the rest; evidence.json and the CSV files hold them all.
+    """
+    limit = EXCEPTIONS_COMPACT if compact else EXCEPTIONS_SHOWN
     period = document["period"]
     out = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
@@ -66,21 +98,31 @@ def render(document: dict[str, Any], title: str) -> str:
         f"Generated {escape(document['generated_at'])} on {escape(document['generator']['host'])} "
         f"by backupctl {escape(document['generator']['backupctl_version'])}. "
         f"Hosts: {escape(', '.join(document['hosts']) or 'none')}.</p>",
-        "<h2>Controls</h2><table><tr><th>Policy</th><th>Control</th><th>Status</th><th>Why</th></tr>",
     ]
-    for control in document["controls"]:
+    if compact:
+        out += ["<h2>Controls</h2>", *_matrix(document["controls"])]
+    else:
+        out.append(
+            "<h2>Controls</h2><table><tr><th>Policy</th><th>Control</th><th>Status</th><th>Why</th></tr>"
+        )
+    for control in [] if compact else document["controls"]:
         out.append(
             f"<tr><td>{escape(control['policy'])}</td><td class='name'>{escape(control['control'])}</td>"
             f"<td>{_status(control['status'])}</td><td>{escape(control['summary'])}</td></tr>"
         )
-    out.append("</table><h2>Exceptions</h2>")
+    out.append("<h2>Exceptions</h2>" if compact else "</table><h2>Exceptions</h2>")
     if document["exceptions"]:
         out.append("<table><tr><th>Policy</th><th>Control</th><th>Detail</th></tr>")
+        shown: dict[tuple[str, str], int] = defaultdict(int)
         for item in document["exceptions"]:
-            out.append(
-                f"<tr><td>{escape(item['policy'])}</td><td class='name'>{escape(item['control'])}</td>"
-                f"<td>{escape(item['detail'])}</td></tr>"
-            )
+            key = (item["policy"], item["control"])
+            shown[key] += 1
+            if shown[key] <= limit:
+                out.append(_exception_row(item["policy"], item["control"], escape(item["detail"])))
+        for (policy, control), count in shown.items():
+            if count > limit:
+                more = f"<b>… and {count - limit} more in exceptions.csv</b>"
+                out.append(_exception_row(policy, control, more))
         out.append("</table>")
     else:
         out.append("<p>None.</p>")
@@ -121,11 +163,18 @@ def render(document: dict[str, Any], title: str) -> str:
         "<h2>Drills</h2><table><tr><th>Drill</th><th>Policy</th><th>Finished</th>"
         "<th>Result</th><th>RTO s</th></tr>"
     )
-    for d in document["drills"]:
+    drills = document["drills"]
+    listed = [d for d in drills if not d["ok"]][:DRILLS_COMPACT] if compact else drills
+    for d in listed:
         out.append(
             f"<tr><td>{escape(d['id'])}</td><td>{escape(d['policy'])}</td><td>{escape(d['finished_at'])}</td>"
             f"<td>{'passed' if d['ok'] else 'FAILED: ' + escape(str(d['reason']))}</td>"
             f"<td>{d['rto_seconds']}</td></tr>"
+        )
+    if len(listed) < len(drills):
+        out.append(
+            f"<tr><td colspan='5'><b>{len(drills) - len(listed)} more drills (passed ones and "
+            "failures beyond the first) in drills.csv</b></td></tr>"
         )
     out.append(
         "</table><h2>Policies in force</h2><table><tr><th>Policy</th><th>File</th><th>sha256</th></tr>"
