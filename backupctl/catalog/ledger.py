@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, MetaData, Table, insert, select, text
 from sqlalchemy.orm import Session
 
 from backupctl.catalog.models import CopyRow, DrillRow, RunRecordRow, SnapshotRow, VerificationRow
@@ -365,17 +365,24 @@ def audit(connection: Connection) -> tuple[Audit, list[LedgerRecord]]:
 def backfill(connection: Connection) -> int:
     """Append a record for every snapshot, copy, verification and drill row that exists (the
     0004 migration: catalogs made before the ledger). Returns how many were appended."""
+    # Reflected, not the models: a later migration may add columns the database does not have
+    # yet when this one runs.
+    metadata = MetaData()
+    table = {
+        name: Table(name, metadata, autoload_with=connection)
+        for name in ("snapshots", "snapshot_copies", "verifications", "drills", "run_records")
+    }
     entries: list[tuple[str, str, str, str]] = []  # (at, kind, subject, payload)
-    for row in connection.execute(select(SnapshotRow.__table__)).mappings():
+    for row in connection.execute(select(table["snapshots"])).mappings():
         at = stamp(row["finished_at"] or row["started_at"]) or ""
         entries.append((at, "snapshot", str(row["id"]), canonical(snapshot_payload(row))))
-    for row in connection.execute(select(CopyRow.__table__)).mappings():
+    for row in connection.execute(select(table["snapshot_copies"])).mappings():
         subject = copy_subject(str(row["snapshot_id"]), str(row["target"]))
         entries.append((stamp(row["updated_at"]) or "", "copy", subject, canonical(copy_payload(row))))
-    for row in connection.execute(select(VerificationRow.__table__)).mappings():
+    for row in connection.execute(select(table["verifications"])).mappings():
         payload = verification_payload(row)
         entries.append((stamp(row["at"]) or "", "verification", str(row["id"]), canonical(payload)))
-    for row in connection.execute(select(DrillRow.__table__)).mappings():
+    for row in connection.execute(select(table["drills"])).mappings():
         entries.append(
             (stamp(row["finished_at"]) or "", "drill", str(row["id"]), canonical(drill_payload(row)))
         )
@@ -400,5 +407,5 @@ def backfill(connection: Connection) -> int:
         )
         prev = digest
     if rows:
-        connection.execute(insert(RunRecordRow), rows)
+        connection.execute(insert(table["run_records"]), rows)
     return len(rows)

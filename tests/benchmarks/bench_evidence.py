@@ -54,12 +54,27 @@ def populate(url: str, total: int, now: datetime) -> tuple[float, int]:
     for index in range(bench_catalog.POLICIES):
         for month in range(12):
             finished = now - timedelta(days=30 * month + index % 28, hours=3)
-            drills.append(dict(
-                id=f"drill-{index:02d}-{month:02d}", policy=f"app-{index:02d}", drill="default", snapshot_id=None,
-                target="nas", runtime="docker", started_at=finished - timedelta(minutes=4), finished_at=finished,
-                ok=True, reason=None, rto_seconds=240.0, rto_objective_seconds=3600.0, rpo_seconds=None,
-                rpo_objective_seconds=None, stages=[], checks=[{"name": "row-counts", "ok": True}], report_paths={},
-            ))  # fmt: skip
+            drills.append(
+                dict(
+                    id=f"drill-{index:02d}-{month:02d}",
+                    policy=f"app-{index:02d}",
+                    drill="default",
+                    snapshot_id=None,
+                    target="nas",
+                    runtime="docker",
+                    started_at=finished - timedelta(minutes=4),
+                    finished_at=finished,
+                    ok=True,
+                    reason=None,
+                    rto_seconds=240.0,
+                    rto_objective_seconds=3600.0,
+                    rpo_seconds=None,
+                    rpo_objective_seconds=None,
+                    stages=[],
+                    checks=[{"name": "row-counts", "ok": True}],
+                    report_paths={},
+                )
+            )
     with catalog.engine.begin() as connection:
         connection.execute(insert(DrillRow), drills)
         records = backfill(connection)
@@ -89,17 +104,25 @@ def main() -> None:
         keys = generate_keys(work / "keys")
         bench_catalog.write_policies(work / "policies", work / "backups", keys.recipient)
         url = f"sqlite:///{work}/catalog.sqlite"
-        env = {**os.environ, "NO_COLOR": "1", "BACKUPCTL_STATE_DIR": str(work / "state"),
-               "BACKUPCTL_KEYS_DIR": str(work / "keys"), "BACKUPCTL_CATALOG": url,
-               "BACKUPCTL_POLICIES": str(work / "policies"), "PYTHONPYCACHEPREFIX": str(work / "pycache")}  # fmt: skip
+        env = {
+            **os.environ,
+            "NO_COLOR": "1",
+            "BACKUPCTL_STATE_DIR": str(work / "state"),
+            "BACKUPCTL_KEYS_DIR": str(work / "keys"),
+            "BACKUPCTL_CATALOG": url,
+            "BACKUPCTL_POLICIES": str(work / "policies"),
+            "PYTHONPYCACHEPREFIX": str(work / "pycache"),
+        }
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         now = datetime.now(UTC)
         seconds, records = populate(url, total, now)
         print(
             f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; Python {sys.version.split()[0]}"
         )
-        print(f"catalog: {total:,} snapshots, 50 policies, one year, {records:,} ledger records "
-              f"(populated in {seconds:.1f}s)")  # fmt: skip
+        print(
+            f"catalog: {total:,} snapshots, 50 policies, one year, {records:,} ledger records "
+            f"(populated in {seconds:.1f}s)"
+        )
         argv = bench_catalog.backupctl_argv()
         bench_catalog.run_cli([*argv, "--help"], env)  # warm the bytecode cache
         quarter = last_full_quarter(now)
@@ -107,10 +130,12 @@ def main() -> None:
         wall, rss, _ = run_measured(
             [*argv, "evidence", "export", "--quarter", quarter, "--out", str(out)], env
         )
-        print(f"evidence export --quarter {quarter}: {wall:.2f}s wall, {rss:.0f} MB peak RSS, "
-              f"bundle {out.stat().st_size / 2**20:.1f} MiB "
-              f"(target < {TARGET_SECONDS:.0f}s, < {TARGET_MB:.0f} MB: "
-              f"{'met' if wall < TARGET_SECONDS and rss < TARGET_MB else 'NOT met'})")  # fmt: skip
+        print(
+            f"evidence export --quarter {quarter}: {wall:.2f}s wall, {rss:.0f} MB peak RSS, "
+            f"bundle {out.stat().st_size / 2**20:.1f} MiB "
+            f"(target < {TARGET_SECONDS:.0f}s, < {TARGET_MB:.0f} MB: "
+            f"{'met' if wall < TARGET_SECONDS and rss < TARGET_MB else 'NOT met'})"
+        )
         wall, rss, _ = run_measured([*argv, "evidence", "verify", str(out)], env)
         print(f"evidence verify: {wall:.2f}s wall, {rss:.0f} MB peak RSS")
         wall, rss, _ = run_measured([*argv, "report", "--month", f"{now:%Y-%m}", "--json"], env)
