@@ -299,67 +299,86 @@ def chain_problems(records: Iterable[LedgerRecord], start_prev: str | None = Non
         previous = record
 
 
-def read_ledger(connection: Connection, since_seq: int = 0) -> list[LedgerRecord]:
+def iter_ledger(connection: Connection, since_seq: int = 0) -> Iterator[LedgerRecord]:
+    """Ledger rows after `since_seq`, oldest first, streamed."""
     columns = (
-        RunRecordRow.seq,
-        RunRecordRow.at,
-        RunRecordRow.host,
-        RunRecordRow.kind,
-        RunRecordRow.subject,
-        RunRecordRow.trigger,
-        RunRecordRow.payload,
-        RunRecordRow.prev_hash,
-        RunRecordRow.hash,
-    )
-    rows = connection.execute(select(*columns).where(RunRecordRow.seq > since_seq).order_by(RunRecordRow.seq))
-    return [LedgerRecord(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]) for r in rows]
+        RunRecordRow.seq, RunRecordRow.at, RunRecordRow.host, RunRecordRow.kind, RunRecordRow.subject,
+        RunRecordRow.trigger, RunRecordRow.payload, RunRecordRow.prev_hash, RunRecordRow.hash,
+    )  # fmt: skip
+    query = select(*columns).where(RunRecordRow.seq > since_seq).order_by(RunRecordRow.seq)
+    for r in connection.execution_options(yield_per=5000).execute(query):
+        yield LedgerRecord(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8])
 
 
-def current_payloads(connection: Connection) -> dict[tuple[str, str], str]:
-    """The canonical payload of every snapshot, copy, verification and drill row now in the
-    catalog, keyed by (kind, subject)."""
-    found: dict[tuple[str, str], str] = {}
-    for row in connection.execute(select(SnapshotRow.__table__)).mappings():
-        found[("snapshot", str(row["id"]))] = canonical(snapshot_payload(row))
-    for row in connection.execute(select(CopyRow.__table__)).mappings():
-        subject = copy_subject(str(row["snapshot_id"]), str(row["target"]))
-        found[("copy", subject)] = canonical(copy_payload(row))
-    for row in connection.execute(select(VerificationRow.__table__)).mappings():
-        found[("verification", str(row["id"]))] = canonical(verification_payload(row))
-    for row in connection.execute(select(DrillRow.__table__)).mappings():
-        found[("drill", str(row["id"]))] = canonical(drill_payload(row))
-    return found
+def read_ledger(connection: Connection, since_seq: int = 0) -> list[LedgerRecord]:
+    return list(iter_ledger(connection, since_seq))
 
 
-def audit(connection: Connection) -> tuple[Audit, list[LedgerRecord]]:
+def _key(kind: str, subject: str) -> int:
+    """A 64-bit key for (kind, subject): the audit of a 400k-record ledger keeps ints, not strings."""
+    return int.from_bytes(hashlib.blake2b(f"{kind}\0{subject}".encode(), digest_size=8).digest(), "big")
+
+
+def _digest(payload: str) -> int:
+    return int.from_bytes(hashlib.blake2b(payload.encode(), digest_size=8).digest(), "big")
+
+
+def current_payloads(connection: Connection) -> Iterator[tuple[str, str, str]]:
+    """(kind, subject, canonical payload) of every snapshot, copy, verification and drill row
+    now in the catalog, streamed."""
+    streamed = connection.execution_options(yield_per=5000)
+    for row in streamed.execute(select(SnapshotRow.__table__)).mappings():
+        yield "snapshot", str(row["id"]), canonical(snapshot_payload(row))
+    for row in streamed.execute(select(CopyRow.__table__)).mappings():
+        yield "copy", copy_subject(str(row["snapshot_id"]), str(row["target"])), canonical(copy_payload(row))
+    for row in streamed.execute(select(VerificationRow.__table__)).mappings():
+        yield "verification", str(row["id"]), canonical(verification_payload(row))
+    for row in streamed.execute(select(DrillRow.__table__)).mappings():
+        yield "drill", str(row["id"]), canonical(drill_payload(row))
+
+
+def audit(connection: Connection) -> Audit:
     """Check the whole chain and every record against its newest ledger row.
 
-    Returns the audit and the ledger rows (oldest first) for the caller to reuse.
+    Streams the ledger and the tables; what it keeps is one pair of 64-bit digests per record
+    (memory stays around 40 MB for a 400k-record ledger).
     """
-    records = read_ledger(connection)
-    result = Audit(records=len(records))
-    if records:
-        result.head, result.head_seq = records[-1].hash, records[-1].seq
-        if records[0].seq != 1 or records[0].prev_hash != GENESIS:
-            result.problems.append(f"ledger: records 1..{records[0].seq - 1} are missing (deleted)")
-    result.problems.extend(chain_problems(records))
-    newest: dict[tuple[str, str], str] = {}
-    for record in records:
-        if record.kind != "observation":
-            newest[(record.kind, record.subject)] = record.payload
-    current = current_payloads(connection)
-    for key, payload in current.items():
-        recorded = newest.get(key)
+    result = Audit()
+    newest: dict[int, int] = {}  # key of (kind, subject) -> digest of its newest payload
+    last: LedgerRecord | None = None
+
+    def stream() -> Iterator[LedgerRecord]:
+        nonlocal last
+        for record in iter_ledger(connection):
+            result.records += 1
+            if last is None and (record.seq != 1 or record.prev_hash != GENESIS):
+                result.problems.append(f"ledger: records 1..{record.seq - 1} are missing (deleted)")
+            if record.kind != "observation":
+                newest[_key(record.kind, record.subject)] = _digest(record.payload)
+            last = record
+            yield record
+
+    result.problems.extend(chain_problems(stream()))
+    if last is not None:
+        result.head, result.head_seq = last.hash, last.seq
+    for kind, subject, payload in current_payloads(connection):
+        recorded = newest.pop(_key(kind, subject), None)
         if recorded is None:
             result.problems.append(
-                f"catalog: {key[0]} {key[1]} is not in the ledger (inserted behind its back)"
+                f"catalog: {kind} {subject} is not in the ledger (inserted behind its back)"
             )
-        elif recorded != payload:
-            result.problems.append(f"catalog: {key[0]} {key[1]} was edited after it was recorded")
-    for key, payload in newest.items():
-        if key not in current and json.loads(payload).get("status") != "forgotten":
-            result.problems.append(f"catalog: {key[0]} {key[1]} was deleted from the catalog")
-    return result, records
+        elif recorded != _digest(payload):
+            result.problems.append(f"catalog: {kind} {subject} was edited after it was recorded")
+    if newest:  # records the ledger has and the catalog lost: find their names (rare: a second pass)
+        named: dict[int, str] = {}
+        for record in iter_ledger(connection):
+            key = _key(record.kind, record.subject)
+            if key in newest and record.kind != "observation":
+                named[key] = f"{record.kind} {record.subject}"
+        result.problems += [
+            f"catalog: {named[key]} was deleted from the catalog" for key in newest if key in named
+        ]
+    return result
 
 
 def backfill(connection: Connection) -> int:

@@ -185,16 +185,16 @@ class Catalog:
     def begin_snapshot(self, snapshot_id: str, policy: str, policy_sha256: str, started_at: datetime) -> None:
         with self.session() as session:
             row = SnapshotRow(
-                    id=snapshot_id,
-                    policy=policy,
-                    status="running",
-                    started_at=started_at,
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                    policy_sha256=policy_sha256,
-                    plain_bytes=0,
-                    stored_bytes=0,
-                )
+                id=snapshot_id,
+                policy=policy,
+                status="running",
+                started_at=started_at,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                policy_sha256=policy_sha256,
+                plain_bytes=0,
+                stored_bytes=0,
+            )
             session.add(row)
             ledger.appender(session).append("snapshot", snapshot_id, ledger.snapshot_payload(row))
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from backupctl.catalog.ledger import read_ledger
+from backupctl.catalog.ledger import iter_ledger
 from backupctl.catalog.store import Catalog
 from backupctl.core.crypto import load_signing_key
 from backupctl.errors import ConfigError
@@ -173,13 +173,11 @@ def export(
         _copy_drill_reports(document, root / "drills")
         since = int(previous["head_seq"]) if previous else 0
         anchor = previous["head"] if previous else None
-        with catalog.engine.connect() as connection:
-            records = read_ledger(connection, since)
-        with (root / "ledger.jsonl").open("w") as stream:
-            for record in records:
+        head_seq, head, count = since, anchor or "0" * 64, 0
+        with catalog.engine.connect() as connection, (root / "ledger.jsonl").open("w") as stream:
+            for record in iter_ledger(connection, since):  # streamed: the first bundle holds them all
                 stream.write(json.dumps(record.as_dict(), sort_keys=True) + "\n")
-        head_seq = records[-1].seq if records else since
-        head = records[-1].hash if records else (anchor or "0" * 64)
+                head_seq, head, count = record.seq, record.hash, count + 1
         chain = {
             "period": label,
             "previous": previous,
@@ -216,7 +214,7 @@ def export(
         "files": len(files) + 2,
         "sha256sums_digest": digest,
         "previous": previous,
-        "ledger_records": len(records),
+        "ledger_records": count,
     }
 
 

@@ -223,6 +223,6 @@ def collect(catalog: Catalog, period: Period, policies: Iterable[str] | None = N
                 policy = subject.split(":", 1)[1] if ":" in subject else subject
                 if wanted is None or policy in wanted:
                     observations.append({"seq": seq, "at": at, "subject": subject, "policy": policy, **data})
-        result, _ = audit(connection)
+        result = audit(connection)
         hosts = sorted({run.host for items in runs.values() for run in items})
     return CatalogData(period, runs, verifications, drills, failed_copies, observations, result, names, hosts)

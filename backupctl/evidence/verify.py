@@ -148,5 +148,5 @@ def _check_ledger(root: Path, catalog: Catalog | None, verdict: Verdict) -> None
                     f"catalog: ledger record {record.seq} ({record.kind} {record.subject}) "
                     "was edited since the export"
                 )
-        result, _ = audit(connection)
+        result = audit(connection)
     verdict.problems += [f"catalog now: {p}" for p in result.problems]

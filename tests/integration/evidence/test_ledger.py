@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from backupctl.catalog.ledger import audit
+from backupctl.catalog.ledger import audit, read_ledger
 from backupctl.catalog.store import Catalog
 from backupctl.evidence.collect import collect
 from backupctl.evidence.period import parse_month
@@ -30,7 +30,7 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]
 
 def _problems(catalog: Catalog) -> list[str]:
     with catalog.engine.connect() as connection:
-        return audit(connection)[0].problems
+        return audit(connection).problems
 
 
 def test_fleet_export_covers_every_host_and_finds_deletions(
@@ -71,5 +71,5 @@ def test_concurrent_appends_keep_one_chain(catalog: Catalog) -> None:
         thread.join()
     assert not errors
     with catalog.engine.connect() as connection:
-        result, records = audit(connection)
+        result, records = audit(connection), read_ledger(connection)
     assert result.ok and [r.seq for r in records] == list(range(1, 31))
