@@ -16,10 +16,14 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from backupctl.catalog.ledger import iter_ledger
+from sqlalchemy import select
+
+from backupctl.catalog.ledger import iter_ledger, stamp
+from backupctl.catalog.models import RunRecordRow
 from backupctl.catalog.store import Catalog
 from backupctl.core.crypto import load_signing_key
 from backupctl.errors import ConfigError
@@ -171,8 +175,7 @@ def export(
         for path in policy_files:
             shutil.copyfile(path, root / "policies" / path.name)
         _copy_drill_reports(document, root / "drills")
-        since = int(previous["head_seq"]) if previous else 0
-        anchor = previous["head"] if previous else None
+        since, anchor = _segment_start(catalog, previous, document["period"]["start"])
         head_seq, head, count = since, anchor or "0" * 64, 0
         with catalog.engine.connect() as connection, (root / "ledger.jsonl").open("w") as stream:
             for record in iter_ledger(connection, since):  # streamed: the first bundle holds them all
@@ -216,6 +219,27 @@ def export(
         "previous": previous,
         "ledger_records": count,
     }
+
+
+def _segment_start(
+    catalog: Catalog, previous: dict[str, Any] | None, period_start: str
+) -> tuple[int, str | None]:
+    """Where this bundle's ledger segment starts: after the previous bundle's head (the chain
+    continues from bundle to bundle), else at the first record of the period (what came before
+    is not evidence of it). Returns (the seq before the segment, the hash the segment links to)."""
+    if previous is not None:
+        return int(previous["head_seq"]), str(previous["head"])
+    start = stamp(datetime.fromisoformat(period_start))
+    with catalog.engine.connect() as connection:
+        first = connection.execute(
+            select(RunRecordRow.seq, RunRecordRow.prev_hash)
+            .where(RunRecordRow.at >= start)
+            .order_by(RunRecordRow.seq)
+            .limit(1)
+        ).first()
+    if first is None or int(first[0]) == 1:
+        return 0, None
+    return int(first[0]) - 1, str(first[1])
 
 
 def write_pdf(html: str, path: Path) -> None:
