@@ -1,7 +1,7 @@
 """Drill checks: one module per kind (http, sql, command), one interface, one registry.
 
-from backupctl.checks import CheckContext, run_check
-result = run_check(drill.checks[0], CheckContext(runtime, {s.name: s for s in drill.services}))
+    from backupctl.checks import CheckContext, run_check
+    result = run_check(drill.checks[0], CheckContext(runtime, {s.name: s for s in drill.services}))
 """
 
 from backupctl.checks.base import (

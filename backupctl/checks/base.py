@@ -69,9 +69,8 @@ class CheckContext:
             return self.services[name]
         except KeyError:
             known = ", ".join(sorted(self.services)) or "none"
-            raise ConfigError(
-                f"the check refers to service '{name}', which the drill does not define (services: {known})"
-            ) from None
+            raise ConfigError(f"the check refers to service '{name}', which the drill does not define "
+                              f"(services: {known})") from None
 
 
 class CheckKind(Protocol):
@@ -116,10 +115,8 @@ def run_check(check: Any, context: CheckContext) -> CheckResult:
         try:
             run = _REGISTRY[kind]
         except KeyError:
-            raise ConfigError(
-                f"check type '{kind}' is not available in this build "
-                f"(available: {', '.join(sorted(_REGISTRY))})"
-            ) from None
+            raise ConfigError(f"check type '{kind}' is not available in this build "
+                              f"(available: {', '.join(sorted(_REGISTRY))})") from None
         outcome = run(check, context)
     except Exception as error:  # a crashing check is a failed check, not a crashed drill
         outcome = CheckOutcome(False, describe_error(error))

@@ -156,10 +156,8 @@ def check_value(expected: Any, document: Any, path: str) -> str | None:
             raise ConfigError(f"unknown operator '{operator}' for {path} (known: {known})")
         if operator == "$exists":
             if bool(operand) != found:
-                problems.append(
-                    f"expected it to {'exist' if operand else 'be absent'}"
-                    + (f" ({missing})" if missing else f", got {show(actual)}")
-                )
+                problems.append(f"expected it to {'exist' if operand else 'be absent'}"
+                                + (f" ({missing})" if missing else f", got {show(actual)}"))
         elif not found:
             problems.append(f"expected {operator} {show(operand)}, but it is missing ({missing})")
         elif not _operator_holds(operator, operand, actual):
@@ -278,9 +276,8 @@ class _StayOnService(urllib.request.HTTPRedirectHandler):
         self.origin, self.follow = origin, follow
         self.refused: str | None = None
 
-    def redirect_request(
-        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
-    ) -> urllib.request.Request | None:
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Any, newurl: str) -> urllib.request.Request | None:
         # Returning None stops here: the 3xx becomes the step's response.
         if not self.follow:
             return None
@@ -296,9 +293,8 @@ def _origin(url: str) -> tuple[str, str, int]:
     return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
 
 
-def _send(
-    jar: http.cookiejar.CookieJar, request: urllib.request.Request, timeout: float, follow_redirects: bool
-) -> Response:
+def _send(jar: http.cookiejar.CookieJar, request: urllib.request.Request, timeout: float,
+          follow_redirects: bool) -> Response:
     redirects = _StayOnService(_origin(request.full_url), follow_redirects)
     # ProxyHandler({}): never send staging traffic (and its credentials) through an env proxy.
     opener = urllib.request.build_opener(
@@ -340,23 +336,14 @@ def run_http(check: HttpCheck, context: CheckContext) -> CheckOutcome:
         try:
             path = _fill_path(step.path, values)
             label = f"{step.method} {path}"
-            response = _send(
-                jar,
-                _build_request(base, path, step, values),
-                context.http_timeout,
-                follow_redirects=not 300 <= step.expect.status < 400,
-            )
+            response = _send(jar, _build_request(base, path, step, values), context.http_timeout,
+                             follow_redirects=not 300 <= step.expect.status < 400)
             status = response.status
             problem = _judge(step, response, values)
         except (ConfigError, JobFailed) as error:
             problem = str(error)
-        record = {
-            "step": label,
-            "status": status,
-            "ok": problem is None,
-            "seconds": round(time.monotonic() - started, 6),
-            "detail": problem or f"{status}",
-        }
+        record = {"step": label, "status": status, "ok": problem is None,
+                  "seconds": round(time.monotonic() - started, 6), "detail": problem or f"{status}"}
         records.append(record)
         if problem is not None:
             return CheckOutcome(False, f"step {number}/{total} {label}: {problem}", records)
@@ -396,11 +383,8 @@ def _judge(step: HttpStep, response: Response, values: dict[str, Any]) -> str | 
     expect = step.expect
     body = f"; body: {excerpt(response.text)}" if response.body else "; empty body"
     if response.status != expect.status:
-        refused = (
-            f" (redirect to {response.redirect_refused} not followed: it leaves the service)"
-            if response.redirect_refused
-            else ""
-        )
+        refused = (f" (redirect to {response.redirect_refused} not followed: it leaves the service)"
+                   if response.redirect_refused else "")
         return f"expected status {expect.status}, got {response.status}{refused}{body}"
     if expect.contains is not None:
         wanted = str(resolve_value(expect.contains, values))
@@ -413,8 +397,7 @@ def _judge(step: HttpStep, response: Response, values: dict[str, Any]) -> str | 
     except ValueError:
         return f"expected a JSON body (for json/save), got{body.removeprefix(';')}"
     problems = [
-        problem
-        for path, expected in expect.json_paths.items()
+        problem for path, expected in expect.json_paths.items()
         if (problem := check_value(resolve_value(expected, values, typed=True), document, path)) is not None
     ]
     if problems:

@@ -63,10 +63,8 @@ def evaluate(expect: SqlExpect, rows: list[list[str]]) -> tuple[list[str], list[
         stated.append(f"first value {symbol} {bound:g}")
         number, limit = as_number(first), as_number(bound)
         if number is None or limit is None:
-            failed.append(
-                f"expected first value {symbol} {bound:g}, "
-                + (got if first is None else f"{got}, which is not a number")
-            )
+            failed.append(f"expected first value {symbol} {bound:g}, "
+                          + (got if first is None else f"{got}, which is not a number"))
         elif (number < limit) if symbol == ">=" else (number > limit):
             failed.append(f"expected first value {symbol} {bound:g}, {got}")
     if expect.empty is not None:

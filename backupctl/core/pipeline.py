@@ -243,7 +243,6 @@ def decrypted_reader(
 ) -> Iterator[tuple[BinaryIO, Callable[[], StreamStats]]]:
     """A readable plain stream of an encrypted artifact, decrypted in a background thread
     (see `threaded_pipe`); `result()` returns the stream stats or raises the decryption error."""
-
     def produce(sink: BinaryIO) -> StreamStats:
         return decrypt_stream(stored, sink, identities, plain_algorithm=plain_algorithm, progress=progress)
 

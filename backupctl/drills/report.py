@@ -122,48 +122,23 @@ def to_json(report: DrillReport) -> dict[str, Any]:
         "duration_seconds": round(report.duration_seconds, 3),
         "ok": report.ok,
         "reason": report.reason,
-        "stages": [
-            {
-                "name": stage.name,
-                "seconds": round(stage.seconds, 3),
-                "wait_seconds": round(stage.wait_seconds, 3),
-                "detail": stage.detail,
-            }
-            for stage in report.stages
-        ],
+        "stages": [{"name": stage.name, "seconds": round(stage.seconds, 3),
+                    "wait_seconds": round(stage.wait_seconds, 3), "detail": stage.detail}
+                   for stage in report.stages],
         "objectives": {
             "checked": report.objectives_checked,
-            "rto": {
-                "measured_seconds": report.measured_rto_seconds,
-                "objective_seconds": report.rto_objective_seconds,
-                "ok": report.rto_ok,
-            },
-            "rpo": {
-                "at_drill_seconds": report.rpo_at_drill_seconds,
-                "objective_seconds": report.rpo_objective_seconds,
-                "ok": report.rpo_ok,
-            },
+            "rto": {"measured_seconds": report.measured_rto_seconds,
+                    "objective_seconds": report.rto_objective_seconds, "ok": report.rto_ok},
+            "rpo": {"at_drill_seconds": report.rpo_at_drill_seconds,
+                    "objective_seconds": report.rpo_objective_seconds, "ok": report.rpo_ok},
         },
-        "checks": [
-            {
-                "name": check.name,
-                "kind": check.kind,
-                "ok": check.ok,
-                "detail": check.detail,
-                "duration_seconds": round(check.duration, 3),
-                "steps": check.steps,
-            }
-            for check in report.checks
-        ],
+        "checks": [{"name": check.name, "kind": check.kind, "ok": check.ok, "detail": check.detail,
+                    "duration_seconds": round(check.duration, 3), "steps": check.steps}
+                   for check in report.checks],
         "summary": {"checks": len(report.checks), "passed": len(report.checks) - failed, "failed": failed},
-        "history": [
-            {
-                "finished_at": _iso(point.finished_at),
-                "measured_rto_seconds": point.measured_rto_seconds,
-                "ok": point.ok,
-            }
-            for point in map(HistoryPoint._make, report.history)
-        ],
+        "history": [{"finished_at": _iso(point.finished_at),
+                     "measured_rto_seconds": point.measured_rto_seconds, "ok": point.ok}
+                    for point in map(HistoryPoint._make, report.history)],
     }
     masked: dict[str, Any] = mask_tree(data)
     return masked
@@ -173,14 +148,8 @@ def from_json(data: dict[str, Any]) -> DrillReport:
     """Rebuild a report from `to_json` output (e.g. an earlier run's file, for history)."""
     objectives = data["objectives"]
     return DrillReport(
-        drill=data["drill"],
-        policy=data["policy"],
-        snapshot_id=data["snapshot_id"],
-        target=data["target"],
-        runtime=data["runtime"],
-        run_id=data["run_id"],
-        ok=data["ok"],
-        reason=data["reason"],
+        drill=data["drill"], policy=data["policy"], snapshot_id=data["snapshot_id"], target=data["target"],
+        runtime=data["runtime"], run_id=data["run_id"], ok=data["ok"], reason=data["reason"],
         started_at=datetime.fromisoformat(data["started_at"]),
         finished_at=datetime.fromisoformat(data["finished_at"]),
         stages=[Stage(s["name"], s["seconds"], s["detail"], s["wait_seconds"]) for s in data["stages"]],
@@ -189,14 +158,10 @@ def from_json(data: dict[str, Any]) -> DrillReport:
         rpo_at_drill_seconds=objectives["rpo"]["at_drill_seconds"],
         rpo_objective_seconds=objectives["rpo"]["objective_seconds"],
         objectives_checked=objectives["checked"],
-        checks=[
-            CheckResult(c["name"], c["kind"], c["ok"], c["detail"], c["duration_seconds"], c["steps"])
-            for c in data["checks"]
-        ],
-        history=[
-            HistoryPoint(datetime.fromisoformat(h["finished_at"]), h["measured_rto_seconds"], h["ok"])
-            for h in data["history"]
-        ],
+        checks=[CheckResult(c["name"], c["kind"], c["ok"], c["detail"], c["duration_seconds"], c["steps"])
+                for c in data["checks"]],
+        history=[HistoryPoint(datetime.fromisoformat(h["finished_at"]), h["measured_rto_seconds"], h["ok"])
+                 for h in data["history"]],
     )
 
 
@@ -206,12 +171,8 @@ def to_junit(report: DrillReport) -> str:
     drill = _xml_text(report.drill)
     cases: list[ET.Element] = []
     for check in report.checks:
-        case = ET.Element(
-            "testcase",
-            classname=f"backupctl.drill.{drill}.{_xml_text(check.kind)}",
-            name=_xml_text(check.name),
-            time=f"{check.duration:.3f}",
-        )
+        case = ET.Element("testcase", classname=f"backupctl.drill.{drill}.{_xml_text(check.kind)}",
+                          name=_xml_text(check.name), time=f"{check.duration:.3f}")
         detail = "\n".join([check.detail, *(_step_line(step) for step in check.steps)])
         _outcome(case, check.ok, check.detail, detail)
         cases.append(case)
@@ -221,53 +182,30 @@ def to_junit(report: DrillReport) -> str:
     ):
         if met is None:
             continue
-        case = ET.Element(
-            "testcase",
-            classname=f"backupctl.drill.{drill}.objectives",
-            name=f"objectives.{key}",
-            time="0.000",
-        )
+        case = ET.Element("testcase", classname=f"backupctl.drill.{drill}.objectives",
+                          name=f"objectives.{key}", time="0.000")
         _outcome(case, met, _objective_text(label, measured, objective, met))
         cases.append(case)
     if not report.ok and all(case.find("failure") is None for case in cases):
         # The drill failed before or outside any check (fetch, restore, start-up): CI must see it.
-        case = ET.Element(
-            "testcase",
-            classname=f"backupctl.drill.{drill}",
-            name="drill",
-            time=f"{report.duration_seconds:.3f}",
-        )
+        case = ET.Element("testcase", classname=f"backupctl.drill.{drill}", name="drill",
+                          time=f"{report.duration_seconds:.3f}")
         _outcome(case, False, report.reason or "the drill failed")
         cases.append(case)
 
     failures = sum(1 for case in cases if case.find("failure") is not None)
-    counts = {
-        "tests": str(len(cases)),
-        "failures": str(failures),
-        "errors": "0",
-        "time": f"{report.duration_seconds:.3f}",
-    }
+    counts = {"tests": str(len(cases)), "failures": str(failures), "errors": "0",
+              "time": f"{report.duration_seconds:.3f}"}
     root = ET.Element("testsuites", {"name": "backupctl drill", **counts})
     # JUnit's schema wants a timestamp without a zone: it is UTC.
-    suite = ET.SubElement(
-        root,
-        "testsuite",
-        {
-            "name": drill,
-            **counts,
-            "skipped": "0",
-            "timestamp": _utc(report.started_at).strftime("%Y-%m-%dT%H:%M:%S"),
-        },
-    )
+    suite = ET.SubElement(root, "testsuite", {
+        "name": drill, **counts, "skipped": "0",
+        "timestamp": _utc(report.started_at).strftime("%Y-%m-%dT%H:%M:%S"),
+    })
     properties = ET.SubElement(suite, "properties")
-    for name, value in (
-        ("policy", report.policy),
-        ("snapshot", report.snapshot_id),
-        ("target", report.target),
-        ("runtime", report.runtime),
-        ("run_id", report.run_id),
-        ("reason", report.reason),
-    ):
+    for name, value in (("policy", report.policy), ("snapshot", report.snapshot_id),
+                        ("target", report.target), ("runtime", report.runtime),
+                        ("run_id", report.run_id), ("reason", report.reason)):
         if value is not None:
             ET.SubElement(properties, "property", name=name, value=_xml_text(value))
     suite.extend(cases)
@@ -299,10 +237,8 @@ def _objective_text(label: str, measured: float | None, objective: float | None,
     if measured is None:
         return f"{label} not measured (objective {limit})"
     relation = "within" if met else "exceeds"
-    return (
-        f"{label} {human(measured)} {relation} the objective {limit} "
-        f"({measured:.0f}s vs {objective or 0:.0f}s)"
-    )
+    return (f"{label} {human(measured)} {relation} the objective {limit} "
+            f"({measured:.0f}s vs {objective or 0:.0f}s)")
 
 
 # ------------------------------------------------------------------------------------------- HTML
@@ -338,27 +274,13 @@ def to_html(report: DrillReport) -> str:
         stage["percent"] = 100 * stage["seconds"] / total
         stage["wait_percent"] = 100 * min(stage["wait_seconds"], stage["seconds"]) / total
     return _environment.get_template("report.html.j2").render(
-        report=data,
-        chart=_chart(report),
-        generated=_iso(datetime.now(UTC)),
+        report=data, chart=_chart(report), generated=_iso(datetime.now(UTC)),
         started=_utc(report.started_at).strftime("%Y-%m-%d %H:%M:%S UTC"),
         finished=_utc(report.finished_at).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        objectives=[
-            _gauge(
-                "Recovery time (RTO)",
-                "measured",
-                report.measured_rto_seconds,
-                report.rto_objective_seconds,
-                report.rto_ok,
-            ),
-            _gauge(
-                "Recovery point (RPO)",
-                "snapshot age",
-                report.rpo_at_drill_seconds,
-                report.rpo_objective_seconds,
-                report.rpo_ok,
-            ),
-        ],
+        objectives=[_gauge("Recovery time (RTO)", "measured", report.measured_rto_seconds,
+                           report.rto_objective_seconds, report.rto_ok),
+                    _gauge("Recovery point (RPO)", "snapshot age", report.rpo_at_drill_seconds,
+                           report.rpo_objective_seconds, report.rpo_ok)],
     )
 
 
@@ -367,20 +289,14 @@ def _gauge(
 ) -> dict[str, Any]:
     """A bar where the objective sits at 80% of the width, so an overrun stays visible."""
     scale = (objective / 0.8) if objective else (value or 1.0)
-    return {
-        "title": title,
-        "label": label,
-        "value": value,
-        "objective": objective,
-        "ok": met,
-        "percent": min(100.0, 100 * (value or 0) / scale) if scale else 0.0,
-        "objective_percent": 80.0 if objective else None,
-    }
+    return {"title": title, "label": label, "value": value, "objective": objective, "ok": met,
+            "percent": min(100.0, 100 * (value or 0) / scale) if scale else 0.0,
+            "objective_percent": 80.0 if objective else None}
 
 
 def _chart(report: DrillReport) -> dict[str, Any]:
     """Geometry of the RTO-over-time bar chart (the template draws it as inline SVG)."""
-    points = [HistoryPoint._make(point) for point in report.history][-(CHART_POINTS - 1) :]
+    points = [HistoryPoint._make(point) for point in report.history][-(CHART_POINTS - 1):]
     points.append(HistoryPoint(report.finished_at, report.measured_rto_seconds, report.ok))
     # The right margin holds the objective's label, so it never covers a bar.
     width, height, left, right, top, bottom = 760, 260, 64, 96, 20, 46
@@ -404,37 +320,20 @@ def _chart(report: DrillReport) -> dict[str, Any]:
         rto = point.measured_rto_seconds
         label = "this run" if current else _utc(point.finished_at).strftime("%b %d")
         state = "PASS" if point.ok else "FAIL"
-        bars.append(
-            {
-                "x": x,
-                "w": bar_w,
-                "cx": x + bar_w / 2,
-                "y": y(rto or 0),
-                "h": y(0) - y(rto or 0),
-                "missing": rto is None,
-                "ok": point.ok,
-                "current": current,
-                "label": label if current or (len(points) - 1 - index) % every == 0 else "",
-                "title": f"{_utc(point.finished_at):%Y-%m-%d %H:%M} UTC — {state}, RTO "
-                + (human(rto) if rto is not None else "not measured"),
-            }
-        )
-    ticks = [
-        {"y": y(step * i), "label": human(step * i) if i else "0"} for i in range(round(top_value / step) + 1)
-    ]
-    return {
-        "width": width,
-        "height": height,
-        "left": left,
-        "right": width - right,
-        "top": top,
-        "base": y(0),
-        "bars": bars,
-        "ticks": ticks,
-        "has_values": bool(values),
-        "objective": (None if objective is None else {"y": y(objective), "label": human(objective)}),
-        "earlier": len(points) - 1,
-    }
+        bars.append({
+            "x": x, "w": bar_w, "cx": x + bar_w / 2, "y": y(rto or 0), "h": y(0) - y(rto or 0),
+            "missing": rto is None, "ok": point.ok, "current": current,
+            "label": label if current or (len(points) - 1 - index) % every == 0 else "",
+            "title": f"{_utc(point.finished_at):%Y-%m-%d %H:%M} UTC — {state}, RTO "
+                     + (human(rto) if rto is not None else "not measured"),
+        })
+    ticks = [{"y": y(step * i), "label": human(step * i) if i else "0"}
+             for i in range(round(top_value / step) + 1)]
+    return {"width": width, "height": height, "left": left, "right": width - right, "top": top,
+            "base": y(0), "bars": bars, "ticks": ticks, "has_values": bool(values),
+            "objective": (None if objective is None
+                          else {"y": y(objective), "label": human(objective)}),
+            "earlier": len(points) - 1}
 
 
 def _nice_step(raw: float) -> float:
@@ -454,10 +353,8 @@ def write_reports(report: DrillReport, directory: Path, junit: Path | None = Non
     """
     stem = _UNSAFE_FILE_CHARS.sub("-", f"{report.drill}-{report.run_id}")
     paths = {"json": directory / f"{stem}.json", "html": directory / f"{stem}.html"}
-    contents = {
-        "json": json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n",
-        "html": to_html(report),
-    }
+    contents = {"json": json.dumps(to_json(report), indent=2, ensure_ascii=False) + "\n",
+                "html": to_html(report)}
     if junit is not None:
         paths["junit"], contents["junit"] = junit, to_junit(report)
     for kind, path in paths.items():

@@ -515,7 +515,9 @@ class ResticRepository:
         child.finish()  # restic has closed stdin, so it is exiting: collect its stderr
         return self._error(action, child.stderr)
 
-    def _result(self, summary: dict[str, Any], tags: list[str], full_id: bool = True) -> ResticBackupResult:
+    def _result(
+        self, summary: dict[str, Any], tags: list[str], full_id: bool = True
+    ) -> ResticBackupResult:
         short = str(summary["snapshot_id"])
         full = short
         # The summary has only the 8-digit short id, which may become ambiguous in a big repository.
