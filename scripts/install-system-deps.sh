@@ -11,6 +11,8 @@ PACKAGES=(
   openssh-server openssh-client   # SFTP targets against a real sshd
   sqlite3 tar procps time         # sqlite CLI, tar listing, ps, /usr/bin/time for benchmarks
   debootstrap debian-archive-keyring  # drill staging images are built from Debian packages (no registry)
+  libpango-1.0-0 libpangoft2-1.0-0    # WeasyPrint (evidence PDF) renders through Pango
+  poppler-utils chromium          # evidence tests: pdftotext reads the PDF back; headless screenshot of the HTML
 )
 
 missing=()

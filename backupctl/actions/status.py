@@ -212,4 +212,6 @@ def gather(catalog: Catalog, policy: Policy, now: datetime | None = None) -> Pol
     last = None
     if verification is not None:
         last = VerificationFacts(verification[0], verification[1], verification[2], verification[3])
-    return evaluate(policy, latest, facts, last, now)
+    status = evaluate(policy, latest, facts, last, now)
+    catalog.record_observation("status", policy.name, status.as_dict())  # evidence history (#14)
+    return status

@@ -104,3 +104,22 @@ class DrillRow(Base):
     stages: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
     checks: Mapped[list[dict[str, object]]] = mapped_column(JSON, default=list)
     report_paths: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+
+
+class RunRecordRow(Base):
+    """One append-only, hash-chained ledger row: the new state of a run record (see
+    backupctl.catalog.ledger). Never updated or deleted by backupctl."""
+
+    __tablename__ = "run_records"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(32), index=True)  # UTC, fixed-width ISO text
+    host: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # snapshot | copy | verification | drill | observation
+    subject: Mapped[str] = mapped_column(String(200))
+    trigger: Mapped[str] = mapped_column(String(160))
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON, hashed as stored
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    __table_args__ = (Index("ix_run_records_kind_subject", "kind", "subject"),)

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, create_engine, event, select, text, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from backupctl.catalog import ledger
 from backupctl.catalog.models import ArtifactRow, CopyRow, DrillRow, SnapshotRow, VerificationRow
 from backupctl.core.manifest import Manifest, parse_time
 from backupctl.core.runner import pid_alive
@@ -28,7 +29,7 @@ from backupctl.errors import ConfigError
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; a test checks it against Alembic's head. Knowing it lets every command
 # skip importing Alembic (half a second) when the schema is already current.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 COMPLETE_STATES = ("complete", "partial")
 # What a SnapshotView is made of, in this order (see Catalog._views).
 _VIEW_COLUMNS = (
@@ -118,6 +119,10 @@ def _record_copies(session: Session, copies: Sequence[CopyState]) -> None:
                         stored_bytes=stored_bytes, error=error, updated_at=now)
                 for snapshot_id in dict.fromkeys(chunk) if snapshot_id not in existing
             )  # fmt: skip
+    chain = ledger.appender(session)
+    for copy in copies:
+        payload = ledger.copy_payload(copy.__dict__)
+        chain.append("copy", ledger.copy_subject(copy.snapshot_id, copy.target), payload, now)
 
 
 class Catalog:
@@ -179,19 +184,19 @@ class Catalog:
     # ------------------------------------------------------------------ recording a run
     def begin_snapshot(self, snapshot_id: str, policy: str, policy_sha256: str, started_at: datetime) -> None:
         with self.session() as session:
-            session.add(
-                SnapshotRow(
-                    id=snapshot_id,
-                    policy=policy,
-                    status="running",
-                    started_at=started_at,
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                    policy_sha256=policy_sha256,
-                    plain_bytes=0,
-                    stored_bytes=0,
-                )
+            row = SnapshotRow(
+                id=snapshot_id,
+                policy=policy,
+                status="running",
+                started_at=started_at,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                policy_sha256=policy_sha256,
+                plain_bytes=0,
+                stored_bytes=0,
             )
+            session.add(row)
+            ledger.appender(session).append("snapshot", snapshot_id, ledger.snapshot_payload(row))
 
     def record_copy(
         self, snapshot_id: str, target: str, status: str, stored_bytes: int = 0, error: str | None = None
@@ -225,6 +230,7 @@ class Catalog:
             row.finished_at = _now()
             row.manifest_sha256 = manifest_sha256
             row.error = error
+            ledger.appender(session).append("snapshot", row.id, ledger.snapshot_payload(row))
 
     def mark_complete_if_everywhere(self, snapshot_id: str, targets: list[str]) -> None:
         """A partial snapshot becomes complete once every target holds a complete copy."""
@@ -236,6 +242,7 @@ class Catalog:
             if set(targets) <= held:
                 row.status = "complete"
                 row.error = None
+                ledger.appender(session).append("snapshot", row.id, ledger.snapshot_payload(row))
 
     def fail_snapshot(self, snapshot_id: str, error: str) -> None:
         with self.session() as session:
@@ -244,6 +251,7 @@ class Catalog:
                 row.status = "failed"
                 row.finished_at = _now()
                 row.error = error
+                ledger.appender(session).append("snapshot", row.id, ledger.snapshot_payload(row))
 
     def mark_interrupted(self, policy: str) -> list[str]:
         """Runs left 'running' by a process of this host that no longer exists become 'failed'."""
@@ -259,13 +267,21 @@ class Catalog:
                     row.finished_at = _now()
                     row.error = "interrupted: the backup process died before finishing"
                     changed.append(row.id)
+                    ledger.appender(session).append("snapshot", row.id, ledger.snapshot_payload(row))
         return changed
 
     def record_verification(self, snapshot_id: str, target: str, ok: bool, problems: list[str]) -> None:
         with self.session() as session:
-            session.add(
-                VerificationRow(snapshot_id=snapshot_id, target=target, at=_now(), ok=ok, problems=problems)
-            )
+            row = VerificationRow(snapshot_id=snapshot_id, target=target, at=_now(), ok=ok, problems=problems)
+            session.add(row)
+            session.flush()  # assigns the id the ledger records
+            ledger.appender(session).append("verification", str(row.id), ledger.verification_payload(row))
+
+    def record_observation(self, what: str, subject: str, payload: dict[str, object]) -> None:
+        """Append an observation to the run ledger (e.g. what `status` saw of a policy's
+        3-2-1-1-0 rule), so that the evidence of a period shows what was observed then."""
+        with self.session() as session:
+            ledger.appender(session).append("observation", f"{what}:{subject}", payload)
 
     def import_manifest(self, manifest: Manifest, manifest_sha256: str, target: str) -> bool:
         """Insert (or complete) a snapshot from a target's manifest. True when something changed."""
@@ -288,6 +304,7 @@ class Catalog:
                 row.manifest_sha256 = manifest_sha256
                 row.error = None
                 _apply_manifest(session, row, manifest)
+                ledger.appender(session).append("snapshot", row.id, ledger.snapshot_payload(row))
                 created = True
             copy = session.get(CopyRow, (manifest.snapshot_id, target))
             if copy is None or copy.status != "complete":
@@ -298,6 +315,9 @@ class Catalog:
                 copy.stored_bytes = manifest.stored_bytes
                 copy.error = None
                 copy.updated_at = _now()
+                payload = ledger.copy_payload(copy)
+                subject = ledger.copy_subject(copy.snapshot_id, target)
+                ledger.appender(session).append("copy", subject, payload)
                 created = True
             return created
 
@@ -482,7 +502,8 @@ def _sqlite_pragmas(connection: object, _record: object) -> None:
 
 def record_drill(catalog: Catalog, row: DrillRow) -> None:
     with catalog.session() as session:
-        session.merge(row)
+        merged = session.merge(row)
+        ledger.appender(session).append("drill", merged.id, ledger.drill_payload(merged))
 
 
 def drill_history(catalog: Catalog, policy: str | None = None, limit: int = 200) -> list[DrillRow]:

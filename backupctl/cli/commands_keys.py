@@ -9,6 +9,7 @@ import click
 from backupctl.cli.context import App, json_option, pass_app
 from backupctl.cli.output import print_json
 from backupctl.core.crypto import fingerprint, generate_keys
+from backupctl.evidence.sshsig import allowed_signers_for
 
 
 @click.group()
@@ -57,6 +58,7 @@ def generate(app: App, directory: Path | None, force: bool, as_json: bool) -> No
     click.echo(f"  {result.identity_file}  -- without it no backup can be decrypted\n")
     click.echo(f"Manifest signing key fingerprint: {fingerprint(result.signing_public)}")
     click.echo(f"  public key (for signing.trusted_keys on other hosts): {result.signing_public}")
+    click.echo(f"  allowed_signers line (evidence bundles): {allowed_signers_for(result.signing_public)}")
 
 
 COMMANDS = [keys]

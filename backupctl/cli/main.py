@@ -59,6 +59,8 @@ COMMAND_MODULES = {
     "schedule": "commands_schedule",
     "daemon": "commands_schedule",
     "target": "commands_targets",
+    "report": "commands_report",
+    "evidence": "commands_evidence",
     "status": "commands_targets",
     "replicate": "commands_targets",
 }

@@ -226,14 +226,14 @@ def add_snapshot(
     batch.artifacts.append({
         "snapshot_id": snapshot_id, "source": "shop-db", "source_type": "postgres",
         "file": "shop-db.pgdump.zst.age", "format": "pgdump", "plain_bytes": db_plain,
-        "stored_bytes": db_stored, "plain_sha256": f"{rng.getrandbits(256):064x}",
+        "stored_bytes": db_stored, "plain_digest": f"sha256:{rng.getrandbits(256):064x}",
         "stored_sha256": f"{rng.getrandbits(256):064x}",
         "facts": {"row_counts": {table: _between(rng, 0, 5_000_000) for table in TABLES}},
     })  # fmt: skip
     batch.artifacts.append({
         "snapshot_id": snapshot_id, "source": "uploads", "source_type": "files",
         "file": "uploads.tar.zst.age", "format": "tar", "plain_bytes": files_plain,
-        "stored_bytes": files_stored, "plain_sha256": f"{rng.getrandbits(256):064x}",
+        "stored_bytes": files_stored, "plain_digest": f"sha256:{rng.getrandbits(256):064x}",
         "stored_sha256": f"{rng.getrandbits(256):064x}",
         "facts": {"file_count": _between(rng, 1000, 90000), "symlink_count": _between(rng, 0, 20),
                   "total_bytes": files_plain, "tree_sha256": f"{rng.getrandbits(256):064x}"},

@@ -14,7 +14,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.benchmarks import bench_catalog, bench_drill, bench_mysql_restore, bench_offsite, bench_spine
+from tests.benchmarks import (  # noqa: E402
+    bench_binlog,
+    bench_catalog,
+    bench_drill,
+    bench_evidence,
+    bench_mysql_restore,
+    bench_offsite,
+    bench_pitr,
+    bench_spine,
+)
 
 BENCHMARKS = {
     "spine": bench_spine.main,
@@ -22,6 +31,9 @@ BENCHMARKS = {
     "drill": bench_drill.main,
     "catalog": bench_catalog.main,
     "mysql": bench_mysql_restore.main,
+    "evidence": bench_evidence.main,
+    "pitr": bench_pitr.main,
+    "binlog": bench_binlog.main,
 }
 
 if __name__ == "__main__":

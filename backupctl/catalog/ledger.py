@@ -1,0 +1,430 @@
+"""The append-only, hash-chained record of every run (issue #14).
+
+Every change the catalog makes to a run record (a snapshot, a copy of it on a target, a verify
+run, a drill, a status observation) also appends one `run_records` row holding the new state of
+that record as canonical JSON. Row `n` carries `prev_hash` (row `n-1`'s hash) and
+`hash = sha256(prev_hash "\n" seq "\n" at "\n" host "\n" kind "\n" subject "\n" trigger "\n" payload)`,
+so editing or deleting a past ledger row breaks the chain, and editing or deleting a snapshot,
+copy, verification or drill row makes it disagree with its newest ledger row: both are found by
+`audit` (at export) and by `backupctl evidence verify`.
+
+One chain per catalog (a fleet sharing a PostgreSQL catalog shares it): appends are serialised by
+a transaction-scoped advisory lock on PostgreSQL, and by SQLite's single writer (the appender
+writes before it reads the tail, so it already holds the write lock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, MetaData, Table, insert, select, text
+from sqlalchemy.orm import Session
+
+from backupctl.catalog.models import CopyRow, DrillRow, RunRecordRow, SnapshotRow, VerificationRow
+
+GENESIS = "0" * 64
+# Any fixed 64-bit number: the key of the PostgreSQL advisory lock that serialises appends.
+_PG_LOCK_KEY = 0x6261636B75706374
+KINDS = ("snapshot", "copy", "verification", "drill", "observation")
+
+
+def canonical(value: Any) -> str:
+    """The one serialization that is hashed: sorted keys, no spaces, UTF-8 kept as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def stamp(moment: datetime | None) -> str | None:
+    """A UTC time as fixed-width ISO text (sorts as it compares); SQLite hands back naive UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_hash(
+    prev_hash: str, seq: int, at: str, host: str, kind: str, subject: str, trigger: str, payload: str
+) -> str:
+    """The hash of one ledger row (documented in docs/evidence.md; verify.py recomputes it)."""
+    data = "\n".join([prev_hash, str(seq), at, host, kind, subject, trigger, payload])
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def detect_trigger() -> str:
+    """Who or what started this process: `BACKUPCTL_TRIGGER` when set, systemd (a unit's
+    `INVOCATION_ID`), cron (the parent process), a terminal user, else `non-interactive:USER`."""
+    explicit = os.environ.get("BACKUPCTL_TRIGGER")
+    if explicit:
+        return explicit[:120]
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.geteuid())
+    if os.environ.get("INVOCATION_ID"):
+        return f"systemd:{user}"
+    parent = _parent_name()
+    if "cron" in parent:
+        return f"cron:{user}"
+    if sys.stdin is not None and sys.stdin.isatty():
+        return f"terminal:{user}"
+    return f"non-interactive:{user}" + (f" ({parent})" if parent else "")
+
+
+def _parent_name() -> str:
+    try:
+        return Path(f"/proc/{os.getppid()}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+# ----------------------------------------------------------------------------- payloads
+def snapshot_payload(row: Any) -> dict[str, Any]:
+    get = _getter(row)
+    return {
+        "id": get("id"),
+        "policy": get("policy"),
+        "status": get("status"),
+        "started_at": stamp(get("started_at")),
+        "finished_at": stamp(get("finished_at")),
+        "host": get("host"),
+        "policy_sha256": get("policy_sha256"),
+        "manifest_sha256": get("manifest_sha256"),
+        "plain_bytes": int(get("plain_bytes") or 0),
+        "stored_bytes": int(get("stored_bytes") or 0),
+        "error": get("error"),
+    }
+
+
+def copy_payload(row: Any) -> dict[str, Any]:
+    get = _getter(row)
+    return {
+        "snapshot_id": get("snapshot_id"),
+        "target": get("target"),
+        "status": get("status"),
+        "stored_bytes": int(get("stored_bytes") or 0),
+        "error": get("error"),
+    }
+
+
+def verification_payload(row: Any) -> dict[str, Any]:
+    get = _getter(row)
+    return {
+        "id": int(get("id")),
+        "snapshot_id": get("snapshot_id"),
+        "target": get("target"),
+        "at": stamp(get("at")),
+        "ok": bool(get("ok")),
+        "problems": list(get("problems") or []),
+    }
+
+
+DRILL_FIELDS = (
+    "id",
+    "policy",
+    "drill",
+    "snapshot_id",
+    "target",
+    "runtime",
+    "ok",
+    "reason",
+    "rto_seconds",
+    "rto_objective_seconds",
+    "rpo_seconds",
+    "rpo_objective_seconds",
+    "stages",
+    "checks",
+    "report_paths",
+)
+
+
+def drill_payload(row: Any) -> dict[str, Any]:
+    get = _getter(row)
+    payload = {name: get(name) for name in DRILL_FIELDS}
+    payload["ok"] = bool(payload["ok"])
+    payload["started_at"] = stamp(get("started_at"))
+    payload["finished_at"] = stamp(get("finished_at"))
+    # Through JSON and back: what the database returns from a JSON column compares equal.
+    result: dict[str, Any] = json.loads(canonical(payload))
+    return result
+
+
+def _getter(row: object) -> Any:
+    if isinstance(row, Mapping):
+        return row.get
+    return lambda name: getattr(row, name)
+
+
+def copy_subject(snapshot_id: str, target: str) -> str:
+    return f"{snapshot_id}/{target}"
+
+
+# ----------------------------------------------------------------------------- appending
+@dataclass
+class _Tail:
+    seq: int
+    hash: str
+
+
+class Appender:
+    """Appends ledger rows within one session's transaction (one tail read per transaction)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.host = socket.gethostname()
+        self.trigger = detect_trigger()
+        self._tail: _Tail | None = None
+
+    def append(self, kind: str, subject: str, payload: Mapping[str, Any], at: datetime | None = None) -> str:
+        """Append one record; returns its hash."""
+        tail = self._tail or self._read_tail()
+        seq = tail.seq + 1
+        when = stamp(at or datetime.now(UTC))
+        assert when is not None
+        body = canonical(payload)
+        digest = record_hash(tail.hash, seq, when, self.host, kind, subject, self.trigger, body)
+        self.session.add(
+            RunRecordRow(
+                seq=seq,
+                at=when,
+                host=self.host,
+                kind=kind,
+                subject=subject[:200],
+                trigger=self.trigger,
+                payload=body,
+                prev_hash=tail.hash,
+                hash=digest,
+            )
+        )
+        self._tail = _Tail(seq, digest)
+        return digest
+
+    def _read_tail(self) -> _Tail:
+        # Write first, then read the tail: the rows of this transaction go out with the flush,
+        # which on SQLite takes the database's write lock, so no other writer can append
+        # between our read and our insert. PostgreSQL serialises on an advisory lock.
+        self.session.flush()
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        else:
+            self.session.execute(text("UPDATE run_records SET seq = seq WHERE 1 = 0"))
+        row = self.session.execute(
+            select(RunRecordRow.seq, RunRecordRow.hash).order_by(RunRecordRow.seq.desc()).limit(1)
+        ).first()
+        return _Tail(0, GENESIS) if row is None else _Tail(int(row[0]), str(row[1]))
+
+
+def appender(session: Session) -> Appender:
+    """The session's appender (created on first use, kept in `session.info`)."""
+    found = session.info.get("ledger")
+    if not isinstance(found, Appender):
+        found = Appender(session)
+        session.info["ledger"] = found
+    return found
+
+
+# ----------------------------------------------------------------------------- auditing
+@dataclass(frozen=True)
+class LedgerRecord:
+    seq: int
+    at: str
+    host: str
+    kind: str
+    subject: str
+    trigger: str
+    payload: str
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "host": self.host,
+            "kind": self.kind,
+            "subject": self.subject,
+            "trigger": self.trigger,
+            "payload": self.payload,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+    @property
+    def data(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.payload)
+        return value
+
+
+@dataclass
+class Audit:
+    """What `audit` found: chain breaks and records that disagree with the ledger."""
+
+    records: int = 0
+    head: str = GENESIS
+    head_seq: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def chain_problems(records: Iterable[LedgerRecord], start_prev: str | None = None) -> Iterator[str]:
+    """Breaks in a run of consecutive ledger records: a gap in seq, a prev_hash that is not the
+    previous row's hash, or a hash that does not match the row's content."""
+    previous: LedgerRecord | None = None
+    for record in records:
+        expected_prev = previous.hash if previous else start_prev
+        if previous is not None and record.seq != previous.seq + 1:
+            yield f"ledger: records {previous.seq + 1}..{record.seq - 1} are missing (deleted)"
+        elif expected_prev is not None and record.prev_hash != expected_prev:
+            yield f"ledger: record {record.seq} does not follow record {record.seq - 1} (prev_hash differs)"
+        actual = record_hash(
+            record.prev_hash,
+            record.seq,
+            record.at,
+            record.host,
+            record.kind,
+            record.subject,
+            record.trigger,
+            record.payload,
+        )
+        if actual != record.hash:
+            yield f"ledger: record {record.seq} ({record.kind} {record.subject}) was edited (hash differs)"
+        previous = record
+
+
+def iter_ledger(connection: Connection, since_seq: int = 0) -> Iterator[LedgerRecord]:
+    """Ledger rows after `since_seq`, oldest first, streamed."""
+    columns = (
+        RunRecordRow.seq, RunRecordRow.at, RunRecordRow.host, RunRecordRow.kind, RunRecordRow.subject,
+        RunRecordRow.trigger, RunRecordRow.payload, RunRecordRow.prev_hash, RunRecordRow.hash,
+    )  # fmt: skip
+    query = select(*columns).where(RunRecordRow.seq > since_seq).order_by(RunRecordRow.seq)
+    for r in connection.execution_options(yield_per=5000).execute(query):
+        yield LedgerRecord(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+
+
+def read_ledger(connection: Connection, since_seq: int = 0) -> list[LedgerRecord]:
+    return list(iter_ledger(connection, since_seq))
+
+
+def _key(kind: str, subject: str) -> int:
+    """A 64-bit key for (kind, subject): the audit of a 400k-record ledger keeps ints, not strings."""
+    return int.from_bytes(hashlib.blake2b(f"{kind}\0{subject}".encode(), digest_size=8).digest(), "big")
+
+
+def _digest(payload: str) -> int:
+    return int.from_bytes(hashlib.blake2b(payload.encode(), digest_size=8).digest(), "big")
+
+
+def current_payloads(connection: Connection) -> Iterator[tuple[str, str, str]]:
+    """(kind, subject, canonical payload) of every snapshot, copy, verification and drill row
+    now in the catalog, streamed."""
+    streamed = connection.execution_options(yield_per=5000)
+    for row in streamed.execute(select(SnapshotRow.__table__)).mappings():
+        yield "snapshot", str(row["id"]), canonical(snapshot_payload(row))
+    for row in streamed.execute(select(CopyRow.__table__)).mappings():
+        yield "copy", copy_subject(str(row["snapshot_id"]), str(row["target"])), canonical(copy_payload(row))
+    for row in streamed.execute(select(VerificationRow.__table__)).mappings():
+        yield "verification", str(row["id"]), canonical(verification_payload(row))
+    for row in streamed.execute(select(DrillRow.__table__)).mappings():
+        yield "drill", str(row["id"]), canonical(drill_payload(row))
+
+
+def audit(connection: Connection) -> Audit:
+    """Check the whole chain and every record against its newest ledger row.
+
+    Streams the ledger and the tables; what it keeps is one pair of 64-bit digests per record
+    (memory stays around 40 MB for a 400k-record ledger).
+    """
+    result = Audit()
+    newest: dict[int, int] = {}  # key of (kind, subject) -> digest of its newest payload
+    last: LedgerRecord | None = None
+
+    def stream() -> Iterator[LedgerRecord]:
+        nonlocal last
+        for record in iter_ledger(connection):
+            result.records += 1
+            if last is None and (record.seq != 1 or record.prev_hash != GENESIS):
+                result.problems.append(f"ledger: records 1..{record.seq - 1} are missing (deleted)")
+            if record.kind != "observation":
+                newest[_key(record.kind, record.subject)] = _digest(record.payload)
+            last = record
+            yield record
+
+    result.problems.extend(chain_problems(stream()))
+    if last is not None:
+        result.head, result.head_seq = last.hash, last.seq
+    for kind, subject, payload in current_payloads(connection):
+        recorded = newest.pop(_key(kind, subject), None)
+        if recorded is None:
+            result.problems.append(
+                f"catalog: {kind} {subject} is not in the ledger (inserted behind its back)"
+            )
+        elif recorded != _digest(payload):
+            result.problems.append(f"catalog: {kind} {subject} was edited after it was recorded")
+    if newest:  # records the ledger has and the catalog lost: find their names (rare: a second pass)
+        named: dict[int, str] = {}
+        for record in iter_ledger(connection):
+            key = _key(record.kind, record.subject)
+            if key in newest and record.kind != "observation":
+                named[key] = f"{record.kind} {record.subject}"
+        result.problems += [
+            f"catalog: {named[key]} was deleted from the catalog" for key in newest if key in named
+        ]
+    return result
+
+
+def backfill(connection: Connection) -> int:
+    """Append a record for every snapshot, copy, verification and drill row that exists (the
+    0004 migration: catalogs made before the ledger). Returns how many were appended."""
+    # Reflected, not the models: a later migration may add columns the database does not have
+    # yet when this one runs.
+    metadata = MetaData()
+    table = {
+        name: Table(name, metadata, autoload_with=connection)
+        for name in ("snapshots", "snapshot_copies", "verifications", "drills", "run_records")
+    }
+    entries: list[tuple[str, str, str, str]] = []  # (at, kind, subject, payload)
+    for row in connection.execute(select(table["snapshots"])).mappings():
+        at = stamp(row["finished_at"] or row["started_at"]) or ""
+        entries.append((at, "snapshot", str(row["id"]), canonical(snapshot_payload(row))))
+    for row in connection.execute(select(table["snapshot_copies"])).mappings():
+        subject = copy_subject(str(row["snapshot_id"]), str(row["target"]))
+        entries.append((stamp(row["updated_at"]) or "", "copy", subject, canonical(copy_payload(row))))
+    for row in connection.execute(select(table["verifications"])).mappings():
+        payload = verification_payload(row)
+        entries.append((stamp(row["at"]) or "", "verification", str(row["id"]), canonical(payload)))
+    for row in connection.execute(select(table["drills"])).mappings():
+        entries.append(
+            (stamp(row["finished_at"]) or "", "drill", str(row["id"]), canonical(drill_payload(row)))
+        )
+    kind_order = {kind: index for index, kind in enumerate(KINDS)}
+    entries.sort(key=lambda entry: (entry[0], kind_order[entry[1]], entry[2]))
+    host, prev = socket.gethostname(), GENESIS
+    rows = []
+    for seq, (at, kind, subject, body) in enumerate(entries, start=1):
+        digest = record_hash(prev, seq, at, host, kind, subject, "migration-0004", body)
+        rows.append(
+            dict(
+                seq=seq,
+                at=at,
+                host=host,
+                kind=kind,
+                subject=subject,
+                trigger="migration-0004",
+                payload=body,
+                prev_hash=prev,
+                hash=digest,
+            )
+        )
+        prev = digest
+    if rows:
+        connection.execute(insert(table["run_records"]), rows)
+    return len(rows)

@@ -1,0 +1,261 @@
+"""`backupctl evidence export`: write a signed evidence bundle (a directory or a .tar).
+
+Everything is written under a temporary name next to the destination and renamed into place
+only when complete: a failed export leaves nothing behind. A destination that exists is an
+error (exit 2), never overwritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from backupctl.catalog.ledger import iter_ledger, stamp
+from backupctl.catalog.models import RunRecordRow
+from backupctl.catalog.store import Catalog
+from backupctl.core.crypto import load_signing_key
+from backupctl.errors import ConfigError
+from backupctl.evidence import sshsig
+from backupctl.evidence.report_html import COMPACT_ABOVE, render
+
+INDEX_FILE = "evidence-bundles.json"  # in the state dir: the chain of exported bundles
+SUMS, SIGNATURE, SIGNERS = "SHA256SUMS", "SHA256SUMS.sig", "allowed_signers"
+
+VERIFY_MD = """# Verifying this evidence bundle
+
+Nothing but OpenSSH (8.1 or newer) and coreutils is needed.
+
+1. Check the signature over the checksum list (the key is also published by `backupctl keys`
+   on the host; compare its line with `allowed_signers` here, or use your own copy):
+
+       ssh-keygen -Y verify -f allowed_signers -I {identity} -n {namespace} -s SHA256SUMS.sig < SHA256SUMS
+
+   Expected: `Good "{namespace}" signature for {identity} with ED25519 key SHA256:...`
+
+2. Check every file against the list (a changed, missing or extra file fails):
+
+       sha256sum --strict -c SHA256SUMS && test "$(find . -type f | wc -l)" -eq {files}
+
+3. Chain: `chain.json` holds the SHA256SUMS digest of the previous bundle ({previous}). Compute
+   `sha256sum SHA256SUMS` in the previous quarter's bundle and compare: a deleted or replaced
+   bundle shows.
+
+4. Run ledger: `ledger.jsonl` is a contiguous segment of the catalog's hash-chained run ledger;
+   `backupctl evidence verify BUNDLE` recomputes every hash (see docs/evidence.md for the
+   formula) and, where the catalog is reachable, compares it with the catalog now.
+"""
+
+
+def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _cell(row.get(key)) for key in columns})
+    return buffer.getvalue()
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A temporary directory next to `out`, removed on any failure."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def read_index(state_dir: Path) -> list[dict[str, Any]]:
+    path = state_dir / INDEX_FILE
+    if not path.exists():
+        return []
+    value: list[dict[str, Any]] = json.loads(path.read_text())
+    return value
+
+
+def export(
+    document: dict[str, Any],
+    catalog: Catalog,
+    out: Path,
+    keys_dir: Path,
+    state_dir: Path,
+    policy_files: list[Path],
+) -> dict[str, Any]:
+    """Write the bundle to `out` (a directory, or a tar file when the name ends in .tar).
+
+    Returns a summary (path, files, SHA256SUMS digest, previous bundle). Raises ConfigError when
+    `out` exists or no signing key exists (nothing is written then).
+    """
+    if out.exists() or out.is_symlink():
+        raise ConfigError(f"--out {out} already exists: choose a new path (bundles are never overwritten)")
+    key = load_signing_key(keys_dir)
+    index = read_index(state_dir)
+    previous = index[-1] if index else None
+    with _staging(out) as work:
+        root = work / "bundle"
+        root.mkdir()
+        label = document["period"]["label"]
+        (root / "evidence.json").write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+        (root / "controls.csv").write_text(
+            _csv(document["controls"], ["policy", "control", "status", "summary", "exceptions", "measured"])
+        )
+        (root / "exceptions.csv").write_text(
+            _csv(document["exceptions"], ["policy", "control", "status", "detail"])
+        )
+        (root / "runs.csv").write_text(
+            _csv(
+                document["runs"],
+                [
+                    "id",
+                    "policy",
+                    "status",
+                    "started_at",
+                    "finished_at",
+                    "host",
+                    "trigger",
+                    "stored_bytes",
+                    "encrypted",
+                    "copies",
+                    "error",
+                ],
+            )
+        )
+        (root / "drills.csv").write_text(
+            _csv(
+                document["drills"],
+                [
+                    "id",
+                    "policy",
+                    "drill",
+                    "snapshot_id",
+                    "target",
+                    "finished_at",
+                    "ok",
+                    "reason",
+                    "rto_seconds",
+                    "rto_objective_seconds",
+                ],
+            )
+        )
+        (root / "crosswalk.csv").write_text(
+            _csv(document["crosswalk"], ["control", "clause", "title", "kind", "text"])
+        )
+        (root / "report.html").write_text(render(document, "Backup evidence"))
+        # The PDF of a fleet uses the compact layout: WeasyPrint lays out ~3 pages a second.
+        compact = len(document["controls"]) > COMPACT_ABOVE
+        write_pdf(render(document, "Backup evidence", compact=compact), root / "report.pdf")
+        (root / "policies").mkdir()
+        for path in policy_files:
+            shutil.copyfile(path, root / "policies" / path.name)
+        _copy_drill_reports(document, root / "drills")
+        since, anchor = _segment_start(catalog, previous, document["period"]["start"])
+        head_seq, head, count = since, anchor or "0" * 64, 0
+        with catalog.engine.connect() as connection, (root / "ledger.jsonl").open("w") as stream:
+            for record in iter_ledger(connection, since):  # streamed: the first bundle holds them all
+                stream.write(json.dumps(record.as_dict(), sort_keys=True) + "\n")
+                head_seq, head, count = record.seq, record.hash, count + 1
+        chain = {
+            "period": label,
+            "previous": previous,
+            "ledger": {"from_seq": since + 1, "anchor": anchor, "head_seq": head_seq, "head": head},
+        }
+        (root / "chain.json").write_text(json.dumps(chain, indent=1, sort_keys=True) + "\n")
+        (root / SIGNERS).write_text(sshsig.allowed_signers_line(key.private.public_key()) + "\n")
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        (root / "VERIFY.md").write_text(
+            VERIFY_MD.format(
+                identity=sshsig.IDENTITY,
+                namespace=sshsig.NAMESPACE,
+                files=len(files) + 3,
+                previous=previous["period"] if previous else "none: this is the first bundle",
+            )
+        )
+        files.append("VERIFY.md")
+        sums = "".join(f"{_sha256(root / name)}  {name}\n" for name in sorted(files))
+        (root / SUMS).write_text(sums)
+        (root / SIGNATURE).write_text(sshsig.sign(key.private, sums.encode()))
+        digest = hashlib.sha256(sums.encode()).hexdigest()
+        if out.suffix == ".tar":
+            staged = work / "bundle.tar"
+            with tarfile.open(staged, "w") as tar:
+                tar.add(root, arcname=out.stem, recursive=True)
+            staged.rename(out)
+        else:
+            root.rename(out)
+    entry = {"period": label, "sha256sums": digest, "head_seq": head_seq, "head": head, "path": str(out)}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / INDEX_FILE).write_text(json.dumps([*index, entry], indent=1) + "\n")
+    return {
+        "path": str(out),
+        "files": len(files) + 2,
+        "sha256sums_digest": digest,
+        "previous": previous,
+        "ledger_records": count,
+    }
+
+
+def _segment_start(
+    catalog: Catalog, previous: dict[str, Any] | None, period_start: str
+) -> tuple[int, str | None]:
+    """Where this bundle's ledger segment starts: after the previous bundle's head (the chain
+    continues from bundle to bundle), else at the first record of the period (what came before
+    is not evidence of it). Returns (the seq before the segment, the hash the segment links to)."""
+    if previous is not None:
+        return int(previous["head_seq"]), str(previous["head"])
+    start = stamp(datetime.fromisoformat(period_start))
+    with catalog.engine.connect() as connection:
+        first = connection.execute(
+            select(RunRecordRow.seq, RunRecordRow.prev_hash)
+            .where(RunRecordRow.at >= start)
+            .order_by(RunRecordRow.seq)
+            .limit(1)
+        ).first()
+    if first is None or int(first[0]) == 1:
+        return 0, None
+    return int(first[0]) - 1, str(first[1])
+
+
+def write_pdf(html: str, path: Path) -> None:
+    """The same HTML as a PDF a person can print and sign (WeasyPrint, through Pango)."""
+    # Imported here: WeasyPrint takes about a second to import, paid only by an export.
+    from weasyprint import HTML
+
+    HTML(string=html).write_pdf(str(path))
+
+
+def _copy_drill_reports(document: dict[str, Any], into: Path) -> None:
+    """Every drill report of the period that still exists on this host."""
+    for drill in document["drills"]:
+        for kind, path in sorted(drill.get("report_paths", {}).items()):
+            source = Path(path)
+            if source.is_file():
+                target = into / drill["id"] / f"{kind}{source.suffix}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)

@@ -1,0 +1,228 @@
+"""Read what the controls need for a period from the catalog, in a few flat queries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from backupctl.catalog.ledger import Audit, audit, stamp
+from backupctl.catalog.models import (
+    ArtifactRow,
+    CopyRow,
+    DrillRow,
+    RunRecordRow,
+    SnapshotRow,
+    VerificationRow,
+)
+from backupctl.catalog.store import Catalog
+from backupctl.evidence.period import Period
+
+# How far before the period runs are read: the restorable point before it (RPO), and drills
+# within 90 days of its end.
+LOOKBACK = timedelta(days=120)
+DRILL_WINDOW = timedelta(days=90)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass
+class Run:
+    """One snapshot run as the evidence shows it."""
+
+    id: str
+    policy: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    host: str
+    stored_bytes: int
+    error: str | None
+    trigger: str = "unknown"
+    copies: dict[str, tuple[str, datetime | None]] = field(default_factory=dict)  # target -> (status, when)
+    encrypted: bool | None = None  # every artifact age-encrypted (restic: encrypted by restic)
+    formats: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "policy": self.policy,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "host": self.host,
+            "stored_bytes": self.stored_bytes,
+            "error": self.error,
+            "trigger": self.trigger,
+            "copies": {t: s for t, (s, _) in sorted(self.copies.items())},
+            "encrypted": self.encrypted,
+        }
+
+
+@dataclass
+class CatalogData:
+    """Everything read for one period (all policies asked for)."""
+
+    period: Period
+    runs: dict[str, list[Run]]  # policy -> runs started in [start - LOOKBACK, end), oldest first
+    verifications: list[dict[str, Any]]
+    drills: list[dict[str, Any]]
+    failed_copies: list[dict[str, Any]]  # ledger copy records with status failed, of these runs
+    observations: list[dict[str, Any]]
+    audit: Audit
+    catalog_policies: list[str]
+    hosts: list[str]
+
+
+def collect(catalog: Catalog, period: Period, policies: Iterable[str] | None = None) -> CatalogData:
+    """Read the period's runs (and the lookback before it), verifications, drills, observations,
+    and audit the ledger. `policies`: only these (None: every policy in the catalog)."""
+    wanted = set(policies) if policies is not None else None
+    since = period.start - LOOKBACK
+    with catalog.engine.connect() as connection:
+        names = sorted(
+            str(name) for name in connection.execute(select(SnapshotRow.policy).distinct()).scalars()
+        )
+        names = sorted(
+            set(names) | {str(n) for n in connection.execute(select(DrillRow.policy).distinct()).scalars()}
+        )
+        query = (
+            select(
+                SnapshotRow.id,
+                SnapshotRow.policy,
+                SnapshotRow.status,
+                SnapshotRow.started_at,
+                SnapshotRow.finished_at,
+                SnapshotRow.host,
+                SnapshotRow.stored_bytes,
+                SnapshotRow.error,
+            )
+            .where(SnapshotRow.started_at >= since, SnapshotRow.started_at < period.end)
+            .order_by(SnapshotRow.started_at, SnapshotRow.id)
+        )
+        runs: dict[str, list[Run]] = {}
+        by_id: dict[str, Run] = {}
+        for row in connection.execute(query):
+            if wanted is not None and row[1] not in wanted:
+                continue
+            run = Run(
+                row[0], row[1], row[2], _utc(row[3]) or period.start, _utc(row[4]), row[5], row[6], row[7]
+            )
+            runs.setdefault(run.policy, []).append(run)
+            by_id[run.id] = run
+        copies = (
+            select(CopyRow.snapshot_id, CopyRow.target, CopyRow.status, CopyRow.updated_at)
+            .join(SnapshotRow, SnapshotRow.id == CopyRow.snapshot_id)
+            .where(SnapshotRow.started_at >= since, SnapshotRow.started_at < period.end)
+        )
+        for snapshot_id, target, status, updated in connection.execute(copies):
+            if snapshot_id in by_id:
+                by_id[snapshot_id].copies[target] = (status, _utc(updated))
+        artifacts = (
+            select(ArtifactRow.snapshot_id, ArtifactRow.file, ArtifactRow.format)
+            .join(SnapshotRow, SnapshotRow.id == ArtifactRow.snapshot_id)
+            .where(SnapshotRow.started_at >= period.start, SnapshotRow.started_at < period.end)
+        )
+        for snapshot_id, file, fmt in connection.execute(artifacts):
+            found = by_id.get(snapshot_id)
+            if found is None:
+                continue
+            encrypted = file.endswith(".age") or fmt.startswith("restic")
+            found.encrypted = encrypted if found.encrypted is None else (found.encrypted and encrypted)
+            found.formats.append(fmt)
+        verifications = [
+            {
+                "id": r[0],
+                "snapshot_id": r[1],
+                "target": r[2],
+                "at": _utc(r[3]),
+                "ok": bool(r[4]),
+                "problems": list(r[5] or []),
+                "policy": r[6],
+            }
+            for r in connection.execute(
+                select(
+                    VerificationRow.id,
+                    VerificationRow.snapshot_id,
+                    VerificationRow.target,
+                    VerificationRow.at,
+                    VerificationRow.ok,
+                    VerificationRow.problems,
+                    SnapshotRow.policy,
+                )
+                .join(SnapshotRow, SnapshotRow.id == VerificationRow.snapshot_id)
+                .where(VerificationRow.at >= period.start, VerificationRow.at < period.end)
+                .order_by(VerificationRow.at)
+            )
+            if wanted is None or r[6] in wanted
+        ]
+        drills = [
+            {
+                "id": r.id,
+                "policy": r.policy,
+                "drill": r.drill,
+                "snapshot_id": r.snapshot_id,
+                "target": r.target,
+                "started_at": _utc(r.started_at),
+                "finished_at": _utc(r.finished_at),
+                "ok": bool(r.ok),
+                "reason": r.reason,
+                "rto_seconds": r.rto_seconds,
+                "rto_objective_seconds": r.rto_objective_seconds,
+                "rpo_seconds": r.rpo_seconds,
+                "report_paths": dict(r.report_paths or {}),
+            }
+            for r in connection.execute(
+                select(DrillRow.__table__)
+                .where(
+                    DrillRow.finished_at >= period.end - DRILL_WINDOW - (period.end - period.start),
+                    DrillRow.finished_at < period.end,
+                )
+                .order_by(DrillRow.finished_at)
+            )
+            if wanted is None or r.policy in wanted
+        ]
+        failed_copies: list[dict[str, Any]] = []
+        observations: list[dict[str, Any]] = []
+        triggers = connection.execute(
+            select(
+                RunRecordRow.kind,
+                RunRecordRow.subject,
+                RunRecordRow.trigger,
+                RunRecordRow.at,
+                RunRecordRow.payload,
+                RunRecordRow.seq,
+            )
+            .where(RunRecordRow.kind.in_(("copy", "observation")) | (RunRecordRow.kind == "snapshot"))
+            .where((RunRecordRow.kind != "copy") | RunRecordRow.payload.contains('"status":"failed"'))
+            .where(
+                (RunRecordRow.kind != "observation")
+                | ((RunRecordRow.at >= stamp(period.start)) & (RunRecordRow.at < stamp(period.end)))
+            )
+            .order_by(RunRecordRow.seq)
+        )
+        for kind, subject, trigger, at, payload, seq in triggers:
+            if kind == "snapshot":
+                owner = by_id.get(subject)
+                if owner is not None and owner.trigger == "unknown":
+                    owner.trigger = trigger  # the first record of a run: who started it
+            elif kind == "copy":
+                snapshot_id = subject.split("/", 1)[0]
+                if snapshot_id in by_id:
+                    failed_copies.append({"seq": seq, "at": at, "subject": subject, **json.loads(payload)})
+            else:
+                data = json.loads(payload)
+                policy = subject.split(":", 1)[1] if ":" in subject else subject
+                if wanted is None or policy in wanted:
+                    observations.append({"seq": seq, "at": at, "subject": subject, "policy": policy, **data})
+        result = audit(connection)
+        hosts = sorted({run.host for items in runs.values() for run in items})
+    return CatalogData(period, runs, verifications, drills, failed_copies, observations, result, names, hosts)

@@ -1,0 +1,195 @@
+"""A self-contained HTML rendering of an evidence document: inline CSS, charts as inline SVG."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from html import escape
+from typing import Any
+
+# Exceptions shown per policy and control in the HTML/PDF; the rest are counted there and listed in
+# full in exceptions.csv and evidence.json (a PDF of 10,000 rows is read by nobody, and WeasyPrint
+# takes minutes and gigabytes to lay it out).
+EXCEPTIONS_SHOWN = 25
+EXCEPTIONS_COMPACT = 1
+DRILLS_COMPACT = 20  # failed drills listed in the compact layout
+COMPACT_ABOVE = 60  # controls: a PDF with more uses the compact layout
+_COLORS = {"COMPLIANT": "#1a7f37", "NON_COMPLIANT": "#cf222e", "INSUFFICIENT_DATA": "#9a6700"}
+_CSS = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top;font-size:13px}
+.status{font-weight:bold}.name{white-space:nowrap}h1{font-size:22px}h2{font-size:18px;margin-top:1.5em}
+.sign{margin-top:3em}.sign div{display:inline-block;width:40%;border-top:1px solid #000;margin-right:5%}"""
+
+
+def _status(status: str) -> str:
+    return f'<span class="status" style="color:{_COLORS.get(status, "#222")}">{escape(status)}</span>'
+
+
+def bar_chart(title: str, values: list[tuple[str, float]], unit: str, width: int = 640) -> str:
+    """A horizontal bar chart as inline SVG. Small values stay visible: every non-zero bar is at
+    least 2 px, and the value is written next to it."""
+    if not values:
+        return f"<p>{escape(title)}: no data</p>"
+    top = max(value for _, value in values) or 1.0
+    row, label_width = 18, 180
+    height = row * len(values) + 24
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="0" y="12" font-size="12" font-weight="bold">{escape(title)} '
+        f"(scale 0 to {top:,.1f} {escape(unit)})</text>",
+    ]
+    for index, (label, value) in enumerate(values):
+        y = 20 + index * row
+        length = 0.0 if value <= 0 else max(2.0, (width - label_width - 120) * value / top)
+        parts.append(f'<text x="0" y="{y + 12}" font-size="11">{escape(label[:28])}</text>')
+        parts.append(
+            f'<rect x="{label_width}" y="{y + 2}" width="{length:.1f}" height="{row - 6}" fill="#4878d0"/>'
+        )
+        parts.append(
+            f'<text x="{label_width + length + 4:.1f}" y="{y + 12}" font-size="11">'
+            f"{value:,.2f} {escape(unit)}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _exception_row(policy: str, control: str, detail_html: str) -> str:
+    return f"<tr><td>{escape(policy)}</td><td class='name'>{escape(control)}</td><td>{detail_html}</td></tr>"
+
+
+def _byte_unit(largest: float) -> tuple[float, str]:
+    """The unit that shows the largest value as a number between 1 and 1024 (40 bytes stay
+    40 B rather than 0.00 MiB)."""
+    for power, unit in ((4, "TiB"), (3, "GiB"), (2, "MiB"), (1, "KiB")):
+        if largest >= 1024**power:
+            return float(1024**power), unit
+    return 1.0, "B"
+
+
+def _matrix(controls: list[dict[str, Any]]) -> list[str]:
+    """Controls as a policy-by-control table of statuses (a fleet's report on a few pages)."""
+    names = list(dict.fromkeys(c["control"] for c in controls))
+    rows: dict[str, dict[str, str]] = defaultdict(dict)
+    for control in controls:
+        rows[control["policy"]][control["control"]] = control["status"]
+    out = [
+        "<table><tr><th>Policy</th>" + "".join(f"<th class='name'>{escape(n)}</th>" for n in names) + "</tr>"
+    ]
+    for policy, statuses in rows.items():
+        cells = "".join(f"<td>{_status(statuses[n]) if n in statuses else ''}</td>" for n in names)
+        out.append(f"<tr><td>{escape(policy)}</td>{cells}</tr>")
+    out.append("</table>")
+    return out
+
+
+def render(document: dict[str, Any], title: str, *, compact: bool = False) -> str:
+    """The report as one HTML page (no external resources: it prints and archives as is).
+
+    `compact` (the PDF of a big fleet): controls as a matrix, EXCEPTIONS_COMPACT exceptions per
+    policy and control, and a count of the rest; evidence.json and the CSV files hold them all.
+    """
+    limit = EXCEPTIONS_COMPACT if compact else EXCEPTIONS_SHOWN
+    period = document["period"]
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{escape(title)} — {escape(period['label'])}</h1>",
+        f"<p>Period {escape(period['start'])} to {escape(period['end'])} (UTC). "
+        f"Generated {escape(document['generated_at'])} on {escape(document['generator']['host'])} "
+        f"by backupctl {escape(document['generator']['backupctl_version'])}. "
+        f"Hosts: {escape(', '.join(document['hosts']) or 'none')}.</p>",
+    ]
+    if compact:
+        out += ["<h2>Controls</h2>", *_matrix(document["controls"])]
+    else:
+        out.append(
+            "<h2>Controls</h2><table><tr><th>Policy</th><th>Control</th><th>Status</th><th>Why</th></tr>"
+        )
+    for control in [] if compact else document["controls"]:
+        out.append(
+            f"<tr><td>{escape(control['policy'])}</td><td class='name'>{escape(control['control'])}</td>"
+            f"<td>{_status(control['status'])}</td><td>{escape(control['summary'])}</td></tr>"
+        )
+    out.append("<h2>Exceptions</h2>" if compact else "</table><h2>Exceptions</h2>")
+    if document["exceptions"]:
+        out.append("<table><tr><th>Policy</th><th>Control</th><th>Detail</th></tr>")
+        shown: dict[tuple[str, str], int] = defaultdict(int)
+        for item in document["exceptions"]:
+            key = (item["policy"], item["control"])
+            shown[key] += 1
+            if shown[key] <= limit:
+                out.append(_exception_row(item["policy"], item["control"], escape(item["detail"])))
+        for (policy, control), count in shown.items():
+            if count > limit:
+                more = f"<b>… and {count - limit} more in exceptions.csv</b>"
+                out.append(_exception_row(policy, control, more))
+        out.append("</table>")
+    else:
+        out.append("<p>None.</p>")
+    runs_per_policy: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for run in document["runs"]:
+        runs_per_policy[run["policy"]][0 if run["status"] in ("complete", "partial") else 1] += 1
+    out.append("<h2>Runs</h2>")
+    out.append(
+        bar_chart(
+            "Successful runs per policy",
+            [(p, float(v[0])) for p, v in sorted(runs_per_policy.items())],
+            "runs",
+        )
+    )
+    out.append(
+        bar_chart(
+            "Failed runs per policy", [(p, float(v[1])) for p, v in sorted(runs_per_policy.items())], "runs"
+        )
+    )
+    rpo = [
+        (c["policy"], c["measured"].get("worst_gap_seconds", 0) / 3600)
+        for c in document["controls"]
+        if c["control"] == "rpo-achieved" and c["measured"]
+    ]
+    out.append("<h2>Recovery objectives</h2>")
+    out.append(bar_chart("Largest gap between restorable points (achieved RPO)", rpo, "h"))
+    rto = [(d["policy"] + " " + d["id"][:8], float(d["rto_seconds"] or 0)) for d in document["drills"]]
+    out.append(bar_chart("Measured RTO of drills", rto, "s"))
+    used = [
+        (f"{p} → {t}", float(b))
+        for p, targets in sorted(document["storage"].items())
+        for t, b in sorted(targets.items())
+    ]
+    scale, unit = _byte_unit(max((b for _, b in used), default=0.0))
+    storage = [(label, b / scale) for label, b in used]
+    out.append("<h2>Storage</h2>" + bar_chart("Stored by the period's copies", storage, unit))
+    out.append(
+        "<h2>Drills</h2><table><tr><th>Drill</th><th>Policy</th><th>Finished</th>"
+        "<th>Result</th><th>RTO s</th></tr>"
+    )
+    drills = document["drills"]
+    listed = [d for d in drills if not d["ok"]][:DRILLS_COMPACT] if compact else drills
+    for d in listed:
+        out.append(
+            f"<tr><td>{escape(d['id'])}</td><td>{escape(d['policy'])}</td><td>{escape(d['finished_at'])}</td>"
+            f"<td>{'passed' if d['ok'] else 'FAILED: ' + escape(str(d['reason']))}</td>"
+            f"<td>{d['rto_seconds']}</td></tr>"
+        )
+    if len(listed) < len(drills):
+        out.append(
+            f"<tr><td colspan='5'><b>{len(drills) - len(listed)} more drills (passed ones and "
+            "failures beyond the first) in drills.csv</b></td></tr>"
+        )
+    out.append(
+        "</table><h2>Policies in force</h2><table><tr><th>Policy</th><th>File</th><th>sha256</th></tr>"
+    )
+    for p in document["policies"]:
+        out.append(
+            f"<tr><td>{escape(p['name'])}</td><td>{escape(p['file'])}</td><td><code>{escape(p['sha256'])}</code></td></tr>"
+        )
+    ledger = document["ledger"]
+    out.append(
+        f"</table><h2>Run ledger</h2><p>{ledger['records']} records, head #{ledger['head_seq']} "
+        f"<code>{escape(ledger['head'])}</code>; "
+        f"problems: {escape('; '.join(ledger['problems']) or 'none')}.</p>"
+    )
+    out.append(
+        "<div class='sign'><div>Reviewed by (name, date)</div><div>Signature</div></div></body></html>"
+    )
+    return "\n".join(out)

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Evidence at scale (issue #14): `evidence export` and `evidence verify` over a year-long catalog.
+
+The catalog is the catalog benchmark's (tests/benchmarks/bench_catalog.py: 100k snapshots over
+50 policies, with copies, artifacts, failed/partial attempts and verifications; override the size
+with BENCH_EVIDENCE_SNAPSHOTS) spread over one year instead of three, plus one passed drill per
+policy per month; its run ledger is then built the way migration 0004 builds it for an existing
+catalog (`backfill`: one hash-chained record per snapshot, copy, verification and drill).
+Populating is not measured.
+
+Measured, for the real CLI as a subprocess: the wall time and the peak RSS (ru_maxrss of the
+child, from wait4) of `evidence export --quarter Q --out Q.tar` (all 50 policies, the last full
+quarter), and of `evidence verify Q.tar` (signature, every file, the ledger segment, the catalog
+audit). Target (issue #14): export < 10 s and < 200 MB. Measured, never asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import insert  # noqa: E402
+
+from backupctl.catalog.ledger import backfill  # noqa: E402
+from backupctl.catalog.models import DrillRow  # noqa: E402
+from backupctl.catalog.store import Catalog  # noqa: E402
+from backupctl.core.crypto import generate_keys  # noqa: E402
+from tests.benchmarks import bench_catalog  # noqa: E402
+
+TARGET_SECONDS, TARGET_MB = 10.0, 200.0
+
+
+def last_full_quarter(now: datetime) -> str:
+    quarter = (now.month - 1) // 3  # the current quarter's index 0..3; the last full one before it
+    return f"{now.year - 1}Q4" if quarter == 0 else f"{now.year}Q{quarter}"
+
+
+def populate(url: str, total: int, now: datetime) -> tuple[float, int]:
+    """The catalog benchmark's rows over one year, drills, then the ledger. (seconds, records)."""
+    started = time.perf_counter()
+    bench_catalog.YEARS = 1
+    bench_catalog.populate(url, total, now)
+    catalog = Catalog.open(url)
+    drills = []
+    for index in range(bench_catalog.POLICIES):
+        for month in range(12):
+            finished = now - timedelta(days=30 * month + index % 28, hours=3)
+            drills.append(
+                dict(
+                    id=f"drill-{index:02d}-{month:02d}",
+                    policy=f"app-{index:02d}",
+                    drill="default",
+                    snapshot_id=None,
+                    target="nas",
+                    runtime="docker",
+                    started_at=finished - timedelta(minutes=4),
+                    finished_at=finished,
+                    ok=True,
+                    reason=None,
+                    rto_seconds=240.0,
+                    rto_objective_seconds=3600.0,
+                    rpo_seconds=None,
+                    rpo_objective_seconds=None,
+                    stages=[],
+                    checks=[{"name": "row-counts", "ok": True}],
+                    report_paths={},
+                )
+            )
+    with catalog.engine.begin() as connection:
+        connection.execute(insert(DrillRow), drills)
+        records = backfill(connection)
+    catalog.engine.dispose()
+    return time.perf_counter() - started, records
+
+
+def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB, stdout) of one CLI run."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if code not in (0, 1):
+            raise SystemExit(f"{' '.join(argv)} failed ({code}): {err.read().decode()[-2000:]}")
+        return wall, usage.ru_maxrss / 1024, out.read().decode()
+
+
+def main() -> None:
+    total = int(os.environ.get("BENCH_EVIDENCE_SNAPSHOTS", "100000"))
+    work = Path(tempfile.mkdtemp(prefix="backupctl-bench-evidence-"))
+    try:
+        keys = generate_keys(work / "keys")
+        bench_catalog.write_policies(work / "policies", work / "backups", keys.recipient)
+        url = f"sqlite:///{work}/catalog.sqlite"
+        env = {
+            **os.environ,
+            "NO_COLOR": "1",
+            "BACKUPCTL_STATE_DIR": str(work / "state"),
+            "BACKUPCTL_KEYS_DIR": str(work / "keys"),
+            "BACKUPCTL_CATALOG": url,
+            "BACKUPCTL_POLICIES": str(work / "policies"),
+            "PYTHONPYCACHEPREFIX": str(work / "pycache"),
+        }
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        now = datetime.now(UTC)
+        seconds, records = populate(url, total, now)
+        print(
+            f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; Python {sys.version.split()[0]}"
+        )
+        print(
+            f"catalog: {total:,} snapshots, 50 policies, one year, {records:,} ledger records "
+            f"(populated in {seconds:.1f}s)"
+        )
+        argv = bench_catalog.backupctl_argv()
+        bench_catalog.run_cli([*argv, "--help"], env)  # warm the bytecode cache
+        quarter = last_full_quarter(now)
+        out = work / f"{quarter}.tar"
+        wall, rss, _ = run_measured(
+            [*argv, "evidence", "export", "--quarter", quarter, "--out", str(out)], env
+        )
+        print(
+            f"evidence export --quarter {quarter}: {wall:.2f}s wall, {rss:.0f} MB peak RSS, "
+            f"bundle {out.stat().st_size / 2**20:.1f} MiB "
+            f"(target < {TARGET_SECONDS:.0f}s, < {TARGET_MB:.0f} MB: "
+            f"{'met' if wall < TARGET_SECONDS and rss < TARGET_MB else 'NOT met'})"
+        )
+        wall, rss, _ = run_measured([*argv, "evidence", "verify", str(out)], env)
+        print(f"evidence verify: {wall:.2f}s wall, {rss:.0f} MB peak RSS")
+        wall, rss, _ = run_measured([*argv, "report", "--month", f"{now:%Y-%m}", "--json"], env)
+        print(f"report --month {now:%Y-%m} --json: {wall:.2f}s wall, {rss:.0f} MB peak RSS")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

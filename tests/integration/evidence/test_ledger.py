@@ -1,0 +1,75 @@
+"""The hash-chained run ledger on SQLite and on a shared PostgreSQL catalog (a fleet)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from backupctl.catalog.ledger import audit, read_ledger
+from backupctl.catalog.store import Catalog
+from backupctl.evidence.collect import collect
+from backupctl.evidence.period import parse_month
+from tests.fixtures.postgres import PgDatabase
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    if request.param == "sqlite":
+        yield Catalog.open(f"sqlite:///{tmp_path}/catalog.sqlite")
+        return
+    database: PgDatabase = request.getfixturevalue("pg_empty_database")
+    url = database.url.replace(f"://{database.user}@", f"://{database.user}:{database.password}@", 1)
+    yield Catalog.open(url)
+
+
+def _problems(catalog: Catalog) -> list[str]:
+    with catalog.engine.connect() as connection:
+        return audit(connection).problems
+
+
+def test_fleet_export_covers_every_host_and_finds_deletions(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = datetime(2026, 11, 3, 2, tzinfo=UTC)
+    for index, host in enumerate(("web-1", "web-2")):
+        # Each host writes its own runs into the one catalog; the host name is what it reports.
+        monkeypatch.setattr(socket, "gethostname", lambda host=host: host)
+        catalog.begin_snapshot(f"s{index}", "shop", "0" * 64, started + timedelta(hours=index))
+        catalog.fail_snapshot(f"s{index}", "disk full")
+    monkeypatch.undo()
+    data = collect(catalog, parse_month("2026-11"))
+    assert data.hosts == ["web-1", "web-2"]
+    assert data.audit.ok and data.audit.records == 4
+    with catalog.engine.begin() as connection:
+        connection.execute(text("DELETE FROM snapshots WHERE id = 's0'"))
+    assert _problems(catalog) == ["catalog: snapshot s0 was deleted from the catalog"]
+    with catalog.engine.begin() as connection:
+        connection.execute(text("DELETE FROM run_records WHERE seq = 3"))
+    assert "ledger: records 3..3 are missing (deleted)" in _problems(catalog)
+
+
+def test_concurrent_appends_keep_one_chain(catalog: Catalog) -> None:
+    errors: list[BaseException] = []
+
+    def observe(name: str) -> None:
+        try:
+            for index in range(15):
+                catalog.record_observation("status", name, {"n": index})
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=observe, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with catalog.engine.connect() as connection:
+        result, records = audit(connection), read_ledger(connection)
+    assert result.ok and [r.seq for r in records] == list(range(1, 31))
