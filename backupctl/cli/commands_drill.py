@@ -72,13 +72,13 @@ def drill(
         return
     from backupctl.actions.drill import default_drill, prepare_drill_secret, run_drill
     from backupctl.actions.drill_report import write_outcome_reports
-    from backupctl.drills.loader import load_drill
+    from backupctl.drills.loader import load_drill, policy_for_drill
 
     prepare_drill_secret()
     path = Path(what)
     if path.suffix in (".yaml", ".yml") or path.exists():
         spec = load_drill(path)
-        policy = app.policy(spec.policy, check_secrets=False).policy
+        policy = policy_for_drill(path, spec, lambda name: app.policy(name, check_secrets=False)).policy
         base_dir, restore_all = path.resolve().parent, False
     else:
         from backupctl.scheduling import resolve_drill_file
