@@ -187,7 +187,9 @@ def main() -> None:
                   for i in error.issues]  # fmt: skip
         _fail(error.exit_code, mask(str(error)), "config", text="\n".join(lines), issues=issues)
     except BackupctlError as error:
-        _fail(error.exit_code, mask(str(error)), _kind(error))
+        done = getattr(error, "result", None)  # a partial backup: what did work
+        result = done.as_dict() if hasattr(done, "as_dict") else None
+        _fail(error.exit_code, mask(str(error)), _kind(error), result=result)
     except KeyboardInterrupt:
         terminated = isinstance(sys.exc_info()[1], Terminated)
         message = "interrupted: nothing incomplete was recorded as a snapshot"
@@ -216,6 +218,7 @@ def _fail(
     text: str | None = None,
     issues: list[dict[str, object]] | None = None,
     shown: Callable[[], None] | None = None,
+    result: object | None = None,
 ) -> NoReturn:
     """Report the final error and exit with `code`.
 
@@ -223,7 +226,7 @@ def _fail(
     errors); as a JSON line on stderr under --log-json; and, under --json, one
     `backupctl.error/1` object on stdout unless the command already printed its result."""
     from backupctl.cli import output
-    from backupctl.cli.contract import command_word, error_document, wants_json
+    from backupctl.cli.contract import command_word, error_document, normalise, wants_json
 
     argv = sys.argv[1:]
     as_json, log_json = wants_json(argv)
@@ -242,6 +245,8 @@ def _fail(
         click.echo(text if text is not None else f"error: {message}", err=True)
     if as_json and not output.json_printed:
         document = error_document(message, code, kind, command_word(argv), issues)
+        if result is not None:
+            document["result"] = normalise(result)
         sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
         sys.stdout.flush()
     sys.exit(code)
