@@ -187,8 +187,8 @@ def main() -> None:
                   for i in error.issues]  # fmt: skip
         _fail(error.exit_code, mask(str(error)), "config", text="\n".join(lines), issues=issues)
     except BackupctlError as error:
-        outcome = getattr(error, "result", None)  # a partial backup: what did work
-        result = outcome.as_dict() if hasattr(outcome, "as_dict") else None
+        as_dict = getattr(getattr(error, "result", None), "as_dict", None)  # a partial backup's result
+        result = as_dict() if callable(as_dict) else None
         _fail(error.exit_code, mask(str(error)), _kind(error), result=result)
     except KeyboardInterrupt:
         terminated = isinstance(sys.exc_info()[1], Terminated)
