@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from backupctl.cli.context import App, identity_option, json_option, pass_app, wait_option
+from backupctl.cli.jobs import job_alerts
 from backupctl.cli.output import human_bytes, print_json, stdout_console
 from backupctl.core.secrets import SecretRef, mask_url_password
 from backupctl.errors import ConfigError, IntegrityError, JobFailed
@@ -120,6 +121,7 @@ def snapshots(app: App, policy_name: str, include_all: bool, as_json: bool) -> N
 @identity_option
 @json_option
 @pass_app
+@job_alerts("verify")
 def verify(
     app: App,
     policy_name: str,

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from backupctl.cli.context import App, identity_option, json_option, pass_app, wait_option
+from backupctl.cli.jobs import job_alerts
 from backupctl.cli.output import print_json, stdout_console
 from backupctl.core.durations import humanize_seconds
 from backupctl.errors import JobFailed
@@ -40,6 +41,7 @@ from backupctl.errors import JobFailed
 @identity_option
 @json_option
 @pass_app
+@job_alerts("drill")
 def drill(
     app: App,
     what: str,

@@ -7,6 +7,7 @@ from datetime import timedelta
 import click
 
 from backupctl.cli.context import App, json_option, pass_app, wait_option
+from backupctl.cli.jobs import job_alerts
 from backupctl.cli.output import print_json, stdout_console
 from backupctl.errors import JobFailed
 
@@ -20,6 +21,7 @@ from backupctl.errors import JobFailed
 @wait_option
 @json_option
 @pass_app
+@job_alerts("prune")
 def prune(
     app: App, policy_name: str, dry_run: bool, targets: tuple[str, ...], wait: timedelta | None, as_json: bool
 ) -> None:
