@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -228,19 +229,24 @@ def restore(
         password=password,
     )
     from backupctl.actions.restore import run_restore
+    from backupctl.restore_destination import commit, guarded
 
     loaded = app.policy(policy_name, check_secrets=False)
-    result = run_restore(
-        app.settings,
-        loaded.policy,
-        snapshot,
-        source_name,
-        request,
-        from_target=from_target,
-        identity_file=identity_file,
-        precheck=not no_precheck,
-        events=app.events(),
-    )
+    with guarded(request) as (staged_request, staging):  # a failed stream leaves no silent half-tree
+        result = run_restore(
+            app.settings,
+            loaded.policy,
+            snapshot,
+            source_name,
+            staged_request,
+            from_target=from_target,
+            identity_file=identity_file,
+            precheck=not no_precheck,
+            events=app.events(),
+        )
+    if staging is not None and to_dir is not None:
+        commit(staging, to_dir)
+        result = dataclasses.replace(result, destination=str(to_dir.absolute()))
     if as_json:
         print_json(result.as_dict())
     else:
