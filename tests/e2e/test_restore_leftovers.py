@@ -13,7 +13,9 @@ def _backup(space: Workspace, tmp_path: Path) -> Path:
     (data / "sub").mkdir(parents=True)
     for index in range(40):  # enough that a corrupted middle is reached after files were written
         (data / "sub" / f"f{index}.bin").write_bytes(bytes([index]) * 50_000)
-    space.write_policy("app", space.base_policy("app", [{"name": "files", "type": "files", "path": str(data)}]))
+    space.write_policy(
+        "app", space.base_policy("app", [{"name": "files", "type": "files", "path": str(data)}])
+    )
     space.run("backup", "app", check=True)
     (artifact,) = space.backups.rglob("files.*.age")
     return artifact
