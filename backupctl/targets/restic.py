@@ -48,6 +48,7 @@ from backupctl.core.secrets import mask, mask_url_password
 from backupctl.errors import ConfigError, JobFailed, TargetError
 from backupctl.policy.schema import ResticTarget
 from backupctl.targets.base import Posture
+from backupctl.targets.restic_errors import lock_free, summarise
 
 MIN_VERSION = (0, 14, 0)
 CHUNK = 1 << 20
@@ -485,7 +486,8 @@ class ResticRepository:
         for attempt in (1, 2):
             with self._password_fd() as (fd, env):
                 try:
-                    done = runner.run([binary, *args], env=env, pass_fds=(fd,), check=False, timeout=timeout)
+                    done = runner.run([binary, *lock_free(args)], env=env, pass_fds=(fd,), check=False,
+                                      timeout=timeout)  # fmt: skip
                 except JobFailed as error:  # timed out
                     message = f"restic {action} on {self.location}: {error}"
                     raise TargetError(message, transient=True) from None
@@ -508,7 +510,7 @@ class ResticRepository:
         prefix = [nice, "-n", str(niceness)] if nice else []
         with self._password_fd() as (fd, env):
             pipes.setdefault("stdout", subprocess.PIPE)
-            process = runner.start([*prefix, binary, *args], env=env, pass_fds=(fd,), **pipes)
+            process = runner.start([*prefix, binary, *lock_free(args)], env=env, pass_fds=(fd,), **pipes)
         return _Child(process, on_line)
 
     def _failed(self, action: str, child: _Child) -> TargetError:
@@ -537,7 +539,7 @@ class ResticRepository:
 
     def _error(self, action: str, stderr: str) -> TargetError:
         """Turn restic's stderr into an operator's message; the text is masked."""
-        tail = self._scrub(runner.last_lines(stderr))
+        tail = self._scrub(summarise(stderr))  # no Go stack traces
         where = f"restic repository '{self.name}' ({self.location})"
         if "wrong password" in stderr:
             return TargetError(f"{where}: wrong password: the password from {self.config.password} "
