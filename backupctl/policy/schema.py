@@ -295,6 +295,10 @@ class ResticTarget(TargetBase):
         description="Extra environment for restic (e.g. AWS keys), as secret references.",
     )
     append_only: bool = Field(default=False, description="The repository is an append-only REST server.")
+    stall_timeout: Duration = Field(
+        default=timedelta(minutes=5),
+        description="Stop a restic backup that makes no progress for this long (frozen endpoint).",
+    )
 
 
 TargetConfig = Annotated[LocalTarget | S3Target | SftpTarget | ResticTarget, Field(discriminator="type")]

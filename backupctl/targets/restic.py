@@ -37,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from backupctl.errors import ConfigError, JobFailed, TargetError
 from backupctl.policy.schema import ResticTarget
 from backupctl.targets.base import Posture
 from backupctl.targets.restic_errors import lock_free, summarise
+from backupctl.targets.restic_watchdog import StallWatchdog
 
 MIN_VERSION = (0, 14, 0)
 CHUNK = 1 << 20
@@ -177,6 +179,8 @@ class _BackupOutput:
         self.summary: dict[str, Any] | None = None
         self._progress = progress
         self._done = 0
+        self.progressed = time.monotonic()  # last time restic reported more bytes or files done
+        self._files = 0
 
     def feed(self, line: bytes) -> None:
         try:
@@ -187,10 +191,13 @@ class _BackupOutput:
             return
         if message.get("message_type") == "summary":
             self.summary = message
-        elif message.get("message_type") == "status" and self._progress is not None:
-            done = int(message.get("bytes_done") or 0)
+        elif message.get("message_type") == "status":
+            done, files = int(message.get("bytes_done") or 0), int(message.get("files_done") or 0)
+            if done > self._done or files > self._files:
+                self.progressed, self._files = time.monotonic(), files
             if done > self._done:
-                self._progress(done - self._done)
+                if self._progress is not None:
+                    self._progress(done - self._done)
                 self._done = done
 
 
@@ -203,6 +210,7 @@ class ResticStdinWriter(io.RawIOBase):
         self.pid = pid  # of the restic process, for diagnostics
         self.bytes_written = 0
         self.result: ResticBackupResult | None = None
+        self.progressed = time.monotonic()  # last write restic accepted (for the stall watchdog)
 
     def writable(self) -> bool:
         return True
@@ -214,6 +222,7 @@ class ResticStdinWriter(io.RawIOBase):
             raise self._on_broken() from error
         size = memoryview(data).nbytes
         self.bytes_written += size
+        self.progressed = time.monotonic()
         return size
 
 
@@ -324,7 +333,12 @@ class ResticRepository:
         stdin = child.process.stdin
         assert stdin is not None
         runner.widen_pipe(stdin)
-        writer = ResticStdinWriter(stdin, child.process.pid, lambda: self._failed("backup", child))
+        writer = ResticStdinWriter(stdin, child.process.pid, lambda: self._stalled(watchdog, "backup", child))
+        # A writer started ahead waits for its first byte (the manifest's, at the very end of
+        # the backup): the deadline runs from then on.
+        watchdog = StallWatchdog(child.process, self.config.stall_timeout.total_seconds(),
+                                 lambda: max(output.progressed, writer.progressed)
+                                 if writer.bytes_written else time.monotonic())  # fmt: skip
         try:
             yield writer
         except BaseException:
@@ -336,9 +350,9 @@ class ResticRepository:
         try:
             stdin.close()  # EOF: restic commits the snapshot
         except OSError as error:
-            raise self._failed("backup", child) from error
+            raise self._stalled(watchdog, "backup", child) from error
         if child.finish() != 0 or output.summary is None:
-            raise self._error("backup", child.stderr)
+            raise watchdog.error(self.location) if watchdog.fired else self._error("backup", child.stderr)
         writer.result = self._result(output.summary, tags, full_id)
         if writer.result.total_bytes_processed != writer.bytes_written:
             raise TargetError(
@@ -364,7 +378,11 @@ class ResticRepository:
         args = ["backup", os.path.abspath(path), "--json", "--compression", "auto", *_tag_args(tags)]
         args += [arg for pattern in excludes for arg in ("--exclude", pattern)]
         child = self._start(args, output.feed)
+        stall = self.config.stall_timeout.total_seconds()
+        watchdog = StallWatchdog(child.process, stall, lambda: output.progressed)
         returncode = child.finish()
+        if watchdog.fired:
+            raise watchdog.error(self.location)
         if returncode == 3 and output.summary is not None:  # snapshot made, but files are missing
             raise TargetError(
                 f"restic snapshot {output.summary.get('snapshot_id')} of {path} is incomplete, some "
@@ -512,6 +530,11 @@ class ResticRepository:
             pipes.setdefault("stdout", subprocess.PIPE)
             process = runner.start([*prefix, binary, *lock_free(args)], env=env, pass_fds=(fd,), **pipes)
         return _Child(process, on_line)
+
+    def _stalled(self, watchdog: StallWatchdog, action: str, child: _Child) -> TargetError:
+        """The error of a backup whose stdin broke: the watchdog's, else restic's own."""
+        error = self._failed(action, child)
+        return watchdog.error(self.location) if watchdog.fired else error
 
     def _failed(self, action: str, child: _Child) -> TargetError:
         child.finish()  # restic has closed stdin, so it is exiting: collect its stderr

@@ -169,3 +169,53 @@ def test_frozen_sftp_mid_upload_fails_the_target_in_bounded_time(
     assert healed["failed"] == [] and len(healed["copied"]) == 1, healed
     (check,) = workspace.run_json("verify", "app", "--target", "offsite")
     assert check["ok"], check
+
+
+def test_frozen_restic_backend_is_stopped_by_the_stall_deadline(
+    workspace: Workspace, tmp_path: Path, moto_server_factory: Callable[..., MotoServer]
+) -> None:
+    server = moto_server_factory()
+    client = server.client()
+    client.create_bucket(Bucket="restic-frozen")
+    data = tmp_path / "data"
+    data.mkdir()
+    for index in range(8):
+        (data / f"blob{index}.bin").write_bytes(os.urandom(6 << 20))
+    workspace.env.update(RESTIC_FROZEN_PASSWORD="restic-frozen-test", RESTIC_AWS_KEY="testing",
+                         RESTIC_AWS_SECRET="testing")  # fmt: skip
+    dedup = {"name": "dedup", "type": "restic", "repository": f"s3:{server.url}/restic-frozen",
+             "password": "env:RESTIC_FROZEN_PASSWORD", "stall_timeout": "5s",
+             "environment": {"AWS_ACCESS_KEY_ID": "env:RESTIC_AWS_KEY",
+                             "AWS_SECRET_ACCESS_KEY": "env:RESTIC_AWS_SECRET"}}  # fmt: skip
+    workspace.write_policy(
+        "app",
+        workspace.base_policy(
+            "app",
+            [{"name": "files", "type": "files", "path": str(data)}],
+            [{"name": "local", "type": "local", "path": str(workspace.backups)}, dedup],
+        ),
+    )
+    workspace.run("target", "setup", "app", "dedup", check=True)
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "backupctl", "backup", "app"],
+        env={**os.environ, **workspace.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not client.list_objects_v2(Bucket="restic-frozen", Prefix="data/").get("KeyCount"):
+            assert backup.poll() is None, backup.communicate()
+            assert time.monotonic() < deadline, "restic never uploaded data"
+            time.sleep(0.02)
+        server.pause()
+        frozen_at = time.monotonic()
+        _, stderr = backup.communicate(timeout=BOUND_SECONDS * 3)
+        elapsed = time.monotonic() - frozen_at
+    finally:
+        server.resume()
+        if backup.poll() is None:
+            backup.kill()
+    print(f"frozen restic backend failed the target after {elapsed:.1f}s")
+    assert backup.returncode == 3, stderr
+    assert elapsed < BOUND_SECONDS, (elapsed, stderr)
+    assert "no progress" in stderr, stderr
+    assert _lock_is_free(workspace, "app")
