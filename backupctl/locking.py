@@ -189,8 +189,12 @@ class _FileLock:
                 "taking over the lock of policy left by %s: that process %s", previous.describe(), state
             )
         # Rewrite in place (not temp+rename): the flock belongs to this inode.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(asdict(me)) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(asdict(me)) + "\n").encode(), 0)
+        except OSError as error:  # disk full: name the file, release the lock
+            os.close(fd)
+            raise OSError(error.errno, error.strerror, str(self.path)) from error
         self._fd = fd
         return None
 

@@ -1,4 +1,10 @@
-"""Backup notifications: generic JSON webhook, healthchecks.io pings, Slack-compatible webhook.
+"""Job notifications: generic JSON webhook, healthchecks.io pings, Slack-compatible webhook.
+
+Every job kind (backup, drill, verify, prune, replicate, status) goes through the same channels;
+a channel's `jobs:` says which kinds it hears (default: all for webhook and Slack, only backup
+for healthchecks, whose check URL is one dead-man timer per backup schedule). A `recovered`
+event (a job kind succeeding after it failed, or `status` regaining compliance) goes to the
+channels that hear failures.
 
 A notification is best effort: every failure (secret not resolvable, HTTP error, timeout, refused
 connection) is logged on the `backupctl.notify` logger and swallowed, so a broken notification
@@ -23,7 +29,9 @@ from backupctl.core.secrets import SCHEMES, SecretRef, mask
 
 log = logging.getLogger("backupctl.notify")
 
-Event = Literal["start", "success", "failure"]
+Event = Literal["start", "success", "failure", "recovered"]
+Job = Literal["backup", "drill", "verify", "prune", "replicate", "status"]
+JOBS: tuple[Job, ...] = ("backup", "drill", "verify", "prune", "replicate", "status")
 TIMEOUT_SECONDS = 10.0
 RETRIES = 2
 HEALTHCHECKS_BODY_LIMIT = 10_000  # healthchecks.io keeps at most 10 KB of a ping body
@@ -62,6 +70,11 @@ class NotificationChannel(BaseModel):
         "all three (healthchecks).",
     )
     name: str | None = Field(default=None, description="Name used in log messages (default: the type).")
+    jobs: list[Job] | None = Field(
+        default=None,
+        description="Job kinds sent: backup, drill, verify, prune, replicate, status. Default: all "
+        "(webhook, slack); backup only (healthchecks: one check per backup schedule).",
+    )
 
     @field_validator("url")
     @classmethod
@@ -84,6 +97,14 @@ class NotificationChannel(BaseModel):
 
     def events(self) -> list[Event]:
         return list(self.on or _DEFAULT_ON[self.type])
+
+    def hears(self, event: Event, job: Job) -> bool:
+        """Whether this channel is sent `event` of a `job` run (`recovered` rides on `failure`)."""
+        jobs = self.jobs if self.jobs is not None else (["backup"] if self.type == "healthchecks" else JOBS)
+        wanted = "failure" if event == "recovered" else event
+        return job in jobs and wanted in self.events() and not (
+            self.type == "healthchecks" and event == "recovered"  # healthchecks has no such ping
+        )
 
 
 def _resolve(value: str) -> str:
@@ -118,24 +139,30 @@ class Notifier:
         self.backoff = backoff
         self.host = socket.gethostname()
 
-    def start(self, policy: str) -> None:
+    def start(self, policy: str, job: Job = "backup") -> None:
         """A run of `policy` begins (healthchecks `/start`; other channels only if asked)."""
-        self._emit("start", policy, None, {})
+        self._emit("start", policy, None, {}, job)
 
-    def success(self, policy: str, summary: Mapping[str, Any]) -> None:
+    def success(self, policy: str, summary: Mapping[str, Any], job: Job = "backup") -> None:
         """A run of `policy` completed; `summary` is e.g. `BackupResult.as_dict()`."""
-        self._emit("success", policy, None, summary)
+        self._emit("success", policy, None, summary, job)
 
-    def failure(self, policy: str, error: str, summary: Mapping[str, Any]) -> None:
+    def failure(self, policy: str, error: str, summary: Mapping[str, Any], job: Job = "backup") -> None:
         """A run of `policy` failed (or was partial) with `error`."""
-        self._emit("failure", policy, error, summary)
+        self._emit("failure", policy, error, summary, job)
+
+    def recovered(self, policy: str, summary: Mapping[str, Any], job: Job) -> None:
+        """A `job` of `policy` succeeded after it had failed (status: compliance regained)."""
+        self._emit("recovered", policy, None, summary, job)
 
     # ------------------------------------------------------------------ internals
-    def _emit(self, event: Event, policy: str, error: str | None, summary: Mapping[str, Any]) -> None:
+    def _emit(
+        self, event: Event, policy: str, error: str | None, summary: Mapping[str, Any], job: Job = "backup"
+    ) -> None:
         for channel in self.channels:
             try:
-                if event in channel.events():
-                    self._send(channel, event, policy, error, summary)
+                if channel.hears(event, job):
+                    self._send(channel, event, policy, error, summary, job)
             except Exception as problem:  # a notification must never fail the backup
                 log.warning(
                     "notification %s (%s) for %s of policy %s failed: %s",
@@ -153,13 +180,14 @@ class Notifier:
         policy: str,
         error: str | None,
         summary: Mapping[str, Any],
+        job: Job = "backup",
     ) -> None:
         url = _resolve(channel.url).rstrip("/")
         headers = {key: _resolve(value) for key, value in channel.headers.items()}
-        text = self._text(event, policy, error)
+        text = self._text(event, policy, error, job)
         body: bytes | None
         if channel.type == "healthchecks":
-            url = {"start": f"{url}/start", "success": url, "failure": f"{url}/fail"}[event]
+            url = {"start": f"{url}/start", "success": url, "failure": f"{url}/fail", "recovered": url}[event]
             body = None if event == "start" else text.encode()[:HEALTHCHECKS_BODY_LIMIT]
             headers.setdefault("Content-Type", "text/plain; charset=utf-8")
         else:
@@ -169,9 +197,10 @@ class Notifier:
             else:
                 payload = {
                     "event": event,
+                    "job": job,
                     "policy": policy,
                     "host": self.host,
-                    "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # docs/json.md
                     "error": error,
                     "summary": dict(summary),
                     "backupctl_version": __version__,
@@ -180,12 +209,17 @@ class Notifier:
             headers.setdefault("Content-Type", "application/json")
         self._post(url, body, headers)
 
-    def _text(self, event: Event, policy: str, error: str | None) -> str:
+    def _text(self, event: Event, policy: str, error: str | None, job: Job = "backup") -> str:
         if event == "start":
-            return f"backupctl: backup {policy} started on {self.host}"
+            return f"backupctl: {job} {policy} started on {self.host}"
         if event == "success":
-            return f"backupctl: backup {policy} succeeded on {self.host}"
-        return mask(f"backupctl: backup {policy} FAILED on {self.host}: {error or 'unknown error'}")
+            return f"backupctl: {job} {policy} succeeded on {self.host}"
+        if event == "recovered":
+            what = "is compliant again" if job == "status" else "succeeded again"
+            return f"backupctl: {job} {policy} {what} on {self.host}"
+        if job == "status":
+            return mask(f"backupctl: policy {policy} is OUT OF COMPLIANCE on {self.host}: {error or '?'}")
+        return mask(f"backupctl: {job} {policy} FAILED on {self.host}: {error or 'unknown error'}")
 
     def _post(self, url: str, body: bytes | None, headers: dict[str, str]) -> None:
         """GET (no body) or POST; retries 5xx and connection errors with exponential backoff."""

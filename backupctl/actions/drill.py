@@ -306,7 +306,9 @@ def _drill_steps(
     try:
         signed = feed.manifest(trusted_keys(settings, policy))
     except (IntegrityError, BackupctlError) as error:
-        integrity("manifest signature", False, str(error), started)
+        # A target that cannot be read (restic lock, network) is not a bad signature: say which.
+        integrity("manifest signature" if isinstance(error, IntegrityError) else "manifest read", False,
+                  str(error), started)  # fmt: skip
         raise
     integrity("manifest signature", True, f"signed by {signed.signer}", started)
     manifest = signed.manifest

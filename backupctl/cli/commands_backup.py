@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import click
 
 from backupctl.cli.context import App, identity_option, json_option, pass_app, wait_option
+from backupctl.cli.jobs import job_alerts
 from backupctl.cli.output import human_bytes, print_json, stdout_console
 from backupctl.core.secrets import SecretRef, mask_url_password
 from backupctl.errors import ConfigError, IntegrityError, JobFailed
@@ -133,6 +135,7 @@ def snapshots(app: App, policy_name: str, include_all: bool, as_json: bool) -> N
 @identity_option
 @json_option
 @pass_app
+@job_alerts("verify")
 def verify(
     app: App,
     policy_name: str,
@@ -241,19 +244,24 @@ def restore(
         password=password,
     )
     from backupctl.actions.restore import run_restore
+    from backupctl.restore_destination import commit, guarded
 
     loaded = app.policy(policy_name, check_secrets=False)
-    result = run_restore(
-        app.settings,
-        loaded.policy,
-        snapshot,
-        source_name,
-        request,
-        from_target=from_target,
-        identity_file=identity_file,
-        precheck=not no_precheck,
-        events=app.events(),
-    )
+    with guarded(request) as (staged_request, staging):  # a failed stream leaves no silent half-tree
+        result = run_restore(
+            app.settings,
+            loaded.policy,
+            snapshot,
+            source_name,
+            staged_request,
+            from_target=from_target,
+            identity_file=identity_file,
+            precheck=not no_precheck,
+            events=app.events(),
+        )
+    if staging is not None and to_dir is not None:
+        commit(staging, to_dir)
+        result = dataclasses.replace(result, destination=str(to_dir.absolute()))
     if as_json:
         print_json(result.as_dict())
     else:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from backupctl.cli.context import App, identity_option, json_option, pass_app, wait_option
+from backupctl.cli.jobs import job_alerts
 from backupctl.cli.output import print_json, stdout_console
 from backupctl.core.durations import humanize_seconds
 from backupctl.errors import JobFailed
@@ -40,6 +41,7 @@ from backupctl.errors import JobFailed
 @identity_option
 @json_option
 @pass_app
+@job_alerts("drill")
 def drill(
     app: App,
     what: str,
@@ -72,13 +74,13 @@ def drill(
         return
     from backupctl.actions.drill import default_drill, prepare_drill_secret, run_drill
     from backupctl.actions.drill_report import write_outcome_reports
-    from backupctl.drills.loader import load_drill
+    from backupctl.drills.loader import load_drill, policy_for_drill
 
     prepare_drill_secret()
     path = Path(what)
     if path.suffix in (".yaml", ".yml") or path.exists():
         spec = load_drill(path)
-        policy = app.policy(spec.policy, check_secrets=False).policy
+        policy = policy_for_drill(path, spec, lambda name: app.policy(name, check_secrets=False)).policy
         base_dir, restore_all = path.resolve().parent, False
     else:
         from backupctl.scheduling import resolve_drill_file

@@ -7,7 +7,8 @@ from datetime import timedelta
 import click
 
 from backupctl.cli.context import App, json_option, pass_app, wait_option
-from backupctl.cli.output import print_json, stdout_console
+from backupctl.cli.jobs import job_alerts
+from backupctl.cli.output import human_bytes, print_json, stdout_console
 from backupctl.errors import JobFailed
 
 
@@ -20,6 +21,7 @@ from backupctl.errors import JobFailed
 @wait_option
 @json_option
 @pass_app
+@job_alerts("prune")
 def prune(
     app: App, policy_name: str, dry_run: bool, targets: tuple[str, ...], wait: timedelta | None, as_json: bool
 ) -> None:
@@ -31,6 +33,7 @@ def prune(
     Exit 0, or 1 when a deletion failed (retained-by-lock is not a failure).
     """
     from backupctl.actions.prune import run_prune
+    from backupctl.actions.sweep import as_dicts, sweep_failed_runs
     from backupctl.cli.tables import print_table  # rich: only when a table is printed
     from backupctl.locking import policy_lock
 
@@ -39,10 +42,15 @@ def prune(
         report = run_prune(
             app.settings, policy, dry_run=dry_run, only_targets=list(targets) or None, events=app.events()
         )
+        swept = sweep_failed_runs(app.settings, policy, dry_run=dry_run, only_targets=list(targets) or None)
     if as_json:
-        print_json(report.as_dict())
+        print_json({**report.as_dict(), "swept": as_dicts(swept)})
     elif not app.quiet:
         console = stdout_console()
+        for sweep in swept:  # what failed and killed runs had left (backupctl/actions/sweep.py)
+            verb = "would reclaim" if dry_run else "reclaimed"
+            console.print(f"{policy_name} → {sweep.target}: {verb} {human_bytes(sweep.bytes_reclaimed)} of "
+                          f"{len(sweep.snapshots)} unfinished run(s)", markup=False)  # fmt: skip
         verb = "would remove" if dry_run else "removed"
         for result in report.targets:
             summary = f"{len(result.kept)} kept, {len(result.removed)} {verb}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from backupctl.cli.context import App, json_option, pass_app
+from backupctl.cli.jobs import job_alerts, record_compliance
 from backupctl.cli.output import print_json, stdout_console
 from backupctl.errors import ConfigError, JobFailed, PartialFailure
 
@@ -82,6 +83,7 @@ def status(app: App, policy_name: str | None, as_json: bool) -> None:
             for rule in result.rules:
                 table.add_row(rule.name, "ok" if rule.ok else "FAIL", rule.detail)
             console.print(table)
+    record_compliance(app, results)  # alerts and metrics when compliance is lost or regained
     if not all(result.compliant for result in results):
         raise JobFailed(
             "out of compliance: "
@@ -98,6 +100,7 @@ def status(app: App, policy_name: str | None, as_json: bool) -> None:
 @click.option("--target", "targets", multiple=True, help="Only fill these targets (repeatable).")
 @json_option
 @pass_app
+@job_alerts("replicate")
 def replicate(app: App, policy_name: str, targets: tuple[str, ...], as_json: bool) -> None:
     """Copy snapshots to targets that missed them (e.g. S3 was down last night).
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import atexit
+import errno
 import gc
 import importlib
+import json
 import logging
+import os
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
+from typing import NoReturn
 
 import click
 
@@ -151,6 +156,12 @@ def cli(
     verbosity = -1 if quiet else verbose
     setup_logging(verbosity, log_json)
     ctx.obj = App(Settings.resolve(policies, state_dir, catalog, keys_dir), verbosity)
+    global _state_dir
+    _state_dir = str(ctx.obj.settings.state_dir)
+
+
+# The state directory of the running command, named when the system refuses a write there.
+_state_dir: str | None = None
 
 
 def main() -> None:
@@ -167,25 +178,98 @@ def main() -> None:
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as error:
-        error.show()
-        sys.exit(EXIT_CONFIG if error.exit_code == 2 else error.exit_code)
+        code = EXIT_CONFIG if error.exit_code == 2 else error.exit_code
+        _fail(code, error.format_message(), "usage", shown=error.show)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(EXIT_FAILED)
+        _fail(EXIT_FAILED, "aborted", "aborted", text="aborted")
     except PolicyInvalid as error:
-        click.echo(f"error: {len(error.issues)} problem(s) in the configuration:", err=True)
-        for issue in error.issues:
-            click.echo("  " + mask(issue.render()), err=True)
-        sys.exit(error.exit_code)
+        lines = [f"error: {len(error.issues)} problem(s) in the configuration:"]
+        lines += ["  " + mask(issue.render()) for issue in error.issues]
+        issues = [{key: mask(str(v)) if isinstance(v, str) else v for key, v in i.as_dict().items()}
+                  for i in error.issues]  # fmt: skip
+        _fail(error.exit_code, mask(str(error)), "config", text="\n".join(lines), issues=issues)
     except BackupctlError as error:
-        click.echo(f"error: {mask(str(error))}", err=True)
-        sys.exit(error.exit_code)
+        as_dict = getattr(getattr(error, "result", None), "as_dict", None)  # a partial backup's result
+        result = as_dict() if callable(as_dict) else None
+        _fail(error.exit_code, mask(str(error)), _kind(error), result=result)
     except KeyboardInterrupt:
-        click.echo("interrupted: nothing incomplete was recorded as a snapshot", err=True)
-        sys.exit(130 if not isinstance(sys.exc_info()[1], Terminated) else 143)
-    except Exception as error:  # a bug: say so plainly, with the traceback at -v
+        terminated = isinstance(sys.exc_info()[1], Terminated)
+        message = "interrupted: nothing incomplete was recorded as a snapshot"
+        _fail(143 if terminated else 130, message, "interrupted", text=message)
+    except Exception as error:  # a bug, or the system refused (disk full): say so plainly
         log.debug("internal error", exc_info=True)
-        click.echo(
-            f"internal error: {type(error).__name__}: {mask(str(error))} (run with -v for details)", err=True
-        )
-        sys.exit(EXIT_FAILED)
+        problem = describe_os_error(error)
+        if problem is not None:
+            _fail(EXIT_FAILED, mask(problem), "system")
+        message = f"{type(error).__name__}: {mask(str(error))}"
+        _fail(EXIT_FAILED, message, "internal",
+              text=f"internal error: {message} (run with -v for details)")  # fmt: skip
+
+
+def _kind(error: BackupctlError) -> str:
+    """The `kind` of a failure in the --json error object: the exception class, snake_cased."""
+    name = type(error).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _fail(
+    code: int,
+    message: str,
+    kind: str,
+    *,
+    text: str | None = None,
+    issues: list[dict[str, object]] | None = None,
+    shown: Callable[[], None] | None = None,
+    result: object | None = None,
+) -> NoReturn:
+    """Report the final error and exit with `code`.
+
+    Text on stderr (`text`, default `error: MESSAGE`; or `shown()` for click's own usage
+    errors); as a JSON line on stderr under --log-json; and, under --json, one
+    `backupctl.error/1` object on stdout unless the command already printed its result."""
+    from backupctl.cli import output
+    from backupctl.cli.contract import command_word, error_document, normalise, wants_json
+
+    argv = sys.argv[1:]
+    as_json, log_json = wants_json(argv)
+    if log_json:
+        fields = {"exit_code": code, "kind": kind, "final": True}
+        if issues is not None:
+            fields["issues"] = issues
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, (), None,
+                                extra={"json_fields": fields})  # fmt: skip
+        if not log.handlers:  # failed before the group callback set logging up
+            output.setup_logging(0, log_json=True)
+        log.handle(record)
+    elif shown is not None:
+        shown()
+    else:
+        click.echo(text if text is not None else f"error: {message}", err=True)
+    if as_json and not output.json_printed:
+        document = error_document(message, code, kind, command_word(argv), issues)
+        if result is not None:
+            document["result"] = normalise(result)
+        sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+    sys.exit(code)
+
+
+def describe_os_error(error: BaseException) -> str | None:
+    """An operator's sentence for a refused write (disk full, read-only, no permission), naming
+    the path; None for other errors. Looks through SQLAlchemy's wrapper and exception chains."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _REFUSED:
+            where = current.filename or f"in the state directory {_state_dir or '?'}"
+            return f"cannot write {where}: {os.strerror(current.errno or 0)}"
+        text = str(current).lower()
+        if "database or disk is full" in text or "attempt to write a readonly database" in text:
+            reason = "disk full" if "full" in text else "read-only"
+            return f"cannot write the catalog in {_state_dir or 'the state directory'}: {reason}"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}

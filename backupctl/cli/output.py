@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 import click
@@ -124,16 +124,27 @@ class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps(
             {
-                "time": datetime.fromtimestamp(record.created).astimezone().isoformat(),
+                "time": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 "level": record.levelname.lower(),
                 "logger": record.name,
                 "message": record.getMessage(),
+                **getattr(record, "json_fields", {}),
             }
         )
 
 
+# Whether this process has printed its --json result (main() then prints no error object).
+json_printed = False
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, sort_keys=False) + "\n")
+    """Print a command's `--json` result: versioned and with RFC 3339 UTC times (docs/json.md)."""
+    from backupctl.cli.contract import current_command_path, versioned
+
+    global json_printed
+    json_printed = True
+    document = versioned(data, current_command_path())
+    sys.stdout.write(json.dumps(document, indent=2, default=str, sort_keys=False) + "\n")
 
 
 def _command_flags() -> tuple[bool, bool]:

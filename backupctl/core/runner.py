@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from backupctl.core.secrets import mask
+from backupctl.core.secrets import child_environment, mask
 from backupctl.errors import ConfigError, JobFailed
 
 log = logging.getLogger("backupctl.runner")
@@ -32,10 +32,8 @@ def require_tool(name: str, hint: str = "") -> str:
 
 
 def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
-    env = dict(os.environ)
-    if extra:
-        env.update(extra)
-    return env
+    """A child's environment: ours without secrets, plus what the caller hands it (`extra`)."""
+    return child_environment(extra)
 
 
 def describe(argv: Sequence[str]) -> str:

@@ -2,6 +2,11 @@
 
 Secrets never appear inline in YAML, on a command line, in a log or in a report. Every value
 resolved here is registered with the masker, so `mask()` can scrub it from any text we print.
+
+Children get only the secrets they need: `child_environment` (used by core.runner for every
+child) withholds every variable an `env:` reference names and every variable whose value is a
+resolved secret; a caller hands a child its own secret explicitly (PGPASSWORD for pg_dump, ...).
+So the PostgreSQL password never reaches mariadb-dump's environment.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import shlex
 import stat
 import subprocess
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +43,8 @@ class SecretRef:
             )
         if scheme == "file" and not target.startswith("/"):
             raise ValueError(f"file: secret paths must be absolute, got '{target}'")
+        if scheme == "env":
+            withhold_variable(target.strip())
         return cls(scheme, target.strip())
 
     def __str__(self) -> str:
@@ -108,6 +116,29 @@ def register_secret(value: str) -> None:
     if len(value) >= 4:
         with _lock:
             _registered.add(value)
+
+
+_withheld: set[str] = set()
+
+
+def withhold_variable(name: str) -> None:
+    """Keep environment variable `name` (it holds a secret) out of every child's environment."""
+    with _lock:
+        _withheld.add(name)
+
+
+def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without its secrets, plus `extra` (what this child needs).
+
+    Withheld: variables named by `env:` references, and any variable whose value is a
+    registered secret (a password exported under another name)."""
+    with _lock:
+        names = set(_withheld)
+        values = set(_registered)
+    env = {name: value for name, value in os.environ.items() if name not in names and value not in values}
+    if extra:
+        env.update(extra)
+    return env
 
 
 def mask(text: str) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable
 from pathlib import Path
 
 from backupctl.drills.schema import Drill
-from backupctl.errors import ConfigIssue
-from backupctl.policy.loader import load_model
-from backupctl.policy.yamlsource import UPPERCASE_ONLY, LocatedDocument, PathKey, dotted
+from backupctl.errors import ConfigError, ConfigIssue, PolicyInvalid
+from backupctl.policy.loader import LoadedPolicy, load_model
+from backupctl.policy.yamlsource import UPPERCASE_ONLY, LocatedDocument, PathKey, dotted, read_yaml
 
 
 def load_drill(path: Path) -> Drill:
@@ -58,3 +60,44 @@ def _logical_checks(drill: Drill, document: LocatedDocument, check_secrets: bool
         if check_names.index(name) != index:
             add(("checks", index, "name"), f"duplicate check name '{name}'")
     return issues
+
+
+def policy_for_drill(path: Path, drill: Drill, find: Callable[[str], LoadedPolicy]) -> LoadedPolicy:
+    """The policy a drill file names, checked against the drill: `find(name)` looks it up.
+
+    Raises PolicyInvalid (exit 2) located in the drill file when the policy does not exist
+    (`policy:`), or when a service restores a source the policy does not have, or the drill's
+    `target:` is not one of the policy's targets."""
+    document = read_yaml(path, UPPERCASE_ONLY)
+
+    def issue(where: PathKey, message: str, hint: str | None = None) -> ConfigIssue:
+        return ConfigIssue(str(path), document.line_of(where), dotted(where), message, hint)
+
+    try:
+        loaded = find(drill.policy)
+    except PolicyInvalid:
+        raise  # the policy file itself is bad: its own file:line issues say why
+    except ConfigError as error:
+        raise PolicyInvalid([issue(("policy",), str(error))]) from None
+    sources = [source.name for source in loaded.policy.sources]
+    issues: list[ConfigIssue] = []
+    for index, service in enumerate(drill.services):
+        restores = [("databases", n, d.source) for n, d in enumerate(service.databases)]
+        restores += [("files", n, f.source) for n, f in enumerate(service.files)]
+        for key, position, source in restores:
+            if source not in sources:
+                close = difflib.get_close_matches(source, sources, n=1)
+                issues.append(
+                    issue(
+                        ("services", index, key, position, "source"),
+                        f"policy '{drill.policy}' has no source '{source}'",
+                        f"did you mean '{close[0]}'?" if close else f"sources: {', '.join(sources)}",
+                    )
+                )
+    targets = [target.name for target in loaded.policy.targets]
+    if drill.target is not None and drill.target not in targets:
+        message = f"policy '{drill.policy}' has no target '{drill.target}'"
+        issues.append(issue(("target",), message, f"targets: {', '.join(targets)}"))
+    if issues:
+        raise PolicyInvalid(issues)
+    return loaded

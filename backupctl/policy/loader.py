@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from backupctl.core.secrets import SecretRef
 from backupctl.errors import ConfigError, ConfigIssue, PolicyInvalid, SecretError
 from backupctl.policy.schema import Policy
-from backupctl.policy.yamlsource import LocatedDocument, PathKey, dotted, read_yaml
+from backupctl.policy.yamlsource import LocatedDocument, PathKey, dotted, read_text, read_yaml
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 
@@ -313,24 +313,28 @@ def find_policy(name: str, directory: Path, *, check_secrets: bool = True) -> Lo
     files = policy_files(directory)
     preferred = [path for path in files if path.stem == name]
     for path in preferred + [path for path in files if path not in preferred]:
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
-            if path.stem == name:
-                return load_policy(path, check_secrets=check_secrets)  # raises with the located error
-            continue
-        if isinstance(raw, dict) and raw.get("name") == name:
+        declared = _declared_name(path)
+        if declared is None and path.stem == name:
+            return load_policy(path, check_secrets=check_secrets)  # raises with the located error
+        if declared == name:
             return load_policy(path, check_secrets=check_secrets)
-    known = []
-    for path in files:
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-            if isinstance(raw, dict) and isinstance(raw.get("name"), str):
-                known.append(raw["name"])
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
-            continue
+    known = [declared for path in files if (declared := _declared_name(path))]
     hint = f"; known policies: {', '.join(sorted(known))}" if known else ""
     raise ConfigError(f"no policy named '{name}' in {directory}{hint}")
+
+
+def _declared_name(path: Path) -> str | None:
+    """The top-level `name:` of a policy file, or None if it is unreadable, too large or not YAML.
+
+    safe_load builds each anchored node once (aliases share it), so an alias bomb stays cheap."""
+    text = read_text(path, [])
+    if text is None:
+        return None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return raw["name"] if isinstance(raw, dict) and isinstance(raw.get("name"), str) else None
 
 
 def validate_paths(

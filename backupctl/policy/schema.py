@@ -221,7 +221,20 @@ class S3Lifecycle(Strict):
     )
 
 
-class S3Target(TargetBase):
+class NetworkDeadlines(Strict):
+    """Deadlines of a network target (docs/targets.md, "Bounded time"): a frozen endpoint becomes
+    a failed target within minutes, the run ends with exit 3 and releases its lock."""
+
+    connect_timeout: Duration = Field(
+        default=timedelta(seconds=10), description="Give up opening a connection after this."
+    )
+    read_timeout: Duration = Field(
+        default=timedelta(seconds=60),
+        description="Give up on a request when the endpoint sends nothing for this long.",
+    )
+
+
+class S3Target(TargetBase, NetworkDeadlines):
     type: Literal["s3"] = Field(description="An S3 bucket (AWS or any S3-compatible service).")
     medium: str = Field(default="object-storage", description="Storage medium, for the 3-2-1 rule.")
     offsite: bool = Field(default=True, description="Whether this copy lives away from the production site.")
@@ -251,9 +264,13 @@ class S3Target(TargetBase):
     )
     part_size_mb: int = Field(default=16, ge=5, le=512, description="Multipart upload part size (MiB).")
     max_concurrency: int = Field(default=4, ge=1, le=32, description="Parallel part uploads.")
+    max_attempts: int = Field(
+        default=3, ge=1, le=10,
+        description="Attempts per request; only transient errors (timeouts, 5xx) are retried.",
+    )
 
 
-class SftpTarget(TargetBase):
+class SftpTarget(TargetBase, NetworkDeadlines):
     type: Literal["sftp"] = Field(description="A directory on an SSH host, written over SFTP.")
     offsite: bool = Field(default=True, description="Whether this copy lives away from the production site.")
     host: str = Field(description="Host name.", examples=["backup.example.net"])
@@ -278,6 +295,10 @@ class ResticTarget(TargetBase):
         description="Extra environment for restic (e.g. AWS keys), as secret references.",
     )
     append_only: bool = Field(default=False, description="The repository is an append-only REST server.")
+    stall_timeout: Duration = Field(
+        default=timedelta(minutes=5),
+        description="Stop a restic backup that makes no progress for this long (frozen endpoint).",
+    )
 
 
 TargetConfig = Annotated[LocalTarget | S3Target | SftpTarget | ResticTarget, Field(discriminator="type")]

@@ -197,7 +197,7 @@ def writable_paths(item: Scheduled, settings: Settings) -> list[str]:
             paths.append(target.path)
         elif target.type == "restic" and target.repository.startswith("/"):
             paths.append(target.repository)
-    if item.kind == "backup" and item.policy.metrics_file and item.policy.metrics_file.startswith("/"):
+    if item.policy.metrics_file and item.policy.metrics_file.startswith("/"):  # every job writes metrics
         paths.append(str(Path(item.policy.metrics_file).parent))
     if settings.catalog_url.startswith("sqlite:///"):
         catalog_dir = Path(settings.catalog_url[len("sqlite:///") :]).parent.absolute()

@@ -38,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ from backupctl.core.secrets import mask, mask_url_password
 from backupctl.errors import ConfigError, JobFailed, TargetError
 from backupctl.policy.schema import ResticTarget
 from backupctl.targets.base import Posture
+from backupctl.targets.restic_errors import lock_free, summarise
+from backupctl.targets.restic_watchdog import StallWatchdog
 
 log = logging.getLogger("backupctl.targets.restic")
 
@@ -179,6 +182,8 @@ class _BackupOutput:
         self.summary: dict[str, Any] | None = None
         self._progress = progress
         self._done = 0
+        self.progressed = time.monotonic()  # last time restic reported more bytes or files done
+        self._files = 0
 
     def feed(self, line: bytes) -> None:
         try:
@@ -189,10 +194,13 @@ class _BackupOutput:
             return
         if message.get("message_type") == "summary":
             self.summary = message
-        elif message.get("message_type") == "status" and self._progress is not None:
-            done = int(message.get("bytes_done") or 0)
+        elif message.get("message_type") == "status":
+            done, files = int(message.get("bytes_done") or 0), int(message.get("files_done") or 0)
+            if done > self._done or files > self._files:
+                self.progressed, self._files = time.monotonic(), files
             if done > self._done:
-                self._progress(done - self._done)
+                if self._progress is not None:
+                    self._progress(done - self._done)
                 self._done = done
 
 
@@ -205,6 +213,7 @@ class ResticStdinWriter(io.RawIOBase):
         self.pid = pid  # of the restic process, for diagnostics
         self.bytes_written = 0
         self.result: ResticBackupResult | None = None
+        self.progressed = time.monotonic()  # last write restic accepted (for the stall watchdog)
 
     def writable(self) -> bool:
         return True
@@ -216,6 +225,7 @@ class ResticStdinWriter(io.RawIOBase):
             raise self._on_broken() from error
         size = memoryview(data).nbytes
         self.bytes_written += size
+        self.progressed = time.monotonic()
         return size
 
 
@@ -326,7 +336,12 @@ class ResticRepository:
         stdin = child.process.stdin
         assert stdin is not None
         runner.widen_pipe(stdin)
-        writer = ResticStdinWriter(stdin, child.process.pid, lambda: self._failed("backup", child))
+        writer = ResticStdinWriter(stdin, child.process.pid, lambda: self._stalled(watchdog, "backup", child))
+        # A writer started ahead waits for its first byte (the manifest's, at the very end of
+        # the backup): the deadline runs from then on.
+        watchdog = StallWatchdog(child.process, self.config.stall_timeout.total_seconds(),
+                                 lambda: max(output.progressed, writer.progressed)
+                                 if writer.bytes_written else time.monotonic())  # fmt: skip
         try:
             yield writer
         except BaseException:
@@ -339,9 +354,9 @@ class ResticRepository:
         try:
             stdin.close()  # EOF: restic commits the snapshot
         except OSError as error:
-            raise self._failed("backup", child) from error
+            raise self._stalled(watchdog, "backup", child) from error
         if child.finish() != 0 or output.summary is None:
-            raise self._error("backup", child.stderr)
+            raise watchdog.error(self.location) if watchdog.fired else self._error("backup", child.stderr)
         writer.result = self._result(output.summary, tags, full_id)
         if writer.result.total_bytes_processed != writer.bytes_written:
             raise TargetError(
@@ -367,7 +382,11 @@ class ResticRepository:
         args = ["backup", os.path.abspath(path), "--json", "--compression", "auto", *_tag_args(tags)]
         args += [arg for pattern in excludes for arg in ("--exclude", pattern)]
         child = self._start(args, output.feed)
+        stall = self.config.stall_timeout.total_seconds()
+        watchdog = StallWatchdog(child.process, stall, lambda: output.progressed)
         returncode = child.finish()
+        if watchdog.fired:
+            raise watchdog.error(self.location)
         if returncode == 3 and output.summary is not None:  # snapshot made, but files are missing
             raise TargetError(
                 f"restic snapshot {output.summary.get('snapshot_id')} of {path} is incomplete, some "
@@ -504,7 +523,8 @@ class ResticRepository:
         for attempt in (1, 2):
             with self._password_fd() as (fd, env):
                 try:
-                    done = runner.run([binary, *args], env=env, pass_fds=(fd,), check=False, timeout=timeout)
+                    done = runner.run([binary, *lock_free(args)], env=env, pass_fds=(fd,), check=False,
+                                      timeout=timeout)  # fmt: skip
                 except JobFailed as error:  # timed out
                     message = f"restic {action} on {self.location}: {error}"
                     raise TargetError(message, transient=True) from None
@@ -527,8 +547,13 @@ class ResticRepository:
         prefix = [nice, "-n", str(niceness)] if nice else []
         with self._password_fd() as (fd, env):
             pipes.setdefault("stdout", subprocess.PIPE)
-            process = runner.start([*prefix, binary, *args], env=env, pass_fds=(fd,), **pipes)
+            process = runner.start([*prefix, binary, *lock_free(args)], env=env, pass_fds=(fd,), **pipes)
         return _Child(process, on_line)
+
+    def _stalled(self, watchdog: StallWatchdog, action: str, child: _Child) -> TargetError:
+        """The error of a backup whose stdin broke: the watchdog's, else restic's own."""
+        error = self._failed(action, child)
+        return watchdog.error(self.location) if watchdog.fired else error
 
     def _failed(self, action: str, child: _Child) -> TargetError:
         child.finish()  # restic has closed stdin, so it is exiting: collect its stderr
@@ -556,7 +581,7 @@ class ResticRepository:
 
     def _error(self, action: str, stderr: str) -> TargetError:
         """Turn restic's stderr into an operator's message; the text is masked."""
-        tail = self._scrub(runner.last_lines(stderr))
+        tail = self._scrub(summarise(stderr))  # no Go stack traces
         where = f"restic repository '{self.name}' ({self.location})"
         if "wrong password" in stderr:
             return TargetError(f"{where}: wrong password: the password from {self.config.password} "

@@ -77,9 +77,11 @@ def make_client(config: S3Target) -> S3Client:
     settings = botocore.config.Config(
         # "standard" retries timeouts, connection errors, 5xx and throttling with jittered
         # exponential backoff, and never a 4xx: a permanent error fails at once.
-        retries={"mode": "standard", "max_attempts": 5},
-        connect_timeout=10,
-        read_timeout=120,
+        # Bounded by the target's deadlines (docs/targets.md): a frozen endpoint fails a request
+        # after max_attempts x (connect_timeout + read_timeout) plus backoff, not after 10 minutes.
+        retries={"mode": "standard", "total_max_attempts": config.max_attempts},
+        connect_timeout=config.connect_timeout.total_seconds(),
+        read_timeout=config.read_timeout.total_seconds(),
         max_pool_connections=max(10, config.max_concurrency + 4),
     )
     with _sessions_lock:  # a boto3 Session is not thread-safe (its clients are)

@@ -271,7 +271,8 @@ class SftpBlobTarget:
         config = self.config
         try:
             client = ssh.connect(config.host, config.port, config.user, config.key_file,
-                                 config.key_passphrase, config.known_hosts)  # fmt: skip
+                                 config.key_passphrase, config.known_hosts,
+                                 timeout=config.connect_timeout.total_seconds())  # fmt: skip
         except ssh.SshError as error:
             raise TargetError(f"target {self.name}: {error}", transient=error.transient) from None
         try:
@@ -285,7 +286,7 @@ class SftpBlobTarget:
     def _open_sftp(self, client: paramiko.SSHClient) -> ssh.SftpSession:
         """A new SFTP session (one channel) on the SSH connection."""
         try:
-            return ssh.open_sftp(client)
+            return ssh.open_sftp(client, timeout=self.config.read_timeout.total_seconds())
         except ssh.SshError as error:
             raise TargetError(f"target {self.name}: {error}", transient=error.transient) from None
 

@@ -144,7 +144,7 @@ def test_json_output_parses(workspace: Workspace) -> None:
     files_policy(workspace)
     done = doctor(workspace, "--json")
     report = json.loads(done.stdout)
-    assert set(report) == {"ok", "findings"}
+    assert set(report) == {"schema", "ok", "findings"} and report["schema"] == "backupctl.doctor/1"
     for item in report["findings"]:
         assert set(item) == {"check", "ok", "detail", "fix", "warn", "level"}
         assert item["level"] in ("ok", "WARN", "FAIL")

@@ -406,7 +406,7 @@ def test_cli_list(workspace: Workspace) -> None:
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)
     assert row["policy"] == "shop" and row["schedule"] == "15 2 * * *" and len(row["next"]) == 3
-    runs = [datetime.fromisoformat(text) for text in row["next"]]
+    runs = [datetime.fromisoformat(text).astimezone() for text in row["next"]]
     assert runs == sorted(runs) and all((run.hour, run.minute) == (2, 15) for run in runs)
     assert run_cli(workspace, "schedule", "install").returncode == 2  # neither --systemd nor --cron
 

@@ -1,0 +1,221 @@
+"""Bounded time (issue #13, item 1): an S3 endpoint frozen (SIGSTOP) in the middle of an upload
+turns into a failed target within the configured deadlines: the backup exits 3 with the local
+copy complete, the policy lock is released, and after SIGCONT `replicate` heals the copy."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.fixtures.core import Workspace
+from tests.fixtures.s3 import MotoServer
+from tests.fixtures.sshd import SshdServer
+
+# Short deadlines so the test is quick; docs/targets.md gives the bound for the defaults.
+DEADLINES = {"connect_timeout": "2s", "read_timeout": "3s", "max_attempts": 2}
+# max_attempts x (connect + read) + backoff per request, for the part in flight and the parts
+# waiting beside it; generous for a loaded machine.
+BOUND_SECONDS = 60
+
+
+def _lock_is_free(space: Workspace, policy: str) -> bool:
+    path = space.state / "locks" / f"{policy}.lock"
+    if not path.exists():
+        return True
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return True
+
+
+def test_frozen_s3_mid_upload_fails_the_target_in_bounded_time(
+    workspace: Workspace, tmp_path: Path, moto_server_factory: Callable[..., MotoServer]
+) -> None:
+    server = moto_server_factory()
+    client = server.client()
+    client.create_bucket(Bucket="frozen")
+    data = tmp_path / "data"
+    data.mkdir()
+    for index in range(8):  # 48 MiB that do not compress: ten 5 MiB parts to upload
+        (data / f"blob{index}.bin").write_bytes(os.urandom(6 << 20))
+    offsite = {"name": "offsite", "type": "s3", "bucket": "frozen", "endpoint_url": server.url,
+               "region": "us-east-1", "versioning": "optional", "part_size_mb": 5, "max_concurrency": 2,
+               **DEADLINES}  # fmt: skip
+    workspace.write_policy(
+        "app",
+        workspace.base_policy(
+            "app",
+            [{"name": "files", "type": "files", "path": str(data)}],
+            [{"name": "local", "type": "local", "path": str(workspace.backups)}, offsite],
+        ),
+    )
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "backupctl", "backup", "app"],
+        env={**os.environ, **workspace.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not client.list_multipart_uploads(Bucket="frozen").get("Uploads"):
+            assert backup.poll() is None, backup.communicate()
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.02)
+        server.pause()
+        frozen_at = time.monotonic()
+        _, stderr = backup.communicate(timeout=BOUND_SECONDS * 3)
+        elapsed = time.monotonic() - frozen_at
+    finally:
+        server.resume()
+        if backup.poll() is None:
+            backup.kill()
+    assert backup.returncode == 3, stderr
+    print(f"frozen endpoint failed the target after {elapsed:.1f}s")
+    assert elapsed < BOUND_SECONDS, (elapsed, stderr)
+    assert "offsite" in stderr
+    assert _lock_is_free(workspace, "app")
+
+    server.resume()
+    healed = workspace.run_json("replicate", "app")
+    assert healed["failed"] == [] and len(healed["copied"]) == 1, healed
+    (check,) = workspace.run_json("verify", "app", "--target", "offsite")
+    assert check["ok"], check
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc), children first."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        for child in parents.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def test_frozen_sftp_mid_upload_fails_the_target_in_bounded_time(
+    workspace: Workspace, tmp_path: Path, sshd_server: SshdServer
+) -> None:
+    import signal
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for index in range(8):
+        (data / f"blob{index}.bin").write_bytes(os.urandom(6 << 20))
+    remote = sshd_server.root / f"frozen-{tmp_path.name}"
+    remote.mkdir()
+    offsite = {"name": "offsite", "type": "sftp", "host": sshd_server.host, "port": sshd_server.port,
+               "user": sshd_server.user, "key_file": sshd_server.key_file,
+               "known_hosts": sshd_server.known_hosts, "path": str(remote),
+               "connect_timeout": "2s", "read_timeout": "3s"}  # fmt: skip
+    workspace.write_policy(
+        "app",
+        workspace.base_policy(
+            "app",
+            [{"name": "files", "type": "files", "path": str(data)}],
+            [{"name": "local", "type": "local", "path": str(workspace.backups)}, offsite],
+        ),
+    )
+    listener = int((sshd_server.log_file.parent / "sshd.pid").read_text())
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "backupctl", "backup", "app"],
+        env={**os.environ, **workspace.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    frozen: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not any(path.is_file() and path.stat().st_size > 0 for path in remote.rglob("*")):
+            assert backup.poll() is None, backup.communicate()
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.02)
+        frozen = [listener, *_descendants(listener)]  # the server and this backup's session
+        _signal_all(frozen, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        _, stderr = backup.communicate(timeout=BOUND_SECONDS * 3)
+        elapsed = time.monotonic() - frozen_at
+    finally:
+        _signal_all(frozen, signal.SIGCONT)
+        if backup.poll() is None:
+            backup.kill()
+    print(f"frozen sshd failed the target after {elapsed:.1f}s")
+    assert backup.returncode == 3, stderr
+    assert elapsed < BOUND_SECONDS, (elapsed, stderr)
+    assert "offsite" in stderr
+    assert _lock_is_free(workspace, "app")
+
+    healed = workspace.run_json("replicate", "app")
+    assert healed["failed"] == [] and len(healed["copied"]) == 1, healed
+    (check,) = workspace.run_json("verify", "app", "--target", "offsite")
+    assert check["ok"], check
+
+
+def test_frozen_restic_backend_is_stopped_by_the_stall_deadline(
+    workspace: Workspace, tmp_path: Path, moto_server_factory: Callable[..., MotoServer]
+) -> None:
+    server = moto_server_factory()
+    client = server.client()
+    client.create_bucket(Bucket="restic-frozen")
+    data = tmp_path / "data"
+    data.mkdir()
+    for index in range(8):
+        (data / f"blob{index}.bin").write_bytes(os.urandom(6 << 20))
+    workspace.env.update(RESTIC_FROZEN_PASSWORD="restic-frozen-test", RESTIC_AWS_KEY="testing",
+                         RESTIC_AWS_SECRET="testing")  # fmt: skip
+    dedup = {"name": "dedup", "type": "restic", "repository": f"s3:{server.url}/restic-frozen",
+             "password": "env:RESTIC_FROZEN_PASSWORD", "stall_timeout": "5s",
+             "environment": {"AWS_ACCESS_KEY_ID": "env:RESTIC_AWS_KEY",
+                             "AWS_SECRET_ACCESS_KEY": "env:RESTIC_AWS_SECRET"}}  # fmt: skip
+    workspace.write_policy(
+        "app",
+        workspace.base_policy(
+            "app",
+            [{"name": "files", "type": "files", "path": str(data)}],
+            [{"name": "local", "type": "local", "path": str(workspace.backups)}, dedup],
+        ),
+    )
+    workspace.run("target", "setup", "app", "dedup", check=True)
+    backup = subprocess.Popen(
+        [sys.executable, "-m", "backupctl", "backup", "app"],
+        env={**os.environ, **workspace.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not client.list_objects_v2(Bucket="restic-frozen", Prefix="data/").get("KeyCount"):
+            assert backup.poll() is None, backup.communicate()
+            assert time.monotonic() < deadline, "restic never uploaded data"
+            time.sleep(0.02)
+        server.pause()
+        frozen_at = time.monotonic()
+        _, stderr = backup.communicate(timeout=BOUND_SECONDS * 3)
+        elapsed = time.monotonic() - frozen_at
+    finally:
+        server.resume()
+        if backup.poll() is None:
+            backup.kill()
+    print(f"frozen restic backend failed the target after {elapsed:.1f}s")
+    assert backup.returncode == 3, stderr
+    assert elapsed < BOUND_SECONDS, (elapsed, stderr)
+    assert "no progress" in stderr, stderr
+    assert _lock_is_free(workspace, "app")
