@@ -281,6 +281,91 @@ def restore(
         )
 
 
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the numbers as a Prometheus textfile (node_exporter's textfile collector).",
+)
+@json_option
+@pass_app
+def status(app: App, policy_name: str, source_name: str, metrics_file: Path | None, as_json: bool) -> None:
+    """Achieved RPO of a PITR source: now - the newest archived WAL segment, per target.
+
+    Also shows the server's archiver failures and .ready backlog when it is reachable.
+    Exit 1 when the RPO objective is breached, a segment is missing or no base backup exists.
+
+    \b
+    Example:
+      backupctl wal status shop --source db --metrics-file /var/lib/node_exporter/pitr.prom
+    """
+    from backupctl.actions.access import trusted_keys
+    from backupctl.actions.wal_status import wal_status, write_status_metrics
+
+    policy = app.policy(policy_name).policy
+    report = wal_status(app.settings, policy, source_name, trusted_keys(app.settings, policy))
+    if metrics_file is not None:
+        write_status_metrics(metrics_file, report)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for item in report.targets:
+            rpo = f"{item.rpo_seconds:.0f}s" if item.rpo_seconds is not None else "-"
+            app.echo(
+                f"{item.target}: RPO {rpo} (objective {report.objective_seconds:.0f}s), newest "
+                f"{item.newest_segment or '-'}, {item.segments} segments, {item.base_backups} base backups"
+            )
+        server = report.server or {}
+        if server.get("reachable"):
+            app.echo(
+                f"server: {server.get('failed_count')} archive failures "
+                f"(last {server.get('last_failed_wal')}), "
+                f"{server.get('ready_backlog')} segments waiting"
+            )
+        for problem in report.problems:
+            click.echo(f"problem: {problem}", err=True)
+    if not report.ok:
+        raise JobFailed(f"PITR of {source_name}: " + "; ".join(report.problems))
+
+
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; change nothing.")
+@json_option
+@pass_app
+def prune(app: App, policy_name: str, source_name: str, dry_run: bool, as_json: bool) -> None:
+    """Remove base backups beyond pitr.keep_base_backups and the WAL older than the oldest kept one.
+
+    Oldest first; object-locked objects stay (reported) and stop the pruning there, so the
+    retained WAL is never holed.
+
+    \b
+    Example:
+      backupctl wal prune shop --source db --dry-run
+    """
+    from backupctl.actions.access import trusted_keys
+    from backupctl.actions.wal_status import prune_wal
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    report = prune_wal(app.settings, policy, source_name, trusted_keys(app.settings, policy), dry_run=dry_run)
+    if as_json:
+        print_json(report.as_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    for segments in report.segments:
+        target = segments.target
+        app.echo(
+            f"{target}: kept base backups {', '.join(report.kept_base_backups.get(target, [])) or '-'}; "
+            f"{verb} {len(report.removed_base_backups.get(target, []))} base backups and "
+            f"{len(segments.doomed)} WAL files older than {segments.keep_from or '-'}"
+        )
+        if segments.retained_by_lock:
+            app.echo(f"  retained by lock: {', '.join(segments.retained_by_lock)}")
+
+
 def _backupctl_command(app: App, given: str | None) -> list[str]:
     import shlex
     import shutil

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 
 from tests.integration.pitr.conftest import POLICY, SOURCE, PitrSetup
 
@@ -171,6 +172,8 @@ def test_a_deleted_segment_is_named_by_verify_and_restore(
         broken = pitr_cluster.run("wal", "verify", POLICY, "--source", SOURCE)
         assert broken.returncode == 1 and victim in broken.stdout and victim in broken.stderr
         assert chain["ok"] is True
+        status = pitr_cluster.run("wal", "status", POLICY, "--source", SOURCE)
+        assert status.returncode == 1 and f"WAL missing: {victim}" in status.stderr
         to_dir = pitr_cluster.root / "restore-gap"
         failed = restore(pitr_cluster, to_dir, "--latest")
         assert failed.returncode == 1 and f"WAL segment {victim} is missing" in failed.stderr
@@ -204,3 +207,54 @@ def test_a_flipped_byte_stops_recovery_before_the_segment_is_replayed(
         assert "database system is ready to accept connections" not in log  # and never promoted
     finally:
         victim.write_bytes(original)
+
+
+def test_status_reports_the_achieved_rpo_and_metrics(pitr_cluster: PitrSetup, history: History) -> None:
+    metrics = pitr_cluster.scratch() / "pitr.prom"
+    done = pitr_cluster.run(
+        "wal", "status", POLICY, "--source", SOURCE, "--json", "--metrics-file", str(metrics)
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and 0 <= report["rpo_seconds"] < 900
+    assert report["server"]["reachable"] and report["server"]["ready_backlog"] == 0
+    assert 'backupctl_pitr_rpo_seconds{policy="shop",source="db"}' in metrics.read_text()
+    # an objective shorter than the age of the newest segment is a breach: exit 1
+    time.sleep(1.5)
+    policy_file = pitr_cluster.policies / f"{POLICY}.yaml"
+    original = policy_file.read_text()
+    try:
+        policy_file.write_text(original.replace("rpo: 15m", "rpo: 1s"))
+        breached = pitr_cluster.run("wal", "status", POLICY, "--source", SOURCE)
+        assert breached.returncode == 1 and "RPO breached" in breached.stderr
+    finally:
+        policy_file.write_text(original)
+
+
+def test_prune_keeps_the_wal_of_the_kept_base_backups(pitr_cluster: PitrSetup, history: History) -> None:
+    """Last in this module: it removes the first base backup and the WAL only it needed."""
+    done = pitr_cluster.run("wal", "base-backup", POLICY, "--source", SOURCE, "--json")
+    assert done.returncode == 0, done.stderr
+    second = json.loads(done.stdout)
+    policy_file = pitr_cluster.policies / f"{POLICY}.yaml"
+    original = policy_file.read_text()
+    try:
+        data = yaml.safe_load(original)
+        data["sources"][0]["pitr"]["keep_base_backups"] = 1
+        policy_file.write_text(yaml.safe_dump(data, sort_keys=False))
+        planned = pitr_cluster.run("wal", "prune", POLICY, "--source", SOURCE, "--dry-run", "--json")
+        assert planned.returncode == 0, planned.stderr
+        plan = json.loads(planned.stdout)
+        doomed = plan["segments"][0]["would_delete"]
+        assert plan["removed_base_backups"]["nas"] == [history.base_id]
+        assert doomed and all(name < second["start_segment"] for name in doomed)
+        records = pitr_cluster.backups / POLICY / "pitr" / SOURCE / "records"
+        assert all((records / f"{name}.rec").exists() for name in doomed)  # dry run: nothing removed
+        pruned = pitr_cluster.run("wal", "prune", POLICY, "--source", SOURCE, "--json")
+        assert pruned.returncode == 0, pruned.stderr
+        assert not any((records / f"{name}.rec").exists() for name in doomed)
+        verified = pitr_cluster.run("wal", "verify", POLICY, "--source", SOURCE, "--json")
+        assert verified.returncode == 0, verified.stdout
+        assert json.loads(verified.stdout)["targets"]["nas"]["first"] == second["start_segment"]
+    finally:
+        policy_file.write_text(original)
