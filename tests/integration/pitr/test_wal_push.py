@@ -141,3 +141,13 @@ def test_target_down_fails_the_archiver_then_it_catches_up(pitr_cluster: PitrSet
             segments.chmod(0o755)
     assert pitr_cluster.switch_and_wait(timeout=120) > blocked  # PostgreSQL retried: it caught up
     assert blocked in records(pitr_cluster)
+
+
+def test_doctor_checks_the_archiving_server(pitr_cluster: PitrSetup) -> None:
+    done = pitr_cluster.run("doctor", POLICY, "--json")
+    findings = [f for f in json.loads(done.stdout)["findings"] if f["check"] == f"{POLICY}/{SOURCE}: pitr"]
+    by_detail = {f["detail"].split(" ")[0]: f for f in findings}
+    assert by_detail["wal_level"]["ok"] and by_detail["archive_mode"]["ok"] and by_detail["archive_command"]["ok"]
+    # the fixture's server runs with archive_timeout = 0 (disabled): doctor says how to fix it
+    timeout = by_detail["archive_timeout"]
+    assert timeout["level"] == "FAIL" and "set archive_timeout = 60s" in timeout["fix"]
