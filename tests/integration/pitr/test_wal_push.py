@@ -147,7 +147,7 @@ def test_doctor_checks_the_archiving_server(pitr_cluster: PitrSetup) -> None:
     done = pitr_cluster.run("doctor", POLICY, "--json")
     findings = [f for f in json.loads(done.stdout)["findings"] if f["check"] == f"{POLICY}/{SOURCE}: pitr"]
     by_detail = {f["detail"].split(" ")[0]: f for f in findings}
-    assert by_detail["wal_level"]["ok"] and by_detail["archive_mode"]["ok"] and by_detail["archive_command"]["ok"]
+    assert all(by_detail[name]["ok"] for name in ("wal_level", "archive_mode", "archive_command"))
     # the fixture's server runs with archive_timeout = 0 (disabled): doctor says how to fix it
     timeout = by_detail["archive_timeout"]
     assert timeout["level"] == "FAIL" and "set archive_timeout = 60s" in timeout["fix"]
