@@ -5,8 +5,10 @@ a deleted segment (verify names it, restore past it fails naming it, restore bef
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -229,6 +231,60 @@ def test_status_reports_the_achieved_rpo_and_metrics(pitr_cluster: PitrSetup, hi
         assert breached.returncode == 1 and "RPO breached" in breached.stderr
     finally:
         policy_file.write_text(original)
+
+
+def run_as_root(setup: PitrSetup, *args: str) -> subprocess.CompletedProcess[str]:
+    """The drill runs as root (Docker, and the data directory handed to the container's uid)."""
+    return subprocess.run(
+        [sys.executable, "-m", "backupctl", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **setup.env},
+        timeout=600,
+        check=False,
+    )
+
+
+def test_pitr_drill_in_docker_staging_proves_the_point_reached(
+    pitr_cluster: PitrSetup, history: History, staging_images: dict[str, str]
+) -> None:
+    done = run_as_root(
+        pitr_cluster,
+        "wal",
+        "drill",
+        POLICY,
+        "--source",
+        SOURCE,
+        "--runtime",
+        "docker",
+        "--image",
+        staging_images["postgres"],
+        "--at",
+        history.between.isoformat(),
+        "--json",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["base_backup"] == history.base_id
+    reached = datetime.fromisoformat(report["reached_commit"])
+    assert reached <= history.between and 0 <= report["achieved_rpo_seconds"] <= 900
+    assert report["rto_seconds"] > 0 and report["segments"] >= 1
+    leftovers = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "label=backupctl.drill=pitr"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert leftovers.strip() == ""
+
+
+def test_pitr_drill_on_the_local_runtime_at_latest(pitr_cluster: PitrSetup, history: History) -> None:
+    done = run_as_root(
+        pitr_cluster, "wal", "drill", POLICY, "--source", SOURCE, "--runtime", "local", "--json"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["asked"] == "latest" and report["reached_commit"] is not None
 
 
 def test_prune_keeps_the_wal_of_the_kept_base_backups(pitr_cluster: PitrSetup, history: History) -> None:
