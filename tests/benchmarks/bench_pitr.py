@@ -170,13 +170,17 @@ def main() -> None:
                                      f"--target={target.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}+00", "--target-action=promote", "restore"]),
                        check=True, capture_output=True)  # fmt: skip
         (to_pgbackrest / "postgresql.auto.conf").open("a").write(
-            f"port = 0\nunix_socket_directories = '{to_pgbackrest}'\narchive_mode = 'off'\n"
+            f"unix_socket_directories = '{to_pgbackrest}'\narchive_mode = 'off'\n"
         )
         port = str(_free_port())
         log = to_pgbackrest / "restore.log"
         pg_ctl = str(setup.cluster.bindir / "pg_ctl")
-        subprocess.run(_as_postgres([pg_ctl, "start", "-D", str(to_pgbackrest), "-l", str(log), "-o", f"-p {port}"]),
-                       check=True, capture_output=True)  # fmt: skip
+        started = subprocess.run(
+            _as_postgres([pg_ctl, "start", "-D", str(to_pgbackrest), "-l", str(log), "-o", f"-p {port}"]),
+            capture_output=True, text=True, check=False,
+        )
+        if started.returncode != 0:
+            raise SystemExit(f"pg_ctl start failed: {started.stderr[-800:]} {log.read_text()[-1500:]}")
         while "database system is ready to accept connections" not in log.read_text(errors="replace"):
             time.sleep(0.2)
         pgbackrest_seconds = time.monotonic() - began

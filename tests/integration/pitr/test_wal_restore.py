@@ -222,13 +222,16 @@ def test_status_reports_the_achieved_rpo_and_metrics(pitr_cluster: PitrSetup, hi
     assert report["server"]["reachable"] and report["server"]["ready_backlog"] == 0
     assert 'backupctl_pitr_rpo_seconds{policy="shop",source="db"}' in metrics.read_text()
     # an objective shorter than the age of the newest segment is a breach: exit 1
-    time.sleep(1.5)
+    time.sleep(2.5)
     policy_file = pitr_cluster.policies / f"{POLICY}.yaml"
     original = policy_file.read_text()
     try:
-        policy_file.write_text(original.replace("rpo: 15m", "rpo: 1s"))
+        data = yaml.safe_load(original)
+        data["objectives"]["rpo"] = "2s"
+        data["sources"][0]["pitr"]["archive_timeout"] = "1s"
+        policy_file.write_text(yaml.safe_dump(data, sort_keys=False))
         breached = pitr_cluster.run("wal", "status", POLICY, "--source", SOURCE)
-        assert breached.returncode == 1 and "RPO breached" in breached.stderr
+        assert breached.returncode == 1 and "RPO breached" in breached.stderr, breached.stderr
     finally:
         policy_file.write_text(original)
 
