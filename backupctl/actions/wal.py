@@ -169,9 +169,8 @@ def fetch_wal(
     try:
         parsed = parse_wal_name(name)
         wanted = [name]
-        if spool is not None and parsed.kind == "wal" and depth > 1:
+        if spool is not None and parsed.kind == "wal" and depth > 1 and _usable_spool(spool):
             assert parsed.segno is not None
-            spool.mkdir(parents=True, exist_ok=True)
             available = set(archives[0].list_names())
             for ahead in range(1, depth):
                 next_name = segment_name(parsed.timeline, parsed.segno + ahead)
@@ -197,6 +196,17 @@ def fetch_wal(
         return FetchResult(name, target, from_spool=False, prefetched=prefetched)
     finally:
         close_all(archives)
+
+
+def _usable_spool(spool: Path) -> bool:
+    """Create the prefetch directory; False (no prefetch, the fetch itself still works) when it
+    cannot be created, e.g. restore_command run by hand in a read-only directory."""
+    try:
+        spool.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        log.info("no prefetch: cannot create %s: %s", spool, error.strerror)
+        return False
+    return True
 
 
 def _fetch_any(

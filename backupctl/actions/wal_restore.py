@@ -32,7 +32,7 @@ from backupctl.core.digests import algorithm_of
 from backupctl.core.pipeline import decrypted_reader
 from backupctl.errors import ConfigError, IntegrityError, JobFailed
 from backupctl.local_cluster.postgres import free_port, quote_literal
-from backupctl.pitr.archive import SegmentArchive, SegmentRecord
+from backupctl.pitr.archive import SegmentArchive, SegmentMissing, SegmentRecord
 from backupctl.pitr.chain import check_chain
 from backupctl.pitr.postgres_base import DATA_FILE, BaseBackup, base_key, list_base_backups
 from backupctl.pitr.postgres_wal import lineage, parse_lsn
@@ -40,6 +40,7 @@ from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 
 SPOOL = "backupctl-prefetch"
+PREFETCH_LIMIT = 256  # segments fetched before the server starts: 4 GiB of spool at most
 LOG = "backupctl-restore.log"
 _STOPPING = re.compile(r"recovery stopping (before|after) (.*)")
 _LAST_COMMIT = re.compile(r"last completed transaction was at log time (.+)")
@@ -226,6 +227,7 @@ def run_restore(
     archives = {a.target.name: a for a in open_archives(settings, request.policy, request.source)}
     try:
         _unpack_base(archives[plan.target], plan.base, to_dir, identities)
+        prefetch_plan(archives[plan.target], plan, to_dir / SPOOL, identities, trusted, workers=pitr.prefetch)
     finally:
         close_all(list(archives.values()))
     port = request.port or free_port()
@@ -248,6 +250,53 @@ def run_restore(
     return RestoreResult(
         plan, time.monotonic() - started, reached, last_commit, stop_reason, port, str(log_file)
     )
+
+
+def spooled_restore_command(spool: Path, fetch_command: str) -> str:
+    """restore_command that moves an already verified, prefetched file out of `spool` without
+    starting a process of backupctl (a shell test and a rename), and runs `fetch_command`
+    (`backupctl wal fetch ...`) for everything else."""
+    where = shlex.quote(str(spool))
+    return f"if [ -f {where}/%f ]; then mv -f {where}/%f %p; else {fetch_command}; fi"
+
+
+def prefetch_plan(
+    archive: SegmentArchive,
+    plan: RestorePlan,
+    spool: Path,
+    identities: list[Any],
+    trusted: list[str],
+    *,
+    workers: int,
+    limit: int = PREFETCH_LIMIT,
+) -> list[str]:
+    """Fetch the plan's WAL (and every timeline history file) into `spool` before the server
+    starts, `workers` in parallel, each checked against its signed digest; at most `limit`
+    segments (the rest is fetched on demand by restore_command, with its own prefetch).
+    Returns the names fetched. Raises IntegrityError for a damaged one (before any replay)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spool.mkdir(parents=True, exist_ok=True)
+    records = archive.list_records(trusted)
+    low = RULES.sort_key(plan.first_segment)
+    high = RULES.sort_key(plan.last_segment) if plan.last_segment else low
+    names = [r.name for r in lineage(records) if low <= RULES.sort_key(r.name) <= high][:limit]
+    names += [r.name for r in records if r.kind == "history"]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {
+            name: pool.submit(archive.fetch_to, name, spool / name, identities, trusted) for name in names
+        }
+        for name, future in futures.items():
+            try:
+                future.result()
+            except SegmentMissing:
+                raise
+            except IntegrityError as error:
+                raise IntegrityError(
+                    f"WAL segment {name} is damaged ({error}): nothing was replayed. Restore from another "
+                    "target or to a point before it"
+                ) from None
+    return names
 
 
 def _unpack_base(archive: SegmentArchive, base: BaseBackup, to_dir: Path, identities: list[Any]) -> None:
@@ -287,7 +336,9 @@ def _write_recovery(request: RestoreRequest, plan: RestorePlan, to_dir: Path, po
     if request.identity_file is not None:
         fetch += ["--identity", str(request.identity_file.absolute())]
     lines = {
-        "restore_command": " ".join(shlex.quote(part) if "%" not in part else part for part in fetch),
+        "restore_command": spooled_restore_command(
+            to_dir / SPOOL, " ".join(shlex.quote(part) if "%" not in part else part for part in fetch)
+        ),
         "recovery_target_action": "promote",
         "recovery_target_timeline": "latest",
         "archive_mode": "off",  # the new cluster never writes into the archive it restores from
