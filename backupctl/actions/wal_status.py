@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ def wal_status(
     settings: Settings, policy: Policy, source_name: str, trusted: list[str], *, now: datetime | None = None
 ) -> WalStatus:
     """The achieved RPO per WAL target, gaps, and the server's archiver state (best effort)."""
-    source, _ = pitr_source(policy, source_name)
+    source, pitr = pitr_source(policy, source_name)
     moment = now or datetime.now(UTC)
     objective = policy.objectives.rpo.total_seconds()
     status = WalStatus(policy.name, source_name, objective, [])
@@ -108,6 +108,16 @@ def wal_status(
                 )
             if not bases:
                 status.problems.append(f"{archive.target.name}: no complete base backup")
+            elif pitr.base_backup_schedule is not None:
+                from backupctl.policy.rpo_check import longest_gap
+
+                due = longest_gap(pitr.base_backup_schedule) + timedelta(hours=1)
+                age = moment - bases[-1].finished_time
+                if age > due:
+                    status.problems.append(
+                        f"{archive.target.name}: the newest base backup is {age} old (base_backup_schedule "
+                        f"expects one every {due - timedelta(hours=1)}): run `backupctl wal base-backup`"
+                    )
             if item.gaps:
                 status.problems.append(f"{archive.target.name}: WAL missing: {', '.join(item.gaps)}")
     finally:

@@ -136,7 +136,9 @@ class PostgresPitr(Strict):
     )
     base_backup_schedule: Cron | None = Field(
         default=None,
-        description="When `backupctl wal base-backup` runs (cron), e.g. weekly '0 3 * * 0'.",
+        description="When base backups are due (cron), e.g. weekly '0 3 * * 0': `wal status` fails when the "
+        "newest is older than the longest gap between two runs + 1h. Run `backupctl wal base-backup` from a "
+        "timer at these times (`backupctl schedule` does not run it yet).",
         examples=["0 3 * * 0"],
     )
     keep_base_backups: int = Field(

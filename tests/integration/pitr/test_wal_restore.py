@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +328,24 @@ def test_prune_keeps_the_wal_of_the_kept_base_backups(pitr_cluster: PitrSetup, h
         assert json.loads(verified.stdout)["targets"]["nas"]["first"] == second["start_segment"]
     finally:
         policy_file.write_text(original)
+
+
+def test_status_flags_a_base_backup_older_than_its_schedule(
+    pitr_cluster: PitrSetup, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backupctl.actions.access import trusted_keys
+    from backupctl.actions.wal_status import wal_status
+    from backupctl.policy.schema import Policy
+    from backupctl.settings import Settings
+
+    for name, value in pitr_cluster.env.items():
+        monkeypatch.setenv(name, value)
+    data = yaml.safe_load((pitr_cluster.policies / f"{POLICY}.yaml").read_text())
+    data["sources"][0]["pitr"]["base_backup_schedule"] = "0 3 * * 0"  # weekly
+    policy = Policy.model_validate(data)
+    settings = Settings.resolve(str(pitr_cluster.policies), str(pitr_cluster.root / "state"))
+    trusted = trusted_keys(settings, policy)
+    assert not any("base backup is" in p for p in wal_status(settings, policy, SOURCE, trusted).problems)
+    later = datetime.now(UTC) + timedelta(days=9)
+    problems = wal_status(settings, policy, SOURCE, trusted, now=later).problems
+    assert any("the newest base backup is 9 days" in p for p in problems), problems
