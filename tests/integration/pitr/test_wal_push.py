@@ -118,6 +118,11 @@ def test_sigterm_or_sigint_while_the_target_hangs_exit_below_128_and_leave_nothi
     # and once the target answers again, the same push completes
     done = pitr_cluster.run("wal", "push", "shops3", "--source", SOURCE, str(copy), name)
     assert done.returncode == 0, done.stderr
+    # and it comes back from S3 byte for byte, as restore_command gets it
+    back = pitr_cluster.scratch() / name
+    fetched = pitr_cluster.run("wal", "fetch", "shops3", "--source", SOURCE, name, str(back))
+    assert fetched.returncode == 0, fetched.stderr
+    assert back.read_bytes() == copy.read_bytes()
 
 
 def test_target_down_fails_the_archiver_then_it_catches_up(pitr_cluster: PitrSetup) -> None:
