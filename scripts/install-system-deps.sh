@@ -13,6 +13,7 @@ PACKAGES=(
   debootstrap debian-archive-keyring  # drill staging images are built from Debian packages (no registry)
   libpango-1.0-0 libpangoft2-1.0-0    # WeasyPrint (evidence PDF) renders through Pango
   poppler-utils chromium          # evidence tests: pdftotext reads the PDF back; headless screenshot of the HTML
+  pgbackrest                      # the anchor of the PITR benchmark (BENCH=pitr): archive-push, restore
 )
 
 missing=()

@@ -68,6 +68,7 @@ COMMAND_MODULES = {
     "evidence": "commands_evidence",
     "status": "commands_targets",
     "replicate": "commands_targets",
+    "wal": "commands_wal",
 }
 
 

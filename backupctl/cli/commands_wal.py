@@ -1,0 +1,451 @@
+"""`backupctl wal ...`: PostgreSQL point-in-time recovery (docs/pitr.md).
+
+push (archive_command), fetch (restore_command), base-backup, restore, verify, status, prune.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import click
+
+from backupctl.cli.context import App, identity_option, json_option, pass_app
+from backupctl.cli.output import print_json
+from backupctl.errors import JobFailed
+
+EXIT_ABORT_RECOVERY = 126  # PostgreSQL aborts recovery on an exit status > 125 from restore_command
+source_option = click.option(
+    "--source", "source_name", required=True, metavar="SOURCE", help="The postgres source with a pitr: block."
+)
+
+
+@click.group()
+def wal() -> None:
+    """Point-in-time recovery of PostgreSQL: WAL archive, base backups, restore to a time.
+
+    \b
+    postgresql.conf on the database server:
+      wal_level = replica
+      archive_mode = on
+      archive_timeout = 60s
+      archive_command = 'backupctl wal push shop --source db %p %f'
+    """
+
+
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("name", required=False)
+@pass_app
+def push(app: App, policy_name: str, source_name: str, path: Path, name: str | None) -> None:
+    """Archive one WAL file (PostgreSQL's archive_command: %p %f).
+
+    Exit 0 only when the file is durable on every WAL target; an identical re-push exits 0;
+    different content under the same name (split brain, another cluster) exits 1 with a loud
+    error; SIGTERM/SIGINT exit 1, never >= 128, and leave nothing partial.
+
+    \b
+    Example (postgresql.conf):
+      archive_command = 'backupctl wal push shop --source db %p %f'
+    """
+    from backupctl.actions.wal import push_wal
+
+    try:
+        policy = app.policy(policy_name, check_secrets=False).policy
+        results = push_wal(app.settings, policy, source_name, path, name)
+    except KeyboardInterrupt:
+        raise JobFailed(f"interrupted while archiving {name or path.name}; PostgreSQL retries it") from None
+    shown = name or path.name
+    state = "already archived" if all(r.already for r in results) else "archived"
+    app.echo(f"{shown} {state} ({len(results)} target(s))")
+
+
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.argument("name")
+@click.argument("destination", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--prefetch", type=click.IntRange(1, 64), help="Segments fetched in parallel (default: policy)."
+)
+@click.option(
+    "--spool",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory for prefetched segments (default: backupctl-prefetch in the current directory, "
+    "which PostgreSQL sets to the data directory).",
+)
+@identity_option
+@pass_app
+def fetch(
+    app: App,
+    policy_name: str,
+    source_name: str,
+    name: str,
+    destination: Path,
+    prefetch: int | None,
+    spool: Path | None,
+    identity_file: Path | None,
+) -> None:
+    """Restore one WAL file (PostgreSQL's restore_command: %f %p), prefetching the next ones.
+
+    Each segment is checked against its signed digest before PostgreSQL sees it. Exit 1 when
+    the file is not archived (normal at the end of recovery) or is damaged.
+
+    \b
+    Example (postgresql.conf of the restored cluster; `wal restore` writes it for you):
+      restore_command = 'backupctl wal fetch shop --source db %f %p'
+    """
+    spooled = (spool if spool is not None else Path("backupctl-prefetch")) / name
+    if spooled.is_file():  # prefetched and verified by an earlier fetch: no policy to load
+        spooled.replace(destination)
+        return
+    from backupctl.actions.access import load_identities, trusted_keys
+    from backupctl.actions.wal import fetch_wal
+    from backupctl.errors import IntegrityError
+    from backupctl.pitr.archive import SegmentMissing
+
+    try:
+        policy = app.policy(policy_name, check_secrets=False).policy
+        fetch_wal(
+            app.settings,
+            policy,
+            source_name,
+            name,
+            destination,
+            load_identities(policy, identity_file),
+            trusted_keys(app.settings, policy),
+            prefetch=prefetch,
+            spool=spool if spool is not None else Path("backupctl-prefetch"),
+        )
+    except KeyboardInterrupt:
+        raise JobFailed(f"interrupted while fetching {name}") from None
+    except SegmentMissing:
+        raise  # exit 1: PostgreSQL takes it as "not archived" (the end of recovery, or another timeline)
+    except IntegrityError as error:
+        # A damaged or forged segment must stop recovery, not end it quietly: PostgreSQL treats
+        # an exit status above 125 as fatal and aborts (exit 1 would promote at this point).
+        click.echo(f"error: {error}: recovery must stop here (exit {EXIT_ABORT_RECOVERY})", err=True)
+        raise SystemExit(EXIT_ABORT_RECOVERY) from None
+
+
+@wal.command("base-backup")
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@json_option
+@pass_app
+def base_backup(app: App, policy_name: str, source_name: str, as_json: bool) -> None:
+    """Take a physical base backup (pg_basebackup → zstd → age) into the WAL targets.
+
+    Complete (its signed manifest written) only once the WAL it needs is archived.
+
+    \b
+    Example:
+      backupctl wal base-backup shop --source db
+    """
+    from backupctl.actions.wal_base import run_base_backup
+
+    policy = app.policy(policy_name).policy
+    backup = run_base_backup(app.settings, policy, source_name, host=socket.gethostname())
+    if as_json:
+        print_json(backup.__dict__)
+    else:
+        app.echo(
+            f"base backup {backup.base_id}: {backup.start_lsn} .. {backup.stop_lsn} on timeline "
+            f"{backup.timeline}, {backup.plain_bytes} bytes"
+        )
+
+
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@json_option
+@pass_app
+def verify(app: App, policy_name: str, source_name: str, as_json: bool) -> None:
+    """Check the WAL chain from the oldest base backup to the newest segment; name every gap.
+
+    Needs no private key (records are signed). Exit 1 when a segment is missing.
+
+    \b
+    Example:
+      backupctl wal verify shop --source db
+    """
+    from backupctl.actions.access import trusted_keys
+    from backupctl.actions.wal import verify_wal
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    report = verify_wal(app.settings, policy, source_name, trusted_keys(app.settings, policy))
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for target, chain in report.targets.items():
+            state = "ok" if chain.ok else "GAPS"
+            app.echo(f"{target}: {state}: {chain.count} segments {chain.first} .. {chain.last}")
+            if chain.start_missing:
+                click.echo(f"  missing {chain.start_missing} (the oldest base backup needs it)")
+            for gap in chain.gaps:
+                click.echo(f"  {gap.describe()}")
+    if not report.ok:
+        gaps = [g.missing[0] for c in report.targets.values() for g in c.gaps]
+        raise JobFailed(f"WAL chain of {source_name} has gaps: first missing {', '.join(gaps[:5])}")
+
+
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option("--to-time", help="Recover up to this time (ISO 8601; UTC without a zone).")
+@click.option("--to-lsn", help="Recover up to this LSN, e.g. 0/5000060.")
+@click.option("--latest", is_flag=True, help="Recover everything archived.")
+@click.option(
+    "--to-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The NEW data directory (must not exist or be empty).",
+)
+@click.option("--port", type=int, help="Port of the restored server (default: a free one).")
+@click.option("--keep-running", is_flag=True, help="Leave the restored server running (default: stop it).")
+@click.option(
+    "--backupctl-command",
+    help="How the server's system user runs backupctl in restore_command "
+    "(default: this installation with its --policies/--state-dir/--keys-dir).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (base backup, WAL range, target); touch nothing."
+)
+@identity_option
+@json_option
+@pass_app
+def restore(
+    app: App,
+    policy_name: str,
+    source_name: str,
+    to_time: str | None,
+    to_lsn: str | None,
+    latest: bool,
+    to_dir: Path,
+    port: int | None,
+    keep_running: bool,
+    backupctl_command: str | None,
+    dry_run: bool,
+    identity_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Restore a PITR source to a point in time into a new cluster, and check the point reached.
+
+    Picks the newest base backup before the target, unpacks it, sets recovery.signal,
+    restore_command (`backupctl wal fetch`), the recovery target and promote, starts the server
+    and waits until it has promoted. A gap in the archive fails before anything is written,
+    naming the missing segment and how far recovery could go.
+
+    \b
+    Examples:
+      backupctl wal restore shop --source db --to-time "2026-12-06 14:05:00+01:00" --to-dir /srv/pg-restore
+      backupctl wal restore shop --source db --latest --to-dir /srv/pg-restore --dry-run
+    """
+    from backupctl.actions.access import load_identities, trusted_keys
+    from backupctl.actions.wal_restore import RestoreRequest, parse_target_time, plan_restore, run_restore
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    request = RestoreRequest(
+        policy=policy,
+        source=source_name,
+        to_dir=to_dir,
+        command=_backupctl_command(app, backupctl_command),
+        to_time=parse_target_time(to_time) if to_time else None,
+        to_lsn=to_lsn,
+        latest=latest,
+        identity_file=identity_file,
+        port=port,
+        keep_running=keep_running,
+    )
+    trusted = trusted_keys(app.settings, policy)
+    if dry_run:
+        plan = plan_restore(app.settings, request, trusted)
+        if as_json:
+            print_json(plan.as_dict())
+        else:
+            app.echo(f"base backup {plan.base.base_id} (finished {plan.base.finished_at}) from {plan.target}")
+            app.echo(f"WAL {plan.first_segment} .. {plan.last_segment or '(none)'}")
+            app.echo(
+                f"target: {plan.recovery_target or 'latest'}; into {plan.to_dir} (dry run: nothing done)"
+            )
+        return
+    result = run_restore(app.settings, request, trusted, load_identities(policy, identity_file))
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        app.echo(
+            f"restored {source_name} into {to_dir} in {result.seconds:.1f}s from base backup "
+            f"{result.plan.base.base_id}"
+        )
+        app.echo(
+            f"point reached: last commit {result.last_commit_time or '(none)'}, redo done at "
+            f"{result.reached_lsn or '?'}; {result.stop_reason or 'end of archived WAL'}"
+        )
+
+
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the numbers as a Prometheus textfile (node_exporter's textfile collector).",
+)
+@json_option
+@pass_app
+def status(app: App, policy_name: str, source_name: str, metrics_file: Path | None, as_json: bool) -> None:
+    """Achieved RPO of a PITR source: now - the newest archived WAL segment, per target.
+
+    Also shows the server's archiver failures and .ready backlog when it is reachable.
+    Exit 1 when the RPO objective is breached, a segment is missing or no base backup exists.
+
+    \b
+    Example:
+      backupctl wal status shop --source db --metrics-file /var/lib/node_exporter/pitr.prom
+    """
+    from backupctl.actions.access import trusted_keys
+    from backupctl.actions.wal_status import wal_status, write_status_metrics
+
+    policy = app.policy(policy_name).policy
+    report = wal_status(app.settings, policy, source_name, trusted_keys(app.settings, policy))
+    if metrics_file is not None:
+        write_status_metrics(metrics_file, report)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for item in report.targets:
+            rpo = f"{item.rpo_seconds:.0f}s" if item.rpo_seconds is not None else "-"
+            app.echo(
+                f"{item.target}: RPO {rpo} (objective {report.objective_seconds:.0f}s), newest "
+                f"{item.newest_segment or '-'}, {item.segments} segments, {item.base_backups} base backups"
+            )
+        server = report.server or {}
+        if server.get("reachable"):
+            app.echo(
+                f"server: {server.get('failed_count')} archive failures "
+                f"(last {server.get('last_failed_wal')}), "
+                f"{server.get('ready_backlog')} segments waiting"
+            )
+        for problem in report.problems:
+            click.echo(f"problem: {problem}", err=True)
+    if not report.ok:
+        raise JobFailed(f"PITR of {source_name}: " + "; ".join(report.problems))
+
+
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; change nothing.")
+@json_option
+@pass_app
+def prune(app: App, policy_name: str, source_name: str, dry_run: bool, as_json: bool) -> None:
+    """Remove base backups beyond pitr.keep_base_backups and the WAL older than the oldest kept one.
+
+    Oldest first; object-locked objects stay (reported) and stop the pruning there, so the
+    retained WAL is never holed.
+
+    \b
+    Example:
+      backupctl wal prune shop --source db --dry-run
+    """
+    from backupctl.actions.access import trusted_keys
+    from backupctl.actions.wal_status import prune_wal
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    report = prune_wal(app.settings, policy, source_name, trusted_keys(app.settings, policy), dry_run=dry_run)
+    if as_json:
+        print_json(report.as_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    for segments in report.segments:
+        target = segments.target
+        app.echo(
+            f"{target}: kept base backups {', '.join(report.kept_base_backups.get(target, [])) or '-'}; "
+            f"{verb} {len(report.removed_base_backups.get(target, []))} base backups and "
+            f"{len(segments.doomed)} WAL files older than {segments.keep_from or '-'}"
+        )
+        if segments.retained_by_lock:
+            app.echo(f"  retained by lock: {', '.join(segments.retained_by_lock)}")
+
+
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option(
+    "--at", default="latest", show_default=True, help="latest, random (in the retained window) or a time."
+)
+@click.option("--runtime", type=click.Choice(["docker", "local"]), default="docker", show_default=True)
+@click.option("--image", default="backupctl/postgres:15", show_default=True, help="Staging image (docker).")
+@identity_option
+@json_option
+@pass_app
+def drill(
+    app: App,
+    policy_name: str,
+    source_name: str,
+    at: str,
+    runtime: str,
+    image: str,
+    identity_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Prove point-in-time recovery: restore base backup + WAL into a staging PostgreSQL.
+
+    Measures the RTO including WAL replay and checks that the newest replayed commit lies in
+    [T - RPO, T]. Exit 1 when the proof or the RTO objective fails.
+
+    \b
+    Example:
+      backupctl wal drill shop --source db --at random --runtime docker
+    """
+    from backupctl.actions.access import load_identities, trusted_keys
+    from backupctl.actions.drill_pitr import run_pitr_drill
+
+    policy = app.policy(policy_name).policy
+    report = run_pitr_drill(
+        app.settings,
+        policy,
+        source_name,
+        at=at,
+        runtime=runtime,
+        image=image,
+        identities=load_identities(policy, identity_file),
+        trusted=trusted_keys(app.settings, policy),
+    )
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        app.echo(f"PITR drill of {source_name} ({runtime}) at {at}: {'PASS' if report.ok else 'FAIL'}")
+        app.echo(
+            f"  point asked {report.target_time}, reached {report.reached_commit or '-'}, "
+            f"achieved RPO {report.achieved_rpo_seconds}s, RTO {report.rto_seconds:.1f}s "
+            f"(objective {report.rto_objective_seconds:.0f}s), {report.segments} WAL files replayed"
+        )
+    if not report.ok:
+        raise JobFailed(f"PITR drill failed: {report.detail}")
+
+
+def _backupctl_command(app: App, given: str | None) -> list[str]:
+    import shlex
+    import shutil
+    import sys
+
+    if given:
+        return shlex.split(given)
+    program = shutil.which("backupctl")
+    base = [program] if program else [sys.executable, "-m", "backupctl"]
+    settings = app.settings
+    return [
+        *base,
+        "--policies",
+        str(settings.policies.absolute()),
+        "--state-dir",
+        str(settings.state_dir.absolute()),
+        "--keys-dir",
+        str(settings.keys_dir.absolute()),
+    ]
+
+
+COMMANDS = [wal]
