@@ -291,7 +291,8 @@ class LocalMariaDB:
             "--no-defaults",
             *(f"--{key}={value}" for key, value in options.items()),
         ]
-        argv.append("--skip-log-bin")
+        if "log-bin" not in self._settings:  # settings={"log-bin": "binlog", ...} turns it on
+            argv.append("--skip-log-bin")
         self.pid_file.unlink(missing_ok=True)
         self._process = runner.start(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + _START_TIMEOUT

@@ -1,0 +1,1 @@
+"""Point-in-time recovery: archived database logs (PostgreSQL WAL, MySQL/MariaDB binlogs)."""
