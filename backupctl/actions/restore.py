@@ -91,7 +91,9 @@ def run_restore(
             with (
                 target.reader(key) as stored,
                 decrypted_reader(
-                    stored, identities, plain_algorithm=algorithm_of(artifact.plain_digest),
+                    stored,
+                    identities,
+                    plain_algorithm=algorithm_of(artifact.plain_digest),
                     progress=progress.advance,
                 ) as (plain, finished),
             ):
