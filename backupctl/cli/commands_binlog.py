@@ -1,0 +1,218 @@
+"""`backupctl binlog collect|status|verify|restore`: MySQL/MariaDB binlog archiving and PITR."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from backupctl.cli.context import DURATION, App, identity_option, json_option, pass_app
+from backupctl.cli.output import print_json
+from backupctl.core.secrets import SecretRef
+from backupctl.errors import ConfigError, JobFailed
+
+if TYPE_CHECKING:
+    from backupctl.actions.binlog import BinlogStatus
+
+source_option = click.option(
+    "--source", "source_name", required=True, help="The mysql source with a binlog: block."
+)
+
+
+@click.group()
+def binlog() -> None:
+    """Archive MySQL/MariaDB binary logs and restore to a point in time (docs/pitr-mysql.md)."""
+
+
+@binlog.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Repeat every collection interval (binlog.interval, else rpo/3) until stopped (systemd/daemon).",
+)
+@click.option(
+    "--every", type=DURATION, default=None, metavar="DURATION", help="Override the interval of --watch."
+)
+@json_option
+@pass_app
+def collect(
+    app: App, policy_name: str, source_name: str, watch: bool, every: timedelta | None, as_json: bool
+) -> None:
+    """Archive the server's closed binlogs (FLUSH BINARY LOGS first when it holds new transactions).
+
+    Only files the server has closed are archived, so a partial file is never stored as complete.
+    Exit 1 when the server purged files before they were archived (a hole, named).
+
+    Example: backupctl binlog collect shop --source shop-db --watch
+    """
+    from backupctl.actions.binlog import interval_of, run_collect
+    from backupctl.locking import policy_lock
+    from backupctl.pitr.mysql_archive import open_binlog_archive
+
+    policy = app.policy(policy_name).policy
+    interval = every or interval_of(policy, source_name)
+    while True:
+        started = time.monotonic()
+        lock = policy_lock(app.settings, f"{policy.name}.binlog-{source_name}", "binlog collect")
+        with lock, open_binlog_archive(app.settings, policy, source_name) as archive:
+            report = run_collect(policy, source_name, archive)
+        if as_json:
+            print_json(report.as_dict())
+        else:
+            newest = f"newest {report.newest} (covers until {report.as_dict()['covered_until']})"
+            app.echo(f"{policy_name}/{source_name}: {len(report.archived)} binlog(s) archived, {newest}")
+        if report.purged:
+            message = (
+                f"the server purged {', '.join(report.purged)} before they were archived: restores to a "
+                "time inside that hole are impossible until the next dump (raise binlog_expire_logs_seconds)"
+            )
+            if not watch:
+                raise JobFailed(message)
+            app.events().warning(message)
+        if not watch:
+            return
+        time.sleep(max(0.0, interval.total_seconds() - (time.monotonic() - started)))
+
+
+@binlog.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@json_option
+@pass_app
+def status(app: App, policy_name: str, source_name: str, as_json: bool) -> None:
+    """The achieved RPO (now - the newest archived event) and the holes; exit 1 beyond the objective.
+
+    Example: backupctl binlog status shop --source shop-db --json
+    """
+    report = _status(app, policy_name, source_name)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        rpo = "no binlog archived" if report.rpo_seconds is None else f"RPO {report.rpo_seconds:.0f}s"
+        app.echo(
+            f"{policy_name}/{source_name}: {rpo} (objective {report.objective_seconds}s), {report.files} "
+            f"file(s), newest {report.newest}"
+        )
+        for gap in report.gaps:
+            app.echo(f"  HOLE: {gap.describe()}")
+    if not report.ok:
+        raise JobFailed(f"binlog archive of {policy_name}/{source_name} is behind its objective or has holes")
+
+
+@binlog.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@json_option
+@pass_app
+def verify(app: App, policy_name: str, source_name: str, as_json: bool) -> None:
+    """Check the chain from the oldest kept dump's position: file numbers, GTID states, closed files,
+    and every archived file's signature and digest. Exit 1 naming each problem.
+
+    Example: backupctl binlog verify shop --source shop-db
+    """
+    from backupctl.actions.access import open_catalog
+    from backupctl.actions.binlog import binlog_status
+    from backupctl.pitr.mysql_archive import open_binlog_archive
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    with open_binlog_archive(app.settings, policy, source_name) as archive:
+        damaged = archive.verify()
+        report = binlog_status(policy, source_name, archive, open_catalog(app.settings))
+    problems = [gap.describe() for gap in report.gaps] + damaged
+    if as_json:
+        print_json({**report.as_dict(), "damaged": damaged, "ok": not problems})
+    else:
+        app.echo(f"{policy_name}/{source_name}: {report.files} binlog(s) from dump {report.oldest_dump}")
+        for problem in problems:
+            app.echo(f"  PROBLEM: {problem}")
+    if problems:
+        raise JobFailed(f"{len(problems)} problem(s) in the binlog archive of {policy_name}/{source_name}")
+
+
+@binlog.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option("--to-time", metavar="TIME", help="ISO time with a zone, e.g. 2026-12-06T05:30:00Z.")
+@click.option("--latest", is_flag=True, help="Restore to the newest archived point.")
+@click.option("--to-db", metavar="URL", help="Database URL to restore into (may be a new database name).")
+@click.option("--create", is_flag=True, help="Create the database named by --to-db.")
+@click.option("--db-password", metavar="REF", help="Secret reference for the destination password.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (dump, binlogs, positions); change nothing.")
+@identity_option
+@json_option
+@pass_app
+def restore(
+    app: App,
+    policy_name: str,
+    source_name: str,
+    to_time: str | None,
+    latest: bool,
+    to_db: str | None,
+    create: bool,
+    db_password: str | None,
+    dry_run: bool,
+    identity_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Restore to a point in time: the newest dump before it + replay of the archived binlogs.
+
+    Example: backupctl binlog restore shop --source shop-db --to-time 2026-12-06T05:30:00Z
+    --to-db mysql://root@127.0.0.1/shop_at_0530 --create
+    """
+    from backupctl.actions.binlog_restore import run_point_in_time_restore
+    from backupctl.pitr.mysql_archive import open_binlog_archive
+    from backupctl.sources.base import RestoreRequest
+
+    if latest == (to_time is not None):
+        raise ConfigError("give exactly one of --to-time TIME or --latest")
+    point = parse_time(to_time) if to_time else None
+    password = SecretRef.parse(db_password).resolve() if db_password else None
+    policy = app.policy(policy_name, check_secrets=False).policy
+    request = RestoreRequest(to_db=to_db, create=create, password=password)
+    with open_binlog_archive(app.settings, policy, source_name) as archive:
+        result = run_point_in_time_restore(
+            app.settings, policy, source_name, archive, request, point,
+            identity_file=identity_file, dry_run=dry_run, events=app.events(),
+        )  # fmt: skip
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        plan = result.plan
+        app.echo(
+            f"{'plan' if dry_run else 'restored'}: dump {plan.dump.snapshot_id} "
+            f"({plan.dump.file}:{plan.start_position}) + {len(plan.files)} binlog(s) "
+            f"{', '.join(plan.files)}; asked {result.asked}, reached {result.reached}"
+        )
+        for note in result.notes:
+            app.echo(f"  note: {note}")
+    if result.mismatches:
+        raise JobFailed("the restored dump differs from its manifest:\n  " + "\n  ".join(result.mismatches))
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time with a zone (`Z` accepted); ConfigError otherwise."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--to-time {text!r}: expected an ISO time such as 2026-12-06T05:30:00Z") from None
+    if moment.tzinfo is None:
+        raise ConfigError(f"--to-time {text!r} has no time zone: add Z or +HH:MM")
+    return moment.astimezone(UTC)
+
+
+def _status(app: App, policy_name: str, source_name: str) -> BinlogStatus:
+    from backupctl.actions.access import open_catalog
+    from backupctl.actions.binlog import binlog_status
+    from backupctl.pitr.mysql_archive import open_binlog_archive
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    with open_binlog_archive(app.settings, policy, source_name) as archive:
+        return binlog_status(policy, source_name, archive, open_catalog(app.settings))
+
+
+COMMANDS = [binlog]
