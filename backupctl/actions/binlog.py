@@ -30,6 +30,7 @@ from sqlalchemy import select
 from backupctl.catalog.models import ArtifactRow, SnapshotRow
 from backupctl.catalog.store import Catalog
 from backupctl.errors import ConfigError
+from backupctl.pitr.mysql_archive import BinlogArchiveStore
 from backupctl.pitr.mysql_chain import ArchivedBinlog, DumpPoint, Gap, chain_problems, collect_plan
 from backupctl.pitr.mysql_server import BinlogServer
 from backupctl.policy.schema import BinlogArchive, MysqlSource, Policy
@@ -102,7 +103,9 @@ class CollectReport:
         }
 
 
-def run_collect(policy: Policy, source_name: str, archive: Any, *, now: float | None = None) -> CollectReport:
+def run_collect(
+    policy: Policy, source_name: str, archive: BinlogArchiveStore, *, now: float | None = None
+) -> CollectReport:
     """One collection pass for `source_name` into `archive` (see the module docstring).
 
     `archive` is the source's binlog archive (`mysql_archive.BinlogArchiveStore`). Raises
@@ -113,7 +116,7 @@ def run_collect(policy: Policy, source_name: str, archive: Any, *, now: float | 
     source, settings = binlog_source(policy, source_name)
     server = BinlogServer(source_endpoint(source))
     report = CollectReport(policy.name, source_name)
-    archived = archive.list()
+    archived = archive.binlogs()
     newest = max(archived, key=lambda item: item.index) if archived else None
     state = server.binlogs()
     stale = newest is None or (now or time.time()) - newest.covered_until >= settings.rpo.total_seconds() / 2
@@ -141,7 +144,7 @@ def run_collect(policy: Policy, source_name: str, archive: Any, *, now: float | 
             report.archived.append(
                 {"name": name, "size": info.size, "covered_until": _iso(info.covered_until)}
             )
-    after = archive.list()
+    after = archive.binlogs()
     if after:
         last = max(after, key=lambda item: item.index)
         report.newest, report.covered_until = last.name, last.covered_until
@@ -184,11 +187,16 @@ class BinlogStatus:
 
 
 def binlog_status(
-    policy: Policy, source_name: str, archive: Any, catalog: Catalog, *, now: datetime | None = None
+    policy: Policy,
+    source_name: str,
+    archive: BinlogArchiveStore,
+    catalog: Catalog,
+    *,
+    now: datetime | None = None,
 ) -> BinlogStatus:
     """The archive's RPO and its holes from the oldest kept dump's position (verify = this, strict)."""
     _source, settings = binlog_source(policy, source_name)
-    chain: list[ArchivedBinlog] = archive.list()
+    chain: list[ArchivedBinlog] = archive.binlogs()
     dumps = dump_points(catalog, policy.name, source_name)
     start = dumps[0].file if dumps else None
     gaps = chain_problems(chain, start) if chain or start else []

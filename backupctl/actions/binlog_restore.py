@@ -25,6 +25,7 @@ from backupctl.actions.events import Events
 from backupctl.actions.restore import run_restore
 from backupctl.core.secrets import mask, mask_url_password
 from backupctl.errors import ConfigError
+from backupctl.pitr.mysql_archive import BinlogArchiveStore
 from backupctl.pitr.mysql_chain import RestorePlan, plan_restore
 from backupctl.pitr.mysql_replay import replay
 from backupctl.policy.schema import Policy
@@ -74,19 +75,23 @@ class PointInTimeResult:
 
 
 def plan_point_in_time(
-    settings: Settings, policy: Policy, source_name: str, archive: Any, to_time: datetime | None
+    settings: Settings,
+    policy: Policy,
+    source_name: str,
+    archive: BinlogArchiveStore,
+    to_time: datetime | None,
 ) -> RestorePlan:
     """The restore plan (see `mysql_chain.plan_restore`). Raises JobFailed/GapError."""
     binlog_source(policy, source_name)
     dumps = dump_points(open_catalog(settings), policy.name, source_name)
-    return plan_restore(dumps, archive.list(), to_time)
+    return plan_restore(dumps, archive.binlogs(), to_time)
 
 
 def run_point_in_time_restore(
     settings: Settings,
     policy: Policy,
     source_name: str,
-    archive: Any,
+    archive: BinlogArchiveStore,
     request: RestoreRequest,
     to_time: datetime | None,
     *,

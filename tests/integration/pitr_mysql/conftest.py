@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from backupctl.errors import ConfigError
-from backupctl.local_cluster.mariadb import LocalMariaDB, find_mariadb_programs
+from backupctl.local_cluster.mariadb import LocalMariaDB, find_mariadb_programs, free_port
 from tests.fixtures.mariadb import AWKWARD, MariaDatabase, new_database
 
-BINLOG_SETTINGS = {"log-bin": "pitr-bin", "binlog-format": "ROW", "server-id": "11", "log-basename": "pitr"}
+BINLOG_SETTINGS = {"log-bin": "pitr-bin", "binlog-format": "ROW", "server-id": "11", "log-basename": "pitr",
+                   "default-time-zone": "+00:00"}  # fmt: skip
 ORDERS_SQL = """CREATE TABLE orders (
     id INT AUTO_INCREMENT PRIMARY KEY,
     label VARCHAR(40) NOT NULL,
@@ -42,7 +43,8 @@ def binlog_server() -> Iterator[LocalMariaDB]:
     except ConfigError as error:
         pytest.skip(f"MariaDB server binaries are not installed: {error}")
     directory = Path(tempfile.mkdtemp(prefix="backupctl-binlog-", dir="/tmp"))
-    server = LocalMariaDB(directory, programs=programs, settings=BINLOG_SETTINGS)
+    # A fixed port: a test restarts the server, and the policies written before must still reach it.
+    server = LocalMariaDB(directory, programs=programs, port=free_port(), settings=BINLOG_SETTINGS)
     try:
         server.start()
         yield server
