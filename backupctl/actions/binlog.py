@@ -29,8 +29,9 @@ from sqlalchemy import select
 
 from backupctl.catalog.models import ArtifactRow, SnapshotRow
 from backupctl.catalog.store import Catalog
-from backupctl.errors import ConfigError
+from backupctl.errors import ConfigError, RetainedByLock
 from backupctl.pitr.mysql_archive import BinlogArchiveStore
+from backupctl.pitr.mysql_binlog import binlog_index
 from backupctl.pitr.mysql_chain import ArchivedBinlog, DumpPoint, Gap, chain_problems, collect_plan
 from backupctl.pitr.mysql_server import BinlogServer
 from backupctl.policy.schema import BinlogArchive, MysqlSource, Policy
@@ -223,3 +224,51 @@ def _iso(seconds: int | None) -> str | None:
 def interval_of(policy: Policy, source_name: str) -> timedelta:
     """The collection interval of a source (for `--watch` and the generated timer)."""
     return binlog_source(policy, source_name)[1].effective_interval()
+
+
+# --------------------------------------------------------------------------- retention
+@dataclass
+class BinlogPruneReport:
+    policy: str
+    source: str
+    oldest_dump: str | None
+    keep_from: str | None  # the oldest kept dump's binlog file: it and every later file stay
+    removed: dict[str, list[str]] = field(default_factory=dict)  # target -> names
+    retained_by_lock: dict[str, list[str]] = field(default_factory=dict)
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_binlog_prune(
+    policy: Policy, source_name: str, archive: BinlogArchiveStore, catalog: Catalog, *, dry_run: bool = False
+) -> BinlogPruneReport:
+    """Remove, from every binlog target, the binlogs older than the oldest kept dump's file.
+
+    Only files of the dump's basename with a lower number go: every kept dump keeps its whole
+    chain to now. Without a dump with a binlog position nothing is removed. Object-locked files
+    stay and are reported (RetainedByLock). Run after `backupctl prune`, which decides the dumps.
+    """
+    binlog_source(policy, source_name)
+    dumps = dump_points(catalog, policy.name, source_name)
+    report = BinlogPruneReport(policy.name, source_name, None, None, dry_run=dry_run)
+    if not dumps:
+        return report
+    oldest = dumps[0]
+    report.oldest_dump, report.keep_from = oldest.snapshot_id, oldest.file
+    basename, first_kept = oldest.file.rpartition(".")[0], binlog_index(oldest.file)
+    for target in archive.targets:
+        for item in archive.binlogs(target):
+            if item.basename != basename or item.index >= first_kept:
+                continue
+            if dry_run:
+                report.removed.setdefault(target.name, []).append(item.name)
+                continue
+            try:
+                archive.delete(item.name, target)
+            except RetainedByLock:
+                report.retained_by_lock.setdefault(target.name, []).append(item.name)
+                continue
+            report.removed.setdefault(target.name, []).append(item.name)
+    return report

@@ -16,7 +16,14 @@ from backupctl.errors import ConfigError, JobFailed
 
 if TYPE_CHECKING:
     from backupctl.actions.binlog import BinlogStatus
+    from backupctl.pitr.mysql_archive import BinlogArchiveStore
+    from backupctl.policy.schema import Policy
 
+metrics_option = click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the archive's Prometheus metrics (RPO, files, holes) to this textfile.",
+)
 source_option = click.option(
     "--source", "source_name", required=True, help="The mysql source with a binlog: block."
 )
@@ -38,10 +45,17 @@ def binlog() -> None:
 @click.option(
     "--every", type=DURATION, default=None, metavar="DURATION", help="Override the interval of --watch."
 )
+@metrics_option
 @json_option
 @pass_app
 def collect(
-    app: App, policy_name: str, source_name: str, watch: bool, every: timedelta | None, as_json: bool
+    app: App,
+    policy_name: str,
+    source_name: str,
+    watch: bool,
+    every: timedelta | None,
+    metrics_file: Path | None,
+    as_json: bool,
 ) -> None:
     """Archive the server's closed binlogs (FLUSH BINARY LOGS first when it holds new transactions).
 
@@ -61,6 +75,8 @@ def collect(
         lock = policy_lock(app.settings, f"{policy.name}.binlog-{source_name}", "binlog collect")
         with lock, open_binlog_archive(app.settings, policy, source_name) as archive:
             report = run_collect(policy, source_name, archive)
+            if metrics_file is not None:
+                _write_metrics(app, policy, source_name, archive, metrics_file)
         if as_json:
             print_json(report.as_dict())
         else:
@@ -82,14 +98,15 @@ def collect(
 @binlog.command()
 @click.argument("policy_name", metavar="POLICY")
 @source_option
+@metrics_option
 @json_option
 @pass_app
-def status(app: App, policy_name: str, source_name: str, as_json: bool) -> None:
+def status(app: App, policy_name: str, source_name: str, metrics_file: Path | None, as_json: bool) -> None:
     """The achieved RPO (now - the newest archived event) and the holes; exit 1 beyond the objective.
 
     Example: backupctl binlog status shop --source shop-db --json
     """
-    report = _status(app, policy_name, source_name)
+    report = _status(app, policy_name, source_name, metrics_file)
     if as_json:
         print_json(report.as_dict())
     else:
@@ -205,14 +222,61 @@ def parse_time(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _status(app: App, policy_name: str, source_name: str) -> BinlogStatus:
-    from backupctl.actions.access import open_catalog
-    from backupctl.actions.binlog import binlog_status
+def _status(app: App, policy_name: str, source_name: str, metrics_file: Path | None) -> BinlogStatus:
     from backupctl.pitr.mysql_archive import open_binlog_archive
 
     policy = app.policy(policy_name, check_secrets=False).policy
     with open_binlog_archive(app.settings, policy, source_name) as archive:
-        return binlog_status(policy, source_name, archive, open_catalog(app.settings))
+        return _write_metrics(app, policy, source_name, archive, metrics_file)
+
+
+def _write_metrics(
+    app: App, policy: Policy, source_name: str, archive: BinlogArchiveStore, metrics_file: Path | None
+) -> BinlogStatus:
+    """The archive's status, also written as metrics to `metrics_file` when given."""
+    from backupctl.actions.access import open_catalog
+    from backupctl.actions.binlog import binlog_status
+    from backupctl.metrics import write_metrics_file
+    from backupctl.pitr.mysql_metrics import render_binlog_metrics
+
+    report = binlog_status(policy, source_name, archive, open_catalog(app.settings))
+    if metrics_file is not None:
+        write_metrics_file(metrics_file, render_binlog_metrics(report.as_dict(), report.covered_until))
+    return report
+
+
+@binlog.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; change nothing.")
+@json_option
+@pass_app
+def prune(app: App, policy_name: str, source_name: str, dry_run: bool, as_json: bool) -> None:
+    """Remove archived binlogs older than the oldest kept dump's binlog file (run after `prune`).
+
+    Every kept dump keeps its whole chain to now; object-locked files stay and are reported.
+
+    Example: backupctl prune shop && backupctl binlog prune shop --source shop-db
+    """
+    from backupctl.actions.access import open_catalog
+    from backupctl.actions.binlog import run_binlog_prune
+    from backupctl.pitr.mysql_archive import open_binlog_archive
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    with open_binlog_archive(app.settings, policy, source_name) as archive:
+        report = run_binlog_prune(policy, source_name, archive, open_catalog(app.settings), dry_run=dry_run)
+    if as_json:
+        print_json(report.as_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    for target, names in report.removed.items():
+        app.echo(
+            f"{policy_name}/{source_name} → {target}: {verb} {len(names)} binlog(s) before {report.keep_from}"
+        )
+    for target, names in report.retained_by_lock.items():
+        app.echo(f"{policy_name}/{source_name} → {target}: {len(names)} binlog(s) retained by object lock")
+    if not report.removed and not report.retained_by_lock:
+        app.echo(f"{policy_name}/{source_name}: nothing to remove (oldest kept dump {report.oldest_dump})")
 
 
 COMMANDS = [binlog]

@@ -1,0 +1,51 @@
+"""The `backupctl binlog` commands as a subprocess: collect, status + metrics, restore plan, prune."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backupctl.metrics import parse_metrics
+from tests.fixtures.core import Workspace
+from tests.fixtures.mariadb import MariaDatabase
+from tests.integration.pitr_mysql.pitr import SOURCE, make_pitr
+
+
+def test_binlog_cli_collect_status_plan_and_prune(
+    workspace: Workspace, binlog_database: MariaDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pitr = make_pitr(workspace, binlog_database, monkeypatch)
+    binlog_database.sql("INSERT INTO orders (label) VALUES ('before the first dump');")
+    binlog_database.server.sql("FLUSH BINARY LOGS")  # so that a binlog older than the dump exists
+    workspace.run("backup", "shop", check=True)
+    binlog_database.sql("INSERT INTO orders (label) VALUES ('after the first dump');")
+    metrics = workspace.root / "binlog.prom"
+    collected = workspace.run_json(
+        "binlog", "collect", "shop", "--source", SOURCE, "--metrics-file", str(metrics)
+    )
+    assert collected["ok"] and collected["flushed"] and collected["archived"]
+    status = workspace.run_json("binlog", "status", "shop", "--source", SOURCE)
+    assert status["ok"] and status["rpo_seconds"] < 60 and status["gaps"] == []
+    samples = {name: value for name, _labels, value in parse_metrics(metrics.read_text())}
+    assert samples["backupctl_binlog_ok"] == 1 and samples["backupctl_binlog_gaps"] == 0
+    assert samples["backupctl_binlog_files"] == status["files"]
+
+    plan = workspace.run_json("binlog", "restore", "shop", "--source", SOURCE, "--latest", "--dry-run")
+    assert plan["dry_run"] and plan["plan"]["binlogs"] and plan["plan"]["start_position"] > 0
+    refused = workspace.run(
+        "binlog", "restore", "shop", "--source", SOURCE, "--to-time", "2026-01-01T00:00:00"
+    )
+    assert refused.returncode == 2 and "time zone" in refused.stderr
+
+    first_dump_file = plan["plan"]["dump"]["file"]
+    with pitr.archive() as archive:
+        older = [item.name for item in archive.binlogs() if item.name < first_dump_file]
+    assert older, "binlogs from before the first dump are archived too (the first pass takes all)"
+    pruned = workspace.run_json("binlog", "prune", "shop", "--source", SOURCE, "--dry-run")
+    assert pruned["removed"] == {"local": older} and pruned["keep_from"] == first_dump_file
+    done = json.loads(
+        workspace.run("binlog", "prune", "shop", "--source", SOURCE, "--json", check=True).stdout
+    )
+    assert done["removed"] == {"local": older}
+    assert workspace.run_json("binlog", "verify", "shop", "--source", SOURCE)["ok"]
