@@ -86,14 +86,15 @@ def test_server_restart_and_killed_collector_leave_no_hole(
 ) -> None:
     pitr = make_pitr(workspace, binlog_database, monkeypatch)
     pitr.backup()
-    binlog_database.sql("INSERT INTO orders (label) SELECT CONCAT('bulk ', seq) FROM seq_1_to_20000;")
-    # A collector killed mid-pass: before, during or after a copy or an upload.
+    # Collectors killed mid-pass, at staggered moments: before, during or after a copy or an upload.
     env = {**os.environ, **workspace.env}
     argv = [sys.executable, "-m", "backupctl", "binlog", "collect", "shop", "--source", SOURCE]
-    collector = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.5)
-    collector.send_signal(signal.SIGKILL)
-    collector.wait()
+    for delay in (0.9, 1.3, 1.7):
+        binlog_database.sql("INSERT INTO orders (label) SELECT CONCAT('bulk ', seq) FROM seq_1_to_20000;")
+        collector = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        collector.send_signal(signal.SIGKILL)
+        collector.wait()
     binlog_database.sql("INSERT INTO orders (label) VALUES ('before restart');")
     binlog_database.server.stop()
     binlog_database.server.start()
