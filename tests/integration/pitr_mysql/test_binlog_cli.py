@@ -49,3 +49,7 @@ def test_binlog_cli_collect_status_plan_and_prune(
     )
     assert done["removed"] == {"local": older}
     assert workspace.run_json("binlog", "verify", "shop", "--source", SOURCE)["ok"]
+
+    doctor = json.loads(workspace.run("doctor", "shop", "--json").stdout)
+    binlog_checks = [item for item in doctor["findings"] if item["check"] == f"shop/{SOURCE}: binlog"]
+    assert len(binlog_checks) == 7 and all(item["ok"] for item in binlog_checks), binlog_checks
