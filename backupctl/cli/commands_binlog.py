@@ -15,7 +15,7 @@ from backupctl.core.secrets import SecretRef
 from backupctl.errors import ConfigError, JobFailed
 
 if TYPE_CHECKING:
-    from backupctl.actions.binlog import BinlogStatus
+    from backupctl.actions.binlog import BinlogStatus, CollectReport
     from backupctl.pitr.mysql_archive import BinlogArchiveStore
     from backupctl.policy.schema import Policy
 
@@ -70,29 +70,40 @@ def collect(
 
     policy = app.policy(policy_name).policy
     interval = every or interval_of(policy, source_name)
-    while True:
-        started = time.monotonic()
-        lock = policy_lock(app.settings, f"{policy.name}.binlog-{source_name}", "binlog collect")
-        with lock, open_binlog_archive(app.settings, policy, source_name) as archive:
-            report = run_collect(policy, source_name, archive)
-            if metrics_file is not None:
-                _write_metrics(app, policy, source_name, archive, metrics_file)
-        if as_json:
-            print_json(report.as_dict())
-        else:
-            newest = f"newest {report.newest} (covers until {report.as_dict()['covered_until']})"
-            app.echo(f"{policy_name}/{source_name}: {len(report.archived)} binlog(s) archived, {newest}")
-        if report.purged:
-            message = (
-                f"the server purged {', '.join(report.purged)} before they were archived: restores to a "
-                "time inside that hole are impossible until the next dump (raise binlog_expire_logs_seconds)"
-            )
+    with open_binlog_archive(app.settings, policy, source_name) as archive:  # one store: facts cached
+        while True:
+            started = time.monotonic()
+            try:
+                with policy_lock(app.settings, f"{policy.name}.binlog-{source_name}", "binlog collect"):
+                    report = run_collect(policy, source_name, archive)
+                    if metrics_file is not None:
+                        _write_metrics(app, policy, source_name, archive, metrics_file)
+            except JobFailed as error:
+                if not watch:
+                    raise
+                # Server restarting, network down, target full: say so, try again next interval.
+                app.events().warning(f"binlog collect of {policy_name}/{source_name} failed: {error}")
+            else:
+                _report_collect(app, report, as_json, watch)
             if not watch:
-                raise JobFailed(message)
-            app.events().warning(message)
+                return
+            time.sleep(max(0.0, interval.total_seconds() - (time.monotonic() - started)))
+
+
+def _report_collect(app: App, report: CollectReport, as_json: bool, watch: bool) -> None:
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        newest = f"newest {report.newest} (covers until {report.as_dict()['covered_until']})"
+        app.echo(f"{report.policy}/{report.source}: {len(report.archived)} binlog(s) archived, {newest}")
+    if report.purged:
+        message = (
+            f"the server purged {', '.join(report.purged)} before they were archived: restores to a "
+            "time inside that hole are impossible until the next dump (raise binlog_expire_logs_seconds)"
+        )
         if not watch:
-            return
-        time.sleep(max(0.0, interval.total_seconds() - (time.monotonic() - started)))
+            raise JobFailed(message)
+        app.events().warning(message)
 
 
 @binlog.command()

@@ -51,6 +51,9 @@ class BinlogArchiveStore:
         self.settings, self.policy, self.source, self.targets = settings, policy, source, targets
         self.prefix = binlog_prefix(policy.name, source.name)
         self.trusted = trusted_public_keys(settings.keys_dir, list(policy.signing.trusted_keys))
+        # Verified facts by (target, name): they never change once written, so a long-running
+        # `collect --watch` reads each file's facts once, not once per pass (S3: one GET each).
+        self._verified: dict[tuple[str, str], dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ reading
     def binlogs(self, target: BlobTarget | None = None) -> list[ArchivedBinlog]:
@@ -65,7 +68,8 @@ class BinlogArchiveStore:
             if not key.endswith(FACTS):
                 continue
             name = key[len(self.prefix) : -len(FACTS)]
-            facts = self._facts(where, name)
+            facts = self._verified.get((where.name, name)) or self._facts(where, name)
+            self._verified[(where.name, name)] = facts
             if self.prefix + name + DATA not in keys:
                 facts = {**facts, "missing": True}
             found.append(ArchivedBinlog(name, facts))
@@ -167,6 +171,7 @@ class BinlogArchiveStore:
 
     def delete(self, name: str, target: BlobTarget) -> None:
         """Remove binlog `name` from `target`: facts first (it stops counting), then the rest."""
+        self._verified.pop((target.name, name), None)
         for suffix in (FACTS, SIGNATURE, DATA):
             target.delete(self.prefix + name + suffix)
 

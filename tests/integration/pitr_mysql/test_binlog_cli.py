@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -53,3 +58,35 @@ def test_binlog_cli_collect_status_plan_and_prune(
     doctor = json.loads(workspace.run("doctor", "shop", "--json").stdout)
     binlog_checks = [item for item in doctor["findings"] if item["check"] == f"shop/{SOURCE}: binlog"]
     assert len(binlog_checks) == 7 and all(item["ok"] for item in binlog_checks), binlog_checks
+
+
+def test_watching_collector_survives_a_server_restart_and_catches_up(
+    workspace: Workspace, binlog_database: MariaDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pitr = make_pitr(workspace, binlog_database, monkeypatch)
+    workspace.run("backup", "shop", check=True)
+    argv = [sys.executable, "-m", "backupctl", "binlog", "collect", "shop", "--source", SOURCE, "--watch",
+            "--every", "1s"]  # fmt: skip
+    watcher = subprocess.Popen(argv, env={**os.environ, **workspace.env}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        binlog_database.server.stop()
+        time.sleep(2.5)  # passes fail while the server is down: warned, not fatal
+        binlog_database.server.start()
+        binlog_database.sql("INSERT INTO orders (label) VALUES ('after the restart');")
+        wanted = binlog_database.server.sql("SELECT @@gtid_binlog_pos").strip()
+        deadline = time.monotonic() + 60
+        while True:
+            with pitr.archive() as archive:
+                chain = archive.binlogs()
+            if chain and chain[-1].facts["gtid_end"] == wanted:
+                break
+            assert watcher.poll() is None, "the watching collector must not exit"
+            assert time.monotonic() < deadline, "the archive did not catch up after the restart"
+            time.sleep(0.5)
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        _out, errors = watcher.communicate(timeout=30)
+    assert "failed" in errors, "the passes that found the server down were reported"
+    status = workspace.run_json("binlog", "status", "shop", "--source", SOURCE)
+    assert status["ok"] and status["gaps"] == []
