@@ -60,9 +60,6 @@ def main() -> None:
                    "placed DATETIME(6) NOT NULL DEFAULT NOW(6)) ENGINE=InnoDB", "shop")  # fmt: skip
         server.sql(f"INSERT INTO orders (label) SELECT CONCAT('seed order ', seq, ' ', REPEAT('x', 60)) "
                    f"FROM seq_1_to_{rows}", "shop")  # fmt: skip
-        size = int(
-            server.sql("SELECT SUM(DATA_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA='shop'")
-        )
         env = {
             **os.environ, "BENCH_DB_PASSWORD": server.password, "NO_COLOR": "1",
             "BACKUPCTL_STATE_DIR": str(work / "state"), "BACKUPCTL_POLICIES": str(work / "policies"),
@@ -80,9 +77,13 @@ def main() -> None:
             "targets": [{"name": "local", "type": "local", "path": str(work / "backups")}],
         }))  # fmt: skip
         backupctl = [sys.executable, "-m", "backupctl", "-q"]
-        print(f"\n== binlog benchmark: {rows} rows ({size / 2**20:.0f} MiB of table data), load {seconds}s, "
-              f"collect every {interval}", flush=True)  # fmt: skip
         subprocess.run([*backupctl, "backup", "shop"], env=env, check=True)
+        listed = subprocess.run(
+            [*backupctl, "snapshots", "shop", "--json"], env=env, check=True, capture_output=True
+        )
+        size = json.loads(listed.stdout)[0]["plain_bytes"]
+        print(f"\n== binlog benchmark: {rows} rows (a {size / 2**20:.0f} MiB dump), load {seconds}s, "
+              f"collect every {interval}", flush=True)  # fmt: skip
         os.environ.update({k: v for k, v in env.items() if k.startswith(("BACKUPCTL_", "BENCH_DB"))})
         settings, policy = Settings.resolve(), load_policy(policy_path).policy
         from backupctl.pitr.mysql_archive import open_binlog_archive
@@ -126,8 +127,11 @@ def main() -> None:
         plan = json.loads(planned.stdout)["plan"]
         root_url = server.url("pitr_tool", "root")
         tool_started = time.monotonic()
-        subprocess.run([*restore, "--to-db", root_url, "--create", "--db-password", "env:BENCH_DB_PASSWORD"],
-                       env=env, check=True)  # fmt: skip
+        restored = subprocess.run(
+            [*restore, "--to-db", root_url, "--create", "--db-password", "env:BENCH_DB_PASSWORD", "--json"],
+            env=env, check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        parts = json.loads(restored.stdout)["seconds"]
         tool = time.monotonic() - tool_started
 
         identity = str(keys.identity_file)
@@ -162,7 +166,8 @@ def main() -> None:
             "SELECT COUNT(*), MAX(id) FROM pitr_hand.orders"
         )
         print(f"  restore to {middle.isoformat()}: dump + {len(plan['binlogs'])} binlog(s)")
-        print(f"    backupctl binlog restore   {tool:7.1f} s")
+        print(f"    backupctl binlog restore   {tool:7.1f} s   (fetch binlogs {parts['fetch']:.1f} s, dump "
+              f"{parts['dump']:.1f} s, replay {parts['replay']:.1f} s)")  # fmt: skip
         print(f"    by hand (age|zstd|mariadb) {hand:7.1f} s   ratio {tool / hand:.2f}x (target <= 1.1x); "
               f"same rows: {same}")  # fmt: skip
     shutil.rmtree(server_dir, ignore_errors=True)
