@@ -97,6 +97,7 @@ def run_point_in_time_restore(
     *,
     identity_file: Path | None = None,
     dry_run: bool = False,
+    precheck: bool = True,
     events: Events | None = None,
 ) -> PointInTimeResult:
     """Restore `source_name` into `request.to_db` as it was at `to_time` (None: the newest point).
@@ -136,6 +137,7 @@ def run_point_in_time_restore(
             source_name,
             request,
             identity_file=identity_file,
+            precheck=precheck,
             events=events,
         )
         result.dump_seconds = restored.seconds

@@ -171,6 +171,7 @@ def verify(app: App, policy_name: str, source_name: str, as_json: bool) -> None:
 @click.option("--create", is_flag=True, help="Create the database named by --to-db.")
 @click.option("--db-password", metavar="REF", help="Secret reference for the destination password.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (dump, binlogs, positions); change nothing.")
+@click.option("--no-precheck", is_flag=True, help="Skip the dump's sha256 pre-check pass (saves one read).")
 @identity_option
 @json_option
 @pass_app
@@ -184,6 +185,7 @@ def restore(
     create: bool,
     db_password: str | None,
     dry_run: bool,
+    no_precheck: bool,
     identity_file: Path | None,
     as_json: bool,
 ) -> None:
@@ -205,7 +207,7 @@ def restore(
     with open_binlog_archive(app.settings, policy, source_name) as archive:
         result = run_point_in_time_restore(
             app.settings, policy, source_name, archive, request, point,
-            identity_file=identity_file, dry_run=dry_run, events=app.events(),
+            identity_file=identity_file, dry_run=dry_run, precheck=not no_precheck, events=app.events(),
         )  # fmt: skip
     if as_json:
         print_json(result.as_dict())

@@ -101,17 +101,17 @@ class BinlogArchiveStore:
         target = self.targets[0]
         facts = self._facts(target, name)
         key = self.prefix + name + DATA
+        # One read pass: the stored bytes are hashed while they are decrypted into a private
+        # temporary file, which nothing uses before every check below has passed.
         try:
-            digest, size = rehash(target, key)
+            with target.reader(key) as stored, destination.open("wb") as sink:
+                stats = decrypt_stream(stored, sink, identities)
         except TargetError:
             raise IntegrityError(f"binlog {name} is missing from target {target.name} ({key})") from None
-        if (digest, size) != (facts["stored_sha256"], facts["stored_bytes"]):
+        except IntegrityError as error:
+            raise IntegrityError(f"binlog {name} on target {target.name}: {error}") from None
+        if (stats.stored_sha256, stats.stored_bytes) != (facts["stored_sha256"], facts["stored_bytes"]):
             raise IntegrityError(f"binlog {name} on target {target.name} differs from its signed digest")
-        with target.reader(key) as stored, destination.open("wb") as sink:
-            try:
-                stats = decrypt_stream(stored, sink, identities)
-            except IntegrityError as error:
-                raise IntegrityError(f"binlog {name}: {error}") from None
         if stats.plain_digest != facts["plain_digest"]:
             raise IntegrityError(f"binlog {name}: decrypted bytes differ from the signed plain digest")
         parse_binlog_file(destination, allow_truncated_tail=not facts.get("complete"))
