@@ -194,6 +194,29 @@ def restore(
     Example: backupctl binlog restore shop --source shop-db --to-time 2026-12-06T05:30:00Z
     --to-db mysql://root@127.0.0.1/shop_at_0530 --create
     """
+    point_in_time_restore(
+        app, policy_name, source_name, to_time=to_time, latest=latest, to_db=to_db, create=create,
+        db_password=db_password, dry_run=dry_run, precheck=not no_precheck, identity_file=identity_file,
+        as_json=as_json,
+    )  # fmt: skip
+
+
+def point_in_time_restore(
+    app: App,
+    policy_name: str,
+    source_name: str,
+    *,
+    to_time: str | None,
+    latest: bool,
+    to_db: str | None,
+    create: bool,
+    db_password: str | None,
+    dry_run: bool,
+    precheck: bool,
+    identity_file: Path | None,
+    as_json: bool,
+) -> None:
+    """`binlog restore`, also reached as `backupctl restore POLICY --source S --to-time T|--latest`."""
     from backupctl.actions.binlog_restore import run_point_in_time_restore
     from backupctl.pitr.mysql_archive import open_binlog_archive
     from backupctl.sources.base import RestoreRequest
@@ -207,7 +230,7 @@ def restore(
     with open_binlog_archive(app.settings, policy, source_name) as archive:
         result = run_point_in_time_restore(
             app.settings, policy, source_name, archive, request, point,
-            identity_file=identity_file, dry_run=dry_run, precheck=not no_precheck, events=app.events(),
+            identity_file=identity_file, dry_run=dry_run, precheck=precheck, events=app.events(),
         )  # fmt: skip
     if as_json:
         print_json(result.as_dict())

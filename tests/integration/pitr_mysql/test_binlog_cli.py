@@ -36,7 +36,7 @@ def test_binlog_cli_collect_status_plan_and_prune(
     assert samples["backupctl_binlog_ok"] == 1 and samples["backupctl_binlog_gaps"] == 0
     assert samples["backupctl_binlog_files"] == status["files"]
 
-    plan = workspace.run_json("binlog", "restore", "shop", "--source", SOURCE, "--latest", "--dry-run")
+    plan = workspace.run_json("restore", "shop", "--source", SOURCE, "--latest", "--dry-run")
     assert plan["dry_run"] and plan["plan"]["binlogs"] and plan["plan"]["start_position"] > 0
     refused = workspace.run(
         "binlog", "restore", "shop", "--source", SOURCE, "--to-time", "2026-01-01T00:00:00"
