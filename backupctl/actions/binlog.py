@@ -29,11 +29,11 @@ from sqlalchemy import select
 
 from backupctl.catalog.models import ArtifactRow, SnapshotRow
 from backupctl.catalog.store import Catalog
-from backupctl.errors import ConfigError, RetainedByLock
-from backupctl.pitr.mysql_archive import BinlogArchiveStore
-from backupctl.pitr.mysql_binlog import binlog_index
+from backupctl.errors import ConfigError
+from backupctl.pitr.mysql_archive import BinlogArchiveStore, BinlogChainRules
 from backupctl.pitr.mysql_chain import ArchivedBinlog, DumpPoint, Gap, chain_problems, collect_plan
 from backupctl.pitr.mysql_server import BinlogServer
+from backupctl.pitr.retention import prune_segments
 from backupctl.policy.schema import BinlogArchive, MysqlSource, Policy
 from backupctl.sources.mysql import Endpoint
 
@@ -246,29 +246,22 @@ def run_binlog_prune(
 ) -> BinlogPruneReport:
     """Remove, from every binlog target, the binlogs older than the oldest kept dump's file.
 
-    Only files of the dump's basename with a lower number go: every kept dump keeps its whole
-    chain to now. Without a dump with a binlog position nothing is removed. Object-locked files
-    stay and are reported (RetainedByLock). Run after `backupctl prune`, which decides the dumps.
+    The shared segment retention (pitr.retention) does the work: oldest first, stopping at the
+    first object-locked file so what stays is one contiguous window. Without a dump with a binlog
+    position nothing is removed. Run after `backupctl prune`, which decides the dumps.
     """
     binlog_source(policy, source_name)
     dumps = dump_points(catalog, policy.name, source_name)
     report = BinlogPruneReport(policy.name, source_name, None, None, dry_run=dry_run)
     if not dumps:
         return report
-    oldest = dumps[0]
-    report.oldest_dump, report.keep_from = oldest.snapshot_id, oldest.file
-    basename, first_kept = oldest.file.rpartition(".")[0], binlog_index(oldest.file)
+    report.oldest_dump, report.keep_from = dumps[0].snapshot_id, dumps[0].file
     for target in archive.targets:
-        for item in archive.binlogs(target):
-            if item.basename != basename or item.index >= first_kept:
-                continue
-            if dry_run:
-                report.removed.setdefault(target.name, []).append(item.name)
-                continue
-            try:
-                archive.delete(item.name, target)
-            except RetainedByLock:
-                report.retained_by_lock.setdefault(target.name, []).append(item.name)
-                continue
-            report.removed.setdefault(target.name, []).append(item.name)
+        segments = archive.archive_on(target)
+        records = segments.list_records(archive.trusted)
+        result = prune_segments(segments, records, BinlogChainRules(), report.keep_from, dry_run=dry_run)
+        if result.doomed:
+            report.removed[target.name] = result.doomed
+        if result.retained_by_lock:
+            report.retained_by_lock[target.name] = result.retained_by_lock
     return report

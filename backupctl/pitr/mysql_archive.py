@@ -1,43 +1,62 @@
-"""Where a source's binlogs are kept: encrypted objects with signed facts, on its blob targets.
+"""The binlog archive of one MySQL/MariaDB source, on the shared segment archive (pitr.archive).
 
-Layout on every binlog target (self-describing: nothing needs the catalog):
-    <policy>/binlog/<source>/<name>.zst.age        zstd + age, to the policy's recipients
-    <name>.json                                   facts (BinlogInfo) + plain digest + stored sha256/size
-    <name>.json.sig                               Ed25519 signature of the .json (host signing key)
-An object counts as archived only when its .json exists: the data and the signature are written
-first, the .json last (as snapshots' manifests), so a killed push leaves nothing that looks whole.
-Pushing a name that is already archived with the same plain digest does nothing; with another
-digest it fails (the server was reset or another server writes under the same name).
+Each binlog file is one segment of kind `binlog`, named as the server names it
+(`mariadb-bin.000042`), on every binlog target:
+    <policy>/pitr/<source>/segments/<name>.zst.age     zstd + age, to the policy's recipients
+    <policy>/pitr/<source>/records/<name>.rec           signed record; `meta` = the header facts
+The record's `meta` is `BinlogInfo.as_dict()` (first/last event time, GTID state at start and
+end, closed by ROTATE/STOP, size...): status, verify and restore plans read only records. Pushes
+are idempotent (same content: nothing written), a different file under an archived name is
+refused (`SegmentConflict`: RESET MASTER, or another server archiving into the same place).
 
-NOTE for the merge with the shared `backupctl/pitr/` machinery (pitr-pg): this module is the
-MySQL binding; its storage internals are to be served by the shared archive (push/fetch/list of
-signed, encrypted segments) once that lands, keeping this interface for the MySQL actions.
+This module adds the MySQL view on top: `ArchivedBinlog` objects for the chain rules of
+`mysql_chain`, a fetch that also checks the binlog's own structure, a verify that re-hashes every
+stored object, and `BinlogChainRules` for the shared retention.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from backupctl.actions.stored import confirm_stored, read_bytes, rehash
-from backupctl.core.crypto import load_signing_key, parse_recipients, trusted_public_keys, verify_signature
-from backupctl.core.digests import PLAIN_ALGORITHM, labelled, new_hasher
-from backupctl.core.pipeline import decrypt_stream, encrypt_stream
+from backupctl.actions.stored import rehash
+from backupctl.core.crypto import load_signing_key, parse_recipients, trusted_public_keys
 from backupctl.errors import ConfigError, IntegrityError, TargetError
-from backupctl.pitr.mysql_binlog import parse_binlog_file
+from backupctl.pitr.archive import SegmentArchive, SegmentRecord, push_to_all
+from backupctl.pitr.mysql_binlog import binlog_index, binlog_name, parse_binlog_file
 from backupctl.pitr.mysql_chain import ArchivedBinlog
 from backupctl.policy.schema import MysqlSource, Policy
 from backupctl.settings import Settings
 from backupctl.targets.base import BlobTarget, build_target
 
-DATA, FACTS, SIGNATURE = ".zst.age", ".json", ".json.sig"
+KIND = "binlog"
 
 
-def binlog_prefix(policy: str, source: str) -> str:
-    return f"{policy}/binlog/{source}/"
+class BinlogChainRules:
+    """`pitr.chain.ChainRules` for binlog names: `BASENAME.NNNNNN`, numbered one by one."""
+
+    def in_chain(self, record: SegmentRecord) -> bool:
+        return record.kind == KIND
+
+    def sort_key(self, name: str) -> tuple[str, int]:
+        return name.rpartition(".")[0], binlog_index(name)
+
+    def successor(self, name: str) -> str:
+        return binlog_name(name.rpartition(".")[0], binlog_index(name) + 1)
+
+    def missing_between(self, previous: str, following: str, limit: int) -> list[str]:
+        basename = previous.rpartition(".")[0]
+        stop = min(binlog_index(following), binlog_index(previous) + 1 + limit)
+        return [binlog_name(basename, index) for index in range(binlog_index(previous) + 1, stop)]
+
+
+def archived(record: SegmentRecord) -> ArchivedBinlog:
+    """The MySQL view of a record: the header facts plus the stored object's digest and size."""
+    facts = {**record.meta, "plain_digest": record.plain_digest, "stored_sha256": record.stored_sha256,
+             "stored_bytes": record.stored_bytes, "pushed_at": record.pushed_at}  # fmt: skip
+    return ArchivedBinlog(record.name, facts)
 
 
 class BinlogArchiveStore:
@@ -49,89 +68,62 @@ class BinlogArchiveStore:
         if not targets:
             raise ConfigError(f"source '{source.name}' has no blob target for its binlogs (binlog.targets)")
         self.settings, self.policy, self.source, self.targets = settings, policy, source, targets
-        self.prefix = binlog_prefix(policy.name, source.name)
         self.trusted = trusted_public_keys(settings.keys_dir, list(policy.signing.trusted_keys))
-        # Verified facts by (target, name): they never change once written, so a long-running
-        # `collect --watch` reads each file's facts once, not once per pass (S3: one GET each).
-        self._verified: dict[tuple[str, str], dict[str, Any]] = {}
+        self._writable: list[SegmentArchive] | None = None
+        self.archives = [SegmentArchive(target, policy.name, source.name) for target in targets]
+        # Verified records by (target, name): a record never changes once written, so a
+        # long-running `collect --watch` reads each one once, not once per pass (S3: one GET each).
+        self._verified: dict[tuple[str, str], SegmentRecord] = {}
 
     # ------------------------------------------------------------------ reading
     def binlogs(self, target: BlobTarget | None = None) -> list[ArchivedBinlog]:
-        """Every archived binlog (its .json present and signed), oldest first.
-
-        Raises IntegrityError for a .json whose signature does not verify.
-        """
-        where = target or self.targets[0]
-        keys = {info.key for info in where.list_keys(self.prefix)}
+        """Every archived binlog (its signed record present), oldest first. IntegrityError for a
+        record whose signature does not verify."""
+        archive = self._archive(target)
         found = []
-        for key in sorted(keys):
-            if not key.endswith(FACTS):
-                continue
-            name = key[len(self.prefix) : -len(FACTS)]
-            facts = self._verified.get((where.name, name)) or self._facts(where, name)
-            self._verified[(where.name, name)] = facts
-            if self.prefix + name + DATA not in keys:
-                facts = {**facts, "missing": True}
-            found.append(ArchivedBinlog(name, facts))
-        return sorted(found, key=lambda item: item.index)
-
-    def _facts(self, target: BlobTarget, name: str) -> dict[str, Any]:
-        raw = read_bytes(target, self.prefix + name + FACTS)
-        try:
-            signature = read_bytes(target, self.prefix + name + SIGNATURE, limit=4096)
-        except TargetError:
-            raise IntegrityError(f"binlog {name} on target {target.name}: its signature is missing") from None
-        try:
-            verify_signature(raw, signature, self.trusted)
-        except IntegrityError as error:
-            raise IntegrityError(f"binlog {name} on target {target.name}: {error}") from None
-        facts: dict[str, Any] = json.loads(raw)
-        if facts.get("name") != name:
-            raise IntegrityError(
-                f"binlog facts at {name} on target {target.name} describe {facts.get('name')}"
+        for name in archive.list_names():
+            key = (archive.target.name, name)
+            record = self._verified.get(key) or archive.read_record(
+                name, trusted=self.trusted, missing_ok=True
             )
-        return facts
+            if record is None or record.kind != KIND:
+                continue
+            self._verified[key] = record
+            found.append(archived(record))
+        return sorted(found, key=lambda item: (item.basename, item.index))
 
     def fetch(self, name: str, destination: Path, identities: list[Any]) -> dict[str, Any]:
-        """Decrypt binlog `name` into `destination`, authenticated; return its facts.
-
-        Checks the signed facts, the stored sha256, age + zstd authentication, the plain digest
-        and a header pass of the result. Raises IntegrityError naming the file.
-        """
-        target = self.targets[0]
-        facts = self._facts(target, name)
-        key = self.prefix + name + DATA
-        # One read pass: the stored bytes are hashed while they are decrypted into a private
-        # temporary file, which nothing uses before every check below has passed.
+        """Decrypt binlog `name` into `destination`, authenticated (signed record, stored sha256,
+        age + zstd, plain digest), then check its structure; return its facts. Raises
+        IntegrityError naming the file (SegmentMissing when its data is gone)."""
+        archive = self.archives[0]
         try:
-            with target.reader(key) as stored, destination.open("wb") as sink:
-                stats = decrypt_stream(stored, sink, identities)
-        except TargetError:
-            raise IntegrityError(f"binlog {name} is missing from target {target.name} ({key})") from None
+            record = archive.fetch_to(name, destination, identities, self.trusted)
         except IntegrityError as error:
-            raise IntegrityError(f"binlog {name} on target {target.name}: {error}") from None
-        if (stats.stored_sha256, stats.stored_bytes) != (facts["stored_sha256"], facts["stored_bytes"]):
-            raise IntegrityError(f"binlog {name} on target {target.name} differs from its signed digest")
-        if stats.plain_digest != facts["plain_digest"]:
-            raise IntegrityError(f"binlog {name}: decrypted bytes differ from the signed plain digest")
-        parse_binlog_file(destination, allow_truncated_tail=not facts.get("complete"))
-        return facts
+            raise IntegrityError(error if name in str(error) else f"binlog {name}: {error}") from None
+        parse_binlog_file(destination, allow_truncated_tail=not record.meta.get("complete"))
+        return archived(record).facts
 
     def verify(self) -> list[str]:
-        """Problems of every archived object on every target (signature, presence, stored sha256)."""
+        """Problems of every archived binlog on every target: signature, data present, stored sha256."""
         problems = []
-        for target in self.targets:
+        for archive in self.archives:
+            target = archive.target
             try:
                 listed = self.binlogs(target)
             except IntegrityError as error:
                 problems.append(str(error))
                 continue
+            stored = archive.stored_segment_names()
             for item in listed:
-                key = self.prefix + item.name + DATA
-                if item.facts.get("missing"):
-                    problems.append(f"binlog {item.name} is missing from target {target.name} ({key})")
+                if item.name not in stored:
+                    problems.append(f"binlog {item.name} is missing from target {target.name}")
                     continue
-                digest, size = rehash(target, key)
+                try:
+                    digest, size = rehash(target, archive.segment_key(item.name))
+                except TargetError as error:
+                    problems.append(f"binlog {item.name} cannot be read on target {target.name}: {error}")
+                    continue
                 if (digest, size) != (item.facts["stored_sha256"], item.facts["stored_bytes"]):
                     problems.append(
                         f"binlog {item.name} on target {target.name} differs from its signed digest"
@@ -140,49 +132,36 @@ class BinlogArchiveStore:
 
     # ------------------------------------------------------------------ writing
     def push(self, name: str, path: Path, facts: dict[str, Any]) -> None:
-        """Store binlog file `path` as `name` on every target (data, signature, facts last).
+        """Store binlog file `path` as `name` on every target; durable everywhere when it returns.
 
-        Raises JobFailed when a different file is already archived under the name.
+        Raises SegmentConflict when another file is archived under the name, TargetError.
         """
-        recipients = parse_recipients(self.policy.encryption.recipients)
-        signing = load_signing_key(self.settings.keys_dir)
-        plain_digest = _plain_digest(path)
-        for target in self.targets:
-            existing = {info.key for info in target.list_keys(self.prefix + name)}
-            if self.prefix + name + FACTS in existing:
-                stored = self._facts(target, name)
-                if stored.get("plain_digest") != plain_digest:
-                    raise IntegrityError(
-                        f"binlog {name} on target {target.name} is archived with other content: the server's "
-                        "binlog numbering restarted (RESET MASTER, a new server); take a new dump"
-                    )
-                continue
-            key = self.prefix + name + DATA
-            with path.open("rb") as plain, target.writer(key) as sink:
-                stats = encrypt_stream(plain, sink, recipients, level=self.policy.compression.level)
-            confirm_stored(target, key, stats.stored_sha256, stats.stored_bytes)
-            record = {**facts, "name": name, "plain_digest": stats.plain_digest,
-                      "stored_sha256": stats.stored_sha256, "stored_bytes": stats.stored_bytes}  # fmt: skip
-            data = json.dumps(record, sort_keys=True, indent=1).encode()
-            with target.writer(self.prefix + name + SIGNATURE) as handle:
-                handle.write(signing.sign(data))
-            with target.writer(self.prefix + name + FACTS) as handle:
-                handle.write(data)
+        push_to_all(self._writers(), path, name, KIND, facts)
 
     def delete(self, name: str, target: BlobTarget) -> None:
-        """Remove binlog `name` from `target`: facts first (it stops counting), then the rest."""
+        """Remove binlog `name` from `target` (record first). Raises RetainedByLock."""
         self._verified.pop((target.name, name), None)
-        for suffix in (FACTS, SIGNATURE, DATA):
-            target.delete(self.prefix + name + suffix)
+        self._archive(target).delete_segment(name)
 
+    def archive_on(self, target: BlobTarget) -> SegmentArchive:
+        return self._archive(target)
 
-def _plain_digest(path: Path) -> str:
-    """The plain digest (the manifests' algorithm) of a file, read in 1 MiB chunks."""
-    hasher = new_hasher(PLAIN_ALGORITHM)
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            hasher.update(chunk)
-    return labelled(PLAIN_ALGORITHM, hasher)
+    def _archive(self, target: BlobTarget | None) -> SegmentArchive:
+        if target is None:
+            return self.archives[0]
+        return next(archive for archive in self.archives if archive.target is target)
+
+    def _writers(self) -> list[SegmentArchive]:
+        if self._writable is None:
+            recipients = parse_recipients(self.policy.encryption.recipients)
+            signing = load_signing_key(self.settings.keys_dir)
+            self._writable = [
+                SegmentArchive(
+                    target, self.policy.name, self.source.name, recipients=recipients, signing_key=signing
+                )
+                for target in self.targets
+            ]
+        return self._writable
 
 
 def binlog_targets(policy: Policy, source: MysqlSource) -> list[str]:

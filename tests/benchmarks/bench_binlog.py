@@ -152,7 +152,7 @@ def main() -> None:
         scratch = work / "hand-binlogs"
         scratch.mkdir()
         for name in plan["binlogs"]:
-            stored = work / "backups" / "shop" / "binlog" / "db" / f"{name}.zst.age"
+            stored = work / "backups" / "shop" / "pitr" / "db" / "segments" / f"{name}.zst.age"
             subprocess.run(
                 ["sh", "-c", f"age -d -i {identity} {stored} | zstd -d -q -o {scratch / name}"], check=True
             )

@@ -44,8 +44,9 @@ class Pitr:
     def archive(self) -> Any:
         return open_binlog_archive(self.settings, self.policy, SOURCE)
 
-    def archived_path(self, name: str, suffix: str = ".zst.age") -> Path:
-        return self.workspace.backups / "shop" / "binlog" / SOURCE / (name + suffix)
+    def archived_path(self, name: str) -> Path:
+        """Where a binlog's encrypted data lives on the local target (pitr.archive's layout)."""
+        return self.workspace.backups / "shop" / "pitr" / SOURCE / "segments" / f"{name}.zst.age"
 
 
 def make_pitr(
