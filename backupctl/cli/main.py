@@ -62,6 +62,7 @@ COMMAND_MODULES = {
     "target": "commands_targets",
     "status": "commands_targets",
     "replicate": "commands_targets",
+    "wal": "commands_wal",
 }
 
 

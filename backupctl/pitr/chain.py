@@ -8,6 +8,10 @@ numbers within a timeline; MySQL: binlog file sequence numbers). Only records wh
 keeps those from `start` (the first segment the oldest retained base needs) to `end` (default:
 the newest), and names every gap: for each pair of neighbours where `rules.successor(previous)`
 is not the next one's name, a `Gap` lists the missing names (`rules.missing_between`).
+
+Optional extension: rules may also define `follows(previous, following) -> bool`; when present,
+a pair for which it returns true is not a gap even if `successor` differs (PostgreSQL: a timeline
+switch continues the chain on the next timeline).
 """
 
 from __future__ import annotations
@@ -107,10 +111,15 @@ def check_chain(
             report.gaps.append(Gap(after="(start)", before=names[0], missing=missing[:limit],
                                    more=max(0, len(missing) - limit)))  # fmt: skip
     for previous, following in itertools.pairwise(names):
-        if rules.successor(previous) != following:
+        if rules.successor(previous) != following and not _follows(rules, previous, following):
             missing = rules.missing_between(previous, following, limit + 1)
             report.gaps.append(Gap(previous, following, missing[:limit], more=max(0, len(missing) - limit)))
     return report
+
+
+def _follows(rules: ChainRules, previous: str, following: str) -> bool:
+    follows = getattr(rules, "follows", None)
+    return bool(follows(previous, following)) if follows is not None else False
 
 
 def first_gap_after(records: Sequence[SegmentRecord], rules: ChainRules, start: str) -> str | None:

@@ -126,6 +126,37 @@ class ViaSsh(Strict):
     )
 
 
+class PostgresPitr(Strict):
+    """Point-in-time recovery of a PostgreSQL server: WAL archiving + base backups (docs/pitr.md)."""
+
+    targets: list[Name] | None = Field(
+        default=None,
+        description="Blob targets holding the WAL archive and base backups; the source's blob targets "
+        "when absent. A segment is archived only when it is durable on every one of them.",
+    )
+    base_backup_schedule: Cron | None = Field(
+        default=None,
+        description="When `backupctl wal base-backup` runs (cron), e.g. weekly '0 3 * * 0'.",
+        examples=["0 3 * * 0"],
+    )
+    keep_base_backups: int = Field(
+        default=2, ge=1, description="Base backups kept; WAL older than the oldest kept one is pruned."
+    )
+    archive_timeout: Duration = Field(
+        default=timedelta(seconds=60),
+        description="The server's archive_timeout that doctor expects (at most; well under objectives.rpo).",
+        examples=["60s"],
+    )
+    prefetch: int = Field(
+        default=4, ge=1, le=64, description="Segments `wal fetch` downloads in parallel during a restore."
+    )
+    bin_dir: str | None = Field(
+        default=None,
+        description="Directory of pg_basebackup, pg_ctl and postgres for base backups and restores; "
+        "pg_config --bindir or the newest /usr/lib/postgresql/*/bin when absent.",
+    )
+
+
 class PostgresSource(SourceBase, ViaSsh):
     type: Literal["postgres"] = Field(description="A PostgreSQL database dumped with pg_dump.")
     url: str = Field(
@@ -141,6 +172,9 @@ class PostgresSource(SourceBase, ViaSsh):
     pg_restore: str = Field(default="pg_restore", description="pg_restore program (name or path).")
     dump_options: list[str] = Field(
         default_factory=list, description="Extra pg_dump options, e.g. ['--exclude-table=audit_log']."
+    )
+    pitr: PostgresPitr | None = Field(
+        default=None, description="Point-in-time recovery: continuous WAL archiving and base backups."
     )
 
     @model_validator(mode="after")

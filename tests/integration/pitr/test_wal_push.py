@@ -1,0 +1,143 @@
+"""`backupctl wal push` as PostgreSQL 15's real archive_command, and its exit-status contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from backupctl.pitr.postgres_wal import parse_wal_name, read_segment_header
+from tests.fixtures.s3 import MotoServer, new_bucket_name
+from tests.integration.pitr.conftest import POLICY, SOURCE, PitrSetup
+
+
+def records(setup: PitrSetup) -> dict[str, dict[str, object]]:
+    directory = setup.backups / POLICY / "pitr" / SOURCE / "records"
+    found = {}
+    for path in sorted(directory.glob("*.rec")):
+        body = path.read_bytes().split(b"\n")[0]
+        found[path.name[: -len(".rec")]] = json.loads(body)
+    return found
+
+
+def test_server_archives_segments_through_backupctl(pitr_cluster: PitrSetup) -> None:
+    name = pitr_cluster.switch_and_wait()
+    archived = records(pitr_cluster)
+    assert name in archived
+    record = archived[name]
+    meta = record["meta"]
+    assert isinstance(meta, dict) and meta["timeline"] == 1 and meta["segment_size"] == 16 * 1024 * 1024
+    with pitr_cluster.connect() as connection:
+        sysid = connection.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]  # type: ignore[index]
+    assert meta["system_identifier"] == str(sysid)
+    assert record["plain_bytes"] == 16 * 1024 * 1024 and record["kind"] == "wal"
+    stored = (pitr_cluster.backups / POLICY / "pitr" / SOURCE / "segments" / f"{name}.zst.age").read_bytes()
+    assert stored.startswith(b"age-encryption.org/v1")
+
+
+def _segment_copy(setup: PitrSetup, tmp_path: Path) -> tuple[str, Path]:
+    name = setup.switch_and_wait()
+    # the archived file is still in pg_wal until the next checkpoint recycles it: take a copy
+    # by decrypting it back (what PostgreSQL would hand us again on a retry)
+    copy = tmp_path / name
+    done = setup.run("wal", "fetch", POLICY, "--source", SOURCE, name, str(copy), "--prefetch", "1")
+    assert done.returncode == 0, done.stderr
+    return name, copy
+
+
+def test_identical_repush_is_ok_and_different_content_is_refused(
+    pitr_cluster: PitrSetup, tmp_path: Path
+) -> None:
+    name, copy = _segment_copy(pitr_cluster, tmp_path)
+    header = read_segment_header(copy)
+    assert header is not None and parse_wal_name(name).timeline == header.timeline
+    again = pitr_cluster.run("wal", "push", POLICY, "--source", SOURCE, str(copy), name)
+    assert again.returncode == 0, again.stderr
+    assert "already archived" in again.stdout
+    data = bytearray(copy.read_bytes())
+    data[100_000] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    conflict = pitr_cluster.run("wal", "push", POLICY, "--source", SOURCE, str(copy), name)
+    assert 0 < conflict.returncode < 125
+    assert "DIFFERENT content" in conflict.stderr
+
+
+def test_a_segment_of_another_cluster_is_refused(pitr_cluster: PitrSetup, tmp_path: Path) -> None:
+    _, copy = _segment_copy(pitr_cluster, tmp_path)
+    data = bytearray(copy.read_bytes())
+    data[24:32] = (12345).to_bytes(8, "little")  # the system identifier in the long page header
+    other = tmp_path / "000000010000000000000999"  # a new name: only the identity check can refuse it
+    other.write_bytes(bytes(data))
+    done = pitr_cluster.run("wal", "push", POLICY, "--source", SOURCE, str(other), other.name)
+    assert 0 < done.returncode < 125
+    assert "system identifier" in done.stderr and "12345" in done.stderr
+
+
+def _s3_policy(setup: PitrSetup, name: str, endpoint: str, bucket: str) -> None:
+    """A second policy with the same source archiving to S3 only."""
+    policy = yaml.safe_load((setup.policies / f"{POLICY}.yaml").read_text())
+    policy["name"] = name
+    policy["targets"] = [
+        {"name": "offsite", "type": "s3", "bucket": bucket, "endpoint_url": endpoint, "region": "us-east-1"}
+    ]
+    (setup.policies / f"{name}.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+
+
+def test_sigterm_or_sigint_while_the_target_hangs_exit_below_128_and_leave_nothing(
+    pitr_cluster: PitrSetup, tmp_path: Path, moto_server_factory: Callable[..., MotoServer]
+) -> None:
+    server = moto_server_factory()
+    bucket = new_bucket_name("wal")
+    server.client().create_bucket(Bucket=bucket)
+    _s3_policy(pitr_cluster, "shops3", server.url, bucket)
+    name, copy = _segment_copy(pitr_cluster, tmp_path)
+    env = {**os.environ, **pitr_cluster.env}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        server.pause()  # the PUT hangs: the signal arrives in the middle of the push
+        try:
+            argv = [sys.executable, "-m", "backupctl", "wal", "push", "shops3", "--source", SOURCE]
+            argv += [str(copy), name]
+            process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+            time.sleep(4)
+            assert process.poll() is None, "the push did not hang on the frozen target"
+            process.send_signal(sig)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            server.resume()
+        assert 0 < process.returncode < 128, stderr
+        assert "interrupted" in stderr
+        listed = server.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+        assert [item["Key"] for item in listed if name in item["Key"]] == []
+    # and once the target answers again, the same push completes
+    done = pitr_cluster.run("wal", "push", "shops3", "--source", SOURCE, str(copy), name)
+    assert done.returncode == 0, done.stderr
+
+
+def test_target_down_fails_the_archiver_then_it_catches_up(pitr_cluster: PitrSetup) -> None:
+    segments = pitr_cluster.backups / POLICY / "pitr" / SOURCE / "segments"
+    pitr_cluster.switch_and_wait()
+    with pitr_cluster.connect() as connection:
+        failed_before = connection.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0]  # type: ignore[index]
+        segments.chmod(0o000)  # the server's user can no longer write there
+        try:
+            connection.execute("SELECT txid_current()")
+            blocked = connection.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]  # type: ignore[index]
+            deadline = time.monotonic() + 60
+            while (
+                connection.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()[0] == failed_before
+            ):  # type: ignore[index]
+                assert time.monotonic() < deadline, "the archiver never reported a failure"
+                time.sleep(0.2)
+            ready = pitr_cluster.cluster.data_dir / "pg_wal" / "archive_status" / f"{blocked}.ready"
+            assert ready.exists() and blocked not in records(pitr_cluster)
+        finally:
+            segments.chmod(0o755)
+    assert pitr_cluster.switch_and_wait(timeout=120) > blocked  # PostgreSQL retried: it caught up
+    assert blocked in records(pitr_cluster)
