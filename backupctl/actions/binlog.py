@@ -34,20 +34,20 @@ from backupctl.pitr.mysql_archive import BinlogArchiveStore, BinlogChainRules
 from backupctl.pitr.mysql_chain import ArchivedBinlog, DumpPoint, Gap, chain_problems, collect_plan
 from backupctl.pitr.mysql_server import BinlogServer
 from backupctl.pitr.retention import prune_segments
-from backupctl.policy.schema import BinlogArchive, MysqlSource, Policy
+from backupctl.policy.schema import MysqlPitr, MysqlSource, Policy
 from backupctl.sources.mysql import Endpoint
 
 
-def binlog_source(policy: Policy, name: str) -> tuple[MysqlSource, BinlogArchive]:
+def binlog_source(policy: Policy, name: str) -> tuple[MysqlSource, MysqlPitr]:
     """The source `name` and its binlog settings; ConfigError when it does not archive binlogs."""
     source = policy.source(name)
-    if not isinstance(source, MysqlSource) or source.binlog is None:
+    if not isinstance(source, MysqlSource) or source.pitr is None:
         raise ConfigError(
-            f"source '{name}' of policy '{policy.name}' has no binlog: block (docs/pitr-mysql.md)"
+            f"source '{name}' of policy '{policy.name}' has no pitr: block (docs/pitr-mysql.md)"
         )
     if source.via:
         raise ConfigError(f"source '{name}': binlog archiving connects to the server directly, not via SSH")
-    return source, source.binlog
+    return source, source.pitr
 
 
 def source_endpoint(source: MysqlSource) -> Endpoint:

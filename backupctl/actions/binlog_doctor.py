@@ -22,7 +22,7 @@ from backupctl.actions.doctor import Finding
 from backupctl.core.durations import format_duration
 from backupctl.errors import BackupctlError
 from backupctl.pitr.mysql_server import BinlogServer
-from backupctl.policy.schema import BinlogArchive, MysqlSource, Policy
+from backupctl.policy.schema import MysqlPitr, MysqlSource, Policy
 from backupctl.sources.mysql import Endpoint
 
 MIN_EXPIRY = timedelta(days=1)
@@ -52,7 +52,7 @@ def global_privileges(grants: list[str]) -> set[str]:
     return held
 
 
-def setting_findings(check: str, variables: dict[str, str], archive: BinlogArchive) -> list[Finding]:
+def setting_findings(check: str, variables: dict[str, str], archive: MysqlPitr) -> list[Finding]:
     """Findings for log_bin, binlog_format, server_id and the binlog expiry."""
     cnf = "set it under [mariadbd] in the server's my.cnf and restart the server"
     findings = [
@@ -109,7 +109,7 @@ def privilege_findings(check: str, user: str, grants: list[str]) -> list[Finding
 
 def check_binlog(policy: Policy, source: MysqlSource) -> list[Finding]:
     """Connect as the source's user and check the server's binlog settings and privileges."""
-    assert source.binlog is not None
+    assert source.pitr is not None
     check = f"{policy.name}/{source.name}: binlog"
     if source.via:
         return [
@@ -135,4 +135,4 @@ def check_binlog(policy: Policy, source: MysqlSource) -> list[Finding]:
                 "check the url and password",
             )
         ]
-    return setting_findings(check, variables, source.binlog) + privilege_findings(check, source.user, grants)
+    return setting_findings(check, variables, source.pitr) + privilege_findings(check, source.user, grants)

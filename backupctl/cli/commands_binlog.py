@@ -25,7 +25,7 @@ metrics_option = click.option(
     help="Write the archive's Prometheus metrics (RPO, files, holes) to this textfile.",
 )
 source_option = click.option(
-    "--source", "source_name", required=True, help="The mysql source with a binlog: block."
+    "--source", "source_name", required=True, help="The mysql source with a pitr: block."
 )
 
 

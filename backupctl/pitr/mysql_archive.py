@@ -166,9 +166,9 @@ class BinlogArchiveStore:
 
 def binlog_targets(policy: Policy, source: MysqlSource) -> list[str]:
     """Names of the blob targets holding the source's binlogs."""
-    assert source.binlog is not None
-    if source.binlog.targets is not None:
-        names = list(source.binlog.targets)
+    assert source.pitr is not None
+    if source.pitr.targets is not None:
+        names = list(source.pitr.targets)
         for name in names:
             if policy.target(name).type == "restic":
                 raise ConfigError(
@@ -182,8 +182,8 @@ def binlog_targets(policy: Policy, source: MysqlSource) -> list[str]:
 def open_binlog_archive(settings: Settings, policy: Policy, source_name: str) -> Iterator[BinlogArchiveStore]:
     """The binlog archive of `source_name`; its targets are closed on leaving."""
     source = policy.source(source_name)
-    if not isinstance(source, MysqlSource) or source.binlog is None:
-        raise ConfigError(f"source '{source_name}' of policy '{policy.name}' has no binlog: block")
+    if not isinstance(source, MysqlSource) or source.pitr is None:
+        raise ConfigError(f"source '{source_name}' of policy '{policy.name}' has no pitr: block")
     with ExitStack() as stack:
         targets = []
         for name in binlog_targets(policy, source):

@@ -188,8 +188,8 @@ class PostgresSource(SourceBase, ViaSsh):
         return self
 
 
-class BinlogArchive(Strict):
-    """Archiving of a MySQL/MariaDB source's binary logs, for restores to a point in time."""
+class MysqlPitr(Strict):
+    """Point-in-time recovery of a MySQL/MariaDB source: binlog archiving (docs/pitr-mysql.md)."""
 
     rpo: Duration = Field(
         description="Recovery point objective of the binlog archive: the newest archived event may be "
@@ -223,7 +223,7 @@ class MysqlSource(SourceBase, ViaSsh):
         default=None, description="Password reference; passed through a defaults file on an inherited fd."
     )
     database: str = Field(description="Database name.", examples=["shop"])
-    binlog: BinlogArchive | None = Field(
+    pitr: MysqlPitr | None = Field(
         default=None,
         description="Archive the server's binary logs for restores to a point in time (docs/pitr-mysql.md); "
         "dumps then record their binlog position.",

@@ -480,7 +480,7 @@ class MysqlDumpSource:
         tool_version = version_of(runner.run([dump_tool, "--version"], timeout=60).stdout)
         scanner = DumpScanner()
         with password_options(password) as (first, fds):
-            binlog = BINLOG_DUMP_OPTIONS if config.binlog else []
+            binlog = BINLOG_DUMP_OPTIONS if config.pitr else []
             argv = [dump_tool, *first, *endpoint.options(), *DUMP_OPTIONS, *binlog, "--", endpoint.database]
             process = runner.start(argv, pass_fds=fds)
         assert process.stdout is not None and process.stderr is not None
@@ -498,7 +498,7 @@ class MysqlDumpSource:
                         f"mariadb-dump of {self.name} exited with status {status}: {stderr.text()}"
                     )
                 scanner.check_complete()
-                if config.binlog and "position" not in scanner.binlog_position:
+                if config.pitr and "position" not in scanner.binlog_position:
                     raise SourceError(
                         f"the dump of {self.name} has no binlog position: binary logging is off on the "
                         "server (log_bin); restores to a point in time need it (backupctl doctor)"

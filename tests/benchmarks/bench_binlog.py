@@ -72,7 +72,7 @@ def main() -> None:
             "sources": [{
                 "name": "db", "type": "mysql", "host": "127.0.0.1", "port": server.port, "user": "root",
                 "password": "env:BENCH_DB_PASSWORD", "database": "shop",
-                "binlog": {"rpo": "15m", "interval": interval},
+                "pitr": {"rpo": "15m", "interval": interval},
             }],
             "targets": [{"name": "local", "type": "local", "path": str(work / "backups")}],
         }))  # fmt: skip

@@ -59,7 +59,7 @@ def make_pitr(
     source = {
         "name": SOURCE, "type": "mysql", "host": "127.0.0.1", "port": database.server.port,
         "user": database.user, "password": f"env:{PASSWORD_ENV}", "database": database.name,
-        "binlog": {"rpo": "15m", "interval": "10s", **binlog},
+        "pitr": {"rpo": "15m", "interval": "10s", **binlog},
     }  # fmt: skip
     path = workspace.write_policy("shop", workspace.base_policy("shop", [source]))
     return Pitr(workspace, database, Settings.resolve(), load_policy(path))

@@ -25,7 +25,7 @@ def source_config(database: MariaDatabase, monkeypatch: pytest.MonkeyPatch, **bi
     return MysqlSource.model_validate({
         "name": "shop-db", "type": "mysql", "host": "127.0.0.1", "port": database.server.port,
         "user": database.user, "password": f"env:{PASSWORD_ENV}", "database": database.name,
-        "binlog": {"rpo": "15m", **binlog},
+        "pitr": {"rpo": "15m", **binlog},
     })  # fmt: skip
 
 
@@ -124,13 +124,13 @@ def test_doctor_settings_findings_name_each_fix() -> None:
             "type": "mysql",
             "user": "u",
             "database": "d",
-            "binlog": {"rpo": "15m", "interval": "1h"},
+            "pitr": {"rpo": "15m", "interval": "1h"},
         }
     )
-    assert config.binlog is not None
+    assert config.pitr is not None
     bad = {"log_bin": "OFF", "binlog_format": "MIXED", "server_id": "0", "binlog_expire_logs_seconds": "3600",
            "expire_logs_days": "0"}  # fmt: skip
-    findings = setting_findings("c", bad, config.binlog)
+    findings = setting_findings("c", bad, config.pitr)
     assert [finding.ok for finding in findings] == [False, False, False, False]
     assert "log_bin = mariadb-bin" in findings[0].fix and "binlog_format = ROW" in findings[1].fix
     assert "server_id = 1" in findings[2].fix and "604800" in findings[3].fix
@@ -142,7 +142,7 @@ def test_doctor_settings_findings_name_each_fix() -> None:
         "server_id": "3",
         "binlog_expire_logs_seconds": "0",
     }
-    assert all(finding.ok for finding in setting_findings("c", good, config.binlog))
+    assert all(finding.ok for finding in setting_findings("c", good, config.pitr))
     assert [
         f.ok for f in privilege_findings("c", "u", ["GRANT REPLICATION CLIENT, RELOAD ON *.* TO `u`@`%`"])
     ] == [
