@@ -34,13 +34,17 @@ from backupctl.pitr.mysql_archive import BinlogArchiveStore, BinlogChainRules
 from backupctl.pitr.mysql_chain import ArchivedBinlog, DumpPoint, Gap, chain_problems, collect_plan
 from backupctl.pitr.mysql_server import BinlogServer
 from backupctl.pitr.retention import prune_segments
-from backupctl.policy.schema import MysqlPitr, MysqlSource, Policy
+from backupctl.policy.schema import MysqlPitr, MysqlSource, Policy, PostgresSource
 from backupctl.sources.mysql import Endpoint
 
 
 def binlog_source(policy: Policy, name: str) -> tuple[MysqlSource, MysqlPitr]:
     """The source `name` and its binlog settings; ConfigError when it does not archive binlogs."""
     source = policy.source(name)
+    if isinstance(source, PostgresSource):
+        raise ConfigError(
+            f"source '{name}' is a PostgreSQL source: its point-in-time restore is `backupctl wal restore`"
+        )
     if not isinstance(source, MysqlSource) or source.pitr is None:
         raise ConfigError(
             f"source '{name}' of policy '{policy.name}' has no pitr: block (docs/pitr-mysql.md)"

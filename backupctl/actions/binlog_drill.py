@@ -28,7 +28,7 @@ from backupctl.actions.events import Events
 from backupctl.checks.base import CheckResult
 from backupctl.core import runner
 from backupctl.drills.schema import Drill, Service
-from backupctl.errors import IntegrityError, JobFailed, SourceError
+from backupctl.errors import ConfigError, IntegrityError, JobFailed, SourceError
 from backupctl.pitr.mysql_archive import BinlogArchiveStore
 from backupctl.pitr.mysql_chain import RestorePlan, plan_restore
 from backupctl.pitr.mysql_replay import binlog_argv
@@ -56,14 +56,16 @@ class PointInTimeDrill:
 def pick_point(policy: Policy, source_name: str, archive: BinlogArchiveStore, settings: Settings,
                to: str, rng: random.Random | None = None) -> datetime | None:  # fmt: skip
     """`latest` -> None; `random` -> a whole second between the oldest dump and the newest archived
-    time; else an ISO time with a zone. Raises JobFailed when nothing is archived."""
+    time; else an ISO time (UTC without a zone). Raises ConfigError for a malformed time,
+    JobFailed when nothing is archived."""
     if to == "latest":
         return None
     if to != "random":
-        moment = datetime.fromisoformat(to.replace("Z", "+00:00"))
-        if moment.tzinfo is None:
-            raise JobFailed(f"drill point {to!r} has no time zone")
-        return moment
+        try:
+            moment = datetime.fromisoformat(to.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"--to {to!r}: expected latest, random or an ISO time") from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     dumps, chain = dump_points(open_catalog(settings), policy.name, source_name), archive.binlogs()
     if not dumps or not chain:
         raise JobFailed("a random point needs a dump with a binlog position and archived binlogs")

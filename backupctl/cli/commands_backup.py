@@ -179,7 +179,7 @@ def verify(
     "--db-password", metavar="REF", help="Secret reference for the destination password (env:/file:/cmd:)."
 )
 @click.option("--no-precheck", is_flag=True, help="Skip the sha256 pre-check pass (saves one read).")
-@click.option("--to-time", metavar="TIME", help="Point in time (ISO, with a zone): dump + binlog replay.")
+@click.option("--to-time", metavar="TIME", help="Point in time (ISO; UTC if no zone): dump + binlog replay.")
 @click.option("--latest", "latest_point", is_flag=True, help="Point in time: the newest archived one.")
 @click.option("--dry-run", is_flag=True, help="With --to-time/--latest: print the plan only.")
 @identity_option

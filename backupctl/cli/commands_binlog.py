@@ -165,7 +165,9 @@ def verify(app: App, policy_name: str, source_name: str, as_json: bool) -> None:
 @binlog.command()
 @click.argument("policy_name", metavar="POLICY")
 @source_option
-@click.option("--to-time", metavar="TIME", help="ISO time with a zone, e.g. 2026-12-06T05:30:00Z.")
+@click.option(
+    "--to-time", metavar="TIME", help="ISO time, e.g. 2026-12-06T05:30:00+01:00 (UTC without a zone)."
+)
 @click.option("--latest", is_flag=True, help="Restore to the newest archived point.")
 @click.option("--to-db", metavar="URL", help="Database URL to restore into (may be a new database name).")
 @click.option("--create", is_flag=True, help="Create the database named by --to-db.")
@@ -331,14 +333,12 @@ def drill(
 
 
 def parse_time(text: str) -> datetime:
-    """An ISO 8601 time with a zone (`Z` accepted); ConfigError otherwise."""
+    """An ISO 8601 time (`Z` accepted); without a zone it is UTC, as for `wal restore`. ConfigError."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(f"--to-time {text!r}: expected an ISO time such as 2026-12-06T05:30:00Z") from None
-    if moment.tzinfo is None:
-        raise ConfigError(f"--to-time {text!r} has no time zone: add Z or +HH:MM")
-    return moment.astimezone(UTC)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _status(app: App, policy_name: str, source_name: str, metrics_file: Path | None) -> BinlogStatus:

@@ -55,7 +55,7 @@ def test_times_of_the_newest_row_and_of_to_time() -> None:
     assert _as_time("2023-11-14 22:13:20.500000") == 1_700_000_000.5
     assert _as_time(None) is None and _as_time("NULL") is None and _as_time("soon") is None
     assert parse_time("2026-12-06T10:41:00Z").isoformat() == "2026-12-06T10:41:00+00:00"
-    with pytest.raises(ConfigError, match="no time zone"):
-        parse_time("2026-12-06T10:41:00")
+    assert parse_time("2026-12-06T10:41:00").isoformat() == "2026-12-06T10:41:00+00:00", "UTC without a zone"
+    assert parse_time("2026-12-06 11:41:00+01:00").isoformat() == "2026-12-06T10:41:00+00:00"
     with pytest.raises(ConfigError, match="expected an ISO time"):
         parse_time("yesterday")
