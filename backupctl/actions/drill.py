@@ -354,7 +354,7 @@ def _drill_steps(
             _restore_files(runtime, into, path, feed, artifact, outcome)
         stage(f"restore {artifact.source}", started, f"{artifact.plain_bytes} bytes")
         if after_restore is not None and database is not None and into is not None:
-            started = time.monotonic()  # e.g. a binlog replay (pitr.mysql_drill): part of the RTO
+            started = time.monotonic()  # e.g. a binlog replay (actions/binlog_drill.py): part of the RTO
             if detail := after_restore(runtime, into, database.database, artifact.source, outcome):
                 stage(f"replay {artifact.source}", started, detail)
         events.info(f"drill {outcome.run_id}: restored {artifact.source}")
