@@ -8,9 +8,12 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
+from random import Random
 
 import pytest
 
+from backupctl.actions.binlog_drill import pick_point
 from backupctl.metrics import parse_metrics
 from tests.fixtures.core import Workspace
 from tests.fixtures.mariadb import MariaDatabase
@@ -44,6 +47,13 @@ def test_binlog_cli_collect_status_plan_and_prune(
     first_dump_file = plan["plan"]["dump"]["file"]
     with pitr.archive() as archive:
         older = [item.name for item in archive.binlogs() if item.name < first_dump_file]
+        newest = max(item.covered_until for item in archive.binlogs())
+        random_points = {pick_point(pitr.policy, SOURCE, archive, pitr.settings, "random", Random(seed))
+                         for seed in range(5)}  # fmt: skip
+    dump_finished = datetime.fromisoformat(plan["plan"]["dump"]["finished"]).timestamp()
+    assert all(
+        moment is not None and dump_finished < moment.timestamp() <= newest for moment in random_points
+    )
     assert older, "binlogs from before the first dump are archived too (the first pass takes all)"
     pruned = workspace.run_json("binlog", "prune", "shop", "--source", SOURCE, "--dry-run")
     assert pruned["removed"] == {"local": older} and pruned["keep_from"] == first_dump_file
