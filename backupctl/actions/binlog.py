@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from backupctl.catalog.models import ArtifactRow, SnapshotRow
 from backupctl.catalog.store import Catalog
-from backupctl.errors import ConfigError
+from backupctl.errors import ConfigError, SourceError
 from backupctl.pitr.mysql_archive import BinlogArchiveStore, BinlogChainRules
 from backupctl.pitr.mysql_chain import ArchivedBinlog, DumpPoint, Gap, chain_problems, collect_plan
 from backupctl.pitr.mysql_server import BinlogServer
@@ -138,8 +138,15 @@ def run_collect(
         )
     report.purged = plan.purged
     with tempfile.TemporaryDirectory(prefix="backupctl-binlog-") as scratch:
+        sizes = dict(state.files)
         for name in plan.fetch:
             path, info = server.fetch(name, Path(scratch))
+            if info.size != sizes[name]:
+                # A copy cut short (a dropped connection) must never be archived as the file.
+                raise SourceError(
+                    f"the copy of binlog {name} is {info.size} bytes, the server's file {sizes[name]}: "
+                    "nothing archived, the next pass copies it again"
+                )
             if not info.complete and info.closed_at is None:
                 # A closed file without ROTATE/STOP: left by a crash. Archived as it is (the server
                 # will never add to it) and marked, so verify shows it.
