@@ -91,9 +91,7 @@ def run_restore(
             with (
                 target.reader(key) as stored,
                 decrypted_reader(
-                    stored,
-                    identities,
-                    plain_algorithm=algorithm_of(artifact.plain_digest),
+                    stored, identities, plain_algorithm=algorithm_of(artifact.plain_digest),
                     progress=progress.advance,
                 ) as (plain, finished),
             ):
