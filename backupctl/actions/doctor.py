@@ -259,6 +259,10 @@ def check_postgres(policy: Policy, source: PostgresSource, now: datetime | None 
         findings.append(
             pg_version_finding(check, source.pg_dump, parse_major(_version_output(dump_path)), server_major)
         )
+    if source.pitr is not None:  # WAL archiving settings and privileges (docs/pitr.md)
+        from backupctl.actions.doctor_pitr import check_pitr
+
+        findings.extend(check_pitr(policy, source))
     return findings
 
 

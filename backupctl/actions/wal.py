@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from backupctl.core.crypto import load_signing_key, parse_recipients
-from backupctl.errors import ConfigError, JobFailed, TargetError
+from backupctl.errors import ConfigError, IntegrityError, JobFailed, TargetError
 from backupctl.pitr.archive import PushResult, SegmentArchive, SegmentMissing, SegmentRecord, push_to_all
 from backupctl.pitr.chain import ChainReport, check_chain
 from backupctl.pitr.postgres_wal import WalRules, lineage, parse_wal_name, segment_name, wal_meta
@@ -68,10 +68,15 @@ def open_archives(
         recipients = parse_recipients(policy.encryption.recipients)
         signing = load_signing_key(settings.keys_dir)
     return [
-        SegmentArchive(build_target(policy.target(name)), policy.name, source.name,
-                       recipients=recipients, signing_key=signing)
+        SegmentArchive(
+            build_target(policy.target(name)),
+            policy.name,
+            source.name,
+            recipients=recipients,
+            signing_key=signing,
+        )
         for name in wal_target_names(policy, source)
-    ]  # fmt: skip
+    ]
 
 
 def close_all(archives: Sequence[SegmentArchive]) -> None:
@@ -105,8 +110,9 @@ def push_wal(
         except KeyboardInterrupt:
             # SIGTERM/SIGINT: the target's writer discarded the partial object; exit 1, never
             # >= 128 (PostgreSQL's archiver dies silently on a signal exit)
-            raise JobFailed(f"interrupted while archiving {name}: nothing partial is visible; "
-                            "PostgreSQL retries it") from None  # fmt: skip
+            raise JobFailed(
+                f"interrupted while archiving {name}: nothing partial is visible; PostgreSQL retries it"
+            ) from None
     finally:
         close_all(archives)
 
@@ -173,11 +179,16 @@ def fetch_wal(
                     wanted.append(next_name)
         with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
             futures = {
-                item: pool.submit(_fetch_any, archives, item,
-                                  destination if item == name else spool / item,  # type: ignore[operator]
-                                  identities, trusted)
+                item: pool.submit(
+                    _fetch_any,
+                    archives,
+                    item,
+                    destination if item == name else spool / item,  # type: ignore[operator]
+                    identities,
+                    trusted,
+                )
                 for item in wanted
-            }  # fmt: skip
+            }
             target = futures[name].result()
             prefetched = []
             for item, future in futures.items():
@@ -201,12 +212,12 @@ def _fetch_any(
         try:
             archive.fetch_to(name, destination, identities, trusted)
             return archive.target.name
-        except (SegmentMissing, TargetError) as error:
-            errors.append(error)
-    missing = [e for e in errors if isinstance(e, SegmentMissing)]
-    if len(missing) == len(errors):
+        except (IntegrityError, TargetError) as error:  # SegmentMissing is an IntegrityError
+            errors.append(error)  # another target may hold a good copy
+    others = [e for e in errors if not isinstance(e, SegmentMissing)]
+    if not others:
         raise SegmentMissing(name, f"{name} is not archived on any WAL target")
-    raise errors[0]
+    raise others[0]
 
 
 # --------------------------------------------------------------------------- verify
@@ -222,8 +233,13 @@ class WalVerifyReport:
         return all(report.ok for report in self.targets.values()) and bool(self.targets)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy, "source": self.source, "start": self.start, "ok": self.ok,
-                "targets": {name: report.as_dict() for name, report in self.targets.items()}}  # fmt: skip
+        return {
+            "policy": self.policy,
+            "source": self.source,
+            "start": self.start,
+            "ok": self.ok,
+            "targets": {name: report.as_dict() for name, report in self.targets.items()},
+        }
 
 
 def verify_wal(

@@ -32,13 +32,19 @@ def validate(app: App, paths: tuple[Path, ...], no_secrets: bool, as_json: bool)
     from backupctl.policy.loader import validate_paths  # pydantic: imported when needed
 
     loaded, issues = validate_paths(targets, check_secrets=not no_secrets)
+    from backupctl.policy.rpo_check import rpo_warnings  # can the RPO be met? (docs/pitr.md)
+
+    warnings = [warning for item in loaded for warning in rpo_warnings(item.policy)]
     if as_json:
-        print_json({"valid": [str(item.file) for item in loaded], "issues": [i.as_dict() for i in issues]})
+        print_json({"valid": [str(item.file) for item in loaded], "issues": [i.as_dict() for i in issues],
+                    "warnings": warnings})  # fmt: skip
         if issues:
             raise click.exceptions.Exit(2)
         return
     if issues:
         raise PolicyInvalid(issues)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     console = stdout_console()
     for item in loaded:
         console.print(

@@ -14,6 +14,7 @@ from backupctl.cli.context import App, identity_option, json_option, pass_app
 from backupctl.cli.output import print_json
 from backupctl.errors import JobFailed
 
+EXIT_ABORT_RECOVERY = 126  # PostgreSQL aborts recovery on an exit status > 125 from restore_command
 source_option = click.option(
     "--source", "source_name", required=True, metavar="SOURCE", help="The postgres source with a pitr: block."
 )
@@ -98,16 +99,31 @@ def fetch(
     """
     from backupctl.actions.access import load_identities, trusted_keys
     from backupctl.actions.wal import fetch_wal
+    from backupctl.errors import IntegrityError
+    from backupctl.pitr.archive import SegmentMissing
 
     try:
         policy = app.policy(policy_name, check_secrets=False).policy
         fetch_wal(
-            app.settings, policy, source_name, name, destination,
-            load_identities(policy, identity_file), trusted_keys(app.settings, policy),
-            prefetch=prefetch, spool=spool if spool is not None else Path("backupctl-prefetch"),
-        )  # fmt: skip
+            app.settings,
+            policy,
+            source_name,
+            name,
+            destination,
+            load_identities(policy, identity_file),
+            trusted_keys(app.settings, policy),
+            prefetch=prefetch,
+            spool=spool if spool is not None else Path("backupctl-prefetch"),
+        )
     except KeyboardInterrupt:
         raise JobFailed(f"interrupted while fetching {name}") from None
+    except SegmentMissing:
+        raise  # exit 1: PostgreSQL takes it as "not archived" (the end of recovery, or another timeline)
+    except IntegrityError as error:
+        # A damaged or forged segment must stop recovery, not end it quietly: PostgreSQL treats
+        # an exit status above 125 as fatal and aborts (exit 1 would promote at this point).
+        click.echo(f"error: {error}: recovery must stop here (exit {EXIT_ABORT_RECOVERY})", err=True)
+        raise SystemExit(EXIT_ABORT_RECOVERY) from None
 
 
 @wal.command("base-backup")
@@ -131,8 +147,10 @@ def base_backup(app: App, policy_name: str, source_name: str, as_json: bool) -> 
     if as_json:
         print_json(backup.__dict__)
     else:
-        app.echo(f"base backup {backup.base_id}: {backup.start_lsn} .. {backup.stop_lsn} on timeline "
-                 f"{backup.timeline}, {backup.plain_bytes} bytes")  # fmt: skip
+        app.echo(
+            f"base backup {backup.base_id}: {backup.start_lsn} .. {backup.stop_lsn} on timeline "
+            f"{backup.timeline}, {backup.plain_bytes} bytes"
+        )
 
 
 @wal.command()
@@ -167,6 +185,206 @@ def verify(app: App, policy_name: str, source_name: str, as_json: bool) -> None:
     if not report.ok:
         gaps = [g.missing[0] for c in report.targets.values() for g in c.gaps]
         raise JobFailed(f"WAL chain of {source_name} has gaps: first missing {', '.join(gaps[:5])}")
+
+
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option("--to-time", help="Recover up to this time (ISO 8601; UTC without a zone).")
+@click.option("--to-lsn", help="Recover up to this LSN, e.g. 0/5000060.")
+@click.option("--latest", is_flag=True, help="Recover everything archived.")
+@click.option(
+    "--to-dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The NEW data directory (must not exist or be empty).",
+)
+@click.option("--port", type=int, help="Port of the restored server (default: a free one).")
+@click.option("--keep-running", is_flag=True, help="Leave the restored server running (default: stop it).")
+@click.option(
+    "--backupctl-command",
+    help="How the server's system user runs backupctl in restore_command "
+    "(default: this installation with its --policies/--state-dir/--keys-dir).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (base backup, WAL range, target); touch nothing."
+)
+@identity_option
+@json_option
+@pass_app
+def restore(
+    app: App,
+    policy_name: str,
+    source_name: str,
+    to_time: str | None,
+    to_lsn: str | None,
+    latest: bool,
+    to_dir: Path,
+    port: int | None,
+    keep_running: bool,
+    backupctl_command: str | None,
+    dry_run: bool,
+    identity_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Restore a PITR source to a point in time into a new cluster, and check the point reached.
+
+    Picks the newest base backup before the target, unpacks it, sets recovery.signal,
+    restore_command (`backupctl wal fetch`), the recovery target and promote, starts the server
+    and waits until it has promoted. A gap in the archive fails before anything is written,
+    naming the missing segment and how far recovery could go.
+
+    \b
+    Examples:
+      backupctl wal restore shop --source db --to-time "2026-12-06 14:05:00+01:00" --to-dir /srv/pg-restore
+      backupctl wal restore shop --source db --latest --to-dir /srv/pg-restore --dry-run
+    """
+    from backupctl.actions.access import load_identities, trusted_keys
+    from backupctl.actions.wal_restore import RestoreRequest, parse_target_time, plan_restore, run_restore
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    request = RestoreRequest(
+        policy=policy,
+        source=source_name,
+        to_dir=to_dir,
+        command=_backupctl_command(app, backupctl_command),
+        to_time=parse_target_time(to_time) if to_time else None,
+        to_lsn=to_lsn,
+        latest=latest,
+        identity_file=identity_file,
+        port=port,
+        keep_running=keep_running,
+    )
+    trusted = trusted_keys(app.settings, policy)
+    if dry_run:
+        plan = plan_restore(app.settings, request, trusted)
+        if as_json:
+            print_json(plan.as_dict())
+        else:
+            app.echo(f"base backup {plan.base.base_id} (finished {plan.base.finished_at}) from {plan.target}")
+            app.echo(f"WAL {plan.first_segment} .. {plan.last_segment or '(none)'}")
+            app.echo(
+                f"target: {plan.recovery_target or 'latest'}; into {plan.to_dir} (dry run: nothing done)"
+            )
+        return
+    result = run_restore(app.settings, request, trusted, load_identities(policy, identity_file))
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        app.echo(
+            f"restored {source_name} into {to_dir} in {result.seconds:.1f}s from base backup "
+            f"{result.plan.base.base_id}"
+        )
+        app.echo(
+            f"point reached: last commit {result.last_commit_time or '(none)'}, redo done at "
+            f"{result.reached_lsn or '?'}; {result.stop_reason or 'end of archived WAL'}"
+        )
+
+
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the numbers as a Prometheus textfile (node_exporter's textfile collector).",
+)
+@json_option
+@pass_app
+def status(app: App, policy_name: str, source_name: str, metrics_file: Path | None, as_json: bool) -> None:
+    """Achieved RPO of a PITR source: now - the newest archived WAL segment, per target.
+
+    Also shows the server's archiver failures and .ready backlog when it is reachable.
+    Exit 1 when the RPO objective is breached, a segment is missing or no base backup exists.
+
+    \b
+    Example:
+      backupctl wal status shop --source db --metrics-file /var/lib/node_exporter/pitr.prom
+    """
+    from backupctl.actions.access import trusted_keys
+    from backupctl.actions.wal_status import wal_status, write_status_metrics
+
+    policy = app.policy(policy_name).policy
+    report = wal_status(app.settings, policy, source_name, trusted_keys(app.settings, policy))
+    if metrics_file is not None:
+        write_status_metrics(metrics_file, report)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for item in report.targets:
+            rpo = f"{item.rpo_seconds:.0f}s" if item.rpo_seconds is not None else "-"
+            app.echo(
+                f"{item.target}: RPO {rpo} (objective {report.objective_seconds:.0f}s), newest "
+                f"{item.newest_segment or '-'}, {item.segments} segments, {item.base_backups} base backups"
+            )
+        server = report.server or {}
+        if server.get("reachable"):
+            app.echo(
+                f"server: {server.get('failed_count')} archive failures "
+                f"(last {server.get('last_failed_wal')}), "
+                f"{server.get('ready_backlog')} segments waiting"
+            )
+        for problem in report.problems:
+            click.echo(f"problem: {problem}", err=True)
+    if not report.ok:
+        raise JobFailed(f"PITR of {source_name}: " + "; ".join(report.problems))
+
+
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option("--dry-run", is_flag=True, help="Show what would be removed; change nothing.")
+@json_option
+@pass_app
+def prune(app: App, policy_name: str, source_name: str, dry_run: bool, as_json: bool) -> None:
+    """Remove base backups beyond pitr.keep_base_backups and the WAL older than the oldest kept one.
+
+    Oldest first; object-locked objects stay (reported) and stop the pruning there, so the
+    retained WAL is never holed.
+
+    \b
+    Example:
+      backupctl wal prune shop --source db --dry-run
+    """
+    from backupctl.actions.access import trusted_keys
+    from backupctl.actions.wal_status import prune_wal
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    report = prune_wal(app.settings, policy, source_name, trusted_keys(app.settings, policy), dry_run=dry_run)
+    if as_json:
+        print_json(report.as_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    for segments in report.segments:
+        target = segments.target
+        app.echo(
+            f"{target}: kept base backups {', '.join(report.kept_base_backups.get(target, [])) or '-'}; "
+            f"{verb} {len(report.removed_base_backups.get(target, []))} base backups and "
+            f"{len(segments.doomed)} WAL files older than {segments.keep_from or '-'}"
+        )
+        if segments.retained_by_lock:
+            app.echo(f"  retained by lock: {', '.join(segments.retained_by_lock)}")
+
+
+def _backupctl_command(app: App, given: str | None) -> list[str]:
+    import shlex
+    import shutil
+    import sys
+
+    if given:
+        return shlex.split(given)
+    program = shutil.which("backupctl")
+    base = [program] if program else [sys.executable, "-m", "backupctl"]
+    settings = app.settings
+    return [
+        *base,
+        "--policies",
+        str(settings.policies.absolute()),
+        "--state-dir",
+        str(settings.state_dir.absolute()),
+        "--keys-dir",
+        str(settings.keys_dir.absolute()),
+    ]
 
 
 COMMANDS = [wal]

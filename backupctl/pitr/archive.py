@@ -272,6 +272,11 @@ class SegmentArchive:
                         stats = decrypt_stream(
                             stored, sink, list(identities), plain_algorithm=algorithm_of(record.plain_digest)
                         )
+                except IntegrityError as error:
+                    raise IntegrityError(
+                        f"segment {name} on {self.target.name} does not match its signed record ({error}): "
+                        "refusing to hand it to the database"
+                    ) from None
                 except TargetError as error:
                     if not self._exists(self.segment_key(name)):
                         raise SegmentMissing(

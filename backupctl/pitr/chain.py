@@ -108,8 +108,14 @@ def check_chain(
         if names:
             # everything from `start` up to the first present one is a gap too
             missing = [start, *rules.missing_between(start, names[0], limit)]
-            report.gaps.append(Gap(after="(start)", before=names[0], missing=missing[:limit],
-                                   more=max(0, len(missing) - limit)))  # fmt: skip
+            report.gaps.append(
+                Gap(
+                    after="(start)",
+                    before=names[0],
+                    missing=missing[:limit],
+                    more=max(0, len(missing) - limit),
+                )
+            )
     for previous, following in itertools.pairwise(names):
         if rules.successor(previous) != following and not _follows(rules, previous, following):
             missing = rules.missing_between(previous, following, limit + 1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import subprocess
 import threading
 import time
@@ -28,7 +27,7 @@ from backupctl.core.crypto import SigningKey, verify_signature
 from backupctl.core.manifest import new_snapshot_id
 from backupctl.core.pipeline import encrypt_stream
 from backupctl.errors import IntegrityError, JobFailed, SourceError
-from backupctl.pitr.archive import SegmentArchive
+from backupctl.pitr.archive import SegmentArchive, SegmentRecord
 from backupctl.pitr.postgres_wal import format_lsn, parse_lsn, parse_wal_name, segment_name, segment_of_lsn
 
 BASE_FORMAT = "backupctl-pitr-base"
@@ -37,8 +36,6 @@ BASE_DIR = "base/"
 DATA_FILE = "base.tar.zst.age"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.sig"
-_START = re.compile(r"write-ahead log start point: ([0-9A-F]+/[0-9A-F]+) on timeline (\d+)")
-_END = re.compile(r"write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)")
 
 
 @dataclass(frozen=True)
@@ -120,8 +117,23 @@ def take_base_backup(
     """
     base_id = new_snapshot_id()
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    argv = [pg_basebackup, "-d", url, "-D", "-", "-F", "tar", "-X", "none", "-c", "fast", "-v",
-            "--no-manifest", "-l", f"backupctl {base_id}"]  # fmt: skip
+    argv = [
+        pg_basebackup,
+        "-d",
+        url,
+        "-D",
+        "-",
+        "-F",
+        "tar",
+        "-X",
+        "none",
+        "-c",
+        "fast",
+        "-v",
+        "--no-manifest",
+        "-l",
+        f"backupctl {base_id}",
+    ]
     process = runner.start(argv, env={"PGPASSWORD": password} if password else None)
     runner.widen_pipe(process.stdout)
     stderr_lines: list[bytes] = []
@@ -136,24 +148,35 @@ def take_base_backup(
             status = process.wait()
             drain.join()
             if status != 0:
-                raise SourceError(f"pg_basebackup exited with status {status}: "
-                                  f"{runner.last_lines(b''.join(stderr_lines))}")  # fmt: skip
+                raise SourceError(
+                    f"pg_basebackup exited with status {status}: {runner.last_lines(b''.join(stderr_lines))}"
+                )
     finally:
         runner.stop(process)
-    text = b"".join(stderr_lines).decode("utf-8", "replace")
-    start, end = _START.search(text), _END.search(text)
-    if not start or not end:
-        raise SourceError(f"pg_basebackup did not report its WAL range: {runner.last_lines(text)}")
-    timeline = int(start.group(2))
-    start_lsn, stop_lsn = parse_lsn(start.group(1)), parse_lsn(end.group(1))
+    # -X none: pg_basebackup does not print the WAL range; the server archives a backup history
+    # file (`<segment>.<offset>.backup`) with our label, start and stop location once the WAL
+    # the backup needs is archived (pg_backup_stop waits for that). Its record carries them.
+    label = _wait_for_backup_file(archives, f"backupctl {base_id}", wal_wait_seconds)
+    timeline = int(label.meta.get("start_timeline") or label.meta.get("timeline") or 1)
+    start_lsn, stop_lsn = parse_lsn(str(label.meta["start_lsn"])), parse_lsn(str(label.meta["stop_lsn"]))
     first, last = segment_of_lsn(timeline, start_lsn), segment_of_lsn(timeline, stop_lsn)
     backup = BaseBackup(
-        base_id=base_id, policy=archives[0].policy, source=archives[0].source, started_at=started,
-        finished_at=datetime.now(UTC).isoformat(timespec="seconds"), start_lsn=format_lsn(start_lsn),
-        stop_lsn=format_lsn(stop_lsn), timeline=timeline, start_segment=first, stop_segment=last,
-        plain_bytes=stats.plain_bytes, plain_digest=stats.plain_digest, stored_bytes=stats.stored_bytes,
-        stored_sha256=stats.stored_sha256, host=host,
-    )  # fmt: skip
+        base_id=base_id,
+        policy=archives[0].policy,
+        source=archives[0].source,
+        started_at=started,
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        start_lsn=format_lsn(start_lsn),
+        stop_lsn=format_lsn(stop_lsn),
+        timeline=timeline,
+        start_segment=first,
+        stop_segment=last,
+        plain_bytes=stats.plain_bytes,
+        plain_digest=stats.plain_digest,
+        stored_bytes=stats.stored_bytes,
+        stored_sha256=stats.stored_sha256,
+        host=host,
+    )
     _wait_for_wal(archives, backup, wal_wait_seconds)
     body = backup.to_bytes()
     for archive in archives:
@@ -162,6 +185,26 @@ def take_base_backup(
         with archive.target.writer(base_key(archive, base_id, MANIFEST)) as out:
             out.write(body)  # last: its presence marks the base backup complete on this target
     return backup
+
+
+def _wait_for_backup_file(archives: Sequence[SegmentArchive], label: str, seconds: float) -> SegmentRecord:
+    """The record of the backup history file labelled `label` (archived on the first target)."""
+    deadline = time.monotonic() + seconds
+    seen: set[str] = set()
+    while True:
+        for name in archives[0].list_names():
+            if not name.endswith(".backup") or name in seen:
+                continue
+            seen.add(name)
+            record = archives[0].read_record(name, trusted=None)
+            if record is not None and record.meta.get("label") == label:
+                return record
+        if time.monotonic() > deadline:
+            raise JobFailed(
+                f"the backup history file of '{label}' was not archived within {seconds:.0f}s: the base "
+                "backup is incomplete. Check archive_command and `backupctl doctor`"
+            )
+        time.sleep(0.3)
 
 
 def needed_segments(backup: BaseBackup) -> list[str]:
@@ -191,8 +234,13 @@ def _wait_for_wal(archives: Sequence[SegmentArchive], backup: BaseBackup, second
 def list_base_backups(archive: SegmentArchive, trusted: list[str] | None) -> list[BaseBackup]:
     """Complete base backups on the archive's target (signed manifest present), oldest first."""
     base = archive.prefix + BASE_DIR
-    ids = sorted({info.key[len(base):].split("/")[0] for info in archive.target.list_keys(base)
-                  if info.key.endswith("/" + MANIFEST)})  # fmt: skip
+    ids = sorted(
+        {
+            info.key[len(base) :].split("/")[0]
+            for info in archive.target.list_keys(base)
+            if info.key.endswith("/" + MANIFEST)
+        }
+    )
     backups = []
     for base_id in ids:
         with archive.target.reader(base_key(archive, base_id, MANIFEST)) as handle:

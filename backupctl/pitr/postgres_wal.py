@@ -130,8 +130,12 @@ def wal_meta(path: Path, name: str) -> tuple[str, dict[str, Any], int | None]:
         size = header.segment_size if header else DEFAULT_SEGMENT_SIZE
         parsed = parse_wal_name(name, size)
         assert parsed.segno is not None
-        meta.update(segment_size=size, segno=parsed.segno, start_lsn=format_lsn(parsed.segno * size),
-                    end_lsn=format_lsn((parsed.segno + 1) * size))  # fmt: skip
+        meta.update(
+            segment_size=size,
+            segno=parsed.segno,
+            start_lsn=format_lsn(parsed.segno * size),
+            end_lsn=format_lsn((parsed.segno + 1) * size),
+        )
         if header is not None:
             sysid = header.system_identifier
             meta["system_identifier"] = str(sysid)
@@ -158,6 +162,10 @@ def _backup_label_fields(path: Path) -> dict[str, Any]:
             fields["start_lsn"] = value.split()[0]
         elif key == "STOP WAL LOCATION":
             fields["stop_lsn"] = value.split()[0]
+        elif key == "LABEL":
+            fields["label"] = value.strip()
+        elif key == "START TIMELINE":
+            fields["start_timeline"] = int(value.strip() or 0)
         elif key == "START TIME":
             fields["start_time"] = value.strip()
         elif key == "STOP TIME":

@@ -238,6 +238,11 @@ def _logical_policy_checks(
         if target.type != "restic" and not is_blob_target(target.type):
             add(("targets", index, "type"), f"target type '{target.type}' is not available in this version")
 
+    from backupctl.policy.rpo_check import pitr_issues  # PITR blocks (docs/pitr.md)
+
+    for path, message in pitr_issues(policy):
+        add(path, message)
+
     if policy.drill_file is not None:
         drill = Path(document.file).absolute().parent / Path(policy.drill_file).expanduser()
         if not drill.is_file():

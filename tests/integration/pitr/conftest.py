@@ -19,6 +19,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +63,29 @@ class PitrSetup:
     def run(
         self, *args: str, timeout: float = 300, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """`backupctl ARGS` as a subprocess of the test (root), with the setup's environment."""
+        """`backupctl ARGS` as a subprocess run by the server's system user (as in production:
+        the archive, base backups and restores all belong to that user)."""
+        argv = [str(self.wrapper), *args]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
         return subprocess.run(
-            [sys.executable, "-m", "backupctl", *args], capture_output=True, text=True,
-            env={**os.environ, **self.env, **(env or {})}, timeout=timeout, check=False,
-        )  # fmt: skip
+            argv,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.env, **(env or {})},
+            timeout=timeout,
+            check=False,
+        )
+
+    def scratch(self) -> Path:
+        """A fresh directory the server's user owns."""
+        path = self.root / "scratch" / uuid.uuid4().hex[:8]
+        path.mkdir(parents=True)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            for directory in (path.parent, path):
+                os.chown(directory, owner.pw_uid, owner.pw_gid)
+        return path
 
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.cluster.url("postgres"), password=self.cluster.password, autocommit=True)
@@ -116,7 +135,6 @@ def make_setup(
     env = {
         "BACKUPCTL_STATE_DIR": str(root / "state"),
         "BACKUPCTL_POLICIES": str(root / "policies"),
-        "PITR_TEST_PG_PASSWORD": "",
     }
     passthrough = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
     exports = " ".join(
@@ -125,11 +143,18 @@ def make_setup(
     (root / "backupctl").write_text(f'#!/bin/sh\nexec env {exports} {interpreter} -m backupctl "$@"\n')
     os.chmod(root / "backupctl", 0o755)
     port = free_port()
-    cluster = LocalPostgres(root / "pg", port=port, settings={
-        "wal_level": "replica", "archive_mode": "on", "archive_timeout": "0",
-        "archive_command": f"{root / 'backupctl'} wal push {POLICY} --source {SOURCE} %p %f",
-        "max_wal_senders": "4", **(settings or {}),
-    })  # fmt: skip
+    cluster = LocalPostgres(
+        root / "pg",
+        port=port,
+        settings={
+            "wal_level": "replica",
+            "archive_mode": "on",
+            "archive_timeout": "0",
+            "archive_command": f"{root / 'backupctl'} wal push {POLICY} --source {SOURCE} %p %f",
+            "max_wal_senders": "4",
+            **(settings or {}),
+        },
+    )
     targets: list[dict[str, Any]] = [{"name": "nas", "type": "local", "path": str(root / "backups")}]
     if s3 is not None:
         targets.append(s3)
@@ -140,10 +165,17 @@ def make_setup(
             "recipients": [f"file:{keys}/age-recipient.txt"],
             "identity": f"file:{keys}/age-identity.txt",
         },
-        "sources": [{"name": SOURCE, "type": "postgres", "url": f"postgresql://postgres@127.0.0.1:{port}/postgres",
-                     "password": "env:PITR_TEST_PG_PASSWORD", "pitr": {"archive_timeout": "60s"}}],
+        "sources": [
+            {
+                "name": SOURCE,
+                "type": "postgres",
+                "url": f"postgresql://postgres@127.0.0.1:{port}/postgres",
+                "password": "env:PITR_TEST_PG_PASSWORD",
+                "pitr": {"archive_timeout": "60s"},
+            }
+        ],
         "targets": targets,
-    }  # fmt: skip
+    }
     (root / "policies").mkdir()
     (root / "policies" / f"{POLICY}.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
     if os.geteuid() == 0:

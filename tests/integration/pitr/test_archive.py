@@ -69,10 +69,12 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobTarge
 
 def archive_on(target: BlobTarget, keys: Path, source: str = "db") -> SegmentArchive:
     return SegmentArchive(
-        target, "shop", source,
+        target,
+        "shop",
+        source,
         recipients=parse_recipients([f"file:{keys}/age-recipient.txt"]),
         signing_key=load_signing_key(keys),
-    )  # fmt: skip
+    )
 
 
 def trusted(keys: Path) -> list[str]:
@@ -121,8 +123,9 @@ def test_stored_segment_decrypts_with_the_age_and_zstd_clis(
     archive.push(source, "log.000001", "log")
     with target.reader(archive.segment_key("log.000001")) as handle:
         stored = handle.read()
-    age = subprocess.run(["age", "-d", "-i", str(keys / "age-identity.txt")], input=stored,
-                         capture_output=True, check=True)  # fmt: skip
+    age = subprocess.run(
+        ["age", "-d", "-i", str(keys / "age-identity.txt")], input=stored, capture_output=True, check=True
+    )
     plain = subprocess.run(["zstd", "-d"], input=age.stdout, capture_output=True, check=True)
     assert plain.stdout == source.read_bytes()
 

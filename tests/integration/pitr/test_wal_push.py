@@ -42,11 +42,11 @@ def test_server_archives_segments_through_backupctl(pitr_cluster: PitrSetup) -> 
     assert stored.startswith(b"age-encryption.org/v1")
 
 
-def _segment_copy(setup: PitrSetup, tmp_path: Path) -> tuple[str, Path]:
+def _segment_copy(setup: PitrSetup) -> tuple[str, Path]:
     name = setup.switch_and_wait()
     # the archived file is still in pg_wal until the next checkpoint recycles it: take a copy
     # by decrypting it back (what PostgreSQL would hand us again on a retry)
-    copy = tmp_path / name
+    copy = setup.scratch() / name
     done = setup.run("wal", "fetch", POLICY, "--source", SOURCE, name, str(copy), "--prefetch", "1")
     assert done.returncode == 0, done.stderr
     return name, copy
@@ -55,7 +55,7 @@ def _segment_copy(setup: PitrSetup, tmp_path: Path) -> tuple[str, Path]:
 def test_identical_repush_is_ok_and_different_content_is_refused(
     pitr_cluster: PitrSetup, tmp_path: Path
 ) -> None:
-    name, copy = _segment_copy(pitr_cluster, tmp_path)
+    name, copy = _segment_copy(pitr_cluster)
     header = read_segment_header(copy)
     assert header is not None and parse_wal_name(name).timeline == header.timeline
     again = pitr_cluster.run("wal", "push", POLICY, "--source", SOURCE, str(copy), name)
@@ -70,10 +70,10 @@ def test_identical_repush_is_ok_and_different_content_is_refused(
 
 
 def test_a_segment_of_another_cluster_is_refused(pitr_cluster: PitrSetup, tmp_path: Path) -> None:
-    _, copy = _segment_copy(pitr_cluster, tmp_path)
+    _, copy = _segment_copy(pitr_cluster)
     data = bytearray(copy.read_bytes())
     data[24:32] = (12345).to_bytes(8, "little")  # the system identifier in the long page header
-    other = tmp_path / "000000010000000000000999"  # a new name: only the identity check can refuse it
+    other = copy.parent / "000000010000000000000999"  # a new name: only the identity check can refuse it
     other.write_bytes(bytes(data))
     done = pitr_cluster.run("wal", "push", POLICY, "--source", SOURCE, str(other), other.name)
     assert 0 < done.returncode < 125
@@ -97,7 +97,7 @@ def test_sigterm_or_sigint_while_the_target_hangs_exit_below_128_and_leave_nothi
     bucket = new_bucket_name("wal")
     server.client().create_bucket(Bucket=bucket)
     _s3_policy(pitr_cluster, "shops3", server.url, bucket)
-    name, copy = _segment_copy(pitr_cluster, tmp_path)
+    name, copy = _segment_copy(pitr_cluster)
     env = {**os.environ, **pitr_cluster.env}
     for sig in (signal.SIGTERM, signal.SIGINT):
         server.pause()  # the PUT hangs: the signal arrives in the middle of the push
@@ -141,3 +141,13 @@ def test_target_down_fails_the_archiver_then_it_catches_up(pitr_cluster: PitrSet
             segments.chmod(0o755)
     assert pitr_cluster.switch_and_wait(timeout=120) > blocked  # PostgreSQL retried: it caught up
     assert blocked in records(pitr_cluster)
+
+
+def test_doctor_checks_the_archiving_server(pitr_cluster: PitrSetup) -> None:
+    done = pitr_cluster.run("doctor", POLICY, "--json")
+    findings = [f for f in json.loads(done.stdout)["findings"] if f["check"] == f"{POLICY}/{SOURCE}: pitr"]
+    by_detail = {f["detail"].split(" ")[0]: f for f in findings}
+    assert all(by_detail[name]["ok"] for name in ("wal_level", "archive_mode", "archive_command"))
+    # the fixture's server runs with archive_timeout = 0 (disabled): doctor says how to fix it
+    timeout = by_detail["archive_timeout"]
+    assert timeout["level"] == "FAIL" and "set archive_timeout = 60s" in timeout["fix"]

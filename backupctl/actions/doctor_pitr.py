@@ -1,0 +1,170 @@
+"""`doctor` checks of a PITR source's live server: WAL archiving settings and privileges.
+
+Each problem comes with its fix (the postgresql.conf line or the SQL to run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from backupctl.actions.doctor import CONNECT_TIMEOUT, Finding
+from backupctl.core.durations import parse_duration
+from backupctl.policy.schema import Policy, PostgresSource
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    settings: dict[str, str]  # name -> current_setting
+    replication: bool  # the role may run pg_basebackup (REPLICATION or superuser)
+    monitor: bool  # the role may read pg_ls_archive_statusdir (pg_monitor or superuser)
+    archiver_failing: bool  # last failure newer than the last success
+    last_failed_wal: str | None = None
+
+
+def archive_command_for(policy: str, source: str) -> str:
+    return f"backupctl wal push {policy} --source {source} %p %f"
+
+
+def pitr_findings(policy: Policy, source: PostgresSource, facts: ServerFacts) -> list[Finding]:
+    """Pure: the findings for the facts read from a server."""
+    assert source.pitr is not None
+    check = f"{policy.name}/{source.name}: pitr"
+    settings = facts.settings
+    findings: list[Finding] = []
+    if settings.get("wal_level") in ("replica", "logical"):
+        findings.append(Finding(check, True, f"wal_level = {settings.get('wal_level')}"))
+    else:
+        findings.append(
+            Finding(
+                check,
+                False,
+                f"wal_level = {settings.get('wal_level')}: WAL cannot be archived",
+                "set wal_level = replica in postgresql.conf and restart PostgreSQL",
+            )
+        )
+    if settings.get("archive_mode") in ("on", "always"):
+        findings.append(Finding(check, True, f"archive_mode = {settings.get('archive_mode')}"))
+    else:
+        findings.append(
+            Finding(
+                check,
+                False,
+                f"archive_mode = {settings.get('archive_mode')}",
+                "set archive_mode = on in postgresql.conf and restart PostgreSQL",
+            )
+        )
+    command = settings.get("archive_command", "")
+    wanted = archive_command_for(policy.name, source.name)
+    if "backupctl" in command and "wal push" in command and policy.name in command and source.name in command:
+        findings.append(Finding(check, True, f"archive_command = {command}"))
+    else:
+        findings.append(
+            Finding(
+                check,
+                False,
+                f"archive_command = '{command}' does not archive with backupctl",
+                f"set archive_command = '{wanted}' and run SELECT pg_reload_conf()",
+            )
+        )
+    timeout = _seconds(settings.get("archive_timeout", "0"))
+    rpo = policy.objectives.rpo
+    if timeout <= timedelta(0) or timeout > rpo / 2:
+        findings.append(Finding(
+            check, False,
+            f"archive_timeout = {settings.get('archive_timeout')}: a quiet server may keep a partly "
+            f"filled segment longer than the RPO ({rpo})",
+            f"set archive_timeout = {int(source.pitr.archive_timeout.total_seconds())}s and "
+            "SELECT pg_reload_conf()",
+        ))  # fmt: skip
+    elif timeout > source.pitr.archive_timeout:
+        findings.append(Finding(check, False, f"archive_timeout = {timeout} is above the policy's "
+                                f"{source.pitr.archive_timeout}", "lower archive_timeout or the policy's "
+                                "pitr.archive_timeout", warn=True))  # fmt: skip
+    else:
+        findings.append(Finding(check, True, f"archive_timeout = {timeout} (RPO {rpo})"))
+    if int(settings.get("max_wal_senders", "0") or 0) < 1:
+        findings.append(
+            Finding(
+                check,
+                False,
+                "max_wal_senders = 0: pg_basebackup cannot connect",
+                "set max_wal_senders = 4 and restart PostgreSQL",
+            )
+        )
+    if facts.replication:
+        findings.append(Finding(check, True, "the role may take base backups (REPLICATION)"))
+    else:
+        findings.append(
+            Finding(
+                check,
+                False,
+                "the role of the source url has no REPLICATION attribute",
+                "ALTER ROLE <role> REPLICATION; and a 'host replication <role> ...' pg_hba.conf line",
+            )
+        )
+    if not facts.monitor:
+        findings.append(
+            Finding(
+                check,
+                False,
+                "the role cannot read the .ready backlog (status shows it unknown)",
+                "GRANT pg_monitor TO <role>",
+                warn=True,
+            )
+        )
+    if facts.archiver_failing:
+        findings.append(
+            Finding(
+                check,
+                False,
+                f"archive_command is failing (last failed: {facts.last_failed_wal})",
+                "read the server log for backupctl's error; `backupctl wal status` shows the RPO",
+            )
+        )
+    return findings
+
+
+def check_pitr(policy: Policy, source: PostgresSource) -> list[Finding]:
+    """Read the facts from the live server, then `pitr_findings`. Never raises."""
+    check = f"{policy.name}/{source.name}: pitr"
+    try:
+        import psycopg
+
+        password = source.password.resolve() if source.password is not None else None
+        with psycopg.connect(source.url, connect_timeout=CONNECT_TIMEOUT, password=password,
+                             application_name="backupctl-doctor") as connection:  # fmt: skip
+            names = ["wal_level", "archive_mode", "archive_command", "archive_timeout", "max_wal_senders"]
+            settings = {
+                name: str(connection.execute("SELECT current_setting(%s)", (name,)).fetchone()[0])  # type: ignore[index]
+                for name in names
+            }
+            role = connection.execute(
+                "SELECT rolsuper OR rolreplication, "
+                "rolsuper OR pg_has_role(current_user, 'pg_monitor', 'MEMBER') "
+                "FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+            archiver = connection.execute(
+                "SELECT coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false), "
+                "last_failed_wal FROM pg_stat_archiver"
+            ).fetchone()
+    except Exception as error:  # reported by the postgres checks already; one line here
+        from backupctl.core.secrets import mask
+
+        return [Finding(check, False, f"cannot read the server's settings: {mask(str(error).strip())[:200]}",
+                        "see the postgres tools check above")]  # fmt: skip
+    assert role is not None and archiver is not None
+    facts = ServerFacts(settings, bool(role[0]), bool(role[1]), bool(archiver[0]), archiver[1])
+    return pitr_findings(policy, source, facts)
+
+
+def _seconds(text: str) -> timedelta:
+    """current_setting('archive_timeout') is like '1min', '60s' or '0'."""
+    value = text.strip()
+    if value in ("0", ""):
+        return timedelta(0)
+    value = value.replace("min", "m")
+    try:
+        return parse_duration(value)
+    except ValueError:
+        return timedelta(0)
