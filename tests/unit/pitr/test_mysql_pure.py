@@ -11,6 +11,8 @@ from backupctl.metrics import parse_metrics
 from backupctl.pitr.mysql_binlog import binlog_index, binlog_name, format_gtid_state, parse_gtid_state
 from backupctl.pitr.mysql_metrics import render_binlog_metrics
 from backupctl.pitr.mysql_replay import binlog_argv
+from backupctl.policy.rpo_check import pitr_issues, rpo_warnings
+from backupctl.policy.schema import Policy
 
 
 def test_gtid_state_round_trips_sorted_by_domain() -> None:
@@ -59,3 +61,27 @@ def test_times_of_the_newest_row_and_of_to_time() -> None:
     assert parse_time("2026-12-06 11:41:00+01:00").isoformat() == "2026-12-06T10:41:00+00:00"
     with pytest.raises(ConfigError, match="expected an ISO time"):
         parse_time("yesterday")
+
+
+def mysql_policy(pitr: dict[str, object] | None) -> Policy:
+    source: dict[str, object] = {"name": "db", "type": "mysql", "user": "backup", "database": "shop"}
+    if pitr is not None:
+        source["pitr"] = pitr
+    return Policy.model_validate({
+        "name": "shop", "objectives": {"rpo": "15m", "rto": "1h"}, "schedule": "15 2 * * *",
+        "encryption": {"recipients": ["age1n3apkaaz7y5qsrs9l4z2akmel0gpz9m2astxq4jgzl2zheeex33s8kpzju"]},
+        "sources": [source],
+        "targets": [{"name": "nas", "type": "local", "path": "/srv/b"},
+                    {"name": "vault", "type": "restic", "repository": "/srv/r", "password": "env:X"}],
+    })  # fmt: skip
+
+
+def test_a_mysql_pitr_block_meets_the_rpo_and_is_validated() -> None:
+    assert rpo_warnings(mysql_policy(None)), "daily dumps alone cannot meet 15 minutes"
+    assert rpo_warnings(mysql_policy({"rpo": "15m"})) == []
+    assert pitr_issues(mysql_policy({"rpo": "15m", "targets": ["nas"]})) == []
+    issues = pitr_issues(mysql_policy({"rpo": "15m", "interval": "20m", "targets": ["vault"]}))
+    assert [path for path, _ in issues] == [
+        ("sources", 0, "pitr", "targets", 0),
+        ("sources", 0, "pitr", "interval"),
+    ]
