@@ -11,6 +11,7 @@ PACKAGES=(
   openssh-server openssh-client   # SFTP targets against a real sshd
   sqlite3 tar procps time         # sqlite CLI, tar listing, ps, /usr/bin/time for benchmarks
   debootstrap debian-archive-keyring  # drill staging images are built from Debian packages (no registry)
+  pgbackrest                      # the anchor of the PITR benchmark (BENCH=pitr): archive-push, restore
 )
 
 missing=()

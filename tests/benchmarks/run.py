@@ -14,13 +14,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.benchmarks import bench_binlog, bench_catalog, bench_drill, bench_offsite, bench_spine
+from tests.benchmarks import bench_binlog, bench_catalog, bench_drill, bench_offsite, bench_pitr, bench_spine
 
 BENCHMARKS = {
     "spine": bench_spine.main,
     "offsite": bench_offsite.main,
     "drill": bench_drill.main,
     "catalog": bench_catalog.main,
+    "pitr": bench_pitr.main,
     "binlog": bench_binlog.main,
 }
 

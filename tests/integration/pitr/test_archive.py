@@ -230,3 +230,29 @@ def test_chain_gaps_rpo_and_retention(target: BlobTarget, keys: Path, tmp_path: 
     assert done.doomed == ["log.000001", "log.000002", "log.000003"] and not done.retained_by_lock
     assert archive.list_names() == ["log.000004", "log.000006", "log.000007", "log.000010", "side.000003"]
     assert "log.000001" not in archive.stored_segment_names()
+
+
+def test_prune_stops_at_the_first_locked_segment(
+    s3_target_config: Callable[..., Any], s3_client: Any, keys: Path, tmp_path: Path
+) -> None:
+    from backupctl.targets.s3_posture import apply_setup
+    from tests.fixtures.s3 import empty_and_delete_bucket, new_bucket_name
+
+    bucket = new_bucket_name("locked")
+    config = s3_target_config(bucket=bucket, object_lock={"mode": "COMPLIANCE", "days": 1})
+    apply_setup(config)
+    target = build_target(config)
+    try:
+        archive = archive_on(target, keys)
+        for number in (1, 2, 3):
+            name = f"log.{number:06d}"
+            archive.push(segment_file(tmp_path, name, number, 256), name, "log")
+        records = archive.list_records(trusted(keys))
+        done = prune_segments(archive, records, RULES, "log.000003")
+        # the oldest is locked: pruning stops there, nothing newer is touched (no hole)
+        assert done.retained_by_lock == ["log.000001"] and done.doomed == []
+        assert archive.list_names() == ["log.000001", "log.000002", "log.000003"]
+        assert check_chain(archive.list_records(trusted(keys)), RULES).ok
+    finally:
+        target.close()
+        empty_and_delete_bucket(s3_client, bucket)

@@ -1,0 +1,203 @@
+"""PITR benchmark (issue #12), same run, same machine: backupctl vs pgBackRest vs cp + sync.
+
+One PostgreSQL 15 cluster archives every segment twice, through `backupctl wal push` and
+`pgbackrest archive-push` (archive_command runs both), so both tools restore from their own
+archive of the same WAL.
+
+- archive: real WAL segments written by pgbench are pushed again, one process per segment as
+  PostgreSQL does, into fresh archives by each tool: per-segment latency p50/p99 and the
+  sustained segments/s of one serial archiver, beside the WAL rate pgbench produces here.
+  backupctl: zstd + age + signed record, local target; pgBackRest: zstd + aes-256-cbc repo;
+  cp + sync: the floor (no compression, no encryption).
+- restore: base backup (backupctl `wal base-backup`, `pgbackrest backup --type=full`), a pgbench
+  load, then a point-in-time restore to the same time by each tool into a new data directory,
+  wall time until the server has promoted.
+
+Scale: BENCH_PITR_SCALE (pgbench scale, default 10, about 150 MiB; the issue's 1 GiB run is
+scale 70), BENCH_PITR_SECONDS (pgbench run, default 20), BENCH_PITR_SEGMENTS (segments
+re-pushed per tool, default 20). Printed tables go into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from tests.integration.pitr.conftest import POLICY, SOURCE, make_setup, start
+
+SCALE = int(os.environ.get("BENCH_PITR_SCALE", "10"))
+SECONDS = int(os.environ.get("BENCH_PITR_SECONDS", "20"))
+SEGMENTS = int(os.environ.get("BENCH_PITR_SEGMENTS", "20"))
+STANZA = "bench"
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def _pgbackrest_conf(root: Path, repo: Path, data: Path, port: int) -> Path:
+    conf = root / "pgbackrest.conf"
+    conf.write_text(
+        "[global]\n"
+        f"repo1-path={repo}\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=benchmark-only-passphrase\n"
+        "compress-type=zst\ncompress-level=1\nstart-fast=y\narchive-check=y\n"
+        f"log-level-console=warn\nlog-path={root}/pgbackrest-log\nlock-path={root}/pgbackrest-lock\n"
+        f"[{STANZA}]\npg1-path={data}\npg1-port={port}\npg1-socket-path={data}\npg1-user=postgres\n"
+    )
+    return conf
+
+
+def _chown(path: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", "postgres:postgres", str(path)], check=True)
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    root = Path(tempfile.mkdtemp(prefix="backupctl-bench-pitr-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    repo = root / "pgbackrest-repo"
+    staged = root / "staged-wal"
+    for directory in (repo, staged, root / "pgbackrest-log", root / "pgbackrest-lock"):
+        directory.mkdir()
+    conf = root / "pgbackrest.conf"
+    archive_command = (
+        f"{root}/setup/backupctl wal push {POLICY} --source {SOURCE} %p %f"
+        f" && pgbackrest --config={conf} --stanza={STANZA} archive-push %p && cp %p {staged}/%f"
+    )
+    setup = make_setup(root / "setup", settings={"archive_command": archive_command, "archive_timeout": "60s"})
+    _pgbackrest_conf(root, repo, setup.cluster.data_dir, setup.cluster.port)
+    _chown(root)
+    setup.cluster.start()
+    setup.env["PITR_TEST_PG_PASSWORD"] = setup.cluster.password
+    bench_env = {**os.environ, "PGPASSWORD": setup.cluster.password}
+    pgbench = str(setup.cluster.bindir / "pgbench")
+    url = setup.cluster.url("postgres")
+    pgbackrest = ["pgbackrest", f"--config={conf}", f"--stanza={STANZA}"]
+    try:
+        subprocess.run(_as_postgres([*pgbackrest, "stanza-create"]), check=True, capture_output=True)
+        print(f"\nPITR benchmark: pgbench scale {SCALE}, {SECONDS}s load, {SEGMENTS} segments re-pushed", flush=True)
+        subprocess.run([pgbench, "-i", "-s", str(SCALE), "-q", url], check=True, capture_output=True, env=bench_env)
+        done = setup.run("wal", "base-backup", POLICY, "--source", SOURCE)
+        assert done.returncode == 0, done.stderr
+        subprocess.run(_as_postgres([*pgbackrest, "--type=full", "backup"]), check=True, capture_output=True)
+
+        # ---------------------------------------------------------------- WAL rate of pgbench
+        with psycopg.connect(url, password=setup.cluster.password, autocommit=True) as connection:
+            lsn_before = connection.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
+            began = time.monotonic()
+            subprocess.run([pgbench, "-T", str(SECONDS), "-c", "4", "-j", "2", "-n", url], check=True,
+                           capture_output=True, env=bench_env)  # fmt: skip
+            elapsed = time.monotonic() - began
+            wal_bytes = connection.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn_before,)
+            ).fetchone()[0]  # type: ignore[index]
+            connection.execute("CREATE TABLE IF NOT EXISTS bench_mark (at timestamptz)")
+            connection.execute("INSERT INTO bench_mark VALUES (clock_timestamp())")
+            target = connection.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            time.sleep(1)
+            connection.execute("INSERT INTO bench_mark VALUES (clock_timestamp())")
+            connection.execute("SELECT pg_switch_wal()")
+        wal_rate = float(wal_bytes) / elapsed / (16 * 2**20)
+        time.sleep(5)  # let the archiver finish the last segments
+
+        # ---------------------------------------------------------------- archive latency
+        segments = sorted(p for p in staged.iterdir() if len(p.name) == 24)[:SEGMENTS]
+        print(f"  pgbench wrote {float(wal_bytes) / 2**20:.0f} MiB of WAL in {elapsed:.0f}s = "
+              f"{wal_rate:.2f} segments/s; {len(segments)} segments re-pushed per tool", flush=True)  # fmt: skip
+        bench_policy = root / "setup" / "policies" / "benchpush.yaml"
+        text = (root / "setup" / "policies" / f"{POLICY}.yaml").read_text()
+        bench_policy.write_text(text.replace(f"name: {POLICY}", "name: benchpush", 1)
+                                .replace(str(root / "setup" / "backups"), str(root / "push-backupctl")))  # fmt: skip
+        (root / "push-backupctl").mkdir()
+        (root / "push-cp").mkdir()
+        repo2 = root / "pgbackrest-repo2"
+        repo2.mkdir()
+        conf2 = root / "pgbackrest2.conf"
+        conf2.write_text(conf.read_text().replace(str(repo), str(repo2)))
+        _chown(root)
+        subprocess.run(_as_postgres(["pgbackrest", f"--config={conf2}", f"--stanza={STANZA}", "stanza-create"]),
+                       check=True, capture_output=True)  # fmt: skip
+        tools = {
+            "backupctl wal push": lambda seg: [str(root / "setup" / "backupctl"), "wal", "push", "benchpush",
+                                              "--source", SOURCE, str(seg), seg.name],
+            "pgbackrest archive-push": lambda seg: ["pgbackrest", f"--config={conf2}", f"--stanza={STANZA}",
+                                                    "archive-push", str(seg)],
+            "cp + sync": lambda seg: ["sh", "-c", f"cp {seg} {root}/push-cp/{seg.name} && sync {root}/push-cp/{seg.name}"],
+        }  # fmt: skip
+        latencies: dict[str, list[float]] = {name: [] for name in tools}
+        for segment in segments:  # alternate the tools segment by segment: the VM's speed drifts
+            for name, argv in tools.items():
+                began = time.monotonic()
+                done_push = subprocess.run(_as_postgres(argv(segment)), capture_output=True, text=True,
+                                           env={**os.environ, **setup.env})  # fmt: skip
+                latencies[name].append(time.monotonic() - began)
+                if done_push.returncode != 0:
+                    raise SystemExit(f"{name} failed: {done_push.stderr[-1500:]}")
+        print(f"\n  {'archive (one process per segment)':<34} {'p50':>8} {'p99':>8} {'seg/s':>7} {'x WAL rate':>11}")
+        for name, values in latencies.items():
+            rate = 1 / statistics.mean(values)
+            print(f"  {name:<34} {_percentile(values, 0.5) * 1000:6.0f}ms {_percentile(values, 0.99) * 1000:6.0f}ms "
+                  f"{rate:7.1f} {rate / wal_rate if wal_rate else float('inf'):10.1f}x", flush=True)  # fmt: skip
+
+        # ---------------------------------------------------------------- point-in-time restore
+        print(f"\n  restore to {target.astimezone(UTC).isoformat()} (base backup + {float(wal_bytes) / 2**20:.0f} MiB WAL)")
+        to_backupctl = root / "restore-backupctl"
+        began = time.monotonic()
+        done = setup.run("wal", "restore", POLICY, "--source", SOURCE, "--to-time", target.isoformat(),
+                         "--to-dir", str(to_backupctl), "--backupctl-command", str(setup.wrapper), timeout=3600)  # fmt: skip
+        backupctl_seconds = time.monotonic() - began
+        if done.returncode != 0:
+            raise SystemExit(f"backupctl restore failed: {done.stderr[-2000:]}")
+        print(f"  {'backupctl wal restore --to-time':<34} {backupctl_seconds:7.1f}s", flush=True)
+        to_pgbackrest = root / "restore-pgbackrest"
+        to_pgbackrest.mkdir(mode=0o700)
+        _chown(to_pgbackrest)
+        began = time.monotonic()
+        restored = subprocess.run(_as_postgres([*pgbackrest, f"--pg1-path={to_pgbackrest}", "--type=time",
+                                     f"--target={target.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}+00", "--target-action=promote", "restore"]),
+                       check=True, capture_output=True)  # fmt: skip
+        (to_pgbackrest / "postgresql.auto.conf").open("a").write(
+            f"unix_socket_directories = '{to_pgbackrest}'\narchive_mode = 'off'\n"
+        )
+        port = str(_free_port())
+        log = to_pgbackrest / "restore.log"
+        pg_ctl = str(setup.cluster.bindir / "pg_ctl")
+        started = subprocess.run(
+            _as_postgres([pg_ctl, "start", "-D", str(to_pgbackrest), "-l", str(log), "-o", f"-p {port}"]),
+            capture_output=True, text=True, check=False,
+        )
+        if started.returncode != 0:
+            raise SystemExit(f"pg_ctl start failed: {started.stderr[-800:]} {log.read_text()[-1500:]}")
+        while "database system is ready to accept connections" not in log.read_text(errors="replace"):
+            time.sleep(0.2)
+        pgbackrest_seconds = time.monotonic() - began
+        subprocess.run(_as_postgres([pg_ctl, "stop", "-D", str(to_pgbackrest), "-m", "fast"]), capture_output=True)
+        print(f"  {'pgbackrest restore --type=time':<34} {pgbackrest_seconds:7.1f}s   "
+              f"ratio {backupctl_seconds / pgbackrest_seconds:.2f}x", flush=True)  # fmt: skip
+        print(f"  (measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
+    finally:
+        setup.cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _free_port() -> int:
+    from backupctl.local_cluster.postgres import free_port
+
+    return free_port()
+
+
+if __name__ == "__main__":
+    main()
