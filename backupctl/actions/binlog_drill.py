@@ -64,7 +64,7 @@ def pick_point(policy: Policy, source_name: str, archive: BinlogArchiveStore, se
         try:
             moment = datetime.fromisoformat(to.strip().replace("Z", "+00:00"))
         except ValueError:
-            raise ConfigError(f"--to {to!r}: expected latest, random or an ISO time") from None
+            raise ConfigError(f"--at {to!r}: expected latest, random or an ISO time") from None
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     dumps, chain = dump_points(open_catalog(settings), policy.name, source_name), archive.binlogs()
     if not dumps or not chain:

@@ -253,12 +253,13 @@ def point_in_time_restore(
 @click.argument("policy_name", metavar="POLICY")
 @source_option
 @click.option(
-    "--to",
+    "--at",
     "point",
     default="latest",
     show_default=True,
     metavar="latest|random|TIME",
-    help="The point: the newest archived one, a random second since the oldest dump, or an ISO time.",
+    help="The point (as for wal drill): the newest archived one, a random second since the oldest dump, "
+    "or an ISO time (UTC if no zone).",
 )
 @click.option(
     "--drill",
@@ -293,7 +294,7 @@ def drill(
     """Drill a restore to a point in time in staging: dump + binlog replay, RTO measured with the
     replay, and the newest row's time checked against the point. Exit 1 when the drill fails.
 
-    Example: backupctl binlog drill shop --source shop-db --to random
+    Example: backupctl binlog drill shop --source shop-db --at random
     --newest-row "SELECT MAX(placed) FROM orders"
     """
     from backupctl.actions.binlog_drill import pick_point, run_binlog_drill

@@ -30,7 +30,7 @@ def drill_at_a_time_under_load(
     pitr.collect()
     workspace.env["BACKUPCTL_DRILL_SECRET"] = "drill-secret-for-binlog-tests"
     done = workspace.run(
-        "binlog", "drill", "shop", "--source", SOURCE, "--to", target.isoformat(), "--runtime", runtime,
+        "binlog", "drill", "shop", "--source", SOURCE, "--at", target.isoformat(), "--runtime", runtime,
         "--newest-row", NEWEST_ROW, "--no-objectives", "--json", timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
