@@ -352,6 +352,10 @@ def check_policy(policy: Policy) -> list[Finding]:
             findings.extend(check_postgres(policy, source))
         elif isinstance(source, MysqlSource):
             findings.extend(check_mysql(policy, source))
+            if source.pitr is not None:
+                from backupctl.actions.binlog_doctor import check_binlog  # imports doctor: not at the top
+
+                findings.extend(check_binlog(policy, source))
     findings.extend(check_secrets(policy))
     findings.extend(check_targets(policy))
     return findings

@@ -19,7 +19,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +41,9 @@ from backupctl.staging.base import StagingRuntime
 from backupctl.targets.registry import traits_of
 
 DRILL_SECRET_ENV = "BACKUPCTL_DRILL_SECRET"
+# Called after a database restore: (runtime, service, database, source, outcome) -> stage detail
+# or None; a point-in-time drill replays binlogs/WAL here (backupctl/actions/binlog_drill.py).
+AfterRestore = Callable[[StagingRuntime, Service, str, str, "DrillOutcome"], str | None]
 
 
 class DrillTimeout(JobFailed):
@@ -189,6 +192,7 @@ def run_drill(
     identity_file: Path | None = None,
     restore_all: bool = False,
     events: Events | None = None,
+    after_restore: AfterRestore | None = None,
 ) -> DrillOutcome:
     """Run one drill and return its outcome (also when it failed: `outcome.ok`, `reason`).
     Raises ConfigError before touching anything when the drill cannot start."""
@@ -240,6 +244,7 @@ def run_drill(
                 outcome,
                 events,
                 restore_all,
+                after_restore,
             )
         outcome.measured_rto = time.monotonic() - began
         outcome.rpo_at_drill = (datetime.now(UTC) - snapshot.started_at).total_seconds()
@@ -289,6 +294,7 @@ def _drill_steps(
     outcome: DrillOutcome,
     events: Events,
     restore_all: bool,
+    after_restore: AfterRestore | None = None,
 ) -> None:
     def stage(name: str, started: float, detail: str = "") -> None:
         outcome.stages.append(StageTiming(name, time.monotonic() - started, detail))
@@ -352,6 +358,10 @@ def _drill_steps(
         else:
             _restore_files(runtime, into, path, feed, artifact, outcome)
         stage(f"restore {artifact.source}", started, f"{artifact.plain_bytes} bytes")
+        if after_restore is not None and database is not None and into is not None:
+            started = time.monotonic()  # e.g. a binlog replay (actions/binlog_drill.py): part of the RTO
+            if detail := after_restore(runtime, into, database.database, artifact.source, outcome):
+                stage(f"replay {artifact.source}", started, detail)
         events.info(f"drill {outcome.run_id}: restored {artifact.source}")
 
     started = time.monotonic()

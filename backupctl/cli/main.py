@@ -51,6 +51,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 # for --help; tests/unit/cli/test_startup.py checks this table against the modules' COMMANDS.
 COMMAND_MODULES = {
     "backup": "commands_backup",
+    "binlog": "commands_binlog",
     "snapshots": "commands_backup",
     "verify": "commands_backup",
     "restore": "commands_backup",

@@ -15,7 +15,8 @@ Accounts: root@localhost only (the other root accounts and anonymous ones that
 mariadb-install-db creates are dropped), with a password, so code under test that connects over
 TCP (127.0.0.1, which MariaDB treats as `localhost`) exercises the password path. Users made with
 `create_user` default to `@localhost` too. Built for speed (no doublewrite, log flushed once a
-second, no binary log) unless `durable=True`.
+second, no binary log) unless `durable=True`; `settings={"log-bin": ...}` turns the binary log
+on (binlog tests).
 
 As root, mariadbd drops privileges to `run_as` (default: the `mysql` system user when it exists,
 else it runs as root with --user=root); every parent of the directory must then be traversable
@@ -291,7 +292,8 @@ class LocalMariaDB:
             "--no-defaults",
             *(f"--{key}={value}" for key, value in options.items()),
         ]
-        argv.append("--skip-log-bin")
+        if "log-bin" not in self._settings:  # settings={"log-bin": "binlog", ...} turns it on
+            argv.append("--skip-log-bin")
         self.pid_file.unlink(missing_ok=True)
         self._process = runner.start(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + _START_TIMEOUT

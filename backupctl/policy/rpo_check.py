@@ -14,7 +14,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 from backupctl.core.cronexpr import CronExpr
-from backupctl.policy.schema import Policy, PostgresSource
+from backupctl.policy.schema import MysqlSource, Policy, PostgresSource
 
 TIMER_JITTER = timedelta(minutes=5)  # scheduling/systemd.py: RandomizedDelaySec default
 _SAMPLE_RUNS = 400
@@ -34,6 +34,9 @@ def pitr_issues(policy: Policy) -> list[tuple[tuple[str | int, ...], str]]:
     issues: list[tuple[tuple[str | int, ...], str]] = []
     blob_targets = {t.name for t in policy.targets if t.type != "restic"}
     for index, source in enumerate(policy.sources):
+        if isinstance(source, MysqlSource) and source.pitr is not None:
+            issues.extend(_mysql_pitr_issues(index, source, blob_targets))
+            continue
         if not isinstance(source, PostgresSource) or source.pitr is None:
             continue
         for position, name in enumerate(source.pitr.targets or []):
@@ -55,10 +58,35 @@ def pitr_issues(policy: Policy) -> list[tuple[tuple[str | int, ...], str]]:
     return issues
 
 
+def _mysql_pitr_issues(
+    index: int, source: MysqlSource, blob_targets: set[str]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """A MySQL source's pitr block: blob targets only, a collection interval under its RPO."""
+    assert source.pitr is not None
+    issues: list[tuple[tuple[str | int, ...], str]] = []
+    for position, name in enumerate(source.pitr.targets or []):
+        if name not in blob_targets:
+            issues.append(
+                (
+                    ("sources", index, "pitr", "targets", position),
+                    f"'{name}' is not a blob target of this policy (the binlog archive needs one)",
+                )
+            )
+    if source.pitr.effective_interval() >= source.pitr.rpo:
+        issues.append(
+            (
+                ("sources", index, "pitr", "interval"),
+                f"interval {source.pitr.effective_interval()} is not under pitr.rpo {source.pitr.rpo}: "
+                "binlogs are archived at most every interval (e.g. a third of the RPO)",
+            )
+        )
+    return issues
+
+
 def rpo_warnings(policy: Policy) -> list[str]:
     """Why `objectives.rpo` cannot be met, if it cannot (empty when it can)."""
     databases = [s for s in policy.sources if s.type in ("postgres", "mysql")]
-    with_pitr = [s for s in databases if isinstance(s, PostgresSource) and s.pitr is not None]
+    with_pitr = [s for s in databases if isinstance(s, PostgresSource | MysqlSource) and s.pitr is not None]
     if databases and len(with_pitr) == len(databases):  # every database has PITR
         return []
     rpo = policy.objectives.rpo

@@ -190,6 +190,31 @@ class PostgresSource(SourceBase, ViaSsh):
         return self
 
 
+class MysqlPitr(Strict):
+    """Point-in-time recovery of a MySQL/MariaDB source: binlog archiving (docs/pitr-mysql.md)."""
+
+    rpo: Duration = Field(
+        description="Recovery point objective of the binlog archive: the newest archived event may be "
+        "at most this old (status fails beyond it).",
+        examples=["15m"],
+    )
+    interval: Duration | None = Field(
+        default=None,
+        description="How often `backupctl binlog collect` closes the current binlog (FLUSH BINARY LOGS) "
+        "and archives it; a third of `rpo` (at least 10s) when absent.",
+        examples=["1m"],
+    )
+    targets: list[Name] | None = Field(
+        default=None,
+        description="Blob targets (not restic) holding the archived binlogs; the source's blob targets "
+        "when absent.",
+    )
+
+    def effective_interval(self) -> timedelta:
+        """The collection interval: `interval`, else rpo / 3, never below 10 seconds."""
+        return self.interval or max(self.rpo / 3, timedelta(seconds=10))
+
+
 class MysqlSource(SourceBase, ViaSsh):
     type: Literal["mysql"] = Field(description="A MySQL or MariaDB database dumped with mariadb-dump.")
     host: str = Field(default="localhost", description="Server host name.")
@@ -200,6 +225,11 @@ class MysqlSource(SourceBase, ViaSsh):
         default=None, description="Password reference; passed through a defaults file on an inherited fd."
     )
     database: str = Field(description="Database name.", examples=["shop"])
+    pitr: MysqlPitr | None = Field(
+        default=None,
+        description="Archive the server's binary logs for restores to a point in time (docs/pitr-mysql.md); "
+        "dumps then record their binlog position.",
+    )
 
 
 class SqliteSource(SourceBase):

@@ -71,6 +71,12 @@ DUMP_OPTIONS = [
     "--default-character-set=utf8mb4", "--skip-compact", "--comments", "--skip-complete-insert",
     "--no-tablespaces", "--max-allowed-packet=1G",
 ]  # fmt: skip
+# With binlog archiving: the binlog position and GTID state the dump's snapshot is consistent
+# with, read by MariaDB from the snapshot itself (binlog_snapshot_file/_position): no FLUSH TABLES
+# WITH READ LOCK, no RELOAD privilege; BINLOG MONITOR (REPLICATION CLIENT) is needed.
+BINLOG_DUMP_OPTIONS = ["--master-data=2", "--gtid"]
+_BINLOG_COORDINATES = re.compile(rb"-- CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+);")
+_BINLOG_GTID = re.compile(rb"-- SET GLOBAL gtid_slave_pos='([^']*)';")
 TRANSACTIONAL_ENGINES = frozenset({"InnoDB", "ROCKSDB", "TokuDB"})
 OBJECT_KINDS = ("views", "triggers", "routines", "events")
 _DESTINATION_SQL = """SELECT
@@ -275,6 +281,7 @@ class DumpScanner:
         self.engines: dict[str, str] = {}
         self.objects = dict.fromkeys(OBJECT_KINDS, 0)
         self.completed = False  # mariadb-dump's "-- Dump completed" trailer was seen
+        self.binlog_position: dict[str, Any] = {}  # file, position, gtid (--master-data=2 --gtid)
         self._mode = _HEAD
         self._head = bytearray()
         self._data_table: str | None = None  # inside this table's data section
@@ -375,6 +382,10 @@ class DumpScanner:
                 self.objects["views"] += 1
             elif line.startswith(b"-- Dump completed"):
                 self.completed = True
+            elif found := _BINLOG_COORDINATES.match(line):
+                self.binlog_position.update(file=found.group(1).decode(), position=int(found.group(2)))
+            elif found := _BINLOG_GTID.match(line):
+                self.binlog_position["gtid"] = found.group(1).decode()
         elif self._structure_table is not None and (found := _ENGINE.match(line)):
             self.engines[self._structure_table] = found.group(1).decode()
             self._structure_table = None
@@ -431,6 +442,7 @@ def dump_facts(
         "dump_tool": dump_tool.rsplit("/", 1)[-1],
         "dump_tool_version": tool_version,
         "database": database,
+        **({"binlog_position": dict(scanner.binlog_position)} if scanner.binlog_position else {}),
     }
 
 
@@ -468,7 +480,8 @@ class MysqlDumpSource:
         tool_version = version_of(runner.run([dump_tool, "--version"], timeout=60).stdout)
         scanner = DumpScanner()
         with password_options(password) as (first, fds):
-            argv = [dump_tool, *first, *endpoint.options(), *DUMP_OPTIONS, "--", endpoint.database]
+            binlog = BINLOG_DUMP_OPTIONS if config.pitr else []
+            argv = [dump_tool, *first, *endpoint.options(), *DUMP_OPTIONS, *binlog, "--", endpoint.database]
             process = runner.start(argv, pass_fds=fds)
         assert process.stdout is not None and process.stderr is not None
         runner.widen_pipe(process.stdout)  # as pg_dump's: fewer wake-ups per MiB
@@ -485,6 +498,11 @@ class MysqlDumpSource:
                         f"mariadb-dump of {self.name} exited with status {status}: {stderr.text()}"
                     )
                 scanner.check_complete()
+                if config.pitr and "position" not in scanner.binlog_position:
+                    raise SourceError(
+                        f"the dump of {self.name} has no binlog position: binary logging is off on the "
+                        "server (log_bin); restores to a point in time need it (backupctl doctor)"
+                    )
                 return dump_facts(scanner, server_version, dump_tool, tool_version, endpoint.database)
 
             reader = ScanningReader(process.stdout, scanner)
