@@ -64,11 +64,20 @@ def show(app: App, name: str, as_json: bool) -> None:
 
 
 @policy.command()
-def example() -> None:
-    """Print an example policy generated from the schema (valid as printed)."""
+@click.option("--name", help="Policy name (default: shop); values become ${NAME_...} variables.")
+@pass_app
+def example(app: App, name: str | None) -> None:
+    """Print an example policy generated from the schema (valid as printed).
+
+    It encrypts to the recipient `backupctl keys generate` wrote in the keys directory.
+
+    \b
+    Example:
+      backupctl policy example --name app > policies/app.yaml
+    """
     from backupctl.policy.example import example_yaml
 
-    click.echo(example_yaml(), nl=False)
+    click.echo(example_yaml(name, app.settings.keys_dir), nl=False)
 
 
 @policy.command()
