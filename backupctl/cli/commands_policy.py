@@ -32,8 +32,15 @@ def validate(app: App, paths: tuple[Path, ...], no_secrets: bool, as_json: bool)
     from backupctl.policy.loader import validate_paths  # pydantic: imported when needed
 
     loaded, issues = validate_paths(targets, check_secrets=not no_secrets)
+    from backupctl.policy.recipients import unmatched_recipients_warning
+
+    keys_dir = app.settings.keys_dir
+    warnings = [w for item in loaded if (w := unmatched_recipients_warning(item.policy, keys_dir))]
+    for warning in [] if as_json else warnings:
+        click.echo(f"WARN {warning}", err=True)
     if as_json:
-        print_json({"valid": [str(item.file) for item in loaded], "issues": [i.as_dict() for i in issues]})
+        valid = [str(item.file) for item in loaded]
+        print_json({"valid": valid, "issues": [i.as_dict() for i in issues], "warnings": warnings})
         if issues:
             raise click.exceptions.Exit(2)
         return

@@ -53,6 +53,13 @@ class Encryption(Strict):
         ),
         examples=["file:/etc/backupctl/keys/age-identity.txt"],
     )
+    escrow: bool = Field(
+        default=False,
+        description=(
+            "The identities of these recipients are kept elsewhere on purpose (offline escrow): "
+            "`policy validate` and `doctor` do not warn that no identity on this host matches."
+        ),
+    )
 
 
 class Signing(Strict):
