@@ -22,4 +22,7 @@ def extra_policy_findings(settings: Settings, policy: Policy) -> list[Finding]:
         findings.append(Finding(check, False, warning, fix, warn=True))
     else:
         findings.append(Finding(check, True, "a recipient matches an identity here, or escrow is declared"))
+    from backupctl.actions.doctor_privileges import privilege_findings
+
+    findings.extend(privilege_findings(policy))
     return findings
