@@ -169,6 +169,10 @@ def verify(
 @click.option("--create", is_flag=True, help="Create the database (URL names the maintenance database).")
 @click.option("--no-owner", is_flag=True, help="Do not restore ownership and privileges.")
 @click.option(
+    "--as", "as_name", metavar="NAME",
+    help="Create database NAME on the --to-db server and restore into it (the live one is untouched).",
+)  # fmt: skip
+@click.option(
     "--jobs",
     type=click.IntRange(1, 64),
     default=1,
@@ -195,6 +199,7 @@ def restore(
     clean: bool,
     create: bool,
     no_owner: bool,
+    as_name: str | None,
     jobs: int,
     db_password: str | None,
     no_precheck: bool,
@@ -208,6 +213,8 @@ def restore(
     """
     if sum(x is not None for x in (to_db, to_dir, to_file)) != 1:
         raise ConfigError("give exactly one destination: --to-db, --to-dir or --to-file")
+    if as_name is not None and (create or clean or to_db is None):
+        raise ConfigError("--as NAME creates NAME on the --to-db server: give --to-db, not --create/--clean")
     password = None
     if db_password:
         try:
@@ -224,6 +231,7 @@ def restore(
         jobs=jobs,
         no_owner=no_owner,
         password=password,
+        as_name=as_name,
     )
     from backupctl.actions.restore import run_restore
 

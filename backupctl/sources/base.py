@@ -44,6 +44,7 @@ class RestoreRequest:
     jobs: int = 1  # parallel restore jobs where the tool supports them
     no_owner: bool = False  # skip ownership/privileges (restoring under another role)
     password: str | None = None  # password for the destination, never on argv
+    as_name: str | None = None  # create this database on the destination server and restore into it
 
 
 @dataclass

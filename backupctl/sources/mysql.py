@@ -56,6 +56,7 @@ from backupctl.sources.base import (
     count_rows_equal,
     register_source,
 )
+from backupctl.sources.restore_as import as_note, check_name
 
 log = logging.getLogger("backupctl.sources.mysql")
 
@@ -514,6 +515,9 @@ class MysqlDumpSource:
                 "other definers (SET USER or SUPER)"
             )
         endpoint = parse_url(request.to_db, request.password)
+        if request.as_name:  # a new database next to the live one (created below, must not exist)
+            check_name(request.as_name)
+            endpoint, request = replace(endpoint, database=request.as_name), replace(request, create=True)
         client = _find_tool("mariadb", "mysql")
         notes = [self._via_note()] if self.config.via else []
         if request.jobs > 1:
@@ -546,7 +550,8 @@ class MysqlDumpSource:
             raise SourceError(f"mariadb restore of {self.name} exited with status {status}: {stderr.text()}")
         stderr.join()
         facts = self._inventory(client, endpoint)
-        return RestoreOutcome(destination=mask(mask_url_password(request.to_db)), facts=facts, notes=notes)
+        shown = mask(mask_url_password(request.to_db or "")) + as_note(request.as_name)
+        return RestoreOutcome(destination=shown, facts=facts, notes=notes)
 
     def _prepare_destination(self, client: str, endpoint: Endpoint, request: RestoreRequest) -> None:
         """Check (and with `create`, create) the destination database. Raises ConfigError."""
@@ -554,6 +559,11 @@ class MysqlDumpSource:
         sql = _DESTINATION_SQL.format(name=quote_string(endpoint.database))
         (row,) = run_sql(client, server, sql, "inspect the restore destination")
         exists, tables, programs = int(row[0]), int(row[1]), int(row[2]) + int(row[3])
+        if exists and request.as_name:
+            raise ConfigError(
+                f"database {endpoint.database} already exists on the destination; choose another "
+                "--as name (nothing was changed)"
+            )
         if not exists and not request.create:
             raise ConfigError(f"database {endpoint.database} does not exist on the destination; use --create")
         if (tables or programs) and not (request.force or request.clean):

@@ -45,6 +45,7 @@ from backupctl.sources.base import (
     count_rows_equal,
     register_source,
 )
+from backupctl.sources.restore_as import as_note, create_postgres_database
 
 log = logging.getLogger("backupctl.sources.postgres")
 
@@ -431,6 +432,8 @@ class PostgresDumpSource:
         password = request.password or url_password
         if request.password:
             register_secret(request.password)
+        if request.as_name:  # a new database next to the live one: sources/restore_as.py
+            conninfo = create_postgres_database(conninfo, password, request.as_name)
         self._check_destination(conninfo, password, request)
         argv = [self.config.pg_restore, f"--dbname={conninfo}", "--exit-on-error"]
         if request.clean:
@@ -454,7 +457,7 @@ class PostgresDumpSource:
             counts = count_rows(connection, user_tables(connection))
             connection.execute("COMMIT")
         return RestoreOutcome(
-            destination=mask(mask_url_password(request.to_db)),
+            destination=mask(mask_url_password(request.to_db)) + as_note(request.as_name),
             facts={"row_counts": counts},
             notes=[self._via_note()] if self.config.via else [],
         )
@@ -466,16 +469,19 @@ class PostgresDumpSource:
                     "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
                 ).fetchone()
                 if exists and not request.clean:
+                    # Never suggest dropping it: on a production server it is the live database.
                     raise ConfigError(
-                        f"database {self.database} already exists on the destination; "
-                        "use --clean to drop and recreate it"
+                        f"database {self.database} already exists on the destination; restore "
+                        "under a new name instead: --as NEW_NAME (nothing was changed)"
                     )
                 return
             tables = user_tables(connection)
         if tables and not (request.clean or request.force):
+            same_name = conninfo_to_dict(conninfo).get("dbname") == self.database
             raise ConfigError(
-                f"the destination database already has {len(tables)} tables; restore into an empty "
-                "database, or use --clean (drop and recreate objects) or --force"
+                f"the destination database already has {len(tables)} tables; restore under a new "
+                "name (--as NEW_NAME creates it)"
+                + ("" if same_name else ", or use --clean (drop and recreate objects) or --force")
             )
 
     def _run_restore(self, argv: list[str], env: dict[str, str] | None, stream: BinaryIO | None) -> None:
