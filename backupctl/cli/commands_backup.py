@@ -39,6 +39,7 @@ def backup(
 
     from backupctl.actions.backup import BackupResult, run_backup
     from backupctl.errors import PartialFailure
+    from backupctl.hooks import run_with_hooks
     from backupctl.locking import policy_lock
     from backupctl.metrics import summary_from_error, summary_from_result
     from backupctl.notify import notifier_from_config
@@ -51,7 +52,7 @@ def backup(
     with policy_lock(app.settings, policy.name, "backup", wait):
         notifier.start(policy.name)
         try:
-            result = run_backup(app.settings, loaded, app.events())
+            result = run_with_hooks(policy, lambda: run_backup(app.settings, loaded, app.events()))
         except BaseException as error:  # notify and record, then let the error decide the exit code
             summary = summary_from_error(policy.name, error, time.monotonic() - started)
             if isinstance(error, PartialFailure) and isinstance(error.result, BackupResult):

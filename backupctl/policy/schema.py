@@ -106,11 +106,32 @@ class Retention(Strict):
 
 
 # --------------------------------------------------------------------------- sources
+HookCommand = str | list[str]
+
+
+class Hooks(Strict):
+    """Commands run around a backup (backupctl/hooks.py): a string runs with /bin/sh -c, a list as argv."""
+
+    before: list[HookCommand] = Field(
+        default_factory=list,
+        description="Run before the backup; a failure aborts it (exit 1, nothing written).",
+    )
+    after: list[HookCommand] = Field(default_factory=list, description="Run after a successful backup.")
+    on_failure: list[HookCommand] = Field(
+        default_factory=list, description="Run after a failed or partial backup (also when `before` failed)."
+    )
+    timeout: Duration = Field(default=timedelta(minutes=5), description="Time limit of each command.")
+
+
 class SourceBase(Strict):
     name: Name = Field(description="Unique name of the source within the policy.", examples=["shop-db"])
     targets: list[Name] | None = Field(
         default=None,
         description="Names of the targets this source goes to; all targets when absent.",
+    )
+    hooks: Hooks | None = Field(
+        default=None,
+        description="Commands for this source, run after the policy's `before`, before its `after`.",
     )
 
 
@@ -326,6 +347,10 @@ class Policy(Strict):
     metrics_file: str | None = Field(
         default=None,
         description="Prometheus textfile written after every backup; --metrics-file overrides it.",
+    )
+    hooks: Hooks | None = Field(
+        default=None,
+        description="Commands run before/after a backup and after a failure (docs/operations.md).",
     )
 
     def source(self, name: str) -> SourceConfig:
