@@ -18,6 +18,7 @@ EXAMPLES: dict[str, list[str]] = {
     "drill": ["backupctl drill drills/shop.yaml --from offsite"],
     "drills": ["backupctl drills", "backupctl drills shop --json"],
     "keys generate": ["backupctl keys generate"],
+    "keys rotate": ["backupctl keys rotate"],
     "policy example": ["backupctl policy example --name app > policies/app.yaml"],
     "policy reference": ["backupctl policy reference > docs/policy-reference.md"],
     "policy show": ["backupctl policy show shop --json"],
