@@ -45,7 +45,7 @@ def test_help_has_an_example_with_real_options(path: str, command: click.Command
         line.strip() for line in done.output.splitlines() if line.strip().startswith(f"backupctl {path}")
     ]
     assert examples, f"`backupctl {path} --help` shows no example:\n{done.output}"
-    options = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    options = {opt for param in command.params for opt in [*param.opts, *param.secondary_opts]}
     options |= {opt for param in cli.params for opt in getattr(param, "opts", [])}
     for example in examples:
         # Text after two spaces is a description ("backupctl drill shop      the policy's drill").
