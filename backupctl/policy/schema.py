@@ -152,6 +152,20 @@ class ViaSsh(Strict):
         description="known_hosts file holding the `via` host's key (BACKUPCTL_SSH_KNOWN_HOSTS overrides "
         "it); unknown host keys are refused.",
     )
+    container: str | None = Field(
+        default=None,
+        description="Dump with the tools inside this Docker container (`docker exec`); the URL/host is "
+        "then the one inside the container. Not together with `via`.",
+    )
+
+    @model_validator(mode="after")
+    def _container_is_a_via(self) -> ViaSsh:
+        # The via machinery runs over `docker exec` (sources/container.py): one code path.
+        if self.container is not None:
+            if self.via is not None and self.via != f"docker://{self.container}":
+                raise ValueError("give either `via` (SSH) or `container`, not both")
+            object.__setattr__(self, "via", f"docker://{self.container}")
+        return self
 
 
 class PostgresSource(SourceBase, ViaSsh):
