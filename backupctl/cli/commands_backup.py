@@ -170,6 +170,10 @@ def verify(
 @click.option("--create", is_flag=True, help="Create the database (URL names the maintenance database).")
 @click.option("--no-owner", is_flag=True, help="Do not restore ownership and privileges.")
 @click.option(
+    "--to-container", metavar="NAME",
+    help="Restore with the tools inside this Docker container; --to-db is the URL inside it (postgres).",
+)  # fmt: skip
+@click.option(
     "--as", "as_name", metavar="NAME",
     help="Create database NAME on the --to-db server and restore into it (the live one is untouched).",
 )  # fmt: skip
@@ -200,6 +204,7 @@ def restore(
     clean: bool,
     create: bool,
     no_owner: bool,
+    to_container: str | None,
     as_name: str | None,
     jobs: int,
     db_password: str | None,
@@ -233,6 +238,7 @@ def restore(
         no_owner=no_owner,
         password=password,
         as_name=as_name,
+        container=to_container,
     )
     from backupctl.actions.restore import run_restore
 

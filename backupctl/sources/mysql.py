@@ -514,6 +514,9 @@ class MysqlDumpSource:
                 "--no-owner is not supported for MySQL sources: restore as a user allowed to set "
                 "other definers (SET USER or SUPER)"
             )
+        if request.container:
+            raise ConfigError("--to-container is supported for PostgreSQL sources; restore MySQL into the "
+                              "container's published port with --to-db")  # fmt: skip
         endpoint = parse_url(request.to_db, request.password)
         if request.as_name:  # a new database next to the live one (created below, must not exist)
             check_name(request.as_name)

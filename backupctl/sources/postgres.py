@@ -428,6 +428,10 @@ class PostgresDumpSource:
                 f"restoring {self.name} needs a destination database URL (--to-db)"
                 + (f" ({self._via_note()})" if self.config.via else "")
             )
+        if request.container:  # through the engine: sources/container_restore.py
+            from backupctl.sources.container_restore import restore_in_container
+
+            return restore_in_container(self.name, stream, request)
         conninfo, url_password = split_password(request.to_db)
         password = request.password or url_password
         if request.password:

@@ -1,7 +1,8 @@
 """Databases running in Docker containers (the locally built backupctl/postgres:15 and
 backupctl/mariadb:10.11, same conventions as the official images), dumped with the container's
 own tools through the engine (`container: NAME`), with the same integrity facts; then restored
-into a new database on the same server (`--as`, through the published port) and compared."""
+into a new database on the same server (`--as`, through the published port; PostgreSQL also
+through the engine with `--to-container`) and compared."""
 
 from __future__ import annotations
 
@@ -77,6 +78,17 @@ def test_postgres_in_a_container(workspace: Workspace, container: Any) -> None:
     copied = docker("exec", name, "psql", "-U", "postgres", "-d", "shop_copy", "-At", "-c",
                     "SELECT count(*), max(name) FROM items")  # fmt: skip
     assert copied == "321|item 99"
+
+    # Through the engine: pg_restore and psql inside the container, the URL as seen inside it.
+    done = workspace.run("restore", "app", "latest", "--source", "db", "--to-container", name,
+                         "--to-db", "postgresql://postgres@localhost/postgres", "--as", "shop_engine",
+                         "--db-password", "env:PW", env={"PW": PASSWORD})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "row counts equal the manifest" in done.stdout and f"container {name}" in done.stdout
+    assert PASSWORD not in done.stdout + done.stderr
+    copied = docker("exec", name, "psql", "-U", "postgres", "-d", "shop_engine", "-At", "-c",
+                    "SELECT count(*) FROM items")  # fmt: skip
+    assert copied == "321"
 
 
 def test_mariadb_in_a_container(workspace: Workspace, container: Any) -> None:
