@@ -7,6 +7,7 @@ in docs/policies.md; `examples` become the example values.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
@@ -162,6 +163,8 @@ class ViaSsh(Strict):
     def _container_is_a_via(self) -> ViaSsh:
         # The via machinery runs over `docker exec` (sources/container.py): one code path.
         if self.container is not None:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.container):
+                raise ValueError("`container` must be a container name or id ([A-Za-z0-9][A-Za-z0-9_.-]*)")
             if self.via is not None and self.via != f"docker://{self.container}":
                 raise ValueError("give either `via` (SSH) or `container`, not both")
             object.__setattr__(self, "via", f"docker://{self.container}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from typing import BinaryIO
@@ -33,6 +34,8 @@ class _Exec:
     """`docker exec -i [-e PGPASSWORD] CONTAINER ...` with the password in the CLI's environment."""
 
     def __init__(self, container: str, password: str | None) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", container):
+            raise ConfigError(f"--to-container: '{container}' is not a container name or id")
         if shutil.which("docker") is None:
             raise ConfigError("--to-container needs the docker CLI on this host")
         self.container = container
