@@ -420,8 +420,11 @@ def run_checks(
     """Every check for `policies` plus the global ones; duplicates (shared tools) reported once."""
     findings = [policy_issue_finding(issue) for issue in issues or []]
     findings.extend(check_global(settings, policies, docker=docker))
+    from backupctl.actions.doctor_extra import extra_policy_findings  # imports doctor: not at the top
+
     for policy in policies:
         findings.extend(check_policy(policy))
+        findings.extend(extra_policy_findings(settings, policy))
     unique: dict[tuple[str, str], Finding] = {}
     for finding in findings:
         unique.setdefault((finding.check, finding.detail), finding)

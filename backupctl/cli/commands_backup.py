@@ -54,6 +54,7 @@ def backup(
 
     from backupctl.actions.backup import BackupResult, run_backup
     from backupctl.errors import PartialFailure
+    from backupctl.hooks import run_with_hooks
     from backupctl.locking import policy_lock
     from backupctl.metrics import summary_from_error, summary_from_result
     from backupctl.notify import notifier_from_config
@@ -66,7 +67,7 @@ def backup(
     with policy_lock(app.settings, policy.name, "backup", wait):
         notifier.start(policy.name)
         try:
-            result = run_backup(app.settings, loaded, app.events())
+            result = run_with_hooks(policy, lambda: run_backup(app.settings, loaded, app.events()))
         except BaseException as error:  # notify and record, then let the error decide the exit code
             summary = summary_from_error(policy.name, error, time.monotonic() - started)
             if isinstance(error, PartialFailure) and isinstance(error.result, BackupResult):
@@ -185,6 +186,14 @@ def verify(
 @click.option("--create", is_flag=True, help="Create the database (URL names the maintenance database).")
 @click.option("--no-owner", is_flag=True, help="Do not restore ownership and privileges.")
 @click.option(
+    "--to-container", metavar="NAME",
+    help="Restore with the tools inside this Docker container; --to-db is the URL inside it (postgres).",
+)  # fmt: skip
+@click.option(
+    "--as", "as_name", metavar="NAME",
+    help="Create database NAME on the --to-db server and restore into it (the live one is untouched).",
+)  # fmt: skip
+@click.option(
     "--jobs",
     metavar="auto|N",
     default="auto",
@@ -216,6 +225,8 @@ def restore(
     clean: bool,
     create: bool,
     no_owner: bool,
+    to_container: str | None,
+    as_name: str | None,
     jobs: int,
     db_password: str | None,
     no_precheck: bool,
@@ -245,6 +256,8 @@ def restore(
         raise ConfigError("--dry-run plans a point-in-time restore: give --to-time TIME or --latest")
     if sum(x is not None for x in (to_db, to_dir, to_file)) != 1:
         raise ConfigError("give exactly one destination: --to-db, --to-dir or --to-file")
+    if as_name is not None and (create or clean or to_db is None):
+        raise ConfigError("--as NAME creates NAME on the --to-db server: give --to-db, not --create/--clean")
     password = None
     if db_password:
         try:
@@ -261,6 +274,8 @@ def restore(
         jobs=jobs,
         no_owner=no_owner,
         password=password,
+        as_name=as_name,
+        container=to_container,
     )
     from backupctl.actions.restore import run_restore
     from backupctl.restore_destination import commit, guarded

@@ -32,12 +32,15 @@ def validate(app: App, paths: tuple[Path, ...], no_secrets: bool, as_json: bool)
     from backupctl.policy.loader import validate_paths  # pydantic: imported when needed
 
     loaded, issues = validate_paths(targets, check_secrets=not no_secrets)
+    from backupctl.policy.recipients import unmatched_recipients_warning
     from backupctl.policy.rpo_check import rpo_warnings  # can the RPO be met? (docs/pitr.md)
 
+    keys_dir = app.settings.keys_dir
     warnings = [warning for item in loaded for warning in rpo_warnings(item.policy)]
+    warnings += [w for item in loaded if (w := unmatched_recipients_warning(item.policy, keys_dir))]
     if as_json:
-        print_json({"valid": [str(item.file) for item in loaded], "issues": [i.as_dict() for i in issues],
-                    "warnings": warnings})  # fmt: skip
+        valid = [str(item.file) for item in loaded]
+        print_json({"valid": valid, "issues": [i.as_dict() for i in issues], "warnings": warnings})
         if issues:
             raise click.exceptions.Exit(2)
         return
@@ -70,11 +73,20 @@ def show(app: App, name: str, as_json: bool) -> None:
 
 
 @policy.command()
-def example() -> None:
-    """Print an example policy generated from the schema (valid as printed)."""
+@click.option("--name", help="Policy name (default: shop); values become ${NAME_...} variables.")
+@pass_app
+def example(app: App, name: str | None) -> None:
+    """Print an example policy generated from the schema (valid as printed).
+
+    It encrypts to the recipient `backupctl keys generate` wrote in the keys directory.
+
+    \b
+    Example:
+      backupctl policy example --name app > policies/app.yaml
+    """
     from backupctl.policy.example import example_yaml
 
-    click.echo(example_yaml(), nl=False)
+    click.echo(example_yaml(name, app.settings.keys_dir), nl=False)
 
 
 @policy.command()

@@ -19,6 +19,8 @@ import click
 
 from backupctl import __version__
 from backupctl.cli.context import App
+from backupctl.cli.examples import polish
+from backupctl.cli.globalopts import hoist
 from backupctl.cli.output import setup_logging
 from backupctl.core.secrets import mask
 from backupctl.errors import EXIT_CONFIG, EXIT_FAILED, BackupctlError, PolicyInvalid
@@ -84,7 +86,7 @@ class _LazyGroup(click.Group):
         if module_name is None:
             return None
         commands: list[click.Command] = importlib.import_module(f"backupctl.cli.{module_name}").COMMANDS
-        return next(command for command in commands if command.name == cmd_name)
+        return polish(next(command for command in commands if command.name == cmd_name), cmd_name)
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
@@ -174,7 +176,7 @@ def main() -> None:
     atexit.register(gc.freeze)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        returned = cli.main(standalone_mode=False)
+        returned = cli.main(args=hoist(cli, sys.argv[1:]), standalone_mode=False)  # options anywhere
         if isinstance(returned, int) and not isinstance(returned, bool):
             sys.exit(returned)  # click returns Exit codes instead of raising in this mode
     except click.exceptions.Exit as done:

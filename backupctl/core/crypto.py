@@ -114,12 +114,15 @@ def load_signing_key(keys_dir: Path) -> SigningKey:
 
 
 def trusted_public_keys(keys_dir: Path, extra: list[str]) -> list[str]:
-    """This host's public signing key (if any) plus the policy's/caller's trusted keys."""
+    """This host's public signing key (if any), the policy's/caller's trusted keys, and the keys
+    `keys rotate` retired on this host (so manifests they signed keep verifying)."""
     keys = list(extra)
     path = keys_dir / SIGNING_PUB_FILE
     if path.exists():
         keys.insert(0, path.read_text().strip())
-    return keys
+    from backupctl.core.keyrotation import retired_signing_keys  # imports this module
+
+    return keys + [key for key in retired_signing_keys(keys_dir) if key not in keys]
 
 
 def verify_signature(data: bytes, signature_b64: bytes, trusted: list[str]) -> str:

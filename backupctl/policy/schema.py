@@ -7,6 +7,7 @@ in docs/policies.md; `examples` become the example values.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
@@ -52,6 +53,13 @@ class Encryption(Strict):
             "on the backup host; kept offline."
         ),
         examples=["file:/etc/backupctl/keys/age-identity.txt"],
+    )
+    escrow: bool = Field(
+        default=False,
+        description=(
+            "The identities of these recipients are kept elsewhere on purpose (offline escrow): "
+            "`policy validate` and `doctor` do not warn that no identity on this host matches."
+        ),
     )
 
 
@@ -99,11 +107,32 @@ class Retention(Strict):
 
 
 # --------------------------------------------------------------------------- sources
+HookCommand = str | list[str]
+
+
+class Hooks(Strict):
+    """Commands run around a backup (backupctl/hooks.py): a string runs with /bin/sh -c, a list as argv."""
+
+    before: list[HookCommand] = Field(
+        default_factory=list,
+        description="Run before the backup; a failure aborts it (exit 1, nothing written).",
+    )
+    after: list[HookCommand] = Field(default_factory=list, description="Run after a successful backup.")
+    on_failure: list[HookCommand] = Field(
+        default_factory=list, description="Run after a failed or partial backup (also when `before` failed)."
+    )
+    timeout: Duration = Field(default=timedelta(minutes=5), description="Time limit of each command.")
+
+
 class SourceBase(Strict):
     name: Name = Field(description="Unique name of the source within the policy.", examples=["shop-db"])
     targets: list[Name] | None = Field(
         default=None,
         description="Names of the targets this source goes to; all targets when absent.",
+    )
+    hooks: Hooks | None = Field(
+        default=None,
+        description="Commands for this source, run after the policy's `before`, before its `after`.",
     )
 
 
@@ -124,6 +153,22 @@ class ViaSsh(Strict):
         description="known_hosts file holding the `via` host's key (BACKUPCTL_SSH_KNOWN_HOSTS overrides "
         "it); unknown host keys are refused.",
     )
+    container: str | None = Field(
+        default=None,
+        description="Dump with the tools inside this Docker container (`docker exec`); the URL/host is "
+        "then the one inside the container. Not together with `via`.",
+    )
+
+    @model_validator(mode="after")
+    def _container_is_a_via(self) -> ViaSsh:
+        # The via machinery runs over `docker exec` (sources/container.py): one code path.
+        if self.container is not None:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.container):
+                raise ValueError("`container` must be a container name or id ([A-Za-z0-9][A-Za-z0-9_.-]*)")
+            if self.via is not None and self.via != f"docker://{self.container}":
+                raise ValueError("give either `via` (SSH) or `container`, not both")
+            object.__setattr__(self, "via", f"docker://{self.container}")
+        return self
 
 
 class PostgresPitr(Strict):
@@ -406,6 +451,10 @@ class Policy(Strict):
     metrics_file: str | None = Field(
         default=None,
         description="Prometheus textfile written after every backup; --metrics-file overrides it.",
+    )
+    hooks: Hooks | None = Field(
+        default=None,
+        description="Commands run before/after a backup and after a failure (docs/operations.md).",
     )
 
     def source(self, name: str) -> SourceConfig:

@@ -119,6 +119,7 @@ def render_units(item: Scheduled, options: UnitOptions, writable: list[str]) -> 
         f"ReadWritePaths={_quote(str(options.state_dir.absolute()), command=False)}",
         # '-': a missing target directory must not stop the unit from starting; the run says why.
         *(f"ReadWritePaths=-{_quote(path, command=False)}" for path in writable),
+        *(_hardening(item.kind) if not options.user else []),
         "KillMode=mixed",
         "TimeoutStopSec=2min",
     ]
@@ -139,6 +140,49 @@ def render_units(item: Scheduled, options: UnitOptions, writable: list[str]) -> 
         "WantedBy=timers.target",
     ]
     return {service_name: "\n".join(unit + service) + "\n", timer_name: "\n".join(timer) + "\n"}
+
+
+def _hardening(kind: JobKind) -> list[str]:
+    """Kernel, device, capability, address-family and system-call confinement of a system unit.
+
+    A backup runs as root only to read every file a `files` source names: its capabilities are
+    bounded to CAP_DAC_READ_SEARCH (read any file; no write, chown, kill or admin power beyond
+    the writable paths above). A drill also needs nothing more: Docker is reached through its
+    socket, the local runtime's clusters run as a child with the same bounds. User units run
+    unprivileged already, and several of these need a system manager: they are left out there.
+    """
+    capabilities = "CAP_DAC_READ_SEARCH"
+    denied = "@mount @swap @reboot @raw-io @module @obsolete @cpu-emulation @debug"
+    if kind == "drill":
+        # The local runtime starts its throwaway clusters as their service users (setuid/chown).
+        capabilities += " CAP_SETUID CAP_SETGID CAP_CHOWN CAP_FOWNER CAP_KILL"
+    else:
+        denied = "@privileged @resources " + denied
+    return [
+        "# Confinement (`systemd-analyze security` score in docs/operations.md).",
+        f"CapabilityBoundingSet={capabilities}",
+        "PrivateDevices=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "ProtectProc=invisible",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "RestrictNamespaces=yes",
+        "RestrictRealtime=yes",
+        "RestrictSUIDSGID=yes",
+        "LockPersonality=yes",
+        "SystemCallArchitectures=native",
+        "SystemCallFilter=@system-service",
+        f"SystemCallFilter=~{denied}",
+        "SystemCallErrorNumber=EPERM",
+        "KeyringMode=private",
+        "UMask=0077",
+        "RemoveIPC=yes",
+        "PrivateIPC=yes",
+    ]
 
 
 def _drill_comment() -> list[str]:

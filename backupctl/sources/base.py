@@ -45,6 +45,8 @@ class RestoreRequest:
     size_hint: int | None = None  # plain bytes the manifest recorded (spool space check)
     no_owner: bool = False  # skip ownership/privileges (restoring under another role)
     password: str | None = None  # password for the destination, never on argv
+    as_name: str | None = None  # create this database on the destination server and restore into it
+    container: str | None = None  # restore with the tools inside this Docker container (postgres)
 
 
 @dataclass

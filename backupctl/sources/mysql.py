@@ -59,6 +59,7 @@ from backupctl.sources.base import (
     remote_dump,
 )
 from backupctl.sources.mysql_parallel import restore_parallel
+from backupctl.sources.restore_as import as_note, check_name
 
 log = logging.getLogger("backupctl.sources.mysql")
 
@@ -531,7 +532,13 @@ class MysqlDumpSource:
                 "--no-owner is not supported for MySQL sources: restore as a user allowed to set "
                 "other definers (SET USER or SUPER)"
             )
+        if request.container:
+            raise ConfigError("--to-container is supported for PostgreSQL sources; restore MySQL into the "
+                              "container's published port with --to-db")  # fmt: skip
         endpoint = parse_url(request.to_db, request.password)
+        if request.as_name:  # a new database next to the live one (created below, must not exist)
+            check_name(request.as_name)
+            endpoint, request = replace(endpoint, database=request.as_name), replace(request, create=True)
         client = _find_tool("mariadb", "mysql")
         notes = [self._via_note()] if self.config.via else []
         self._prepare_destination(client, endpoint, request)
@@ -568,7 +575,8 @@ class MysqlDumpSource:
             raise SourceError(f"mariadb restore of {self.name} exited with status {status}: {stderr.text()}")
         stderr.join()
         facts = self._inventory(client, endpoint)
-        return RestoreOutcome(destination=mask(mask_url_password(request.to_db)), facts=facts, notes=notes)
+        shown = mask(mask_url_password(request.to_db or "")) + as_note(request.as_name)
+        return RestoreOutcome(destination=shown, facts=facts, notes=notes)
 
     def _restore_parallel(
         self,
@@ -598,10 +606,8 @@ class MysqlDumpSource:
         if note:
             notes.append(note)
         facts = self._inventory(client, endpoint)
-        assert request.to_db is not None
-        return RestoreOutcome(
-            destination=mask(mask_url_password(request.to_db)), facts=facts, notes=notes, jobs=jobs
-        )
+        shown = mask(mask_url_password(request.to_db or "")) + as_note(request.as_name)
+        return RestoreOutcome(destination=shown, facts=facts, notes=notes, jobs=jobs)
 
     def _prepare_destination(self, client: str, endpoint: Endpoint, request: RestoreRequest) -> None:
         """Check (and with `create`, create) the destination database. Raises ConfigError."""
@@ -609,6 +615,11 @@ class MysqlDumpSource:
         sql = _DESTINATION_SQL.format(name=quote_string(endpoint.database))
         (row,) = run_sql(client, server, sql, "inspect the restore destination")
         exists, tables, programs = int(row[0]), int(row[1]), int(row[2]) + int(row[3])
+        if exists and request.as_name:
+            raise ConfigError(
+                f"database {endpoint.database} already exists on the destination; choose another "
+                "--as name (nothing was changed)"
+            )
         if not exists and not request.create:
             raise ConfigError(f"database {endpoint.database} does not exist on the destination; use --create")
         if (tables or programs) and not (request.force or request.clean):

@@ -45,6 +45,7 @@ from backupctl.sources.base import (
     register_source,
     remote_dump,
 )
+from backupctl.sources.restore_as import as_note, create_postgres_database
 
 log = logging.getLogger("backupctl.sources.postgres")
 
@@ -424,10 +425,16 @@ class PostgresDumpSource:
                 f"restoring {self.name} needs a destination database URL (--to-db)"
                 + (f" ({self._via_note()})" if self.config.via else "")
             )
+        if request.container:  # through the engine: sources/container_restore.py
+            from backupctl.sources.container_restore import restore_in_container
+
+            return restore_in_container(self.name, stream, request)
         conninfo, url_password = split_password(request.to_db)
         password = request.password or url_password
         if request.password:
             register_secret(request.password)
+        if request.as_name:  # a new database next to the live one: sources/restore_as.py
+            conninfo = create_postgres_database(conninfo, password, request.as_name)
         self._check_destination(conninfo, password, request)
         argv = [self.config.pg_restore, f"--dbname={conninfo}", "--exit-on-error"]
         if request.clean:
@@ -445,7 +452,7 @@ class PostgresDumpSource:
             counts = count_rows(connection, user_tables(connection))
             connection.execute("COMMIT")
         return RestoreOutcome(
-            destination=mask(mask_url_password(request.to_db)),
+            destination=mask(mask_url_password(request.to_db)) + as_note(request.as_name),
             facts={"row_counts": counts},
             notes=notes,
             jobs=jobs,
@@ -489,16 +496,19 @@ class PostgresDumpSource:
                     "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
                 ).fetchone()
                 if exists and not request.clean:
+                    # Never suggest dropping it: on a production server it is the live database.
                     raise ConfigError(
-                        f"database {self.database} already exists on the destination; "
-                        "use --clean to drop and recreate it"
+                        f"database {self.database} already exists on the destination; restore "
+                        "under a new name instead: --as NEW_NAME (nothing was changed)"
                     )
                 return
             tables = user_tables(connection)
         if tables and not (request.clean or request.force):
+            same_name = conninfo_to_dict(conninfo).get("dbname") == self.database
             raise ConfigError(
-                f"the destination database already has {len(tables)} tables; restore into an empty "
-                "database, or use --clean (drop and recreate objects) or --force"
+                f"the destination database already has {len(tables)} tables; restore under a new "
+                "name (--as NEW_NAME creates it)"
+                + ("" if same_name else ", or use --clean (drop and recreate objects) or --force")
             )
 
     def _run_restore(self, argv: list[str], env: dict[str, str] | None, stream: BinaryIO | None) -> None:

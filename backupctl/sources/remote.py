@@ -162,6 +162,10 @@ def connect_via(
     are kept) with the source's name and, for authentication and host key problems, the setting
     that chooses the key or file.
     """
+    if url.startswith("docker://"):  # `container: NAME`: the same commands over docker exec
+        from backupctl.sources.container import connect_container
+
+        return cast(tuple[paramiko.SSHClient, ViaHost], connect_container(url))
     try:
         via = ViaHost.parse(url)
     except ConfigError as error:
