@@ -163,6 +163,10 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
                 outcomes, recipients, events, ahead,
             )  # fmt: skip
             artifacts.append(record)
+            # What the source could not take faithfully (outside links, devices): said aloud here,
+            # recorded in the manifest's facts.
+            for note in [*record.facts.get("warnings", []), *record.facts.get("skipped", [])]:
+                events.warning(f"source {source_config.name}: {note}")
         manifest = Manifest(
             snapshot_id=snapshot_id,
             policy=policy.name,

@@ -8,9 +8,11 @@ the manifest's. Every problem names the artifact and the check that failed.
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from backupctl.actions.access import load_identities, open_catalog, trusted_keys
 from backupctl.actions.stored import key_of, read_manifest
@@ -125,9 +127,9 @@ def _check_artifact(
         else (f"{size} bytes stored, manifest says {artifact.stored_bytes} (truncated or replaced)")
     )
     try:
-        with target.reader(key) as handle:
+        with target.reader(key) as handle, _restorability(artifact, check) as sink:
             algorithm = algorithm_of(artifact.plain_digest)
-            stats = decrypt_stream(handle, None, identities, plain_algorithm=algorithm)
+            stats = decrypt_stream(handle, sink, identities, plain_algorithm=algorithm)
         decrypt_error = None
     except IntegrityError as error:
         decrypt_error = str(error)
@@ -157,6 +159,23 @@ def _check_artifact(
         )
         check.checks["decrypt"] = decrypt_error or "failed"
     return check
+
+
+@contextmanager
+def _restorability(artifact: ArtifactRecord, check: ArtifactCheck) -> Iterator[BinaryIO | None]:
+    """For a files artifact, a sink that checks every tar member with restore's own rule
+    (sources/targuard.py) and records the outcome as the "restorable" check; else None."""
+    if artifact.format != "tar":
+        yield None
+        return
+    from backupctl.sources.targuard import tar_checking_sink
+
+    with tar_checking_sink() as (sink, finish):
+        try:
+            yield sink
+        finally:
+            problems = finish()
+            check.checks["restorable"] = "; ".join(problems) if problems else "ok"
 
 
 def _verify_restic(
