@@ -51,6 +51,7 @@ class StageTiming:
     name: str
     seconds: float
     detail: str = ""
+    failed: bool = False  # the drill stopped during this stage
 
 
 @dataclass
@@ -75,6 +76,30 @@ class DrillOutcome:
     reason: str | None = None
     kept: Any = None  # StagingInfo when --keep
     reports: dict[str, str] = field(default_factory=dict)
+    open_stage: tuple[str, float] | None = None  # begun and not finished: the failed one if any
+
+    def begin(self, name: str) -> float:
+        """Mark stage `name` as begun; its start time (monotonic)."""
+        started = time.monotonic()
+        self.open_stage = (name, started)
+        return started
+
+    def close_failed_stage(self, reason: str) -> None:
+        """The drill stopped: the stage it was in appears in the table, as the failure."""
+        if self.open_stage is not None:
+            name, started = self.open_stage
+            self.stages.append(StageTiming(name, time.monotonic() - started, reason, failed=True))
+            self.open_stage = None
+
+    def mark_not_run(self, drill: Drill) -> None:
+        """Checks of the drill that never ran are reported "not run", never "passed"."""
+        ran = {check.name for check in self.checks}
+        for check in drill.checks:
+            if check.name not in ran:
+                self.checks.append(
+                    CheckResult(check.name, check.type, False, "not run: the drill stopped before it", 0.0,
+                                not_run=True)
+                )  # fmt: skip
 
 
 def default_drill(policy: Policy) -> Drill:
@@ -260,6 +285,8 @@ def run_drill(
     except BackupctlError as error:
         outcome.reason = mask(str(error))
     finally:
+        outcome.close_failed_stage(outcome.reason or "stopped")
+        outcome.mark_not_run(drill)
         feed.close()
         if keep:
             outcome.kept = runtime.info()
@@ -289,6 +316,7 @@ def _drill_steps(
 ) -> None:
     def stage(name: str, started: float, detail: str = "") -> None:
         outcome.stages.append(StageTiming(name, time.monotonic() - started, detail))
+        outcome.open_stage = None
 
     def integrity(name: str, ok: bool, detail: str, started: float) -> None:
         outcome.checks.append(
@@ -328,20 +356,20 @@ def _drill_steps(
 
     # Fetch: read and hash every artifact first (a Glacier warm-up happens here).
     for artifact in wanted:
-        started = time.monotonic()
+        started = outcome.begin(f"fetch {artifact.source}")
         fetched = feed.fetch(artifact)
         outcome.warmup_seconds += fetched.warmup_seconds
+        integrity(fetched.check, fetched.ok, fetched.detail, started)  # a failure fails this stage
         stage(f"fetch {artifact.source}", started, fetched.stage)
-        integrity(fetched.check, fetched.ok, fetched.detail, started)
 
-    started = time.monotonic()
+    started = outcome.begin("databases ready")
     database_services = [s for s in drill.services if s.kind != "app"]
     runtime.start_databases(database_services)
     stage("databases ready", started, ", ".join(s.name for s in database_services))
 
     for artifact in wanted:
         into, database, path = restores.get(artifact.source, (None, None, None))
-        started = time.monotonic()
+        started = outcome.begin(f"restore {artifact.source}")
         if database is not None and into is not None:
             _restore_database(runtime, into, database.database, feed, artifact, outcome)
         else:
@@ -349,13 +377,14 @@ def _drill_steps(
         stage(f"restore {artifact.source}", started, f"{artifact.plain_bytes} bytes")
         events.info(f"drill {outcome.run_id}: restored {artifact.source}")
 
-    started = time.monotonic()
+    started = outcome.begin("apps ready")
     apps = [s for s in drill.services if s.kind == "app"]
     if apps:
         runtime.start_apps(apps)
         stage("apps ready", started, ", ".join(s.name for s in apps))
+    outcome.open_stage = None
 
-    started = time.monotonic()
+    started = outcome.begin("checks")
     if drill.checks:
         from backupctl.checks.base import CheckContext, run_check
 
@@ -372,6 +401,7 @@ def _drill_steps(
             started,
             f"{sum(c.ok for c in outcome.checks if c.kind != 'integrity')}/{len(drill.checks)} passed",
         )
+    outcome.open_stage = None
 
 
 def _restore_database(

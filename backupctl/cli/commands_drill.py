@@ -133,14 +133,18 @@ def _render(outcome: object, paths: dict[str, Path]) -> None:
         f"({outcome.runtime} runtime, run {outcome.run_id})",
         markup=False,
     )
-    table = Table("stage", "time", "detail", box=None)
+    table = Table("stage", "time", "status", "detail", box=None)
     for stage in outcome.stages:
-        table.add_row(stage.name, humanize_seconds(stage.seconds), stage.detail)
+        status = "FAILED" if stage.failed else "ok"
+        table.add_row(stage.name, humanize_seconds(stage.seconds), status, stage.detail)
     console.print(table)
     checks = Table("check", "kind", "ok", "detail", box=None)
     for check in outcome.checks:
-        checks.add_row(check.name, check.kind, "ok" if check.ok else "FAIL", check.detail)
+        status = {"passed": "ok", "failed": "FAIL", "not run": "not run"}[check.status]
+        checks.add_row(check.name, check.kind, status, check.detail)
     console.print(checks)
+    if outcome.measured_rto is None and outcome.objectives_checked:
+        console.print("RTO and RPO not measured: the drill stopped before recovering", markup=False)
     if outcome.measured_rto is not None and outcome.rto_objective is not None:
         console.print(
             f"measured RTO {humanize_seconds(outcome.measured_rto)} (objective "

@@ -199,6 +199,14 @@ def test_corrupted_artifact_is_named(shop: Shop, staging_images: dict[str, str])
     assert done.returncode == 1
     outcome = json.loads(done.stdout)
     assert "shop-db.pgdump.zst.age" in outcome["reason"]
+    # The report tells the truth: the stage that failed is a row, nothing later "passed".
+    failed = [stage for stage in outcome["stages"] if stage["status"] == "failed"]
+    assert [stage["name"] for stage in failed] == ["fetch shop-db"]
+    app_checks = [check for check in outcome["checks"] if check["kind"] != "integrity"]
+    assert app_checks and {check["status"] for check in app_checks} == {"not run"}
+    assert outcome["summary"]["not_run"] == len(app_checks)
+    assert outcome["objectives"]["rto"]["status"] == "not measured"
+    assert outcome["objectives"]["rpo"]["status"] == "not measured"
     assert leftovers() == []
 
 
