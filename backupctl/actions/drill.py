@@ -77,6 +77,7 @@ class DrillOutcome:
     kept: Any = None  # StagingInfo when --keep
     reports: dict[str, str] = field(default_factory=dict)
     open_stage: tuple[str, float] | None = None  # begun and not finished: the failed one if any
+    warnings: list[str] = field(default_factory=list)  # isolation the runtime could not establish
 
     def begin(self, name: str) -> float:
         """Mark stage `name` as begun; its start time (monotonic)."""
@@ -365,6 +366,7 @@ def _drill_steps(
     started = outcome.begin("databases ready")
     database_services = [s for s in drill.services if s.kind != "app"]
     runtime.start_databases(database_services)
+    _isolation_warnings(runtime, outcome, events)
     stage("databases ready", started, ", ".join(s.name for s in database_services))
 
     for artifact in wanted:
@@ -381,6 +383,7 @@ def _drill_steps(
     apps = [s for s in drill.services if s.kind == "app"]
     if apps:
         runtime.start_apps(apps)
+        _isolation_warnings(runtime, outcome, events)
         stage("apps ready", started, ", ".join(s.name for s in apps))
     outcome.open_stage = None
 
@@ -402,6 +405,14 @@ def _drill_steps(
             f"{sum(c.ok for c in outcome.checks if c.kind != 'integrity')}/{len(drill.checks)} passed",
         )
     outcome.open_stage = None
+
+
+def _isolation_warnings(runtime: StagingRuntime, outcome: DrillOutcome, events: Events) -> None:
+    """Say loudly, once, what isolation the runtime could not put in place."""
+    for warning in getattr(runtime, "warnings", []):
+        if warning not in outcome.warnings:
+            outcome.warnings.append(warning)
+            events.warning(warning)
 
 
 def _restore_database(

@@ -67,6 +67,7 @@ def outcome_json(outcome: DrillOutcome) -> dict[str, Any]:
     data.pop("history", None)
     data["warmup_seconds"] = round(outcome.warmup_seconds, 3)
     data["reports"] = outcome.reports
+    data["warnings"] = outcome.warnings
     if outcome.kept is not None:
         data["kept"] = {"services": outcome.kept.services, "remove": outcome.kept.remove}
     return data

@@ -38,12 +38,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from backupctl.checks.base import CheckContext, CheckOutcome, as_number, excerpt, register_check, show
 from backupctl.core.secrets import SCHEMES, SecretRef
 from backupctl.drills.schema import HttpCheck, HttpStep
 from backupctl.errors import ConfigError, JobFailed
+from backupctl.staging.origin import StayOnOrigin, origin_of
 
 MAX_BODY = 1024 * 1024  # bytes of a response kept for expectations; smoke checks need no more
 USER_AGENT = "backupctl-drill"
@@ -269,28 +270,9 @@ class Response:
         return self.body.decode("utf-8", errors="replace")
 
 
-class _StayOnService(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to the same scheme, host and port; remember the refused target."""
-
-    def __init__(self, origin: tuple[str, str, int], follow: bool) -> None:
-        self.origin, self.follow = origin, follow
-        self.refused: str | None = None
-
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
-                         headers: Any, newurl: str) -> urllib.request.Request | None:
-        # Returning None stops here: the 3xx becomes the step's response.
-        if not self.follow:
-            return None
-        if _origin(newurl) != self.origin:
-            self.refused = newurl
-            return None
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _origin(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+# The rule is shared with the readiness probes (staging/origin.py).
+_StayOnService = StayOnOrigin
+_origin = origin_of
 
 
 def _send(jar: http.cookiejar.CookieJar, request: urllib.request.Request, timeout: float,

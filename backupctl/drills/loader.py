@@ -34,6 +34,11 @@ def _logical_checks(drill: Drill, document: LocatedDocument, check_secrets: bool
                 add(("services", index, "port"), "app services need the port they listen on")
         if service.kind != "app" and service.files:
             add(("services", index, "files"), "file trees go into app services")
+        if service.ready.http is not None and service.ready.command is not None:
+            add(("services", index, "ready", "command"), "give ready.http or ready.command, not both")
+        if service.ready.http is not None and not service.ready.http.startswith("/"):
+            add(("services", index, "ready", "http"), "a path on the service, starting with /",
+                "absolute URLs are refused: the probe never leaves staging")
     seen_sources: dict[str, str] = {}
     for index, service in enumerate(drill.services):
         restores: list[tuple[str, str]] = [("databases", d.source) for d in service.databases]

@@ -38,7 +38,19 @@ class FilesRestore(Strict):
 
 
 class Readiness(Strict):
-    http: str | None = Field(default=None, description="HTTP path that must answer 2xx (app services).")
+    http: str | None = Field(
+        default=None,
+        description="HTTP path that must answer 2xx (app services). Redirects are followed only within "
+        "the service (same rule as http checks): one leaving staging makes the probe fail, never follow.",
+        examples=["/health"],
+    )
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Instead of `http`: a command run in the service (Docker: inside the container; "
+        "local: on this host with the service's env) until it exits 0.",
+        examples=[["wp-ready", "--quiet"]],
+    )
     timeout: Duration = Field(
         default="120s",
         validate_default=True,  # type: ignore[assignment]

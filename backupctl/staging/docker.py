@@ -47,6 +47,7 @@ from backupctl.core.runner import last_lines
 from backupctl.core.secrets import SecretRef, mask, register_secret
 from backupctl.drills.schema import Service
 from backupctl.errors import ConfigError, JobFailed, SourceError
+from backupctl.staging import isolation
 from backupctl.staging.base import (
     LABEL_DRILL,
     LABEL_MANAGED,
@@ -57,6 +58,7 @@ from backupctl.staging.base import (
     labels,
     service_values,
 )
+from backupctl.staging.origin import http_ready
 
 log = logging.getLogger("backupctl.staging.docker")
 
@@ -117,6 +119,8 @@ def cleanup(client: Any | None = None, run_id: str | None = None) -> list[str]:
             failed.append(f"{what}: {error.explanation or error}")
 
     try:
+        removed += isolation.open_host(run_id)  # the host is reachable again only once staging is gone
+        isolation.remove_resolv_conf(run_id)
         for container in engine.containers.list(all=True, filters={"label": selector}):
             # v=True: also the anonymous volumes images declare (postgres' data directory).
             attempt(f"container {container.name}", functools.partial(container.remove, force=True, v=True))
@@ -165,6 +169,9 @@ class DockerRuntime:
         self._env: dict[str, dict[str, str]] = {}  # secret refs resolved, ${...} not yet filled
         self._mounts: dict[str, list[Mount]] = {}
         self._network: Any = None
+        self._subnet: Any = None
+        self._addresses: dict[str, str] = {}  # service -> static address on the run's network
+        self.warnings: list[str] = []  # isolation the runtime could not put in place (shown loudly)
 
     # --- names and per-service facts ---------------------------------------------------------------
 
@@ -194,6 +201,9 @@ class DockerRuntime:
                 key: fill_placeholders(value, {DRILL_SECRET: self.drill_secret}) for key, value in env.items()
             }
             self._services[service.name] = service
+            if service.name not in self._addresses and self._subnet is not None:
+                address = self._subnet.network_address + isolation.FIRST_HOST + len(self._addresses)
+                self._addresses[service.name] = str(address)
             if password := self._password(service):
                 register_secret(password)  # a literal staging password is still a password
 
@@ -230,21 +240,23 @@ class DockerRuntime:
     def _ensure_network(self) -> None:
         if self._network is not None:
             return
-        try:
-            self._network = self.client.networks.create(
-                self.network_name,
-                driver="bridge",
-                internal=True,  # no route off the bridge: staging never talks to the real world
-                labels=labels(self.run_id),
-                options={"com.docker.network.bridge.name": bridge_name(self.run_id)},
-                check_duplicate=True,
-            )
-        except APIError as error:
-            raise JobFailed(f"cannot create network {self.network_name}: {error.explanation}") from None
+        bridge = bridge_name(self.run_id)
+        self._network, self._subnet = isolation.create_network(
+            self.client, self.network_name, labels(self.run_id), bridge
+        )
+        if warning := isolation.close_host(self.run_id, bridge):
+            log.warning("%s", warning)
+            self.warnings.append(warning)
 
     def _create(self, service: Service, mounts: list[Mount]) -> Any:
         image = self._image(service)
-        endpoint = self.client.api.create_endpoint_config(aliases=[service.name])
+        endpoint = self.client.api.create_endpoint_config(
+            aliases=[service.name], ipv4_address=self._addresses.get(service.name)
+        )
+        # Names resolve from /etc/hosts; any other lookup fails at once (staging/isolation.py).
+        resolver = Mount(
+            "/etc/resolv.conf", str(isolation.resolv_conf(self.run_id)), type="bind", read_only=True
+        )
         log.debug("creating container %s from %s", self.container_name(service), image)  # never the env
         try:
             return self.client.containers.create(
@@ -256,7 +268,8 @@ class DockerRuntime:
                 labels=labels(self.run_id),
                 network=self.network_name,
                 networking_config={self.network_name: endpoint},
-                mounts=mounts,
+                mounts=[*mounts, resolver],
+                extra_hosts=dict(self._addresses),
             )
         except ImageNotFound:
             raise ConfigError(
@@ -327,6 +340,10 @@ class DockerRuntime:
         port = self._port(service)
         if not port:
             return True, "running"
+        if service.ready.command is not None:
+            result = self._exec(container, list(service.ready.command), env=self._environment(service))
+            said = last_lines(bytes(result.stderr or result.stdout), 2)
+            return result.exit_code == 0, f"ready.command exited {result.exit_code}: {said}"
         host, _ = self.endpoint(service)
         if service.ready.http is None:
             try:
@@ -334,12 +351,7 @@ class DockerRuntime:
                 return True, "port open"
             except OSError as error:
                 return False, f"port {port}: {error}"
-        url = f"http://{host}:{port}{service.ready.http}"
-        try:
-            with _NO_PROXY.open(url, timeout=2) as response:
-                return 200 <= response.status < 300, f"GET {url}: {response.status}"
-        except OSError as error:  # URLError and HTTPError (non-2xx) are OSErrors
-            return False, f"GET {url}: {error}"
+        return http_ready(host, port, service.ready.http)
 
     def _logs(self, container: Any, count: int = 10) -> str:
         try:

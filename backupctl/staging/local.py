@@ -39,8 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeAlias
@@ -63,6 +61,7 @@ from backupctl.staging.base import (
     labels,
     service_values,
 )
+from backupctl.staging.origin import http_ready
 
 log = logging.getLogger("backupctl.staging.local")
 
@@ -100,6 +99,7 @@ class LocalRuntime:
         self._apps: dict[str, subprocess.Popen[bytes]] = {}
         self._ports: dict[str, int] = {}
         self._files: dict[str, dict[str, Path]] = {}  # service -> {path in the service: local dir}
+        self._last_probe = ""  # what the last readiness probe said (for the timeout message)
         self._resolved: dict[str, str] = {}  # secret ref -> value: a cmd: ref runs once
         self._write_marker()
 
@@ -269,23 +269,22 @@ class LocalRuntime:
             if status is not None or time.monotonic() >= deadline:
                 why = f"exited with status {status}" if status is not None else "was not ready"
                 waited = format_duration(service.ready.timeout)
-                raise JobFailed(f"app service {service.name} {why} (timeout {waited}), "
+                probe = f"; last probe: {self._last_probe}" if self._last_probe else ""
+                raise JobFailed(f"app service {service.name} {why} (timeout {waited}{probe}), "
                                 f"log {log_path}: {_tail(log_path)}")  # fmt: skip
             time.sleep(0.2)
 
     def _ready(self, service: Service) -> bool:
         port = self._ports[service.name]
+        if service.ready.command is not None:
+            return self.exec(service, list(service.ready.command)).exit_code == 0
         if service.ready.http is None:
             with socket.socket() as probe:
                 probe.settimeout(2)
                 return probe.connect_ex((HOST, port)) == 0
-        # No proxy handler: the backup host's http_proxy must not see (or answer) staging requests.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(f"http://{HOST}:{port}{service.ready.http}", timeout=5) as answer:
-                return 200 <= int(answer.status) < 300
-        except (urllib.error.URLError, OSError, ValueError):  # HTTPError (not 2xx) is a URLError
-            return False
+        # Same-origin rule and no proxy: the probe never leaves staging (staging/origin.py).
+        ready, self._last_probe = http_ready(HOST, port, service.ready.http, timeout=5)
+        return ready
 
     # ------------------------------------------------------------------ checks
     def exec(self, service: Service, argv: list[str]) -> ExecResult:
