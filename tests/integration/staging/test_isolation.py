@@ -104,7 +104,7 @@ def test_probe_refuses_a_redirect_to_production_and_production_hears_nothing(
         command=["python3", "-c", REDIRECTOR, production_url],
         ready=Readiness(http="/", timeout="4s"),  # type: ignore[arg-type]
     )  # fmt: skip
-    with pytest.raises(JobFailed, match="redirect to .* not followed: it leaves staging"):
+    with pytest.raises(JobFailed, match=r"redirect to .* not followed: it leaves staging"):
         runtime.start_apps([app])
     assert production.log == [], "the probe followed the redirect to production"
 
@@ -131,15 +131,20 @@ def test_outside_dns_fails_fast_and_staging_names_resolve(
     assert inside[0] == runtime.endpoint(peer)[0] and float(inside[1]) < 1.0, inside
 
 
+def input_rules() -> str:
+    listed = subprocess.run(["iptables", "-w", "-S", "INPUT"], capture_output=True, text=True, check=True)
+    return listed.stdout
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the INPUT rule needs root")
 def test_teardown_removes_the_input_rule(docker_runtime: Factory, staging_images: dict[str, str]) -> None:
     runtime = docker_runtime()
     idle = Service(name="idle", kind="app", image=staging_images["base"], command=["sleep", "300"])
     runtime.start_apps([idle])
-    rules = subprocess.run(["iptables", "-w", "-S", "INPUT"], capture_output=True, text=True, check=True).stdout
+    rules = input_rules()
     assert isolation.RULE_COMMENT + runtime.run_id in rules
     started = time.monotonic()
     runtime.down()
-    rules = subprocess.run(["iptables", "-w", "-S", "INPUT"], capture_output=True, text=True, check=True).stdout
+    rules = input_rules()
     assert isolation.RULE_COMMENT + runtime.run_id not in rules
     assert time.monotonic() - started < 60
