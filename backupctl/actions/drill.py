@@ -37,7 +37,7 @@ from backupctl.errors import BackupctlError, ConfigError, IntegrityError, JobFai
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 from backupctl.sources.base import build_source, count_rows_equal
-from backupctl.staging.base import StagingRuntime
+from backupctl.staging.base import StagingRuntime, fill_placeholders
 
 DRILL_SECRET_ENV = "BACKUPCTL_DRILL_SECRET"
 
@@ -381,17 +381,30 @@ def _drill_steps(
 
     started = outcome.begin("apps ready")
     apps = [s for s in drill.services if s.kind == "app"]
+    spent = 0.0  # in post-restore steps, which run while apps start: their own stages
+
+    def before_ready() -> None:
+        nonlocal spent
+        began = time.monotonic()
+        _post_restore(runtime, drill, outcome)
+        spent = time.monotonic() - began
+        outcome.open_stage = ("apps ready", started + spent)
+
     if apps:
-        runtime.start_apps(apps)
+        runtime.start_apps(apps, before_ready if drill.post_restore else None)
         _isolation_warnings(runtime, outcome, events)
-        stage("apps ready", started, ", ".join(s.name for s in apps))
+        stage("apps ready", started + spent, ", ".join(s.name for s in apps))
+    elif drill.post_restore:
+        _post_restore(runtime, drill, outcome)
     outcome.open_stage = None
 
     started = outcome.begin("checks")
     if drill.checks:
         from backupctl.checks.base import CheckContext, run_check
 
-        context = CheckContext(runtime=runtime, services={s.name: s for s in drill.services})
+        context = CheckContext(
+            runtime=runtime, services={s.name: s for s in drill.services}, values=url_values(runtime, drill)
+        )
         for check in drill.checks:
             result = run_check(check, context)
             outcome.checks.append(result)
@@ -405,6 +418,47 @@ def _drill_steps(
             f"{sum(c.ok for c in outcome.checks if c.kind != 'integrity')}/{len(drill.checks)} passed",
         )
     outcome.open_stage = None
+
+
+def url_values(runtime: StagingRuntime, drill: Drill) -> dict[str, str]:
+    """`${svc.url}` of every running service with a port: the base URL http checks use."""
+    values: dict[str, str] = {}
+    for service in drill.services:
+        try:
+            host, port = runtime.endpoint(service)
+        except BackupctlError:  # not started (or no address): no placeholder for it
+            continue
+        if port:
+            values[f"{service.name}.url"] = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return values
+
+
+def _post_restore(runtime: StagingRuntime, drill: Drill, outcome: DrillOutcome) -> None:
+    """Run the drill's post-restore steps in order, each a timed stage; JobFailed on the first
+    that fails (SQL error, unexpected exit code), naming it."""
+    values = {**url_values(runtime, drill), DRILL_SECRET_ENV: _drill_secret()}
+    services = {service.name: service for service in drill.services}
+    for step in drill.post_restore:
+        name = f"post-restore {step.name}"
+        started = outcome.begin(name)
+        service = services[step.service]
+        if step.sql is not None:
+            try:
+                result = runtime.sql(service, step.database or "", fill_placeholders(step.sql, values))
+            except BackupctlError as error:
+                raise JobFailed(f"{name}: {error}") from None
+            detail = f"sql in {service.name}/{step.database}: {len(result.rows)} rows returned"
+        else:
+            argv = [fill_placeholders(arg, values) for arg in step.command or []]
+            done = runtime.exec(service, argv)
+            if done.exit_code != step.exit_code:
+                raise JobFailed(
+                    f"{name}: {argv[0]} in {service.name} exited {done.exit_code}, expected "
+                    f"{step.exit_code}: {mask(done.output.strip()[-300:])}"
+                )
+            detail = f"{argv[0]} in {service.name}: exit {done.exit_code}"
+        outcome.stages.append(StageTiming(name, time.monotonic() - started, detail))
+        outcome.open_stage = None
 
 
 def _isolation_warnings(runtime: StagingRuntime, outcome: DrillOutcome, events: Events) -> None:

@@ -58,6 +58,24 @@ def _logical_checks(drill: Drill, document: LocatedDocument, check_secrets: bool
             add(("checks", index, "service"), "http checks call an app service")
         elif check.type == "sql" and drill.services[names[check.service]].kind == "app":
             add(("checks", index, "service"), "sql checks run in a database service")
+    for index, step in enumerate(drill.post_restore):
+        where = ("post_restore", index)
+        if step.service not in names:
+            add((*where, "service"), f"service '{step.service}' is not defined in this drill",
+                f"services: {', '.join(names) or 'none'}")  # fmt: skip
+        if (step.sql is None) == (step.command is None):
+            add(where, "a post-restore step needs `sql` or `command` (one of them)")
+        if step.sql is not None:
+            if step.database is None:
+                add((*where, "sql"), "an sql step needs the `database` it runs in")
+            if step.service in names and drill.services[names[step.service]].kind == "app":
+                add((*where, "service"), "sql steps run in a database service")
+        elif step.database is not None:
+            add((*where, "database"), "`database` goes with `sql`")
+    step_names = [step.name for step in drill.post_restore]
+    for index, name in enumerate(step_names):
+        if step_names.index(name) != index:
+            add(("post_restore", index, "name"), f"duplicate post-restore step name '{name}'")
     check_names = [check.name for check in drill.checks]
     for index, name in enumerate(check_names):
         if check_names.index(name) != index:

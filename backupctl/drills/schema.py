@@ -142,6 +142,27 @@ class CommandCheck(Strict):
 Check = Annotated[HttpCheck | SqlCheck | CommandCheck, Field(discriminator="type")]
 
 
+class PostRestoreStep(Strict):
+    """One step between the restores and the readiness probe (e.g. point the restored site at
+    the staging URL). Placeholders: `${svc.url}` (the base URL checks use), `${svc.host}`,
+    `${svc.port}` of every service, and `${BACKUPCTL_DRILL_SECRET}`."""
+
+    name: Name = Field(description="Step name: its stage in the report is `post-restore NAME`.")
+    service: Name = Field(description="Service it runs in: a database service for `sql`, any for `command`.")
+    sql: str | None = Field(
+        default=None,
+        description="SQL run in `database` of a postgres/mariadb service (several statements allowed).",
+        examples=["UPDATE wp_options SET option_value = '${app.url}' WHERE option_name = 'siteurl'"],
+    )
+    database: str | None = Field(default=None, description="Database the `sql` runs in.")
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Instead of `sql`: a command run in the service (Docker: inside its container).",
+    )
+    exit_code: int = Field(default=0, description="Exit code `command` must end with.")
+
+
 class Drill(Strict):
     name: Name = Field(description="Drill name (reports, history).", examples=["shop-quarterly"])
     policy: Name = Field(description="Policy whose snapshot is restored.", examples=["shop"])
@@ -157,4 +178,8 @@ class Drill(Strict):
         description="Abort the drill after this.",
     )
     services: list[Service] = Field(default_factory=list)
+    post_restore: list[PostRestoreStep] = Field(
+        default_factory=list,
+        description="Steps after the restores and before readiness, timed as stages of the RTO.",
+    )
     checks: list[Check] = Field(default_factory=list)

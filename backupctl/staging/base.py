@@ -10,6 +10,7 @@ an internal network with no route outside; the local runtime binds to 127.0.0.1 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -69,8 +70,9 @@ class StagingRuntime(Protocol):
         `path` inside the service (a volume in Docker)."""
         ...
 
-    def start_apps(self, services: list[Service]) -> None:
-        """Start app services (after restores) and wait for their readiness probe."""
+    def start_apps(self, services: list[Service], before_ready: Callable[[], None] | None = None) -> None:
+        """Start app services (after restores), call `before_ready` once they run (the drill's
+        post-restore steps: endpoints are known then), and wait for their readiness probe."""
         ...
 
     def sql(self, service: Service, database: str, query: str) -> SqlResult:

@@ -116,6 +116,8 @@ def cleanup(client: Any | None = None, run_id: str | None = None) -> list[str]:
         except NotFound:
             pass
         except APIError as error:
+            if "already in progress" in str(error.explanation or ""):
+                return  # a concurrent cleanup (another `drill cleanup`) is removing it
             failed.append(f"{what}: {error.explanation or error}")
 
     try:
@@ -279,7 +281,7 @@ class DockerRuntime:
         except APIError as error:
             raise JobFailed(f"cannot create staging service '{service.name}': {error.explanation}") from None
 
-    def _start(self, services: list[Service]) -> None:
+    def _start(self, services: list[Service], before_ready: Callable[[], None] | None = None) -> None:
         self._ensure_network()
         self._register(services)
         started = []
@@ -292,6 +294,8 @@ class DockerRuntime:
                     f"cannot start staging service '{service.name}': {error.explanation}"
                 ) from None
             started.append((service, container))
+        if before_ready is not None:
+            before_ready()
         for service, container in started:
             self._wait_ready(service, container)
 
@@ -299,9 +303,10 @@ class DockerRuntime:
         """Create and start the database services; wait until each answers a real query."""
         self._start(services)
 
-    def start_apps(self, services: list[Service]) -> None:
-        """Create and start app services with their file volumes; wait for their readiness probe."""
-        self._start(services)
+    def start_apps(self, services: list[Service], before_ready: Callable[[], None] | None = None) -> None:
+        """Create and start app services with their file volumes; call `before_ready` (the
+        drill's post-restore steps), then wait for their readiness probe."""
+        self._start(services, before_ready)
 
     def _wait_ready(self, service: Service, container: Any) -> None:
         timeout = service.ready.timeout.total_seconds()

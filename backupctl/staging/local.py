@@ -221,7 +221,7 @@ class LocalRuntime:
             shutil.copytree(tree, target, symlinks=True)
         self._files.setdefault(service.name, {})[path.rstrip("/") or "/"] = target
 
-    def start_apps(self, services: list[Service]) -> None:
+    def start_apps(self, services: list[Service], before_ready: Callable[[], None] | None = None) -> None:
         """Start each app's `command` in a process group of its own (output to its app.log) and
         wait until `ready.http` answers 2xx (without it: until its port accepts connections).
 
@@ -248,6 +248,10 @@ class LocalRuntime:
             self._services[service.name], self._ports[service.name] = service, ports[service.name]
         for service in apps:
             self._start_app(service)
+        if before_ready is not None:  # the drill's post-restore steps
+            before_ready()
+        for service in apps:
+            self._await_app(service)
 
     def _start_app(self, service: Service) -> None:
         env, values = self._env(service), self._values()
@@ -263,6 +267,10 @@ class LocalRuntime:
                                    stdout=output, stderr=output)  # fmt: skip
         self._apps[service.name] = process
         self._write_marker()
+
+    def _await_app(self, service: Service) -> None:
+        process = self._apps[service.name]
+        log_path = self._service_dir(service) / "app.log"
         deadline = time.monotonic() + service.ready.timeout.total_seconds()
         while not self._ready(service):
             status = _exit_status(process.pid)

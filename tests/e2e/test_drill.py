@@ -292,3 +292,32 @@ def test_default_drill_of_a_policy_restores_every_source(shop: Shop, staging_ima
     checks = {check["name"]: check["ok"] for check in json.loads(done.stdout)["checks"]}
     assert checks["row counts shop-db"] and checks["tree hash uploads"] and checks["manifest signature"]
     assert leftovers() == []
+
+
+@pytest.mark.parametrize("runtime", ["docker", "local"])
+def test_post_restore_steps_rewrite_the_url_as_timed_stages(
+    shop: Shop, staging_images: dict[str, str], runtime: str
+) -> None:
+    """A post-restore SQL step points restored data at the staging URL checks use, a command
+    step runs in the app service; both are timed stages between the restores and the checks."""
+    space = shop.space
+    data = yaml.safe_load((ROOT / "drills" / "shop.yaml").read_text())
+    post_restore = [
+        {"name": "point-at-staging", "service": "db", "database": "shop",
+         "sql": "UPDATE products SET description = '${app.url}/' WHERE id = (SELECT min(id) FROM products)"},
+        {"name": "app-env", "service": "app", "command": ["sh", "-c", 'test -n "$SHOP_DB_URL"']},
+    ]  # fmt: skip
+    check = {"name": "url-rewritten", "type": "sql", "service": "db", "database": "shop",
+             "query": "SELECT count(*) FROM products WHERE description LIKE 'http://%:%/'",
+             "expect": {"equals": 1}}  # fmt: skip
+    path = drill_file(space, post_restore=post_restore, checks=[check, data["checks"][0]])
+    done = space.run("drill", str(path), "--runtime", runtime, "--from", "local", "--json", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcome = json.loads(done.stdout)
+    names = [stage["name"] for stage in outcome["stages"]]
+    assert names.index("restore shop-db") < names.index("post-restore point-at-staging")
+    assert names.index("post-restore point-at-staging") < names.index("post-restore app-env")
+    assert names.index("post-restore app-env") < names.index("apps ready") < names.index("checks")
+    step = outcome["stages"][names.index("post-restore point-at-staging")]
+    assert step["status"] == "ok" and step["seconds"] > 0
+    assert {c["name"]: c["status"] for c in outcome["checks"]}["url-rewritten"] == "passed"
