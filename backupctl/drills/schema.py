@@ -88,7 +88,25 @@ class HttpExpect(Strict):
     json_paths: dict[str, Any] = Field(
         default_factory=dict, alias="json", description="JSON paths (a.b[0].c) and expected values."
     )
-    contains: str | None = Field(default=None, description="Substring the body must contain.")
+    contains: str | list[str] | None = Field(
+        default=None, description="Text (or list of texts) the body must contain, all of them."
+    )
+    not_contains: str | list[str] | None = Field(
+        default=None,
+        description="Text (or list of texts) the body must not contain (e.g. an error page's marker).",
+        examples=[["There has been a critical error", "Error establishing a database connection"]],
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Response headers (names case-insensitive) that must be present and contain the "
+        "given text (empty: only present).",
+        examples=[{"Content-Type": "image/jpeg"}],
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="sha256 (hex) the whole body must hash to (a download, a media file).",
+    )
 
 
 class HttpStep(Strict):
@@ -101,7 +119,14 @@ class HttpStep(Strict):
     headers: dict[str, str] = Field(default_factory=dict, description="Headers; values may be secret refs.")
     expect: HttpExpect = Field(default_factory=HttpExpect)
     save: dict[str, str] = Field(
-        default_factory=dict, description="Save JSON paths of the response as ${name} for later steps."
+        default_factory=dict,
+        description="Save values of the response as ${name} for later steps: a JSON path "
+        "(`order.id`), `header:NAME` (e.g. `header:Location`), or `regex:PATTERN` on the body "
+        "(its first group, else the whole match; e.g. an HTML form token).",
+        examples=[{"nonce": 'regex:name="_wpnonce" value="([^"]+)"', "next": "header:Location"}],
+    )
+    timeout: Duration | None = Field(
+        default=None, description="Timeout of this request (connect and each read); default: the check's."
     )
 
 
@@ -118,6 +143,9 @@ class HttpCheck(Strict):
     service: Name = Field(description="The app service to call.")
     steps: list[HttpStep] = Field(
         min_length=1, description="Steps share one cookie jar (login → cart → pay)."
+    )
+    timeout: Duration | None = Field(
+        default=None, description="Timeout of each request of this check; default 10s."
     )
 
 
