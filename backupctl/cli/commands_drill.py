@@ -14,7 +14,8 @@ from backupctl.errors import JobFailed
 
 
 @click.command()
-@click.argument("what", metavar="DRILL_FILE|POLICY|cleanup")
+@click.argument("what", metavar="DRILL_FILE|POLICY|cleanup|validate|example|reference")
+@click.argument("file", required=False, type=click.Path(path_type=Path), metavar="[FILE]")
 @click.option(
     "--from", "from_target", metavar="TARGET", help="Restore from this target (default: the most remote)."
 )
@@ -43,6 +44,7 @@ from backupctl.errors import JobFailed
 def drill(
     app: App,
     what: str,
+    file: Path | None,
     from_target: str | None,
     snapshot_ref: str | None,
     runtime: str | None,
@@ -62,6 +64,9 @@ def drill(
     backupctl drill shop                      the policy's drill_file, else its default drill:
                                               restore every source, integrity checks only
     backupctl drill cleanup [--run ID]        remove leftovers of killed drills (by label)
+    backupctl drill validate drills/shop.yaml every problem with file:line (exit 2 if any)
+    backupctl drill example > drills/mine.yaml an annotated drill file to start from
+    backupctl drill reference                 every key (docs/drill-reference.md)
 
     Measured RTO (fetch incl. Glacier warm-up → restores → services ready → checks) is
     compared with the policy's RTO, the snapshot's age with its RPO. Exit 0 pass, 1 fail,
@@ -69,6 +74,9 @@ def drill(
     """
     if what == "cleanup":
         _cleanup(run_id, as_json)
+        return
+    if what in ("validate", "example", "reference"):
+        _drill_file_command(what, file, as_json)
         return
     from backupctl.actions.drill import default_drill, prepare_drill_secret, run_drill
     from backupctl.actions.drill_report import write_outcome_reports
@@ -118,6 +126,36 @@ def drill(
         _render(outcome, paths)
     if not outcome.ok:
         raise JobFailed(f"drill {outcome.drill} FAILED: {outcome.reason}")
+
+
+def _drill_file_command(what: str, file: Path | None, as_json: bool) -> None:
+    """`drill validate FILE`, `drill example`, `drill reference`."""
+    from backupctl.drills import example
+
+    if what == "example":
+        click.echo(example.example_yaml(), nl=False)
+        return
+    if what == "reference":
+        click.echo(example.reference_markdown())
+        return
+    if file is None:
+        raise click.UsageError("drill validate needs the drill FILE")
+    from backupctl.drills.loader import load_drill_for_validation
+    from backupctl.errors import PolicyInvalid
+
+    try:
+        spec = load_drill_for_validation(file)
+    except PolicyInvalid as error:
+        if as_json:
+            print_json({"valid": [], "issues": [issue.as_dict() for issue in error.issues]})
+            raise click.exceptions.Exit(2) from None
+        raise
+    steps = len(spec.post_restore)
+    summary = f"{len(spec.services)} services, {steps} post-restore steps, {len(spec.checks)} checks"
+    if as_json:
+        print_json({"valid": [str(file)], "issues": []})
+    else:
+        click.echo(f"ok  {file}  (drill '{spec.name}' of policy '{spec.policy}': {summary})")
 
 
 def _render(outcome: object, paths: dict[str, Path]) -> None:

@@ -32,6 +32,9 @@ def validate(app: App, paths: tuple[Path, ...], no_secrets: bool, as_json: bool)
     from backupctl.policy.loader import validate_paths  # pydantic: imported when needed
 
     loaded, issues = validate_paths(targets, check_secrets=not no_secrets)
+    from backupctl.drills.loader import drill_file_issues
+
+    issues += drill_file_issues(loaded)  # a policy's drill_file is part of it
     if as_json:
         print_json({"valid": [str(item.file) for item in loaded], "issues": [i.as_dict() for i in issues]})
         if issues:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from backupctl.drills.schema import Drill
 from backupctl.errors import ConfigIssue
@@ -14,6 +15,33 @@ def load_drill(path: Path) -> Drill:
     """Parse and validate a drill file. Raises PolicyInvalid (exit 2) listing every problem."""
     drill: Drill = load_model(path, Drill, _logical_checks, variables=UPPERCASE_ONLY)
     return drill
+
+
+def drill_file_issues(loaded: list[Any]) -> list[ConfigIssue]:
+    """Problems of the `drill_file` of each loaded policy (for `policy validate`): the file is
+    found, names the policy, and validates in full (file:line of the drill file)."""
+    from backupctl.errors import ConfigError, PolicyInvalid
+    from backupctl.scheduling import resolve_drill_file
+
+    issues: list[ConfigIssue] = []
+    for item in loaded:
+        try:
+            path = resolve_drill_file(item)
+            if path is not None:
+                load_drill_for_validation(path)
+        except PolicyInvalid as error:
+            issues += error.issues
+        except ConfigError as error:
+            issues.append(ConfigIssue(str(item.file), None, "drill_file", str(error)))
+    return issues
+
+
+def load_drill_for_validation(path: Path) -> Drill:
+    """Validate a drill file outside a run: the per-run secret gets a stand-in value."""
+    import os
+
+    os.environ.setdefault("BACKUPCTL_DRILL_SECRET", "validation-only")
+    return load_drill(path)
 
 
 def _logical_checks(drill: Drill, document: LocatedDocument, check_secrets: bool) -> list[ConfigIssue]:

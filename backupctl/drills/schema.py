@@ -110,14 +110,14 @@ class HttpExpect(Strict):
 
 
 class HttpStep(Strict):
-    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH"] = "GET"
+    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH"] = Field(default="GET", description="Method.")
     path: str = Field(description="Path on the service, e.g. /login.")
     json_body: Any = Field(
         default=None, alias="json", description="JSON body; string values may be secret refs."
     )
     form: dict[str, str] | None = Field(default=None, description="Form body; values may be secret refs.")
     headers: dict[str, str] = Field(default_factory=dict, description="Headers; values may be secret refs.")
-    expect: HttpExpect = Field(default_factory=HttpExpect)
+    expect: HttpExpect = Field(default_factory=HttpExpect, description="What the response must show.")
     save: dict[str, str] = Field(
         default_factory=dict,
         description="Save values of the response as ${name} for later steps: a JSON path "
@@ -131,15 +131,15 @@ class HttpStep(Strict):
 
 
 class SqlExpect(Strict):
-    equals: Any = None
-    at_least: float | None = None
-    at_most: float | None = None
-    empty: bool | None = None
+    equals: Any = Field(default=None, description="The first column of the first row equals this.")
+    at_least: float | None = Field(default=None, description="The first value is a number ≥ this.")
+    at_most: float | None = Field(default=None, description="The first value is a number ≤ this.")
+    empty: bool | None = Field(default=None, description="true: no rows; false: at least one row.")
 
 
 class HttpCheck(Strict):
-    type: Literal["http"]
-    name: Name
+    type: Literal["http"] = Field(description="A scripted HTTP conversation with an app service.")
+    name: Name = Field(description="Check name (reports, JUnit).")
     service: Name = Field(description="The app service to call.")
     steps: list[HttpStep] = Field(
         min_length=1, description="Steps share one cookie jar (login → cart → pay)."
@@ -150,21 +150,21 @@ class HttpCheck(Strict):
 
 
 class SqlCheck(Strict):
-    type: Literal["sql"]
-    name: Name
-    service: Name
-    database: str
-    query: str
+    type: Literal["sql"] = Field(description="A query in a restored database.")
+    name: Name = Field(description="Check name (reports, JUnit).")
+    service: Name = Field(description="The database service to query.")
+    database: str = Field(description="Database the query runs in.")
+    query: str = Field(description="One SQL query; its first row/column is compared (see expect).")
     expect: SqlExpect = Field(description="equals (first column of first row), at_least, at_most, empty.")
 
 
 class CommandCheck(Strict):
-    type: Literal["command"]
-    name: Name
-    service: Name
-    command: list[str] = Field(min_length=1)
-    exit_code: int = 0
-    output_contains: str | None = None
+    type: Literal["command"] = Field(description="A command run in (Docker) or for (local) a service.")
+    name: Name = Field(description="Check name (reports, JUnit).")
+    service: Name = Field(description="The service it runs in.")
+    command: list[str] = Field(min_length=1, description="argv; no shell unless you run one.")
+    exit_code: int = Field(default=0, description="Exit code the command must end with.")
+    output_contains: str | None = Field(default=None, description="Text its output must contain.")
 
 
 Check = Annotated[HttpCheck | SqlCheck | CommandCheck, Field(discriminator="type")]
@@ -199,15 +199,17 @@ class Drill(Strict):
     runtime: Literal["auto", "docker", "local"] = Field(
         default="auto", description="docker, local, or auto (docker when an engine answers)."
     )
-    objectives: Objectives = Field(default_factory=Objectives)
+    objectives: Objectives = Field(default_factory=Objectives, description="RPO/RTO of this drill.")
     timeout: Duration = Field(
         default="1h",
         validate_default=True,  # type: ignore[assignment]
         description="Abort the drill after this.",
     )
-    services: list[Service] = Field(default_factory=list)
+    services: list[Service] = Field(default_factory=list, description="The staging environment.")
     post_restore: list[PostRestoreStep] = Field(
         default_factory=list,
         description="Steps after the restores and before readiness, timed as stages of the RTO.",
     )
-    checks: list[Check] = Field(default_factory=list)
+    checks: list[Check] = Field(
+        default_factory=list, description="Application checks, after the integrity ones (http, sql, command)."
+    )
