@@ -429,7 +429,9 @@ def url_values(runtime: StagingRuntime, drill: Drill) -> dict[str, str]:
         except BackupctlError:  # not started (or no address): no placeholder for it
             continue
         if port:
-            values[f"{service.name}.url"] = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+            # Port 80 is left out, as browsers write it: apps compare their URL with the Host header.
+            address = f"[{host}]" if ":" in host else host
+            values[f"{service.name}.url"] = f"http://{address}" + ("" if port == 80 else f":{port}")
     return values
 
 

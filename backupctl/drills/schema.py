@@ -155,6 +155,12 @@ class SqlCheck(Strict):
     service: Name = Field(description="The database service to query.")
     database: str = Field(description="Database the query runs in.")
     query: str = Field(description="One SQL query; its first row/column is compared (see expect).")
+    when: str | None = Field(
+        default=None,
+        description="A query run first: when its first value is 0, false, NULL or no row, the check "
+        "is not applicable and passes saying so (e.g. a plugin's table does not exist).",
+        examples=["SELECT count(*) FROM information_schema.tables WHERE table_name = 'wp_wc_orders'"],
+    )
     expect: SqlExpect = Field(description="equals (first column of first row), at_least, at_most, empty.")
 
 
