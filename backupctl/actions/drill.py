@@ -345,6 +345,10 @@ def _drill_steps(
             restores[restore.source] = (service, restore, None)
         for files in service.files:
             restores[files.source] = (service, None, files.path)
+    if restore_all:  # the default drill: staging servers of the version each dump came from
+        drill = _match_server_versions(drill, manifest.artifacts, events)
+        restores = {k: (next(s for s in drill.services if s.name == v[0].name) if v[0] else None, *v[1:])
+                    for k, v in restores.items()}  # fmt: skip
     wanted = [a for a in manifest.artifacts if a.source in restores or restore_all]
     absent = sorted(set(restores) - {a.source for a in manifest.artifacts})
     if absent:
@@ -418,6 +422,40 @@ def _drill_steps(
             f"{sum(c.ok for c in outcome.checks if c.kind != 'integrity')}/{len(drill.checks)} passed",
         )
     outcome.open_stage = None
+
+
+DEFAULT_IMAGE_REPOSITORIES = {"postgres": "backupctl/postgres", "mariadb": "backupctl/mariadb"}
+
+
+def image_for_version(kind: str, server_version: str | None, current: str) -> str:
+    """The staging image matching a dump's server: PostgreSQL by major (15.4 → :15), MariaDB by
+    major.minor (10.11.6-MariaDB → :10.11), MySQL on the official `mysql` image (8.0.35 → mysql:8.0).
+    `current` when the version is unknown."""
+    if not server_version:
+        return current
+    numbers = server_version.split("-")[0].split(".")
+    if kind == "postgres" and numbers[0].isdigit():
+        return f"{DEFAULT_IMAGE_REPOSITORIES['postgres']}:{numbers[0]}"
+    if kind == "mariadb" and len(numbers) >= 2:
+        if "mariadb" not in server_version.lower() and int(numbers[0]) >= 5 and numbers[0] != "10":
+            return f"mysql:{numbers[0]}.{numbers[1]}"  # MySQL 5.7 / 8.x: the official image's tag
+        return f"{DEFAULT_IMAGE_REPOSITORIES['mariadb']}:{numbers[0]}.{numbers[1]}"
+    return current
+
+
+def _match_server_versions(drill: Drill, artifacts: list[ArtifactRecord], events: Events) -> Drill:
+    """The default drill's services, each on the image of its dump's server version (the
+    manifest records it): a PostgreSQL 16 dump is not restored into a 15 server."""
+    versions = {a.source: a.facts.get("server_version") for a in artifacts}
+    services = []
+    for service in drill.services:
+        image = service.image or ""
+        for restore in service.databases:
+            image = image_for_version(service.kind, versions.get(restore.source), image)
+        if image != service.image:
+            events.info(f"staging service {service.name}: {image} (the dump's server version)")
+        services.append(service.model_copy(update={"image": image}))
+    return drill.model_copy(update={"services": services})
 
 
 def url_values(runtime: StagingRuntime, drill: Drill) -> dict[str, str]:
