@@ -519,9 +519,10 @@ def _restore_database(
 ) -> None:
     started = time.monotonic()
     check = f"{feed.stream_check} {artifact.file if feed.stream_check == 'decrypt' else artifact.source}"
+    keep_privileges = _recreate_roles(runtime, service, artifact, outcome)
     with feed.plain(artifact) as (plain, finished):
         try:
-            runtime.restore_database(service, database, plain)
+            runtime.restore_database(service, database, plain, keep_privileges)
         finally:
             plain.read()  # drain so the producing thread can finish and report
         try:
@@ -550,6 +551,25 @@ def _restore_database(
         "; ".join(problems) if problems else f"{len(expected)} tables, every count equals the manifest",
         started,
     )
+
+
+def _recreate_roles(
+    runtime: StagingRuntime, service: Service, artifact: ArtifactRecord, outcome: DrillOutcome
+) -> bool:
+    """Recreate the roles a PostgreSQL dump needs (recorded in its facts: sources/pg_roles.py),
+    login roles with the drill secret as password; True when the restore may keep owners and
+    privileges (False for a snapshot made before roles were recorded)."""
+    roles = artifact.facts.get("roles")
+    if service.kind != "postgres" or not isinstance(roles, list):
+        return False
+    from backupctl.sources.pg_roles import create_roles_sql
+
+    started = time.monotonic()
+    if roles:
+        runtime.sql(service, "postgres", create_roles_sql(roles, _drill_secret()))
+    names = ", ".join(role["name"] for role in roles) or "none needed"
+    _integrity(outcome, f"roles {artifact.source}", True, f"recreated: {names}", started)
+    return True
 
 
 def _restore_files(

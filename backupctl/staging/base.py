@@ -59,9 +59,12 @@ class StagingRuntime(Protocol):
         Raises JobFailed naming the service and its last log lines on timeout."""
         ...
 
-    def restore_database(self, service: Service, database: str, stream: BinaryIO) -> None:
+    def restore_database(
+        self, service: Service, database: str, stream: BinaryIO, keep_privileges: bool = False
+    ) -> None:
         """Create `database` in the service and restore a plain dump stream (pg_dump custom
         format for postgres, SQL for mariadb) with the service's own tools, so versions match.
+        `keep_privileges` (postgres): the dump's roles exist, restore owners and GRANTs too.
         Reads `stream` to its end. Raises SourceError with the tool's stderr on failure."""
         ...
 

@@ -408,15 +408,19 @@ class DockerRuntime:
         lines = result.stdout.decode("utf-8", "replace").splitlines()
         return SqlResult([line.split("\t") for line in lines])
 
-    def restore_database(self, service: Service, database: str, stream: BinaryIO) -> None:
-        """Create `database` if missing, then stream the dump into pg_restore / mariadb inside."""
+    def restore_database(
+        self, service: Service, database: str, stream: BinaryIO, keep_privileges: bool = False
+    ) -> None:
+        """Create `database` if missing, then stream the dump into pg_restore / mariadb inside.
+        `keep_privileges`: the dump's roles were recreated: keep owners and GRANTs."""
         if service.kind == "postgres":
             exists = "SELECT 1 FROM pg_database WHERE datname = '" + database.replace("'", "''") + "'"
             if not self._query(service, None, exists, SourceError).rows:
                 create = 'CREATE DATABASE "' + database.replace('"', '""') + '"'
                 self._query(service, None, create, SourceError)
-            # --no-acl: the production roles that GRANTs name do not exist in staging.
-            argv = ["pg_restore", "--exit-on-error", "--no-owner", "--no-acl", *self._client_args(service)]
+            # Without the dump's roles (an older snapshot), owners and GRANTs would name missing roles.
+            skip = [] if keep_privileges else ["--no-owner", "--no-acl"]
+            argv = ["pg_restore", "--exit-on-error", *skip, *self._client_args(service)]
             argv += ["-d", database]
         elif service.kind == "mariadb":
             create = "CREATE DATABASE IF NOT EXISTS `" + database.replace("`", "``") + "`"

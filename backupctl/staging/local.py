@@ -129,18 +129,22 @@ class LocalRuntime:
                                         f"{error} | log: {_tail(cluster.log_file)}") from None  # fmt: skip
                     time.sleep(0.2)
 
-    def restore_database(self, service: Service, database: str, stream: BinaryIO) -> None:
+    def restore_database(
+        self, service: Service, database: str, stream: BinaryIO, keep_privileges: bool = False
+    ) -> None:
         """Create `database` unless it exists and restore `stream` into it with the cluster's own
         pg_restore / mariadb client, reading the stream to its end in 1 MiB chunks.
 
-        Production's roles do not exist in staging: pg_restore skips owners and privileges.
+        Unless the dump's roles were recreated (`keep_privileges`), pg_restore skips owners and
+        privileges: they would name roles staging does not have.
         Raises SourceError with the tool's stderr tail."""
         cluster = self._cluster(service)
         if isinstance(cluster, LocalPostgres):
             exists = cluster.psql(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(database)}")
             if not exists.strip():
                 cluster.create_database(database)
-            argv = [str(cluster.bindir / "pg_restore"), "--exit-on-error", "--no-owner", "--no-privileges",
+            skip = [] if keep_privileges else ["--no-owner", "--no-privileges"]
+            argv = [str(cluster.bindir / "pg_restore"), "--exit-on-error", *skip,
                     f"--dbname={cluster.url(database)}"]  # fmt: skip
             self._feed(service, argv, {"PGPASSWORD": cluster.password}, stream, [])
             return
