@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import logging
 import os
 import re
@@ -397,8 +398,13 @@ class DockerRuntime:
         return self._query(service, database, query, JobFailed)
 
     def _query(self, service: Service, database: str | None, query: str, error: type[JobFailed]) -> SqlResult:
+        # The query goes in on stdin, never on a command line: post-restore SQL and recreated
+        # roles may carry the drill secret.
+        argv = self._sql_argv(service, database, query)[:-2]  # without -c/-e QUERY
+        if service.kind == "postgres":
+            argv.insert(1, "-q")  # no command tags (UPDATE 2) among the rows
         result = self._exec(
-            self._container(service), self._sql_argv(service, database, query), env=self._tool_env(service)
+            self._container(service), argv, env=self._tool_env(service), stdin=io.BytesIO(query.encode())
         )
         if result.exit_code != 0:
             raise error(
