@@ -541,6 +541,7 @@ def _restore_database(
     _integrity(
         outcome, f"restore {artifact.source}", True, f"restored into {service.name}/{database}", started
     )
+    _recreate_accounts(runtime, service, database, artifact, outcome)
     counts = staging_row_counts(runtime, service, database)
     problems = count_rows_equal(artifact.source_type, artifact.facts, {"row_counts": counts})
     expected = artifact.facts.get("row_counts", {})
@@ -570,6 +571,24 @@ def _recreate_roles(
     names = ", ".join(role["name"] for role in roles) or "none needed"
     _integrity(outcome, f"roles {artifact.source}", True, f"recreated: {names}", started)
     return True
+
+
+def _recreate_accounts(
+    runtime: StagingRuntime, service: Service, database: str, artifact: ArtifactRecord, outcome: DrillOutcome
+) -> None:
+    """Recreate the MariaDB/MySQL accounts a dump's database needs (its facts, see
+    sources/mariadb_grants.py) with their grants on the staging database."""
+    accounts = artifact.facts.get("accounts")
+    if service.kind != "mariadb" or not isinstance(accounts, list):
+        return
+    from backupctl.sources.mariadb_grants import recreate_sql
+
+    started = time.monotonic()
+    if accounts:
+        source_db = str(artifact.facts.get("database") or database)
+        runtime.sql(service, database, recreate_sql(accounts, source_db, database, _drill_secret()))
+    names = ", ".join(f"{a['user']}@{a['host']}" for a in accounts) or "none recorded"
+    _integrity(outcome, f"accounts {artifact.source}", True, f"recreated: {names}", started)
 
 
 def _restore_files(

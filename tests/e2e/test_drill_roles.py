@@ -11,6 +11,7 @@ import yaml
 
 from backupctl.local_cluster.postgres import LocalPostgres
 from tests.fixtures.core import Workspace
+from tests.fixtures.mariadb import MariaDatabase
 
 
 def test_roles_and_grants_are_recorded_and_recreated(
@@ -65,3 +66,48 @@ def test_roles_and_grants_are_recorded_and_recreated(
     finally:
         postgres_cluster.drop_database(database)
         postgres_cluster.psql(f"DROP ROLE IF EXISTS {reader}, {readers}, {owner}, unrelated_{suffix};")
+
+
+def test_mariadb_accounts_and_grants_are_recorded_and_recreated(
+    workspace: Workspace, mariadb_database: MariaDatabase, staging_images: dict[str, str]
+) -> None:
+    from urllib.parse import urlparse
+
+    app_user = f"app_{secrets.token_hex(3)}"
+    server = mariadb_database.server
+    server.sql(f"CREATE USER '{app_user}'@'localhost' IDENTIFIED BY 'prod-only-secret'; GRANT SELECT, "
+               f"INSERT ON `{mariadb_database.name}`.* TO '{app_user}'@'localhost';")  # fmt: skip
+    try:
+        address = urlparse(mariadb_database.root_url)
+        workspace.env["MARIA_ROOT"] = server.password
+        workspace.write_policy("maria", workspace.base_policy("maria", [
+            {"name": "maria-db", "type": "mysql", "host": address.hostname, "port": address.port,
+             "user": "root", "password": "env:MARIA_ROOT", "database": mariadb_database.name}]))  # fmt: skip
+        assert workspace.run("backup", "maria").returncode == 0
+        snapshot = workspace.run_json("snapshots", "maria")[0]["id"]
+        manifest = (workspace.backups / "maria" / snapshot / "manifest.json").read_text()
+        accounts = {a["user"]: a for a in json.loads(manifest)["artifacts"][0]["facts"]["accounts"]}
+        assert accounts[app_user]["host"] == "localhost"
+        assert any("SELECT, INSERT" in grant for grant in accounts[app_user]["grants"])
+        assert "prod-only-secret" not in manifest and "PASSWORD" not in manifest.upper().replace(
+            "PASSWORD_", "")  # fmt: skip
+
+        grantee = f"'{app_user}'@'%'".replace("'", "''")
+        drill = {
+            "name": "maria", "policy": "maria", "runtime": "docker",
+            "services": [{"name": "db", "kind": "mariadb", "image": staging_images["mariadb"],
+                          "databases": [{"source": "maria-db", "database": "app"}]}],
+            "checks": [{"name": "grants", "type": "sql", "service": "db", "database": "app",
+                        "query": "SELECT count(*) FROM information_schema.SCHEMA_PRIVILEGES "
+                                 f"WHERE GRANTEE = '{grantee}' AND TABLE_SCHEMA = 'app'",
+                        "expect": {"equals": 2}}],
+        }  # fmt: skip
+        path = workspace.root / "maria-drill.yaml"
+        path.write_text(yaml.safe_dump(drill))
+        done = workspace.run("drill", str(path), "--json", timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+        assert checks["grants"]["status"] == "passed"
+        assert app_user in checks["accounts maria-db"]["detail"]
+    finally:
+        server.sql(f"DROP USER IF EXISTS '{app_user}'@'localhost';")
