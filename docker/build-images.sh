@@ -5,8 +5,11 @@
 #   backupctl/postgres:15            docker/postgres/   same env, ports, data dir as the official image
 #   backupctl/mariadb:10.11          docker/mariadb/    same env, ports, data dir as the official image
 #   backupctl/shop:latest            docker/shop/       the sample shop's web app
+#   any docker/apps/NAME/Dockerfile  your own app images (docker/apps/README.md), tagged by the line
+#                                    `# backupctl-tag: TAG` in the Dockerfile, else backupctl/NAME:latest
+#                                    (e.g. backupctl/wordpress:6.1 from docker/apps/wordpress/)
 #
-# usage: docker/build-images.sh [--force] [--check] [--mirror URL] [base|postgres|mariadb|shop ...]
+# usage: docker/build-images.sh [--force] [--check] [--mirror URL] [base|postgres|mariadb|shop|NAME ...]
 #
 # An image is rebuilt only when its inputs changed: each carries the label backupctl.inputs-sha256, a
 # hash of its build context (for the base: docker/base/; for the others: their directory plus the
@@ -28,6 +31,16 @@ declare -A tags=(
     [shop]=backupctl/shop:latest
 )
 order=(base postgres mariadb shop)
+declare -A dirs=([base]=base [postgres]=postgres [mariadb]=mariadb [shop]=shop)
+# App images: every docker/apps/NAME/ with a Dockerfile, built FROM the base like the bundled ones.
+for app_dir in "$docker_dir"/apps/*/; do
+    [ -f "$app_dir/Dockerfile" ] || continue
+    app="$(basename "$app_dir")"
+    app_tag="$(sed -n 's/^# backupctl-tag: *\([^ ]*\).*/\1/p' "$app_dir/Dockerfile" | head -n 1)"
+    tags[$app]="${app_tag:-backupctl/$app:latest}"
+    dirs[$app]="apps/$app"
+    order+=("$app")
+done
 
 usage() { sed -n '2,/^set /s/^# \{0,1\}//p' "$0"; }
 die() { echo "build-images: $2" >&2; exit "$1"; }
@@ -42,8 +55,8 @@ while [ $# -gt 0 ]; do
         --mirror) [ $# -ge 2 ] || die 2 "--mirror needs a URL"; mirror="$2"; shift ;;
         --mirror=*) mirror="${1#--mirror=}" ;;
         -h|--help) usage; exit 0 ;;
-        base|postgres|mariadb|shop) wanted+=("$1") ;;
-        *) die 2 "unknown argument: $1 (see --help)" ;;
+        -*) die 2 "unknown argument: $1 (see --help)" ;;
+        *) [ -n "${tags[$1]:-}" ] || die 2 "unknown image: $1 (known: ${order[*]})"; wanted+=("$1") ;;
     esac
     shift
 done
@@ -115,7 +128,7 @@ inputs_of() {
     if [ "$1" = base ]; then
         hash_context "$docker_dir/base"
     else
-        printf '%s %s' "$(image_id "${tags[base]}")" "$(hash_context "$docker_dir/$1")" | sha256sum | cut -d' ' -f1
+        printf '%s %s' "$(image_id "${tags[base]}")" "$(hash_context "$docker_dir/${dirs[$1]}")" | sha256sum | cut -d' ' -f1
     fi
 }
 
@@ -175,7 +188,7 @@ build_service() {
     rm -f "$build_log"
     build_log="$(mktemp)"
     if ! "${build_cmd[@]}" "${no_cache[@]}" --label "$label_key=$inputs" -t "${tags[$name]}" \
-            -f "$docker_dir/$name/Dockerfile" "$docker_dir/$name" >"$build_log" 2>&1; then
+            -f "$docker_dir/${dirs[$name]}/Dockerfile" "$docker_dir/${dirs[$name]}" >"$build_log" 2>&1; then
         tail -n 40 "$build_log" >&2
         die 1 "$name: docker build failed"
     fi

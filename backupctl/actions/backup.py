@@ -78,7 +78,12 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
         run.ahead.dump.start(policy.sources[0].name, sources[policy.sources[0].name])
         catalog = _begin(settings, loaded, run.snapshot_id, started_at, events)  # meanwhile
         for config in policy.sources:
-            run.artifacts.append(store_source(run, config, sources[config.name]))
+            record = store_source(run, config, sources[config.name])
+            run.artifacts.append(record)
+            # What the source could not take faithfully (outside links, devices): said aloud here,
+            # recorded in the manifest's facts.
+            for note in [*record.facts.get("warnings", []), *record.facts.get("skipped", [])]:
+                events.warning(f"source {config.name}: {note}")
         manifest = Manifest(
             snapshot_id=run.snapshot_id, policy=policy.name, policy_sha256=loaded.sha256,
             host=socket.gethostname(), backupctl_version=__version__, started_at=started_text,

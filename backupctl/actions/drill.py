@@ -37,7 +37,7 @@ from backupctl.errors import BackupctlError, ConfigError, IntegrityError, JobFai
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 from backupctl.sources.base import build_source, count_rows_equal
-from backupctl.staging.base import StagingRuntime
+from backupctl.staging.base import StagingRuntime, fill_placeholders
 from backupctl.targets.registry import traits_of
 
 DRILL_SECRET_ENV = "BACKUPCTL_DRILL_SECRET"
@@ -55,6 +55,7 @@ class StageTiming:
     name: str
     seconds: float
     detail: str = ""
+    failed: bool = False  # the drill stopped during this stage
 
 
 @dataclass
@@ -79,6 +80,31 @@ class DrillOutcome:
     reason: str | None = None
     kept: Any = None  # StagingInfo when --keep
     reports: dict[str, str] = field(default_factory=dict)
+    open_stage: tuple[str, float] | None = None  # begun and not finished: the failed one if any
+    warnings: list[str] = field(default_factory=list)  # isolation the runtime could not establish
+
+    def begin(self, name: str) -> float:
+        """Mark stage `name` as begun; its start time (monotonic)."""
+        started = time.monotonic()
+        self.open_stage = (name, started)
+        return started
+
+    def close_failed_stage(self, reason: str) -> None:
+        """The drill stopped: the stage it was in appears in the table, as the failure."""
+        if self.open_stage is not None:
+            name, started = self.open_stage
+            self.stages.append(StageTiming(name, time.monotonic() - started, reason, failed=True))
+            self.open_stage = None
+
+    def mark_not_run(self, drill: Drill) -> None:
+        """Checks of the drill that never ran are reported "not run", never "passed"."""
+        ran = {check.name for check in self.checks}
+        for check in drill.checks:
+            if check.name not in ran:
+                self.checks.append(
+                    CheckResult(check.name, check.type, False, "not run: the drill stopped before it", 0.0,
+                                not_run=True)
+                )  # fmt: skip
 
 
 def default_drill(policy: Policy) -> Drill:
@@ -268,6 +294,8 @@ def run_drill(
     except BackupctlError as error:
         outcome.reason = mask(str(error))
     finally:
+        outcome.close_failed_stage(outcome.reason or "stopped")
+        outcome.mark_not_run(drill)
         feed.close()
         if keep:
             outcome.kept = runtime.info()
@@ -298,6 +326,7 @@ def _drill_steps(
 ) -> None:
     def stage(name: str, started: float, detail: str = "") -> None:
         outcome.stages.append(StageTiming(name, time.monotonic() - started, detail))
+        outcome.open_stage = None
 
     def integrity(name: str, ok: bool, detail: str, started: float) -> None:
         outcome.checks.append(
@@ -327,6 +356,10 @@ def _drill_steps(
             restores[restore.source] = (service, restore, None)
         for files in service.files:
             restores[files.source] = (service, None, files.path)
+    if restore_all:  # the default drill: staging servers of the version each dump came from
+        drill = _match_server_versions(drill, manifest.artifacts, events)
+        restores = {k: (next(s for s in drill.services if s.name == v[0].name) if v[0] else None, *v[1:])
+                    for k, v in restores.items()}  # fmt: skip
     wanted = [a for a in manifest.artifacts if a.source in restores or restore_all]
     absent = sorted(set(restores) - {a.source for a in manifest.artifacts})
     if absent:
@@ -339,42 +372,58 @@ def _drill_steps(
 
     # Fetch: read and hash every artifact first (a Glacier warm-up happens here).
     for artifact in wanted:
-        started = time.monotonic()
+        started = outcome.begin(f"fetch {artifact.source}")
         fetched = feed.fetch(artifact)
         outcome.warmup_seconds += fetched.warmup_seconds
+        integrity(fetched.check, fetched.ok, fetched.detail, started)  # a failure fails this stage
         stage(f"fetch {artifact.source}", started, fetched.stage)
-        integrity(fetched.check, fetched.ok, fetched.detail, started)
 
-    started = time.monotonic()
+    started = outcome.begin("databases ready")
     database_services = [s for s in drill.services if s.kind != "app"]
     runtime.start_databases(database_services)
+    _isolation_warnings(runtime, outcome, events)
     stage("databases ready", started, ", ".join(s.name for s in database_services))
 
     for artifact in wanted:
         into, database, path = restores.get(artifact.source, (None, None, None))
-        started = time.monotonic()
+        started = outcome.begin(f"restore {artifact.source}")
         if database is not None and into is not None:
             _restore_database(runtime, into, database.database, feed, artifact, outcome)
         else:
             _restore_files(runtime, into, path, feed, artifact, outcome)
         stage(f"restore {artifact.source}", started, f"{artifact.plain_bytes} bytes")
         if after_restore is not None and database is not None and into is not None:
-            started = time.monotonic()  # e.g. a binlog replay (actions/binlog_drill.py): part of the RTO
+            started = outcome.begin(f"replay {artifact.source}")  # e.g. a binlog replay: part of the RTO
             if detail := after_restore(runtime, into, database.database, artifact.source, outcome):
                 stage(f"replay {artifact.source}", started, detail)
         events.info(f"drill {outcome.run_id}: restored {artifact.source}")
 
-    started = time.monotonic()
+    started = outcome.begin("apps ready")
     apps = [s for s in drill.services if s.kind == "app"]
-    if apps:
-        runtime.start_apps(apps)
-        stage("apps ready", started, ", ".join(s.name for s in apps))
+    spent = 0.0  # in post-restore steps, which run while apps start: their own stages
 
-    started = time.monotonic()
+    def before_ready() -> None:
+        nonlocal spent
+        began = time.monotonic()
+        _post_restore(runtime, drill, outcome)
+        spent = time.monotonic() - began
+        outcome.open_stage = ("apps ready", started + spent)
+
+    if apps:
+        runtime.start_apps(apps, before_ready if drill.post_restore else None)
+        _isolation_warnings(runtime, outcome, events)
+        stage("apps ready", started + spent, ", ".join(s.name for s in apps))
+    elif drill.post_restore:
+        _post_restore(runtime, drill, outcome)
+    outcome.open_stage = None
+
+    started = outcome.begin("checks")
     if drill.checks:
         from backupctl.checks.base import CheckContext, run_check
 
-        context = CheckContext(runtime=runtime, services={s.name: s for s in drill.services})
+        context = CheckContext(
+            runtime=runtime, services={s.name: s for s in drill.services}, values=url_values(runtime, drill)
+        )
         for check in drill.checks:
             result = run_check(check, context)
             outcome.checks.append(result)
@@ -387,6 +436,92 @@ def _drill_steps(
             started,
             f"{sum(c.ok for c in outcome.checks if c.kind != 'integrity')}/{len(drill.checks)} passed",
         )
+    outcome.open_stage = None
+
+
+DEFAULT_IMAGE_REPOSITORIES = {"postgres": "backupctl/postgres", "mariadb": "backupctl/mariadb"}
+
+
+def image_for_version(kind: str, server_version: str | None, current: str) -> str:
+    """The staging image matching a dump's server: PostgreSQL by major (15.4 → :15), MariaDB by
+    major.minor (10.11.6-MariaDB → :10.11), MySQL on the official `mysql` image (8.0.35 → mysql:8.0).
+    `current` when the version is unknown."""
+    if not server_version:
+        return current
+    numbers = server_version.split("-")[0].split(".")
+    if kind == "postgres" and numbers[0].isdigit():
+        return f"{DEFAULT_IMAGE_REPOSITORIES['postgres']}:{numbers[0]}"
+    if kind == "mariadb" and len(numbers) >= 2:
+        if "mariadb" not in server_version.lower() and int(numbers[0]) >= 5 and numbers[0] != "10":
+            return f"mysql:{numbers[0]}.{numbers[1]}"  # MySQL 5.7 / 8.x: the official image's tag
+        return f"{DEFAULT_IMAGE_REPOSITORIES['mariadb']}:{numbers[0]}.{numbers[1]}"
+    return current
+
+
+def _match_server_versions(drill: Drill, artifacts: list[ArtifactRecord], events: Events) -> Drill:
+    """The default drill's services, each on the image of its dump's server version (the
+    manifest records it): a PostgreSQL 16 dump is not restored into a 15 server."""
+    versions = {a.source: a.facts.get("server_version") for a in artifacts}
+    services = []
+    for service in drill.services:
+        image = service.image or ""
+        for restore in service.databases:
+            image = image_for_version(service.kind, versions.get(restore.source), image)
+        if image != service.image:
+            events.info(f"staging service {service.name}: {image} (the dump's server version)")
+        services.append(service.model_copy(update={"image": image}))
+    return drill.model_copy(update={"services": services})
+
+
+def url_values(runtime: StagingRuntime, drill: Drill) -> dict[str, str]:
+    """`${svc.url}` of every running service with a port: the base URL http checks use."""
+    values: dict[str, str] = {}
+    for service in drill.services:
+        try:
+            host, port = runtime.endpoint(service)
+        except BackupctlError:  # not started (or no address): no placeholder for it
+            continue
+        if port:
+            # Port 80 is left out, as browsers write it: apps compare their URL with the Host header.
+            address = f"[{host}]" if ":" in host else host
+            values[f"{service.name}.url"] = f"http://{address}" + ("" if port == 80 else f":{port}")
+    return values
+
+
+def _post_restore(runtime: StagingRuntime, drill: Drill, outcome: DrillOutcome) -> None:
+    """Run the drill's post-restore steps in order, each a timed stage; JobFailed on the first
+    that fails (SQL error, unexpected exit code), naming it."""
+    values = {**url_values(runtime, drill), DRILL_SECRET_ENV: _drill_secret()}
+    services = {service.name: service for service in drill.services}
+    for step in drill.post_restore:
+        name = f"post-restore {step.name}"
+        started = outcome.begin(name)
+        service = services[step.service]
+        if step.sql is not None:
+            try:
+                result = runtime.sql(service, step.database or "", fill_placeholders(step.sql, values))
+            except BackupctlError as error:
+                raise JobFailed(f"{name}: {error}") from None
+            detail = f"sql in {service.name}/{step.database}: {len(result.rows)} rows returned"
+        else:
+            argv = [fill_placeholders(arg, values) for arg in step.command or []]
+            done = runtime.exec(service, argv)
+            if done.exit_code != step.exit_code:
+                raise JobFailed(
+                    f"{name}: {argv[0]} in {service.name} exited {done.exit_code}, expected "
+                    f"{step.exit_code}: {mask(done.output.strip()[-300:])}"
+                )
+            detail = f"{argv[0]} in {service.name}: exit {done.exit_code}"
+        outcome.stages.append(StageTiming(name, time.monotonic() - started, detail))
+        outcome.open_stage = None
+
+
+def _isolation_warnings(runtime: StagingRuntime, outcome: DrillOutcome, events: Events) -> None:
+    """Say loudly, once, what isolation the runtime could not put in place."""
+    for warning in getattr(runtime, "warnings", []):
+        if warning not in outcome.warnings:
+            outcome.warnings.append(warning)
+            events.warning(warning)
 
 
 def _restore_database(
@@ -399,9 +534,10 @@ def _restore_database(
 ) -> None:
     started = time.monotonic()
     check = f"{feed.stream_check} {artifact.file if feed.stream_check == 'decrypt' else artifact.source}"
+    keep_privileges = _recreate_roles(runtime, service, artifact, outcome)
     with feed.plain(artifact) as (plain, finished):
         try:
-            runtime.restore_database(service, database, plain)
+            runtime.restore_database(service, database, plain, keep_privileges)
         finally:
             plain.read()  # drain so the producing thread can finish and report
         try:
@@ -420,6 +556,7 @@ def _restore_database(
     _integrity(
         outcome, f"restore {artifact.source}", True, f"restored into {service.name}/{database}", started
     )
+    _recreate_accounts(runtime, service, database, artifact, outcome)
     counts = staging_row_counts(runtime, service, database)
     problems = count_rows_equal(artifact.source_type, artifact.facts, {"row_counts": counts})
     expected = artifact.facts.get("row_counts", {})
@@ -430,6 +567,43 @@ def _restore_database(
         "; ".join(problems) if problems else f"{len(expected)} tables, every count equals the manifest",
         started,
     )
+
+
+def _recreate_roles(
+    runtime: StagingRuntime, service: Service, artifact: ArtifactRecord, outcome: DrillOutcome
+) -> bool:
+    """Recreate the roles a PostgreSQL dump needs (recorded in its facts: sources/pg_roles.py),
+    login roles with the drill secret as password; True when the restore may keep owners and
+    privileges (False for a snapshot made before roles were recorded)."""
+    roles = artifact.facts.get("roles")
+    if service.kind != "postgres" or not isinstance(roles, list):
+        return False
+    from backupctl.sources.pg_roles import create_roles_sql
+
+    started = time.monotonic()
+    if roles:
+        runtime.sql(service, "postgres", create_roles_sql(roles, _drill_secret()))
+    names = ", ".join(role["name"] for role in roles) or "none needed"
+    _integrity(outcome, f"roles {artifact.source}", True, f"recreated: {names}", started)
+    return True
+
+
+def _recreate_accounts(
+    runtime: StagingRuntime, service: Service, database: str, artifact: ArtifactRecord, outcome: DrillOutcome
+) -> None:
+    """Recreate the MariaDB/MySQL accounts a dump's database needs (its facts, see
+    sources/mariadb_grants.py) with their grants on the staging database."""
+    accounts = artifact.facts.get("accounts")
+    if service.kind != "mariadb" or not isinstance(accounts, list):
+        return
+    from backupctl.sources.mariadb_grants import recreate_sql
+
+    started = time.monotonic()
+    if accounts:
+        source_db = str(artifact.facts.get("database") or database)
+        runtime.sql(service, database, recreate_sql(accounts, source_db, database, _drill_secret()))
+    names = ", ".join(f"{a['user']}@{a['host']}" for a in accounts) or "none recorded"
+    _integrity(outcome, f"accounts {artifact.source}", True, f"recreated: {names}", started)
 
 
 def _restore_files(

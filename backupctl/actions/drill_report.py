@@ -20,7 +20,8 @@ def to_report(outcome: DrillOutcome, history: list[HistoryPoint]) -> DrillReport
     stages = []
     for stage in outcome.stages:
         found = _WARMUP.search(stage.detail)
-        stages.append(Stage(stage.name, stage.seconds, stage.detail, float(found.group(1)) if found else 0.0))
+        warmup = float(found.group(1)) if found else 0.0
+        stages.append(Stage(stage.name, stage.seconds, stage.detail, warmup, stage.failed))
     return DrillReport(
         drill=outcome.drill,
         policy=outcome.policy,
@@ -66,6 +67,7 @@ def outcome_json(outcome: DrillOutcome) -> dict[str, Any]:
     data.pop("history", None)
     data["warmup_seconds"] = round(outcome.warmup_seconds, 3)
     data["reports"] = outcome.reports
+    data["warnings"] = outcome.warnings
     if outcome.kept is not None:
         data["kept"] = {"services": outcome.kept.services, "remove": outcome.kept.remove}
     return data

@@ -39,6 +39,12 @@ class CheckResult:
     detail: str
     duration: float
     steps: list[dict[str, Any]] = field(default_factory=list)
+    not_run: bool = False  # the drill stopped before this check ran (ok is then False)
+
+    @property
+    def status(self) -> str:
+        """"passed", "failed" or "not run"."""
+        return "not run" if self.not_run else "passed" if self.ok else "failed"
 
 
 @dataclass

@@ -29,6 +29,7 @@ read; environment proxies are ignored (staging is reached directly, never throug
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import http.cookiejar
 import json
@@ -38,12 +39,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from backupctl.checks.base import CheckContext, CheckOutcome, as_number, excerpt, register_check, show
 from backupctl.core.secrets import SCHEMES, SecretRef
 from backupctl.drills.schema import HttpCheck, HttpStep
 from backupctl.errors import ConfigError, JobFailed
+from backupctl.staging.origin import StayOnOrigin, origin_of
 
 MAX_BODY = 1024 * 1024  # bytes of a response kept for expectations; smoke checks need no more
 USER_AGENT = "backupctl-drill"
@@ -263,34 +265,32 @@ class Response:
     status: int
     body: bytes
     redirect_refused: str | None = None
+    headers: Any = None  # an email.message.Message (case-insensitive get), None when absent
+    sha256: str = ""  # of the whole body, also beyond the MAX_BODY bytes kept
+    size: int = 0
 
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
 
 
-class _StayOnService(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to the same scheme, host and port; remember the refused target."""
-
-    def __init__(self, origin: tuple[str, str, int], follow: bool) -> None:
-        self.origin, self.follow = origin, follow
-        self.refused: str | None = None
-
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
-                         headers: Any, newurl: str) -> urllib.request.Request | None:
-        # Returning None stops here: the 3xx becomes the step's response.
-        if not self.follow:
-            return None
-        if _origin(newurl) != self.origin:
-            self.refused = newurl
-            return None
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+# The rule is shared with the readiness probes (staging/origin.py).
+_StayOnService = StayOnOrigin
+_origin = origin_of
 
 
-def _origin(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+def _read_body(answer: Any) -> tuple[bytes, str, int]:
+    """(the first MAX_BODY bytes, sha256 hex of the whole body, its size): a download is
+    hashed to its end without being kept."""
+    digest = hashlib.sha256()
+    kept = bytearray()
+    size = 0
+    while chunk := answer.read(1 << 16):
+        digest.update(chunk)
+        size += len(chunk)
+        if len(kept) < MAX_BODY:
+            kept += chunk[: MAX_BODY - len(kept)]
+    return bytes(kept), digest.hexdigest(), size
 
 
 def _send(jar: http.cookiejar.CookieJar, request: urllib.request.Request, timeout: float,
@@ -302,10 +302,11 @@ def _send(jar: http.cookiejar.CookieJar, request: urllib.request.Request, timeou
     )
     try:
         with opener.open(request, timeout=timeout) as answer:
-            return Response(answer.status, answer.read(MAX_BODY), redirects.refused)
+            body, digest, size = _read_body(answer)
+            return Response(answer.status, body, redirects.refused, answer.headers, digest, size)
     except urllib.error.HTTPError as error:  # 4xx/5xx (and unfollowed 3xx) are answers too
-        body = error.read(MAX_BODY) if error.fp is not None else b""
-        return Response(error.code, body, redirects.refused)
+        body, digest, size = _read_body(error) if error.fp is not None else (b"", "", 0)
+        return Response(error.code, body, redirects.refused, error.headers, digest, size)
     except TimeoutError:
         raise JobFailed(f"no answer within {timeout:g}s") from None
     except urllib.error.URLError as error:
@@ -336,7 +337,9 @@ def run_http(check: HttpCheck, context: CheckContext) -> CheckOutcome:
         try:
             path = _fill_path(step.path, values)
             label = f"{step.method} {path}"
-            response = _send(jar, _build_request(base, path, step, values), context.http_timeout,
+            limit = step.timeout or check.timeout
+            timeout = limit.total_seconds() if limit is not None else context.http_timeout
+            response = _send(jar, _build_request(base, path, step, values), timeout,
                              follow_redirects=not 300 <= step.expect.status < 400)
             status = response.status
             problem = _judge(step, response, values)
@@ -386,11 +389,25 @@ def _judge(step: HttpStep, response: Response, values: dict[str, Any]) -> str | 
         refused = (f" (redirect to {response.redirect_refused} not followed: it leaves the service)"
                    if response.redirect_refused else "")
         return f"expected status {expect.status}, got {response.status}{refused}{body}"
-    if expect.contains is not None:
-        wanted = str(resolve_value(expect.contains, values))
+    for wanted in _texts(expect.contains, values):
         if wanted not in response.text:
             return f"expected the body to contain {show(wanted)}{body}"
-    if not expect.json_paths and not step.save:
+    for unwanted in _texts(expect.not_contains, values):
+        if unwanted in response.text:
+            return f"expected the body not to contain {show(unwanted)}{body}"
+    for name, wanted in expect.headers.items():
+        found = response.headers.get(name) if response.headers is not None else None
+        text = str(resolve_value(wanted, values))
+        if found is None or text not in found:
+            return f"expected header {name} containing {show(text)}, got {show(found)}"
+    if expect.sha256 is not None and response.sha256 != expect.sha256.lower():
+        wanted = expect.sha256.lower()
+        return f"expected a body with sha256 {wanted}, got {response.sha256} ({response.size} bytes)"
+    json_saves = {name: how for name, how in step.save.items() if not how.startswith(("header:", "regex:"))}
+    for name, how in step.save.items():
+        if name not in json_saves and (problem := _save_other(name, how, response, values)) is not None:
+            return problem
+    if not expect.json_paths and not json_saves:
         return None
     try:
         document = json.loads(response.body)
@@ -402,9 +419,35 @@ def _judge(step: HttpStep, response: Response, values: dict[str, Any]) -> str | 
     ]
     if problems:
         return "; ".join(problems)
-    for name, path in step.save.items():
+    for name, path in json_saves.items():
         try:
-            values[name] = lookup(document, path)
+            values[name] = lookup(document, path.removeprefix("json:"))
         except PathMissing as error:
             return f"cannot save ${{{name}}} from {path}: {error}"
+    return None
+
+
+def _texts(wanted: str | list[str] | None, values: dict[str, Any]) -> list[str]:
+    """`contains`/`not_contains` as a list of texts, placeholders filled."""
+    if wanted is None:
+        return []
+    return [str(resolve_value(text, values)) for text in ([wanted] if isinstance(wanted, str) else wanted)]
+
+
+def _save_other(name: str, how: str, response: Response, values: dict[str, Any]) -> str | None:
+    """Save `header:NAME` or `regex:PATTERN` (first group, else the whole match) as ${name}."""
+    kind, _, what = how.partition(":")
+    if kind == "header":
+        found = response.headers.get(what) if response.headers is not None else None
+        if found is None:
+            return f"cannot save ${{{name}}}: the response has no header {what}"
+        values[name] = found
+        return None
+    try:
+        match = re.search(what, response.text)
+    except re.error as error:
+        return f"cannot save ${{{name}}}: bad regex {show(what)}: {error}"
+    if match is None:
+        return f"cannot save ${{{name}}}: {show(what)} does not match; body: {excerpt(response.text)}"
+    values[name] = match.group(1) if match.groups() else match.group(0)
     return None

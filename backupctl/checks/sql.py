@@ -93,6 +93,11 @@ def _cut(value: str, limit: int = 60) -> str:
 def run_sql(check: SqlCheck, context: CheckContext) -> CheckOutcome:
     """Run the check's query in its database service and compare the result."""
     service = context.service(check.service)
+    if check.when is not None:
+        # A precondition (e.g. a plugin's table exists): false means not applicable, not failed.
+        condition = context.runtime.sql(service, check.database, check.when).scalar
+        if condition is None or condition.strip() in ("", "0", "f", "false", "NULL"):
+            return CheckOutcome(True, f"not applicable: `when` returned {condition!r} ({_cut(check.when)})")
     result = context.runtime.sql(service, check.database, check.query)
     stated, failed = evaluate(check.expect, result.rows)
     rows = mask(show_rows(result.rows))

@@ -15,7 +15,8 @@ from backupctl.errors import JobFailed
 
 
 @click.command()
-@click.argument("what", metavar="DRILL_FILE|POLICY|cleanup")
+@click.argument("what", metavar="DRILL_FILE|POLICY|cleanup|validate|example|reference")
+@click.argument("file", required=False, type=click.Path(path_type=Path), metavar="[FILE]")
 @click.option(
     "--from", "from_target", metavar="TARGET", help="Restore from this target (default: the most remote)."
 )
@@ -45,6 +46,7 @@ from backupctl.errors import JobFailed
 def drill(
     app: App,
     what: str,
+    file: Path | None,
     from_target: str | None,
     snapshot_ref: str | None,
     runtime: str | None,
@@ -64,6 +66,9 @@ def drill(
     backupctl drill shop                      the policy's drill_file, else its default drill:
                                               restore every source, integrity checks only
     backupctl drill cleanup [--run ID]        remove leftovers of killed drills (by label)
+    backupctl drill validate drills/shop.yaml every problem with file:line (exit 2 if any)
+    backupctl drill example > drills/mine.yaml an annotated drill file to start from
+    backupctl drill reference                 every key (docs/drill-reference.md)
 
     Measured RTO (fetch incl. Glacier warm-up → restores → services ready → checks) is
     compared with the policy's RTO, the snapshot's age with its RPO. Exit 0 pass, 1 fail,
@@ -71,6 +76,9 @@ def drill(
     """
     if what == "cleanup":
         _cleanup(run_id, as_json)
+        return
+    if what in ("validate", "example", "reference"):
+        _drill_file_command(what, file, as_json)
         return
     from backupctl.actions.drill import default_drill, prepare_drill_secret, run_drill
     from backupctl.actions.drill_report import write_outcome_reports
@@ -122,6 +130,36 @@ def drill(
         raise JobFailed(f"drill {outcome.drill} FAILED: {outcome.reason}")
 
 
+def _drill_file_command(what: str, file: Path | None, as_json: bool) -> None:
+    """`drill validate FILE`, `drill example`, `drill reference`."""
+    from backupctl.drills import example
+
+    if what == "example":
+        click.echo(example.example_yaml(), nl=False)
+        return
+    if what == "reference":
+        click.echo(example.reference_markdown())
+        return
+    if file is None:
+        raise click.UsageError("drill validate needs the drill FILE")
+    from backupctl.drills.loader import load_drill_for_validation
+    from backupctl.errors import PolicyInvalid
+
+    try:
+        spec = load_drill_for_validation(file)
+    except PolicyInvalid as error:
+        if as_json:
+            print_json({"valid": [], "issues": [issue.as_dict() for issue in error.issues]})
+            raise click.exceptions.Exit(2) from None
+        raise
+    steps = len(spec.post_restore)
+    summary = f"{len(spec.services)} services, {steps} post-restore steps, {len(spec.checks)} checks"
+    if as_json:
+        print_json({"valid": [str(file)], "issues": []})
+    else:
+        click.echo(f"ok  {file}  (drill '{spec.name}' of policy '{spec.policy}': {summary})")
+
+
 def _render(outcome: object, paths: dict[str, Path]) -> None:
     from rich.table import Table
 
@@ -135,14 +173,18 @@ def _render(outcome: object, paths: dict[str, Path]) -> None:
         f"({outcome.runtime} runtime, run {outcome.run_id})",
         markup=False,
     )
-    table = Table("stage", "time", "detail", box=None)
+    table = Table("stage", "time", "status", "detail", box=None)
     for stage in outcome.stages:
-        table.add_row(stage.name, humanize_seconds(stage.seconds), stage.detail)
+        status = "FAILED" if stage.failed else "ok"
+        table.add_row(stage.name, humanize_seconds(stage.seconds), status, stage.detail)
     console.print(table)
     checks = Table("check", "kind", "ok", "detail", box=None)
     for check in outcome.checks:
-        checks.add_row(check.name, check.kind, "ok" if check.ok else "FAIL", check.detail)
+        status = {"passed": "ok", "failed": "FAIL", "not run": "not run"}[check.status]
+        checks.add_row(check.name, check.kind, status, check.detail)
     console.print(checks)
+    if outcome.measured_rto is None and outcome.objectives_checked:
+        console.print("RTO and RPO not measured: the drill stopped before recovering", markup=False)
     if outcome.measured_rto is not None and outcome.rto_objective is not None:
         console.print(
             f"measured RTO {humanize_seconds(outcome.measured_rto)} (objective "

@@ -32,9 +32,11 @@ def validate(app: App, paths: tuple[Path, ...], no_secrets: bool, as_json: bool)
     from backupctl.policy.loader import validate_paths  # pydantic: imported when needed
 
     loaded, issues = validate_paths(targets, check_secrets=not no_secrets)
+    from backupctl.drills.loader import drill_file_issues
     from backupctl.policy.recipients import unmatched_recipients_warning
     from backupctl.policy.rpo_check import rpo_warnings  # can the RPO be met? (docs/pitr.md)
 
+    issues += drill_file_issues(loaded)  # a policy's drill_file is part of it
     keys_dir = app.settings.keys_dir
     warnings = [warning for item in loaded for warning in rpo_warnings(item.policy)]
     warnings += [w for item in loaded if (w := unmatched_recipients_warning(item.policy, keys_dir))]

@@ -44,6 +44,7 @@ class Stage:
     seconds: float
     detail: str = ""
     wait_seconds: float = 0.0
+    failed: bool = False  # the drill stopped in this stage (its time runs until the failure)
 
 
 class HistoryPoint(NamedTuple):
@@ -83,18 +84,37 @@ class DrillReport:
 
     @property
     def rto_ok(self) -> bool | None:
-        """Met / missed / None (not checked, or no objective). No measurement means missed."""
+        """Met / missed / None (not checked, no objective, or not measured: see rto_status)."""
         return _objective_met(self.objectives_checked, self.measured_rto_seconds, self.rto_objective_seconds)
 
     @property
     def rpo_ok(self) -> bool | None:
         return _objective_met(self.objectives_checked, self.rpo_at_drill_seconds, self.rpo_objective_seconds)
 
+    @property
+    def rto_status(self) -> str:
+        """"met", "missed", "not measured" (the drill stopped before recovering) or "not checked"."""
+        checked, objective = self.objectives_checked, self.rto_objective_seconds
+        return _objective_status(checked, self.measured_rto_seconds, objective)
+
+    @property
+    def rpo_status(self) -> str:
+        checked, objective = self.objectives_checked, self.rpo_objective_seconds
+        return _objective_status(checked, self.rpo_at_drill_seconds, objective)
+
 
 def _objective_met(checked: bool, measured: float | None, objective: float | None) -> bool | None:
-    if not checked or objective is None:
+    if not checked or objective is None or measured is None:
         return None
-    return measured is not None and measured <= objective
+    return measured <= objective
+
+
+def _objective_status(checked: bool, measured: float | None, objective: float | None) -> str:
+    if not checked or objective is None:
+        return "not checked"
+    if measured is None:
+        return "not measured"
+    return "met" if measured <= objective else "missed"
 
 
 def _utc(moment: datetime) -> datetime:
@@ -108,7 +128,8 @@ def _iso(moment: datetime) -> str:
 # ------------------------------------------------------------------------------------------- JSON
 def to_json(report: DrillReport) -> dict[str, Any]:
     """The report as JSON-ready data with stable keys, ISO 8601 UTC times, secrets masked."""
-    failed = sum(1 for check in report.checks if not check.ok)
+    failed = sum(1 for check in report.checks if not check.ok and not check.not_run)
+    not_run = sum(1 for check in report.checks if check.not_run)
     data: dict[str, Any] = {
         "schema": SCHEMA,
         "drill": report.drill,
@@ -123,19 +144,24 @@ def to_json(report: DrillReport) -> dict[str, Any]:
         "ok": report.ok,
         "reason": report.reason,
         "stages": [{"name": stage.name, "seconds": round(stage.seconds, 3),
-                    "wait_seconds": round(stage.wait_seconds, 3), "detail": stage.detail}
+                    "wait_seconds": round(stage.wait_seconds, 3), "detail": stage.detail,
+                    "status": "failed" if stage.failed else "ok"}
                    for stage in report.stages],
         "objectives": {
             "checked": report.objectives_checked,
             "rto": {"measured_seconds": report.measured_rto_seconds,
-                    "objective_seconds": report.rto_objective_seconds, "ok": report.rto_ok},
+                    "objective_seconds": report.rto_objective_seconds, "ok": report.rto_ok,
+                    "status": report.rto_status},
             "rpo": {"at_drill_seconds": report.rpo_at_drill_seconds,
-                    "objective_seconds": report.rpo_objective_seconds, "ok": report.rpo_ok},
+                    "objective_seconds": report.rpo_objective_seconds, "ok": report.rpo_ok,
+                    "status": report.rpo_status},
         },
         "checks": [{"name": check.name, "kind": check.kind, "ok": check.ok, "detail": check.detail,
-                    "duration_seconds": round(check.duration, 3), "steps": check.steps}
+                    "duration_seconds": round(check.duration, 3), "steps": check.steps,
+                    "status": check.status}
                    for check in report.checks],
-        "summary": {"checks": len(report.checks), "passed": len(report.checks) - failed, "failed": failed},
+        "summary": {"checks": len(report.checks), "passed": len(report.checks) - failed - not_run,
+                    "failed": failed, "not_run": not_run},
         "history": [{"finished_at": _iso(point.finished_at),
                      "measured_rto_seconds": point.measured_rto_seconds, "ok": point.ok}
                     for point in map(HistoryPoint._make, report.history)],
@@ -152,13 +178,15 @@ def from_json(data: dict[str, Any]) -> DrillReport:
         runtime=data["runtime"], run_id=data["run_id"], ok=data["ok"], reason=data["reason"],
         started_at=datetime.fromisoformat(data["started_at"]),
         finished_at=datetime.fromisoformat(data["finished_at"]),
-        stages=[Stage(s["name"], s["seconds"], s["detail"], s["wait_seconds"]) for s in data["stages"]],
+        stages=[Stage(s["name"], s["seconds"], s["detail"], s["wait_seconds"], s.get("status") == "failed")
+                for s in data["stages"]],
         measured_rto_seconds=objectives["rto"]["measured_seconds"],
         rto_objective_seconds=objectives["rto"]["objective_seconds"],
         rpo_at_drill_seconds=objectives["rpo"]["at_drill_seconds"],
         rpo_objective_seconds=objectives["rpo"]["objective_seconds"],
         objectives_checked=objectives["checked"],
-        checks=[CheckResult(c["name"], c["kind"], c["ok"], c["detail"], c["duration_seconds"], c["steps"])
+        checks=[CheckResult(c["name"], c["kind"], c["ok"], c["detail"], c["duration_seconds"], c["steps"],
+                            c.get("status") == "not run")
                 for c in data["checks"]],
         history=[HistoryPoint(datetime.fromisoformat(h["finished_at"]), h["measured_rto_seconds"], h["ok"])
                  for h in data["history"]],
@@ -170,21 +198,34 @@ def to_junit(report: DrillReport) -> str:
     """JUnit XML: one testsuite (the drill), one testcase per check, plus the objectives."""
     drill = _xml_text(report.drill)
     cases: list[ET.Element] = []
+    for stage in report.stages:
+        if stage.failed:  # where the drill stopped: the failure CI must show first
+            case = ET.Element("testcase", classname=f"backupctl.drill.{drill}.stages",
+                              name=f"stage {_xml_text(stage.name)}", time=f"{stage.seconds:.3f}")
+            _outcome(case, False, report.reason or f"stage {stage.name} failed", stage.detail or None)
+            cases.append(case)
     for check in report.checks:
         case = ET.Element("testcase", classname=f"backupctl.drill.{drill}.{_xml_text(check.kind)}",
                           name=_xml_text(check.name), time=f"{check.duration:.3f}")
-        detail = "\n".join([check.detail, *(_step_line(step) for step in check.steps)])
-        _outcome(case, check.ok, check.detail, detail)
+        if check.not_run:
+            ET.SubElement(case, "skipped", message=_xml_text(check.detail or "not run"))
+        else:
+            detail = "\n".join([check.detail, *(_step_line(step) for step in check.steps)])
+            _outcome(case, check.ok, check.detail, detail)
         cases.append(case)
-    for key, label, measured, objective, met in (
-        ("rto", "recovery time", report.measured_rto_seconds, report.rto_objective_seconds, report.rto_ok),
-        ("rpo", "snapshot age", report.rpo_at_drill_seconds, report.rpo_objective_seconds, report.rpo_ok),
+    rto, rpo = report.rto_objective_seconds, report.rpo_objective_seconds
+    for key, label, measured, objective, status in (
+        ("rto", "recovery time", report.measured_rto_seconds, rto, report.rto_status),
+        ("rpo", "snapshot age", report.rpo_at_drill_seconds, rpo, report.rpo_status),
     ):
-        if met is None:
+        if status == "not checked":
             continue
         case = ET.Element("testcase", classname=f"backupctl.drill.{drill}.objectives",
                           name=f"objectives.{key}", time="0.000")
-        _outcome(case, met, _objective_text(label, measured, objective, met))
+        if status == "not measured":
+            ET.SubElement(case, "skipped", message=_objective_text(label, None, objective, False))
+        else:
+            _outcome(case, status == "met", _objective_text(label, measured, objective, status == "met"))
         cases.append(case)
     if not report.ok and all(case.find("failure") is None for case in cases):
         # The drill failed before or outside any check (fetch, restore, start-up): CI must see it.
@@ -194,12 +235,13 @@ def to_junit(report: DrillReport) -> str:
         cases.append(case)
 
     failures = sum(1 for case in cases if case.find("failure") is not None)
+    skipped = sum(1 for case in cases if case.find("skipped") is not None)
     counts = {"tests": str(len(cases)), "failures": str(failures), "errors": "0",
               "time": f"{report.duration_seconds:.3f}"}
     root = ET.Element("testsuites", {"name": "backupctl drill", **counts})
     # JUnit's schema wants a timestamp without a zone: it is UTC.
     suite = ET.SubElement(root, "testsuite", {
-        "name": drill, **counts, "skipped": "0",
+        "name": drill, **counts, "skipped": str(skipped),
         "timestamp": _utc(report.started_at).strftime("%Y-%m-%dT%H:%M:%S"),
     })
     properties = ET.SubElement(suite, "properties")
@@ -278,18 +320,20 @@ def to_html(report: DrillReport) -> str:
         started=_utc(report.started_at).strftime("%Y-%m-%d %H:%M:%S UTC"),
         finished=_utc(report.finished_at).strftime("%Y-%m-%d %H:%M:%S UTC"),
         objectives=[_gauge("Recovery time (RTO)", "measured", report.measured_rto_seconds,
-                           report.rto_objective_seconds, report.rto_ok),
+                           report.rto_objective_seconds, report.rto_ok, report.rto_status),
                     _gauge("Recovery point (RPO)", "snapshot age", report.rpo_at_drill_seconds,
-                           report.rpo_objective_seconds, report.rpo_ok)],
+                           report.rpo_objective_seconds, report.rpo_ok, report.rpo_status)],
     )
 
 
 def _gauge(
-    title: str, label: str, value: float | None, objective: float | None, met: bool | None
+    title: str, label: str, value: float | None, objective: float | None, met: bool | None,
+    status: str = "",
 ) -> dict[str, Any]:
     """A bar where the objective sits at 80% of the width, so an overrun stays visible."""
     scale = (objective / 0.8) if objective else (value or 1.0)
     return {"title": title, "label": label, "value": value, "objective": objective, "ok": met,
+            "status": status,
             "percent": min(100.0, 100 * (value or 0) / scale) if scale else 0.0,
             "objective_percent": 80.0 if objective else None}
 

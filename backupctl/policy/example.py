@@ -147,16 +147,21 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def reference_markdown() -> str:
-    """Every model and field as Markdown tables (docs/policy-reference.md)."""
+def reference_markdown(
+    root: type[BaseModel] = schema.Policy,
+    title: str = "Policy reference",
+    origin: str = "`backupctl/policy/schema.py` by `backupctl policy reference`",
+) -> str:
+    """Every model and field as Markdown tables (docs/policy-reference.md; the drill schema's
+    docs/drill-reference.md with its own root, title and origin)."""
     parts = [
-        "# Policy reference",
+        f"# {title}",
         "",
-        "Generated from `backupctl/policy/schema.py` by `backupctl policy reference`; do not edit by hand.",
+        f"Generated from {origin}; do not edit by hand.",
         "",
     ]
     seen: set[str] = set()
-    queue: list[type[BaseModel]] = [schema.Policy]
+    queue: list[type[BaseModel]] = [root]
     while queue:
         model = queue.pop(0)
         if model.__name__ in seen:

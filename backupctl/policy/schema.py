@@ -290,6 +290,12 @@ class FilesSource(SourceBase):
         description="Glob patterns (relative paths or base names) to leave out.",
         examples=[["*.tmp", "cache/*"]],
     )
+    symlinks: Literal["keep", "skip", "refuse"] = Field(
+        default="keep",
+        description="Symlinks leading outside the tree (absolute, or up through `..`): keep "
+        "archives them as links (restored verbatim, never followed; the backup warns), skip leaves "
+        "them out (warns), refuse fails the backup. Links inside the tree are always kept.",
+    )
 
 
 SourceConfig = Annotated[

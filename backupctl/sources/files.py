@@ -29,8 +29,10 @@ import hashlib
 import logging
 import os
 import pwd
+import shutil
 import stat
 import tarfile
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -48,6 +50,7 @@ from backupctl.sources.base import (
     RestoreRequest,
     register_source,
 )
+from backupctl.sources.targuard import MemberGuard
 
 log = logging.getLogger("backupctl.sources.files")
 
@@ -69,6 +72,12 @@ class Entry:
     path: str
     kind: str
     size: int = 0
+
+
+def leaves_tree(relpath: str, linkname: str) -> bool:
+    """Whether a symlink at `relpath` (relative to the root) points outside the tree."""
+    resolved = os.path.normpath(os.path.join(os.path.dirname(relpath), linkname))
+    return os.path.isabs(linkname) or resolved == ".." or resolved.startswith("../")
 
 
 def walk_tree(
@@ -253,10 +262,11 @@ class _TarWriter:
 class _TarProducer(threading.Thread):
     """Writes the tar of `root` into the pipe's write end; records its error for finish()."""
 
-    def __init__(self, root: Path, exclude: Sequence[str], write_fd: int) -> None:
+    def __init__(self, root: Path, exclude: Sequence[str], write_fd: int, symlinks: str = "keep") -> None:
         super().__init__(daemon=True, name="tar-producer")
         self.root = root
         self.exclude = exclude
+        self.symlinks = symlinks
         self.write_fd = write_fd
         self.hasher = TreeHasher()
         self.skipped: list[str] = []
@@ -289,20 +299,32 @@ class _TarProducer(threading.Thread):
         if entry.kind == "dir":
             tar.add(_tarinfo(entry.relpath, info, tarfile.DIRTYPE))
         elif entry.kind == "symlink":
-            member = _tarinfo(entry.relpath, info, tarfile.SYMTYPE)
-            member.linkname = os.readlink(entry.path)
-            tar.add(member)
-            self.hasher.add_symlink(entry.relpath, member.linkname)
-            resolved = os.path.normpath(os.path.join(os.path.dirname(entry.relpath), member.linkname))
-            if os.path.isabs(member.linkname) or resolved == ".." or resolved.startswith("../"):
-                self.warnings.append(
-                    f"{entry.relpath}: symlink to {member.linkname} points outside the tree "
-                    "(a restore refuses it)"
-                )
+            self._add_symlink(tar, entry, info)
         elif entry.kind == "file":
             self._add_file(tar, entry)
         else:
             self._skip(entry.relpath, f"{entry.kind} not archived")
+
+    def _add_symlink(self, tar: _TarWriter, entry: Entry, info: os.stat_result) -> None:
+        """Archive a symlink as a link (never followed), as `symlinks:` says."""
+        linkname = os.readlink(entry.path)
+        if leaves_tree(entry.relpath, linkname):
+            if self.symlinks == "refuse":
+                raise SourceError(
+                    f"{entry.relpath} is a symlink to {linkname}, outside the tree (symlinks: refuse)"
+                )
+            if self.symlinks == "skip":
+                self._skip(entry.relpath, f"symlink to {linkname} outside the tree (symlinks: skip)")
+                return
+            # keep: restored verbatim as a link; what it points to is not in this backup.
+            self.warnings.append(
+                f"{entry.relpath}: symlink to {linkname} leads outside the tree; kept as a link, "
+                "its target is not backed up"
+            )
+        member = _tarinfo(entry.relpath, info, tarfile.SYMTYPE)
+        member.linkname = linkname
+        tar.add(member)
+        self.hasher.add_symlink(entry.relpath, linkname)
 
     def _add_file(self, tar: _TarWriter, entry: Entry) -> None:
         try:
@@ -356,7 +378,7 @@ class FilesTarSource:
         except OSError:
             pass  # above /proc/sys/fs/pipe-max-size for unprivileged users: the default works
         reader = os.fdopen(read_fd, "rb")
-        producer = _TarProducer(self.root, self.config.exclude, write_fd)
+        producer = _TarProducer(self.root, self.config.exclude, write_fd, self.config.symlinks)
         producer.start()
 
         def finish() -> dict[str, Any]:
@@ -406,14 +428,41 @@ class FilesTarSource:
         if request.to_dir is None:
             raise ConfigError(f"restoring {self.name} needs a destination directory (--to-dir)")
         destination = Path(request.to_dir).absolute()
+        if destination.is_symlink():
+            destination = destination.resolve()  # a link to a directory: restore where it leads
+        in_place = False
         if destination.exists() or destination.is_symlink():
             if not destination.is_dir():
                 raise ConfigError(f"{destination} exists and is not a directory")
-            if any(destination.iterdir()) and not request.force:
-                raise ConfigError(f"{destination} is not empty; use --force to restore into it anyway")
-        destination.mkdir(parents=True, exist_ok=True)
-        _extract(stream, destination.resolve())
-        return RestoreOutcome(destination=str(destination), facts=tree_facts(destination))
+            if any(destination.iterdir()):
+                if not request.force:
+                    raise ConfigError(f"{destination} is not empty; use --force to restore into it anyway")
+                in_place = True
+        if in_place:
+            # --force into a non-empty directory: no sibling to swap in; say what is left on failure.
+            try:
+                _extract(stream, destination.resolve())
+            except (IntegrityError, SourceError) as error:
+                raise type(error)(
+                    f"{error} (restored with --force into {destination}: files extracted before "
+                    "this member are left there)"
+                ) from None
+            return RestoreOutcome(destination=str(destination), facts=tree_facts(destination))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        # Extract into a hidden sibling and rename it into place only when complete, so a failed
+        # restore leaves nothing half-written under the destination's name.
+        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.restoring-", dir=destination.parent))
+        try:
+            staging.chmod(0o755)
+            _extract(stream, staging.resolve())
+            facts = tree_facts(staging)
+            if destination.exists():
+                destination.rmdir()  # empty, checked above
+            os.rename(staging, destination)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return RestoreOutcome(destination=str(destination), facts=facts)
 
     def compare(self, manifest_facts: dict[str, Any], restored_facts: dict[str, Any]) -> list[str]:
         """Differences in tree hash, file count, symlink count and total bytes."""
@@ -437,12 +486,14 @@ class FilesTarSource:
             "format": self.format,
             "path": str(self.root),
             "exclude": list(self.config.exclude),
+            "symlinks": self.config.symlinks,
         }
 
 
 def _extract(stream: BinaryIO, destination: Path) -> None:
     """Extract member by member with the 'data' filter plus our stricter checks."""
     directories: list[tarfile.TarInfo] = []
+    guard = MemberGuard()
     keep_owner = os.geteuid() == 0  # like tar as root; the data filter alone would drop owners
     try:
         with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
@@ -450,7 +501,7 @@ def _extract(stream: BinaryIO, destination: Path) -> None:
                 # TarFile remembers every member it read; in stream mode nothing looks back at
                 # them (links are made with os.link), so forget them to keep memory flat.
                 cast(Any, tar).members.clear()
-                safe = _checked(member, destination)
+                safe = _checked(member, destination, guard)
                 if keep_owner:
                     safe = safe.replace(
                         uid=member.uid, gid=member.gid, uname=member.uname, gname=member.gname
@@ -478,25 +529,24 @@ def _extract(stream: BinaryIO, destination: Path) -> None:
         raise SourceError(f"the stream is not a valid tar archive: {error}") from None
 
 
-def _checked(member: tarfile.TarInfo, destination: Path) -> tarfile.TarInfo:
-    """The member after the data filter, or IntegrityError saying why it is refused."""
+def _checked(member: tarfile.TarInfo, destination: Path, guard: MemberGuard) -> tarfile.TarInfo:
+    """The member after the shared guard (see targuard) and the data filter, or IntegrityError
+    saying why it is refused. Symlinks are kept verbatim whatever they point to: they are
+    created as links and nothing is ever written through one."""
 
     def refuse(reason: str) -> IntegrityError:
         return IntegrityError(f"refusing tar member '{member.name}': {reason}")
 
-    if member.name.startswith("/"):
-        raise refuse("absolute path")
-    if ".." in member.name.split("/"):
-        raise refuse("'..' in its path")
-    if member.islnk() and (member.linkname.startswith("/") or ".." in member.linkname.split("/")):
-        raise refuse(f"hard link to {member.linkname} outside the destination")
-    try:
-        safe = tarfile.data_filter(member, str(destination))
-    except tarfile.FilterError as error:
-        raise refuse(str(error)) from None
+    guard.check(member)
     parent = destination
-    for part in Path(safe.name).parts[:-1]:
+    for part in Path(member.name).parts[:-1]:
         parent = parent / part
         if parent.is_symlink():
             raise refuse(f"it would be written through the symlink {parent.relative_to(destination)}")
-    return safe
+    if member.issym():
+        # The data filter refuses absolute or escaping link targets; we keep them as links.
+        return member  # ownership is applied only as root (tarfile.chown), as for other members
+    try:
+        return tarfile.data_filter(member, str(destination))
+    except tarfile.FilterError as error:
+        raise refuse(str(error)) from None

@@ -479,6 +479,11 @@ class MysqlDumpSource:
         client = _find_tool("mariadb", "mysql")
         server_version = preflight(lambda sql, purpose: run_sql(client, endpoint, sql, purpose), endpoint)
         tool_version = version_of(runner.run([dump_tool, "--version"], timeout=60).stdout)
+        from backupctl.sources.mariadb_grants import accounts_needed
+
+        accounts = accounts_needed(  # the accounts and grants that travel with it (mariadb_grants.py)
+            lambda sql: run_sql(client, endpoint, sql, "read the database's grants"), endpoint.database
+        )
         scanner = DumpScanner()
         with password_options(password) as (first, fds):
             binlog = BINLOG_DUMP_OPTIONS if config.pitr else []
@@ -504,7 +509,8 @@ class MysqlDumpSource:
                         f"the dump of {self.name} has no binlog position: binary logging is off on the "
                         "server (log_bin); restores to a point in time need it (backupctl doctor)"
                     )
-                return dump_facts(scanner, server_version, dump_tool, tool_version, endpoint.database)
+                facts = dump_facts(scanner, server_version, dump_tool, tool_version, endpoint.database)
+                return {**facts, "accounts": accounts}
 
             reader = ScanningReader(process.stdout, scanner)
             yield DumpStream(cast(BinaryIO, reader), self.format, self.extension, finish)

@@ -334,6 +334,9 @@ class PostgresDumpSource:
             snapshot = self._scalar(connection, "SELECT pg_export_snapshot()")
             server_version = version_of(self._scalar(connection, "SELECT current_setting('server_version')"))
             tables = [table for table in user_tables(connection) if selection.includes(table)]
+            from backupctl.sources.pg_roles import roles_needed
+
+            roles = roles_needed(connection)  # same snapshot as the dump (pg_roles.py)
             argv = [
                 self.config.pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}",
                 f"--dbname={self.config.url}", *self.config.dump_options,
@@ -365,6 +368,7 @@ class PostgresDumpSource:
                     "pg_dump_version": pg_dump_version,
                     "database": self.database,
                     "tables": len(counts),
+                    "roles": roles,
                 }
 
             yield DumpStream(process.stdout, self.format, self.extension, finish)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ an internal network with no route outside; the local runtime binds to 127.0.0.1 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -58,9 +59,12 @@ class StagingRuntime(Protocol):
         Raises JobFailed naming the service and its last log lines on timeout."""
         ...
 
-    def restore_database(self, service: Service, database: str, stream: BinaryIO) -> None:
+    def restore_database(
+        self, service: Service, database: str, stream: BinaryIO, keep_privileges: bool = False
+    ) -> None:
         """Create `database` in the service and restore a plain dump stream (pg_dump custom
         format for postgres, SQL for mariadb) with the service's own tools, so versions match.
+        `keep_privileges` (postgres): the dump's roles exist, restore owners and GRANTs too.
         Reads `stream` to its end. Raises SourceError with the tool's stderr on failure."""
         ...
 
@@ -69,8 +73,9 @@ class StagingRuntime(Protocol):
         `path` inside the service (a volume in Docker)."""
         ...
 
-    def start_apps(self, services: list[Service]) -> None:
-        """Start app services (after restores) and wait for their readiness probe."""
+    def start_apps(self, services: list[Service], before_ready: Callable[[], None] | None = None) -> None:
+        """Start app services (after restores), call `before_ready` once they run (the drill's
+        post-restore steps: endpoints are known then), and wait for their readiness probe."""
         ...
 
     def sql(self, service: Service, database: str, query: str) -> SqlResult:

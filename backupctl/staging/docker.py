@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import logging
 import os
 import re
@@ -47,6 +48,7 @@ from backupctl.core.runner import last_lines
 from backupctl.core.secrets import SecretRef, mask, register_secret
 from backupctl.drills.schema import Service
 from backupctl.errors import ConfigError, JobFailed, SourceError
+from backupctl.staging import isolation
 from backupctl.staging.base import (
     LABEL_DRILL,
     LABEL_MANAGED,
@@ -57,6 +59,7 @@ from backupctl.staging.base import (
     labels,
     service_values,
 )
+from backupctl.staging.origin import http_ready
 
 log = logging.getLogger("backupctl.staging.docker")
 
@@ -114,9 +117,13 @@ def cleanup(client: Any | None = None, run_id: str | None = None) -> list[str]:
         except NotFound:
             pass
         except APIError as error:
+            if "already in progress" in str(error.explanation or ""):
+                return  # a concurrent cleanup (another `drill cleanup`) is removing it
             failed.append(f"{what}: {error.explanation or error}")
 
     try:
+        removed += isolation.open_host(run_id)  # the host is reachable again only once staging is gone
+        isolation.remove_resolv_conf(run_id)
         for container in engine.containers.list(all=True, filters={"label": selector}):
             # v=True: also the anonymous volumes images declare (postgres' data directory).
             attempt(f"container {container.name}", functools.partial(container.remove, force=True, v=True))
@@ -165,6 +172,9 @@ class DockerRuntime:
         self._env: dict[str, dict[str, str]] = {}  # secret refs resolved, ${...} not yet filled
         self._mounts: dict[str, list[Mount]] = {}
         self._network: Any = None
+        self._subnet: Any = None
+        self._addresses: dict[str, str] = {}  # service -> static address on the run's network
+        self.warnings: list[str] = []  # isolation the runtime could not put in place (shown loudly)
 
     # --- names and per-service facts ---------------------------------------------------------------
 
@@ -194,6 +204,9 @@ class DockerRuntime:
                 key: fill_placeholders(value, {DRILL_SECRET: self.drill_secret}) for key, value in env.items()
             }
             self._services[service.name] = service
+            if service.name not in self._addresses and self._subnet is not None:
+                address = self._subnet.network_address + isolation.FIRST_HOST + len(self._addresses)
+                self._addresses[service.name] = str(address)
             if password := self._password(service):
                 register_secret(password)  # a literal staging password is still a password
 
@@ -230,21 +243,23 @@ class DockerRuntime:
     def _ensure_network(self) -> None:
         if self._network is not None:
             return
-        try:
-            self._network = self.client.networks.create(
-                self.network_name,
-                driver="bridge",
-                internal=True,  # no route off the bridge: staging never talks to the real world
-                labels=labels(self.run_id),
-                options={"com.docker.network.bridge.name": bridge_name(self.run_id)},
-                check_duplicate=True,
-            )
-        except APIError as error:
-            raise JobFailed(f"cannot create network {self.network_name}: {error.explanation}") from None
+        bridge = bridge_name(self.run_id)
+        self._network, self._subnet = isolation.create_network(
+            self.client, self.network_name, labels(self.run_id), bridge
+        )
+        if warning := isolation.close_host(self.run_id, bridge):
+            log.warning("%s", warning)
+            self.warnings.append(warning)
 
     def _create(self, service: Service, mounts: list[Mount]) -> Any:
         image = self._image(service)
-        endpoint = self.client.api.create_endpoint_config(aliases=[service.name])
+        endpoint = self.client.api.create_endpoint_config(
+            aliases=[service.name], ipv4_address=self._addresses.get(service.name)
+        )
+        # Names resolve from /etc/hosts; any other lookup fails at once (staging/isolation.py).
+        resolver = Mount(
+            "/etc/resolv.conf", str(isolation.resolv_conf(self.run_id)), type="bind", read_only=True
+        )
         log.debug("creating container %s from %s", self.container_name(service), image)  # never the env
         try:
             return self.client.containers.create(
@@ -256,7 +271,8 @@ class DockerRuntime:
                 labels=labels(self.run_id),
                 network=self.network_name,
                 networking_config={self.network_name: endpoint},
-                mounts=mounts,
+                mounts=[*mounts, resolver],
+                extra_hosts=dict(self._addresses),
             )
         except ImageNotFound:
             raise ConfigError(
@@ -266,7 +282,7 @@ class DockerRuntime:
         except APIError as error:
             raise JobFailed(f"cannot create staging service '{service.name}': {error.explanation}") from None
 
-    def _start(self, services: list[Service]) -> None:
+    def _start(self, services: list[Service], before_ready: Callable[[], None] | None = None) -> None:
         self._ensure_network()
         self._register(services)
         started = []
@@ -279,6 +295,8 @@ class DockerRuntime:
                     f"cannot start staging service '{service.name}': {error.explanation}"
                 ) from None
             started.append((service, container))
+        if before_ready is not None:
+            before_ready()
         for service, container in started:
             self._wait_ready(service, container)
 
@@ -286,9 +304,10 @@ class DockerRuntime:
         """Create and start the database services; wait until each answers a real query."""
         self._start(services)
 
-    def start_apps(self, services: list[Service]) -> None:
-        """Create and start app services with their file volumes; wait for their readiness probe."""
-        self._start(services)
+    def start_apps(self, services: list[Service], before_ready: Callable[[], None] | None = None) -> None:
+        """Create and start app services with their file volumes; call `before_ready` (the
+        drill's post-restore steps), then wait for their readiness probe."""
+        self._start(services, before_ready)
 
     def _wait_ready(self, service: Service, container: Any) -> None:
         timeout = service.ready.timeout.total_seconds()
@@ -327,6 +346,10 @@ class DockerRuntime:
         port = self._port(service)
         if not port:
             return True, "running"
+        if service.ready.command is not None:
+            result = self._exec(container, list(service.ready.command), env=self._environment(service))
+            said = last_lines(bytes(result.stderr or result.stdout), 2)
+            return result.exit_code == 0, f"ready.command exited {result.exit_code}: {said}"
         host, _ = self.endpoint(service)
         if service.ready.http is None:
             try:
@@ -334,12 +357,7 @@ class DockerRuntime:
                 return True, "port open"
             except OSError as error:
                 return False, f"port {port}: {error}"
-        url = f"http://{host}:{port}{service.ready.http}"
-        try:
-            with _NO_PROXY.open(url, timeout=2) as response:
-                return 200 <= response.status < 300, f"GET {url}: {response.status}"
-        except OSError as error:  # URLError and HTTPError (non-2xx) are OSErrors
-            return False, f"GET {url}: {error}"
+        return http_ready(host, port, service.ready.http)
 
     def _logs(self, container: Any, count: int = 10) -> str:
         try:
@@ -380,8 +398,13 @@ class DockerRuntime:
         return self._query(service, database, query, JobFailed)
 
     def _query(self, service: Service, database: str | None, query: str, error: type[JobFailed]) -> SqlResult:
+        # The query goes in on stdin, never on a command line: post-restore SQL and recreated
+        # roles may carry the drill secret.
+        argv = self._sql_argv(service, database, query)[:-2]  # without -c/-e QUERY
+        if service.kind == "postgres":
+            argv.insert(1, "-q")  # no command tags (UPDATE 2) among the rows
         result = self._exec(
-            self._container(service), self._sql_argv(service, database, query), env=self._tool_env(service)
+            self._container(service), argv, env=self._tool_env(service), stdin=io.BytesIO(query.encode())
         )
         if result.exit_code != 0:
             raise error(
@@ -391,15 +414,19 @@ class DockerRuntime:
         lines = result.stdout.decode("utf-8", "replace").splitlines()
         return SqlResult([line.split("\t") for line in lines])
 
-    def restore_database(self, service: Service, database: str, stream: BinaryIO) -> None:
-        """Create `database` if missing, then stream the dump into pg_restore / mariadb inside."""
+    def restore_database(
+        self, service: Service, database: str, stream: BinaryIO, keep_privileges: bool = False
+    ) -> None:
+        """Create `database` if missing, then stream the dump into pg_restore / mariadb inside.
+        `keep_privileges`: the dump's roles were recreated: keep owners and GRANTs."""
         if service.kind == "postgres":
             exists = "SELECT 1 FROM pg_database WHERE datname = '" + database.replace("'", "''") + "'"
             if not self._query(service, None, exists, SourceError).rows:
                 create = 'CREATE DATABASE "' + database.replace('"', '""') + '"'
                 self._query(service, None, create, SourceError)
-            # --no-acl: the production roles that GRANTs name do not exist in staging.
-            argv = ["pg_restore", "--exit-on-error", "--no-owner", "--no-acl", *self._client_args(service)]
+            # Without the dump's roles (an older snapshot), owners and GRANTs would name missing roles.
+            skip = [] if keep_privileges else ["--no-owner", "--no-acl"]
+            argv = ["pg_restore", "--exit-on-error", *skip, *self._client_args(service)]
             argv += ["-d", database]
         elif service.kind == "mariadb":
             create = "CREATE DATABASE IF NOT EXISTS `" + database.replace("`", "``") + "`"

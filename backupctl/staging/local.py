@@ -39,8 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TypeAlias
@@ -63,6 +61,7 @@ from backupctl.staging.base import (
     labels,
     service_values,
 )
+from backupctl.staging.origin import http_ready
 
 log = logging.getLogger("backupctl.staging.local")
 
@@ -100,6 +99,7 @@ class LocalRuntime:
         self._apps: dict[str, subprocess.Popen[bytes]] = {}
         self._ports: dict[str, int] = {}
         self._files: dict[str, dict[str, Path]] = {}  # service -> {path in the service: local dir}
+        self._last_probe = ""  # what the last readiness probe said (for the timeout message)
         self._resolved: dict[str, str] = {}  # secret ref -> value: a cmd: ref runs once
         self._write_marker()
 
@@ -129,18 +129,22 @@ class LocalRuntime:
                                         f"{error} | log: {_tail(cluster.log_file)}") from None  # fmt: skip
                     time.sleep(0.2)
 
-    def restore_database(self, service: Service, database: str, stream: BinaryIO) -> None:
+    def restore_database(
+        self, service: Service, database: str, stream: BinaryIO, keep_privileges: bool = False
+    ) -> None:
         """Create `database` unless it exists and restore `stream` into it with the cluster's own
         pg_restore / mariadb client, reading the stream to its end in 1 MiB chunks.
 
-        Production's roles do not exist in staging: pg_restore skips owners and privileges.
+        Unless the dump's roles were recreated (`keep_privileges`), pg_restore skips owners and
+        privileges: they would name roles staging does not have.
         Raises SourceError with the tool's stderr tail."""
         cluster = self._cluster(service)
         if isinstance(cluster, LocalPostgres):
             exists = cluster.psql(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(database)}")
             if not exists.strip():
                 cluster.create_database(database)
-            argv = [str(cluster.bindir / "pg_restore"), "--exit-on-error", "--no-owner", "--no-privileges",
+            skip = [] if keep_privileges else ["--no-owner", "--no-privileges"]
+            argv = [str(cluster.bindir / "pg_restore"), "--exit-on-error", *skip,
                     f"--dbname={cluster.url(database)}"]  # fmt: skip
             self._feed(service, argv, {"PGPASSWORD": cluster.password}, stream, [])
             return
@@ -221,7 +225,7 @@ class LocalRuntime:
             shutil.copytree(tree, target, symlinks=True)
         self._files.setdefault(service.name, {})[path.rstrip("/") or "/"] = target
 
-    def start_apps(self, services: list[Service]) -> None:
+    def start_apps(self, services: list[Service], before_ready: Callable[[], None] | None = None) -> None:
         """Start each app's `command` in a process group of its own (output to its app.log) and
         wait until `ready.http` answers 2xx (without it: until its port accepts connections).
 
@@ -248,6 +252,10 @@ class LocalRuntime:
             self._services[service.name], self._ports[service.name] = service, ports[service.name]
         for service in apps:
             self._start_app(service)
+        if before_ready is not None:  # the drill's post-restore steps
+            before_ready()
+        for service in apps:
+            self._await_app(service)
 
     def _start_app(self, service: Service) -> None:
         env, values = self._env(service), self._values()
@@ -263,29 +271,32 @@ class LocalRuntime:
                                    stdout=output, stderr=output)  # fmt: skip
         self._apps[service.name] = process
         self._write_marker()
+
+    def _await_app(self, service: Service) -> None:
+        process = self._apps[service.name]
+        log_path = self._service_dir(service) / "app.log"
         deadline = time.monotonic() + service.ready.timeout.total_seconds()
         while not self._ready(service):
             status = _exit_status(process.pid)
             if status is not None or time.monotonic() >= deadline:
                 why = f"exited with status {status}" if status is not None else "was not ready"
                 waited = format_duration(service.ready.timeout)
-                raise JobFailed(f"app service {service.name} {why} (timeout {waited}), "
+                probe = f"; last probe: {self._last_probe}" if self._last_probe else ""
+                raise JobFailed(f"app service {service.name} {why} (timeout {waited}{probe}), "
                                 f"log {log_path}: {_tail(log_path)}")  # fmt: skip
             time.sleep(0.2)
 
     def _ready(self, service: Service) -> bool:
         port = self._ports[service.name]
+        if service.ready.command is not None:
+            return self.exec(service, list(service.ready.command)).exit_code == 0
         if service.ready.http is None:
             with socket.socket() as probe:
                 probe.settimeout(2)
                 return probe.connect_ex((HOST, port)) == 0
-        # No proxy handler: the backup host's http_proxy must not see (or answer) staging requests.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(f"http://{HOST}:{port}{service.ready.http}", timeout=5) as answer:
-                return 200 <= int(answer.status) < 300
-        except (urllib.error.URLError, OSError, ValueError):  # HTTPError (not 2xx) is a URLError
-            return False
+        # Same-origin rule and no proxy: the probe never leaves staging (staging/origin.py).
+        ready, self._last_probe = http_ready(HOST, port, service.ready.http, timeout=5)
+        return ready
 
     # ------------------------------------------------------------------ checks
     def exec(self, service: Service, argv: list[str]) -> ExecResult:

@@ -155,8 +155,8 @@ class BlobSnapshotStore:
         modified = "stored bytes do not match the manifest's sha256 (modified)"
         try:
             algorithm = algorithm_of(artifact.plain_digest)
-            with self.target.reader(key) as handle:
-                stats = decrypt_stream(handle, None, identities, plain_algorithm=algorithm)
+            with self.target.reader(key) as handle, _restorability(artifact, check) as sink:
+                stats = decrypt_stream(handle, sink, identities, plain_algorithm=algorithm)
         except IntegrityError as error:
             # Decryption stopped early; hash the stored bytes separately so both facts are reported.
             with self.target.reader(key) as handle:
@@ -187,3 +187,20 @@ class BlobSnapshotStore:
 
     def close(self) -> None:
         self.target.close()
+
+
+@contextmanager
+def _restorability(artifact: ArtifactRecord, check: ArtifactCheck) -> Iterator[BinaryIO | None]:
+    """For a files artifact, a sink that checks every tar member with restore's own rule
+    (sources/targuard.py) and records the outcome as the "restorable" check; else None."""
+    if artifact.format != "tar":
+        yield None
+        return
+    from backupctl.sources.targuard import tar_checking_sink
+
+    with tar_checking_sink() as (sink, finish):
+        try:
+            yield sink
+        finally:
+            problems = finish()
+            check.checks["restorable"] = "; ".join(problems) if problems else "ok"

@@ -189,6 +189,11 @@ def test_wrong_drill_password_fails_the_login_check(shop: Shop, staging_images: 
     assert leftovers() == []
 
 
+def containers(label: str = "backupctl.managed=1") -> list[str]:
+    argv = ["docker", "ps", "-a", "-q", "--filter", f"label={label}"]
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.split()
+
+
 def test_corrupted_artifact_is_named(shop: Shop, staging_images: dict[str, str]) -> None:
     space = shop.space
     artifact = next(space.backups.rglob("shop-db.pgdump.zst.age"))
@@ -199,6 +204,14 @@ def test_corrupted_artifact_is_named(shop: Shop, staging_images: dict[str, str])
     assert done.returncode == 1
     outcome = json.loads(done.stdout)
     assert "shop-db.pgdump.zst.age" in outcome["reason"]
+    # The report tells the truth: the stage that failed is a row, nothing later "passed".
+    failed = [stage for stage in outcome["stages"] if stage["status"] == "failed"]
+    assert [stage["name"] for stage in failed] == ["fetch shop-db"]
+    app_checks = [check for check in outcome["checks"] if check["kind"] != "integrity"]
+    assert app_checks and {check["status"] for check in app_checks} == {"not run"}
+    assert outcome["summary"]["not_run"] == len(app_checks)
+    assert outcome["objectives"]["rto"]["status"] == "not measured"
+    assert outcome["objectives"]["rpo"]["status"] == "not measured"
     assert leftovers() == []
 
 
@@ -226,9 +239,10 @@ def test_sigkill_leaves_leftovers_cleanup_removes_them_sigterm_cleans_itself(
             stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not leftovers():
+        # A container, not just any object: the network is created twice (subnet probe) at first.
+        while time.monotonic() < deadline and not containers():
             time.sleep(0.2)
-        assert leftovers(), "the drill never created its staging"
+        assert containers(), "the drill never created its staging"
         time.sleep(2)
         process.send_signal(sig)
         process.wait(timeout=120)
@@ -284,3 +298,32 @@ def test_default_drill_of_a_policy_restores_every_source(shop: Shop, staging_ima
     checks = {check["name"]: check["ok"] for check in json.loads(done.stdout)["checks"]}
     assert checks["row counts shop-db"] and checks["tree hash uploads"] and checks["manifest signature"]
     assert leftovers() == []
+
+
+@pytest.mark.parametrize("runtime", ["docker", "local"])
+def test_post_restore_steps_rewrite_the_url_as_timed_stages(
+    shop: Shop, staging_images: dict[str, str], runtime: str
+) -> None:
+    """A post-restore SQL step points restored data at the staging URL checks use, a command
+    step runs in the app service; both are timed stages between the restores and the checks."""
+    space = shop.space
+    data = yaml.safe_load((ROOT / "drills" / "shop.yaml").read_text())
+    post_restore = [
+        {"name": "point-at-staging", "service": "db", "database": "shop",
+         "sql": "UPDATE products SET description = '${app.url}/' WHERE id = (SELECT min(id) FROM products)"},
+        {"name": "app-env", "service": "app", "command": ["sh", "-c", 'test -n "$SHOP_DB_URL"']},
+    ]  # fmt: skip
+    check = {"name": "url-rewritten", "type": "sql", "service": "db", "database": "shop",
+             "query": "SELECT count(*) FROM products WHERE description LIKE 'http://%:%/'",
+             "expect": {"equals": 1}}  # fmt: skip
+    path = drill_file(space, post_restore=post_restore, checks=[check, data["checks"][0]])
+    done = space.run("drill", str(path), "--runtime", runtime, "--from", "local", "--json", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcome = json.loads(done.stdout)
+    names = [stage["name"] for stage in outcome["stages"]]
+    assert names.index("restore shop-db") < names.index("post-restore point-at-staging")
+    assert names.index("post-restore point-at-staging") < names.index("post-restore app-env")
+    assert names.index("post-restore app-env") < names.index("apps ready") < names.index("checks")
+    step = outcome["stages"][names.index("post-restore point-at-staging")]
+    assert step["status"] == "ok" and step["seconds"] > 0
+    assert {c["name"]: c["status"] for c in outcome["checks"]}["url-rewritten"] == "passed"

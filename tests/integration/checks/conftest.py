@@ -96,6 +96,11 @@ class ShopHandler(BaseHTTPRequestHandler):
             return self._reply(302, b"", {"Location": "/health"})
         if path == "/away":
             return self._reply(302, b"", {"Location": "http://198.51.100.7/stolen"})
+        if path == "/form":  # an HTML login form with a per-request token, as WordPress' nonces
+            page = b'<form><input type="hidden" name="_wpnonce" value="n0nce-7f3a"></form>'
+            return self._reply(200, page, {"X-Powered-By": "PHP/8.2.7"})
+        if path == "/big":  # a download larger than the bytes a check keeps of a body
+            return self._reply(200, BIG_BODY, {"X-Content-Kind": "image/jpeg"})
         if path == "/html":
             return self._reply(200, b"<html><body>Welcome to the shop</body></html>")
         user = self._user()
@@ -122,6 +127,9 @@ class ShopHandler(BaseHTTPRequestHandler):
         if method == "GET" and match and int(match[1]) in self.server.orders:
             return self._reply(200, self.server.orders[int(match[1])])
         return self._reply(404, {"error": f"no route {method} {path}"})
+
+
+BIG_BODY = bytes(range(256)) * (3 * 4096 + 1)  # 3 MiB + 256 bytes
 
 
 class ShopServer(ThreadingHTTPServer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,54 @@ def test_unknown_service_fails_the_check(context: CheckContext) -> None:
     result = run_check(check, context)
     assert not result.ok
     assert "service 'web', which the drill does not define (services: app, db, lite)" in result.detail
+
+
+def test_several_contains_not_contains_headers_and_sha256(context: CheckContext) -> None:
+    from .conftest import BIG_BODY
+
+    digest = hashlib.sha256(BIG_BODY).hexdigest()
+    check = http_check(
+        {"path": "/html", "expect": {"contains": ["Welcome", "shop"], "not_contains": ["critical error"],
+                                     "headers": {"content-type": "application/json"}}},
+        {"path": "/big", "expect": {"sha256": digest, "headers": {"X-Content-Kind": "image/jpeg"}}},
+    )  # fmt: skip
+    result = run_check(check, context)
+    assert result.ok, result.detail
+    failing = [
+        ({"path": "/html", "expect": {"contains": ["Welcome", "checkout"]}}, "contain 'checkout'"),
+        ({"path": "/html", "expect": {"not_contains": ["nothing", "Welcome"]}}, "not to contain 'Welcome'"),
+        ({"path": "/html", "expect": {"headers": {"X-Frame-Options": ""}}}, "header X-Frame-Options"),
+        ({"path": "/big", "expect": {"sha256": "0" * 64}}, f"got {digest} ({len(BIG_BODY)} bytes)"),
+    ]
+    for step, said in failing:
+        outcome = run_check(http_check(step), context)
+        assert not outcome.ok and said in outcome.detail, outcome.detail
+
+
+def test_save_from_a_header_and_from_an_html_form_token(context: CheckContext) -> None:
+    check = http_check(
+        {"path": "/home", "expect": {"status": 302}, "save": {"next": "header:Location"}},
+        {"path": "/form", "save": {"nonce": 'regex:name="_wpnonce" value="([^"]+)"', "tag": "regex:<form>"}},
+        {"path": "/form", "save": {"php": "header:X-Powered-By"}},
+        {"path": "/headers", "headers": {"X-Nonce": "${nonce}", "X-Next": "${next}"},
+         "expect": {"json": {"x-nonce": "n0nce-7f3a", "x-next": "/health"}}},
+    )  # fmt: skip
+    result = run_check(check, context)
+    assert result.ok, result.detail
+    pattern = 'regex:name="missing" value="(\\w+)"'
+    missing = run_check(http_check({"path": "/form", "save": {"x": pattern}}), context)
+    assert not missing.ok and "does not match" in missing.detail
+
+
+def test_per_step_and_per_check_timeouts(context: CheckContext) -> None:
+    slow_step = run_check(http_check({"path": "/slow", "timeout": "1s"}), context)
+    assert not slow_step.ok and "no answer within 1s" in slow_step.detail
+    patient = HttpCheck.model_validate(
+        {"type": "http", "name": "slow", "service": "app", "timeout": "1s",
+         "steps": [{"path": "/slow", "timeout": "5s"}, {"path": "/health"}]}
+    )  # fmt: skip
+    assert run_check(patient, context).ok
+    impatient = HttpCheck.model_validate(
+        {"type": "http", "name": "slow", "service": "app", "timeout": "1s", "steps": [{"path": "/slow"}]}
+    )
+    assert not run_check(impatient, context).ok

@@ -164,9 +164,10 @@ def crafted_tar(*members: tuple[str, bytes | str, str | None]) -> io.BytesIO:
         ([("ok", b"fine", None), ("../evil", b"pwned", None)], "../evil"),
         ([("/tmp/backupctl-evil-absolute", b"pwned", None)], "/tmp/backupctl-evil-absolute"),
         ([("sub/../../evil", b"pwned", None)], "sub/../../evil"),
-        ([("escape", "sym", "../../outside")], "escape"),
-        ([("escape", "sym", "/etc")], "escape"),
+        ([("escape", "sym", "/etc"), ("escape/passwd", b"through an absolute link", None)], "escape/passwd"),
+        ([("up", "sym", "../.."), ("up/evil", b"through an escaping link", None)], "up/evil"),
         ([("hard", "hard", "../outside")], "hard"),
+        ([("link", "sym", "/etc/passwd"), ("hard", "hard", "link")], "hard"),
         (
             [("dir", "dir", None), ("inner", "sym", "dir"), ("inner/file", b"through a link", None)],
             "inner/file",
@@ -229,3 +230,29 @@ def test_consumer_giving_up_unblocks_and_joins_the_producer(tmp_path: Path) -> N
         dump.stream.read(1000)
         with pytest.raises(SourceError, match="not read to its end"):
             dump.finish()
+
+
+def test_verify_check_agrees_with_restore_on_hostile_members(tmp_path: Path) -> None:
+    """The shared guard: every archive restore refuses, check_tar_stream reports."""
+    from backupctl.sources.targuard import check_tar_stream
+
+    hostile = crafted_tar(("dir", "dir", None), ("inner", "sym", "dir"), ("inner/file", b"x", None))
+    problems = check_tar_stream(hostile)
+    assert len(problems) == 1 and "refusing tar member 'inner/file'" in problems[0]
+    fine = crafted_tar(("abs", "sym", "/usr/share/wordpress"), ("rel", "sym", "../up"), ("f", b"ok", None))
+    assert check_tar_stream(fine) == []
+    fine.seek(0)
+    source = make_source(tmp_path)
+    source.restore(fine, RestoreRequest(to_dir=tmp_path / "out"))
+    assert os.readlink(tmp_path / "out" / "abs") == "/usr/share/wordpress"
+    assert os.readlink(tmp_path / "out" / "rel") == "../up"
+
+
+def test_failed_restore_leaves_nothing_half_written(tmp_path: Path) -> None:
+    source = make_source(tmp_path)
+    destination = tmp_path / "restored"
+    hostile = crafted_tar(("good", b"written first", None), ("../evil", b"pwned", None))
+    with pytest.raises(IntegrityError, match="refusing tar member"):
+        source.restore(hostile, RestoreRequest(to_dir=destination))
+    assert not destination.exists()
+    assert not any(p.name.startswith(".restored.restoring-") for p in tmp_path.iterdir())

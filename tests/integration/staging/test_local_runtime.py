@@ -216,7 +216,8 @@ def test_app_failures_quote_the_app_log(runtime: LocalRuntime) -> None:
         command=[sys.executable, "-c", "import time; print('booting forever', flush=True); time.sleep(600)"],
         ready={"http": "/health", "timeout": "2s"},
     )
-    with pytest.raises(JobFailed, match=r"hang was not ready \(timeout 2s\).*booting forever"):
+    reason = r"hang was not ready \(timeout 2s; last probe: GET /health: .*\).*booting forever"
+    with pytest.raises(JobFailed, match=reason):
         runtime.start_apps([hang])
     pid = json.loads((runtime.work_dir / MARKER).read_text())["apps"][1]["pid"]
     assert not gone(pid)

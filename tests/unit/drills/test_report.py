@@ -72,14 +72,14 @@ def test_json_keys_are_stable_and_round_trip() -> None:
     assert data["started_at"] == "2025-03-14T09:30:00Z"
     assert data["duration_seconds"] == 1342
     assert data["stages"][0] == {"name": "fetch", "seconds": 512.0, "wait_seconds": 430.0,
-                                 "detail": "3 artifacts, 2.1 GiB from s3-offsite (GLACIER)"}
+                                 "detail": "3 artifacts, 2.1 GiB from s3-offsite (GLACIER)", "status": "ok"}
     assert data["objectives"] == {
         "checked": True,
-        "rto": {"measured_seconds": 1250.4, "objective_seconds": 3600, "ok": True},
-        "rpo": {"at_drill_seconds": 27000, "objective_seconds": 86400, "ok": True},
+        "rto": {"measured_seconds": 1250.4, "objective_seconds": 3600, "ok": True, "status": "met"},
+        "rpo": {"at_drill_seconds": 27000, "objective_seconds": 86400, "ok": True, "status": "met"},
     }
-    assert list(data["checks"][2]) == ["name", "kind", "ok", "detail", "duration_seconds", "steps"]
-    assert data["summary"] == {"checks": 5, "passed": 5, "failed": 0}
+    assert list(data["checks"][2]) == ["name", "kind", "ok", "detail", "duration_seconds", "steps", "status"]
+    assert data["summary"] == {"checks": 5, "passed": 5, "failed": 0, "not_run": 0}
     assert data["history"][0] == {"finished_at": "2025-01-03T09:30:00Z", "measured_rto_seconds": 600.0,
                                   "ok": True}
     assert to_json(from_json(data)) == data
@@ -99,8 +99,8 @@ def test_objectives() -> None:
     report = sample_report()
     report.measured_rto_seconds = 3601
     assert (report.rto_ok, report.rpo_ok) == (False, True)
-    report.measured_rto_seconds = None  # the drill failed before recovering: the objective is missed
-    assert report.rto_ok is False
+    report.measured_rto_seconds = None  # the drill failed before recovering: not measured, not missed
+    assert report.rto_ok is None and report.rto_status == "not measured"
     unchecked = sample_report()
     unchecked.objectives_checked = False
     assert (unchecked.rto_ok, unchecked.rpo_ok) == (None, None)
@@ -220,3 +220,32 @@ def test_write_reports(tmp_path: Path) -> None:
         "no temporary leftovers"
     assert oct(paths["json"].stat().st_mode & 0o777) == "0o644"
     assert set(write_reports(sample_report(0), tmp_path / "other", None)) == {"json", "html"}
+
+
+def test_a_failed_stage_unrun_checks_and_unmeasured_objectives_tell_the_truth() -> None:
+    """A drill stopped by a failed restore: the stage is the failure, later checks are "not run",
+    the RTO/RPO are "not measured" (never MISSED), in JSON, JUnit and HTML alike."""
+    report = sample_report(0, ok=False)
+    report.reason = "restore uploads: refusing tar member 'x': '..' in its path"
+    report.stages = [Stage("fetch uploads", 0.4, "1 artifact"),
+                     Stage("restore uploads", 0.2, report.reason, failed=True)]
+    report.measured_rto_seconds = report.rpo_at_drill_seconds = None
+    report.checks = [CheckResult("manifest signature", "integrity", True, "signed", 0.1),
+                     CheckResult("home", "http", False, "not run: the drill stopped before it", 0.0,
+                                 not_run=True)]
+    data = to_json(report)
+    assert [stage["status"] for stage in data["stages"]] == ["ok", "failed"]
+    assert data["summary"] == {"checks": 2, "passed": 1, "failed": 0, "not_run": 1}
+    assert data["checks"][1]["status"] == "not run"
+    assert data["objectives"]["rto"]["status"] == data["objectives"]["rpo"]["status"] == "not measured"
+    assert to_json(from_json(data)) == data
+    suite = ET.fromstring(to_junit(report)).find("testsuite")
+    assert suite is not None
+    assert (suite.get("failures"), suite.get("skipped")) == ("1", "3")
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    failure = cases["stage restore uploads"].find("failure")
+    assert failure is not None and "refusing tar member" in failure.get("message", "")
+    assert cases["home"].find("skipped") is not None and cases["home"].find("failure") is None
+    assert cases["objectives.rto"].find("skipped") is not None
+    html = to_html(report)
+    assert "NOT RUN" in html and "NOT MEASURED" in html and "MISSED" not in html and "FAILED" in html

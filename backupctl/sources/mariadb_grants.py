@@ -1,0 +1,70 @@
+"""The MariaDB/MySQL accounts a database needs, so they travel with its dump.
+
+A dump of one database carries no accounts: the app's user and its GRANTs would be lost with the
+server. A mysql source records, at dump time, every account granted something on the database
+(`information_schema.SCHEMA_PRIVILEGES` / `TABLE_PRIVILEGES`, as far as the backup user may see
+them) with its `SHOW GRANTS` lines that concern the database — password hashes removed: never
+captured. Drills recreate the accounts (host `%`, the per-run drill secret as password) with the
+same privileges on the staging database, so the app connects as its own user there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+GRANTEES = (
+    "SELECT GRANTEE FROM information_schema.SCHEMA_PRIVILEGES WHERE TABLE_SCHEMA = DATABASE() "
+    "UNION SELECT GRANTEE FROM information_schema.TABLE_PRIVILEGES WHERE TABLE_SCHEMA = DATABASE()"
+)
+_ACCOUNT = re.compile(r"^'((?:[^'\\]|\\.|'')*)'@'((?:[^'\\]|\\.|'')*)'$")
+_GRANTEE = re.compile(r"(\bTO\s+)([`'])(?:[^`'\\]|\\.)*\2@([`'])(?:[^`'\\]|\\.)*\3", re.IGNORECASE)
+_SECRET = re.compile(r"\s+IDENTIFIED\s+(?:BY|VIA|WITH)\s+.*$", re.IGNORECASE | re.DOTALL)
+
+
+def accounts_needed(query: Callable[[str], list[list[str]]], database: str) -> list[dict[str, Any]]:
+    """[{"user", "host", "grants": [GRANT ... on this database]}] — passwords never included.
+    An account whose grants the backup user may not read is listed with no grants."""
+    accounts = []
+    for (grantee,) in sorted({tuple(row[:1]) for row in query(GRANTEES) if row}):
+        found = _ACCOUNT.match(grantee)
+        if found is None:
+            continue
+        user, host = found.group(1), found.group(2)
+        try:
+            lines = [row[0] for row in query(f"SHOW GRANTS FOR {grantee}") if row]
+        except Exception:  # no right to read mysql.*: the account is still recorded
+            lines = []
+        mine = f"`{database.replace('`', '``')}`."
+        grants = [_SECRET.sub("", line) for line in lines if mine in line]
+        accounts.append({"user": user, "host": host, "grants": grants})
+    return accounts
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _grantee_as(user: str) -> Callable[[re.Match[str]], str]:
+    """A replacement for _GRANTEE naming `user`@'%' (any host: staging's clients are containers)."""
+
+    def replace(match: re.Match[str]) -> str:
+        return f"{match.group(1)}{user}@'%'"
+
+    return replace
+
+
+def recreate_sql(accounts: list[dict[str, Any]], source_db: str, staging_db: str, password: str) -> str:
+    """Statements creating each account as `user`@'%' with `password` and replaying its grants on
+    `staging_db` (the production database name and host replaced)."""
+    statements = []
+    for account in accounts:
+        user = _quote(account["user"])
+        statements.append(f"CREATE USER IF NOT EXISTS {user}@'%' IDENTIFIED BY {_quote(password)};")
+        for grant in account.get("grants", []):
+            line = grant.replace(f"`{source_db.replace('`', '``')}`.", f"`{staging_db.replace('`', '``')}`.")
+            # SHOW GRANTS quotes the account with backticks (MariaDB) or quotes (MySQL).
+            line = _GRANTEE.sub(_grantee_as(user), line, count=1)
+            statements.append(line.rstrip(";") + ";")
+    return "\n".join(statements)
