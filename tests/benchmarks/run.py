@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.benchmarks import (  # noqa: E402
+from tests.benchmarks import (
     bench_binlog,
     bench_catalog,
     bench_drill,
