@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from backupctl.actions.doctor import Finding
+from backupctl.actions.doctor_findings import Finding
 from backupctl.core.durations import format_duration
 from backupctl.errors import BackupctlError
 from backupctl.pitr.mysql_server import BinlogServer

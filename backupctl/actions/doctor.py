@@ -19,10 +19,8 @@ import shutil
 import socket
 import stat
 import subprocess
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from backupctl.core.crypto import SIGNING_KEY_FILE
@@ -38,29 +36,7 @@ WARN_FREE_BYTES = GIB
 FAIL_FREE_BYTES = 100 * MIB
 MAX_SKEW = timedelta(minutes=5)
 FUTURE_TOLERANCE = timedelta(minutes=1)
-CONNECT_TIMEOUT = 5
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One check's result: `ok`, else a problem (`warn` makes it a warning, not a failure)."""
-
-    check: str
-    ok: bool
-    detail: str
-    fix: str = ""
-    warn: bool = False
-
-    @property
-    def level(self) -> str:
-        return "ok" if self.ok else ("WARN" if self.warn else "FAIL")
-
-    @property
-    def failed(self) -> bool:
-        return not self.ok and not self.warn
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "level": self.level}
+from backupctl.actions.doctor_findings import CONNECT_TIMEOUT, Finding  # noqa: E402  # re-exported
 
 
 def _ok(check: str, detail: str) -> Finding:

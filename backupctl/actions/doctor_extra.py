@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from backupctl.actions.doctor import Finding
+from backupctl.actions.doctor_findings import Finding
 from backupctl.policy.recipients import unmatched_recipients_warning
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from backupctl.actions.doctor import CONNECT_TIMEOUT, Finding
+from backupctl.actions.doctor_findings import CONNECT_TIMEOUT, Finding
 from backupctl.core.durations import parse_duration
 from backupctl.policy.schema import Policy, PostgresSource
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import shutil
 
-from backupctl.actions.doctor import CONNECT_TIMEOUT, Finding
+from backupctl.actions.doctor_findings import CONNECT_TIMEOUT, Finding
 from backupctl.policy.schema import MysqlSource, Policy, PostgresSource
 
 # Relations pg_dump reads, and whether this role may (sequences need their own privilege check).

@@ -26,7 +26,8 @@ from backupctl.pitr.chain import ChainReport, check_chain
 from backupctl.pitr.postgres_wal import WalRules, lineage, parse_wal_name, segment_name, wal_meta
 from backupctl.policy.schema import Policy, PostgresPitr, PostgresSource
 from backupctl.settings import Settings
-from backupctl.targets.base import build_target, is_blob_target
+from backupctl.targets.base import build_target
+from backupctl.targets.registry import holds_blobs
 
 log = logging.getLogger(__name__)
 RULES = WalRules()
@@ -48,12 +49,15 @@ def wal_target_names(policy: Policy, source: PostgresSource) -> list[str]:
     assert source.pitr is not None
     names = source.pitr.targets
     if names is None:
-        names = [t.name for t in policy.targets_for(source) if t.type != "restic" and is_blob_target(t.type)]
+        names = [t.name for t in policy.targets_for(source) if holds_blobs(t.type)]
     if not names:
         raise ConfigError(f"source '{source.name}' has no blob target for its WAL archive")
     for name in names:
-        if policy.target(name).type == "restic":
-            raise ConfigError(f"target '{name}' is a restic repository: WAL goes to blob targets only")
+        if not holds_blobs(policy.target(name).type):
+            raise ConfigError(
+                f"target '{name}' is not a blob target (e.g. a restic repository): "
+                "WAL goes to blob targets only"
+            )
     return names
 
 

@@ -130,7 +130,7 @@ def wal_status(
 
 def _server_state(url: str, password: str | None) -> dict[str, Any] | None:
     """pg_stat_archiver and the .ready backlog; None when the server cannot be reached."""
-    from backupctl.sources.postgres import connect
+    from backupctl.sources.postgres_sql import connect
 
     try:
         with connect(url, password, "the server whose WAL is archived") as connection:

@@ -37,6 +37,17 @@ EXAMPLES: dict[str, list[str]] = {
     "status": ["backupctl status", "backupctl status shop --json"],
     "target setup": ["backupctl target setup shop offsite"],
     "verify": ["backupctl verify shop latest", "backupctl verify shop latest --target offsite"],
+    "binlog collect": ["backupctl binlog collect shop --source shop-db --watch"],
+    "binlog drill": ["backupctl binlog drill shop --source shop-db --at random"],
+    "binlog prune": ["backupctl binlog prune shop --source shop-db --dry-run"],
+    "binlog restore": [
+        "backupctl binlog restore shop --source shop-db --to-time 2026-12-06T05:30:00Z \\\n"
+        "      --to-db mysql://root@127.0.0.1/shop_at_0530 --create",
+    ],
+    "binlog status": ["backupctl binlog status shop --source shop-db --json"],
+    "binlog verify": ["backupctl binlog verify shop --source shop-db"],
+    "wal fetch": ["backupctl wal fetch shop --source db %f %p     restore_command (wal restore writes it)"],
+    "wal push": ["backupctl wal push shop --source db %p %f      archive_command in postgresql.conf"],
 }
 
 
@@ -50,8 +61,8 @@ def polish(command: click.Command, path: str) -> click.Command:
         optional = isinstance(param, click.Argument) and not param.required
         if optional and param.metavar and not param.metavar.startswith("["):
             param.metavar = f"[{param.metavar}]"
-    shown = (command.help or "") + (command.epilog or "")
+    shown = (command.help or "") + "\n" + (command.epilog or "")
     examples = EXAMPLES.get(path)
-    if examples and "backupctl " not in shown:
+    if examples and not any(line.strip().startswith("backupctl ") for line in shown.splitlines()):
         command.epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in examples)
     return command

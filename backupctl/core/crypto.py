@@ -113,6 +113,19 @@ def load_signing_key(keys_dir: Path) -> SigningKey:
     return SigningKey(key)
 
 
+RETIRED_SIGNING_FILE = "signing-trusted.pub"  # written by `keys rotate` (core/keyrotation.py)
+
+
+def retired_signing_keys(directory: Path) -> list[str]:
+    """Public signing keys retired by `rotate_keys` (still trusted for old manifests)."""
+    path = directory / RETIRED_SIGNING_FILE
+    if not path.exists():
+        return []
+    return [
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
+
+
 def trusted_public_keys(keys_dir: Path, extra: list[str]) -> list[str]:
     """This host's public signing key (if any), the policy's/caller's trusted keys, and the keys
     `keys rotate` retired on this host (so manifests they signed keep verifying)."""
@@ -120,8 +133,6 @@ def trusted_public_keys(keys_dir: Path, extra: list[str]) -> list[str]:
     path = keys_dir / SIGNING_PUB_FILE
     if path.exists():
         keys.insert(0, path.read_text().strip())
-    from backupctl.core.keyrotation import retired_signing_keys  # imports this module
-
     return keys + [key for key in retired_signing_keys(keys_dir) if key not in keys]
 
 

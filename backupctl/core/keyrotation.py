@@ -24,6 +24,7 @@ from pyrage import x25519
 from backupctl.core.crypto import (
     IDENTITY_FILE,
     RECIPIENT_FILE,
+    RETIRED_SIGNING_FILE,
     SIGNING_KEY_FILE,
     SIGNING_PUB_FILE,
     load_signing_key,
@@ -32,7 +33,6 @@ from backupctl.core.crypto import (
 from backupctl.errors import ConfigError
 
 RETIRED_RECIPIENTS_FILE = "age-recipients.retired.txt"
-RETIRED_SIGNING_FILE = "signing-trusted.pub"
 
 
 @dataclass
@@ -102,11 +102,3 @@ def rotate_keys(directory: Path, *, age: bool = True, signing: bool = True) -> R
     return result
 
 
-def retired_signing_keys(directory: Path) -> list[str]:
-    """Public signing keys retired by `rotate_keys` (still trusted for old manifests)."""
-    path = directory / RETIRED_SIGNING_FILE
-    if not path.exists():
-        return []
-    return [
-        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
-    ]

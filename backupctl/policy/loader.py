@@ -196,6 +196,7 @@ def _logical_policy_checks(
     policy: Policy, document: LocatedDocument, check_secrets: bool
 ) -> list[ConfigIssue]:
     from backupctl.targets.base import is_blob_target
+    from backupctl.targets.registry import KINDS, holds_blobs
 
     issues: list[ConfigIssue] = []
 
@@ -235,7 +236,7 @@ def _logical_policy_checks(
     for index, target in enumerate(policy.targets):
         if target.type == "local" and not target.path.startswith("/"):
             add(("targets", index, "path"), f"path must be absolute, got '{target.path}'")
-        if target.type != "restic" and not is_blob_target(target.type):
+        if target.type not in KINDS or (holds_blobs(target.type) and not is_blob_target(target.type)):
             add(("targets", index, "type"), f"target type '{target.type}' is not available in this version")
 
     from backupctl.policy.rpo_check import pitr_issues  # PITR blocks (docs/pitr.md)

@@ -32,7 +32,9 @@ def longest_gap(expression: str) -> timedelta:
 def pitr_issues(policy: Policy) -> list[tuple[tuple[str | int, ...], str]]:
     """(dotted path as a tuple, message) for every logical error of the pitr blocks."""
     issues: list[tuple[tuple[str | int, ...], str]] = []
-    blob_targets = {t.name for t in policy.targets if t.type != "restic"}
+    from backupctl.targets.registry import holds_blobs  # (no heavy imports: a table of names)
+
+    blob_targets = {t.name for t in policy.targets if holds_blobs(t.type)}
     for index, source in enumerate(policy.sources):
         if isinstance(source, MysqlSource) and source.pitr is not None:
             issues.extend(_mysql_pitr_issues(index, source, blob_targets))

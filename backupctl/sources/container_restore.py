@@ -23,7 +23,7 @@ from backupctl.core import runner
 from backupctl.core.secrets import mask, mask_url_password, register_secret
 from backupctl.errors import ConfigError, SourceError
 from backupctl.sources.base import RestoreOutcome, RestoreRequest
-from backupctl.sources.postgres import TABLES_QUERY, Table, count_query, split_password
+from backupctl.sources.postgres_sql import TABLES_QUERY, Table, count_query, split_password
 from backupctl.sources.restore_as import as_note, check_name
 
 CHUNK = 1 << 20

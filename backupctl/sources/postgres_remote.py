@@ -37,14 +37,8 @@ from backupctl.errors import SourceError
 from backupctl.policy.schema import PostgresSource
 from backupctl.sources import remote
 from backupctl.sources.base import DumpStream
-from backupctl.sources.postgres import (
-    SNAPSHOT_SESSION_SETTINGS,
-    TABLES_QUERY,
-    Table,
-    TableSelection,
-    count_query,
-    version_of,
-)
+from backupctl.sources.postgres import TableSelection, version_of
+from backupctl.sources.postgres_sql import SNAPSHOT_SESSION_SETTINGS, TABLES_QUERY, Table, count_query
 
 # jsonb, not json_agg: json_agg puts line breaks between elements, and we read one line per answer.
 _TABLES_JSON = f"SELECT coalesce(jsonb_agg(t), '[]') FROM ({TABLES_QUERY}) t"

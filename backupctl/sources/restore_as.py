@@ -28,7 +28,7 @@ def create_postgres_database(conninfo: str, password: str | None, name: str) -> 
 
     Raises ConfigError when it exists already (nothing changed) or cannot be created.
     """
-    from backupctl.sources.postgres import connect
+    from backupctl.sources.postgres_sql import connect
 
     check_name(name)
     connection: Any

@@ -84,6 +84,13 @@ def kind_of(kind: str) -> Kind:
     return KINDS[kind]
 
 
+def holds_blobs(kind: str) -> bool:
+    """Whether targets of `kind` are blob targets (a BlobTarget underneath): what log-segment
+    archives (backupctl.pitr) need. False for an unknown kind."""
+    known = KINDS.get(kind)
+    return known is not None and known.blob_module is not None
+
+
 def traits_of(config: Any) -> StoreTraits:
     """The traits of a target config model (backupctl.policy.schema) by its `type`."""
     return KINDS[config.type].traits

@@ -18,7 +18,8 @@ from backupctl.core import runner
 from backupctl.errors import ConfigError, SourceError
 from backupctl.policy.schema import PostgresSource
 from backupctl.sources.base import RestoreRequest, build_source
-from backupctl.sources.postgres import PostgresDumpSource, Table, TableSelection
+from backupctl.sources.postgres import PostgresDumpSource, TableSelection
+from backupctl.sources.postgres_sql import Table
 from tests.fixtures.postgres import EXPECTED_TABLES, PgDatabase
 
 PASSWORD_ENV = "BACKUPCTL_TEST_PG_PASSWORD"
