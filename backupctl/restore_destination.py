@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from backupctl.core.secrets import mask_url_password
-from backupctl.errors import BackupctlError
+from backupctl.errors import BackupctlError, ConfigError
 from backupctl.sources.base import RestoreRequest
 
 
@@ -48,6 +48,10 @@ def guarded(request: RestoreRequest) -> Iterator[tuple[RestoreRequest, Path | No
         request = dataclasses.replace(request, to_dir=staging)
     try:
         yield request, staging
+    except ConfigError:  # refused before anything was written (errors.ConfigError): no hint
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     except BackupctlError as error:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

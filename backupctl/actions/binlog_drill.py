@@ -56,8 +56,8 @@ class PointInTimeDrill:
 def pick_point(policy: Policy, source_name: str, archive: BinlogArchiveStore, settings: Settings,
                to: str, rng: random.Random | None = None) -> datetime | None:  # fmt: skip
     """`latest` -> None; `random` -> a whole second between the oldest dump and the newest archived
-    time; else an ISO time (UTC without a zone). Raises ConfigError for a malformed time,
-    JobFailed when nothing is archived."""
+    time (None, i.e. latest, when no whole second lies between them yet); else an ISO time (UTC
+    without a zone). Raises ConfigError for a malformed time, JobFailed when nothing is archived."""
     if to == "latest":
         return None
     if to != "random":
@@ -71,7 +71,9 @@ def pick_point(policy: Policy, source_name: str, archive: BinlogArchiveStore, se
         raise JobFailed("a random point needs a dump with a binlog position and archived binlogs")
     low = int(dumps[0].finished.timestamp()) + 1
     high = max(item.covered_until for item in chain)
-    return datetime.fromtimestamp((rng or random.Random()).randint(min(low, high), high), UTC)
+    if low > high:  # the archive ends within the dump's last second: only `latest` is after the dump
+        return None
+    return datetime.fromtimestamp((rng or random.Random()).randint(low, high), UTC)
 
 
 def run_binlog_drill(

@@ -14,6 +14,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 from backupctl.core.cronexpr import CronExpr
+from backupctl.core.durations import format_duration
 from backupctl.policy.schema import MysqlSource, Policy, PostgresSource
 
 TIMER_JITTER = timedelta(minutes=5)  # scheduling/systemd.py: RandomizedDelaySec default
@@ -53,8 +54,9 @@ def pitr_issues(policy: Policy) -> list[tuple[tuple[str | int, ...], str]]:
             issues.append(
                 (
                     ("sources", index, "pitr", "archive_timeout"),
-                    f"archive_timeout {source.pitr.archive_timeout} is not under objectives.rpo "
-                    f"{policy.objectives.rpo}: set it well under the RPO (e.g. 60s)",
+                    f"archive_timeout {format_duration(source.pitr.archive_timeout)} is not under "
+                    f"objectives.rpo {format_duration(policy.objectives.rpo)}: set it well under the "
+                    "RPO (e.g. 60s)",
                 )
             )
     return issues
@@ -91,18 +93,20 @@ def rpo_warnings(policy: Policy) -> list[str]:
     with_pitr = [s for s in databases if isinstance(s, PostgresSource | MysqlSource) and s.pitr is not None]
     if databases and len(with_pitr) == len(databases):  # every database has PITR
         return []
-    rpo = policy.objectives.rpo
+    rpo = format_duration(policy.objectives.rpo)
     if policy.schedule is None:
         return [
-            f"policy '{policy.name}': objectives.rpo {rpo} cannot be met: no schedule and no point-in-time "
-            "recovery (add 'schedule:' or a 'pitr:' block to the database source)"
+            f"policy '{policy.name}': objectives.rpo {rpo} is not backed by a schedule or point-in-time "
+            "recovery (add 'schedule:' or a 'pitr:' block to the database source; when cron runs the "
+            "backups, `status` still fails once the newest snapshot is older than the RPO)"
         ]
     gap = longest_gap(policy.schedule)
-    if gap + TIMER_JITTER >= rpo:
+    if gap + TIMER_JITTER >= policy.objectives.rpo:
         unprotected = ", ".join(s.name for s in databases if s not in with_pitr) or "its sources"
         return [
             f"policy '{policy.name}': objectives.rpo {rpo} cannot be met by scheduled backups of "
-            f"{unprotected}: they run up to {gap} apart (+ up to {TIMER_JITTER} timer jitter). Add a "
+            f"{unprotected}: they run up to {format_duration(gap)} apart (+ up to "
+            f"{format_duration(TIMER_JITTER)} timer jitter). Add a "
             "'pitr:' block (continuous WAL archiving, docs/pitr.md) or back up more often"
         ]
     return []

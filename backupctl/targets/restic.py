@@ -348,7 +348,8 @@ class ResticRepository:
             child.interrupt()
             with suppress(OSError):
                 stdin.close()
-            if child.finish() != 0:
+            # A frozen endpoint would hang the unlock too: the next run clears a stale lock then.
+            if child.finish() != 0 and not watchdog.fired:
                 self._remove_stale_lock()
             raise
         try:
@@ -511,7 +512,7 @@ class ResticRepository:
         Best effort: a failure here must not hide the error that stopped the backup.
         """
         try:
-            self._run("unlock", action="unlock", timeout=60)
+            self._run("unlock", action="unlock", timeout=min(60.0, self.config.stall_timeout.total_seconds()))
         except (TargetError, ConfigError) as error:
             log.debug("restic unlock after an interrupted backup failed: %s", error)
 

@@ -32,4 +32,5 @@ def test_foreign_recipient_warns_own_key_and_escrow_do_not(workspace: Workspace)
     assert done.returncode == 0 and "WARN" not in done.stderr, done.stderr
 
     _policy(workspace, [foreign], escrow=True)
-    assert workspace.run_json("policy", "validate")["warnings"] == []
+    warnings = workspace.run_json("policy", "validate")["warnings"]
+    assert not [warning for warning in warnings if "recipient" in str(warning)], warnings

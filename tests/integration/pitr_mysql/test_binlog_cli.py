@@ -27,6 +27,7 @@ def test_binlog_cli_collect_status_plan_and_prune(
     binlog_database.sql("INSERT INTO orders (label) VALUES ('before the first dump');")
     binlog_database.server.sql("FLUSH BINARY LOGS")  # so that a binlog older than the dump exists
     workspace.run("backup", "shop", check=True)
+    time.sleep(1.1)  # binlog events carry whole seconds: the next write lands after the dump's second
     binlog_database.sql("INSERT INTO orders (label) VALUES ('after the first dump');")
     metrics = workspace.root / "binlog.prom"
     collected = workspace.run_json(

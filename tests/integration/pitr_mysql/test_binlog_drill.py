@@ -39,8 +39,9 @@ def drill_at_a_time_under_load(
 
 def check_report(report: dict[str, Any], target: datetime) -> None:
     point = report["point_in_time"]
-    assert point["asked"] == target.isoformat() and point["reached"] == target.isoformat()
-    newest = datetime.fromisoformat(point["newest_row"]).replace(tzinfo=UTC)
+    asked, reached = (datetime.fromisoformat(point[key]) for key in ("asked", "reached"))
+    assert asked == target and reached == target, point  # --json prints RFC 3339 UTC (docs/json.md)
+    newest = datetime.fromisoformat(point["newest_row"]).astimezone(UTC)
     assert target.timestamp() - 900 <= newest.timestamp() < target.timestamp(), "newest row in [T - RPO, T)"
     checks = {check["name"]: check for check in report["checks"]}
     assert checks["point in time"]["ok"] and "newest row" in checks["point in time"]["detail"]
