@@ -5,20 +5,28 @@ target that has one, authenticate its manifest, copy every artifact that belongs
 destination (hashing in flight, re-hashing on arrival), then store the manifest — verbatim when
 it lists exactly those artifacts, otherwise re-signed for the destination's subset. Only then is
 the copy recorded complete. The backup command runs this for the targets it just reached.
+
+The catalog is not trusted blindly: each blob target's manifests are listed first, and the
+newest snapshot it should hold is surveyed (objects present, sizes as signed); a copy that is
+gone (an emptied bucket, another bucket, a deleted object) is recorded `missing` and refilled.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from backupctl.actions.access import open_catalog, trusted_keys
 from backupctl.actions.events import Events, LogEvents
+from backupctl.catalog.store import Catalog, CopyState, SnapshotView
 from backupctl.core.crypto import load_signing_key
 from backupctl.core.manifest import Manifest
 from backupctl.errors import BackupctlError
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, build_target
+from backupctl.targets.blob_store import BlobSnapshotStore
 from backupctl.targets.registry import traits_of
 from backupctl.targets.snapshot_files import copy_artifact, key_of, read_manifest, write_manifest
 
@@ -50,7 +58,11 @@ def replicate(
         return built[name]
 
     try:
-        for snapshot in catalog.snapshots(policy.name):
+        snapshots = catalog.snapshots(policy.name)
+        _observe_targets(catalog, policy, snapshots, [c for c in wanted if not traits_of(c).deduplicating],
+                         target, trusted, events)  # fmt: skip
+        snapshots = catalog.snapshots(policy.name)  # with what was found missing
+        for snapshot in snapshots:
             holders = [
                 name
                 for name, state in snapshot.targets.items()
@@ -88,6 +100,41 @@ def replicate(
         for item in built.values():
             item.close()
     return report
+
+
+def _observe_targets(
+    catalog: Catalog,
+    policy: Policy,
+    snapshots: list[SnapshotView],
+    configs: list[Any],
+    target: Callable[[str], BlobTarget],
+    trusted: list[str],
+    events: Events,
+) -> None:
+    """Read what each blob target really holds before trusting the catalog: one listing of its
+    manifests (an emptied target or another bucket lists none), and a survey of the newest
+    snapshot's objects (one deleted or truncated). Copies the catalog calls complete that are
+    not there are recorded `missing`, so the loop below refills them."""
+    for config in configs:
+        claimed = [s for s in snapshots if s.targets.get(config.name) == "complete"]
+        if not claimed:
+            continue
+        try:
+            store = BlobSnapshotStore(config, target(config.name))
+            listed = set(store.snapshot_ids(policy.name))
+            gone = {s.id: f"no manifest on {config.name}" for s in claimed if s.id not in listed}
+            newest = claimed[0].id
+            if newest not in gone:
+                problems = store.survey(policy.name, newest, trusted)
+                if problems:
+                    gone[newest] = "; ".join(problems)
+        except (BackupctlError, OSError) as error:
+            events.warning(f"replicate: cannot list {config.name}: {error}")
+            continue
+        for snapshot_id, why in gone.items():
+            events.warning(f"replicate: snapshot {snapshot_id} is missing from {config.name}: {why}")
+        missing = [CopyState(sid, config.name, "missing", error=why) for sid, why in gone.items()]
+        catalog.record_copies(missing)
 
 
 def _copy_snapshot(

@@ -182,21 +182,58 @@ def target_posture(config: Any) -> Posture:
         store.close()
 
 
-def gather(catalog: Catalog, policy: Policy, now: datetime | None = None) -> PolicyStatus:
+def observe_target(
+    config: Any, policy: str, snapshot_id: str | None, trusted: list[str] | None
+) -> tuple[Posture, list[str] | None]:
+    """The target's real posture and, when `trusted` is given and the target is reachable, what
+    `SnapshotStore.survey` finds of snapshot `snapshot_id` there (None: not looked at)."""
     from backupctl.errors import BackupctlError
+    from backupctl.targets.store import open_store
 
+    try:
+        store = open_store(config)
+    except BackupctlError as error:
+        return Posture(
+            reachable=False, medium=config.medium, offsite=config.offsite, problems=[str(error)]
+        ), None
+    try:
+        try:
+            posture = store.posture()
+        except BackupctlError as error:
+            posture = Posture(
+                reachable=False, medium=config.medium, offsite=config.offsite, problems=[str(error)]
+            )
+        if trusted is None or snapshot_id is None or not posture.reachable:
+            return posture, None
+        try:
+            return posture, store.survey(policy, snapshot_id, trusted)
+        except (BackupctlError, OSError) as error:
+            return posture, [f"snapshot {snapshot_id} on {config.name} could not be listed: {error}"]
+    finally:
+        store.close()
+
+
+def gather(
+    catalog: Catalog, policy: Policy, now: datetime | None = None, trusted: list[str] | None = None
+) -> PolicyStatus:
+    """The status of `policy`. With `trusted` (the signing keys a manifest may be signed with),
+    each target the catalog says holds the newest snapshot is surveyed: a copy that is gone or
+    incomplete there counts as missing, and the catalog records it as such (`replicate` then
+    refills it). Without, the catalog's word is taken (the metrics written after a backup)."""
     now = now or datetime.now(UTC)
     snapshots = catalog.snapshots(policy.name)
     latest = snapshots[0] if snapshots else None
     facts: list[TargetFacts] = []
     for config in policy.targets:
-        try:
-            posture = target_posture(config)
-        except BackupctlError as error:
-            posture = Posture(
-                reachable=False, medium=config.medium, offsite=config.offsite, problems=[str(error)]
-            )
         holds = bool(latest and latest.targets.get(config.name) == "complete")
+        posture, missing = observe_target(
+            config, policy.name, latest.id if latest and holds else None, trusted
+        )
+        problems = list(posture.problems)
+        if latest is not None and missing:
+            holds = False
+            problems += missing
+            catalog.record_copy(latest.id, config.name, "missing", error="; ".join(missing))
         facts.append(
             TargetFacts(
                 config.name,
@@ -205,7 +242,7 @@ def gather(catalog: Catalog, policy: Policy, now: datetime | None = None) -> Pol
                 posture.reachable,
                 posture.immutable,
                 holds,
-                posture.problems,
+                problems,
             )
         )
     verification = catalog.last_verification(policy.name)

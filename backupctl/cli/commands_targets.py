@@ -52,11 +52,14 @@ def setup(app: App, policy_name: str, target_name: str, dry_run: bool, as_json: 
 def status(app: App, policy_name: str | None, as_json: bool) -> None:
     """The 3-2-1-1-0 rule and RPO freshness per policy, read from the real targets.
 
+    Each target that should hold the newest snapshot is surveyed (its signed manifest and the
+    objects it names: a listing, no data read); a copy that is gone or incomplete counts as
+    missing and is recorded so: `backupctl replicate POLICY` refills it.
     Exit 0 when every policy complies, 1 otherwise (each failing rule says why).
     """
     from rich.table import Table
 
-    from backupctl.actions.access import open_catalog
+    from backupctl.actions.access import open_catalog, trusted_keys
     from backupctl.actions.status import gather
 
     if policy_name:
@@ -69,7 +72,7 @@ def status(app: App, policy_name: str | None, as_json: bool) -> None:
             raise ConfigError("no valid policy found: run `backupctl policy validate`")
         policies = [item.policy for item in loaded]
     catalog = open_catalog(app.settings)
-    results = [gather(catalog, policy) for policy in policies]
+    results = [gather(catalog, policy, trusted=trusted_keys(app.settings, policy)) for policy in policies]
     if as_json:
         print_json([result.as_dict() for result in results])
     else:
@@ -83,6 +86,9 @@ def status(app: App, policy_name: str | None, as_json: bool) -> None:
             for rule in result.rules:
                 table.add_row(rule.name, "ok" if rule.ok else "FAIL", rule.detail)
             console.print(table)
+            for target in result.targets:
+                for problem in target.problems:
+                    console.print(f"  {target.name}: {problem}", markup=False)
     record_compliance(app, results)  # alerts and metrics when compliance is lost or regained
     if not all(result.compliant for result in results):
         raise JobFailed(

@@ -173,6 +173,27 @@ class BlobSnapshotStore:
         check.checks["plain"] = "ok" if plain_ok else "decrypted content differs from the manifest"
         return check
 
+    def survey(self, policy: str, snapshot_id: str, trusted: list[str]) -> list[str]:
+        """One listing of the snapshot's prefix and the manifest (two small reads)."""
+        prefix = snapshot_prefix(policy, snapshot_id)
+        present = {info.key: info.size for info in self.target.list_keys(prefix)}
+        if prefix + MANIFEST not in present:
+            return [f"snapshot {snapshot_id} has no manifest on {self.name} (deleted, or another bucket)"]
+        try:
+            signed = read_manifest(self.target, policy, snapshot_id, trusted)
+        except IntegrityError as error:
+            return [str(error)]
+        problems = []
+        for artifact in signed.manifest.artifacts:
+            key = key_of(policy, snapshot_id, artifact.file)
+            if key not in present:
+                problems.append(f"{key} is missing from {self.name}")
+            elif present[key] != artifact.stored_bytes:
+                problems.append(
+                    f"{key} on {self.name} is {present[key]} bytes, the manifest says {artifact.stored_bytes}"
+                )
+        return problems
+
     def posture(self) -> Posture:
         return self.target.posture()
 

@@ -12,7 +12,7 @@ from backupctl.core.crypto import SigningKey
 from backupctl.core.digests import PLAIN_ALGORITHM
 from backupctl.core.manifest import ArtifactRecord, Manifest, artifact_file_name
 from backupctl.core.pipeline import HashingReader
-from backupctl.errors import BackupctlError, TargetError
+from backupctl.errors import BackupctlError, IntegrityError, TargetError
 from backupctl.policy.schema import ResticTarget
 from backupctl.targets.registry import traits_of
 from backupctl.targets.restic import TAG, ResticRepository, tags_for
@@ -159,6 +159,25 @@ class ResticSnapshotStore(ResticRepository):
             bad = [p for p in problems if p.startswith(f"{artifact.source} ")]
             checks.append(ArtifactCheck(artifact.source, {"restic": bad[0] if bad else "ok"}))
         return checks, problems
+
+    def survey(self, policy: str, snapshot_id: str, trusted: list[str]) -> list[str]:
+        """One `restic snapshots` listing of the backupctl snapshot, and its manifest (`restic
+        dump` of a small file): a restic snapshot per source the manifest lists."""
+        listed = self.find(policy, snapshot_id)
+        manifests = [info for info in listed if MANIFEST_TAG in info.tags]
+        if not manifests:
+            return [f"snapshot {snapshot_id} has no manifest in {self.name} (forgotten, or another repo)"]
+        try:
+            signed = read_manifest_snapshot(self, manifests[-1].id, policy, snapshot_id, trusted)
+        except IntegrityError as error:
+            return [str(error)]
+        tags = [tag for info in listed for tag in info.tags]
+        held = {tag.removeprefix("source=") for tag in tags if tag.startswith("source=")}
+        return [
+            f"the restic snapshot of {artifact.source} (snapshot {snapshot_id}) is missing from {self.name}"
+            for artifact in signed.manifest.artifacts
+            if artifact.source not in held
+        ]
 
     def setup(self, dry_run: bool) -> list[dict[str, str]]:
         if self.exists():

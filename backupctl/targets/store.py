@@ -121,6 +121,13 @@ class SnapshotStore(Protocol):
         """Verify what the store holds against the manifest: per-artifact checks and problems."""
         ...
 
+    def survey(self, policy: str, snapshot_id: str, trusted: list[str]) -> list[str]:
+        """Cheaply, does this store still hold the snapshot? Its signed manifest (read and
+        authenticated) and every object it names (a listing: presence and size, no data read).
+        The problems, each naming what is missing or wrong; empty when the copy is whole.
+        Raises TargetError when the store cannot be read."""
+        ...
+
     def posture(self) -> Posture:
         """Reachability and protection read from the real target."""
         ...
