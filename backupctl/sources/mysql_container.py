@@ -14,17 +14,25 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from backupctl.core import runner
 from backupctl.core.secrets import mask, register_secret
 from backupctl.errors import ConfigError, SourceError
 
-if TYPE_CHECKING:
-    from backupctl.sources.mysql import Endpoint
-
 QUERY_TIMEOUT = 300.0
 PASSWORD_VARIABLE = "MYSQL_PWD"  # read by the mariadb client (10.x and MySQL's mysql client)
+
+
+class Endpoint(Protocol):
+    """What this module reads of `sources.mysql.Endpoint` (no import: mysql imports this)."""
+
+    @property
+    def database(self) -> str: ...
+    @property
+    def password(self) -> str | None: ...
+    def options(self) -> list[str]: ...
+    def describe(self) -> str: ...
 
 
 class ContainerClient:
