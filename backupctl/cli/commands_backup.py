@@ -187,7 +187,7 @@ def verify(
 @click.option("--no-owner", is_flag=True, help="Do not restore ownership and privileges.")
 @click.option(
     "--to-container", metavar="NAME",
-    help="Restore with the tools inside this Docker container; --to-db is the URL inside it (postgres).",
+    help="Restore with the tools inside this Docker container; --to-db is the URL inside it.",
 )  # fmt: skip
 @click.option(
     "--as", "as_name", metavar="NAME",

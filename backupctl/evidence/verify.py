@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from backupctl.catalog.ledger import LedgerRecord, audit, chain_problems, read_ledger
 from backupctl.catalog.store import Catalog
+from backupctl.core import tarfilter
 from backupctl.errors import ConfigError, IntegrityError
 from backupctl.evidence import sshsig
 from backupctl.evidence.bundle import SIGNATURE, SIGNERS, SUMS
@@ -52,7 +53,10 @@ def verify_bundle(bundle: Path, catalog: Catalog | None, allowed_signers: Path |
         return _verify_dir(bundle, bundle, catalog, allowed_signers)
     if bundle.is_file() and tarfile.is_tarfile(bundle):
         with tempfile.TemporaryDirectory(prefix="backupctl-verify-") as tmp, tarfile.open(bundle) as tar:
-            tar.extractall(tmp, filter="data")
+            try:
+                tarfilter.extract_all(tar, tmp)
+            except tarfilter.RefusedMember as error:
+                return Verdict(str(bundle), problems=[f"the tar holds an unsafe member: {error}"])
             roots = [p for p in Path(tmp).iterdir() if p.is_dir()]
             if len(roots) != 1:
                 return Verdict(str(bundle), problems=["the tar does not hold exactly one bundle directory"])

@@ -46,7 +46,7 @@ class RestoreRequest:
     no_owner: bool = False  # skip ownership/privileges (restoring under another role)
     password: str | None = None  # password for the destination, never on argv
     as_name: str | None = None  # create this database on the destination server and restore into it
-    container: str | None = None  # restore with the tools inside this Docker container (postgres)
+    container: str | None = None  # restore with the tools inside this Docker container
 
 
 @dataclass

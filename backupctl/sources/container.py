@@ -7,7 +7,8 @@ paramiko's client and channel API that `RemoteProcess` uses. So a container sour
 same integrity facts as a local or `via` one (row counts from the dump's own snapshot, versions),
 with `dumped_on: container NAME`. The URL is the one *inside* the container (usually
 `postgresql://postgres@localhost/DB`); the docker CLI must reach the engine (root or the docker
-group). Restores still run here, into --to-db (a URL this host reaches, e.g. a published port).
+group). Restores run here into --to-db (a URL this host reaches, e.g. a published port), or
+through the engine with `restore --to-container` (container_restore.py, mysql_container.py).
 """
 
 from __future__ import annotations

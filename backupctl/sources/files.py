@@ -41,6 +41,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from backupctl.core import tarfilter
 from backupctl.errors import ConfigError, IntegrityError, SourceError
 from backupctl.policy.schema import FilesSource
 from backupctl.sources.base import (
@@ -503,15 +504,15 @@ def _extract(stream: BinaryIO, destination: Path) -> None:
                 cast(Any, tar).members.clear()
                 safe = _checked(member, destination, guard)
                 if keep_owner:
-                    safe = safe.replace(
-                        uid=member.uid, gid=member.gid, uname=member.uname, gname=member.gname
+                    safe = tarfilter.with_attrs(
+                        safe, uid=member.uid, gid=member.gid, uname=member.uname, gname=member.gname
                     )
                 target = destination / safe.name
                 if target.is_symlink():
                     target.unlink()  # replace a link, never write through it
                 # Directory attributes are set last, so a read-only directory does not block its files.
                 try:
-                    tar.extract(safe, destination, set_attrs=not safe.isdir(), filter="fully_trusted")
+                    tar.extract(safe, destination, set_attrs=not safe.isdir(), **tarfilter.extract_options())
                 except OSError as error:
                     raise SourceError(f"cannot extract tar member '{member.name}': {error}") from None
                 if safe.isdir():
@@ -547,6 +548,6 @@ def _checked(member: tarfile.TarInfo, destination: Path, guard: MemberGuard) -> 
         # The data filter refuses absolute or escaping link targets; we keep them as links.
         return member  # ownership is applied only as root (tarfile.chown), as for other members
     try:
-        return tarfile.data_filter(member, str(destination))
-    except tarfile.FilterError as error:
+        return tarfilter.data_filter(member, str(destination))
+    except tarfilter.RefusedMember as error:
         raise refuse(str(error)) from None

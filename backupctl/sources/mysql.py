@@ -58,6 +58,7 @@ from backupctl.sources.base import (
     register_source,
     remote_dump,
 )
+from backupctl.sources.mysql_container import ContainerClient
 from backupctl.sources.mysql_parallel import restore_parallel
 from backupctl.sources.restore_as import as_note, check_name
 
@@ -230,6 +231,37 @@ def preflight(query: SqlRunner, endpoint: Endpoint) -> str:
             f"GRANT SELECT ON mysql.proc TO the backup user"
         ) from None
     return version
+
+
+class LocalClient:
+    """The mariadb client of this host; the password in an option-file pipe (password_options).
+
+    `sources.mysql_container.ContainerClient` offers the same calls for a client inside a
+    container: restore, its destination checks and its inventory run through either.
+    """
+
+    def __init__(self, tool: str) -> None:
+        self.tool = tool
+
+    def where(self) -> str:
+        return ""
+
+    def query(self, endpoint: Endpoint, sql: str, purpose: str) -> list[list[str]]:
+        return run_sql(self.tool, endpoint, sql, purpose)
+
+    def start(self, endpoint: Endpoint, options: list[str]) -> subprocess.Popen[bytes]:
+        with password_options(endpoint.password) as (first, fds):
+            argv = [self.tool, *first, *endpoint.options(), *options, "--", endpoint.database]
+            return runner.start(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=fds)
+
+
+MysqlClient = LocalClient | ContainerClient
+
+
+def _shown(client: MysqlClient, request: RestoreRequest) -> str:
+    """The restore's destination as reported: URL without password, container, `--as` name."""
+    url = mask(mask_url_password(request.to_db or ""))
+    return (f"{client.where()}: {url}" if client.where() else url) + as_note(request.as_name)
 
 
 def _find_tool(*names: str) -> str:
@@ -538,14 +570,16 @@ class MysqlDumpSource:
                 "--no-owner is not supported for MySQL sources: restore as a user allowed to set "
                 "other definers (SET USER or SUPER)"
             )
-        if request.container:
-            raise ConfigError("--to-container is supported for PostgreSQL sources; restore MySQL into the "
-                              "container's published port with --to-db")  # fmt: skip
         endpoint = parse_url(request.to_db, request.password)
         if request.as_name:  # a new database next to the live one (created below, must not exist)
             check_name(request.as_name)
             endpoint, request = replace(endpoint, database=request.as_name), replace(request, create=True)
-        client = _find_tool("mariadb", "mysql")
+        # Through the engine (--to-container): the container's own client; the URL is the one inside it.
+        client: MysqlClient = (
+            ContainerClient(request.container)
+            if request.container
+            else LocalClient(_find_tool("mariadb", "mysql"))
+        )
         notes = [self._via_note()] if self.config.via else []
         self._prepare_destination(client, endpoint, request)
         options = ["--binary-mode", "--batch", "--default-character-set=utf8mb4", "--max-allowed-packet=1G"]
@@ -555,9 +589,7 @@ class MysqlDumpSource:
             if plan.possible:
                 return self._restore_parallel(stream, request, endpoint, client, options, jobs, plan, notes)
             notes.append(f"restored with one connection: {plan.reason}")
-        with password_options(endpoint.password) as (first, fds):
-            argv = [client, *first, *endpoint.options(), *options, "--", endpoint.database]
-            process = runner.start(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=fds)
+        process = client.start(endpoint, options)
         assert process.stdin is not None and process.stderr is not None
         stderr = runner.StderrTail(process.stderr)
         try:
@@ -581,15 +613,14 @@ class MysqlDumpSource:
             raise SourceError(f"mariadb restore of {self.name} exited with status {status}: {stderr.text()}")
         stderr.join()
         facts = self._inventory(client, endpoint)
-        shown = mask(mask_url_password(request.to_db or "")) + as_note(request.as_name)
-        return RestoreOutcome(destination=shown, facts=facts, notes=notes)
+        return RestoreOutcome(destination=_shown(client, request), facts=facts, notes=notes)
 
     def _restore_parallel(
         self,
         stream: BinaryIO,
         request: RestoreRequest,
         endpoint: Endpoint,
-        client: str,
+        client: MysqlClient,
         options: list[str],
         jobs: int,
         plan: SpoolPlan,
@@ -599,9 +630,7 @@ class MysqlDumpSource:
         (backupctl.sources.mysql_parallel). Raises SourceError."""
 
         def start_client() -> subprocess.Popen[bytes]:
-            with password_options(endpoint.password) as (first, fds):
-                argv = [client, *first, *endpoint.options(), *options, "--", endpoint.database]
-                return runner.start(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=fds)
+            return client.start(endpoint, options)
 
         with private_directory(plan.directory) as spool:
             try:
@@ -612,14 +641,13 @@ class MysqlDumpSource:
         if note:
             notes.append(note)
         facts = self._inventory(client, endpoint)
-        shown = mask(mask_url_password(request.to_db or "")) + as_note(request.as_name)
-        return RestoreOutcome(destination=shown, facts=facts, notes=notes, jobs=jobs)
+        return RestoreOutcome(destination=_shown(client, request), facts=facts, notes=notes, jobs=jobs)
 
-    def _prepare_destination(self, client: str, endpoint: Endpoint, request: RestoreRequest) -> None:
+    def _prepare_destination(self, client: MysqlClient, endpoint: Endpoint, request: RestoreRequest) -> None:
         """Check (and with `create`, create) the destination database. Raises ConfigError."""
         server = replace(endpoint, database="information_schema")  # the database may not exist yet
         sql = _DESTINATION_SQL.format(name=quote_string(endpoint.database))
-        (row,) = run_sql(client, server, sql, "inspect the restore destination")
+        (row,) = client.query(server, sql, "inspect the restore destination")
         exists, tables, programs = int(row[0]), int(row[1]), int(row[2]) + int(row[3])
         if exists and request.as_name:
             raise ConfigError(
@@ -635,16 +663,16 @@ class MysqlDumpSource:
             )
         if not exists:
             create = f"CREATE DATABASE {quote_identifier(endpoint.database)} CHARACTER SET utf8mb4"
-            run_sql(client, server, create, "create the restore destination")
+            client.query(server, create, "create the restore destination")
 
-    def _inventory(self, client: str, endpoint: Endpoint) -> dict[str, Any]:
+    def _inventory(self, client: MysqlClient, endpoint: Endpoint) -> dict[str, Any]:
         """Exact row counts of the base tables, and counts of views/triggers/routines/events."""
         name = quote_string(endpoint.database)
-        listed = run_sql(client, endpoint, _TABLES_SQL.format(name=name), "list the restored tables")
+        listed = client.query(endpoint, _TABLES_SQL.format(name=name), "list the restored tables")
         tables = [bytes.fromhex(row[0]).decode() for row in listed]  # HEX: any name survives --batch
         counting = "".join(f"SELECT COUNT(*) FROM {quote_identifier(table)};\n" for table in tables)
-        counts = run_sql(client, endpoint, counting, "count the restored rows") if tables else []
-        (objects,) = run_sql(client, endpoint, _OBJECTS_SQL.format(name=name), "count the restored objects")
+        counts = client.query(endpoint, counting, "count the restored rows") if tables else []
+        (objects,) = client.query(endpoint, _OBJECTS_SQL.format(name=name), "count the restored objects")
         return {
             "row_counts": {table: int(row[0]) for table, row in zip(tables, counts, strict=True)},
             "objects": dict(zip(OBJECT_KINDS, map(int, objects), strict=True)),

@@ -1,8 +1,8 @@
 """Databases running in Docker containers (the locally built backupctl/postgres:15 and
 backupctl/mariadb:10.11, same conventions as the official images), dumped with the container's
 own tools through the engine (`container: NAME`), with the same integrity facts; then restored
-into a new database on the same server (`--as`, through the published port; PostgreSQL also
-through the engine with `--to-container`) and compared."""
+into a new database on the same server (`--as`, through the published port, and through
+the engine with `--to-container` for both) and compared with the manifest's row counts."""
 
 from __future__ import annotations
 
@@ -117,3 +117,21 @@ def test_mariadb_in_a_container(workspace: Workspace, container: Any) -> None:
     copied = docker("exec", name, "mariadb", f"--password={PASSWORD}", "-uroot", "shop_copy", "-N", "-e",
                     "SELECT COUNT(*) FROM named")  # fmt: skip
     assert copied == "123"
+
+    # Through the engine: the container's own mariadb client, the URL as seen inside it.
+    done = workspace.run("restore", "app", "latest", "--source", "db", "--to-container", name,
+                         "--to-db", "mysql://root@localhost/shop", "--as", "shop_engine",
+                         "--db-password", "env:PW", env={"PW": PASSWORD})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "row counts equal the manifest" in done.stdout and f"container {name}" in done.stdout
+    assert PASSWORD not in done.stdout + done.stderr
+    copied = docker("exec", name, "mariadb", f"--password={PASSWORD}", "-uroot", "shop_engine", "-N", "-e",
+                    "SELECT COUNT(*), MAX(name) FROM items; SELECT COUNT(*) FROM named")  # fmt: skip
+    assert copied.split() == ["123", "item", "99", "123"], copied
+
+    # --as refuses a database that exists, and changes nothing.
+    done = workspace.run("restore", "app", "latest", "--source", "db", "--to-container", name,
+                         "--to-db", "mysql://root@localhost/shop", "--as", "shop_engine",
+                         "--db-password", "env:PW", env={"PW": PASSWORD})  # fmt: skip
+    assert done.returncode != 0 and "already exists" in done.stderr, done.stdout + done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
