@@ -66,6 +66,28 @@ log = logging.getLogger("backupctl.staging.docker")
 CHUNK = 1 << 20
 DEFAULT_IMAGES = {"postgres": "postgres:15", "mariadb": "mariadb:10.11"}
 DEFAULT_PORTS = {"postgres": 5432, "mariadb": 3306}
+# The images docker/build-images.sh builds, by the name it takes: the default set (`make images`)
+# and the older majors from Debian bullseye, built only when named.
+BUILDABLE_IMAGES = {
+    "backupctl/postgres:15": "postgres",
+    "backupctl/mariadb:10.11": "mariadb",
+    "backupctl/shop:latest": "shop",
+    "backupctl/postgres:13": "postgres-13",
+    "backupctl/mariadb:10.5": "mariadb-10.5",
+}
+
+
+def missing_image_hint(image: str) -> str:
+    """How to get a staging image the engine lacks (drills never pull)."""
+    name = BUILDABLE_IMAGES.get(image)
+    if name is not None:
+        return f"build it: docker/build-images.sh {name}"
+    if image.startswith("backupctl/"):
+        return (
+            "no bundled recipe builds it (Debian ships PostgreSQL 13/15, MariaDB 10.5/10.11): build your own "
+            "(docker/apps/README.md), or `docker pull` the official image and name it in a drill file"
+        )
+    return "drills never pull: `docker pull` it, or build the local images with docker/build-images.sh"
 # The variables the official images read the admin password from, preferred first.
 PASSWORD_VARIABLES = {
     "postgres": ("POSTGRES_PASSWORD",),
@@ -277,7 +299,7 @@ class DockerRuntime:
         except ImageNotFound:
             raise ConfigError(
                 f"staging service '{service.name}': image '{image}' is not available to the Docker engine "
-                "(drills never pull: `docker pull` it, or build the local images with docker/build-images.sh)"
+                f"({missing_image_hint(image)})"
             ) from None
         except APIError as error:
             raise JobFailed(f"cannot create staging service '{service.name}': {error.explanation}") from None
@@ -469,7 +491,10 @@ class DockerRuntime:
                 network_disabled=True,
             )
         except ImageNotFound:
-            raise ConfigError(f"staging service '{service.name}': image '{image}' is not available") from None
+            raise ConfigError(
+                f"staging service '{service.name}': image '{image}' is not available "
+                f"({missing_image_hint(image)})"
+            ) from None
         chunks = _tar_chunks(tree)
         try:
             if not helper.put_archive(path, chunks):
