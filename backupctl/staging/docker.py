@@ -59,6 +59,7 @@ from backupctl.staging.base import (
     labels,
     service_values,
 )
+from backupctl.staging.mariadb_sandbox import client_knows_sandbox, without_sandbox_line
 from backupctl.staging.origin import http_ready
 
 log = logging.getLogger("backupctl.staging.docker")
@@ -454,6 +455,10 @@ class DockerRuntime:
             create = "CREATE DATABASE IF NOT EXISTS `" + database.replace("`", "``") + "`"
             self._query(service, None, create, SourceError)
             argv = ["mariadb", "--binary-mode", *self._client_args(service), database]
+            # The image's client comes with its server: the server's version says what it reads.
+            version = self._query(service, None, "SELECT VERSION()", SourceError).scalar
+            if version and not client_knows_sandbox(version):
+                stream = without_sandbox_line(stream)  # e.g. 10.5.23 (staging/mariadb_sandbox.py)
         else:
             raise ConfigError(f"staging service '{service.name}' is not a database service")
         started = time.monotonic()
