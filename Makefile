@@ -29,7 +29,7 @@ $(BIN)/backupctl: pyproject.toml
 install: system-deps $(BIN)/backupctl
 
 images: install
-	bash docker/build-images.sh
+	bash docker/build-images.sh $(IMAGES)
 
 demo: install
 	$(BIN)/python scripts/demo.py
