@@ -4,6 +4,7 @@ creates the missing roles and their grants, without passwords, and leaves existi
 
 from __future__ import annotations
 
+import json
 import secrets
 from urllib.parse import urlparse
 
@@ -39,13 +40,22 @@ def test_postgres_restore_creates_missing_roles_and_leaves_existing_ones(
         postgres_cluster.drop_database(database)
         postgres_cluster.psql(f"DROP ROLE {owner}, {readers};")
 
+        # --roles skip creates nothing (without the roles, only --no-owner can restore it).
+        skipped = workspace.run(
+            "restore", "rr", "--source", "app-db", "--to-db", postgres_cluster.url("postgres", "postgres"),
+            "--as", f"{restored}_skip", "--db-password", "env:RR_PASSWORD", "--roles", "skip", "--no-owner",
+            "--json",
+        )  # fmt: skip
+        assert skipped.returncode == 0, skipped.stderr[-2000:]
+        assert json.loads(skipped.stdout)["roles"] == {"created": [], "existing": [], "notes": []}
+        count = f"SELECT count(*) FROM pg_roles WHERE rolname = '{owner}'"
+        assert postgres_cluster.psql(count).strip() == "0"
+
         done = workspace.run(
             "restore", "rr", "--source", "app-db", "--to-db", postgres_cluster.url("postgres", "postgres"),
             "--as", restored, "--db-password", "env:RR_PASSWORD", "--json",
         )  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-        import json
-
         result = json.loads(done.stdout)
         assert sorted(result["roles"]["created"]) == sorted([owner, readers])
         assert set(result["roles"]["existing"]) == {reader, "postgres"}  # postgres owns schema public
@@ -75,7 +85,7 @@ def test_postgres_restore_creates_missing_roles_and_leaves_existing_ones(
         assert again.returncode == 0, again.stderr[-2000:]
         assert "roles created" not in again.stdout and "left as they are" in again.stdout
     finally:
-        for name in (database, restored, f"{restored}_2"):
+        for name in (database, restored, f"{restored}_2", f"{restored}_skip"):
             postgres_cluster.psql(f"DROP DATABASE IF EXISTS {name};")
         postgres_cluster.psql(f"DROP ROLE IF EXISTS {reader}, {readers}, {owner};")
 
@@ -102,8 +112,6 @@ def test_mariadb_restore_creates_missing_accounts_locked_with_their_grants(
             "--as", restored, "--db-password", "env:RR_ROOT", "--json",
         )  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-        import json
-
         roles = json.loads(done.stdout)["roles"]
         assert roles["created"] == [f"{app_user}@localhost"]
         # The fixture's backup user was granted on the database too: it exists, so it is kept as is.
