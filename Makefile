@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo    back up the sample shop, verify, restore, drill it, print where the report is"
 	@echo "make test    lint (ruff, mypy) and run unit, integration and end-to-end tests"
-	@echo "make images  build the drill staging images from Debian packages (no registry needed)"
+	@echo "make images  build the drill staging images from Debian packages (no registry needed; IMAGES=\"postgres-13 mariadb-10.5\" for older majors)"
 	@echo "make bench   benchmarks vs pg_dump/pg_restore, boto3, restic (BENCH=spine,offsite; not in make test)"
 
 system-deps:
@@ -29,7 +29,7 @@ $(BIN)/backupctl: pyproject.toml
 install: system-deps $(BIN)/backupctl
 
 images: install
-	bash docker/build-images.sh
+	bash docker/build-images.sh $(IMAGES)
 
 demo: install
 	$(BIN)/python scripts/demo.py

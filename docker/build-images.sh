@@ -5,11 +5,15 @@
 #   backupctl/postgres:15            docker/postgres/   same env, ports, data dir as the official image
 #   backupctl/mariadb:10.11          docker/mariadb/    same env, ports, data dir as the official image
 #   backupctl/shop:latest            docker/shop/       the sample shop's web app
+# Older majors, built only when named (not by default; docs/drills.md "Older server versions"):
+#   base-bullseye  backupctl/debian-base:bullseye  the same rootfs from Debian bullseye (packages-bullseye.txt)
+#   postgres-13    backupctl/postgres:13           docker/postgres/ on the bullseye base (PG_MAJOR=13)
+#   mariadb-10.5   backupctl/mariadb:10.5          docker/mariadb/ on the bullseye base
 #   any docker/apps/NAME/Dockerfile  your own app images (docker/apps/README.md), tagged by the line
 #                                    `# backupctl-tag: TAG` in the Dockerfile, else backupctl/NAME:latest
 #                                    (e.g. backupctl/wordpress:6.1 from docker/apps/wordpress/)
 #
-# usage: docker/build-images.sh [--force] [--check] [--mirror URL] [base|postgres|mariadb|shop|NAME ...]
+# usage: docker/build-images.sh [--force] [--check] [--mirror URL] [base|postgres|mariadb|shop|NAME|postgres-13 ...]
 #
 # An image is rebuilt only when its inputs changed: each carries the label backupctl.inputs-sha256, a
 # hash of its build context (for the base: docker/base/; for the others: their directory plus the
@@ -32,6 +36,15 @@ declare -A tags=(
 )
 order=(base postgres mariadb shop)
 declare -A dirs=([base]=base [postgres]=postgres [mariadb]=mariadb [shop]=shop)
+# Older majors from Debian bullseye: known by name, built only when named.
+tags+=([base-bullseye]=backupctl/debian-base:bullseye [postgres-13]=backupctl/postgres:13
+       [mariadb-10.5]=backupctl/mariadb:10.5)
+dirs+=([base-bullseye]=base [postgres-13]=postgres [mariadb-10.5]=mariadb)
+extra=(base-bullseye postgres-13 mariadb-10.5)
+declare -A suite_of=([base]=bookworm [base-bullseye]=bullseye)   # the bases
+declare -A base_of=([postgres-13]=base-bullseye [mariadb-10.5]=base-bullseye)   # default: base
+declare -A build_args=([postgres-13]="--build-arg PG_MAJOR=13")
+base_for() { if [ -n "${suite_of[$1]:-}" ]; then echo "$1"; else echo "${base_of[$1]:-base}"; fi; }
 # App images: every docker/apps/NAME/ with a Dockerfile, built FROM the base like the bundled ones.
 for app_dir in "$docker_dir"/apps/*/; do
     [ -f "$app_dir/Dockerfile" ] || continue
@@ -56,12 +69,15 @@ while [ $# -gt 0 ]; do
         --mirror=*) mirror="${1#--mirror=}" ;;
         -h|--help) usage; exit 0 ;;
         -*) die 2 "unknown argument: $1 (see --help)" ;;
-        *) [ -n "${tags[$1]:-}" ] || die 2 "unknown image: $1 (known: ${order[*]})"; wanted+=("$1") ;;
+        *) [ -n "${tags[$1]:-}" ] || die 2 "unknown image: $1 (known: ${order[*]} ${extra[*]})"; wanted+=("$1") ;;
     esac
     shift
 done
 [ ${#wanted[@]} -gt 0 ] || wanted=("${order[@]}")
-wants() { [[ " base ${wanted[*]} " == *" $1 "* ]]; }   # the base is always needed
+needed=()   # the wanted images and their bases
+for name in "${wanted[@]}"; do needed+=("$(base_for "$name")" "$name"); done
+wants() { [[ " ${needed[*]} " == *" $1 "* ]]; }
+order+=("${extra[@]}")
 forced() { [ "$force" -eq 1 ] && [[ " ${wanted[*]} " == *" $1 "* ]]; }
 
 # --- prerequisites ----------------------------------------------------------------------------------
@@ -127,8 +143,11 @@ image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
 inputs_of() {
     if [ "$1" = base ]; then
         hash_context "$docker_dir/base"
-    else
-        printf '%s %s' "$(image_id "${tags[base]}")" "$(hash_context "$docker_dir/${dirs[$1]}")" | sha256sum | cut -d' ' -f1
+    elif [ -n "${suite_of[$1]:-}" ]; then
+        printf '%s %s' "${suite_of[$1]}" "$(hash_context "$docker_dir/base")" | sha256sum | cut -d' ' -f1
+    else   # the base's id, the context and any build arguments
+        printf '%s %s%s' "$(image_id "${tags[$(base_for "$1")]}")" "$(hash_context "$docker_dir/${dirs[$1]}")" \
+            "${build_args[$1]:+ ${build_args[$1]}}" | sha256sum | cut -d' ' -f1
     fi
 }
 
@@ -171,23 +190,24 @@ find_mirror() {
 
 # --- build ------------------------------------------------------------------------------------------
 build_base() {
-    [ "$(id -u)" -eq 0 ] || die 2 "building ${tags[base]} needs root (debootstrap, chroot): run this with sudo"
+    [ "$(id -u)" -eq 0 ] || die 2 "building ${tags[$1]} needs root (debootstrap, chroot): run this with sudo"
     command -v debootstrap >/dev/null || die 2 "debootstrap not found: apt-get install debootstrap"
     if [ -z "$mirror" ]; then
         mirror="$(find_mirror)"
         [ -n "$mirror" ] || die 2 "no Debian bookworm mirror in /etc/apt/sources.list{,.d}: pass --mirror URL"
     fi
-    "$docker_dir/base/build-base.sh" "${tags[base]}" "$mirror" "$label_key=$1"
+    "$docker_dir/base/build-base.sh" "${tags[$1]}" "$mirror" "${suite_of[$1]}" "$label_key=$2"
 }
 
 build_log=""
 trap 'rm -f "$build_log"' EXIT
 build_service() {
-    local name="$1" inputs="$2" no_cache=()
+    local name="$1" inputs="$2" no_cache=() args
     ! forced "$name" || no_cache=(--no-cache)
+    read -r -a args <<<"--build-arg BASE=${tags[$(base_for "$name")]} ${build_args[$name]:-}"
     rm -f "$build_log"
     build_log="$(mktemp)"
-    if ! "${build_cmd[@]}" "${no_cache[@]}" --label "$label_key=$inputs" -t "${tags[$name]}" \
+    if ! "${build_cmd[@]}" "${no_cache[@]}" "${args[@]}" --label "$label_key=$inputs" -t "${tags[$name]}" \
             -f "$docker_dir/${dirs[$name]}/Dockerfile" "$docker_dir/${dirs[$name]}" >"$build_log" 2>&1; then
         tail -n 40 "$build_log" >&2
         die 1 "$name: docker build failed"
@@ -201,20 +221,20 @@ for name in "${order[@]}"; do
     started=$(now)
     inputs="$(inputs_of "$name")"
     if ! forced "$name" && [ "$(image_label "${tags[$name]}")" = "$inputs" ]; then
-        printf '%-9s %-32s current   %6s s\n' "$name" "${tags[$name]}" "$(seconds_since "$started")"
+        printf '%-13s %-32s current   %6s s\n' "$name" "${tags[$name]}" "$(seconds_since "$started")"
         continue
     fi
     if [ "$check" -eq 1 ]; then
-        printf '%-9s %-32s stale\n' "$name" "${tags[$name]}"
+        printf '%-13s %-32s stale\n' "$name" "${tags[$name]}"
         stale=1
         continue
     fi
-    if [ "$name" != base ] && [ -z "${builder:-}" ]; then
+    if [ -z "${suite_of[$name]:-}" ] && [ -z "${builder:-}" ]; then
         pick_builder
         echo "builder: $builder"
     fi
-    if [ "$name" = base ]; then build_base "$inputs"; else build_service "$name" "$inputs"; fi
-    printf '%-9s %-32s built     %6s s\n' "$name" "${tags[$name]}" "$(seconds_since "$started")"
+    if [ -n "${suite_of[$name]:-}" ]; then build_base "$name" "$inputs"; else build_service "$name" "$inputs"; fi
+    printf '%-13s %-32s built     %6s s\n' "$name" "${tags[$name]}" "$(seconds_since "$started")"
 done
 
 [ "$check" -eq 0 ] || exit "$stale"
@@ -228,4 +248,4 @@ for _ in 1 2; do
     done
 done
 
-printf 'total %39s %6s s\n' "" "$(seconds_since "$total_started")"
+printf 'total %43s %6s s\n' "" "$(seconds_since "$total_started")"

@@ -143,6 +143,9 @@ def run_point_in_time_restore(
         result.dump_seconds = restored.seconds
         result.mismatches = list(restored.mismatches)
         result.notes.extend(restored.notes)
+        if restored.roles.created:  # the dump's recorded accounts (Source.recreate_roles)
+            result.notes.append("accounts created: " + ", ".join(restored.roles.created))
+        result.notes.extend(restored.roles.notes)
         done = replay(files, plan.start_position, plan.stop, source.database, destination)
     result.replay_seconds, result.replay_sql_bytes = done.seconds, done.sql_bytes
     result.destination = mask(mask_url_password(request.to_db))

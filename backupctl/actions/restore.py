@@ -3,8 +3,10 @@
 Order of work, so that a bad artifact never touches the destination:
 1. resolve the snapshot, pick a target holding it, authenticate its manifest (signature);
 2. pre-check the artifact: size and sha256 of the stored bytes (a read pass, nothing written);
-3. stream: target → age decrypt → zstd → the source's restore tool (pg_restore, tar, ...);
-4. compare the restored facts (row counts, tree hash) with the manifest's.
+3. the roles/accounts the manifest recorded that the destination lacks are created (the
+   source's `recreate_roles`, before and after the data; `--roles skip` turns it off);
+4. stream: target → age decrypt → zstd → the source's restore tool (pg_restore, tar, ...);
+5. compare the restored facts (row counts, tree hash) with the manifest's.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from backupctl.core.pipeline import decrypted_reader
 from backupctl.errors import IntegrityError
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
-from backupctl.sources.base import RestoreRequest, build_source
+from backupctl.sources.base import RestoreRequest, RolesOutcome, build_source
 from backupctl.targets.base import ReadTiming
 from backupctl.targets.registry import traits_of
 from backupctl.targets.snapshot_files import key_of, read_manifest, rehash
@@ -42,9 +44,11 @@ class RestoreResult:
     notes: list[str] = field(default_factory=list)
     warmup_seconds: float = 0.0  # cold storage (Glacier) retrieval before the first byte
     jobs: int = 1  # parallel jobs the restore used (pg_restore --jobs)
+    roles: RolesOutcome = field(default_factory=RolesOutcome)  # roles/accounts created or found
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "seconds": round(self.seconds, 3), "ok": not self.mismatches}
+        return {**self.__dict__, "roles": dict(self.roles.__dict__), "seconds": round(self.seconds, 3),
+                "ok": not self.mismatches}  # fmt: skip
 
 
 def run_restore(
@@ -88,6 +92,7 @@ def run_restore(
                 )
         events.info(f"restoring {source_name} of snapshot {snapshot.id} from {target.name}")
         source = build_source(source_config)
+        roles = source.recreate_roles(artifact.facts, request, "before")
         progress = events.progress(f"restore {source_name}", artifact.stored_bytes)
         try:
             with (
@@ -107,6 +112,7 @@ def run_restore(
         raise IntegrityError(
             f"{artifact.file}: the decrypted stream differs from the manifest's plain digest"
         )
+    roles = roles.merge(source.recreate_roles(artifact.facts, request, "after"))
     mismatches = source.compare(artifact.facts, outcome.facts)
     return RestoreResult(
         policy=policy.name,
@@ -121,6 +127,7 @@ def run_restore(
         notes=outcome.notes,
         warmup_seconds=timing.warmup_seconds,
         jobs=outcome.jobs,
+        roles=roles,
     )
 
 
@@ -168,6 +175,7 @@ def _restore_from_plain_store(
     events.info(
         f"restoring {source_name} of snapshot {snapshot.id} from restic {target_name} ({restic_id[:8]})"
     )
+    roles = source.recreate_roles(artifact.facts, request, "before")
     if source_config.type in STREAM_SOURCES:
         with repository.dump(restic_id, artifact_stdin_filename(artifact)) as stream:
             reader = HashingReader(stream, algorithm=algorithm_of(artifact.plain_digest))
@@ -189,6 +197,7 @@ def _restore_from_plain_store(
         )
         facts = tree_facts(directory)
         plain_bytes, destination = int(facts.get("total_bytes", 0)), str(directory)
+    roles = roles.merge(source.recreate_roles(artifact.facts, request, "after"))
     return RestoreResult(
         policy=policy.name,
         snapshot_id=snapshot.id,
@@ -199,4 +208,5 @@ def _restore_from_plain_store(
         plain_bytes=plain_bytes,
         facts=facts,
         mismatches=source.compare(artifact.facts, facts),
+        roles=roles,
     )

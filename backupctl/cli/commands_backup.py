@@ -14,7 +14,7 @@ from backupctl.cli.jobs import job_alerts
 from backupctl.cli.output import human_bytes, print_json, stdout_console
 from backupctl.core.secrets import SecretRef, mask_url_password
 from backupctl.errors import ConfigError, IntegrityError, JobFailed
-from backupctl.sources.base import RestoreRequest
+from backupctl.sources.base import ROLES_MODES, RestoreRequest, RolesMode, RolesOutcome
 
 
 def parse_jobs(ctx: click.Context, param: click.Parameter, value: str) -> int:
@@ -205,6 +205,11 @@ def verify(
 @click.option(
     "--db-password", metavar="REF", help="Secret reference for the destination password (env:/file:/cmd:)."
 )
+@click.option(
+    "--roles", "roles_mode", type=click.Choice(ROLES_MODES), default="create-missing", show_default=True,
+    help="Roles/accounts the snapshot recorded (postgres, mysql): create those the destination lacks "
+    "(no password, never altering existing ones), or skip.",
+)  # fmt: skip
 @click.option("--no-precheck", is_flag=True, help="Skip the sha256 pre-check pass (saves one read).")
 @click.option("--to-time", metavar="TIME", help="Point in time (ISO; UTC if no zone): dump + binlog replay.")
 @click.option("--latest", "latest_point", is_flag=True, help="Point in time: the newest archived one.")
@@ -229,6 +234,7 @@ def restore(
     as_name: str | None,
     jobs: int,
     db_password: str | None,
+    roles_mode: RolesMode,
     no_precheck: bool,
     to_time: str | None,
     latest_point: bool,
@@ -276,6 +282,7 @@ def restore(
         password=password,
         as_name=as_name,
         container=to_container,
+        roles=roles_mode,
     )
     from backupctl.actions.restore import run_restore
     from backupctl.restore_destination import commit, guarded
@@ -309,12 +316,22 @@ def restore(
             app.echo(f"  archive warm-up (Glacier restore) took {result.warmup_seconds:.1f}s")
         for note in result.notes:
             app.echo(f"  note: {note}")
+        _echo_roles(app, result.roles)
     if result.mismatches:
         raise JobFailed(
             "the restored data differs from the snapshot's manifest:\n  " + "\n  ".join(result.mismatches)
         )
     if not as_json:
         app.echo("  checked: " + _facts_summary(result.facts))
+
+
+def _echo_roles(app: App, roles: RolesOutcome) -> None:
+    if roles.created:
+        app.echo("  roles created: " + ", ".join(roles.created))
+    if roles.existing:
+        app.echo("  roles already there (left as they are): " + ", ".join(roles.existing))
+    for note in roles.notes:
+        app.echo(f"  note: {note}")
 
 
 def _facts_summary(facts: dict[str, object]) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, Literal, Protocol, cast
 
 from backupctl.errors import ConfigError
 
@@ -47,6 +47,27 @@ class RestoreRequest:
     password: str | None = None  # password for the destination, never on argv
     as_name: str | None = None  # create this database on the destination server and restore into it
     container: str | None = None  # restore with the tools inside this Docker container
+    roles: RolesMode = "create-missing"  # roles/accounts the manifest recorded (Source.recreate_roles)
+
+
+RolesMode = Literal["create-missing", "skip"]
+ROLES_MODES: tuple[RolesMode, ...] = ("create-missing", "skip")
+RestoreStage = Literal["before", "after"]
+
+
+@dataclass
+class RolesOutcome:
+    """What `Source.recreate_roles` did: roles/accounts created, found existing (left alone,
+    never altered), and notes (e.g. "created without a password"). Empty for kinds with none."""
+
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def merge(self, other: RolesOutcome) -> RolesOutcome:
+        return RolesOutcome(
+            self.created + other.created, self.existing + other.existing, self.notes + other.notes
+        )
 
 
 @dataclass
@@ -74,6 +95,19 @@ class Source(Protocol):
 
         Raises ConfigError for an unusable destination (e.g. non-empty without force) before
         writing anything, SourceError when the restore tool fails.
+        """
+        ...
+
+    def recreate_roles(
+        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage
+    ) -> RolesOutcome:
+        """Create the roles/accounts the manifest's facts `recorded` (and their grants) that the
+        request's destination lacks; existing ones are never altered or dropped, and no
+        password is set (none is captured). The restore action calls it with stage "before"
+        (ahead of the data) and "after"; each kind acts in the stage it needs (PostgreSQL before,
+        so pg_restore keeps owners and privileges; MariaDB after, its table grants need the
+        tables). Does nothing with `request.roles == "skip"` or for kinds without roles.
+        Raises ConfigError (nothing written) or SourceError.
         """
         ...
 

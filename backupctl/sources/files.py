@@ -49,6 +49,8 @@ from backupctl.sources.base import (
     DumpStream,
     RestoreOutcome,
     RestoreRequest,
+    RestoreStage,
+    RolesOutcome,
     register_source,
 )
 from backupctl.sources.targuard import MemberGuard
@@ -464,6 +466,12 @@ class FilesTarSource:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return RestoreOutcome(destination=str(destination), facts=facts)
+
+    def recreate_roles(
+        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage
+    ) -> RolesOutcome:
+        """Nothing to do: file trees carry no roles."""
+        return RolesOutcome()
 
     def compare(self, manifest_facts: dict[str, Any], restored_facts: dict[str, Any]) -> list[str]:
         """Differences in tree hash, file count, symlink count and total bytes."""

@@ -6,6 +6,9 @@ server. A mysql source records, at dump time, every account granted something on
 them) with its `SHOW GRANTS` lines that concern the database — password hashes removed: never
 captured. Drills recreate the accounts (host `%`, the per-run drill secret as password) with the
 same privileges on the staging database, so the app connects as its own user there.
+`backupctl restore` creates the accounts the destination server lacks (`create_missing_accounts`)
+as recorded (same host), locked — no password was captured — with their grants on the restored
+database; an existing account is never altered.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
+
+from backupctl.sources.base import RolesOutcome
 
 GRANTEES = (
     "SELECT GRANTEE FROM information_schema.SCHEMA_PRIVILEGES WHERE TABLE_SCHEMA = DATABASE() "
@@ -68,3 +73,35 @@ def recreate_sql(accounts: list[dict[str, Any]], source_db: str, staging_db: str
             line = _GRANTEE.sub(_grantee_as(user), line, count=1)
             statements.append(line.rstrip(";") + ";")
     return "\n".join(statements)
+
+
+def _rename_database(grant: str, source_db: str, database: str) -> str:
+    return grant.replace(f"`{source_db.replace('`', '``')}`.", f"`{database.replace('`', '``')}`.")
+
+
+def create_missing_accounts(
+    query: Callable[[str], list[list[str]]], accounts: list[dict[str, Any]], source_db: str, database: str
+) -> RolesOutcome:
+    """Create the recorded `accounts` the server lacks, as `user`@`host` recorded, ACCOUNT LOCK
+    (no password was captured: an unlocked account would take an empty one), and replay their
+    grants on `database` (the recorded database name replaced). Existing accounts are left
+    exactly as they are. `query` runs SQL on the server; its errors propagate."""
+    outcome = RolesOutcome()
+    statements = []
+    for account in accounts:
+        user, host = _quote(account["user"]), _quote(account["host"])
+        shown = f"{account['user']}@{account['host']}"
+        if int(query(f"SELECT COUNT(*) FROM mysql.user WHERE User = {user} AND Host = {host}")[0][0]):
+            outcome.existing.append(shown)
+            continue
+        outcome.created.append(shown)
+        statements.append(f"CREATE USER {user}@{host} ACCOUNT LOCK;")
+        for grant in account.get("grants", []):
+            statements.append(_rename_database(grant, source_db, database).rstrip(";") + ";")
+    if statements:
+        query("\n".join(statements))
+        outcome.notes.append(
+            f"account(s) {', '.join(outcome.created)} created locked without a password (none is "
+            "captured): ALTER USER ... IDENTIFIED BY ... ACCOUNT UNLOCK before the application connects"
+        )
+    return outcome

@@ -54,6 +54,8 @@ from backupctl.sources.base import (
     DumpStream,
     RestoreOutcome,
     RestoreRequest,
+    RestoreStage,
+    RolesOutcome,
     count_rows_equal,
     register_source,
     remote_dump,
@@ -614,6 +616,33 @@ class MysqlDumpSource:
         stderr.join()
         facts = self._inventory(client, endpoint)
         return RestoreOutcome(destination=_shown(client, request), facts=facts, notes=notes)
+
+    def recreate_roles(
+        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage
+    ) -> RolesOutcome:
+        """After the data (table grants need the tables): create the accounts the snapshot
+        recorded (sources/mariadb_grants.py) that the destination server lacks, with their
+        grants on the restored database. Raises SourceError naming what to do."""
+        accounts = recorded.get("accounts")
+        if stage != "after" or request.roles == "skip" or not request.to_db:
+            return RolesOutcome()
+        if not isinstance(accounts, list):
+            return RolesOutcome(notes=["the snapshot recorded no accounts (made before they were captured)"])
+        endpoint = parse_url(request.to_db, request.password)
+        database = request.as_name or endpoint.database
+        client = _find_tool("mariadb", "mysql")
+        from backupctl.sources.mariadb_grants import create_missing_accounts
+
+        try:
+            return create_missing_accounts(
+                lambda sql: run_sql(client, endpoint, sql, "create the accounts the database needs"),
+                accounts, str(recorded.get("database") or self.config.database), database,
+            )  # fmt: skip
+        except SourceError as error:
+            raise SourceError(
+                f"{error}; the data of {self.name} is restored, its accounts are not: create them by hand "
+                "or restore as a user with CREATE USER and GRANT OPTION (--roles skip to restore data only)"
+            ) from None
 
     def _restore_parallel(
         self,

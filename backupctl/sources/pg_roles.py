@@ -7,12 +7,16 @@ its dump, every role that owns something in the database or is granted something
 roles that are members of those (they act through them) and the groups all of these belong to:
 name, LOGIN, INHERIT, CREATEDB, CREATEROLE and memberships. Passwords are never captured. Drills
 recreate the roles (never as superusers; login roles get the per-run drill secret as password)
-before pg_restore, which then keeps owners and privileges. `backupctl restore` does not (yet).
+before pg_restore, which then keeps owners and privileges. `backupctl restore` creates the
+missing ones too (`create_missing_roles`, `--roles create-missing`, the default): never altering
+an existing role, and without a password (none was captured), which the result says.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from backupctl.sources.base import RolesOutcome
 
 ROLES_QUERY = r"""
 WITH RECURSIVE direct(oid) AS (
@@ -69,13 +73,7 @@ def create_roles_sql(roles: list[dict[str, Any]], password: str) -> str:
     with `password`, then their memberships. Idempotent: existing roles are left as they are."""
     statements = []
     for role in roles:
-        attributes = " ".join([
-            "LOGIN" if role.get("login") else "NOLOGIN",
-            "INHERIT" if role.get("inherit", True) else "NOINHERIT",
-            "CREATEDB" if role.get("createdb") else "NOCREATEDB",
-            "CREATEROLE" if role.get("createrole") else "NOCREATEROLE",
-            "NOSUPERUSER",
-        ])  # fmt: skip
+        attributes = _attributes(role)
         secret = f" PASSWORD {_literal(password)}" if role.get("login") else ""
         create = f"CREATE ROLE {_identifier(role['name'])} {attributes}{secret}"
         statements.append(
@@ -88,3 +86,45 @@ def create_roles_sql(roles: list[dict[str, Any]], password: str) -> str:
             if group in names:
                 statements.append(f"GRANT {_identifier(group)} TO {_identifier(role['name'])};")
     return "\n".join(statements)
+
+
+def create_missing_roles(connection: Any, roles: list[dict[str, Any]]) -> RolesOutcome:
+    """Create, in one transaction, the recorded `roles` the connected cluster lacks (never as
+    superusers, LOGIN ones without a password) and the memberships of those it created; roles
+    that exist are left exactly as they are. Raises psycopg.Error (nothing created)."""
+    wanted = [role["name"] for role in roles]
+    present = {
+        name for (name,) in connection.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (wanted,)
+        ).fetchall()
+    }  # fmt: skip
+    missing = [role for role in roles if role["name"] not in present]
+    outcome = RolesOutcome(existing=[name for name in wanted if name in present])
+    if not missing:
+        return outcome
+    names = {role["name"] for role in roles}
+    with connection.transaction():
+        for role in missing:
+            connection.execute(f"CREATE ROLE {_identifier(role['name'])} {_attributes(role)}")
+        for role in missing:
+            for group in role.get("member_of", []):
+                if group in names:
+                    connection.execute(f"GRANT {_identifier(group)} TO {_identifier(role['name'])}")
+    outcome.created = [role["name"] for role in missing]
+    logins = [role["name"] for role in missing if role.get("login")]
+    if logins:
+        outcome.notes.append(
+            f"login role(s) {', '.join(logins)} created without a password (none is captured): "
+            "set one with ALTER ROLE name PASSWORD before the application connects"
+        )
+    return outcome
+
+
+def _attributes(role: dict[str, Any]) -> str:
+    return " ".join([
+        "LOGIN" if role.get("login") else "NOLOGIN",
+        "INHERIT" if role.get("inherit", True) else "NOINHERIT",
+        "CREATEDB" if role.get("createdb") else "NOCREATEDB",
+        "CREATEROLE" if role.get("createrole") else "NOCREATEROLE",
+        "NOSUPERUSER",
+    ])  # fmt: skip

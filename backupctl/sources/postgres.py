@@ -40,6 +40,8 @@ from backupctl.sources.base import (
     DumpStream,
     RestoreOutcome,
     RestoreRequest,
+    RestoreStage,
+    RolesOutcome,
     count_rows_equal,
     register_source,
     remote_dump,
@@ -369,6 +371,44 @@ class PostgresDumpSource:
             notes=notes,
             jobs=jobs,
         )
+
+    def recreate_roles(
+        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage
+    ) -> RolesOutcome:
+        """Before the data: create the roles the snapshot recorded (sources/pg_roles.py) that the
+        destination cluster lacks, so pg_restore keeps owners and privileges (the dump's GRANTs).
+        The destination is checked first, so a refused restore creates nothing. Raises
+        ConfigError (a role cannot be created: nothing was) or SourceError."""
+        roles = recorded.get("roles")
+        if stage != "before" or request.roles == "skip" or not request.to_db:
+            return RolesOutcome()
+        if not isinstance(roles, list):
+            return RolesOutcome(notes=["the snapshot recorded no roles (made before roles were captured)"])
+        if request.container:
+            return RolesOutcome(notes=["roles are not recreated through --to-container"])
+        conninfo, url_password = split_password(request.to_db)
+        password = request.password or url_password
+        with connect(conninfo, password, "the restore destination") as connection:
+            if request.as_name:
+                if connection.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (request.as_name,)
+                ).fetchone():
+                    return RolesOutcome()  # restore() refuses it, saying why: create nothing
+            else:
+                self._check_destination(conninfo, password, request)
+            from backupctl.sources.pg_roles import create_missing_roles
+
+            try:
+                outcome = create_missing_roles(connection, roles)
+            except psycopg.Error as error:
+                raise ConfigError(
+                    f"cannot create the roles {self.name} needs on the destination "
+                    f"({mask(str(error).strip())}); nothing was restored: restore as a role with "
+                    "CREATEROLE, or with --roles skip (and --no-owner if they do not exist)"
+                ) from None
+        if request.no_owner and outcome.created:
+            outcome.notes.append("--no-owner: the dump's owners and privileges were not applied to them")
+        return outcome
 
     def _restore_jobs(
         self,

@@ -24,6 +24,8 @@ from backupctl.sources.base import (
     DumpStream,
     RestoreOutcome,
     RestoreRequest,
+    RestoreStage,
+    RolesOutcome,
     count_rows_equal,
     register_source,
 )
@@ -166,6 +168,12 @@ class SqliteBackupSource:
             raise
         _fsync_directory(target.parent)
         return RestoreOutcome(destination=str(target), facts={"row_counts": counts}, notes=notes)
+
+    def recreate_roles(
+        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage
+    ) -> RolesOutcome:
+        """Nothing to do: SQLite files carry no roles."""
+        return RolesOutcome()
 
     def compare(self, manifest_facts: dict[str, Any], restored_facts: dict[str, Any]) -> list[str]:
         """Per-table row count differences."""

@@ -59,6 +59,7 @@ from backupctl.staging.base import (
     labels,
     service_values,
 )
+from backupctl.staging.mariadb_sandbox import client_knows_sandbox, without_sandbox_line
 from backupctl.staging.origin import http_ready
 
 log = logging.getLogger("backupctl.staging.docker")
@@ -66,6 +67,28 @@ log = logging.getLogger("backupctl.staging.docker")
 CHUNK = 1 << 20
 DEFAULT_IMAGES = {"postgres": "postgres:15", "mariadb": "mariadb:10.11"}
 DEFAULT_PORTS = {"postgres": 5432, "mariadb": 3306}
+# The images docker/build-images.sh builds, by the name it takes: the default set (`make images`)
+# and the older majors from Debian bullseye, built only when named.
+BUILDABLE_IMAGES = {
+    "backupctl/postgres:15": "postgres",
+    "backupctl/mariadb:10.11": "mariadb",
+    "backupctl/shop:latest": "shop",
+    "backupctl/postgres:13": "postgres-13",
+    "backupctl/mariadb:10.5": "mariadb-10.5",
+}
+
+
+def missing_image_hint(image: str) -> str:
+    """How to get a staging image the engine lacks (drills never pull)."""
+    name = BUILDABLE_IMAGES.get(image)
+    if name is not None:
+        return f"build it: docker/build-images.sh {name}"
+    if image.startswith("backupctl/"):
+        return (
+            "no bundled recipe builds it (Debian ships PostgreSQL 13/15, MariaDB 10.5/10.11): build your own "
+            "(docker/apps/README.md), or `docker pull` the official image and name it in a drill file"
+        )
+    return "drills never pull: `docker pull` it, or build the local images with docker/build-images.sh"
 # The variables the official images read the admin password from, preferred first.
 PASSWORD_VARIABLES = {
     "postgres": ("POSTGRES_PASSWORD",),
@@ -277,7 +300,7 @@ class DockerRuntime:
         except ImageNotFound:
             raise ConfigError(
                 f"staging service '{service.name}': image '{image}' is not available to the Docker engine "
-                "(drills never pull: `docker pull` it, or build the local images with docker/build-images.sh)"
+                f"({missing_image_hint(image)})"
             ) from None
         except APIError as error:
             raise JobFailed(f"cannot create staging service '{service.name}': {error.explanation}") from None
@@ -432,6 +455,10 @@ class DockerRuntime:
             create = "CREATE DATABASE IF NOT EXISTS `" + database.replace("`", "``") + "`"
             self._query(service, None, create, SourceError)
             argv = ["mariadb", "--binary-mode", *self._client_args(service), database]
+            # The image's client comes with its server: the server's version says what it reads.
+            version = self._query(service, None, "SELECT VERSION()", SourceError).scalar
+            if version and not client_knows_sandbox(version):
+                stream = without_sandbox_line(stream)  # e.g. 10.5.23 (staging/mariadb_sandbox.py)
         else:
             raise ConfigError(f"staging service '{service.name}' is not a database service")
         started = time.monotonic()
@@ -469,7 +496,10 @@ class DockerRuntime:
                 network_disabled=True,
             )
         except ImageNotFound:
-            raise ConfigError(f"staging service '{service.name}': image '{image}' is not available") from None
+            raise ConfigError(
+                f"staging service '{service.name}': image '{image}' is not available "
+                f"({missing_image_hint(image)})"
+            ) from None
         chunks = _tar_chunks(tree)
         try:
             if not helper.put_archive(path, chunks):

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build backupctl/debian-base:bookworm: debootstrap a minimal bookworm rootfs that already holds every
-# package in packages.txt, tidy it (setup-rootfs.sh, in a chroot), and `docker import` it.
+# Build backupctl/debian-base:SUITE: debootstrap a minimal rootfs of Debian SUITE that already holds
+# every package in packages.txt (bookworm) or packages-SUITE.txt (e.g. bullseye), tidy it
+# (setup-rootfs.sh, in a chroot), and `docker import` it.
 #
-#   build-base.sh TAG MIRROR [KEY=VALUE ...]      KEY=VALUE pairs become image labels
+#   build-base.sh TAG MIRROR SUITE [KEY=VALUE ...]      KEY=VALUE pairs become image labels
 #
 # Called by docker/build-images.sh, which decides whether the base is current. Needs root (debootstrap,
 # chroot). The rootfs lives in a temporary directory that is removed on exit, also on failure, Ctrl-C
@@ -10,10 +11,13 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-tag="$1" mirror="$2"
-shift 2
+tag="$1" mirror="$2" suite="$3"
+shift 3
+list="$here/packages.txt"
+[ "$suite" = bookworm ] || list="$here/packages-$suite.txt"
+[ -f "$list" ] || { echo "base: no package list for Debian $suite ($list)" >&2; exit 2; }
 
-packages="$(sed -e 's/#.*//' "$here/packages.txt" | tr -s ' \t\n' '\n' | sed '/^$/d' | paste -sd, -)"
+packages="$(sed -e 's/#.*//' "$list" | tr -s ' \t\n' '\n' | sed '/^$/d' | paste -sd, -)"
 work="$(mktemp -d "${TMPDIR:-/var/tmp}/backupctl-rootfs.XXXXXX")"
 child=""
 
@@ -37,10 +41,10 @@ trap 'exit 143' TERM
 seconds_since() { awk -v start="$1" -v now="$(date +%s.%N)" 'BEGIN { printf "%.1f", now - start }'; }
 
 started=$(date +%s.%N)
-echo "base: debootstrap bookworm from $mirror ($(wc -w <<<"${packages//,/ }") packages + dependencies)"
+echo "base: debootstrap $suite from $mirror ($(wc -w <<<"${packages//,/ }") packages + dependencies)"
 # In the background, in its own process group: a signal to this script runs the trap at once (bash
 # defers traps while a foreground child runs) and the trap can stop every process debootstrap started.
-setsid debootstrap --variant=minbase --include="$packages" bookworm "$work/rootfs" "$mirror" \
+setsid debootstrap --variant=minbase --include="$packages" "$suite" "$work/rootfs" "$mirror" \
     >"$work/debootstrap.out" 2>&1 &
 child=$!
 if ! wait "$child"; then
@@ -54,7 +58,9 @@ child=""
 echo "base: debootstrap $(seconds_since "$started") s"
 
 started=$(date +%s.%N)
-versions="$(chroot "$work/rootfs" dpkg-query -W -f='${Package}=${Version} ' postgresql-15 mariadb-server python3)"
+pg_server="$(grep -Eo '^postgresql-[0-9]+' "$list" | head -n 1)"
+versions="$(chroot "$work/rootfs" dpkg-query -W -f='${Package}=${Version} ' "$pg_server" mariadb-server \
+    $(grep -qx python3 "$list" && echo python3))"
 cp "$here/setup-rootfs.sh" "$work/rootfs/tmp/setup-rootfs.sh"
 chroot "$work/rootfs" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /bin/sh /tmp/setup-rootfs.sh
 rm -f "$work/rootfs/tmp/setup-rootfs.sh"

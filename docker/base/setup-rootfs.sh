@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs INSIDE the freshly debootstrapped rootfs (chroot), before it is imported as
-# backupctl/debian-base:bookworm. No network needed. It makes the rootfs look like the base of the
+# backupctl/debian-base:SUITE. No network needed. It makes the rootfs look like the base of the
 # official images: no default database clusters, en_US.UTF-8 built, no caches, docs or translations.
 set -eu
 
@@ -9,7 +9,7 @@ set -eu
 localedef -i en_US -c -f UTF-8 -A /usr/share/locale/locale.alias en_US.UTF-8
 
 # PostgreSQL: Debian's postinst created a "main" cluster; the image runs initdb on its own PGDATA.
-rm -rf /etc/postgresql/15/main /var/lib/postgresql/15
+rm -rf /etc/postgresql/*/main /var/lib/postgresql/[0-9]*
 sed -ri 's/^#?[[:space:]]*create_main_cluster[[:space:]]*=.*/create_main_cluster = false/' \
     /etc/postgresql-common/createcluster.conf
 

@@ -150,9 +150,11 @@ process_sql() {
 
 init_database_dir() {
     note "initializing the database directory $DATADIR"
+    local old_mode=(--old-mode='UTF8_IS_UTF8MB3')   # 10.6+; 10.5 (backupctl/mariadb:10.5) lacks the value
+    case "$("$1" --version 2>/dev/null)" in *Ver\ 10.[0-5].*) old_mode=() ;; esac
     shift   # mariadbd; the rest are server options, valid for install-db too
     mariadb-install-db --datadir="$DATADIR" --rpm --auth-root-authentication-method=normal \
-        --skip-test-db --old-mode='UTF8_IS_UTF8MB3' --default-time-zone=SYSTEM --enforce-storage-engine= \
+        --skip-test-db "${old_mode[@]}" --default-time-zone=SYSTEM --enforce-storage-engine= \
         --skip-log-bin --expire-logs-days=0 --loose-innodb_buffer_pool_load_at_startup=0 \
         --loose-innodb_buffer_pool_dump_at_shutdown=0 "$@" >/dev/null
 }
