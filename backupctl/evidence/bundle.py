@@ -127,7 +127,9 @@ def export(
         root = work / "bundle"
         root.mkdir()
         label = document["period"]["label"]
-        (root / "evidence.json").write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+        with (root / "evidence.json").open("w") as stream:  # streamed: no 50 MB string (peak RSS)
+            json.dump(document, stream, indent=1, sort_keys=True)
+            stream.write("\n")
         (root / "controls.csv").write_text(
             _csv(document["controls"], ["policy", "control", "status", "summary", "exceptions", "measured"])
         )
