@@ -628,6 +628,8 @@ class MysqlDumpSource:
             return RolesOutcome()
         if not isinstance(accounts, list):
             return RolesOutcome(notes=["the snapshot recorded no accounts (made before they were captured)"])
+        if request.container:
+            return RolesOutcome(notes=["accounts are not recreated through --to-container"])
         endpoint = parse_url(request.to_db, request.password)
         database = request.as_name or endpoint.database
         client = _find_tool("mariadb", "mysql")
