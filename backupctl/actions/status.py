@@ -9,6 +9,9 @@ Rules (each passes or fails with a reason):
                cannot ask the server; shown as "declared")
   0 errors     the newest verification of the policy found no problem (and one exists)
   RPO          the newest complete snapshot is younger than objectives.rpo
+  PITR RPO     for every source with a `pitr:` block: now - the newest archived WAL segment /
+               binlog event is within the objective its own status uses, with no hole
+               (actions/pitr_status.py: one probe per engine; none of it is computed here)
 `evaluate` is pure (tests feed it facts); `gather` reads catalog and targets.
 """
 
@@ -18,9 +21,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from backupctl.actions.pitr_status import PitrArchiveStatus
 from backupctl.catalog.store import Catalog, SnapshotView
 from backupctl.core.durations import format_duration
 from backupctl.policy.schema import Policy
+from backupctl.settings import Settings
 from backupctl.targets.base import Posture
 from backupctl.targets.registry import traits_of
 
@@ -51,6 +56,7 @@ class PolicyStatus:
     latest_age_seconds: float | None
     rules: list[Rule]
     targets: list[TargetFacts]
+    pitr: list[PitrArchiveStatus] = field(default_factory=list)
 
     @property
     def degraded(self) -> bool:
@@ -65,6 +71,7 @@ class PolicyStatus:
             "latest_age_seconds": None if self.latest_age_seconds is None else round(self.latest_age_seconds),
             "rules": {rule.name: {"ok": rule.ok, "detail": rule.detail} for rule in self.rules},
             "targets": [t.__dict__ for t in self.targets],
+            "pitr": [item.as_dict() for item in self.pitr],
         }
 
 
@@ -82,6 +89,7 @@ def evaluate(
     targets: list[TargetFacts],
     last_verification: VerificationFacts | None,
     now: datetime,
+    pitr: list[PitrArchiveStatus] | None = None,
 ) -> PolicyStatus:
     holding = [t for t in targets if t.holds_latest and t.reachable]
     copies = 1 + len(holding)
@@ -161,6 +169,8 @@ def evaluate(
         rules.append(
             Rule("rpo", fresh, detail if fresh else detail + f" (run `backupctl backup {policy.name}`)")
         )
+    if pitr:
+        rules.append(_pitr_rule(pitr))
     return PolicyStatus(
         policy=policy.name,
         compliant=all(rule.ok for rule in rules),
@@ -168,7 +178,25 @@ def evaluate(
         latest_age_seconds=age.total_seconds() if age is not None else None,
         rules=rules,
         targets=targets,
+        pitr=list(pitr or []),
     )
+
+
+def _pitr_rule(archives: list[PitrArchiveStatus]) -> Rule:
+    """One rule over every point-in-time archive: the achieved RPO of each, and why one fails."""
+    parts = []
+    for item in archives:
+        shown = (
+            "nothing archived"
+            if item.rpo_seconds is None
+            else format_duration(timedelta(seconds=max(1, int(item.rpo_seconds))))
+        )
+        objective = format_duration(timedelta(seconds=item.objective_seconds))
+        part = f"{item.source} ({item.archive}): achieved RPO {shown}, objective {objective}"
+        if item.problems:
+            part += " — " + "; ".join(item.problems)
+        parts.append(part)
+    return Rule("pitr_rpo", all(item.ok for item in archives), "; ".join(parts))
 
 
 def target_posture(config: Any) -> Posture:
@@ -182,7 +210,12 @@ def target_posture(config: Any) -> Posture:
         store.close()
 
 
-def gather(catalog: Catalog, policy: Policy, now: datetime | None = None) -> PolicyStatus:
+def gather(
+    catalog: Catalog, policy: Policy, now: datetime | None = None, *, settings: Settings | None = None
+) -> PolicyStatus:
+    """The status of `policy`; with `settings`, also the point-in-time archives of its sources
+    (read from the targets' listings and the catalog, nothing downloaded)."""
+    from backupctl.actions.pitr_status import pitr_statuses
     from backupctl.errors import BackupctlError
 
     now = now or datetime.now(UTC)
@@ -212,6 +245,7 @@ def gather(catalog: Catalog, policy: Policy, now: datetime | None = None) -> Pol
     last = None
     if verification is not None:
         last = VerificationFacts(verification[0], verification[1], verification[2], verification[3])
-    status = evaluate(policy, latest, facts, last, now)
+    pitr = pitr_statuses(settings, catalog, policy, now) if settings is not None else None
+    status = evaluate(policy, latest, facts, last, now, pitr)
     catalog.record_observation("status", policy.name, status.as_dict())  # evidence history (#14)
     return status
