@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from backupctl.actions.status import PolicyStatus
     from backupctl.catalog.models import DrillRow
 
-COMPLIANCE_RULES = ("copies", "media", "offsite", "immutable", "errors", "rpo")
+COMPLIANCE_RULES = ("copies", "media", "offsite", "immutable", "errors", "rpo", "pitr_rpo")
 SUCCESS_STATUSES = ("complete",)
 
 # name -> (type, help). Order here is the order in the file.
@@ -135,6 +135,16 @@ def render_metrics(
         add("backupctl_drill_last_timestamp_seconds", _timestamp(last_drill.get("finished_at")))
 
     lines: list[str] = []
+    if status is not None:
+        # Each engine's point-in-time archive gauges, under the engine's own names
+        # (backupctl_pitr_* for WAL, backupctl_binlog_* for binlogs: actions/pitr_status.py).
+        pitr_lines = render_samples(
+            [
+                (name, help_text, {**policy, "source": item.source}, value)
+                for item in status.pitr
+                for name, help_text, value in item.metrics
+            ]
+        )
     for name, (kind, help_text) in METRICS.items():
         family = [sample for sample in samples if sample[0] == name]
         if not family:
@@ -144,7 +154,25 @@ def render_metrics(
         for _, labels, value in family:
             rendered = ",".join(f'{key}="{escape_label(val)}"' for key, val in labels.items())
             lines.append(f"{name}{{{rendered}}} {_format_value(value)}")
+    if status is not None and pitr_lines.strip():
+        lines.append(pitr_lines.rstrip("\n"))
     return "\n".join(lines) + "\n"
+
+
+def render_samples(samples: list[tuple[str, str, Mapping[str, str], float]]) -> str:
+    """Text exposition of (name, help, labels, value) samples: one HELP/TYPE per family, in the
+    order families first appear; a name ending in `_total` is a counter, any other a gauge."""
+    families: dict[str, tuple[str, list[tuple[Mapping[str, str], float]]]] = {}
+    for name, help_text, labels, value in samples:
+        families.setdefault(name, (help_text, []))[1].append((labels, value))
+    lines: list[str] = []
+    for name, (help_text, members) in families.items():
+        lines.append(f"# HELP {name} {_escape_help(help_text)}")
+        lines.append(f"# TYPE {name} {'counter' if name.endswith('_total') else 'gauge'}")
+        for labels, value in members:
+            rendered = ",".join(f'{key}="{escape_label(val)}"' for key, val in labels.items())
+            lines.append(f"{name}{{{rendered}}} {_format_value(value)}")
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$")

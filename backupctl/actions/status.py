@@ -9,6 +9,9 @@ Rules (each passes or fails with a reason):
                cannot ask the server; shown as "declared")
   0 errors     the newest verification of the policy found no problem (and one exists)
   RPO          the newest complete snapshot is younger than objectives.rpo
+  PITR RPO     for every source with a `pitr:` block: now - the newest archived WAL segment /
+               binlog event is within the objective its own status uses, with no hole
+               (actions/pitr_status.py: one probe per engine; none of it is computed here)
 `evaluate` is pure (tests feed it facts); `gather` reads catalog and targets.
 """
 
@@ -18,9 +21,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from backupctl.actions.pitr_status import PitrArchiveStatus
 from backupctl.catalog.store import Catalog, SnapshotView
 from backupctl.core.durations import format_duration
 from backupctl.policy.schema import Policy
+from backupctl.settings import Settings
 from backupctl.targets.base import Posture
 from backupctl.targets.registry import traits_of
 
@@ -51,6 +56,7 @@ class PolicyStatus:
     latest_age_seconds: float | None
     rules: list[Rule]
     targets: list[TargetFacts]
+    pitr: list[PitrArchiveStatus] = field(default_factory=list)
 
     @property
     def degraded(self) -> bool:
@@ -65,6 +71,7 @@ class PolicyStatus:
             "latest_age_seconds": None if self.latest_age_seconds is None else round(self.latest_age_seconds),
             "rules": {rule.name: {"ok": rule.ok, "detail": rule.detail} for rule in self.rules},
             "targets": [t.__dict__ for t in self.targets],
+            "pitr": [item.as_dict() for item in self.pitr],
         }
 
 
@@ -82,6 +89,7 @@ def evaluate(
     targets: list[TargetFacts],
     last_verification: VerificationFacts | None,
     now: datetime,
+    pitr: list[PitrArchiveStatus] | None = None,
 ) -> PolicyStatus:
     holding = [t for t in targets if t.holds_latest and t.reachable]
     copies = 1 + len(holding)
@@ -161,6 +169,8 @@ def evaluate(
         rules.append(
             Rule("rpo", fresh, detail if fresh else detail + f" (run `backupctl backup {policy.name}`)")
         )
+    if pitr:
+        rules.append(_pitr_rule(pitr))
     return PolicyStatus(
         policy=policy.name,
         compliant=all(rule.ok for rule in rules),
@@ -168,7 +178,25 @@ def evaluate(
         latest_age_seconds=age.total_seconds() if age is not None else None,
         rules=rules,
         targets=targets,
+        pitr=list(pitr or []),
     )
+
+
+def _pitr_rule(archives: list[PitrArchiveStatus]) -> Rule:
+    """One rule over every point-in-time archive: the achieved RPO of each, and why one fails."""
+    parts = []
+    for item in archives:
+        shown = (
+            "nothing archived"
+            if item.rpo_seconds is None
+            else format_duration(timedelta(seconds=max(1, int(item.rpo_seconds))))
+        )
+        objective = format_duration(timedelta(seconds=item.objective_seconds))
+        part = f"{item.source} ({item.archive}): achieved RPO {shown}, objective {objective}"
+        if item.problems:
+            part += " — " + "; ".join(item.problems)
+        parts.append(part)
+    return Rule("pitr_rpo", all(item.ok for item in archives), "; ".join(parts))
 
 
 def target_posture(config: Any) -> Posture:
@@ -214,13 +242,24 @@ def observe_target(
 
 
 def gather(
-    catalog: Catalog, policy: Policy, now: datetime | None = None, trusted: list[str] | None = None
+    catalog: Catalog,
+    policy: Policy,
+    now: datetime | None = None,
+    *,
+    settings: Settings | None = None,
+    survey: bool = True,
 ) -> PolicyStatus:
-    """The status of `policy`. With `trusted` (the signing keys a manifest may be signed with),
-    each target the catalog says holds the newest snapshot is surveyed: a copy that is gone or
-    incomplete there counts as missing, and the catalog records it as such (`replicate` then
-    refills it). Without, the catalog's word is taken (the metrics written after a backup)."""
+    """The status of `policy`. With `settings` (the status command), it is read from the
+    targets: each target the catalog says holds the newest snapshot is surveyed, and a copy that
+    is gone or incomplete there counts as missing and is recorded so (`replicate` then refills
+    it); and the point-in-time archives of its sources are read (listings and the catalog,
+    nothing downloaded). Without settings, or with `survey=False` (the metrics written right
+    after a backup wrote the copies), the catalog's word on the copies is taken."""
+    from backupctl.actions.access import trusted_keys
+    from backupctl.actions.pitr_status import pitr_statuses
+
     now = now or datetime.now(UTC)
+    trusted = trusted_keys(settings, policy) if settings is not None and survey else None
     snapshots = catalog.snapshots(policy.name)
     latest = snapshots[0] if snapshots else None
     facts: list[TargetFacts] = []
@@ -236,19 +275,15 @@ def gather(
             catalog.record_copy(latest.id, config.name, "missing", error="; ".join(missing))
         facts.append(
             TargetFacts(
-                config.name,
-                config.medium,
-                config.offsite,
-                posture.reachable,
-                posture.immutable,
-                holds,
+                config.name, config.medium, config.offsite, posture.reachable, posture.immutable, holds,
                 problems,
-            )
+            )  # fmt: skip
         )
     verification = catalog.last_verification(policy.name)
     last = None
     if verification is not None:
         last = VerificationFacts(verification[0], verification[1], verification[2], verification[3])
-    status = evaluate(policy, latest, facts, last, now)
+    pitr = pitr_statuses(settings, catalog, policy, now) if settings is not None else None
+    status = evaluate(policy, latest, facts, last, now, pitr)
     catalog.record_observation("status", policy.name, status.as_dict())  # evidence history (#14)
     return status

@@ -16,7 +16,7 @@ from typing import Any
 
 from backupctl.actions.wal import RULES, close_all, open_archives, pitr_source
 from backupctl.errors import RetainedByLock
-from backupctl.metrics import escape_label, write_metrics_file
+from backupctl.metrics import write_metrics_file
 from backupctl.pitr.chain import check_chain, newest_point
 from backupctl.pitr.postgres_base import delete_base_backup, list_base_backups
 from backupctl.pitr.postgres_wal import lineage
@@ -159,34 +159,46 @@ def _server_state(url: str, password: str | None) -> dict[str, Any] | None:
     return state
 
 
-def status_metrics(status: WalStatus) -> str:
-    """Prometheus text: the achieved RPO, its objective, and the archiver's state."""
-    labels = f'policy="{escape_label(status.policy)}",source="{escape_label(status.source)}"'
-    rpo = status.rpo_seconds if status.rpo_seconds is not None else "NaN"
-    lines = [
-        "# HELP backupctl_pitr_rpo_seconds Seconds since the newest WAL segment became durable.",
-        "# TYPE backupctl_pitr_rpo_seconds gauge",
-        f"backupctl_pitr_rpo_seconds{{{labels}}} {rpo}",
-        "# HELP backupctl_pitr_rpo_objective_seconds The policy's RPO objective.",
-        "# TYPE backupctl_pitr_rpo_objective_seconds gauge",
-        f"backupctl_pitr_rpo_objective_seconds{{{labels}}} {status.objective_seconds}",
-        "# HELP backupctl_pitr_ok 1 when the WAL archive meets the objective with no gap.",
-        "# TYPE backupctl_pitr_ok gauge",
-        f"backupctl_pitr_ok{{{labels}}} {1 if status.ok else 0}",
+def status_samples(status: WalStatus) -> list[tuple[str, str, float]]:
+    """(name, help, value) of the gauges of a WAL archive: the achieved RPO, its objective, and
+    the archiver's state when the server was reachable."""
+    rpo = status.rpo_seconds if status.rpo_seconds is not None else float("nan")
+    samples = [
+        ("backupctl_pitr_rpo_seconds", "Seconds since the newest WAL segment became durable.", rpo),
+        ("backupctl_pitr_rpo_objective_seconds", "The policy's RPO objective.", status.objective_seconds),
+        (
+            "backupctl_pitr_ok",
+            "1 when the WAL archive meets the objective with no gap.",
+            1.0 if status.ok else 0.0,
+        ),
     ]
     if status.server and status.server.get("reachable"):
-        lines += [
-            "# HELP backupctl_pitr_archive_failures_total pg_stat_archiver.failed_count of the server.",
-            "# TYPE backupctl_pitr_archive_failures_total counter",
-            f"backupctl_pitr_archive_failures_total{{{labels}}} {status.server['failed_count']}",
-        ]
+        samples.append(
+            (
+                "backupctl_pitr_archive_failures_total",
+                "pg_stat_archiver.failed_count of the server.",
+                float(status.server["failed_count"]),
+            )
+        )
         if status.server.get("ready_backlog") is not None:
-            lines += [
-                "# HELP backupctl_pitr_ready_backlog WAL segments waiting for archive_command on the server.",
-                "# TYPE backupctl_pitr_ready_backlog gauge",
-                f"backupctl_pitr_ready_backlog{{{labels}}} {status.server['ready_backlog']}",
-            ]
-    return "\n".join(lines) + "\n"
+            samples.append(
+                (
+                    "backupctl_pitr_ready_backlog",
+                    "WAL segments waiting for archive_command on the server.",
+                    float(status.server["ready_backlog"]),
+                )
+            )
+    return samples
+
+
+def status_metrics(status: WalStatus) -> str:
+    """Prometheus text: the achieved RPO, its objective, and the archiver's state."""
+    from backupctl.metrics import render_samples
+
+    labels = {"policy": status.policy, "source": status.source}
+    return render_samples(
+        [(name, help_text, labels, value) for name, help_text, value in status_samples(status)]
+    )
 
 
 def write_status_metrics(path: Path, status: WalStatus) -> None:

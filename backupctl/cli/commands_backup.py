@@ -362,7 +362,7 @@ def _write_metrics(app: App, policy: Any, summary: dict[str, Any], path: Path | 
             path,
             policy.name,
             backup=summary,
-            status=gather(catalog, policy),
+            status=gather(catalog, policy, settings=app.settings, survey=False),
             snapshots_per_target=snapshots_per_target(
                 catalog.snapshots(policy.name), [t.name for t in policy.targets]
             ),

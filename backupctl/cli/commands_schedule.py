@@ -167,7 +167,8 @@ def list_schedules(app: App, count: int, as_json: bool) -> None:
         click.echo("no policy has a schedule")
     for row in rows:
         which = {None: "", "default": " (default drill)"}.get(row.get("drill"), f" ({row.get('drill')})")
-        click.echo(f"{row['policy']} {row['job']}: {row['schedule']}{which}")
+        source = f" ({row['source']})" if "source" in row else ""
+        click.echo(f"{row['policy']} {row['job']}{source}: {row['schedule']}{which}")
         for run in row["next"]:
             click.echo(f"  {run}")
 
@@ -177,6 +178,8 @@ def _list_row(item: Scheduled, count: int) -> dict[str, Any]:
     row: dict[str, Any] = {"policy": item.name, "job": item.kind, "schedule": item.cron.text}
     if item.kind == "drill":
         row["drill"] = str(item.drill_file) if item.drill_file else "default"
+    if item.source is not None:
+        row["source"] = item.source
     row["next"] = [run.isoformat() for run in item.next_runs(count)]
     return row
 

@@ -59,7 +59,7 @@ def status(app: App, policy_name: str | None, as_json: bool) -> None:
     """
     from rich.table import Table
 
-    from backupctl.actions.access import open_catalog, trusted_keys
+    from backupctl.actions.access import open_catalog
     from backupctl.actions.status import gather
 
     if policy_name:
@@ -72,7 +72,7 @@ def status(app: App, policy_name: str | None, as_json: bool) -> None:
             raise ConfigError("no valid policy found: run `backupctl policy validate`")
         policies = [item.policy for item in loaded]
     catalog = open_catalog(app.settings)
-    results = [gather(catalog, policy, trusted=trusted_keys(app.settings, policy)) for policy in policies]
+    results = [gather(catalog, policy, settings=app.settings) for policy in policies]
     if as_json:
         print_json([result.as_dict() for result in results])
     else:

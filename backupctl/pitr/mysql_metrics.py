@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from backupctl.metrics import escape_label
-
 METRICS: dict[str, str] = {
     "backupctl_binlog_rpo_seconds": "Achieved RPO: now minus the time the newest archived binlog covers.",
     "backupctl_binlog_rpo_objective_seconds": "The binlog archive's RPO objective (binlog.rpo).",
@@ -23,7 +21,16 @@ METRICS: dict[str, str] = {
 
 def render_binlog_metrics(status: dict[str, Any], covered_until: int | None) -> str:
     """The text exposition of `BinlogStatus.as_dict()`; missing values are left out."""
-    labels = f'policy="{escape_label(status["policy"])}",source="{escape_label(status["source"])}"'
+    from backupctl.metrics import render_samples
+
+    labels = {"policy": status["policy"], "source": status["source"]}
+    return render_samples(
+        [(name, help_text, labels, value) for name, help_text, value in binlog_samples(status, covered_until)]
+    )
+
+
+def binlog_samples(status: dict[str, Any], covered_until: int | None) -> list[tuple[str, str, float]]:
+    """(name, help, value) of the binlog gauges of `BinlogStatus.as_dict()`; missing values left out."""
     values = {
         "backupctl_binlog_rpo_seconds": status["rpo_seconds"],
         "backupctl_binlog_rpo_objective_seconds": status["objective_seconds"],
@@ -33,9 +40,8 @@ def render_binlog_metrics(status: dict[str, Any], covered_until: int | None) -> 
         "backupctl_binlog_gaps": len(status["gaps"]),
         "backupctl_binlog_ok": 1 if status["ok"] else 0,
     }
-    lines = []
-    for name, help_text in METRICS.items():
-        if values[name] is None:
-            continue
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name}{{{labels}}} {values[name]}"]
-    return "\n".join(lines) + "\n"
+    return [
+        (name, help_text, float(values[name]))
+        for name, help_text in METRICS.items()
+        if values[name] is not None
+    ]

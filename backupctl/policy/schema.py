@@ -182,8 +182,8 @@ class PostgresPitr(Strict):
     base_backup_schedule: Cron | None = Field(
         default=None,
         description="When base backups are due (cron), e.g. weekly '0 3 * * 0': `wal status` fails when the "
-        "newest is older than the longest gap between two runs + 1h. Run `backupctl wal base-backup` from a "
-        "timer at these times (`backupctl schedule` does not run it yet).",
+        "newest is older than the longest gap between two runs + 1h. `backupctl schedule install` and "
+        "`backupctl daemon` run `backupctl wal base-backup` at these times.",
         examples=["0 3 * * 0"],
     )
     keep_base_backups: int = Field(
@@ -246,7 +246,9 @@ class MysqlPitr(Strict):
     interval: Duration | None = Field(
         default=None,
         description="How often `backupctl binlog collect` closes the current binlog (FLUSH BINARY LOGS) "
-        "and archives it; a third of `rpo` (at least 10s) when absent.",
+        "and archives it; a third of `rpo` (at least 10s) when absent. `backupctl schedule install` and "
+        "`backupctl daemon` run `binlog collect` at this interval, in whole minutes (at least every "
+        "minute); `binlog collect --watch` as a service of its own keeps a shorter one.",
         examples=["1m"],
     )
     targets: list[Name] | None = Field(

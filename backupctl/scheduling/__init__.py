@@ -1,7 +1,9 @@
 """Running policies on their schedules: systemd timers, a crontab block, or the in-process daemon.
 
 A policy has up to two scheduled *jobs*: its backup (`schedule:`) and its restore drill
-(`drill_schedule:`, running `drill_file:` or, without one, the policy's default drill). All three
+(`drill_schedule:`, running `drill_file:` or, without one, the policy's default drill); each source
+with a `pitr:` block adds the jobs of its point-in-time archive (scheduling.pitr_jobs: PostgreSQL
+base backups on `base_backup_schedule`, binlog collection at its interval). All three
 schedulers read the same five-field cron expressions and start the same commands,
 `backupctl --policies DIR --state-dir DIR backup POLICY` and
 `backupctl ... drill --wait 4h DRILL_FILE|POLICY`, so a policy behaves the same whichever
@@ -28,13 +30,14 @@ import yaml
 
 from backupctl.core.cronexpr import CronExpr
 from backupctl.errors import ConfigError, PolicyInvalid
+from backupctl.scheduling.pitr_jobs import PitrKind
 from backupctl.settings import Settings
 
 if TYPE_CHECKING:  # the loader (pydantic) is imported when policies are read, not at CLI start
     from backupctl.policy.loader import LoadedPolicy
     from backupctl.policy.schema import Policy
 
-JobKind = Literal["backup", "drill"]
+JobKind = Literal["backup", "drill"] | PitrKind
 # How long a scheduled drill waits for a running backup/prune of its policy (`drill --wait`).
 DRILL_LOCK_WAIT = "4h"
 
@@ -47,6 +50,8 @@ class Scheduled:
     cron: CronExpr
     kind: JobKind = "backup"
     drill_file: Path | None = None  # absolute; None: the policy's default drill
+    source: str | None = None  # the source of a point-in-time archive job
+    pitr_command: tuple[str, ...] = ()  # its backupctl subcommand, e.g. ("binlog", "collect")
 
     @property
     def name(self) -> str:
@@ -54,12 +59,30 @@ class Scheduled:
         return self.policy.name
 
     @property
+    def slot(self) -> str:
+        """What names the job's units, lock and log: the policy, plus the source of a PITR job."""
+        return self.name if self.source is None else f"{self.name}-{self.source}"
+
+    @property
+    def lane(self) -> str:
+        """Jobs of one lane never run at once (daemon): a policy's backup and drill share one; each
+        PITR job has its own, so a long dump never delays binlog collection or a base backup."""
+        return self.name if self.source is None else f"{self.kind}:{self.slot}"
+
+    @property
+    def job(self) -> str:
+        """'backup' / 'drill' / 'binlog (db)': the job within its policy, for messages."""
+        return self.kind if self.source is None else f"{self.kind} ({self.source})"
+
+    @property
     def label(self) -> str:
-        """'backup shop' / 'drill shop', for messages."""
-        return f"{self.kind} {self.name}"
+        """'backup shop' / 'drill shop' / 'binlog shop/db', for messages."""
+        return f"{self.kind} {self.name}" + (f"/{self.source}" if self.source else "")
 
     def command(self) -> list[str]:
         """The backupctl subcommand and its arguments (after the global options)."""
+        if self.source is not None:
+            return [*self.pitr_command, self.name, "--source", self.source]
         if self.kind == "backup":
             return ["backup", self.name]
         return ["drill", "--wait", DRILL_LOCK_WAIT, str(self.drill_file) if self.drill_file else self.name]
@@ -74,8 +97,9 @@ class Scheduled:
 
 
 def scheduled_policies(settings: Settings) -> list[Scheduled]:
-    """Every scheduled job of every valid policy: backups (`schedule:`) and drills
-    (`drill_schedule:`), sorted by policy name, a policy's backup before its drill.
+    """Every scheduled job of every valid policy: backups (`schedule:`), drills
+    (`drill_schedule:`) and the jobs of point-in-time archives (scheduling.pitr_jobs), sorted by
+    policy name, a policy's backup before its drill before its sources' PITR jobs.
 
     Secrets are not resolved (the scheduler does not need them; the run will). Raises
     PolicyInvalid (a ConfigError) naming every problem when no policy file is valid at all;
@@ -95,6 +119,19 @@ def scheduled_policies(settings: Settings) -> list[Scheduled]:
         if item.policy.drill_schedule is not None:
             cron = _parse(item, "drill_schedule", item.policy.drill_schedule)
             found.append(Scheduled(item.policy, cron, "drill", resolve_drill_file(item)))
+        found += pitr_scheduled(item)
+    return found
+
+
+def pitr_scheduled(item: LoadedPolicy) -> list[Scheduled]:
+    """The PITR jobs of a policy's sources (none for a source without a `pitr:` block)."""
+    from backupctl.scheduling.pitr_jobs import pitr_jobs
+
+    found = []
+    for index, source in enumerate(item.policy.sources):
+        for job in pitr_jobs(source):
+            cron = _parse(item, f"sources.{index}.pitr", job.cron)
+            found.append(Scheduled(item.policy, cron, job.kind, source=source.name, pitr_command=job.command))
     return found
 
 
@@ -186,13 +223,14 @@ def catalog_note(settings: Settings) -> tuple[list[str], str | None]:
 def writable_paths(item: Scheduled, settings: Settings) -> list[str]:
     """Directories a run of the job writes besides the state directory.
 
-    A backup writes its local targets, local restic repositories and the directory of its
+    A backup (and a PITR job: base backups, binlogs) writes its local targets, local restic
+    repositories and the directory of its
     `metrics_file:` (the file is replaced through a temp name there). A drill only *reads*
     targets (it never restores from restic), so it writes nothing of the policy's. Both write a
     SQLite catalog kept outside the state directory.
     """
     paths: list[str] = []
-    for target in item.policy.targets if item.kind == "backup" else []:
+    for target in item.policy.targets if item.kind != "drill" else []:  # PITR jobs write targets too
         if target.type == "local":
             paths.append(target.path)
         elif target.type == "restic" and target.repository.startswith("/"):

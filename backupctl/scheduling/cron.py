@@ -72,10 +72,10 @@ def render_line(item: Scheduled, options: CronOptions) -> str:
     command = " ".join(shlex.quote(arg) for arg in [*options.argv, *item.command()])
     inner = f"set -a; [ ! -r {env_file} ] || . {env_file}; set +a; exec {command}"
     flock = shutil.which("flock") or "flock"
-    lock = shlex.quote(str(options.lock_file(item.name, item.kind)))
+    lock = shlex.quote(str(options.lock_file(item.slot, item.kind)))
     job = (
         f"{shlex.quote(flock)} -n {lock} sh -c {shlex.quote(inner)}"
-        f" >> {shlex.quote(str(options.log_file(item.name, item.kind)))} 2>&1"
+        f" >> {shlex.quote(str(options.log_file(item.slot, item.kind)))} 2>&1"
     )
     job = job.replace("%", "\\%")  # an unescaped % ends the command in a crontab line
     user = f" {options.user_field}" if options.user_field else ""

@@ -1,4 +1,4 @@
-"""`backupctl daemon`: run every policy's backup and drill at their cron times, in the foreground.
+"""`backupctl daemon`: run every policy's backup, drill and PITR jobs at their times, in the foreground.
 
 For hosts without systemd or cron (containers). Design decisions:
 
@@ -23,6 +23,10 @@ For hosts without systemd or cron (containers). Design decisions:
   or a second signal does not hit them twice mid-cleanup), waits up to `stop_timeout` for them
   to record their outcome, SIGKILLs what is left, and exits 0. Under systemd run the daemon with
   `KillMode=mixed` for the same reason.
+- **PITR jobs** (a PostgreSQL source's base backups, a MySQL source's binlog collection:
+  scheduling.pitr_jobs) run the same way, each in a lane of its own (`Scheduled.lane`): a long
+  dump never delays binlog collection, and a collection pass still running when the next slot
+  comes skips that slot.
 - Policies are read once at start; restart the daemon after changing them.
 """
 
@@ -60,6 +64,8 @@ class _Running:
 _OUTCOMES: dict[str, dict[int, str]] = {
     "backup": {0: "complete", 3: "partial (exit 3)", 143: "interrupted (exit 143)"},
     "drill": {0: "passed", 1: "FAILED (exit 1)", 143: "interrupted (exit 143)"},
+    "base-backup": {0: "complete", 143: "interrupted (exit 143)"},
+    "binlog": {0: "collected", 1: "found a hole (exit 1)", 143: "interrupted (exit 143)"},
 }
 
 
@@ -79,8 +85,8 @@ class Daemon:
     poll_seconds: float = 1.0
     clock: Callable[[], datetime] = datetime.now  # naive local time, as cron reads schedules
     _scheduler: schedule.Scheduler = field(default_factory=schedule.Scheduler)
-    _running: dict[str, _Running] = field(default_factory=dict)  # policy name -> its running job
-    _waiting: dict[str, list[Scheduled]] = field(default_factory=dict)  # policy name -> jobs due
+    _running: dict[str, _Running] = field(default_factory=dict)  # lane -> its running job
+    _waiting: dict[str, list[Scheduled]] = field(default_factory=dict)  # lane -> jobs due
     _stopping: bool = False
 
     # ------------------------------------------------------------------ main loop
@@ -94,7 +100,8 @@ class Daemon:
                 len({item.name for item in self.items}),
             )
             for item in self.items:
-                self._arm(item, now=self.run_now if item.kind == "backup" else self.drill_now)
+                now = self.drill_now if item.kind == "drill" else self.run_now  # PITR jobs with backups
+                self._arm(item, now=now)
             while not self._stopping:
                 self._reap()
                 self._start_waiting()
@@ -130,8 +137,8 @@ class Daemon:
     def _fire(self, item: Scheduled, planned: datetime) -> Any:
         if self._stopping:
             return schedule.CancelJob
-        running = self._running.get(item.name)
-        waiting = self._waiting.setdefault(item.name, [])
+        running = self._running.get(item.lane)
+        waiting = self._waiting.setdefault(item.lane, [])
         slot = planned.isoformat(" ", "minutes")
         if running is not None and running.item.kind == item.kind:
             log.warning(
@@ -171,8 +178,8 @@ class Daemon:
         process = subprocess.Popen(
             argv, env=self._child_env(), stdin=subprocess.DEVNULL, start_new_session=True
         )
-        self._running[item.name] = _Running(item, process, time.monotonic())
-        log.info("policy %s: %s started (pid %d)", item.name, item.kind, process.pid)
+        self._running[item.lane] = _Running(item, process, time.monotonic())
+        log.info("policy %s: %s started (pid %d)", item.name, item.job, process.pid)
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -194,7 +201,12 @@ class Daemon:
             kind = running.item.kind
             outcome = _OUTCOMES[kind].get(code, f"failed (exit {code})")
             (log.info if code == 0 else log.warning)(
-                "policy %s: %s (pid %d) %s after %.1fs", name, kind, running.process.pid, outcome, seconds
+                "policy %s: %s (pid %d) %s after %.1fs",
+                running.item.name,
+                running.item.job,
+                running.process.pid,
+                outcome,
+                seconds,
             )
 
     # ------------------------------------------------------------------ stopping

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from backupctl.core import runner
@@ -36,7 +36,12 @@ from backupctl.scheduling import JobKind, Scheduled, write_atomically
 MARKER = "# Written by `backupctl schedule install --systemd`; `backupctl schedule remove` deletes it."
 PREFIX = "backupctl-backup-"
 DRILL_PREFIX = "backupctl-drill-"
-PREFIXES: dict[JobKind, str] = {"backup": PREFIX, "drill": DRILL_PREFIX}
+PREFIXES: dict[JobKind, str] = {
+    "backup": PREFIX,
+    "drill": DRILL_PREFIX,
+    "base-backup": "backupctl-base-backup-",
+    "binlog": "backupctl-binlog-",
+}
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 _WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
 
@@ -91,8 +96,10 @@ def render_units(item: Scheduled, options: UnitOptions, writable: list[str]) -> 
     `writable` are the directories the run must write besides the state directory (see
     scheduling.writable_paths: a backup's local targets and restic repositories).
     """
-    service_name, timer_name = unit_names(item.name, item.kind)
+    service_name, timer_name = unit_names(item.slot, item.kind)
     what = f"{item.kind} of policy {_escape(item.name)}"
+    if item.source is not None:
+        what = f"{item.kind} of source {_escape(item.source)} of policy {_escape(item.name)}"
     if item.kind == "drill":
         what = f"restore drill of policy {_escape(item.name)}"
         if item.drill_file is not None:
@@ -111,7 +118,7 @@ def render_units(item: Scheduled, options: UnitOptions, writable: list[str]) -> 
         "ExecStart=" + " ".join(_quote(arg) for arg in [*options.argv, *item.command()]),
         # Secrets referenced as env:NAME live here (mode 0600); '-' = optional.
         f"EnvironmentFile=-{options.env_file(item.name)}",
-        *(["Nice=10", "IOSchedulingClass=idle"] if item.kind == "backup" else _drill_comment()),
+        *(["Nice=10", "IOSchedulingClass=idle"] if item.kind != "drill" else _drill_comment()),
         "ProtectSystem=strict",
         "ProtectHome=read-only",
         "PrivateTmp=yes",
@@ -127,19 +134,25 @@ def render_units(item: Scheduled, options: UnitOptions, writable: list[str]) -> 
     timer = [
         MARKER,
         "[Unit]",
-        f"Description=Schedule of backupctl {item.kind} {_escape(item.name)}"
-        f" (cron: {_escape(item.cron.text)})",
+        f"Description=Schedule of backupctl {_escape(item.label)} (cron: {_escape(item.cron.text)})",
         "",
         "[Timer]",
         *(f"OnCalendar={value}" for value in calendars),
         "Persistent=true",
-        f"RandomizedDelaySec={int(options.randomized_delay.total_seconds())}",
+        f"RandomizedDelaySec={_random_delay(item.cron, options.randomized_delay)}",
         f"Unit={service_name}",
         "",
         "[Install]",
         "WantedBy=timers.target",
     ]
     return {service_name: "\n".join(unit + service) + "\n", timer_name: "\n".join(timer) + "\n"}
+
+
+def _random_delay(cron: CronExpr, longest: timedelta) -> int:
+    """Seconds of `RandomizedDelaySec=`: `longest`, but at most a tenth of the time between two
+    runs, so that a job every few minutes (binlog collection) keeps its pace."""
+    first, second = cron.next_runs(datetime(2026, 1, 1), 2)
+    return int(min(longest, (second - first) / 10).total_seconds())
 
 
 def _hardening(kind: JobKind) -> list[str]:

@@ -234,6 +234,12 @@ def test_status_reports_the_achieved_rpo_and_metrics(pitr_cluster: PitrSetup, hi
     assert report["ok"] and 0 <= report["rpo_seconds"] < 900
     assert report["server"]["reachable"] and report["server"]["ready_backlog"] == 0
     assert 'backupctl_pitr_rpo_seconds{policy="shop",source="db"}' in metrics.read_text()
+    # the general `status` shows the same archive's RPO (the same computation, via its probe)
+    (general,) = json.loads(pitr_cluster.run("status", POLICY, "--json").stdout)
+    (archive,) = general["pitr"]
+    assert archive["source"] == SOURCE and archive["archive"] == "WAL" and archive["ok"], archive
+    assert archive["rpo_seconds"] == pytest.approx(report["rpo_seconds"], abs=10)
+    assert general["rules"]["pitr_rpo"]["ok"]
     # an objective shorter than the age of the newest segment is a breach: exit 1
     time.sleep(2.5)
     policy_file = pitr_cluster.policies / f"{POLICY}.yaml"
@@ -245,6 +251,9 @@ def test_status_reports_the_achieved_rpo_and_metrics(pitr_cluster: PitrSetup, hi
         policy_file.write_text(yaml.safe_dump(data, sort_keys=False))
         breached = pitr_cluster.run("wal", "status", POLICY, "--source", SOURCE)
         assert breached.returncode == 1 and "RPO breached" in breached.stderr, breached.stderr
+        overall = pitr_cluster.run("status", POLICY, "--json")
+        assert overall.returncode == 1 and "pitr_rpo" in overall.stderr, overall.stderr
+        assert "RPO breached" in json.loads(overall.stdout)[0]["rules"]["pitr_rpo"]["detail"]
     finally:
         policy_file.write_text(original)
 
