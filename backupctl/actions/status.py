@@ -273,8 +273,10 @@ def gather(
             holds = False
             problems += missing
             catalog.record_copy(latest.id, config.name, "missing", error="; ".join(missing))
-        reachable, immutable = posture.reachable, posture.immutable
-        facts.append(TargetFacts(config.name, config.medium, config.offsite, reachable, immutable, holds, problems))
+        facts.append(
+            TargetFacts(config.name, config.medium, config.offsite, posture.reachable, posture.immutable,
+                        holds, problems)
+        )  # fmt: skip
     verification = catalog.last_verification(policy.name)
     last = None
     if verification is not None:
