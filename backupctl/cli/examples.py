@@ -29,6 +29,8 @@ EXAMPLES: dict[str, list[str]] = {
         "backupctl restore shop latest --source shop-db --to-db postgresql://postgres@db1/postgres \\\n"
         "      --as shop_copy",
         "backupctl restore shop latest --source uploads --to-dir /tmp/uploads",
+        "backupctl restore shop latest --source shop-db --to-container shop-db-1 \\\n"
+        "      --to-db mysql://root@localhost/shop --as shop_copy",
     ],
     "schedule install": ["backupctl schedule install --dry-run"],
     "schedule list": ["backupctl schedule list"],
