@@ -60,7 +60,7 @@ from backupctl.sources.base import (
     register_source,
     remote_dump,
 )
-from backupctl.sources.mysql_container import ContainerClient
+from backupctl.sources.mysql_container import ContainerClient, client_rows
 from backupctl.sources.mysql_parallel import restore_parallel
 from backupctl.sources.restore_as import as_note, check_name
 
@@ -206,10 +206,7 @@ def run_sql(
         argv = [client, *first, *endpoint.options(), "--batch", "--skip-column-names",
                 "--default-character-set=utf8mb4", f"--database={endpoint.database}"]  # fmt: skip
         done = runner.run(argv, input_text=sql, check=False, timeout=timeout, pass_fds=fds)
-    if done.returncode != 0:
-        detail = mask(runner.last_lines(done.stderr, 1))
-        raise SourceError(f"cannot {purpose} ({endpoint.describe()}): {detail}")
-    return [line.split("\t") for line in done.stdout.splitlines()]
+    return client_rows(done, purpose, endpoint.describe())
 
 
 def preflight(query: SqlRunner, endpoint: Endpoint) -> str:

@@ -35,6 +35,16 @@ class Endpoint(Protocol):
     def describe(self) -> str: ...
 
 
+def client_rows(done: runner.Completed, purpose: str, place: str) -> list[list[str]]:
+    """The tab-split rows a `mariadb --batch --skip-column-names` run printed; SourceError naming
+    `purpose` and `place` (never a password) when it failed. For the host's and a container's
+    client alike."""
+    if done.returncode != 0:
+        detail = mask(runner.last_lines(done.stderr, 1))
+        raise SourceError(f"cannot {purpose} ({place}): {detail}")
+    return [line.split("\t") for line in done.stdout.splitlines()]
+
+
 class ContainerClient:
     """The `mariadb` client inside a running container, reached with `docker exec -i`."""
 
@@ -62,10 +72,7 @@ class ContainerClient:
         argv = [*prefix, self.tool, *endpoint.options(), "--batch", "--skip-column-names",
                 "--default-character-set=utf8mb4", f"--database={endpoint.database}"]  # fmt: skip
         done = runner.run(argv, env=env, input_text=sql, check=False, timeout=QUERY_TIMEOUT)
-        if done.returncode != 0:
-            detail = mask(runner.last_lines(done.stderr, 1))
-            raise SourceError(f"cannot {purpose} ({endpoint.describe()} in {self.where()}): {detail}")
-        return [line.split("\t") for line in done.stdout.splitlines()]
+        return client_rows(done, purpose, f"{endpoint.describe()} in {self.where()}")
 
     def start(self, endpoint: Endpoint, options: list[str]) -> subprocess.Popen[bytes]:
         """Start the client reading SQL on stdin into `endpoint.database` (stdout discarded)."""
