@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from tests.fixtures.core import Workspace
+from tests.fixtures.daemon import run_daemon_until
 
 BIG_FILE_MB = 200
 
@@ -105,28 +106,8 @@ def test_daemon_runs_a_due_drill_after_the_backup_of_its_policy(workspace: Works
             drill_schedule=never_soon,
         ),
     )
-    log = workspace.root / "daemon.log"
-    with open(log, "w") as stderr_file:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "backupctl", "daemon", "--run-now", "--drill-now"],
-            env={**os.environ, **workspace.env},
-            stdout=subprocess.DEVNULL,
-            stderr=stderr_file,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while "policy nightly: drill (pid" not in log.read_text():
-            assert daemon.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"the daemon never finished a drill:\n{log.read_text()}"
-            time.sleep(0.2)
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=60)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-    stderr = log.read_text()
-    assert daemon.returncode == 0, stderr
+    code, stderr = run_daemon_until(workspace, ["--run-now", "--drill-now"], "policy nightly: drill (pid")
+    assert code == 0, stderr
     events = [
         line.split("policy nightly: ", 1)[1] for line in stderr.splitlines() if "policy nightly: " in line
     ]
