@@ -221,16 +221,12 @@ def observe_target(
     try:
         store = open_store(config)
     except BackupctlError as error:
-        return Posture(
-            reachable=False, medium=config.medium, offsite=config.offsite, problems=[str(error)]
-        ), None
+        return _unreachable(config, error), None
     try:
         try:
             posture = store.posture()
         except BackupctlError as error:
-            posture = Posture(
-                reachable=False, medium=config.medium, offsite=config.offsite, problems=[str(error)]
-            )
+            return _unreachable(config, error), None
         if trusted is None or snapshot_id is None or not posture.reachable:
             return posture, None
         try:
@@ -239,6 +235,10 @@ def observe_target(
             return posture, [f"snapshot {snapshot_id} on {config.name} could not be listed: {error}"]
     finally:
         store.close()
+
+
+def _unreachable(config: Any, error: Exception) -> Posture:
+    return Posture(reachable=False, medium=config.medium, offsite=config.offsite, problems=[str(error)])
 
 
 def gather(
