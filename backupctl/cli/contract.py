@@ -2,7 +2,8 @@
 
 - Every JSON object a command prints carries `"schema": "backupctl.<command>/<version>"` as
   its first key (added here; a command's own keys are unchanged). Top-level arrays keep their
-  shape; their schema is named in docs/json.md.
+  shape (scripts index them), and each element carries its own leading `schema` key
+  (`ELEMENT_SCHEMAS`): an array has no place for a version of its own.
 - Every timestamp is RFC 3339 in UTC with a `Z`: `2026-12-06T06:02:22.123456Z`. Commands may
   hand over datetimes or ISO strings in any offset; `normalise` rewrites both.
 - A failing command run with `--json` still prints one object: `schema: backupctl.error/1`,
@@ -22,6 +23,14 @@ JSON_VERSION = 1
 ERROR_SCHEMA = f"backupctl.error/{JSON_VERSION}"
 # Schemas of commands whose JSON has changed shape since version 1 (none yet).
 _VERSIONS: dict[str, int] = {}
+# Commands that print a JSON array -> the schema of each element (docs/json.md).
+ELEMENT_SCHEMAS: dict[str, str] = {
+    "snapshots": f"backupctl.snapshot/{JSON_VERSION}",
+    "verify": f"backupctl.verify.target/{JSON_VERSION}",
+    "status": f"backupctl.status.policy/{JSON_VERSION}",
+    "schedule.list": f"backupctl.schedule.entry/{JSON_VERSION}",
+    "drills": f"backupctl.drills.run/{JSON_VERSION}",
+}
 
 # An ISO 8601 date-time with seconds, optional fraction and optional offset (what
 # datetime.isoformat() and our own formats produce). Snapshot ids (20261206T060222Z-...) do not match.
@@ -70,10 +79,20 @@ def current_command_path() -> list[str]:
 
 
 def versioned(data: Any, command_path: Sequence[str]) -> Any:
-    """`data` normalised, with a leading `schema` key when it is an object that has none."""
+    """`data` normalised, with a leading `schema` key when it is an object that has none; for
+    an array of objects, on each element that has none (its `ELEMENT_SCHEMAS` name)."""
     data = normalise(data)
     if isinstance(data, dict) and "schema" not in data:
         return {"schema": schema_name(command_path), **data}
+    if isinstance(data, list):
+        element = ELEMENT_SCHEMAS.get(".".join(command_path))
+        if element is None:
+            name = schema_name(command_path)
+            element = f"{name.rsplit('/', 1)[0]}.item/{JSON_VERSION}"
+        return [
+            {"schema": element, **item} if isinstance(item, dict) and "schema" not in item else item
+            for item in data
+        ]
     return data
 
 

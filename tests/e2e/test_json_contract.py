@@ -45,6 +45,31 @@ def test_success_outputs_are_versioned_with_utc_times(workspace: Workspace, tmp_
     assert validate["schema"] == "backupctl.policy.validate/1"
 
 
+def test_arrays_are_versioned_per_element(workspace: Workspace, tmp_path: Path) -> None:
+    """Commands that print an array keep the array; every element leads with its schema."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("hello")
+    files = [{"name": "files", "type": "files", "path": str(data)}]
+    workspace.write_policy("app", workspace.base_policy("app", files, schedule="15 2 * * *"))
+    workspace.run_json("backup", "app")
+    expected = {
+        ("snapshots", "app"): "backupctl.snapshot/1",
+        ("verify", "app"): "backupctl.verify.target/1",
+        ("status", "app"): "backupctl.status.policy/1",
+        ("schedule", "list"): "backupctl.schedule.entry/1",
+        ("drills", "app"): "backupctl.drills.run/1",
+    }
+    for command, schema in expected.items():
+        done = workspace.run(*command, "--json")
+        document = json.loads(done.stdout)
+        assert isinstance(document, list), (command, document)
+        assert all(next(iter(element)) == "schema" for element in document), (command, document)
+        assert {element["schema"] for element in document} <= {schema}, (command, document)
+        if command[0] in ("snapshots", "verify", "status", "schedule"):
+            assert document, command  # one backup: these are never empty
+
+
 def test_failing_backup_prints_a_json_error(workspace: Workspace, tmp_path: Path) -> None:
     _files_policy(workspace, tmp_path / "missing")
     done = workspace.run("backup", "app", "--json")
