@@ -47,11 +47,11 @@ from typing import IO, Any, BinaryIO, cast
 
 from backupctl.core import runner
 from backupctl.core.secrets import mask, mask_url_password
-from backupctl.errors import ConfigError, JobFailed, TargetError
+from backupctl.errors import ConfigError, TargetError
 from backupctl.policy.schema import ResticTarget
 from backupctl.targets.base import Posture
 from backupctl.targets.restic_errors import lock_free, summarise
-from backupctl.targets.restic_watchdog import StallWatchdog
+from backupctl.targets.restic_watchdog import ReadActivity, StallWatchdog, WaitingReader
 
 log = logging.getLogger("backupctl.targets.restic")
 
@@ -139,9 +139,14 @@ def _tag_args(tags: list[str]) -> list[str]:
 class _Child:
     """A running restic; stderr (and stdout, when `on_line` is given) drained by threads."""
 
-    def __init__(self, process: subprocess.Popen[bytes], on_line: Callable[[bytes], None] | None) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        on_line: Callable[[bytes], None] | None,
+        stderr_lines: int = 40,
+    ) -> None:
         self.process = process
-        self._stderr: collections.deque[bytes] = collections.deque(maxlen=40)
+        self._stderr: collections.deque[bytes] = collections.deque(maxlen=stderr_lines)
         self._threads = [threading.Thread(target=self._drain, args=(process.stderr, self._stderr.append))]
         if on_line is not None:
             self._threads.append(threading.Thread(target=self._drain, args=(process.stdout, on_line)))
@@ -238,6 +243,7 @@ class ResticRepository:
         self.medium = config.medium
         self.offsite = config.offsite
         self.location = mask_url_password(config.repository)  # safe to print
+        self.label = f"restic target '{config.name}' ({self.location})"  # what errors name
         self._cache_dir = cache_dir
         self._binary: str | None = None
         self._secrets: tuple[str, dict[str, str]] | None = None
@@ -357,7 +363,7 @@ class ResticRepository:
         except OSError as error:
             raise self._stalled(watchdog, "backup", child) from error
         if child.finish() != 0 or output.summary is None:
-            raise watchdog.error(self.location) if watchdog.fired else self._error("backup", child.stderr)
+            raise watchdog.error(self.label) if watchdog.fired else self._error("backup", child.stderr)
         writer.result = self._result(output.summary, tags, full_id)
         if writer.result.total_bytes_processed != writer.bytes_written:
             raise TargetError(
@@ -387,7 +393,7 @@ class ResticRepository:
         watchdog = StallWatchdog(child.process, stall, lambda: output.progressed)
         returncode = child.finish()
         if watchdog.fired:
-            raise watchdog.error(self.location)
+            raise watchdog.error(self.label)
         if returncode == 3 and output.summary is not None:  # snapshot made, but files are missing
             raise TargetError(
                 f"restic snapshot {output.summary.get('snapshot_id')} of {path} is incomplete, some "
@@ -413,23 +419,32 @@ class ResticRepository:
 
     @contextmanager
     def dump(self, restic_snapshot: str, filename: str) -> Iterator[BinaryIO]:
-        """Stream /FILENAME of a snapshot. TargetError at block exit when restic failed."""
+        """Stream /FILENAME of a snapshot. TargetError at block exit when restic failed, or
+        as soon as a read waits longer than `stall_timeout` for a byte (frozen backend)."""
+        action = f"dump of {restic_snapshot}:/{filename}"
         child = self._start(["dump", restic_snapshot, f"/{filename}"], None, stdout=subprocess.PIPE)
         stdout = child.process.stdout
         assert stdout is not None
+        reader = WaitingReader(cast(io.BufferedReader, stdout))
+        stall = self.config.stall_timeout.total_seconds()
+        watchdog = StallWatchdog(child.process, stall, reader.last_progress)
         try:
-            yield cast(BinaryIO, stdout)
+            yield cast(BinaryIO, reader)
         except BaseException:
             child.interrupt()
             stdout.close()
             child.finish()
+            if watchdog.fired:  # the caller saw a short stream: say why
+                raise watchdog.error(self.label, action) from None
             raise
-        stopped_early = bool(stdout.read(1))
+        stopped_early = bool(reader.read(1))
         if stopped_early:  # the caller has read enough: not an error
             child.interrupt()
         stdout.close()
+        if watchdog.fired:
+            raise watchdog.error(self.label, action)
         if child.finish() != 0 and not stopped_early:
-            raise self._error(f"dump of {restic_snapshot}:/{filename}", child.stderr)
+            raise self._error(action, child.stderr)
 
     def restore(self, restic_snapshot: str, target_dir: Path, include: str | None = None) -> None:
         """Restore a snapshot (or the paths matching `include`) below `target_dir`."""
@@ -519,16 +534,12 @@ class ResticRepository:
     def _run(
         self, *args: str, action: str, ok: tuple[int, ...] = (0,), timeout: float | None = None
     ) -> runner.Completed:
-        """Run restic to completion; one retry after clearing *stale* locks (`restic unlock`)."""
-        binary = self._restic()
+        """Run restic to completion; one retry after clearing *stale* locks (`restic unlock`).
+
+        Bounded: stopped (TargetError) when it reads nothing and prints nothing for
+        `stall_timeout` (a frozen backend; restic_watchdog), or when it runs past `timeout`."""
         for attempt in (1, 2):
-            with self._password_fd() as (fd, env):
-                try:
-                    done = runner.run([binary, *lock_free(args)], env=env, pass_fds=(fd,), check=False,
-                                      timeout=timeout)  # fmt: skip
-                except JobFailed as error:  # timed out
-                    message = f"restic {action} on {self.location}: {error}"
-                    raise TargetError(message, transient=True) from None
+            done = self._complete([*args], action, timeout)
             if attempt == 1 and done.returncode != 0 and "already locked" in done.stderr:
                 # Only locks of dead processes on this host or older than 30 min are removed.
                 self._run("unlock", action="unlock")
@@ -538,8 +549,43 @@ class ResticRepository:
             raise self._error(action, done.stderr)
         raise AssertionError("unreachable")
 
+    def _complete(self, args: list[str], action: str, timeout: float | None) -> runner.Completed:
+        """One restic run under the stall watchdog, its output collected."""
+        stdout: list[bytes] = []
+        printed = [time.monotonic()]
+
+        def collect(line: bytes) -> None:
+            stdout.append(line)
+            printed[0] = time.monotonic()
+
+        # stderr is not progress: restic prints a line per retry against a failing backend.
+        child = self._start(args, collect, stderr_lines=5000)
+        activity = ReadActivity(child.process.pid, lambda: printed[0])
+        watchdog = StallWatchdog(child.process, self.config.stall_timeout.total_seconds(), activity)
+        try:
+            child.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.interrupt(grace=5.0)
+            child.finish()
+            raise TargetError(f"restic {action} on {self.location}: did not finish within {timeout:g}s",
+                              transient=True) from None  # fmt: skip
+        except BaseException:
+            child.interrupt(grace=5.0)
+            raise
+        returncode = child.finish()
+        if watchdog.fired:
+            raise watchdog.error(self.label, action)
+        argv = [self._restic(), *lock_free(args)]
+        return runner.Completed(argv, returncode, b"".join(stdout).decode("utf-8", "replace"), child.stderr)
+
     def _start(
-        self, args: list[str], on_line: Callable[[bytes], None] | None, *, niceness: int = 0, **pipes: Any
+        self,
+        args: list[str],
+        on_line: Callable[[bytes], None] | None,
+        *,
+        niceness: int = 0,
+        stderr_lines: int = 40,
+        **pipes: Any,
     ) -> _Child:
         binary = self._restic()
         # nice(1) execs restic in the same process, so signals and waits still reach restic.
@@ -549,20 +595,18 @@ class ResticRepository:
         with self._password_fd() as (fd, env):
             pipes.setdefault("stdout", subprocess.PIPE)
             process = runner.start([*prefix, binary, *lock_free(args)], env=env, pass_fds=(fd,), **pipes)
-        return _Child(process, on_line)
+        return _Child(process, on_line, stderr_lines)
 
     def _stalled(self, watchdog: StallWatchdog, action: str, child: _Child) -> TargetError:
         """The error of a backup whose stdin broke: the watchdog's, else restic's own."""
         error = self._failed(action, child)
-        return watchdog.error(self.location) if watchdog.fired else error
+        return watchdog.error(self.label) if watchdog.fired else error
 
     def _failed(self, action: str, child: _Child) -> TargetError:
         child.finish()  # restic has closed stdin, so it is exiting: collect its stderr
         return self._error(action, child.stderr)
 
-    def _result(
-        self, summary: dict[str, Any], tags: list[str], full_id: bool = True
-    ) -> ResticBackupResult:
+    def _result(self, summary: dict[str, Any], tags: list[str], full_id: bool = True) -> ResticBackupResult:
         short = str(summary["snapshot_id"])
         full = short
         # The summary has only the 8-digit short id, which may become ambiguous in a big repository.

@@ -219,3 +219,81 @@ def test_frozen_restic_backend_is_stopped_by_the_stall_deadline(
     assert elapsed < BOUND_SECONDS, f"{elapsed:.1f}s:\n{stderr}"
     assert "no progress" in stderr, stderr
     assert _lock_is_free(workspace, "app")
+
+
+def _restic_on_frozen_s3_policy(
+    workspace: Workspace, tmp_path: Path, server: MotoServer, bucket: str
+) -> Path:
+    """A policy with a files source and a sqlite source (a stream: `restic dump`) backed up to
+    a local target and a restic repository on `server`; one backup made. The files' directory."""
+    import sqlite3
+
+    client = server.client()
+    client.create_bucket(Bucket=bucket)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "blob.bin").write_bytes(os.urandom(4 << 20))
+    database = tmp_path / "app.sqlite"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+        connection.executemany("INSERT INTO t (body) VALUES (?)", [(os.urandom(1024),) for _ in range(2000)])
+    workspace.env.update(RESTIC_FROZEN_PASSWORD="restic-frozen-test", RESTIC_AWS_KEY="testing",
+                         RESTIC_AWS_SECRET="testing")  # fmt: skip
+    dedup = {"name": "dedup", "type": "restic", "repository": f"s3:{server.url}/{bucket}",
+             "password": "env:RESTIC_FROZEN_PASSWORD", "stall_timeout": "5s",
+             "environment": {"AWS_ACCESS_KEY_ID": "env:RESTIC_AWS_KEY",
+                             "AWS_SECRET_ACCESS_KEY": "env:RESTIC_AWS_SECRET"}}  # fmt: skip
+    workspace.write_policy(
+        "app",
+        workspace.base_policy(
+            "app",
+            [{"name": "files", "type": "files", "path": str(data)},
+             {"name": "db", "type": "sqlite", "path": str(database)}],
+            [{"name": "local", "type": "local", "path": str(workspace.backups)}, dedup],
+        ),
+    )  # fmt: skip
+    workspace.run("target", "setup", "app", "dedup", check=True)
+    workspace.run("backup", "app", check=True)
+    return data
+
+
+def _timed_while_frozen(server: MotoServer, workspace: Workspace, *args: str) -> tuple[int, str, float]:
+    """Run `backupctl ARGS` with the server frozen: (exit code, stderr, seconds)."""
+    server.pause()
+    started = time.monotonic()
+    try:
+        done = workspace.run(*args, timeout=BOUND_SECONDS * 3)
+    finally:
+        server.resume()
+    return done.returncode, done.stderr, time.monotonic() - started
+
+
+def test_frozen_restic_backend_bounds_verify_and_restore(
+    workspace: Workspace, tmp_path: Path, moto_server_factory: Callable[..., MotoServer]
+) -> None:
+    """Beyond backups: verify (snapshots, dump, check) and restore (snapshots, restore) of a
+    restic copy end within the stall deadline against a frozen backend, with a TargetError that
+    says so, and work again once it answers."""
+    server = moto_server_factory()
+    data = _restic_on_frozen_s3_policy(workspace, tmp_path, server, "restic-frozen-reads")
+
+    code, stderr, elapsed = _timed_while_frozen(server, workspace, "verify", "app", "--target", "dedup")
+    print(f"verify against a frozen restic backend ended after {elapsed:.1f}s")
+    assert code == 1, stderr  # docs/json.md: a job failed
+    assert "no progress" in stderr and "dedup" in stderr, stderr
+    assert elapsed < BOUND_SECONDS, f"{elapsed:.1f}s:\n{stderr}"
+
+    into = tmp_path / "restored"
+    args = ("restore", "app", "--source", "files", "--from", "dedup", "--to-dir", str(into))
+    code, stderr, elapsed = _timed_while_frozen(server, workspace, *args)
+    print(f"restore against a frozen restic backend ended after {elapsed:.1f}s")
+    assert code == 1, stderr
+    assert "no progress" in stderr, stderr
+    assert elapsed < BOUND_SECONDS, f"{elapsed:.1f}s:\n{stderr}"
+
+    # Thawed, the same commands succeed: nothing was left locked or half-done.
+    (check,) = workspace.run_json("verify", "app", "--target", "dedup")
+    assert check["ok"], check
+    workspace.run("restore", "app", "--source", "files", "--from", "dedup", "--to-dir", str(into), "--force",
+                  check=True)  # fmt: skip
+    assert (into / "blob.bin").read_bytes() == (data / "blob.bin").read_bytes()

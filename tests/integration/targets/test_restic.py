@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import os
 import signal
 import stat
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -294,3 +295,34 @@ def test_unreachable_server_is_transient(restic_repository: RepositoryFactory) -
     with pytest.raises(TargetError, match="unreachable") as raised:
         repo.exists()
     assert raised.value.transient and "url-secret-77" not in str(raised.value)  # URL credentials masked
+
+
+def test_dump_from_a_backend_frozen_mid_stream_stops_within_the_stall_deadline(
+    restic_repository: RepositoryFactory, moto_server_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `restic dump` whose S3 backend freezes (SIGSTOP) after the first MiB: the reader gets
+    a TargetError naming the stall within stall_timeout (+ grace), not a hang."""
+    server = moto_server_factory()
+    server.client().create_bucket(Bucket="frozen-dump")
+    monkeypatch.setenv("TEST_AWS_KEY", "testing")
+    monkeypatch.setenv("TEST_AWS_SECRET", "testing")
+    repo = restic_repository(
+        f"s3:{server.url}/frozen-dump", stall_timeout="3s",
+        environment={"AWS_ACCESS_KEY_ID": "env:TEST_AWS_KEY", "AWS_SECRET_ACCESS_KEY": "env:TEST_AWS_SECRET"},
+    )  # fmt: skip
+    repo.init()
+    payload = os.urandom(48 * MiB)  # incompressible: many packs, fetched one after another
+    result = repo.backup_stream(io.BytesIO(payload), "big.bin", ["frozen-dump"])
+    started = 0.0
+    with pytest.raises(TargetError, match="no progress"):
+        try:
+            with repo.dump(result.snapshot_id, "big.bin") as stream:
+                assert stream.read(MiB)
+                server.pause()
+                started = time.monotonic()
+                while stream.read(MiB):
+                    pass
+        finally:
+            server.resume()
+    elapsed = time.monotonic() - started
+    assert elapsed < 30, elapsed
