@@ -4,7 +4,9 @@ The disaster case: the backup host (and its catalog) is gone. Policies (kept in 
 the targets are; each snapshot's signed manifest says what it holds. Manifests whose signature
 does not verify with a trusted key are skipped and reported, never imported. Blob targets list
 `POLICY/SNAPSHOT/manifest.json`; restic repositories hold each manifest as a snapshot tagged
-`manifest` (see docs/formats.md).
+`manifest` (see docs/formats.md). A snapshot the catalog records as a failed (or unfinished)
+run is not resurrected, even when a target holds its signed manifest: the catalog is the record
+of what completed (`failed_runs`; `prune` removes it, docs/operations.md "Reconcile").
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from backupctl.actions.access import open_catalog, trusted_keys
+from backupctl.actions.reconcile import unfinished_runs
 from backupctl.errors import IntegrityError, TargetError
 from backupctl.policy.loader import LoadedPolicy
 from backupctl.settings import Settings
@@ -26,6 +29,7 @@ class RebuildReport:
     imported: int = 0
     unchanged: int = 0
     skipped: list[str] = field(default_factory=list)
+    failed_runs: list[str] = field(default_factory=list)  # held on the target, failed in the catalog
 
     def as_dict(self) -> dict[str, object]:
         return self.__dict__.copy()
@@ -43,10 +47,15 @@ def rebuild_catalog(
             continue
         report.policies.append(policy.name)
         trusted = trusted_keys(settings, policy, extra_trusted)
+        unfinished = unfinished_runs(catalog, policy.name)
         store = open_store(configs[0])
         try:
             for snapshot_id in store.snapshot_ids(policy.name):
                 report.found += 1
+                if snapshot_id in unfinished:
+                    state = unfinished[snapshot_id]
+                    report.failed_runs.append(f"{policy.name}/{snapshot_id}: recorded {state}")
+                    continue
                 try:
                     signed = store.read_manifest(policy.name, snapshot_id, trusted)
                 except (IntegrityError, TargetError) as error:

@@ -43,12 +43,56 @@ def rebuild(app: App, target_name: str, trust: tuple[str, ...], as_json: bool) -
     else:
         click.echo(
             f"target {target_name}: {report.found} snapshots found in {', '.join(report.policies)}; "
-            f"{report.imported} imported, {report.unchanged} already known, {len(report.skipped)} skipped"
+            f"{report.imported} imported, {report.unchanged} already known, {len(report.skipped)} skipped, "
+            f"{len(report.failed_runs)} failed run(s) not resurrected"
         )
         for line in report.skipped:
             click.echo(f"  skipped {line}")
+        for line in report.failed_runs:
+            click.echo(f"  not resurrected (failed run) {line}")
     if report.skipped:
         raise JobFailed(f"{len(report.skipped)} manifest(s) could not be authenticated")
+
+
+@catalog.command()
+@click.argument("policy_name", metavar="POLICY")
+@click.option("--target", "targets", multiple=True, help="Reconcile only this target (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Explain the differences, change nothing.")
+@json_option
+@pass_app
+def reconcile(app: App, policy_name: str, targets: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Compare the catalog with what each target really holds, both ways, and explain each finding.
+
+    Copies the catalog calls complete that a target lacks are recorded missing (replicate
+    refills them); authentic snapshots the catalog lacks are imported; snapshots of runs the
+    catalog records as failed are not imported (prune removes them). Exit 1 when a target
+    cannot be read or holds a manifest that does not authenticate.
+
+    \b
+    Example:
+      backupctl catalog reconcile shop --target offsite --dry-run
+    """
+    from backupctl.actions.reconcile import reconcile as run_reconcile
+    from backupctl.locking import policy_lock
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    for name in targets:
+        policy.target(name)  # ConfigError for an unknown target
+    with policy_lock(app.settings, policy.name, "reconcile"):
+        report = run_reconcile(app.settings, policy, target_names=list(targets) or None, dry_run=dry_run)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for name, counts in report.targets.items():
+            held, claimed = counts["listed"], counts["claimed_by_catalog"]
+            click.echo(f"{name}: {held} snapshot(s) held, {claimed} complete in the catalog")
+        for finding in report.findings:
+            where = f"{finding.target} {finding.snapshot_id or ''}".strip()
+            click.echo(f"  {finding.kind}: {where}: {finding.detail}\n    → {finding.action}")
+        if not report.findings:
+            click.echo("catalog and targets agree")
+    if not report.ok:
+        raise JobFailed("some targets could not be reconciled (see the findings)")
 
 
 COMMANDS = [catalog]
