@@ -6,6 +6,7 @@ The catalog is an index, not the truth: manifests on the targets are. A snapshot
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import weakref
@@ -14,13 +15,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backupctl.catalog import ledger
-from backupctl.catalog.models import ArtifactRow, CopyRow, DrillRow, SnapshotRow, VerificationRow
+from backupctl.catalog.models import (
+    ArtifactRow,
+    CopyRow,
+    DrillRow,
+    RunRecordRow,
+    SnapshotRow,
+    VerificationRow,
+)
 from backupctl.core.manifest import Manifest, parse_time
 from backupctl.core.runner import pid_alive
 from backupctl.core.secrets import mask, mask_url_password
@@ -450,6 +459,30 @@ class Catalog:
         at = _aware(row[0])
         assert at is not None
         return at, bool(row[1]), str(row[2]), str(row[3])
+
+    def last_reads(self, policy: str) -> dict[tuple[str, str], datetime]:
+        """(snapshot id, target) -> when a verify last read that copy, for the policy's copies
+        that were ever verified (ok or not): what a sampled verify rotates by."""
+        query = (
+            select(VerificationRow.snapshot_id, VerificationRow.target, func.max(VerificationRow.at))
+            .join(SnapshotRow, SnapshotRow.id == VerificationRow.snapshot_id)
+            .where(SnapshotRow.policy == policy)
+            .group_by(VerificationRow.snapshot_id, VerificationRow.target)
+        )
+        with self.engine.connect() as connection:
+            return {(str(row[0]), str(row[1])): _utc(row[2]) for row in connection.execute(query)}
+
+    def last_observation(self, what: str, subject: str) -> dict[str, Any] | None:
+        """The payload of the newest `record_observation(what, subject, ...)`, None if none."""
+        query = (
+            select(RunRecordRow.payload)
+            .where(RunRecordRow.kind == "observation", RunRecordRow.subject == f"{what}:{subject}")
+            .order_by(RunRecordRow.seq.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as connection:
+            payload = connection.execute(query).scalar()
+        return None if payload is None else cast(dict[str, Any], json.loads(payload))
 
     def verifications(self, snapshot_id: str) -> list[VerificationRow]:
         with self.session() as session:

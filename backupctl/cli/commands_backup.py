@@ -133,6 +133,11 @@ def snapshots(app: App, policy_name: str, include_all: bool, as_json: bool) -> N
 @click.option(
     "--target", "targets", multiple=True, help="Verify on this target (repeatable; default: all copies)."
 )
+@click.option(
+    "--sample", metavar="N%",
+    help="Read about N%% of the stored bytes, least recently verified copies first (restic: "
+    "check --read-data-subset n/t); every byte is read within 100/N runs. SNAPSHOT is ignored.",
+)  # fmt: skip
 @identity_option
 @json_option
 @pass_app
@@ -142,6 +147,7 @@ def verify(
     policy_name: str,
     snapshot: str,
     targets: tuple[str, ...],
+    sample: str | None,
     identity_file: Path | None,
     as_json: bool,
 ) -> None:
@@ -149,10 +155,15 @@ def verify(
 
     Checks the manifest signature, every artifact's size and sha256, and decrypts and
     decompresses every artifact (nothing is written). Exit 1 naming each broken artifact.
+    With --sample N%, checks the same way about N% of everything stored instead (what the
+    policy's `verify:` schedule runs).
     """
     from backupctl.actions.verify import verify_snapshot
 
     loaded = app.policy(policy_name, check_secrets=False)
+    if sample is not None:
+        _verify_sample(app, loaded.policy, sample, list(targets), identity_file, as_json)
+        return
     results = verify_snapshot(
         app.settings, loaded.policy, snapshot, target_names=list(targets) or None, identity_file=identity_file
     )
@@ -165,6 +176,39 @@ def verify(
             for artifact in result.artifacts:
                 app.echo(f"  {artifact.file}: " + ", ".join(f"{k} {v}" for k, v in artifact.checks.items()))
     problems = [problem for result in results for problem in result.problems]
+    if problems:
+        raise IntegrityError(f"{len(problems)} problem(s):\n  " + "\n  ".join(problems))
+
+
+def _verify_sample(
+    app: App, policy: Any, sample: str, targets: list[str], identity_file: Path | None, as_json: bool
+) -> None:
+    """`verify --sample N%` (backupctl.actions.verify_sample), under the policy lock: a prune
+    must not remove a copy being read (a scheduled run waits for a backup or prune)."""
+    from backupctl.actions.verify_sample import parse_sample, verify_sample
+    from backupctl.locking import policy_lock
+
+    percent = parse_sample(sample)
+    for name in targets:
+        policy.target(name)  # ConfigError for an unknown target
+    with policy_lock(app.settings, policy.name, "verify", timedelta(hours=4)):
+        report = verify_sample(app.settings, policy, percent, target_names=targets or None,
+                               identity_file=identity_file)  # fmt: skip
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for target in report.as_dict()["targets"]:
+            state = "ok" if target["ok"] else "FAILED"
+            read = f"subset {target['subset']}" if target["subset"] else (
+                f"{len(target['copies_read'])} of {target['copies_total']} copies, "
+                f"{human_bytes(target['read_bytes'])} of {human_bytes(target['total_bytes'])}"
+            )  # fmt: skip
+            cycle = target["cycle"]
+            app.echo(f"{target['target']}: {state}; read {read}; cycle {cycle['progress']:.0%} of "
+                     f"{cycle['runs']} run(s)")  # fmt: skip
+            for problem in target["problems"]:
+                app.echo(f"  {problem}")
+    problems = [problem for target in report.as_dict()["targets"] for problem in target["problems"]]
     if problems:
         raise IntegrityError(f"{len(problems)} problem(s):\n  " + "\n  ".join(problems))
 

@@ -88,6 +88,21 @@ class Compression(Strict):
     )
 
 
+class VerifySchedule(Strict):
+    """A scheduled, sampled integrity check (`backupctl verify POLICY --sample N%`)."""
+
+    schedule: Cron = Field(
+        description="When the sampled verify runs (cron expression).", examples=["30 4 * * *"]
+    )
+    sample: str = Field(
+        default="10%",
+        pattern=r"^(100|[1-9][0-9]?)(\.[0-9]+)?%$",
+        description="Share of the stored bytes read per run; every byte is read within "
+        "100/N runs (docs/operations.md, sampled verify).",
+        examples=["10%"],
+    )
+
+
 class Retention(Strict):
     keep_last: int | None = Field(default=None, ge=0, description="Keep the N newest snapshots.")
     keep_hourly: int | None = Field(default=None, ge=0, description="Keep the newest snapshot of N hours.")
@@ -436,6 +451,11 @@ class Policy(Strict):
         description="When restore drills run (cron expression), e.g. weekly '0 4 * * 0' or quarterly "
         "'0 5 1 1,4,7,10 *'.",
         examples=["0 4 * * 0"],
+    )
+    verify: VerifySchedule | None = Field(
+        default=None,
+        description="A scheduled sampled verify: reads `sample` of the stored bytes per run, least "
+        "recently read first (restic: `check --read-data-subset n/t`).",
     )
     drill_file: str | None = Field(
         default=None,

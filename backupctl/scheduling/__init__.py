@@ -1,7 +1,8 @@
 """Running policies on their schedules: systemd timers, a crontab block, or the in-process daemon.
 
-A policy has up to two scheduled *jobs*: its backup (`schedule:`) and its restore drill
-(`drill_schedule:`, running `drill_file:` or, without one, the policy's default drill); each source
+A policy has up to three scheduled *jobs*: its backup (`schedule:`), its restore drill
+(`drill_schedule:`, running `drill_file:` or, without one, the policy's default drill) and its
+sampled verify (`verify: {schedule, sample}`: `verify POLICY --sample N%`); each source
 with a `pitr:` block adds the jobs of its point-in-time archive (scheduling.pitr_jobs: PostgreSQL
 base backups on `base_backup_schedule`, binlog collection at its interval). All three
 schedulers read the same five-field cron expressions and start the same commands,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # the loader (pydantic) is imported when policies are read, n
     from backupctl.policy.loader import LoadedPolicy
     from backupctl.policy.schema import Policy
 
-JobKind = Literal["backup", "drill"] | PitrKind
+JobKind = Literal["backup", "drill", "verify"] | PitrKind
 # How long a scheduled drill waits for a running backup/prune of its policy (`drill --wait`).
 DRILL_LOCK_WAIT = "4h"
 
@@ -85,6 +86,9 @@ class Scheduled:
             return [*self.pitr_command, self.name, "--source", self.source]
         if self.kind == "backup":
             return ["backup", self.name]
+        if self.kind == "verify":
+            sample = self.policy.verify.sample if self.policy.verify else "10%"
+            return ["verify", self.name, "--sample", sample]
         return ["drill", "--wait", DRILL_LOCK_WAIT, str(self.drill_file) if self.drill_file else self.name]
 
     def next_runs(self, count: int, after: datetime | None = None) -> list[datetime]:
@@ -119,6 +123,9 @@ def scheduled_policies(settings: Settings) -> list[Scheduled]:
         if item.policy.drill_schedule is not None:
             cron = _parse(item, "drill_schedule", item.policy.drill_schedule)
             found.append(Scheduled(item.policy, cron, "drill", resolve_drill_file(item)))
+        if item.policy.verify is not None:
+            cron = _parse(item, "verify.schedule", item.policy.verify.schedule)
+            found.append(Scheduled(item.policy, cron, "verify"))
         found += pitr_scheduled(item)
     return found
 

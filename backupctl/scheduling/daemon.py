@@ -64,6 +64,7 @@ class _Running:
 _OUTCOMES: dict[str, dict[int, str]] = {
     "backup": {0: "complete", 3: "partial (exit 3)", 143: "interrupted (exit 143)"},
     "drill": {0: "passed", 1: "FAILED (exit 1)", 143: "interrupted (exit 143)"},
+    "verify": {0: "passed", 1: "FAILED (exit 1)", 143: "interrupted (exit 143)"},
     "base-backup": {0: "complete", 143: "interrupted (exit 143)"},
     "binlog": {0: "collected", 1: "found a hole (exit 1)", 143: "interrupted (exit 143)"},
 }

@@ -39,6 +39,7 @@ DRILL_PREFIX = "backupctl-drill-"
 PREFIXES: dict[JobKind, str] = {
     "backup": PREFIX,
     "drill": DRILL_PREFIX,
+    "verify": "backupctl-verify-",
     "base-backup": "backupctl-base-backup-",
     "binlog": "backupctl-binlog-",
 }

@@ -160,6 +160,10 @@ class ResticSnapshotStore(ResticRepository):
             checks.append(ArtifactCheck(artifact.source, {"restic": bad[0] if bad else "ok"}))
         return checks, problems
 
+    def check_data(self, subset: str) -> list[str]:
+        """`restic check --read-data-subset SUBSET` (structure plus that slice of the packs)."""
+        return [self._scrub(problem) for problem in self.check(subset)]
+
     def survey(self, policy: str, snapshot_id: str, trusted: list[str]) -> list[str]:
         """One `restic snapshots` listing of the backupctl snapshot, and its manifest (`restic
         dump` of a small file): a restic snapshot per source the manifest lists."""

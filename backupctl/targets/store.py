@@ -121,6 +121,12 @@ class SnapshotStore(Protocol):
         """Verify what the store holds against the manifest: per-artifact checks and problems."""
         ...
 
+    def check_data(self, subset: str) -> list[str]:
+        """A deduplicating store's own check of a slice of all its data ("n/t": restic's
+        `check --read-data-subset`), the problems ([] when ok); what a sampled verify uses where
+        a copy has no bytes of its own. Blob stores, sampled per copy, find nothing to add ([])."""
+        ...
+
     def survey(self, policy: str, snapshot_id: str, trusted: list[str]) -> list[str]:
         """Cheaply, does this store still hold the snapshot? Its signed manifest (read and
         authenticated) and every object it names (a listing: presence and size, no data read).
