@@ -148,6 +148,7 @@ class RolesCapture(Strict):
         "encrypted like the dump (never in the manifest, logs or --json), so that `restore --roles "
         "create-missing` recreates missing roles with their own passwords. Drills never use them. "
         "Not with `via` or `container`.",
+        examples=[False],
     )
 
 
@@ -158,7 +159,6 @@ class RolesOption(Strict):
         default_factory=RolesCapture,
         description="Roles/accounts captured with the dump (names, attributes, memberships and grants "
         "always; password hashes only with `passwords: true`).",
-        examples=[{"passwords": True}],
     )
 
     @model_validator(mode="after")

@@ -35,7 +35,8 @@ def test_postgres_role_password_and_database_grants_restored_only_with_the_opt_i
     postgres_cluster.create_database(database)
     postgres_cluster.psql(
         f"CREATE ROLE {app} LOGIN PASSWORD '{original}'; "
-        f"REVOKE ALL ON DATABASE {database} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {app}; "
+        f"REVOKE ALL ON DATABASE {database} FROM PUBLIC; "
+        f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {app}; "
         f"ALTER ROLE {app} IN DATABASE {database} SET search_path TO app, public; "
         f"ALTER DATABASE {database} SET work_mem TO '8MB';"
     )
