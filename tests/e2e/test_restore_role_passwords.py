@@ -172,3 +172,49 @@ def test_mariadb_account_restored_with_its_password_only_with_the_opt_in(
         assert run_sql(client, login, "SELECT COUNT(*) > 0 FROM customers", "log in as the app") == [["1"]]
     finally:
         server.sql(f"DROP USER IF EXISTS '{app_user}'@'%'; DROP DATABASE IF EXISTS `{restored}`;")
+
+
+def test_postgres_role_password_through_restic_and_a_second_blob_target(
+    workspace: Workspace, postgres_cluster: LocalPostgres, restic_binary: str, tmp_path: Path
+) -> None:
+    """The secrets artifact follows the dump to every target: encrypted once, copied (re-hashed)
+    to the second blob target, stored in restic by restic; each copy verifies, and a restore
+    from restic alone creates the role with its password."""
+    suffix = secrets.token_hex(3)
+    database, restored, app = f"rs_{suffix}", f"rs_new_{suffix}", f"app_{suffix}"
+    original = f"orig-{secrets.token_urlsafe(9)}"
+    postgres_cluster.create_database(database)
+    postgres_cluster.psql(f"CREATE ROLE {app} LOGIN PASSWORD '{original}';")
+    try:
+        postgres_cluster.psql(f"CREATE TABLE t (id int); ALTER TABLE t OWNER TO {app};", database)
+        workspace.env.update(RS_PASSWORD=postgres_cluster.password, RS_RESTIC=f"pw-{suffix}")
+        workspace.write_policy("rs", workspace.base_policy("rs", [
+            {"name": "app-db", "type": "postgres", "url": postgres_cluster.url(database, "postgres"),
+             "password": "env:RS_PASSWORD", "roles": {"passwords": True}}], [
+            {"name": "local", "type": "local", "path": str(workspace.backups)},
+            {"name": "nas", "type": "local", "path": str(tmp_path / "nas")},
+            {"name": "dedup", "type": "restic", "repository": str(tmp_path / "restic"),
+             "password": "env:RS_RESTIC"}]))  # fmt: skip
+        assert workspace.run("target", "setup", "rs", "dedup").returncode == 0
+        backup = workspace.run_json("backup", "rs")
+        assert backup["status"] == "complete", backup
+        assert len(list((tmp_path / "nas").rglob("app-db.secrets.json.zst.age"))) == 1
+        verified = workspace.run("verify", "rs")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert verified.stdout.count("app-db.secrets") == 3, verified.stdout  # local, nas, restic
+
+        postgres_cluster.drop_database(database)
+        postgres_cluster.psql(f"DROP ROLE {app};")
+        done = workspace.run(
+            "restore", "rs", "--source", "app-db", "--from", "dedup", "--to-db",
+            postgres_cluster.url("postgres", "postgres"), "--as", restored, "--db-password", "env:RS_PASSWORD",
+            "--json",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        assert json.loads(done.stdout)["roles"]["created"] == [app]
+        with psycopg.connect(postgres_cluster.url(restored, app), password=original) as connection:
+            assert connection.execute("SELECT current_user").fetchone() == (app,)
+    finally:
+        for name in (database, restored):
+            postgres_cluster.psql(f"DROP DATABASE IF EXISTS {name};")
+        postgres_cluster.psql(f"DROP ROLE IF EXISTS {app};")
