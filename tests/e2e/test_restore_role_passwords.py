@@ -207,8 +207,8 @@ def test_postgres_role_password_through_restic_and_a_second_blob_target(
         postgres_cluster.psql(f"DROP ROLE {app};")
         done = workspace.run(
             "restore", "rs", "--source", "app-db", "--from", "dedup", "--to-db",
-            postgres_cluster.url("postgres", "postgres"), "--as", restored, "--db-password", "env:RS_PASSWORD",
-            "--json",
+            postgres_cluster.url("postgres", "postgres"), "--as", restored,
+            "--db-password", "env:RS_PASSWORD", "--json",
         )  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
         assert json.loads(done.stdout)["roles"]["created"] == [app]
