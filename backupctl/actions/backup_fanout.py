@@ -5,11 +5,14 @@ it as it is (restic) and compressed + age-encrypted into the first healthy blob 
 *primary*); what landed there is re-hashed and copied to the source's other blob stores
 (re-hashed on arrival). A source with no blob store (or whose blob stores all failed) goes to
 the deduplicating stores only, hashed on the way. File sources go to deduplicating stores as a
-tree (`restic backup PATH`, incremental), after their tar stream.
+tree (`restic backup PATH`, incremental), after their tar stream. A database source's role
+passwords, when captured (`roles: {passwords: true}`), follow its dump to the same stores as an
+artifact of their own (`<source>.secrets`), through the stores' own `store_stream`.
 """
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
@@ -17,7 +20,13 @@ from typing import Any, BinaryIO, cast
 from backupctl.actions.ahead import StartedAhead
 from backupctl.actions.events import Events
 from backupctl.core.digests import PLAIN_ALGORITHM
-from backupctl.core.manifest import ArtifactRecord, artifact_file_name
+from backupctl.core.manifest import (
+    SECRETS_EXTENSION,
+    SECRETS_FORMAT,
+    ArtifactRecord,
+    artifact_file_name,
+    secrets_source,
+)
 from backupctl.core.pipeline import CHUNK, HashingReader, encrypt_stream
 from backupctl.core.secrets import mask
 from backupctl.errors import BackupctlError, IntegrityError, JobFailed, TargetError
@@ -59,6 +68,8 @@ class BackupRun:
     plains: dict[str, Any] = field(default_factory=dict)  # deduplicating stores: the plain stream
     ahead: StartedAhead = field(default_factory=StartedAhead)
     artifacts: list[ArtifactRecord] = field(default_factory=list)
+    # source name -> the password hashes its dump captured (DumpStream.secrets), until stored
+    secrets: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.outcomes = {target.name: TargetOutcome(target.name) for target in self.policy.targets}
@@ -166,7 +177,66 @@ def store_source(run: BackupRun, config: Any, source: Source) -> ArtifactRecord:
             )
     if config.type not in STREAM_SOURCES:
         _store_tree(run, config, record, plains)
+    _store_secrets(run, config, record)
     return record
+
+
+def _store_secrets(run: BackupRun, config: Any, record: ArtifactRecord) -> None:
+    """The role passwords the dump captured go to every store that holds the dump, as the
+    artifact `<source>.secrets` (encrypted: age on blob stores, restic's key in restic): once
+    through the first blob store's `store_stream`, copied (re-hashed) to the other blob stores,
+    and through each restic store's `store_stream`. A store that fails it is failed for the run
+    (its copy of the snapshot would lack them). Only names and sizes are logged."""
+    secrets = run.secrets.pop(config.name, None)
+    if secrets is None:
+        return
+    holders = [o.name for o in run.outcomes.values() if o.status != "failed" and record in o.artifacts]
+    name = secrets_source(config.name)
+    companion: ArtifactRecord | None = None
+    for target in [holder for holder in holders if holder in run.blobs]:
+        try:
+            if companion is None:
+                stored = run.blobs[target].store_stream(
+                    run.policy.name, run.snapshot_id, name, SECRETS_EXTENSION, io.BytesIO(secrets),
+                    run.recipients,
+                )  # fmt: skip
+                companion = ArtifactRecord(
+                    source=name, source_type=config.type, file=stored.file, format=SECRETS_FORMAT,
+                    plain_bytes=stored.plain_bytes, plain_digest=stored.plain_digest,
+                    stored_bytes=stored.stored_bytes, stored_sha256=stored.stored_sha256,
+                    facts={"secrets_of": config.name},
+                )  # fmt: skip
+                origin = target
+            else:
+                copy_artifact(
+                    run.blobs[origin].target, run.blobs[target].target,
+                    key_of(run.policy.name, run.snapshot_id, companion.file),
+                    companion.stored_sha256, companion.stored_bytes,
+                )  # fmt: skip
+        except (TargetError, IntegrityError, OSError) as error:
+            run.fail(target, error)
+            continue
+        run.outcomes[target].artifacts.append(companion)
+    for target in [holder for holder in holders if holder in run.plains]:
+        try:
+            stored = run.plains[target].store_stream(
+                run.policy.name, run.snapshot_id, name, SECRETS_EXTENSION, io.BytesIO(secrets), run.recipients
+            )
+        except (TargetError, OSError) as error:
+            run.fail(target, error)
+            continue
+        if companion is None:  # restic only: the manifest says what its copies must hash to
+            companion = ArtifactRecord(
+                source=name, source_type=config.type, file=stored.file, format=SECRETS_FORMAT,
+                plain_bytes=stored.plain_bytes, plain_digest=stored.plain_digest, stored_bytes=0,
+                stored_sha256="", facts={"secrets_of": config.name}, compression="restic",
+                encryption="restic",
+            )  # fmt: skip
+        run.outcomes[target].artifacts.append(companion)
+    if companion is not None:
+        run.artifacts.append(companion)
+        stores = [o.name for o in run.outcomes.values() if companion in o.artifacts]
+        run.events.info(f"source {config.name}: role passwords stored encrypted on {', '.join(stores)}")
 
 
 def _copy_to_others(
@@ -235,6 +305,8 @@ def _dump_to(
                         progress=progress.advance,
                     )
                     facts = dump.finish()  # raises when the dump tool failed: the writer then discards
+                    if dump.secrets is not None:
+                        run.secrets[config.name] = dump.secrets
                     close_sinks(sinks, None)  # restic commits only a complete, successful dump
             except BaseException as error:
                 close_sinks(sinks, error)
@@ -286,6 +358,8 @@ def _dump_to_plain_only(
                 while reader.read(CHUNK):
                     pass
                 facts = dump.finish()
+                if dump.secrets is not None:
+                    run.secrets[config.name] = dump.secrets
                 close_sinks(sinks, None)
             except BaseException as error:
                 close_sinks(sinks, error)

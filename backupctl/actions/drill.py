@@ -360,7 +360,8 @@ def _drill_steps(
         drill = _match_server_versions(drill, manifest.artifacts, events)
         restores = {k: (next(s for s in drill.services if s.name == v[0].name) if v[0] else None, *v[1:])
                     for k, v in restores.items()}  # fmt: skip
-    wanted = [a for a in manifest.artifacts if a.source in restores or restore_all]
+    # Never the secrets artifact (role passwords): staging must not reuse production passwords.
+    wanted = [a for a in manifest.artifacts if not a.is_secrets and (a.source in restores or restore_all)]
     absent = sorted(set(restores) - {a.source for a in manifest.artifacts})
     if absent:
         raise ConfigError(

@@ -21,7 +21,7 @@ from backupctl.actions.access import open_catalog, trusted_keys
 from backupctl.actions.events import Events, LogEvents
 from backupctl.catalog.store import Catalog, CopyState, SnapshotView
 from backupctl.core.crypto import load_signing_key
-from backupctl.core.manifest import Manifest
+from backupctl.core.manifest import Manifest, owner_source
 from backupctl.errors import BackupctlError
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
@@ -91,7 +91,9 @@ def replicate(
                     events.warning(f"replicate {message}")
                     catalog.record_copy(snapshot.id, config.name, "failed", error=str(error))
                     continue
-                stored = sum(a.stored_bytes for a in signed.manifest.artifacts if a.source in sources)
+                stored = sum(
+                    a.stored_bytes for a in signed.manifest.artifacts if owner_source(a.source) in sources
+                )
                 catalog.record_copy(snapshot.id, config.name, "complete", stored)
                 catalog.mark_complete_if_everywhere(snapshot.id, [t.name for t in policy.targets])
                 report.copied.append(f"{snapshot.id} → {config.name}")
@@ -146,7 +148,7 @@ def _copy_snapshot(
     settings: Settings,
     events: Events,
 ) -> None:
-    artifacts = [a for a in manifest.artifacts if a.source in sources]
+    artifacts = [a for a in manifest.artifacts if owner_source(a.source) in sources]  # with its secrets
     for artifact in artifacts:
         key = key_of(manifest.policy, manifest.snapshot_id, artifact.file)
         progress = events.progress(

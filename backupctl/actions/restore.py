@@ -4,7 +4,9 @@ Order of work, so that a bad artifact never touches the destination:
 1. resolve the snapshot, pick a target holding it, authenticate its manifest (signature);
 2. pre-check the artifact: size and sha256 of the stored bytes (a read pass, nothing written);
 3. the roles/accounts the manifest recorded that the destination lacks are created (the
-   source's `recreate_roles`, before and after the data; `--roles skip` turns it off);
+   source's `recreate_roles`, before and after the data; `--roles skip` turns it off), with
+   their recorded passwords when the snapshot holds its secrets artifact (`_role_secrets`);
+   after the data, PostgreSQL's database-level grants and settings are applied;
 4. stream: target → age decrypt → zstd → the source's restore tool (pg_restore, tar, ...);
 5. compare the restored facts (row counts, tree hash) with the manifest's.
 """
@@ -20,7 +22,8 @@ from typing import Any, BinaryIO
 from backupctl.actions.access import choose_target, load_identities, open_catalog, trusted_keys
 from backupctl.actions.events import Events, LogEvents
 from backupctl.core.digests import algorithm_of
-from backupctl.core.pipeline import decrypted_reader
+from backupctl.core.manifest import Manifest, secrets_source
+from backupctl.core.pipeline import HashingReader, decrypted_reader
 from backupctl.errors import IntegrityError
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
@@ -92,7 +95,8 @@ def run_restore(
                 )
         events.info(f"restoring {source_name} of snapshot {snapshot.id} from {target.name}")
         source = build_source(source_config)
-        roles = source.recreate_roles(artifact.facts, request, "before")
+        secrets = _role_secrets(policy, signed.manifest, source_name, target.name, identities, request)
+        roles = source.recreate_roles(artifact.facts, request, "before", secrets)
         progress = events.progress(f"restore {source_name}", artifact.stored_bytes)
         try:
             with (
@@ -112,7 +116,7 @@ def run_restore(
         raise IntegrityError(
             f"{artifact.file}: the decrypted stream differs from the manifest's plain digest"
         )
-    roles = roles.merge(source.recreate_roles(artifact.facts, request, "after"))
+    roles = roles.merge(source.recreate_roles(artifact.facts, request, "after", secrets))
     mismatches = source.compare(artifact.facts, outcome.facts)
     return RestoreResult(
         policy=policy.name,
@@ -129,6 +133,37 @@ def run_restore(
         jobs=outcome.jobs,
         roles=roles,
     )
+
+
+def _role_secrets(
+    policy: Policy,
+    manifest: Manifest,
+    source_name: str,
+    target_name: str,
+    identities: list[Any],
+    request: RestoreRequest,
+) -> dict[str, str] | None:
+    """The role/account passwords of the snapshot's secrets artifact of `source_name`, read
+    through the target's SnapshotStore and checked against the manifest's plain digest; None
+    when the snapshot holds none (captured only with `roles: {passwords: true}`) or roles are
+    not recreated (`--roles skip`). Raises IntegrityError, TargetError, SourceError."""
+    name = secrets_source(source_name)
+    companion = next((a for a in manifest.artifacts if a.source == name), None)
+    if companion is None or request.roles == "skip":
+        return None
+    from backupctl.sources.role_secrets import read_secrets
+    from backupctl.targets.store import open_store
+
+    store = open_store(policy.target(target_name))
+    try:
+        with store.open_plain(policy.name, manifest.snapshot_id, companion, identities) as stream:
+            reader = HashingReader(stream, algorithm=algorithm_of(companion.plain_digest))
+            data = b"".join(iter(lambda: reader.read(), b""))
+    finally:
+        store.close()
+    if reader.digest() != companion.plain_digest:
+        raise IntegrityError(f"{companion.file}: the decrypted secrets differ from the manifest's digest")
+    return read_secrets(data)
 
 
 def _default_target(policy: Policy, snapshot: Any, source: Any) -> str | None:
@@ -154,7 +189,6 @@ def _restore_from_plain_store(
     (file sources); the signed manifest (in the store, or on a blob target for older snapshots)
     says what the result must be."""
     from backupctl.actions.access import manifest_for
-    from backupctl.core.pipeline import HashingReader
     from backupctl.errors import ConfigError
     from backupctl.policy.schema import FilesSource
     from backupctl.sources.files import tree_facts
@@ -175,7 +209,8 @@ def _restore_from_plain_store(
     events.info(
         f"restoring {source_name} of snapshot {snapshot.id} from restic {target_name} ({restic_id[:8]})"
     )
-    roles = source.recreate_roles(artifact.facts, request, "before")
+    secrets = _role_secrets(policy, signed.manifest, source_name, target_name, [], request)
+    roles = source.recreate_roles(artifact.facts, request, "before", secrets)
     if source_config.type in STREAM_SOURCES:
         with repository.dump(restic_id, artifact_stdin_filename(artifact)) as stream:
             reader = HashingReader(stream, algorithm=algorithm_of(artifact.plain_digest))
@@ -197,7 +232,7 @@ def _restore_from_plain_store(
         )
         facts = tree_facts(directory)
         plain_bytes, destination = int(facts.get("total_bytes", 0)), str(directory)
-    roles = roles.merge(source.recreate_roles(artifact.facts, request, "after"))
+    roles = roles.merge(source.recreate_roles(artifact.facts, request, "after", secrets))
     return RestoreResult(
         policy=policy.name,
         snapshot_id=snapshot.id,

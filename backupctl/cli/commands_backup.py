@@ -376,6 +376,8 @@ def _echo_roles(app: App, roles: RolesOutcome) -> None:
         app.echo("  roles already there (left as they are): " + ", ".join(roles.existing))
     for note in roles.notes:
         app.echo(f"  note: {note}")
+    for statement in roles.applied:
+        app.echo(f"  database grant/setting applied: {statement}")
 
 
 def _facts_summary(facts: dict[str, object]) -> str:

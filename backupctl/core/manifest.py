@@ -33,6 +33,23 @@ def artifact_file_name(source: str, extension: str) -> str:
     return f"{source}.{extension}.zst.age"
 
 
+# The password hashes of a database source's roles/accounts (`roles: {passwords: true}`) are an
+# artifact of their own, `<source>.secrets`: encrypted like a dump, never in the manifest. A '.'
+# is not allowed in source names, so the name cannot collide with a source's.
+SECRETS_FORMAT = "role-secrets"
+SECRETS_EXTENSION = "json"
+
+
+def secrets_source(source: str) -> str:
+    """The artifact name (`ArtifactRecord.source`) of the secrets of source `source`."""
+    return f"{source}.secrets"
+
+
+def owner_source(artifact_source: str) -> str:
+    """The policy source an artifact belongs to: itself, or the one whose secrets it holds."""
+    return artifact_source.split(".", 1)[0]
+
+
 @dataclass
 class ArtifactRecord:
     source: str
@@ -46,6 +63,11 @@ class ArtifactRecord:
     facts: dict[str, Any] = field(default_factory=dict)
     compression: str = "zstd"
     encryption: str = "age-x25519"
+
+    @property
+    def is_secrets(self) -> bool:
+        """A secrets artifact (password hashes of a source's roles), not a restorable dump."""
+        return self.format == SECRETS_FORMAT
 
 
 @dataclass

@@ -151,6 +151,41 @@ class SourceBase(Strict):
     )
 
 
+class RolesCapture(Strict):
+    """What a database source captures of the roles/accounts its database needs, beyond names,
+    attributes and grants (always captured, never secret): docs/drills.md, "Roles and grants"."""
+
+    passwords: bool = Field(
+        default=False,
+        description="Also capture the password hashes of those roles/accounts (PostgreSQL: "
+        "pg_authid.rolpassword, which needs a superuser or pg_read_all_data; MariaDB/MySQL: the "
+        "authentication of SHOW CREATE USER). They go to a separate artifact of the snapshot, "
+        "encrypted like the dump (never in the manifest, logs or --json), so that `restore --roles "
+        "create-missing` recreates missing roles with their own passwords. Drills never use them. "
+        "Not with `via` or `container`.",
+        examples=[False],
+    )
+
+
+class RolesOption(Strict):
+    """The `roles` key of the sources whose databases have roles (postgres, mysql)."""
+
+    roles: RolesCapture = Field(
+        default_factory=RolesCapture,
+        description="Roles/accounts captured with the dump (names, attributes, memberships and grants "
+        "always; password hashes only with `passwords: true`).",
+    )
+
+    @model_validator(mode="after")
+    def _passwords_only_direct(self) -> RolesOption:
+        if self.roles.passwords and (getattr(self, "via", None) or getattr(self, "container", None)):
+            raise ValueError(
+                "roles.passwords is not supported with `via` or `container`: roles are captured "
+                "only by dumps made from this host"
+            )
+        return self
+
+
 class ViaSsh(Strict):
     """Dumping on another host over SSH (`via`); the same strict host-key rules as SFTP."""
 
@@ -219,7 +254,7 @@ class PostgresPitr(Strict):
     )
 
 
-class PostgresSource(SourceBase, ViaSsh):
+class PostgresSource(SourceBase, ViaSsh, RolesOption):
     type: Literal["postgres"] = Field(description="A PostgreSQL database dumped with pg_dump.")
     url: str = Field(
         description="Connection URL without a password: postgresql://user@host:port/dbname",
@@ -277,7 +312,7 @@ class MysqlPitr(Strict):
         return self.interval or max(self.rpo / 3, timedelta(seconds=10))
 
 
-class MysqlSource(SourceBase, ViaSsh):
+class MysqlSource(SourceBase, ViaSsh, RolesOption):
     type: Literal["mysql"] = Field(description="A MySQL or MariaDB database dumped with mariadb-dump.")
     host: str = Field(default="localhost", description="Server host name.")
     port: int = Field(default=3306, ge=1, le=65535, description="Server port.")

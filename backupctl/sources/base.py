@@ -29,6 +29,10 @@ class DumpStream:
     format: str  # e.g. "pgdump", "tar", "sqlite3", "sql"
     extension: str  # file name part before ".zst.age", e.g. "pgdump"
     finish: Callable[[], dict[str, Any]]
+    # Password hashes of the roles/accounts the database needs (`roles: {passwords: true}`), as
+    # JSON: stored as a separate encrypted artifact (core.manifest.secrets_source), never in the
+    # facts (the manifest is readable without the private key). None when not captured.
+    secrets: bytes | None = None
 
 
 @dataclass
@@ -63,11 +67,13 @@ class RolesOutcome:
     created: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)  # database-level grants/settings applied
 
     def merge(self, other: RolesOutcome) -> RolesOutcome:
         return RolesOutcome(
-            self.created + other.created, self.existing + other.existing, self.notes + other.notes
-        )
+            self.created + other.created, self.existing + other.existing, self.notes + other.notes,
+            self.applied + other.applied,
+        )  # fmt: skip
 
 
 @dataclass
@@ -99,11 +105,13 @@ class Source(Protocol):
         ...
 
     def recreate_roles(
-        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage
-    ) -> RolesOutcome:
+        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage,
+        secrets: dict[str, str] | None = None,
+    ) -> RolesOutcome:  # fmt: skip
         """Create the roles/accounts the manifest's facts `recorded` (and their grants) that the
-        request's destination lacks; existing ones are never altered or dropped, and no
-        password is set (none is captured). The restore action calls it with stage "before"
+        request's destination lacks; existing ones are never altered or dropped. `secrets`: the
+        password hashes the snapshot's secrets artifact holds (by role/account), set on the ones
+        created; without them no password is set. The restore action calls it with stage "before"
         (ahead of the data) and "after"; each kind acts in the stage it needs (PostgreSQL before,
         so pg_restore keeps owners and privileges; MariaDB after, its table grants need the
         tables). Does nothing with `request.roles == "skip"` or for kinds without roles.

@@ -468,8 +468,9 @@ class FilesTarSource:
         return RestoreOutcome(destination=str(destination), facts=facts)
 
     def recreate_roles(
-        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage
-    ) -> RolesOutcome:
+        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage,
+        secrets: dict[str, str] | None = None,
+    ) -> RolesOutcome:  # fmt: skip
         """Nothing to do: file trees carry no roles."""
         return RolesOutcome()
 

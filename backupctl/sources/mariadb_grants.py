@@ -3,12 +3,16 @@
 A dump of one database carries no accounts: the app's user and its GRANTs would be lost with the
 server. A mysql source records, at dump time, every account granted something on the database
 (`information_schema.SCHEMA_PRIVILEGES` / `TABLE_PRIVILEGES`, as far as the backup user may see
-them) with its `SHOW GRANTS` lines that concern the database — password hashes removed: never
-captured. Drills recreate the accounts (host `%`, the per-run drill secret as password) with the
-same privileges on the staging database, so the app connects as its own user there.
-`backupctl restore` creates the accounts the destination server lacks (`create_missing_accounts`)
-as recorded (same host), locked — no password was captured — with their grants on the restored
-database; an existing account is never altered.
+them) with its `SHOW GRANTS` lines that concern the database — password hashes removed. Drills
+recreate the accounts (host `%`, the per-run drill secret as password) with the same privileges
+on the staging database, so the app connects as its own user there. `backupctl restore` creates
+the accounts the destination server lacks (`create_missing_accounts`) as recorded (same host),
+with their grants on the restored database; an existing account is never altered.
+
+Passwords only with `roles: {passwords: true}`: each account's `SHOW CREATE USER` (its
+authentication: plugin and hash) goes to a separate encrypted artifact, never the manifest
+(`account_secrets`); a restore then creates the missing accounts with it. Without it they are
+created locked (an unlocked account would take an empty password).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from backupctl.errors import SourceError
 from backupctl.sources.base import RolesOutcome
+from backupctl.sources.role_secrets import secrets_document
 
 GRANTEES = (
     "SELECT GRANTEE FROM information_schema.SCHEMA_PRIVILEGES WHERE TABLE_SCHEMA = DATABASE() "
@@ -45,6 +51,38 @@ def accounts_needed(query: Callable[[str], list[list[str]]], database: str) -> l
         grants = [_SECRET.sub("", line) for line in lines if mine in line]
         accounts.append({"user": user, "host": host, "grants": grants})
     return accounts
+
+
+def account_key(account: dict[str, Any]) -> str:
+    """How an account is named in results and in the secrets artifact: `user@host`."""
+    return f"{account['user']}@{account['host']}"
+
+
+def account_secrets(
+    query: Callable[[str], list[list[str]]], accounts: list[dict[str, Any]], user: str
+) -> bytes:
+    """Each recorded account's `SHOW CREATE USER` statement (its authentication: plugin and
+    password hash) as the JSON of the secrets artifact. Never logged, never in the manifest.
+    Raises SourceError when the backup `user` may not read them (nothing is stored then)."""
+    statements = {}
+    for account in accounts:
+        grantee = f"{_quote(account['user'])}@{_quote(account['host'])}"
+        try:
+            rows = query(f"SHOW CREATE USER {grantee}")
+        except SourceError as error:
+            raise SourceError(
+                f"roles.passwords is on, but {user} may not read the authentication of "
+                f"{account_key(account)} (SHOW CREATE USER needs SELECT on the mysql database or "
+                f"CREATE USER): grant it, or turn roles.passwords off ({error}). Nothing was stored"
+            ) from None
+        if rows and rows[0]:
+            statements[account_key(account)] = _unescape(rows[0][0])
+    return secrets_document("mysql", statements)
+
+
+def _unescape(text: str) -> str:
+    """A value of the client's --batch output as the server sent it (\\, \t, \n escaped)."""
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "0": "\0"}.get(m.group(1), m.group(1)), text)
 
 
 def _quote(text: str) -> str:
@@ -80,28 +118,45 @@ def _rename_database(grant: str, source_db: str, database: str) -> str:
 
 
 def create_missing_accounts(
-    query: Callable[[str], list[list[str]]], accounts: list[dict[str, Any]], source_db: str, database: str
-) -> RolesOutcome:
-    """Create the recorded `accounts` the server lacks, as `user`@`host` recorded, ACCOUNT LOCK
-    (no password was captured: an unlocked account would take an empty one), and replay their
-    grants on `database` (the recorded database name replaced). Existing accounts are left
-    exactly as they are. `query` runs SQL on the server; its errors propagate."""
+    query: Callable[[str], list[list[str]]], accounts: list[dict[str, Any]], source_db: str, database: str,
+    secrets: dict[str, str] | None = None,
+) -> RolesOutcome:  # fmt: skip
+    """Create the recorded `accounts` the server lacks, as `user`@`host` recorded — with their
+    recorded authentication (`secrets`: SHOW CREATE USER by `user@host`) when the snapshot
+    captured it, else ACCOUNT LOCK (an unlocked account would take an empty password) — and
+    replay their grants on `database` (the recorded database name replaced). Existing accounts
+    are left exactly as they are. `query` runs SQL on the server; its errors propagate."""
+    secrets = secrets or {}
     outcome = RolesOutcome()
     statements = []
+    locked, with_password = [], []
     for account in accounts:
         user, host = _quote(account["user"]), _quote(account["host"])
-        shown = f"{account['user']}@{account['host']}"
+        shown = account_key(account)
         if int(query(f"SELECT COUNT(*) FROM mysql.user WHERE User = {user} AND Host = {host}")[0][0]):
             outcome.existing.append(shown)
             continue
         outcome.created.append(shown)
-        statements.append(f"CREATE USER {user}@{host} ACCOUNT LOCK;")
+        recorded = secrets.get(shown, "")
+        if _CREATE_USER.match(recorded):
+            # The server's own statement for this account (read from the signed, encrypted artifact).
+            statements.append(recorded.rstrip().rstrip(";") + ";")
+            with_password.append(shown)
+        else:
+            statements.append(f"CREATE USER {user}@{host} ACCOUNT LOCK;")
+            locked.append(shown)
         for grant in account.get("grants", []):
             statements.append(_rename_database(grant, source_db, database).rstrip(";") + ";")
     if statements:
         query("\n".join(statements))
+    if with_password:
+        outcome.notes.append(f"account(s) {', '.join(with_password)} created with their recorded password")
+    if locked:
         outcome.notes.append(
-            f"account(s) {', '.join(outcome.created)} created locked without a password (none is "
+            f"account(s) {', '.join(locked)} created locked without a password (none is "
             "captured): ALTER USER ... IDENTIFIED BY ... ACCOUNT UNLOCK before the application connects"
         )
     return outcome
+
+
+_CREATE_USER = re.compile(r"^\s*CREATE\s+USER\s", re.IGNORECASE)

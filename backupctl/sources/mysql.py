@@ -510,11 +510,14 @@ class MysqlDumpSource:
         client = _find_tool("mariadb", "mysql")
         server_version = preflight(lambda sql, purpose: run_sql(client, endpoint, sql, purpose), endpoint)
         tool_version = version_of(runner.run([dump_tool, "--version"], timeout=60).stdout)
-        from backupctl.sources.mariadb_grants import accounts_needed
+        from backupctl.sources.mariadb_grants import account_secrets, accounts_needed
 
-        accounts = accounts_needed(  # the accounts and grants that travel with it (mariadb_grants.py)
-            lambda sql: run_sql(client, endpoint, sql, "read the database's grants"), endpoint.database
-        )
+        def query(sql: str) -> list[list[str]]:
+            return run_sql(client, endpoint, sql, "read the database's grants")
+
+        accounts = accounts_needed(query, endpoint.database)  # they travel with it (mariadb_grants.py)
+        # Before the dump starts: an account whose password cannot be read refuses the backup.
+        secrets = account_secrets(query, accounts, config.user) if config.roles.passwords else None
         scanner = DumpScanner()
         with password_options(password) as (first, fds):
             binlog = BINLOG_DUMP_OPTIONS if config.pitr else []
@@ -544,7 +547,7 @@ class MysqlDumpSource:
                 return {**facts, "accounts": accounts}
 
             reader = ScanningReader(process.stdout, scanner)
-            yield DumpStream(cast(BinaryIO, reader), self.format, self.extension, finish)
+            yield DumpStream(cast(BinaryIO, reader), self.format, self.extension, finish, secrets)
         finally:
             process.stdout.close()
             runner.stop(process)
@@ -615,11 +618,13 @@ class MysqlDumpSource:
         return RestoreOutcome(destination=_shown(client, request), facts=facts, notes=notes)
 
     def recreate_roles(
-        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage
-    ) -> RolesOutcome:
+        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage,
+        secrets: dict[str, str] | None = None,
+    ) -> RolesOutcome:  # fmt: skip
         """After the data (table grants need the tables): create the accounts the snapshot
         recorded (sources/mariadb_grants.py) that the destination server lacks, with their
-        grants on the restored database. Raises SourceError naming what to do."""
+        recorded authentication when `secrets` hold it (else locked), and their grants on the
+        restored database. Raises SourceError naming what to do."""
         accounts = recorded.get("accounts")
         if stage != "after" or request.roles == "skip" or not request.to_db:
             return RolesOutcome()
@@ -635,7 +640,7 @@ class MysqlDumpSource:
         try:
             return create_missing_accounts(
                 lambda sql: run_sql(client, endpoint, sql, "create the accounts the database needs"),
-                accounts, str(recorded.get("database") or self.config.database), database,
+                accounts, str(recorded.get("database") or self.config.database), database, secrets,
             )  # fmt: skip
         except SourceError as error:
             raise SourceError(

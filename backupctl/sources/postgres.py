@@ -238,15 +238,24 @@ class PostgresDumpSource:
         stderr: runner.StderrTail | None = None
         counter: _RowCounter | None = None
         try:
+            from backupctl.sources.pg_roles import (
+                check_password_access,
+                database_grants,
+                role_passwords,
+                roles_needed,
+            )
+
+            if self.config.roles.passwords:
+                check_password_access(connection)  # before anything starts: a clear refusal
             connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             for setting in SNAPSHOT_SESSION_SETTINGS:
                 connection.execute(setting)
             snapshot = self._scalar(connection, "SELECT pg_export_snapshot()")
             server_version = version_of(self._scalar(connection, "SELECT current_setting('server_version')"))
             tables = [table for table in user_tables(connection) if selection.includes(table)]
-            from backupctl.sources.pg_roles import roles_needed
-
             roles = roles_needed(connection)  # same snapshot as the dump (pg_roles.py)
+            grants = database_grants(connection)  # what only pg_restore --create would restore
+            secrets = role_passwords(connection, roles) if self.config.roles.passwords else None
             argv = [
                 self.config.pg_dump, "--format=custom", "--compress=0", f"--snapshot={snapshot}",
                 f"--dbname={self.config.url}", *self.config.dump_options,
@@ -279,9 +288,10 @@ class PostgresDumpSource:
                     "database": self.database,
                     "tables": len(counts),
                     "roles": roles,
+                    "database_grants": grants,
                 }
 
-            yield DumpStream(process.stdout, self.format, self.extension, finish)  # type: ignore[arg-type]
+            yield DumpStream(process.stdout, self.format, self.extension, finish, secrets)  # type: ignore[arg-type]
         finally:
             if process is not None:
                 process.stdout.close()  # type: ignore[union-attr]
@@ -373,15 +383,21 @@ class PostgresDumpSource:
         )
 
     def recreate_roles(
-        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage
-    ) -> RolesOutcome:
+        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage,
+        secrets: dict[str, str] | None = None,
+    ) -> RolesOutcome:  # fmt: skip
         """Before the data: create the roles the snapshot recorded (sources/pg_roles.py) that the
-        destination cluster lacks, so pg_restore keeps owners and privileges (the dump's GRANTs).
-        The destination is checked first, so a refused restore creates nothing. Raises
-        ConfigError (a role cannot be created: nothing was) or SourceError."""
+        destination cluster lacks (login roles with their password hash from `secrets` when the
+        snapshot captured them), so pg_restore keeps owners and privileges (the dump's GRANTs).
+        The destination is checked first, so a refused restore creates nothing. After the data
+        (unless pg_restore --create did it): the database's own GRANTs and settings, on the
+        restored database whatever its name. Raises ConfigError (a role cannot be created:
+        nothing was) or SourceError (the data is restored, the database grants are not)."""
         roles = recorded.get("roles")
-        if stage != "before" or request.roles == "skip" or not request.to_db:
+        if request.roles == "skip" or not request.to_db:
             return RolesOutcome()
+        if stage == "after":
+            return self._apply_database_grants(recorded, request)
         if not isinstance(roles, list):
             return RolesOutcome(notes=["the snapshot recorded no roles (made before roles were captured)"])
         if request.container:
@@ -399,7 +415,7 @@ class PostgresDumpSource:
             from backupctl.sources.pg_roles import create_missing_roles
 
             try:
-                outcome = create_missing_roles(connection, roles)
+                outcome = create_missing_roles(connection, roles, secrets)
             except psycopg.Error as error:
                 raise ConfigError(
                     f"cannot create the roles {self.name} needs on the destination "
@@ -409,6 +425,29 @@ class PostgresDumpSource:
         if request.no_owner and outcome.created:
             outcome.notes.append("--no-owner: the dump's owners and privileges were not applied to them")
         return outcome
+
+    def _apply_database_grants(self, recorded: dict[str, Any], request: RestoreRequest) -> RolesOutcome:
+        """The recorded database-level GRANTs and settings, on the restored database: pg_restore
+        applies them itself only with --create."""
+        grants = recorded.get("database_grants")
+        if not isinstance(grants, dict) or request.create or request.container or not request.to_db:
+            return RolesOutcome()
+        if request.no_owner:
+            return RolesOutcome(notes=["--no-owner: the database's own grants and settings were not applied"])
+        conninfo, url_password = split_password(request.to_db)
+        database = request.as_name or str(conninfo_to_dict(conninfo).get("dbname") or "")
+        from backupctl.sources.pg_roles import apply_database_grants
+
+        try:
+            with connect(conninfo, request.password or url_password, "the restore destination") as connection:
+                applied = apply_database_grants(connection, database, grants)
+        except psycopg.Error as error:
+            raise SourceError(
+                f"the data of {self.name} is restored, but its database grants and settings could not "
+                f"be applied to {database} ({mask(str(error).strip())}): apply them as the database's "
+                "owner or a superuser, or restore with --roles skip"
+            ) from None
+        return RolesOutcome(applied=applied)
 
     def _restore_jobs(
         self,

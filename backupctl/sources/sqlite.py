@@ -170,8 +170,9 @@ class SqliteBackupSource:
         return RestoreOutcome(destination=str(target), facts={"row_counts": counts}, notes=notes)
 
     def recreate_roles(
-        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage
-    ) -> RolesOutcome:
+        self, recorded: dict[str, Any], request: RestoreRequest, stage: RestoreStage,
+        secrets: dict[str, str] | None = None,
+    ) -> RolesOutcome:  # fmt: skip
         """Nothing to do: SQLite files carry no roles."""
         return RolesOutcome()
 

@@ -43,7 +43,8 @@ def stdin_filename(source: str, extension: str) -> str:
 def artifact_stdin_filename(artifact: Any) -> str:
     """The name a stream source's plain dump has in restic (`shop-db.pgdump` for the artifact
     `shop-db.pgdump.zst.age`)."""
-    return stdin_filename(artifact.source, artifact.file.split(".")[1])
+    # After the artifact's own name, which may hold a '.' ("shop-db.secrets.json.zst.age").
+    return stdin_filename(artifact.source, artifact.file[len(artifact.source) + 1 :].split(".")[0])
 
 
 @dataclass

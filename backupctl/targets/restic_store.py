@@ -10,7 +10,7 @@ from typing import Any, BinaryIO, cast
 
 from backupctl.core.crypto import SigningKey
 from backupctl.core.digests import PLAIN_ALGORITHM
-from backupctl.core.manifest import ArtifactRecord, Manifest, artifact_file_name
+from backupctl.core.manifest import ArtifactRecord, Manifest, artifact_file_name, owner_source
 from backupctl.core.pipeline import HashingReader
 from backupctl.errors import BackupctlError, IntegrityError, TargetError
 from backupctl.policy.schema import ResticTarget
@@ -152,7 +152,7 @@ class ResticSnapshotStore(ResticRepository):
     ) -> tuple[list[ArtifactCheck], list[str]]:
         """Snapshots present, plain streams equal the manifest's digest (a full `restic dump`),
         and `restic check --read-data-subset 5%`. Only the sources the policy sends here."""
-        artifacts = [a for a in manifest.artifacts if a.source in sources]
+        artifacts = [a for a in manifest.artifacts if owner_source(a.source) in sources]  # with its secrets
         problems = verify_restic_copy(self, policy, snapshot_id, artifacts)
         checks = []
         for artifact in artifacts:
