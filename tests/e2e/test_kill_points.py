@@ -184,7 +184,8 @@ def _kill_at(space: Workspace, setup: Setup, point: str, observe: Any, tmp_path:
     env = {"BACKUPCTL_TEST_PAUSE_AT": f"{point}:{marker}"} if observe is None else {}
     process = _start(space, env)
     try:
-        _wait_for(process, (lambda: marker.exists()) if observe is None else (lambda: observe(process, setup)))
+        reached = (lambda: marker.exists()) if observe is None else (lambda: observe(process, setup))
+        _wait_for(process, reached)
         children = _descendants(process.pid)
         process.send_signal(signal.SIGKILL)
     finally:
@@ -196,7 +197,9 @@ def _kill_at(space: Workspace, setup: Setup, point: str, observe: Any, tmp_path:
 
 
 @pytest.fixture
-def setup(workspace: Workspace, tmp_path: Path, s3_server: str, s3_client: Any, sshd_server: SshdServer) -> Setup:
+def setup(
+    workspace: Workspace, tmp_path: Path, s3_server: str, s3_client: Any, sshd_server: SshdServer
+) -> Setup:
     return Setup(workspace, tmp_path, s3_server, s3_client, sshd_server)
 
 
