@@ -66,15 +66,16 @@ def sweep_failed_runs(
     `deleted`. `before` (Unix time, default now): partial writes begun later are left alone.
     Returns one TargetSweep per target that had something; never raises for one target's
     failure (it is recorded in `errors`)."""
-    from backupctl.actions.access import open_catalog
-    from backupctl.catalog.store import CopyState
-    from backupctl.targets.store import open_store
+    if catalog is None:
+        from backupctl.actions.access import open_catalog
 
-    catalog = catalog or open_catalog(settings)
+        catalog = open_catalog(settings)
     unfinished = catalog.unfinished_runs(policy.name)
     results: list[TargetSweep] = []
     if not unfinished:
         return results
+    from backupctl.catalog.store import CopyState
+    from backupctl.targets.store import open_store
     cutoff = time.time() if before is None else before
     for config in policy.targets:
         if only_targets is not None and config.name not in only_targets:
