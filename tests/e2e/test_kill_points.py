@@ -231,7 +231,6 @@ def test_kill_nine_then_backup_and_prune_leave_nothing_orphaned(
     for snapshot_id in kept:
         results = workspace.run_json("verify", "app", snapshot_id)
         assert len(results) == 4 and all(result["ok"] for result in results), results
-    assert workspace.run_json("backup", "app")["swept"] == []  # swept once, not again
 
 
 def test_sigterm_mid_upload_removes_what_the_run_wrote(workspace: Workspace, setup: Setup) -> None:
