@@ -10,15 +10,22 @@ Plan of one run:
    first healthy blob store, re-hashed and copied to the others; the plain stream tee'd to the
    deduplicating stores (restic);
 3. per store: commit the signed manifest of the artifacts it holds;
-4. the catalog row becomes complete (all targets), partial (exit 3) or failed (exit 1).
-A killed run leaves temp names (ignored by every listing) and a 'running' row: never a snapshot.
+4. the catalog row becomes complete (all targets), partial (exit 3) or failed (exit 1);
+5. with its own snapshot recorded, the run sweeps what earlier failed and killed runs of the
+   policy left on the targets and no earlier sweep removed (actions/sweep.py, `swept`).
+Nothing orphaned: a run that fails (a source or target error, a full disk, SIGTERM, Ctrl-C)
+removes what it wrote on the blob targets before it exits, except where the target failed
+transiently (unreachable: waiting on it again would only delay the exit); a failed target of a
+partial run likewise. A killed run leaves temp names, objects without a catalog row that says
+complete (even signed manifests), incomplete uploads and restic snapshots of what it streamed,
+and a 'running' row: the next run (step 5) or prune sweeps them.
 """
 
 from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +33,7 @@ from backupctl import __version__
 from backupctl.actions.backup_fanout import BackupRun, TargetOutcome, describe, store_source
 from backupctl.actions.events import Events, LogEvents
 from backupctl.core.crypto import SigningKey, load_signing_key, parse_recipients
+from backupctl.core.killpoints import pause_point
 from backupctl.core.manifest import ArtifactRecord, Manifest, new_snapshot_id, utc_now_text
 from backupctl.errors import BackupctlError, JobFailed, PartialFailure, TargetError
 from backupctl.policy.loader import LoadedPolicy
@@ -45,6 +53,7 @@ class BackupResult:
     artifacts: list[ArtifactRecord]
     targets: dict[str, TargetOutcome]
     error: str | None = None
+    swept: list[dict[str, Any]] = field(default_factory=list)  # actions/sweep.py, per target
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,8 +67,12 @@ class BackupResult:
                 a.source: {"plain_bytes": a.plain_bytes, "stored_bytes": a.stored_bytes, "facts": a.facts}
                 for a in self.artifacts
             },
-            "targets": {name: {"status": t.status, "error": t.error} for name, t in self.targets.items()},
+            "targets": {
+                name: {"status": t.status, "error": t.error, "discarded_bytes": t.discarded_bytes}
+                for name, t in self.targets.items()
+            },
             "error": self.error,
+            "swept": self.swept,
         }
 
 
@@ -70,6 +83,7 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
     recipients = parse_recipients(policy.encryption.recipients)  # a bad key: exit 2, nothing started
     signing = load_signing_key(settings.keys_dir)
     started, started_at, started_text = time.monotonic(), datetime.now(UTC), utc_now_text()
+    began = time.time()  # partial writes begun before this are no live writer's: see _sweep
     run = BackupRun(policy, new_snapshot_id(started_at), recipients, events)
     catalog: Catalog | None = None  # set once the snapshot is recorded as running
     try:
@@ -77,8 +91,10 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
         sources = {config.name: build_source(config) for config in policy.sources}
         run.ahead.dump.start(policy.sources[0].name, sources[policy.sources[0].name])
         catalog = _begin(settings, loaded, run.snapshot_id, started_at, events)  # meanwhile
+        pause_point("run-started")  # test-only (core/killpoints.py)
         for config in policy.sources:
             record = store_source(run, config, sources[config.name])
+            pause_point("source-stored")
             run.artifacts.append(record)
             # What the source could not take faithfully (outside links, devices): said aloud here,
             # recorded in the manifest's facts.
@@ -91,14 +107,15 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
             signing_public_key=signing.public_b64, artifacts=run.artifacts,
         )  # fmt: skip
         full_sha = _commit_manifests(run, manifest, signing)
+        pause_point("manifests-written")
     except BaseException as error:  # including KeyboardInterrupt / SIGTERM: never leave 'running'
-        if catalog is not None:
-            _record_failure(catalog, run, error)
+        if catalog is not None:  # (nothing is written before the run is in the catalog)
+            _record_failure(catalog, run, error, _discard_quietly(run, list(run.blobs)))
         raise
     finally:
         run.close()  # anything started ahead and not used commits nothing
     assert catalog is not None
-    return _finish(settings, loaded, catalog, run, manifest, full_sha, time.monotonic() - started)
+    return _finish(settings, loaded, catalog, run, manifest, full_sha, time.monotonic() - started, began)
 
 
 def _begin(
@@ -131,6 +148,7 @@ def _commit_manifests(run: BackupRun, manifest: Manifest, signing: SigningKey) -
             run.fail(name, error)
             continue
         outcome.status = "complete"
+        pause_point("manifest-written")  # on one target, not yet on the next
         if len(outcome.artifacts) == len(manifest.artifacts):
             full_sha = digest
         if not stores[name].traits.deduplicating:  # (restic logged its snapshots already)
@@ -138,12 +156,32 @@ def _commit_manifests(run: BackupRun, manifest: Manifest, signing: SigningKey) -
     return full_sha
 
 
-def _record_failure(catalog: Catalog, run: BackupRun, error: BaseException) -> None:
+def _discard_quietly(run: BackupRun, names: list[str]) -> list[str]:
+    """`run.discard` on a failure path: a second interruption (another Ctrl-C) or an error while
+    removing must not hide the first error; the next run's sweep removes what is left."""
+    try:
+        return run.discard(names)
+    except (Exception, KeyboardInterrupt) as error:
+        run.events.warning(f"could not remove what this run wrote: {describe(error)}")
+        return []
+
+
+def _record_failure(catalog: Catalog, run: BackupRun, error: BaseException, discarded: list[str]) -> None:
+    """The run failed: its row, and per target what is left of it. Where the run removed
+    all it wrote, the copy is `deleted` with the sweep's note (actions/sweep.py skips it)."""
+    from backupctl.actions.sweep import SWEPT_NOTE
+    from backupctl.catalog.store import CopyState
+
     message = describe(error)
     catalog.fail_snapshot(run.snapshot_id, message)
-    for name, outcome in run.outcomes.items():
-        if outcome.artifacts or outcome.status == "failed":
-            catalog.record_copy(run.snapshot_id, name, "failed", error=outcome.error or message)
+    copies = [
+        CopyState(run.snapshot_id, name, "deleted", 0, SWEPT_NOTE)
+        if name in discarded
+        else CopyState(run.snapshot_id, name, "failed", 0, outcome.error or message)
+        for name, outcome in run.outcomes.items()
+        if name in discarded or outcome.artifacts or outcome.status == "failed"
+    ]
+    catalog.record_copies(copies)
 
 
 def _finish(
@@ -154,8 +192,10 @@ def _finish(
     manifest: Manifest,
     full_sha: str,
     seconds: float,
+    began: float,
 ) -> BackupResult:
-    """Record the run: complete (all targets), partial (exit 3) or failed (exit 1)."""
+    """Record the run: complete (all targets), partial (exit 3) or failed (exit 1); then sweep
+    what earlier runs left."""
     from backupctl.catalog.store import CopyState  # imported (with SQLAlchemy) by _begin
 
     policy, snapshot_id, outcomes = loaded.policy, run.snapshot_id, run.outcomes
@@ -175,8 +215,11 @@ def _finish(
     missing = [s.name for s in policy.sources if s.name not in landed]
     if missing or not complete:
         error_text = "; ".join(f"{o.name}: {o.error}" for o in failed) or "no target completed"
-        catalog.record_copies(copies)
-        catalog.fail_snapshot(snapshot_id, error_text)
+        if missing:
+            error_text += f"; not stored: {', '.join(missing)}"
+        # The snapshot failed: what its targets hold of it (even a manifest) is not a snapshot.
+        run.events.warning(f"backup {policy.name} failed: {error_text}")
+        _record_failure(catalog, run, JobFailed(error_text), _discard_quietly(run, list(run.blobs)))
         raise JobFailed(
             f"backup {policy.name} failed: snapshot {snapshot_id} is on no complete target ({error_text})"
         )
@@ -185,7 +228,10 @@ def _finish(
         manifest, full_sha, status, error="; ".join(f"{o.name}: {o.error}" for o in failed) or None,
         copies=copies,
     )  # fmt: skip
+    pause_point("committed")  # test-only (core/killpoints.py)
+    _discard_quietly(run, [o.name for o in failed])  # the copy stays 'failed': replicate refills it
     result = BackupResult(snapshot_id, policy.name, status, seconds, run.artifacts, outcomes)
+    result.swept = _sweep(settings, loaded, catalog, began, run.events)
     _fill_gaps(settings, loaded, [o.name for o in complete if o.name in run.blobs], run.events)
     if policy.prune_after_backup:
         from backupctl.actions.prune import prune_after_backup
@@ -198,6 +244,24 @@ def _finish(
             result,
         )
     return result
+
+
+def _sweep(
+    settings: Settings, loaded: LoadedPolicy, catalog: Catalog, began: float, events: Events
+) -> list[dict[str, Any]]:
+    """Sweep what earlier failed and killed runs left and no sweep removed yet (one catalog
+    query when there is none; see actions/sweep.py). Partial writes begun after this run
+    started are left alone. Never fails the backup that just succeeded."""
+    from backupctl.actions.sweep import as_dicts, sweep_failed_runs
+
+    try:
+        swept = sweep_failed_runs(
+            settings, loaded.policy, pending_only=True, before=began, catalog=catalog, events=events
+        )
+    except BackupctlError as error:
+        events.warning(f"could not sweep what earlier runs left: {error}")
+        return []
+    return as_dicts(swept)
 
 
 def _fill_gaps(settings: Settings, loaded: LoadedPolicy, reachable: list[str], events: Events) -> None:

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, cast
 from backupctl.actions.ahead import StartedAhead
 from backupctl.actions.events import Events
 from backupctl.core.digests import PLAIN_ALGORITHM
+from backupctl.core.killpoints import pause_point
 from backupctl.core.manifest import (
     SECRETS_EXTENSION,
     SECRETS_FORMAT,
@@ -52,6 +53,8 @@ class TargetOutcome:
     error: str | None = None
     artifacts: list[ArtifactRecord] = field(default_factory=list)
     stored_bytes: int = 0
+    transient: bool = False  # failed for a reason that may pass (unreachable, timed out)
+    discarded_bytes: int = 0  # what the run removed of its own writes here after a failure
 
 
 @dataclass
@@ -124,7 +127,32 @@ class BackupRun:
         outcome = self.outcomes[name]
         outcome.status = "failed"
         outcome.error = describe(error)
+        outcome.transient = bool(getattr(error, "transient", False))
         self.events.warning(f"target {outcome.name}: {outcome.error}")
+
+    def discard(self, names: list[str]) -> list[str]:
+        """Remove what this run wrote on the blob targets `names` (its snapshot failed there),
+        except where the target failed transiently: a frozen or unreachable endpoint would
+        only make the run wait again, and the next run's sweep (actions/sweep.py) removes it.
+        The names of the targets left clean."""
+        clean: list[str] = []
+        for name in names:
+            store, outcome = self.blobs.get(name), self.outcomes[name]
+            if store is None or outcome.transient:
+                continue
+            (result,) = store.discard_snapshots(self.policy.name, [self.snapshot_id], before=time.time())
+            outcome.discarded_bytes += result.bytes_reclaimed
+            if result.error is not None:
+                self.events.warning(f"target {name}: could not remove what this run wrote: {result.error}")
+                continue
+            if result.objects:
+                self.events.info(
+                    f"target {name}: removed {result.bytes_reclaimed} bytes ({result.objects} objects) "
+                    "this run had written"
+                )
+            if result.clean:
+                clean.append(name)
+        return clean
 
     def close(self) -> None:
         """Stop whatever was started ahead and not used (restic commits nothing), close stores."""
@@ -161,9 +189,13 @@ def store_source(run: BackupRun, config: Any, source: Source) -> ArtifactRecord:
             events.warning(f"source {config.name}: no local, S3 or SFTP target could store it; restic only")
         record, sinks = _dump_to_plain_only(run, config, source, estimate, tee)
     if record is None:
-        raise JobFailed(f"source {config.name}: no target could store it")
+        # The targets' own errors name the cause and the path (a full disk: where, how much free).
+        errors = [f"{o.name}: {o.error}" for t in policy.targets_for(config) if (o := outcomes[t.name]).error]
+        why = f" ({'; '.join(errors)})" if errors else ""
+        raise JobFailed(f"source {config.name}: no target could store it{why}")
     if primary is not None:
         outcomes[primary].artifacts.append(record)
+        pause_point("primary-stored")  # test-only (core/killpoints.py)
         _copy_to_others(run, config, record, primary, wanted)
     for sink in sinks:
         if sink.error is not None:

@@ -380,6 +380,27 @@ class Catalog:
             rows = connection.execute(query).all()
         return [(str(row[0]), _utc(row[1]), str(row[2])) for row in rows]
 
+    def unfinished_runs(self, policy: str) -> dict[str, dict[str, str]]:
+        """Snapshot id -> {target: copy status} of the policy's runs that are `failed` or still
+        `running`, oldest first: what the sweep of dead runs (backupctl.actions.sweep) looks
+        at. Two flat queries, the snapshots and their copies."""
+        query = (
+            select(SnapshotRow.id)
+            .where(SnapshotRow.policy == policy, SnapshotRow.status.in_(("failed", "running")))
+            .order_by(SnapshotRow.started_at, SnapshotRow.id)
+        )
+        with self.engine.connect() as connection:
+            runs: dict[str, dict[str, str]] = {str(row[0]): {} for row in connection.execute(query)}
+            for chunk in _chunks(list(runs)):
+                copies = connection.execute(
+                    select(CopyRow.snapshot_id, CopyRow.target, CopyRow.status).where(
+                        CopyRow.snapshot_id.in_(chunk)
+                    )
+                )
+                for snapshot_id, target, status in copies:
+                    runs[snapshot_id][target] = status
+        return runs
+
     def _views(
         self,
         policy: str,

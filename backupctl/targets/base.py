@@ -73,6 +73,14 @@ class BlobTarget(Protocol):
         """Delete an object. Raises RetainedByLock when object lock forbids it."""
         ...
 
+    def sweep_partial(self, prefix: str, *, before: float, dry_run: bool = False) -> list[ObjectInfo]:
+        """Remove (or, in a dry run, only list) the partial writes under `prefix` begun before
+        `before` (a Unix time): temporary files (local, SFTP; by modification time) and
+        incomplete multipart uploads (S3; by initiation time), none of which `list_keys` shows.
+        The caller knows their writer is dead (a failed run under the policy lock). Returns
+        what was removed, with the bytes each held. Raises TargetError."""
+        ...
+
     def posture(self) -> Posture:
         """Read reachability and protection from the real target."""
         ...

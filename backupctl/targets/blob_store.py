@@ -26,7 +26,7 @@ from backupctl.targets.snapshot_files import (
     read_manifest,
     write_manifest,
 )
-from backupctl.targets.store import ArtifactCheck, Deletion, StoredStream
+from backupctl.targets.store import ArtifactCheck, Deletion, Discarded, StoredStream
 
 
 class BlobSnapshotStore:
@@ -120,6 +120,35 @@ class BlobSnapshotStore:
         deletion.removed.append(snapshot_id)
         if locked is not None:
             deletion.locked.append((snapshot_id, locked))
+
+    def discard_snapshots(
+        self, policy: str, snapshot_ids: list[str], *, before: float, dry_run: bool = False
+    ) -> list[Discarded]:
+        """Per snapshot: one listing of its prefix, the manifest deleted first (so nothing
+        half-deleted ever looks complete), then the rest; then its partial writes."""
+        return [self._discard(policy, snapshot_id, before, dry_run) for snapshot_id in snapshot_ids]
+
+    def _discard(self, policy: str, snapshot_id: str, before: float, dry_run: bool) -> Discarded:
+        prefix = snapshot_prefix(policy, snapshot_id)
+        result = Discarded(snapshot_id)
+        try:
+            found = {info.key: info.size for info in self.target.list_keys(prefix)}
+            first = [key for key in (prefix + MANIFEST, prefix + SIGNATURE) if key in found]
+            for key in [*first, *sorted(key for key in found if key not in first)]:
+                if not dry_run:
+                    try:
+                        self.target.delete(key)
+                    except RetainedByLock:
+                        result.retained_by_lock.append(key)
+                        continue
+                result.objects += 1
+                result.bytes_reclaimed += found[key]
+            for partial in self.target.sweep_partial(prefix, before=before, dry_run=dry_run):
+                result.objects += 1
+                result.bytes_reclaimed += partial.size
+        except (BackupctlError, OSError) as error:
+            result.error = str(error)
+        return result
 
     def check_artifacts(
         self, policy: str, snapshot_id: str, manifest: Manifest, sources: set[str], identities: list[Any]

@@ -206,20 +206,27 @@ class LocalBlobTarget:
     def close(self) -> None:
         """Nothing to release: files are closed by their context managers."""
 
+    def sweep_partial(self, prefix: str, *, before: float, dry_run: bool = False) -> list[ObjectInfo]:
+        """Temp files under `prefix` last written before `before` (Unix time), removed unless
+        `dry_run`; their keys and sizes, sorted."""
+        removed: list[ObjectInfo] = []
+        for key, info in list(self._walk(prefix)):
+            if is_temp_name(key.rpartition("/")[2]) and info.st_mtime < before:
+                path = self.root.joinpath(*key.split("/"))
+                if dry_run:
+                    removed.append(ObjectInfo(key, info.st_size))
+                    continue
+                with suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(ObjectInfo(key, info.st_size))
+                self._prune(path.parent)
+        return sorted(removed, key=lambda item: item.key)
+
     # ----------------------------------------------------------------- maintenance
     def sweep_temp_files(self, prefix: str = "", older_than: float = STALE_TEMP_SECONDS) -> list[str]:
         """Remove temp files under `prefix` older than `older_than` seconds (left by a killed
         run; younger ones may belong to a running backup). Returns their keys, sorted."""
-        cutoff = time.time() - older_than
-        removed: list[str] = []
-        for key, info in self._walk(prefix):
-            if is_temp_name(key.rpartition("/")[2]) and info.st_mtime < cutoff:
-                path = self.root.joinpath(*key.split("/"))
-                with suppress(FileNotFoundError):
-                    path.unlink()
-                    removed.append(key)
-                self._prune(path.parent)
-        return sorted(removed)
+        return [info.key for info in self.sweep_partial(prefix, before=time.time() - older_than)]
 
     # ----------------------------------------------------------------- internals
     def _path(self, key: str) -> Path:

@@ -32,7 +32,7 @@ from backupctl.targets.restic_snapshots import (
     verify_restic_copy,
 )
 from backupctl.targets.snapshot_files import SignedManifest
-from backupctl.targets.store import ArtifactCheck, Deletion, StoredStream
+from backupctl.targets.store import ArtifactCheck, Deletion, Discarded, StoredStream
 
 
 class ResticSnapshotStore(ResticRepository):
@@ -146,6 +146,34 @@ class ResticSnapshotStore(ResticRepository):
         deletion.removed += snapshot_ids
         deletion.leftovers = leftovers
         return deletion
+
+    def discard_snapshots(
+        self, policy: str, snapshot_ids: list[str], *, before: float, dry_run: bool = False
+    ) -> list[Discarded]:
+        """One listing, then one `restic forget --prune` of every restic snapshot of these
+        backupctl snapshots: the sources committed before the run failed, and what restic
+        committed from the truncated stream of a killed run (an empty manifest snapshot
+        included). The bytes are the repository's `stats --mode raw-data` before and after
+        (restic reports no size per snapshot), counted on the first snapshot that had data.
+        restic writes no partial snapshot of its own: `before` is not used."""
+        results = {snapshot_id: Discarded(snapshot_id) for snapshot_id in snapshot_ids}
+        try:
+            doomed: list[str] = []
+            for info in self.snapshots([TAG, f"policy={policy}"]):
+                for tag in (tag for tag in info.tags if tag.startswith("snapshot=")):
+                    found = results.get(tag.removeprefix("snapshot="))
+                    if found is not None:
+                        found.objects += 1
+                        doomed.append(info.id)
+            if doomed and not dry_run:
+                size_before = int(self.stats().get("total_size", 0))
+                self.forget(doomed)
+                reclaimed = max(size_before - int(self.stats().get("total_size", 0)), 0)
+                next(r for r in results.values() if r.objects).bytes_reclaimed = reclaimed
+        except BackupctlError as error:
+            for result in results.values():
+                result.error = str(error)
+        return list(results.values())
 
     def check_artifacts(
         self, policy: str, snapshot_id: str, manifest: Manifest, sources: set[str], identities: list[Any]

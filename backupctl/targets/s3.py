@@ -6,7 +6,8 @@ Behaviour beyond the BlobTarget contract (docs/targets.md):
   memory stays below (max_concurrency + 1) x part size whatever the object size. An object smaller
   than one part is a single PutObject. A multipart object becomes visible only when
   CompleteMultipartUpload succeeds; on any error the upload is aborted. (A process killed
-  outright leaves an invisible incomplete upload: `target setup` adds a lifecycle rule that
+  outright leaves an invisible incomplete upload: the next backup or prune of the policy aborts
+  it (`sweep_partial`, backupctl.actions.sweep), and `target setup` adds a lifecycle rule that
   aborts those after 7 days.)
 - Artifacts get `storage_class`; `manifest.json` and `manifest.json.sig` are always STANDARD
   so that listing and verifying never wait for an archive restore. With a lifecycle transition
@@ -25,7 +26,8 @@ Behaviour beyond the BlobTarget contract (docs/targets.md):
 
 IAM permissions used: s3:PutObject, s3:GetObject, s3:RestoreObject, s3:ListBucket,
 s3:ListBucketVersions, s3:DeleteObjectVersion, s3:GetObjectRetention, s3:GetBucketVersioning,
-s3:GetBucketObjectLockConfiguration, s3:GetLifecycleConfiguration, s3:AbortMultipartUpload;
+s3:GetBucketObjectLockConfiguration, s3:GetLifecycleConfiguration, s3:AbortMultipartUpload,
+s3:ListBucketMultipartUploads;
 s3:PutObjectTagging with a lifecycle transition; the Put* bucket permissions for `target setup`.
 """
 
@@ -203,6 +205,36 @@ class S3BlobTarget:
                 f"{until_text}; {len(protected)} version(s) kept. Delete it after that date "
                 "(backupctl never bypasses retention)"
             )
+
+    def sweep_partial(self, prefix: str, *, before: float, dry_run: bool = False) -> list[ObjectInfo]:
+        """Incomplete multipart uploads under `prefix` initiated before `before` (Unix time),
+        aborted unless `dry_run` (their parts are stored, and billed, until then); their keys
+        and the bytes of the parts uploaded, sorted."""
+        found: list[ObjectInfo] = []
+        where = self.root + prefix
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            uploads = [
+                upload
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=where)
+                for upload in page.get("Uploads", [])
+                if upload["Initiated"].timestamp() < before
+            ]
+        except Exception as error:
+            permission = "s3:ListBucketMultipartUploads"
+            raise self.error(error, "list the multipart uploads of", where, permission) from error
+        for upload in uploads:
+            key, upload_id = upload["Key"], upload["UploadId"]
+            size = 0
+            with suppress(Exception):  # the parts' sizes only feed the report
+                parts = self.client.get_paginator("list_parts")
+                for page in parts.paginate(Bucket=self.bucket, Key=key, UploadId=upload_id):
+                    size += sum(part.get("Size", 0) for part in page.get("Parts", []))
+            if not dry_run:
+                self.call("abort_multipart_upload", "abort", key, "s3:AbortMultipartUpload",
+                          Key=key, UploadId=upload_id)  # fmt: skip
+            found.append(ObjectInfo(key[len(self.root) :], size))
+        return sorted(found, key=lambda info: info.key)
 
     def posture(self) -> Posture:
         """Reachability, versioning, object lock and lifecycle read from the bucket itself."""

@@ -242,20 +242,32 @@ class SftpBlobTarget:
         self._sftp = None
         self._client = None
 
+    def sweep_partial(self, prefix: str, *, before: float, dry_run: bool = False) -> list[ObjectInfo]:
+        """Temp files under `prefix` last written before `before` (Unix time), removed unless
+        `dry_run`; their keys and sizes, sorted."""
+        sftp = self._session()
+        removed: list[ObjectInfo] = []
+        for key, attrs in list(self._walk(prefix)):
+            if is_temp_name(key.rpartition("/")[2]) and (attrs.st_mtime or 0) < before:
+                found = ObjectInfo(key, attrs.st_size or 0)
+                if dry_run:
+                    removed.append(found)
+                    continue
+                path = posixpath.join(self.root, key)
+                try:
+                    sftp.remove(path)
+                    removed.append(found)
+                except FileNotFoundError:
+                    pass
+                except Exception as error:
+                    raise self._error(error, path) from error
+                self._prune(sftp, posixpath.dirname(path))
+        return sorted(removed, key=lambda item: item.key)
+
     def sweep_temp_files(self, prefix: str = "", older_than: float = STALE_TEMP_SECONDS) -> list[str]:
         """Remove temp files under `prefix` older than `older_than` seconds (left by a killed
         run). Returns their keys, sorted."""
-        cutoff = time.time() - older_than
-        sftp = self._session()
-        removed: list[str] = []
-        for key, attrs in list(self._walk(prefix)):
-            if is_temp_name(key.rpartition("/")[2]) and (attrs.st_mtime or 0) < cutoff:
-                path = posixpath.join(self.root, key)
-                with suppress(FileNotFoundError):
-                    sftp.remove(path)
-                    removed.append(key)
-                self._prune(sftp, posixpath.dirname(path))
-        return sorted(removed)
+        return [info.key for info in self.sweep_partial(prefix, before=time.time() - older_than)]
 
     # ----------------------------------------------------------------- internals
     def _alive_session(self) -> ssh.SftpSession | None:

@@ -61,6 +61,22 @@ class Deletion:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (snapshot id, error)
 
 
+@dataclass
+class Discarded:
+    """What `discard_snapshots` removed (or would remove) of one snapshot on one store."""
+
+    snapshot_id: str
+    objects: int = 0  # objects, temporary files, incomplete uploads, restic snapshots
+    bytes_reclaimed: int = 0
+    retained_by_lock: list[str] = field(default_factory=list)  # keys an object lock keeps
+    error: str | None = None  # the store could not be read or written: try again later
+
+    @property
+    def clean(self) -> bool:
+        """Nothing of the snapshot is left on the store."""
+        return self.error is None and not self.retained_by_lock
+
+
 class SnapshotStore(Protocol):
     """A place that holds snapshots: what backup, restore, verify, drill, prune, status, rebuild
     and replicate use. Errors: TargetError (unreachable, refused), IntegrityError (a manifest
@@ -113,6 +129,16 @@ class SnapshotStore(Protocol):
     def delete_snapshots(self, policy: str, snapshot_ids: list[str], failed_runs: set[str]) -> Deletion:
         """Delete snapshots (oldest first); a lock keeps a snapshot whole. `failed_runs`: ids of
         failed runs whose leftover data (never a manifest) may be removed as well."""
+        ...
+
+    def discard_snapshots(
+        self, policy: str, snapshot_ids: list[str], *, before: float, dry_run: bool = False
+    ) -> list[Discarded]:
+        """Remove everything the store holds of snapshots whose runs did not complete here
+        (a failed run cleaning up after itself; the sweep of dead runs): its objects, a signed
+        manifest included (manifest first), and partial writes begun before `before` (Unix
+        time: temporary files, incomplete multipart uploads). One result per snapshot id;
+        never raises for a store that cannot be reached (the result's `error`)."""
         ...
 
     def check_artifacts(

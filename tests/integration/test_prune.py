@@ -302,7 +302,8 @@ def test_restic_data_of_failed_runs_is_forgotten(
     workspace: Workspace, restic_binary: str, restic_password: str, tmp_path: Path
 ) -> None:
     """A run that fails after restic committed a source's data leaves that data without a
-    manifest; prune forgets it (and only it) while keeping every snapshot its rules keep."""
+    manifest; prune forgets it (and only it) while keeping every snapshot its rules keep, and
+    without a prune the next successful backup sweeps it (actions/sweep.py)."""
     import sqlite3
 
     from backupctl.policy.schema import ResticTarget
@@ -327,15 +328,14 @@ def test_restic_data_of_failed_runs_is_forgotten(
         tags = [tag for info in listed for tag in info.tags]
         return sorted(tag.removeprefix("snapshot=") for tag in tags if tag.startswith("snapshot="))
 
-    failed = space.run("backup", "shop")
-    assert failed.returncode == 1 and "orders" in failed.stderr, failed.stderr
-    [failed_run] = uploads_data()  # uploads went to restic before orders failed
-    assert copies(space)[failed_run][0] == "failed"
-
     with sqlite3.connect(orders) as database:
         database.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
     good = space.run_json("backup", "shop")["snapshot_id"]
-    assert uploads_data() == sorted([failed_run, good])
+    orders.rename(tmp_path / "orders-away.db")  # the next run fails on it
+    failed = space.run("backup", "shop")
+    assert failed.returncode == 1 and "orders" in failed.stderr, failed.stderr
+    [failed_run] = [s for s in uploads_data() if s != good]  # uploads went to restic before orders failed
+    assert copies(space)[failed_run][0] == "failed"
 
     dry = by_target(prune_json(space, "--dry-run"))["dedup"]
     assert dry["leftovers"] == [] and dry["removed"] == []
@@ -347,6 +347,16 @@ def test_restic_data_of_failed_runs_is_forgotten(
     restored = space.run("restore", "shop", good, "--source", "uploads", "--to-dir", str(tmp_path / "back"))
     assert restored.returncode == 0, restored.stderr
     assert by_target(prune_json(space))["dedup"]["leftovers"] == []  # nothing left to forget
+
+    # Without a prune, the next successful backup sweeps a failed run's restic data itself.
+    failed = space.run("backup", "shop")
+    assert failed.returncode == 1
+    [second_failure] = [s for s in uploads_data() if s != good]
+    (tmp_path / "orders-away.db").rename(orders)
+    after = space.run_json("backup", "shop")
+    (swept,) = after["swept"]
+    assert swept["target"] == "dedup" and swept["snapshots"] == [second_failure], swept
+    assert uploads_data() == sorted([good, after["snapshot_id"]])
 
 
 # --------------------------------------------------------------------------- after a backup

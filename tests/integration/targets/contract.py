@@ -11,7 +11,10 @@ What every blob target (local, S3, SFTP, ...) must do, whatever it stores on:
   (`"shop"` also matches `"shopping/..."`), keys relative to the target root, sizes exact;
 - `delete`: the object is gone; deleting a missing object is not an error; others stay;
 - reading a missing object raises a permanent TargetError;
-- `posture()` of a working target: reachable, with the target's medium and offsite flag.
+- `posture()` of a working target: reachable, with the target's medium and offsite flag;
+- `sweep_partial(prefix, before=...)`: the partial write of a writer that never finished (a
+  killed process) is listed with its bytes and removed; nothing complete is touched, and a
+  partial write begun after `before` is left alone.
 
 Two ways to use it:
 
@@ -181,6 +184,35 @@ def check_posture_reachable(target: BlobTarget) -> None:
     assert (posture.medium, posture.offsite) == (target.medium, target.offsite)
 
 
+def check_sweep_partial(target: BlobTarget, times_reported: bool = True) -> None:
+    """`times_reported=False`: the service reports no real start time of a partial write
+    (moto lists every multipart upload as initiated on 2010-11-10), so "begun after `before`"
+    cannot be checked."""
+    import time
+
+    write(target, "shop/s1/a", b"complete")
+    # A writer that never exits its context: what a killed process leaves (6 MiB: S3 has begun
+    # a multipart upload, local and SFTP a temporary file).
+    abandoned = target.writer("shop/s2/big")
+    out = abandoned.__enter__()
+    out.write(payload(6 * MiB, seed=3))
+    out.flush()
+    try:
+        if times_reported:
+            assert target.sweep_partial("shop/", before=time.time() - 3600) == []  # begun later: kept
+        found = target.sweep_partial("shop/", before=time.time() + 1, dry_run=True)
+        assert [info.key.split("/")[:2] for info in found] == [["shop", "s2"]] and found[0].size > 0
+        removed = target.sweep_partial("shop/", before=time.time() + 1)
+        assert [info.key for info in removed] == [info.key for info in found]
+        assert target.sweep_partial("shop/", before=time.time() + 1) == []
+        assert keys(target) == ["shop/s1/a"]
+    finally:
+        try:
+            abandoned.__exit__(RuntimeError, RuntimeError("killed"), None)
+        except Exception:
+            pass  # its upload or temporary file is gone already
+
+
 CHECKS: list[tuple[str, Callable[[BlobTarget], None]]] = [
     *[(f"round_trip_{size}B", lambda target, size=size: check_round_trip(target, size)) for size in SIZES],
     ("invisible_until_committed", check_invisible_until_committed),
@@ -190,6 +222,7 @@ CHECKS: list[tuple[str, Callable[[BlobTarget], None]]] = [
     ("delete", check_delete),
     ("missing_object", check_missing_object),
     ("posture_reachable", check_posture_reachable),
+    ("sweep_partial", check_sweep_partial),
 ]
 
 
@@ -235,6 +268,11 @@ class BlobTargetContract:
 
     def test_posture_is_reachable(self, target: BlobTarget) -> None:
         check_posture_reachable(target)
+
+    times_reported = True  # see check_sweep_partial
+
+    def test_sweep_partial_removes_what_a_dead_writer_left(self, target: BlobTarget) -> None:
+        check_sweep_partial(target, self.times_reported)
 
 
 # =========================================================================== snapshot level
@@ -375,6 +413,25 @@ class SnapshotStoreContract:
         deletion = store.delete_snapshots("shop", [doomed], set())
         assert deletion.removed == [doomed] and deletion.errors == [] and deletion.locked == []
         assert store.snapshot_ids("shop") == [kept]
+
+    def test_discard_removes_a_snapshot_that_did_not_complete(
+        self, store: SnapshotStore, keys: SnapshotKeys
+    ) -> None:
+        import time
+
+        kept, _ = store_snapshot(store, keys, SNAPSHOT_DATA)
+        # Complete here, signed manifest included, but its run failed: discard removes it all.
+        doomed, _ = store_snapshot(store, keys, payload(200 * 1024, seed=12))
+        never = new_snapshot_id()  # nothing stored: nothing to do, and not an error
+        dry = store.discard_snapshots("shop", [doomed, never], before=time.time(), dry_run=True)
+        assert dry[0].objects > 0 and set(store.snapshot_ids("shop")) == {kept, doomed}
+        first, second = store.discard_snapshots("shop", [doomed, never], before=time.time())
+        assert (first.snapshot_id, second.snapshot_id) == (doomed, never)
+        assert first.clean and first.objects == dry[0].objects and first.bytes_reclaimed > 0, first
+        assert second.clean and second.objects == 0, second
+        assert store.snapshot_ids("shop") == [kept]
+        (again,) = store.discard_snapshots("shop", [doomed], before=time.time())
+        assert again.clean and again.objects == 0
 
     def test_posture_is_reachable_with_the_registry_traits(self, store: SnapshotStore, config: Any) -> None:
         posture = store.posture()
