@@ -154,8 +154,14 @@ def render(document: dict[str, Any], title: str, *, compact: bool = False) -> st
     ]
     out.append("<h2>Recovery objectives</h2>")
     out.append(bar_chart("Largest gap between restorable points (achieved RPO)", rpo, "h"))
-    rto = [(d["policy"] + " " + d["id"][:8], float(d["rto_seconds"] or 0)) for d in document["drills"]]
-    out.append(bar_chart("Measured RTO of drills", rto, "s"))
+    if compact:  # one bar per policy, not per drill: SVG text is the slowest thing WeasyPrint draws
+        slowest: dict[str, float] = {}
+        for d in document["drills"]:
+            slowest[d["policy"]] = max(slowest.get(d["policy"], 0.0), float(d["rto_seconds"] or 0))
+        out.append(bar_chart("Slowest measured RTO of a drill, per policy", sorted(slowest.items()), "s"))
+    else:
+        rto = [(d["policy"] + " " + d["id"][:8], float(d["rto_seconds"] or 0)) for d in document["drills"]]
+        out.append(bar_chart("Measured RTO of drills", rto, "s"))
     used = [
         (f"{p} → {t}", float(b))
         for p, targets in sorted(document["storage"].items())
