@@ -1,12 +1,13 @@
 """The append-only, hash-chained record of every run (issue #14).
 
 Every change the catalog makes to a run record (a snapshot, a copy of it on a target, a verify
-run, a drill, a status observation) also appends one `run_records` row holding the new state of
-that record as canonical JSON. Row `n` carries `prev_hash` (row `n-1`'s hash) and
+run, a drill, a status observation, an observation of a point-in-time archive: kind `pitr`)
+also appends one `run_records` row holding the new state of that record as canonical JSON.
+Row `n` carries `prev_hash` (row `n-1`'s hash) and
 `hash = sha256(prev_hash "\n" seq "\n" at "\n" host "\n" kind "\n" subject "\n" trigger "\n" payload)`,
 so editing or deleting a past ledger row breaks the chain, and editing or deleting a snapshot,
-copy, verification or drill row makes it disagree with its newest ledger row: both are found by
-`audit` (at export) and by `backupctl evidence verify`.
+copy, verification, drill or archive observation row makes it disagree with its newest ledger
+row: both are found by `audit` (at export) and by `backupctl evidence verify`.
 
 One chain per catalog (a fleet sharing a PostgreSQL catalog shares it): appends are serialised by
 a transaction-scoped advisory lock on PostgreSQL, and by SQLite's single writer (the appender
@@ -30,12 +31,19 @@ from typing import Any
 from sqlalchemy import Connection, DateTime, MetaData, String, Table, insert, select, text, type_coerce
 from sqlalchemy.orm import Session
 
-from backupctl.catalog.models import CopyRow, DrillRow, RunRecordRow, SnapshotRow, VerificationRow
+from backupctl.catalog.models import (
+    ArchiveObservationRow,
+    CopyRow,
+    DrillRow,
+    RunRecordRow,
+    SnapshotRow,
+    VerificationRow,
+)
 
 GENESIS = "0" * 64
 # Any fixed 64-bit number: the key of the PostgreSQL advisory lock that serialises appends.
 _PG_LOCK_KEY = 0x6261636B75706374
-KINDS = ("snapshot", "copy", "verification", "drill", "observation")
+KINDS = ("snapshot", "copy", "verification", "drill", "observation", "pitr")
 
 
 # One encoder, built once: json.dumps with options builds a new one per call (a third of the
@@ -126,6 +134,23 @@ def verification_payload(row: Any) -> dict[str, Any]:
         "target": get("target"),
         "at": stamp(get("at")),
         "ok": bool(get("ok")),
+        "problems": list(get("problems") or []),
+    }
+
+
+def archive_observation_payload(row: Any) -> dict[str, Any]:
+    get = _getter(row)
+    return {
+        "id": int(get("id")),
+        "policy": get("policy"),
+        "source": get("source"),
+        "archive": get("archive"),
+        "host": get("host"),
+        "via": get("via"),
+        "observed_at": stamp(get("observed_at")),
+        "newest_at": stamp(get("newest_at")),
+        "restorable_from": stamp(get("restorable_from")),
+        "continuous": bool(get("continuous")),
         "problems": list(get("problems") or []),
     }
 
@@ -397,6 +422,8 @@ def current_payloads(connection: Connection) -> Iterator[tuple[str, str, str]]:
         yield "verification", str(row["id"]), canonical(verification_payload(row))
     for row in streamed.execute(select(DrillRow.__table__)).mappings():
         yield "drill", str(row["id"]), canonical(drill_payload(row))
+    for row in streamed.execute(select(ArchiveObservationRow.__table__)).mappings():
+        yield "pitr", str(row["id"]), canonical(archive_observation_payload(row))
 
 
 def audit(connection: Connection) -> Audit:
