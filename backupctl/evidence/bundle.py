@@ -106,7 +106,9 @@ def write_document(document: dict[str, Any], stream: TextIO) -> None:
     for index, key in enumerate(sorted(document)):
         stream.write(("," if index else "") + f"\n{_LEDGER_LINE.encode(key)}: ")
         value = document[key]
-        if isinstance(value, list | RunTable) and value:
+        if isinstance(value, RunTable) and not value:
+            stream.write("[]")
+        elif isinstance(value, list | RunTable) and value:
             stream.write("[")
             for position, item in enumerate(value):
                 stream.write(("," if position else "") + "\n  " + _LEDGER_LINE.encode(item))

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from backupctl.catalog.ledger import Audit, audit, stamp
 from backupctl.catalog.models import (
+    ArchiveObservationRow,
     ArtifactRow,
     CopyRow,
     DrillRow,
@@ -26,6 +27,7 @@ from backupctl.evidence.period import Period
 # within 90 days of its end.
 LOOKBACK = timedelta(days=120)
 DRILL_WINDOW = timedelta(days=90)
+ARCHIVE_AFTER = timedelta(days=7)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -67,6 +69,20 @@ class Run:
         }
 
 
+@dataclass(frozen=True)
+class ArchiveReading:
+    """One row of archive_observations (see backupctl.catalog.models.ArchiveObservationRow)."""
+
+    id: int
+    archive: str
+    via: str
+    observed_at: datetime
+    newest_at: datetime | None
+    restorable_from: datetime | None
+    continuous: bool
+    problems: tuple[str, ...]
+
+
 @dataclass
 class CatalogData:
     """Everything read for one period (all policies asked for)."""
@@ -80,6 +96,10 @@ class CatalogData:
     audit: Audit
     catalog_policies: list[str]
     hosts: list[str]
+    # (policy, source) -> what was read of its point-in-time archive, oldest first: from the
+    # lookback before the period to ARCHIVE_AFTER past its end (a later reading can show the
+    # chain continuous across the end).
+    archives: dict[tuple[str, str], list[ArchiveReading]] = field(default_factory=dict)
 
 
 def collect(catalog: Catalog, period: Period, policies: Iterable[str] | None = None) -> CatalogData:
@@ -233,4 +253,50 @@ def collect(catalog: Catalog, period: Period, policies: Iterable[str] | None = N
                 if wanted is None or policy in wanted:
                     observations.append({"seq": seq, "at": at, "subject": subject, "policy": policy, **data})
         hosts = sorted({run.host for items in runs.values() for run in items})
-    return CatalogData(period, runs, verifications, drills, failed_copies, observations, result, names, hosts)
+        archives: dict[tuple[str, str], list[ArchiveReading]] = {}
+        table = ArchiveObservationRow.__table__.c
+        readings = (
+            select(
+                table.policy,
+                table.source,
+                table.id,
+                table.archive,
+                table.via,
+                table.observed_at,
+                table.newest_at,
+                table.restorable_from,
+                table.continuous,
+                table.problems,
+            )
+            .where(table.observed_at >= since, table.observed_at < period.end + ARCHIVE_AFTER)
+            .order_by(table.observed_at, table.id)
+        )
+        for (
+            policy,
+            source,
+            ident,
+            archive,
+            via,
+            observed,
+            newest,
+            start,
+            continuous,
+            problems,
+        ) in connection.execute(readings):
+            if wanted is not None and policy not in wanted:
+                continue
+            archives.setdefault((policy, source), []).append(
+                ArchiveReading(
+                    int(ident),
+                    archive,
+                    via,
+                    _utc(observed) or period.start,
+                    _utc(newest),
+                    _utc(start),
+                    bool(continuous),
+                    tuple(problems or ()),
+                )
+            )
+    return CatalogData(
+        period, runs, verifications, drills, failed_copies, observations, result, names, hosts, archives
+    )

@@ -150,7 +150,7 @@ def render(document: dict[str, Any], title: str, *, compact: bool = False) -> st
     rpo = [
         (c["policy"], c["measured"].get("worst_gap_seconds", 0) / 3600)
         for c in document["controls"]
-        if c["control"] == "rpo-achieved" and c["measured"]
+        if c["control"] == "rpo-achieved" and c["measured"].get("worst_gap_seconds") is not None
     ]
     out.append("<h2>Recovery objectives</h2>")
     out.append(bar_chart("Largest gap between restorable points (achieved RPO)", rpo, "h"))
