@@ -18,6 +18,7 @@ dump's binlog position to the newest archived file.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -177,6 +178,12 @@ class BinlogStatus:
     stored_bytes: int
     gaps: list[Gap]
     oldest_dump: str | None
+    restorable_from: int | None = None  # the oldest kept dump's finish (epoch seconds)
+
+    @property
+    def continuous(self) -> bool:
+        """A dump to start from and no hole from its position to the newest archived file."""
+        return self.restorable_from is not None and self.newest is not None and not self.gaps
 
     @property
     def ok(self) -> bool:
@@ -194,6 +201,8 @@ class BinlogStatus:
             "stored_bytes": self.stored_bytes,
             "gaps": [gap.as_dict() | {"detail": gap.describe()} for gap in self.gaps],
             "oldest_dump": self.oldest_dump,
+            "restorable_from": _iso(self.restorable_from),
+            "continuous": self.continuous,
             "ok": self.ok,
         }
 
@@ -225,6 +234,7 @@ def binlog_status(
         sum(int(item.facts.get("stored_bytes", 0)) for item in chain),
         gaps,
         dumps[0].snapshot_id if dumps else None,
+        math.ceil(dumps[0].finished.timestamp()) if dumps else None,
     )
 
 

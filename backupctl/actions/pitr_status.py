@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from backupctl.catalog.store import Catalog
+from backupctl.catalog.store import ArchiveObservation, Catalog
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 
@@ -40,6 +40,7 @@ class PitrArchiveStatus:
     problems: list[str]
     detail: dict[str, Any] = field(default_factory=dict)
     metrics: list[MetricSample] = field(default_factory=list)
+    observation: ArchiveObservation | None = None  # what the catalog records of this reading
 
     @property
     def ok(self) -> bool:
@@ -118,3 +119,11 @@ def pitr_statuses(
                 )
             )
     return results
+
+
+def record_observations(catalog: Catalog, statuses: list[PitrArchiveStatus]) -> None:
+    """Record in the catalog what was read of each archive (evidence: the achieved RPO of a PITR
+    source over a period comes from these observations, `wal push` never writes the catalog)."""
+    for status in statuses:
+        if status.observation is not None:
+            catalog.record_archive_observation(status.observation)

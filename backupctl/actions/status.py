@@ -256,7 +256,7 @@ def gather(
     nothing downloaded). Without settings, or with `survey=False` (the metrics written right
     after a backup wrote the copies), the catalog's word on the copies is taken."""
     from backupctl.actions.access import trusted_keys
-    from backupctl.actions.pitr_status import pitr_statuses
+    from backupctl.actions.pitr_status import pitr_statuses, record_observations
 
     now = now or datetime.now(UTC)
     trusted = trusted_keys(settings, policy) if settings is not None and survey else None
@@ -282,6 +282,8 @@ def gather(
     if verification is not None:
         last = VerificationFacts(verification[0], verification[1], verification[2], verification[3])
     pitr = pitr_statuses(settings, catalog, policy, now) if settings is not None else None
+    if pitr:
+        record_observations(catalog, pitr)  # the achieved RPO of the archives over time (#14)
     status = evaluate(policy, latest, facts, last, now, pitr)
     catalog.record_observation("status", policy.name, status.as_dict())  # evidence history (#14)
     return status

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from backupctl.actions.pitr_status import PitrArchiveStatus
-from backupctl.catalog.store import Catalog
+from backupctl.catalog.store import ArchiveObservation, Catalog
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
+
+if TYPE_CHECKING:
+    from backupctl.actions.wal_status import WalStatus
 
 
 def wal_archive_status(
@@ -19,6 +23,7 @@ def wal_archive_status(
 
     status = wal_status(settings, policy, source_name, trusted_keys(settings, policy), now=now)
     newest = max((t.newest_segment for t in status.targets if t.newest_segment), default=None)
+    observation = wal_observation(status, now, "status")
     return PitrArchiveStatus(
         source=source_name,
         archive="WAL",
@@ -28,4 +33,41 @@ def wal_archive_status(
         problems=list(status.problems),
         detail=status.as_dict(),
         metrics=status_samples(status),
+        observation=observation,
     )
+
+
+def wal_observation(status: WalStatus, now: datetime, via: str) -> ArchiveObservation:
+    """What the catalog records of one reading of a WAL archive: the worst target counts (its
+    newest point, the latest oldest base backup), continuous only when every target is."""
+    newest = [t.newest_at for t in status.targets]
+    bases = [t.oldest_base_at for t in status.targets]
+    return ArchiveObservation(
+        policy=status.policy,
+        source=status.source,
+        archive="WAL",
+        via=via,
+        observed_at=now,
+        newest_at=None if not newest or None in newest else min(_time(v) for v in newest if v),
+        restorable_from=None if not bases or None in bases else max(_time(v) for v in bases if v),
+        continuous=bool(status.targets) and all(t.continuous for t in status.targets),
+        problems=tuple(status.problems),
+    )
+
+
+def _time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def observed_wal_status(
+    settings: Settings, policy: Policy, source_name: str, trusted: list[str], catalog: Catalog, via: str
+) -> WalStatus:
+    """`wal_status`, also recorded in the catalog as an observation of the archive (`wal status`
+    reads it anyway; `wal push` stays catalog-free)."""
+    from backupctl.actions.wal_status import wal_status
+
+    now = datetime.now(UTC)
+    status = wal_status(settings, policy, source_name, trusted, now=now)
+    catalog.record_archive_observation(wal_observation(status, now, via))
+    return status

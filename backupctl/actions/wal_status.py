@@ -36,6 +36,8 @@ class TargetWalStatus:
     segments: int
     base_backups: int
     gaps: list[str]
+    oldest_base_at: str | None = None  # the oldest kept base backup's finish: restorable from there
+    continuous: bool = False  # a base backup, and no WAL missing from its start to the newest
 
 
 @dataclass
@@ -97,7 +99,9 @@ def wal_status(
                 base_backups=len(bases),
                 gaps=[gap.missing[0] for gap in report.gaps]
                 + ([report.start_missing] if report.start_missing else []),
+                oldest_base_at=bases[0].finished_time.isoformat() if bases else None,
             )
+            item.continuous = bool(bases) and bool(chain) and not item.gaps
             status.targets.append(item)
             if rpo is None:
                 status.problems.append(f"{archive.target.name}: nothing archived yet")

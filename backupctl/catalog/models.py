@@ -123,3 +123,26 @@ class RunRecordRow(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
     __table_args__ = (Index("ix_run_records_kind_subject", "kind", "subject"),)
+
+
+class ArchiveObservationRow(Base):
+    """What a command that reads a source's point-in-time archive (WAL, binlogs) saw of it: the
+    newest archived point, and whether the chain is continuous from the oldest kept base backup
+    or dump (`restorable_from`). Evidence computes a PITR source's achieved RPO from these rows
+    (`wal push` never writes the catalog). Append-only, mirrored in the run ledger (kind `pitr`)."""
+
+    __tablename__ = "archive_observations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    policy: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    archive: Mapped[str] = mapped_column(String(16))  # WAL | binlogs
+    host: Mapped[str] = mapped_column(String(255))
+    via: Mapped[str] = mapped_column(String(32))  # the command that read the archive
+    observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    newest_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    restorable_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    continuous: Mapped[bool] = mapped_column(Boolean)
+    problems: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    __table_args__ = (Index("ix_archive_observations_source", "policy", "source", "observed_at"),)

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backupctl.catalog import ledger
 from backupctl.catalog.models import (
+    ArchiveObservationRow,
     ArtifactRow,
     CopyRow,
     DrillRow,
@@ -38,7 +39,7 @@ from backupctl.errors import ConfigError
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; a test checks it against Alembic's head. Knowing it lets every command
 # skip importing Alembic (half a second) when the schema is already current.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 COMPLETE_STATES = ("complete", "partial")
 # What a SnapshotView is made of, in this order (see Catalog._views).
 _VIEW_COLUMNS = (
@@ -52,6 +53,43 @@ _VIEW_COLUMNS = (
     SnapshotRow.stored_bytes,
     SnapshotRow.error,
 )
+
+
+# Observations of an unchanged, healthy archive closer together than this are not recorded.
+OBSERVATION_QUIET = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class ArchiveObservation:
+    """What one reading of a PITR source's archive found (see ArchiveObservationRow).
+
+    newest_at: the newest archived point (None: nothing archived); restorable_from: the finish
+    of the oldest kept base backup / dump the chain starts at; continuous: no hole from there to
+    the newest point (in every archive target); via: the command that read the archive.
+    """
+
+    policy: str
+    source: str
+    archive: str
+    via: str
+    observed_at: datetime
+    newest_at: datetime | None
+    restorable_from: datetime | None
+    continuous: bool
+    problems: tuple[str, ...] = ()
+
+
+def _same_state(previous: ArchiveObservationRow, new: ArchiveObservation, quiet: timedelta) -> bool:
+    def utc(moment: datetime | None) -> datetime | None:
+        return None if moment is None else (moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+    return (
+        not previous.problems
+        and not new.problems
+        and previous.continuous == new.continuous
+        and utc(previous.restorable_from) == utc(new.restorable_from)
+        and timedelta(0) <= new.observed_at - (utc(previous.observed_at) or new.observed_at) < quiet
+    )
 
 
 def _now() -> datetime:
@@ -291,6 +329,47 @@ class Catalog:
         3-2-1-1-0 rule), so that the evidence of a period shows what was observed then."""
         with self.session() as session:
             ledger.appender(session).append("observation", f"{what}:{subject}", payload)
+
+    def record_archive_observation(
+        self, observation: ArchiveObservation, *, quiet_interval: timedelta = OBSERVATION_QUIET
+    ) -> bool:
+        """Append what a command saw of a point-in-time archive (and its `pitr` ledger record).
+
+        Skipped (False) when the previous observation of the same source is younger than
+        `quiet_interval`, saw the same continuity and start, and neither has a problem: a status
+        timer every minute would otherwise add half a million rows a year per source, while the
+        evidence needs the changes and a steady cadence.
+        """
+        with self.session() as session:
+            previous = session.execute(
+                select(ArchiveObservationRow)
+                .where(
+                    ArchiveObservationRow.policy == observation.policy,
+                    ArchiveObservationRow.source == observation.source,
+                )
+                .order_by(ArchiveObservationRow.observed_at.desc(), ArchiveObservationRow.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            if previous is not None and _same_state(previous, observation, quiet_interval):
+                return False
+            row = ArchiveObservationRow(
+                policy=observation.policy,
+                source=observation.source,
+                archive=observation.archive,
+                host=socket.gethostname(),
+                via=observation.via[:32],
+                observed_at=observation.observed_at,
+                newest_at=observation.newest_at,
+                restorable_from=observation.restorable_from,
+                continuous=observation.continuous,
+                problems=list(observation.problems),
+            )
+            session.add(row)
+            session.flush()  # assigns the id the ledger records
+            ledger.appender(session).append(
+                "pitr", str(row.id), ledger.archive_observation_payload(row), at=observation.observed_at
+            )
+            return True
 
     def import_manifest(self, manifest: Manifest, manifest_sha256: str, target: str) -> bool:
         """Insert (or complete) a snapshot from a target's manifest. True when something changed."""

@@ -76,8 +76,8 @@ def collect(
             try:
                 with policy_lock(app.settings, f"{policy.name}.binlog-{source_name}", "binlog collect"):
                     report = run_collect(policy, source_name, archive)
-                    if metrics_file is not None:
-                        _write_metrics(app, policy, source_name, archive, metrics_file)
+                    # The status (and its catalog observation) every pass: the archive's history.
+                    _write_metrics(app, policy, source_name, archive, metrics_file, "binlog collect")
             except JobFailed as error:
                 if not watch:
                     raise
@@ -144,13 +144,15 @@ def verify(app: App, policy_name: str, source_name: str, as_json: bool) -> None:
     Example: backupctl binlog verify shop --source shop-db
     """
     from backupctl.actions.access import open_catalog
-    from backupctl.actions.binlog import binlog_status
+    from backupctl.actions.binlog_pitr_probe import observed_binlog_status
     from backupctl.pitr.mysql_archive import open_binlog_archive
 
     policy = app.policy(policy_name, check_secrets=False).policy
     with open_binlog_archive(app.settings, policy, source_name) as archive:
         damaged = archive.verify()
-        report = binlog_status(policy, source_name, archive, open_catalog(app.settings))
+        report = observed_binlog_status(
+            policy, source_name, archive, open_catalog(app.settings), "binlog verify"
+        )
     problems = [gap.describe() for gap in report.gaps] + damaged
     if as_json:
         print_json({**report.as_dict(), "damaged": damaged, "ok": not problems})
@@ -351,15 +353,21 @@ def _status(app: App, policy_name: str, source_name: str, metrics_file: Path | N
 
 
 def _write_metrics(
-    app: App, policy: Policy, source_name: str, archive: BinlogArchiveStore, metrics_file: Path | None
+    app: App,
+    policy: Policy,
+    source_name: str,
+    archive: BinlogArchiveStore,
+    metrics_file: Path | None,
+    via: str = "binlog status",
 ) -> BinlogStatus:
-    """The archive's status, also written as metrics to `metrics_file` when given."""
+    """The archive's status (recorded in the catalog as an observation), also written as metrics
+    to `metrics_file` when given."""
     from backupctl.actions.access import open_catalog
-    from backupctl.actions.binlog import binlog_status
+    from backupctl.actions.binlog_pitr_probe import observed_binlog_status
     from backupctl.metrics import write_metrics_file
     from backupctl.pitr.mysql_metrics import render_binlog_metrics
 
-    report = binlog_status(policy, source_name, archive, open_catalog(app.settings))
+    report = observed_binlog_status(policy, source_name, archive, open_catalog(app.settings), via)
     if metrics_file is not None:
         write_metrics_file(metrics_file, render_binlog_metrics(report.as_dict(), report.covered_until))
     return report

@@ -39,7 +39,7 @@ def export(app: App, quarter: str, policies: tuple[str, ...], out: Path, as_json
     period = parse_quarter(quarter)
     if out.exists():
         raise ConfigError(f"--out {out} already exists: choose a new path (bundles are never overwritten)")
-    document, loaded, catalog = document_for(app.settings, period, policies)
+    document, loaded, catalog = document_for(app.settings, period, policies, lazy_runs=True)
     summary = write_bundle(
         document, catalog, out, app.settings.keys_dir, app.settings.state_dir, [item.file for item in loaded]
     )

@@ -305,11 +305,14 @@ def status(app: App, policy_name: str, source_name: str, metrics_file: Path | No
     Example:
       backupctl wal status shop --source db --metrics-file /var/lib/node_exporter/pitr.prom
     """
-    from backupctl.actions.access import trusted_keys
-    from backupctl.actions.wal_status import wal_status, write_status_metrics
+    from backupctl.actions.access import open_catalog, trusted_keys
+    from backupctl.actions.wal_pitr_probe import observed_wal_status
+    from backupctl.actions.wal_status import write_status_metrics
 
     policy = app.policy(policy_name).policy
-    report = wal_status(app.settings, policy, source_name, trusted_keys(app.settings, policy))
+    catalog = open_catalog(app.settings)
+    trusted = trusted_keys(app.settings, policy)
+    report = observed_wal_status(app.settings, policy, source_name, trusted, catalog, "wal status")
     if metrics_file is not None:
         write_status_metrics(metrics_file, report)
     if as_json:

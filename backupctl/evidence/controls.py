@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from itertools import pairwise
 from typing import Any
 
 from backupctl.core.cronexpr import CronExpr
@@ -146,41 +145,149 @@ def backups_scheduled(ctx: PolicyPeriod) -> ControlResult:
     )
 
 
-def rpo_achieved(ctx: PolicyPeriod) -> ControlResult:
-    """The largest gap between restorable points over the period vs `objectives.rpo`."""
-    name = "rpo-achieved"
-    points = sorted(
-        run.started_at for run in ctx.all_runs if run.status in RESTORABLE and run.started_at < ctx.end
-    )
-    inside = [point for point in points if point >= ctx.start]
+Gap = tuple[timedelta, datetime, datetime]  # (length, from, to)
+
+
+def restorable_gaps(
+    points: list[datetime], spans: list[tuple[datetime, datetime]], start: datetime, end: datetime
+) -> list[Gap]:
+    """The stretches of [start, end) with nothing restorable: between dumps (`points`, any order)
+    and the spans a continuous archive covered. The first gap runs from the last restorable
+    moment before `start` (or `start` when there is none); the last one ends at `end`."""
+    merged: list[tuple[datetime, datetime]] = []
+    for low, high in sorted([(point, point) for point in points] + spans):
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    cursor: datetime | None = None  # the newest restorable moment so far
+    gaps: list[Gap] = []
+    for low, high in merged:
+        if low >= end:
+            break
+        if low <= start:
+            cursor = min(high, start) if cursor is None else max(cursor, min(high, start))
+            continue
+        cursor = cursor or start
+        if low > cursor:
+            gaps.append((low - cursor, cursor, low))
+        cursor = max(cursor, min(high, end))
+    cursor = cursor or start
+    if end > cursor:
+        gaps.append((end - cursor, cursor, end))
+    return gaps
+
+
+def _archive_rpo(ctx: PolicyPeriod, source: str, points: list[datetime]) -> dict[str, Any]:
+    """One PITR source: restorable from the dumps and from what its archive was seen to cover;
+    inside a covered stretch the RPO is the archive's lag as observed (observed_at - newest)."""
+    readings = ctx.data.archives.get((ctx.policy.name, source), [])
+    inside = [r for r in readings if ctx.start <= r.observed_at < ctx.end]
+    # The archive's own objective where it declares one (MySQL `pitr.rpo`), else the policy's.
+    pitr = getattr(ctx.policy.source(source), "pitr", None)
+    objective = getattr(pitr, "rpo", None) or ctx.policy.objectives.rpo
+    result: dict[str, Any] = {
+        "source": source,
+        "archive": readings[0].archive if readings else None,
+        "observations": len(inside),
+        "records": [f"archive-observation:{r.id}" for r in inside],
+    }
     if not inside:
-        return _no_data(ctx, name, "restorable snapshot")
-    before = [point for point in points if point < ctx.start]
-    edges = ([before[-1]] if before else [ctx.start]) + inside + [ctx.end]
-    gaps = [(b - a, a, b) for a, b in pairwise(edges)]
-    worst = max(gaps, key=lambda gap: gap[0])
-    objective = ctx.policy.objectives.rpo
+        result |= {"status": INSUFFICIENT_DATA, "exceptions": [], "worst_gap_seconds": None}
+        return result
+    spans = [
+        (r.restorable_from, r.newest_at)
+        for r in readings
+        if r.continuous and r.restorable_from is not None and r.newest_at is not None
+    ]
+    gaps = restorable_gaps(points, spans, ctx.start, ctx.end)
+    lags = [(r.observed_at - r.newest_at, r) for r in inside if r.continuous and r.newest_at is not None]
     exceptions = [
-        f"gap of {_fmt(g.total_seconds())} from {a.isoformat()} to {b.isoformat()} "
-        f"exceeds the RPO {_fmt(objective.total_seconds())}"
+        f"{source}: nothing restorable from {a.isoformat()} to {b.isoformat()} ({_fmt(g.total_seconds())}, "
+        f"RPO {_fmt(objective.total_seconds())})"
         for g, a, b in gaps
         if g > objective
     ]
-    status = NON_COMPLIANT if exceptions else COMPLIANT
-    summary = f"largest gap {_fmt(worst[0].total_seconds())} vs objective {_fmt(objective.total_seconds())}"
-    return _result(
-        ctx,
-        name,
-        status,
-        summary,
-        exceptions=exceptions,
-        measured={
-            "worst_gap_seconds": worst[0].total_seconds(),
-            "objective_seconds": objective.total_seconds(),
-            "restorable_points": len(inside),
-            "point_in_time_archive": None,
-        },
+    exceptions += [
+        f"{source}: the {r.archive} archive was {_fmt(lag.total_seconds())} behind when observed at "
+        f"{r.observed_at.isoformat()} by `{r.via}` (RPO {_fmt(objective.total_seconds())})"
+        for lag, r in lags
+        if lag > objective
+    ]
+    exceptions += [
+        f"{source}: the {r.archive} archive was not continuous when observed at {r.observed_at.isoformat()} "
+        f"by `{r.via}`: {'; '.join(r.problems) or 'no base backup or dump to start from'}"
+        for r in inside
+        if not r.continuous
+    ]
+    worst_gap = max((g for g, _, _ in gaps), default=timedelta(0))
+    worst_lag = max((lag for lag, _ in lags), default=timedelta(0))
+    result |= {
+        "status": NON_COMPLIANT if exceptions else COMPLIANT,
+        "exceptions": exceptions,
+        "worst_gap_seconds": max(worst_gap, worst_lag).total_seconds(),
+        "worst_lag_seconds": worst_lag.total_seconds() if lags else None,
+        "largest_hole_seconds": worst_gap.total_seconds(),
+    }
+    return result
+
+
+def rpo_achieved(ctx: PolicyPeriod) -> ControlResult:
+    """The largest gap between restorable points over the period vs `objectives.rpo`: per
+    source with a point-in-time archive (`pitr:`), from the dumps and the archive's observations
+    (INSUFFICIENT_DATA without an observation in the period); for the other sources, from the
+    dumps alone."""
+    name = "rpo-achieved"
+    restorable = [run for run in ctx.all_runs if run.status in RESTORABLE and run.started_at < ctx.end]
+    points = [run.started_at for run in restorable]
+    inside = [run for run in restorable if run.started_at >= ctx.start]
+    objective = ctx.policy.objectives.rpo
+    pitr_sources = [source.name for source in ctx.policy.sources if getattr(source, "pitr", None)]
+    plain_sources = [source.name for source in ctx.policy.sources if source.name not in pitr_sources]
+    archives = {source: _archive_rpo(ctx, source, points) for source in pitr_sources}
+    records = [run.id for run in inside] + [r for a in archives.values() for r in a.pop("records")]
+    exceptions: list[str] = [e for a in archives.values() for e in a.pop("exceptions")]
+    worst: list[float] = [
+        a["worst_gap_seconds"] for a in archives.values() if a["worst_gap_seconds"] is not None
+    ]
+    insufficient = [source for source, a in archives.items() if a["status"] == INSUFFICIENT_DATA]
+    if plain_sources or not pitr_sources:
+        if not inside:
+            insufficient.append(", ".join(plain_sources) or "dumps")
+        else:
+            gaps = restorable_gaps(points, [], ctx.start, ctx.end)
+            worst.append(max(g for g, _, _ in gaps).total_seconds())
+            exceptions = [
+                f"gap of {_fmt(g.total_seconds())} from {a.isoformat()} to {b.isoformat()} "
+                f"exceeds the RPO {_fmt(objective.total_seconds())}"
+                for g, a, b in gaps
+                if g > objective
+            ] + exceptions
+    if exceptions:
+        status = NON_COMPLIANT
+    elif insufficient:
+        status = INSUFFICIENT_DATA
+    else:
+        status = COMPLIANT
+    largest = max(worst, default=None)
+    summary = (
+        f"largest gap {_fmt(largest)} vs objective {_fmt(objective.total_seconds())}"
+        if largest is not None
+        else "no restorable snapshot recorded for this policy in the period"
     )
+    if insufficient and not exceptions:
+        summary += f"; no record for {', '.join(insufficient)} in the period"
+        if pitr_sources and any(s in pitr_sources for s in insufficient):
+            summary += (
+                " (a point-in-time archive is observed by `status`, `wal status`, `binlog status|collect`)"
+            )
+    measured: dict[str, Any] = {
+        "worst_gap_seconds": largest,
+        "objective_seconds": objective.total_seconds(),
+        "restorable_points": len(inside),
+        "point_in_time_archive": archives or None,
+    }
+    return _result(ctx, name, status, summary, records=records, exceptions=exceptions, measured=measured)
 
 
 def retention_held(ctx: PolicyPeriod) -> ControlResult:

@@ -3,6 +3,9 @@ document, write outputs."""
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +33,30 @@ def load_policies(settings: Settings, names: tuple[str, ...]) -> list[LoadedPoli
 
 
 def document_for(
-    settings: Settings, period: Period, names: tuple[str, ...]
+    settings: Settings, period: Period, names: tuple[str, ...], *, lazy_runs: bool = False
 ) -> tuple[dict[str, Any], list[LoadedPolicy], Catalog]:
+    """The document of `period` for the policies `names` (all when empty); `lazy_runs`: see
+    document.build (the bundle writer's form)."""
     policies = load_policies(settings, names)
     catalog = Catalog.open(settings.catalog_url)
-    return build(catalog, period, policies, include_all=not names), policies, catalog
+    with without_cyclic_gc():
+        document = build(catalog, period, policies, include_all=not names, lazy_runs=lazy_runs)
+    return document, policies, catalog
+
+
+@contextmanager
+def without_cyclic_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector. Building a document allocates about a million
+    objects that all live until it is written (runs, copies, exceptions; nothing cyclic to
+    reclaim), and each full collection walks all of them: 1.5 s of the 7 s a 50-policy quarter
+    takes to build (evidence benchmark). Reference counting still frees everything as usual."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def write_new(path: Path, text: str) -> None:
