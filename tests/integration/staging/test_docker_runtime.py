@@ -116,7 +116,8 @@ def test_postgres_restore_of_a_real_dump(
     # In parallel: spooled inside the container, pg_restore --jobs, the spool removed after.
     dump_file = tmp_path / "shop.pgdump"
     pg_dump = str(pg_database.cluster.bindir / "pg_dump")
-    runner.run([pg_dump, "-Fc", "-d", pg_database.url, "-f", str(dump_file)], env={"PGPASSWORD": pg_database.password})
+    password = {"PGPASSWORD": pg_database.password}
+    runner.run([pg_dump, "-Fc", "-d", pg_database.url, "-f", str(dump_file)], env=password)
     size = dump_file.stat().st_size
     with dump_file.open("rb") as stream:
         parallel = runtime.restore_database(db, "parallel", stream, jobs=2, size_hint=size)
