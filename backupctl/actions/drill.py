@@ -32,12 +32,13 @@ from backupctl.actions.events import Events, LogEvents
 from backupctl.checks.base import CheckResult
 from backupctl.core.manifest import ArtifactRecord
 from backupctl.core.secrets import mask, register_secret
+from backupctl.core.spool import default_jobs
 from backupctl.drills.schema import DatabaseRestore, Drill, Service
 from backupctl.errors import BackupctlError, ConfigError, IntegrityError, JobFailed
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 from backupctl.sources.base import build_source, count_rows_equal
-from backupctl.staging.base import StagingRuntime, fill_placeholders
+from backupctl.staging.base import DatabaseRestored, StagingRuntime, fill_placeholders
 from backupctl.targets.registry import traits_of
 
 DRILL_SECRET_ENV = "BACKUPCTL_DRILL_SECRET"
@@ -219,8 +220,10 @@ def run_drill(
     restore_all: bool = False,
     events: Events | None = None,
     after_restore: AfterRestore | None = None,
+    jobs: int = 0,
 ) -> DrillOutcome:
     """Run one drill and return its outcome (also when it failed: `outcome.ok`, `reason`).
+    `jobs`: parallel restore jobs per PostgreSQL database (0: one per CPU, as `restore` does).
     Raises ConfigError before touching anything when the drill cannot start."""
     events = events or LogEvents()
     catalog = open_catalog(settings)
@@ -271,6 +274,7 @@ def run_drill(
                 events,
                 restore_all,
                 after_restore,
+                jobs or default_jobs(),
             )
         outcome.measured_rto = time.monotonic() - began
         outcome.rpo_at_drill = (datetime.now(UTC) - snapshot.started_at).total_seconds()
@@ -323,6 +327,7 @@ def _drill_steps(
     events: Events,
     restore_all: bool,
     after_restore: AfterRestore | None = None,
+    jobs: int = 1,
 ) -> None:
     def stage(name: str, started: float, detail: str = "") -> None:
         outcome.stages.append(StageTiming(name, time.monotonic() - started, detail))
@@ -388,15 +393,20 @@ def _drill_steps(
     for artifact in wanted:
         into, database, path = restores.get(artifact.source, (None, None, None))
         started = outcome.begin(f"restore {artifact.source}")
+        detail = f"{artifact.plain_bytes} bytes"
         if database is not None and into is not None:
-            _restore_database(runtime, into, database.database, feed, artifact, outcome)
+            restored = _restore_database(runtime, into, database.database, feed, artifact, outcome, jobs)
+            detail += f", {restored.jobs} parallel jobs" if restored.jobs > 1 else ", one job"
+            if restored.note:
+                outcome.warnings.append(f"restore {artifact.source}: {restored.note}")
+                events.warning(f"restore {artifact.source}: {restored.note}")
         else:
             _restore_files(runtime, into, path, feed, artifact, outcome)
-        stage(f"restore {artifact.source}", started, f"{artifact.plain_bytes} bytes")
+        stage(f"restore {artifact.source}", started, detail)
         if after_restore is not None and database is not None and into is not None:
             started = outcome.begin(f"replay {artifact.source}")  # e.g. a binlog replay: part of the RTO
-            if detail := after_restore(runtime, into, database.database, artifact.source, outcome):
-                stage(f"replay {artifact.source}", started, detail)
+            if replayed := after_restore(runtime, into, database.database, artifact.source, outcome):
+                stage(f"replay {artifact.source}", started, replayed)
         events.info(f"drill {outcome.run_id}: restored {artifact.source}")
 
     started = outcome.begin("apps ready")
@@ -532,13 +542,16 @@ def _restore_database(
     feed: ArtifactFeed,
     artifact: ArtifactRecord,
     outcome: DrillOutcome,
-) -> None:
+    jobs: int = 1,
+) -> DatabaseRestored:
     started = time.monotonic()
     check = f"{feed.stream_check} {artifact.file if feed.stream_check == 'decrypt' else artifact.source}"
     keep_privileges = _recreate_roles(runtime, service, artifact, outcome)
     with feed.plain(artifact) as (plain, finished):
         try:
-            runtime.restore_database(service, database, plain, keep_privileges)
+            restored = runtime.restore_database(
+                service, database, plain, keep_privileges, jobs=jobs, size_hint=artifact.plain_bytes
+            )
         finally:
             plain.read()  # drain so the producing thread can finish and report
         try:
@@ -568,6 +581,7 @@ def _restore_database(
         "; ".join(problems) if problems else f"{len(expected)} tables, every count equals the manifest",
         started,
     )
+    return restored
 
 
 def _recreate_roles(

@@ -9,25 +9,12 @@ from typing import Any
 
 import click
 
-from backupctl.cli.context import App, identity_option, json_option, pass_app, wait_option
+from backupctl.cli.context import App, identity_option, jobs_option, json_option, pass_app, wait_option
 from backupctl.cli.jobs import job_alerts
 from backupctl.cli.output import human_bytes, print_json, stdout_console
 from backupctl.core.secrets import SecretRef, mask_url_password
 from backupctl.errors import ConfigError, IntegrityError, JobFailed
 from backupctl.sources.base import ROLES_MODES, RestoreRequest, RolesMode, RolesOutcome
-
-
-def parse_jobs(ctx: click.Context, param: click.Parameter, value: str) -> int:
-    """`auto` → 0 (one per CPU, decided by the source), else an integer from 1 to 64."""
-    if value.strip().lower() == "auto":
-        return 0
-    try:
-        jobs = int(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither 'auto' nor a number") from None
-    if not 1 <= jobs <= 64:
-        raise click.BadParameter(f"{jobs} is not in 1-64")
-    return jobs
 
 
 @click.command()
@@ -237,14 +224,9 @@ def _verify_sample(
     "--as", "as_name", metavar="NAME",
     help="Create database NAME on the --to-db server and restore into it (the live one is untouched).",
 )  # fmt: skip
-@click.option(
-    "--jobs",
-    metavar="auto|N",
-    default="auto",
-    callback=parse_jobs,
-    show_default=True,
-    help="Parallel restore jobs: 'auto' (one per CPU, at most 8) or 1-64. PostgreSQL spools the "
-    "dump to a private temp file first ($BACKUPCTL_SPOOL_DIR; streams with 1 job when it has no room).",
+@jobs_option(
+    "PostgreSQL spools the dump to a private temp file first ($BACKUPCTL_SPOOL_DIR; streams with 1 job "
+    "when it has no room)."
 )
 @click.option(
     "--db-password", metavar="REF", help="Secret reference for the destination password (env:/file:/cmd:)."

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from backupctl.cli.context import App, identity_option, json_option, pass_app, wait_option
+from backupctl.cli.context import App, identity_option, jobs_option, json_option, pass_app, wait_option
 from backupctl.cli.jobs import job_alerts
 from backupctl.cli.output import print_json, stdout_console
 from backupctl.core.durations import humanize_seconds
@@ -38,6 +38,7 @@ from backupctl.errors import JobFailed
 )
 @click.option("--junit", type=click.Path(path_type=Path, dir_okay=False), help="Also write JUnit XML here.")
 @click.option("--run", "run_id", metavar="ID", help="With `cleanup`: only this drill run.")
+@jobs_option("Per PostgreSQL database: its dump is spooled inside staging first (one job without room).")
 @wait_option
 @identity_option
 @json_option
@@ -55,6 +56,7 @@ def drill(
     report_dir: Path | None,
     junit: Path | None,
     run_id: str | None,
+    jobs: int,
     wait: timedelta | None,
     identity_file: Path | None,
     as_json: bool,
@@ -116,6 +118,7 @@ def drill(
             identity_file=identity_file,
             restore_all=restore_all,
             events=app.events(),
+            jobs=jobs,
         )
     paths = write_outcome_reports(
         app.settings, outcome, report_dir or app.settings.state_dir / "reports", junit

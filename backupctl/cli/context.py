@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from backupctl.cli.output import CliEvents
 from backupctl.core.durations import parse_duration
 from backupctl.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     from backupctl.policy.loader import LoadedPolicy
@@ -66,6 +69,32 @@ wait_option = click.option(
     metavar="DURATION",
     help="If another backup/prune/drill of the policy runs, wait up to this long (default: exit 1 at once).",
 )
+
+def parse_jobs(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """`auto` → 0 (one per CPU, decided by the source), else an integer from 1 to 64."""
+    if value.strip().lower() == "auto":
+        return 0
+    try:
+        jobs = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither 'auto' nor a number") from None
+    if not 1 <= jobs <= 64:
+        raise click.BadParameter(f"{jobs} is not in 1-64")
+    return jobs
+
+
+def jobs_option(where: str) -> Callable[[F], F]:
+    """`--jobs auto|N` for commands that restore PostgreSQL dumps (`where`: how that command
+    spools the dump for a parallel pg_restore)."""
+    return click.option(
+        "--jobs",
+        metavar="auto|N",
+        default="auto",
+        callback=parse_jobs,
+        show_default=True,
+        help=f"Parallel restore jobs: 'auto' (one per CPU, at most 8) or 1-64. {where}",
+    )
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 identity_option = click.option(

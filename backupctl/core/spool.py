@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,19 +75,51 @@ class SpoolPlan:
         """
         where = directory or spool_directory()
         try:
-            free = shutil.disk_usage(where).free
-            reserve = reserve_bytes(where)
+            usage = shutil.disk_usage(where)
         except OSError as error:
             return cls(where, False, f"cannot use {where} for a spool file: {error.strerror or error}")
-        needed = (expected_bytes or 0) + reserve
-        if free < needed:
-            return cls(
-                where,
-                False,
-                f"{where} has {_gib(free)} free; spooling {_gib(expected_bytes or 0)} needs {_gib(needed)} "
-                "(set BACKUPCTL_SPOOL_DIR to a larger file system)",
-            )
+        reason = lack_of_room(str(where), expected_bytes, usage.free, usage.total)
+        if reason:
+            return cls(where, False, f"{reason} (set BACKUPCTL_SPOOL_DIR to a larger file system)")
         return cls(where, True, "")
+
+
+def lack_of_room(where: str, expected_bytes: int | None, free: int, total: int) -> str:
+    """Why a file system with `free` of `total` bytes cannot take a spool of `expected_bytes`
+    and keep its reserve; "" when it can. (Shared by host spools and staging containers'.)"""
+    needed = (expected_bytes or 0) + max(RESERVE_BYTES, int(total * RESERVE_FRACTION))
+    if free < needed:
+        return f"{where} has {_gib(free)} free; spooling {_gib(expected_bytes or 0)} needs {_gib(needed)}"
+    return ""
+
+
+def restore_with_spool(
+    stream: BinaryIO,
+    jobs: int,
+    size_hint: int | None,
+    serial: Callable[[BinaryIO], None],
+    parallel: Callable[[Path, int], None],
+    notes: list[str],
+) -> int:
+    """Restore `stream` with `parallel(spool_path, jobs)` when `jobs` > 1 and it can be spooled,
+    else with `serial(stream)`; returns the jobs used, and appends to `notes` why a parallel
+    restore fell back to one job (no room, or the disk filled while spooling: then what was
+    spooled is replayed followed by the rest, so nothing is lost)."""
+    if jobs <= 1:
+        serial(stream)
+        return 1
+    plan = SpoolPlan.decide(size_hint)
+    if not plan.possible:
+        notes.append(f"restored with one job: {plan.reason}")
+        serial(stream)
+        return 1
+    with private_spool(plan.directory, suffix=".pgdump") as spool:
+        if not spool.fill(stream):
+            notes.append(spool.stopped_reason)
+            serial(spool.replay(stream))
+            return 1
+        parallel(spool.path, jobs)
+    return jobs
 
 
 class Spool:

@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from backupctl.core import runner
 from backupctl.core.secrets import mask, mask_url_password, register_secret
-from backupctl.core.spool import SpoolPlan, default_jobs, private_spool
+from backupctl.core.spool import default_jobs, restore_with_spool
 from backupctl.errors import ConfigError, SourceError
 from backupctl.policy.schema import PostgresSource
 from backupctl.sources.base import (
@@ -464,21 +464,12 @@ class PostgresDumpSource:
         spooling, the restore streams with one job and a note says why.
         """
         jobs = request.jobs if request.jobs > 0 else default_jobs()
-        if jobs <= 1:
-            self._run_restore(argv, env, stream)
-            return 1
-        plan = SpoolPlan.decide(request.size_hint)
-        if not plan.possible:
-            notes.append(f"restored with one job: {plan.reason}")
-            self._run_restore(argv, env, stream)
-            return 1
-        with private_spool(plan.directory, suffix=".pgdump") as spool:
-            if not spool.fill(stream):
-                notes.append(spool.stopped_reason)
-                self._run_restore(argv, env, spool.replay(stream))
-                return 1
-            self._run_restore([*argv, f"--jobs={jobs}", str(spool.path)], env, None)
-        return jobs
+        return restore_with_spool(
+            stream, jobs, request.size_hint,
+            serial=lambda plain: self._run_restore(argv, env, plain),
+            parallel=lambda path, count: self._run_restore([*argv, f"--jobs={count}", str(path)], env, None),
+            notes=notes,
+        )  # fmt: skip
 
     def _check_destination(self, conninfo: str, password: str | None, request: RestoreRequest) -> None:
         with connect(conninfo, password, "the restore destination") as connection:

@@ -41,6 +41,15 @@ class ExecResult:
 
 
 @dataclass
+class DatabaseRestored:
+    """How `restore_database` restored: the parallel jobs it used and, when it had to use fewer
+    than asked (no room to spool the dump), why."""
+
+    jobs: int = 1
+    note: str = ""
+
+
+@dataclass
 class StagingInfo:
     """What `--keep` prints: how to reach the services and how to remove everything."""
 
@@ -60,12 +69,23 @@ class StagingRuntime(Protocol):
         ...
 
     def restore_database(
-        self, service: Service, database: str, stream: BinaryIO, keep_privileges: bool = False
-    ) -> None:
+        self,
+        service: Service,
+        database: str,
+        stream: BinaryIO,
+        keep_privileges: bool = False,
+        *,
+        jobs: int = 1,
+        size_hint: int | None = None,
+    ) -> DatabaseRestored:
         """Create `database` in the service and restore a plain dump stream (pg_dump custom
         format for postgres, SQL for mariadb) with the service's own tools, so versions match.
         `keep_privileges` (postgres): the dump's roles exist, restore owners and GRANTs too.
-        Reads `stream` to its end. Raises SourceError with the tool's stderr on failure."""
+        `jobs` > 1 (postgres): spool the dump where the service's tools can seek in it and run
+        `pg_restore --jobs`, as the fastest hand-run restore does; `size_hint` (the dump's plain
+        size) is checked against the spool's free space first, and without room the restore
+        streams with one job and says why. Reads `stream` to its end. Raises SourceError with
+        the tool's stderr on failure."""
         ...
 
     def install_files(self, service: Service, path: str, tree: Path) -> None:

@@ -46,12 +46,14 @@ from docker.types import Mount
 
 from backupctl.core.runner import last_lines
 from backupctl.core.secrets import SecretRef, mask, register_secret
+from backupctl.core.spool import lack_of_room
 from backupctl.drills.schema import Service
 from backupctl.errors import ConfigError, JobFailed, SourceError
 from backupctl.staging import isolation
 from backupctl.staging.base import (
     LABEL_DRILL,
     LABEL_MANAGED,
+    DatabaseRestored,
     ExecResult,
     SqlResult,
     StagingInfo,
@@ -65,6 +67,7 @@ from backupctl.staging.origin import http_ready
 log = logging.getLogger("backupctl.staging.docker")
 
 CHUNK = 1 << 20
+_SPOOL_PARENT = "/var/tmp"  # where a parallel restore spools its dump inside a staging container
 DEFAULT_IMAGES = {"postgres": "postgres:15", "mariadb": "mariadb:10.11"}
 DEFAULT_PORTS = {"postgres": 5432, "mariadb": 3306}
 # The images docker/build-images.sh builds, by the name it takes: the default set (`make images`)
@@ -438,9 +441,18 @@ class DockerRuntime:
         return SqlResult([line.split("\t") for line in lines])
 
     def restore_database(
-        self, service: Service, database: str, stream: BinaryIO, keep_privileges: bool = False
-    ) -> None:
-        """Create `database` if missing, then stream the dump into pg_restore / mariadb inside.
+        self,
+        service: Service,
+        database: str,
+        stream: BinaryIO,
+        keep_privileges: bool = False,
+        *,
+        jobs: int = 1,
+        size_hint: int | None = None,
+    ) -> DatabaseRestored:
+        """Create `database` if missing, then restore the dump with the service's own tools:
+        with `jobs` > 1 a PostgreSQL dump is spooled inside the container and restored with
+        `pg_restore --jobs` (`_restore_spooled`), else streamed into pg_restore / mariadb.
         `keep_privileges`: the dump's roles were recreated: keep owners and GRANTs."""
         if service.kind == "postgres":
             exists = "SELECT 1 FROM pg_database WHERE datname = '" + database.replace("'", "''") + "'"
@@ -451,6 +463,8 @@ class DockerRuntime:
             skip = [] if keep_privileges else ["--no-owner", "--no-acl"]
             argv = ["pg_restore", "--exit-on-error", *skip, *self._client_args(service)]
             argv += ["-d", database]
+            if jobs > 1:
+                return self._restore_spooled(service, database, argv, stream, jobs, size_hint)
         elif service.kind == "mariadb":
             create = "CREATE DATABASE IF NOT EXISTS `" + database.replace("`", "``") + "`"
             self._query(service, None, create, SourceError)
@@ -461,17 +475,60 @@ class DockerRuntime:
                 stream = without_sandbox_line(stream)  # e.g. 10.5.23 (staging/mariadb_sandbox.py)
         else:
             raise ConfigError(f"staging service '{service.name}' is not a database service")
+        self._run_tool(service, database, argv, stream)
+        return DatabaseRestored()
+
+    def _restore_spooled(
+        self,
+        service: Service,
+        database: str,
+        argv: list[str],
+        stream: BinaryIO,
+        jobs: int,
+        size_hint: int | None,
+    ) -> DatabaseRestored:
+        """Parallel pg_restore seeks in its archive: spool the dump into a private directory in
+        the container (its writable layer: nothing of it outlives the drill, and the host's
+        temporary directory is not involved), restore with `--jobs`, remove the spool. Without
+        room for the dump plus a reserve, stream it with one job and say why."""
+        container = self._container(service)
+        free = self._exec(container, ["df", "-Pk", _SPOOL_PARENT], keep=TAIL_BYTES)
+        fields = bytes(free.stdout).decode(errors="replace").splitlines()[-1:]
+        numbers = fields[0].split() if fields else []
+        if free.exit_code != 0 or len(numbers) < 4 or not numbers[1].isdigit() or not numbers[3].isdigit():
+            note = f"restored with one job: cannot read the free space of {_SPOOL_PARENT} in {container.name}"
+            self._run_tool(service, database, argv, stream)
+            return DatabaseRestored(1, note)
+        reason = lack_of_room(f"{container.name}:{_SPOOL_PARENT}", size_hint, int(numbers[3]) << 10,
+                              int(numbers[1]) << 10)  # fmt: skip
+        if reason:
+            self._run_tool(service, database, argv, stream)
+            return DatabaseRestored(1, f"restored with one job: {reason}")
+        spool = f"{_SPOOL_PARENT}/backupctl-spool-{secrets.token_hex(4)}"
+        try:
+            write = ["sh", "-c", f'umask 077 && mkdir "{spool}" && exec cat > "{spool}/dump"']
+            self._run_tool(service, database, write, stream, what="spooling the dump")
+            self._run_tool(service, database, [*argv, f"--jobs={jobs}", f"{spool}/dump"], None)
+        finally:
+            self._exec(container, ["rm", "-rf", spool], keep=TAIL_BYTES)
+        return DatabaseRestored(jobs)
+
+    def _run_tool(
+        self, service: Service, database: str, argv: list[str], stream: BinaryIO | None, what: str = ""
+    ) -> None:
+        """Run a restore tool in the service's container, feeding it `stream`; SourceError with its
+        stderr tail when it fails or stops reading its input early."""
         started = time.monotonic()
         result = self._exec(
             self._container(service), argv, env=self._tool_env(service), stdin=stream, keep=TAIL_BYTES
         )
         if result.exit_code != 0 or not result.input_consumed:
             raise SourceError(
-                f"{argv[0]} into {service.name}/{database} exited with {result.exit_code}"
+                f"{what or argv[0]} into {service.name}/{database} exited with {result.exit_code}"
                 f"{'' if result.input_consumed else ' before reading all its input'}: "
                 f"{mask(last_lines(bytes(result.stderr)))}"
             )
-        log.debug("restored %s/%s in %.1fs", service.name, database, time.monotonic() - started)
+        log.debug("%s %s/%s in %.1fs", what or argv[0], service.name, database, time.monotonic() - started)
 
     # --- files -------------------------------------------------------------------------------------
 

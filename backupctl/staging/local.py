@@ -27,6 +27,7 @@ How it differs from Docker (what drill authors need to know):
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ from typing import Any, BinaryIO, TypeAlias
 from backupctl.core import runner
 from backupctl.core.durations import format_duration
 from backupctl.core.secrets import SecretRef, mask
+from backupctl.core.spool import restore_with_spool
 from backupctl.drills.schema import Service
 from backupctl.errors import ConfigError, JobFailed, SourceError
 from backupctl.local_cluster.mariadb import LocalMariaDB
@@ -54,6 +56,7 @@ from backupctl.sources.mysql import password_options, quote_identifier
 from backupctl.staging.base import (
     LABEL_DRILL,
     LABEL_MANAGED,
+    DatabaseRestored,
     ExecResult,
     SqlResult,
     StagingInfo,
@@ -130,14 +133,22 @@ class LocalRuntime:
                     time.sleep(0.2)
 
     def restore_database(
-        self, service: Service, database: str, stream: BinaryIO, keep_privileges: bool = False
-    ) -> None:
+        self,
+        service: Service,
+        database: str,
+        stream: BinaryIO,
+        keep_privileges: bool = False,
+        *,
+        jobs: int = 1,
+        size_hint: int | None = None,
+    ) -> DatabaseRestored:
         """Create `database` unless it exists and restore `stream` into it with the cluster's own
         pg_restore / mariadb client, reading the stream to its end in 1 MiB chunks.
 
         Unless the dump's roles were recreated (`keep_privileges`), pg_restore skips owners and
-        privileges: they would name roles staging does not have.
-        Raises SourceError with the tool's stderr tail."""
+        privileges: they would name roles staging does not have. With `jobs` > 1, PostgreSQL
+        dumps are spooled to a private file first and restored with `pg_restore --jobs`
+        (backupctl.core.spool). Raises SourceError with the tool's stderr tail."""
         cluster = self._cluster(service)
         if isinstance(cluster, LocalPostgres):
             exists = cluster.psql(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(database)}")
@@ -146,14 +157,23 @@ class LocalRuntime:
             skip = [] if keep_privileges else ["--no-owner", "--no-privileges"]
             argv = [str(cluster.bindir / "pg_restore"), "--exit-on-error", *skip,
                     f"--dbname={cluster.url(database)}"]  # fmt: skip
-            self._feed(service, argv, {"PGPASSWORD": cluster.password}, stream, [])
-            return
+            env = {"PGPASSWORD": cluster.password}
+            notes: list[str] = []
+            used = restore_with_spool(
+                stream, jobs, size_hint,
+                serial=lambda plain: self._feed(service, argv, env, plain, []),
+                parallel=lambda path, count: self._feed(service, [*argv, f"--jobs={count}", str(path)], env,
+                                                        io.BytesIO(), []),
+                notes=notes,
+            )  # fmt: skip
+            return DatabaseRestored(used, "; ".join(notes))
         create = f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)} CHARACTER SET utf8mb4;"
         self._mariadb(cluster, None, create)
         with password_options(cluster.password, isolated=True) as (first, fds):
             argv = [cluster.programs.client, *first, f"--socket={cluster.socket_path}", "--user=root",
                     "--binary-mode", "--default-character-set=utf8mb4", f"--database={database}"]  # fmt: skip
             self._feed(service, argv, None, stream, fds)
+        return DatabaseRestored()
 
     @staticmethod
     def _feed(service: Service, argv: list[str], env: dict[str, str] | None, stream: BinaryIO,

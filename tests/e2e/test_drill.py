@@ -133,6 +133,8 @@ def test_docker_drill_from_glacier_passes_and_leaves_nothing(
         str(reports),
         "--junit",
         str(junit),
+        "--jobs",
+        "2",
         "--json",
         timeout=900,
     )
@@ -142,6 +144,8 @@ def test_docker_drill_from_glacier_passes_and_leaves_nothing(
     assert outcome["target"] == "offsite" and outcome["runtime"] == "docker"
     stages = [stage["name"] for stage in outcome["stages"]]
     assert stages[:2] == ["fetch shop-db", "fetch uploads"] and "apps ready" in stages and "checks" in stages
+    details = {stage["name"]: stage["detail"] for stage in outcome["stages"]}
+    assert details["restore shop-db"].endswith(", 2 parallel jobs"), details  # pg_restore --jobs 2 in staging
     assert outcome["warmup_seconds"] > 0, "the GLACIER copy must go through the warm-up path"
     names = {check["name"]: check["ok"] for check in outcome["checks"]}
     for expected in (

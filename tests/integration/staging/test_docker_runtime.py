@@ -67,6 +67,7 @@ def test_postgres_restore_of_a_real_dump(
     pg_database: PgDatabase,
     docker_client: Any,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     with pg_database.connect() as connection:
         # Enough data for several 1 MiB chunks through the exec's stdin.
@@ -111,6 +112,27 @@ def test_postgres_restore_of_a_real_dump(
         runtime.sql(db, "shop", "SELECT * FROM no_such_table")
     with pytest.raises(SourceError, match="pg_restore"):
         runtime.restore_database(db, "other", io.BytesIO(b"not a dump"))
+
+    # In parallel: spooled inside the container, pg_restore --jobs, the spool removed after.
+    dump_file = tmp_path / "shop.pgdump"
+    pg_dump = str(pg_database.cluster.bindir / "pg_dump")
+    password = {"PGPASSWORD": pg_database.password}
+    runner.run([pg_dump, "-Fc", "-d", pg_database.url, "-f", str(dump_file)], env=password)
+    size = dump_file.stat().st_size
+    with dump_file.open("rb") as stream:
+        parallel = runtime.restore_database(db, "parallel", stream, jobs=2, size_hint=size)
+    assert (parallel.jobs, parallel.note) == (2, "")
+    for table, count in expected.items():
+        assert runtime.sql(db, "parallel", count_query(table)).scalar == count, table
+    with pytest.raises(SourceError, match="pg_restore"):
+        runtime.restore_database(db, "broken", io.BytesIO(b"not a dump"), jobs=2, size_hint=10)
+    assert runtime.exec(db, ["sh", "-c", "ls -A /var/tmp"]).output.strip() == ""  # no spool left
+    # No room for the spool (a size hint beyond the container's free space): one job, and why.
+    with dump_file.open("rb") as stream:
+        streamed = runtime.restore_database(db, "streamed", stream, jobs=2, size_hint=1 << 50)
+    assert streamed.jobs == 1 and "restored with one job" in streamed.note and "/var/tmp" in streamed.note
+    table, count = next(iter(expected.items()))
+    assert runtime.sql(db, "streamed", count_query(table)).scalar == count
     info = runtime.info()
     assert info.services["db"] == f"docker exec -it backupctl-{runtime.run_id}-db psql -U postgres"
     assert info.remove == f"backupctl drill cleanup --run {runtime.run_id}"

@@ -79,7 +79,9 @@ def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
     staging.down()
 
 
-def test_postgres_restore_of_a_pg_dump_stream(runtime: LocalRuntime, pg_database: PgDatabase) -> None:
+def test_postgres_restore_of_a_pg_dump_stream(
+    runtime: LocalRuntime, pg_database: PgDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = service(name="db", kind="postgres", image="postgres:15")
     runtime.start_databases([db])
     dump, stream = pg_dump(pg_database)
@@ -101,6 +103,18 @@ def test_postgres_restore_of_a_pg_dump_stream(runtime: LocalRuntime, pg_database
     with pytest.raises(SourceError, match=r"pg_restore exited with status 1.*valid archive"):
         runtime.restore_database(db, "other", garbage)
     assert garbage.tell() == len(garbage.getvalue())  # read to its end all the same
+
+    # In parallel: spooled to a private file under $BACKUPCTL_SPOOL_DIR, removed afterwards.
+    spools = tmp_path / "spools"
+    spools.mkdir()
+    monkeypatch.setenv("BACKUPCTL_SPOOL_DIR", str(spools))
+    dump, stream = pg_dump(pg_database)
+    restored = runtime.restore_database(db, "parallel", stream, jobs=2, size_hint=1 << 20)
+    assert dump.wait() == 0 and (restored.jobs, restored.note) == (2, "")
+    assert runtime.sql(db, "parallel", "SELECT count(*) FROM customers").scalar == runtime.sql(
+        db, "shop", "SELECT count(*) FROM customers"
+    ).scalar
+    assert list(spools.iterdir()) == []
 
     host, port = runtime.endpoint(db)
     assert host == "127.0.0.1" and port > 0
