@@ -36,8 +36,8 @@ S3_UPLOAD_BOTO3 = """
 import sys, boto3
 from boto3.s3.transfer import TransferConfig
 from backupctl.policy.schema import S3Target
-defaults = S3Target(name="bench", type="s3", bucket="b")
-config = TransferConfig(multipart_chunksize=defaults.part_size_mb << 20, max_concurrency=defaults.max_concurrency)
+target = S3Target(name="bench", type="s3", bucket="b")
+config = TransferConfig(multipart_chunksize=target.part_size_mb << 20, max_concurrency=target.max_concurrency)
 client = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1")
 client.upload_file(sys.argv[3], sys.argv[2], "boto3/artifact.bin", Config=config)
 """
