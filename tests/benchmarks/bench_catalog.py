@@ -53,6 +53,7 @@ from backupctl.actions.events import LogEvents  # noqa: E402
 from backupctl.actions.prune import run_prune  # noqa: E402
 from backupctl.catalog.models import Base  # noqa: E402
 from backupctl.catalog.store import Catalog  # noqa: E402
+from backupctl.cli.contract import versioned  # noqa: E402
 from backupctl.core.crypto import generate_keys  # noqa: E402
 from backupctl.core.manifest import new_snapshot_id  # noqa: E402
 from backupctl.policy.loader import find_policy  # noqa: E402
@@ -278,11 +279,13 @@ def measure_size(total: int, work: Path, env: dict[str, str], runs: int, now: da
     # Sanity: the CLI and the in-process calls succeed and agree.
     listing = json.loads(run_cli([*base, "snapshots", MEASURED_POLICY, "--json"], env)[0])
     everything = json.loads(run_cli([*base, "snapshots", MEASURED_POLICY, "--all", "--json"], env)[0])
-    if [view.as_dict() for view in Catalog.open(url).snapshots(MEASURED_POLICY)] != listing:
+    views = Catalog.open(url).snapshots(MEASURED_POLICY)
+    in_process = versioned([view.as_dict() for view in views], ["snapshots"])
+    if in_process != listing:  # compared as the CLI prints them (docs/json.md: RFC 3339, schema)
         raise SystemExit("snapshots --json disagrees with Catalog.snapshots")
     report = run_prune(settings, policy, dry_run=True, events=LogEvents())
     cli_report = json.loads(run_cli([*base, "prune", MEASURED_POLICY, "--dry-run", "--json"], env)[0])
-    if cli_report["targets"] != report.as_dict()["targets"]:
+    if cli_report["targets"] != versioned(report.as_dict(), ["prune"])["targets"]:
         raise SystemExit("prune --dry-run --json disagrees with run_prune(dry_run=True)")
     print(f"  {MEASURED_POLICY}: {len(everything)} snapshots, {len(listing)} complete or partial")
     for target in report.targets:
