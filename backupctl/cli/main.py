@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from itertools import pairwise
 from types import FrameType
 from typing import NoReturn
 
@@ -184,7 +185,16 @@ def main() -> None:
     except click.ClickException as error:
         code = EXIT_CONFIG if error.exit_code == 2 else error.exit_code
         _fail(code, error.format_message(), "usage", shown=error.show)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as aborted:
+        # click turns Ctrl-C and SIGTERM (Terminated) inside a command into Abort: keep their
+        # documented exit codes (130 / 143, docs/json.md).
+        # Not for PostgreSQL's archive/restore commands: an exit status above 125 stops its
+        # archiver or recovery (they say exit 1 on an interruption themselves; this covers the
+        # moment before their body runs).
+        cause = aborted.__cause__ or aborted.__context__
+        if isinstance(cause, KeyboardInterrupt) and not _postgres_hook(sys.argv[1:]):
+            message = "interrupted: nothing incomplete was recorded as a snapshot"
+            _fail(143 if isinstance(cause, Terminated) else 130, message, "interrupted", text=message)
         _fail(EXIT_FAILED, "aborted", "aborted", text="aborted")
     except PolicyInvalid as error:
         lines = [f"error: {len(error.issues)} problem(s) in the configuration:"]
@@ -208,6 +218,11 @@ def main() -> None:
         message = f"{type(error).__name__}: {mask(str(error))}"
         _fail(EXIT_FAILED, message, "internal",
               text=f"internal error: {message} (run with -v for details)")  # fmt: skip
+
+
+def _postgres_hook(argv: list[str]) -> bool:
+    """Whether the command line is `wal push` or `wal fetch` (archive_command, restore_command)."""
+    return any(first == "wal" and second in ("push", "fetch") for first, second in pairwise(argv))
 
 
 def _kind(error: BackupctlError) -> str:
