@@ -18,16 +18,15 @@ from backupctl.errors import BackupctlError, IntegrityError, TargetError
 from backupctl.policy.schema import ResticTarget
 from backupctl.sources.base import RestoreOutcome, RestoreRequest
 from backupctl.targets.registry import traits_of
-from backupctl.targets.restic import TAG, ResticRepository, tags_for
+from backupctl.targets.restic import TAG, ResticBackupResult, ResticRepository, tags_for
 from backupctl.targets.restic_snapshots import (
     MANIFEST_FILENAME,
     MANIFEST_TAG,
-    ResticSink,
     artifact_stdin_filename,
-    close_sinks,
     manifest_envelope,
     manifest_tags,
     open_manifest_sinks,
+    open_sinks,
     read_manifest_snapshot,
     read_restic_manifest,
     restic_snapshot_for,
@@ -37,6 +36,7 @@ from backupctl.targets.restic_snapshots import (
 )
 from backupctl.targets.snapshot_files import SignedManifest
 from backupctl.targets.store import ArtifactCheck, Deletion, Fetched, PlainCheck, StoredStream, TreeSource
+from backupctl.targets.stream_sinks import StreamSink, close_sinks
 
 
 class ResticSnapshotStore(ResticRepository):
@@ -51,7 +51,7 @@ class ResticSnapshotStore(ResticRepository):
         # policy -> {snapshot id: restic id of its manifest} from the last `snapshot_ids`: reading
         # those manifests then costs one `restic dump` each, not a lookup by tags as well.
         self._listed: dict[str, dict[str, str]] = {}
-        self._manifest_sink: ResticSink | None = None  # started by begin_snapshot
+        self._manifest_sink: StreamSink | None = None  # started by begin_snapshot
         # (policy, snapshot id, source) -> restic id found by `fetch`: reading it back then
         # costs no second lookup (each restic call derives the key again, ~0.8 s).
         self._found: dict[tuple[str, str, str], str] = {}
@@ -236,6 +236,22 @@ class ResticSnapshotStore(ResticRepository):
             for artifact in signed.manifest.artifacts
             if artifact.source not in held
         ]
+
+    def open_stream_sink(
+        self, policy: str, snapshot_id: str, source: str, extension: str, *, background: bool = False
+    ) -> StreamSink:
+        """A `restic backup --stdin` tagged with the snapshot and source, started now."""
+        (sink,) = open_sinks(
+            {self.name: self}, stdin_filename(source, extension), tags_for(policy, snapshot_id, source),
+            background=background,
+        )  # fmt: skip
+        return sink
+
+    def store_tree(
+        self, policy: str, snapshot_id: str, source: str, path: str, excludes: list[str]
+    ) -> ResticBackupResult:
+        """`restic backup PATH` (incremental), tagged with the snapshot and source."""
+        return self.backup_path(path, excludes, tags_for(policy, snapshot_id, source))
 
     def setup(self, dry_run: bool) -> list[dict[str, str]]:
         if self.exists():

@@ -31,6 +31,7 @@ from backupctl.sources.base import RestoreOutcome, RestoreRequest
 from backupctl.targets.base import Posture
 from backupctl.targets.registry import StoreTraits, kind_of, load_class
 from backupctl.targets.snapshot_files import SignedManifest
+from backupctl.targets.stream_sinks import StreamSink
 
 
 @dataclass
@@ -218,6 +219,47 @@ class SnapshotStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class StoredPlain(Protocol):
+    """What a store that takes plain streams and trees as they are reports for one of them."""
+
+    snapshot_id: str  # the store's own snapshot (restic's id)
+    data_added: int  # new bytes after deduplication
+    files_new: int
+    files_changed: int
+
+
+@runtime_checkable
+class PlainStore(SnapshotStore, Protocol):
+    """A SnapshotStore that takes a source's plain stream, and a file source's tree, as they are
+    (`traits.deduplicating`; restic): what the backup's fan-out tees a dump into
+    (actions/backup_fanout.py), with the store's process started ahead of the dump where that
+    saves time (actions/ahead.py). Every store of a deduplicating kind is one (`as_plain`)."""
+
+    def open_stream_sink(
+        self, policy: str, snapshot_id: str, source: str, extension: str, *, background: bool = False
+    ) -> StreamSink:
+        """Start storing one source's plain stream, fed through the sink's writer and committed
+        or aborted by `stream_sinks.close_sinks` (its `result`: a StoredPlain). Never raises: a
+        sink that failed to start carries its error. `background`: the lowest CPU priority,
+        for a process that mostly waits (its key derivation takes spare CPU only)."""
+        ...
+
+    def store_tree(
+        self, policy: str, snapshot_id: str, source: str, path: str, excludes: list[str]
+    ) -> StoredPlain:
+        """Store a file source's tree as it is (incremental: restic picks the previous snapshot
+        as parent). Raises TargetError."""
+        ...
+
+
+def as_plain(store: SnapshotStore) -> PlainStore:
+    """`store` as the PlainStore it is, when its kind is deduplicating (the registry's promise:
+    tests/integration/targets/contract.py checks it for every kind). Raises TypeError otherwise."""
+    if not store.traits.deduplicating or not isinstance(store, PlainStore):
+        raise TypeError(f"target {store.name} does not take plain streams as they are")
+    return store
 
 
 def tool_version(config: Any) -> str:

@@ -54,7 +54,7 @@ from backupctl.sources.base import RestoreRequest
 from backupctl.sources.files import FilesTarSource
 from backupctl.targets.base import BlobTarget
 from backupctl.targets.registry import traits_of
-from backupctl.targets.store import SnapshotStore, open_store
+from backupctl.targets.store import SnapshotStore, as_plain, open_store
 
 MiB = 1024 * 1024
 SIZES = [0, 1, 5 * MiB + 1, 40 * MiB]
@@ -326,16 +326,14 @@ def store_tree(
     restic's `backup_path`), then its signed manifest. The snapshot id, the artifact record and
     the source."""
     from backupctl.policy.schema import FilesSource
-    from backupctl.targets.restic import tags_for
 
     source = FilesTarSource(FilesSource.model_validate({"name": "site", "type": "files", "path": str(tree)}))
     snapshot_id = new_snapshot_id()
     with source.dump() as dump:
         stored = store.store_stream(policy, snapshot_id, "site", dump.extension, dump.stream, keys.recipients)
         facts = dump.finish()
-    backup_path = getattr(store, "backup_path", None)  # the tree, where the store keeps trees
-    if store.traits.deduplicating and callable(backup_path):
-        backup_path(str(tree), [], tags_for(policy, snapshot_id, "site"))
+    if store.traits.deduplicating:  # it keeps the tree itself, as the backup's fan-out gives it
+        as_plain(store).store_tree(policy, snapshot_id, "site", str(tree), [])
     record = ArtifactRecord(
         source="site", source_type="files", file=stored.file, format="tar",
         plain_bytes=stored.plain_bytes, plain_digest=stored.plain_digest, stored_bytes=stored.stored_bytes,
@@ -475,3 +473,8 @@ class SnapshotStoreContract:
         assert posture.offsite == store.offsite == config.offsite
         assert store.traits == traits_of(config)
         assert open_store(config).traits == store.traits  # what actions get for this config
+        if store.traits.deduplicating:  # takes plain streams and trees as they are (the fan-out's)
+            assert as_plain(store) is store
+        else:
+            with pytest.raises(TypeError):
+                as_plain(store)
