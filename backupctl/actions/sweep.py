@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from backupctl.errors import RetainedByLock, TargetError
+from backupctl.targets.registry import traits_of
 
 log = logging.getLogger("backupctl.sweep")
 
@@ -112,7 +113,7 @@ def sweep_failed_runs(
 def _local_leftovers(config: Any, policy: str, snapshot_id: str) -> list[Path]:
     """Temporary files a killed run left in a local target's snapshot directory (not objects:
     `list_keys` never shows them)."""
-    if config.type != "local":
+    if not traits_of(config).local_directory:
         return []
     directory = Path(config.path) / policy / snapshot_id
     if not directory.is_dir():
