@@ -13,7 +13,7 @@ from backupctl.settings import Settings
 from backupctl.targets.base import BlobTarget, build_target
 from backupctl.targets.registry import traits_of
 from backupctl.targets.snapshot_files import SignedManifest, read_manifest
-from backupctl.targets.store import SnapshotStore
+from backupctl.targets.store import SnapshotStore, open_store
 
 
 def trusted_keys(settings: Settings, policy: Policy, extra: list[str] | None = None) -> list[str]:
@@ -36,15 +36,15 @@ def load_identities(policy: Policy, identity_file: Path | None) -> list[Any]:
     return parse_identities(policy.encryption.identity.resolve())
 
 
-def choose_target(policy: Policy, snapshot: SnapshotView, requested: str | None) -> BlobTarget:
-    """`requested` if given, else the first target (policy order) holding a complete copy of
-    the age-encrypted artifacts."""
+def choose_store(policy: Policy, snapshot: SnapshotView, requested: str | None) -> SnapshotStore:
+    """The store of target `requested` if given, else of the first target (policy order)
+    holding a complete copy as age-encrypted artifacts (not a deduplicating store: the slowest
+    to open). Raises ConfigError when none does, TargetError when it cannot be opened."""
     if requested:
-        config = policy.target(requested)
-        return build_target(config)
+        return open_store(policy.target(requested))
     for config in policy.targets:
         if not traits_of(config).deduplicating and snapshot.targets.get(config.name) == "complete":
-            return build_target(config)
+            return open_store(config)
     raise ConfigError(f"snapshot {snapshot.id} has no complete copy on any target of policy '{policy.name}'")
 
 

@@ -22,42 +22,57 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from backupctl.errors import TargetError
 from backupctl.sources.base import DumpStream, Source
-from backupctl.targets.restic_snapshots import ResticSink, close_sinks, open_sinks
+from backupctl.targets.store import PlainStore
+from backupctl.targets.stream_sinks import StreamSink, close_sinks
+
+
+@dataclass(frozen=True)
+class StreamOf:
+    """Which plain stream a sink stores: one source's dump in one backupctl snapshot."""
+
+    policy: str
+    snapshot_id: str
+    source: str
+    extension: str
+
+    def open(self, stores: dict[str, PlainStore]) -> list[StreamSink]:
+        return [
+            store.open_stream_sink(self.policy, self.snapshot_id, self.source, self.extension)
+            for store in stores.values()
+        ]
 
 
 class PendingSinks:
-    """restic processes started ahead of the dump that will feed them, keyed by source.
+    """Store processes (restic) started ahead of the dump that will feed them, keyed by source.
 
     Each `restic backup` spends about 0.5 s of CPU deriving the repository key (scrypt) and then
     loads the index before it reads a byte. Started ahead, that overlaps with the work before
     the dump (opening the catalog, connecting to the database) instead of holding back the
     dump's first bytes. Whatever is not taken is aborted by `abort()`, so a process started
-    ahead never commits a snapshot.
+    ahead never commits a snapshot. They are opened through the store interface
+    (`PlainStore.open_stream_sink`): nothing here knows which kind of store it starts.
     """
 
     def __init__(self) -> None:
-        self._waiting: dict[str, list[ResticSink]] = {}
+        self._waiting: dict[str, list[StreamSink]] = {}
 
-    def start(self, source: str, repositories: dict[str, Any], filename: str, tags: list[str]) -> None:
-        if repositories and source not in self._waiting:
-            self._waiting[source] = open_sinks(repositories, filename, tags)
+    def start(self, stream: StreamOf, stores: dict[str, PlainStore]) -> None:
+        if stores and stream.source not in self._waiting:
+            self._waiting[stream.source] = stream.open(stores)
 
-    def take(
-        self, source: str, repositories: dict[str, Any], filename: str, tags: list[str]
-    ) -> list[ResticSink]:
-        """The sinks for `source`, one per repository: those started ahead, new ones for the
-        rest. Sinks started ahead for a repository no longer wanted (its target failed
+    def take(self, stream: StreamOf, stores: dict[str, PlainStore]) -> list[StreamSink]:
+        """The sinks for `stream`'s source, one per store: those started ahead, new ones for
+        the rest. Sinks started ahead for a store no longer wanted (its target failed
         meanwhile) are aborted."""
-        ready = {sink.name: sink for sink in self._waiting.pop(source, [])}
-        unwanted = [sink for name, sink in ready.items() if name not in repositories]
+        ready = {sink.name: sink for sink in self._waiting.pop(stream.source, [])}
+        unwanted = [sink for name, sink in ready.items() if name not in stores]
         close_sinks(unwanted, TargetError("not needed any more"))
-        missing = {name: repo for name, repo in repositories.items() if name not in ready}
-        fresh = {sink.name: sink for sink in open_sinks(missing, filename, tags)}
-        return [ready.get(name) or fresh[name] for name in repositories]
+        missing = {name: store for name, store in stores.items() if name not in ready}
+        fresh = {sink.name: sink for sink in stream.open(missing)}
+        return [ready.get(name) or fresh[name] for name in stores]
 
     def abort(self) -> None:
         """Stop every process not taken: restic commits nothing for them."""

@@ -1,13 +1,15 @@
 """One backup run's state and the fan-out of each source's dump to the run's snapshot stores.
 
 A source's dump is read once: its plain stream is tee'd to the deduplicating stores that take
-it as it is (restic) and compressed + age-encrypted into the first healthy blob store (the
-*primary*); what landed there is re-hashed and copied to the source's other blob stores
-(re-hashed on arrival). A source with no blob store (or whose blob stores all failed) goes to
-the deduplicating stores only, hashed on the way. File sources go to deduplicating stores as a
-tree (`restic backup PATH`, incremental), after their tar stream. A database source's role
-passwords, when captured (`roles: {passwords: true}`), follow its dump to the same stores as an
-artifact of their own (`<source>.secrets`), through the stores' own `store_stream`.
+it as it is (`PlainStore.open_stream_sink`: restic) and compressed + age-encrypted into the
+first healthy blob store (the *primary*); what landed there is re-hashed and copied to the
+source's other blob stores (re-hashed on arrival). A source with no blob store (or whose blob
+stores all failed) goes to the deduplicating stores only, hashed on the way. File sources go to
+deduplicating stores as a tree (`PlainStore.store_tree`: `restic backup PATH`, incremental),
+after their tar stream. Which stores are which is their kind's trait (`deduplicating`), never
+its name. A database source's role passwords, when captured (`roles: {passwords: true}`),
+follow its dump to the same stores as an artifact of their own (`<source>.secrets`), through
+the stores' own `store_stream`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
-from backupctl.actions.ahead import StartedAhead
+from backupctl.actions.ahead import StartedAhead, StreamOf
 from backupctl.actions.events import Events
 from backupctl.core.digests import PLAIN_ALGORITHM
 from backupctl.core.killpoints import pause_point
@@ -32,18 +34,11 @@ from backupctl.core.pipeline import CHUNK, HashingReader, encrypt_stream
 from backupctl.core.secrets import mask
 from backupctl.errors import BackupctlError, IntegrityError, JobFailed, TargetError
 from backupctl.policy.schema import Policy
-from backupctl.sources.base import Source, dump_extension
+from backupctl.sources.base import Source, dump_extension, dumps_a_tree
 from backupctl.targets.registry import traits_of
-from backupctl.targets.restic import tags_for
-from backupctl.targets.restic_snapshots import (
-    STREAM_SOURCES,
-    ResticSink,
-    TeeReader,
-    close_sinks,
-    stdin_filename,
-)
 from backupctl.targets.snapshot_files import confirm_stored, copy_artifact, key_of
-from backupctl.targets.store import SnapshotStore, open_store
+from backupctl.targets.store import PlainStore, SnapshotStore, as_plain, open_store
+from backupctl.targets.stream_sinks import StreamSink, TeeReader, close_sinks
 
 
 @dataclass
@@ -68,7 +63,7 @@ class BackupRun:
     events: Events
     outcomes: dict[str, TargetOutcome] = field(default_factory=dict)
     blobs: dict[str, Any] = field(default_factory=dict)  # BlobSnapshotStore: age artifacts
-    plains: dict[str, Any] = field(default_factory=dict)  # deduplicating stores: the plain stream
+    plains: dict[str, PlainStore] = field(default_factory=dict)  # deduplicating: the plain stream
     ahead: StartedAhead = field(default_factory=StartedAhead)
     artifacts: list[ArtifactRecord] = field(default_factory=list)
     # source name -> the password hashes its dump captured (DumpStream.secrets), until stored
@@ -95,15 +90,11 @@ class BackupRun:
                 except TargetError as error:
                     self.fail(config.name, error)
                     continue
-                self.plains[config.name] = store
-        first_stream = next((c for c in policy.sources if c.type in STREAM_SOURCES), None)
+                self.plains[config.name] = as_plain(store)
+        first_stream = next((c for c in policy.sources if not dumps_a_tree(c)), None)
         if first_stream is not None:
-            self.ahead.sinks.start(
-                first_stream.name,
-                self.plain_for(first_stream),
-                stdin_filename(first_stream.name, dump_extension(first_stream)),
-                tags_for(policy.name, self.snapshot_id, first_stream.name),
-            )
+            self.ahead.sinks.start(self.stream_of(first_stream.name, dump_extension(first_stream)),
+                                   self.plain_for(first_stream))  # fmt: skip
         for store in self.plains.values():
             store.begin_snapshot(policy.name, self.snapshot_id)
         for config in policy.targets:
@@ -115,7 +106,10 @@ class BackupRun:
             except TargetError as error:
                 self.fail(config.name, TargetError(str(error).replace("<policy>", policy.name)))
 
-    def plain_for(self, config: Any) -> dict[str, Any]:
+    def stream_of(self, source: str, extension: str) -> StreamOf:
+        return StreamOf(self.policy.name, self.snapshot_id, source, extension)
+
+    def plain_for(self, config: Any) -> dict[str, PlainStore]:
         """The deduplicating stores a source goes to in this run: its targets not failed."""
         return {
             t.name: self.plains[t.name]
@@ -172,10 +166,10 @@ def store_source(run: BackupRun, config: Any, source: Source) -> ArtifactRecord:
     usable = [t.name for t in policy.targets_for(config) if outcomes[t.name].status != "failed"]
     wanted = [name for name in usable if name in run.blobs]
     plains = run.plain_for(config)
-    tee = plains if config.type in STREAM_SOURCES else {}
+    tee = {} if dumps_a_tree(config) else plains
     record: ArtifactRecord | None = None
     primary: str | None = None
-    sinks: list[ResticSink] = []
+    sinks: list[StreamSink] = []
     for candidate in wanted:
         try:
             record, sinks = _dump_to(run, config, source, estimate, run.blobs[candidate].target, tee)
@@ -186,7 +180,9 @@ def store_source(run: BackupRun, config: Any, source: Source) -> ArtifactRecord:
         break
     if record is None and plains:
         if wanted:
-            events.warning(f"source {config.name}: no local, S3 or SFTP target could store it; restic only")
+            events.warning(
+                f"source {config.name}: no local, S3 or SFTP target could store it; {_tools(plains)} only"
+            )
         record, sinks = _dump_to_plain_only(run, config, source, estimate, tee)
     if record is None:
         # The targets' own errors name the cause and the path (a full disk: where, how much free).
@@ -198,16 +194,17 @@ def store_source(run: BackupRun, config: Any, source: Source) -> ArtifactRecord:
         pause_point("primary-stored")  # test-only (core/killpoints.py)
         _copy_to_others(run, config, record, primary, wanted)
     for sink in sinks:
+        tool = _tools({sink.name: plains[sink.name]})
         if sink.error is not None:
-            run.fail(sink.name, TargetError(f"restic: {sink.error}"))
+            run.fail(sink.name, TargetError(f"{tool}: {sink.error}"))
         else:
             outcomes[sink.name].artifacts.append(record)
             outcomes[sink.name].stored_bytes += sink.result.data_added
             events.info(
-                f"source {config.name}: restic {sink.name} snapshot {sink.result.snapshot_id}, "
+                f"source {config.name}: {tool} {sink.name} snapshot {sink.result.snapshot_id}, "
                 f"{sink.result.data_added} new bytes"
             )
-    if config.type not in STREAM_SOURCES:
+    if dumps_a_tree(config):
         _store_tree(run, config, record, plains)
     _store_secrets(run, config, record)
     return record
@@ -292,12 +289,14 @@ def _copy_to_others(
             progress.close()
 
 
-def _store_tree(run: BackupRun, config: Any, record: ArtifactRecord, plains: dict[str, Any]) -> None:
+def _store_tree(
+    run: BackupRun, config: Any, record: ArtifactRecord, plains: dict[str, PlainStore]
+) -> None:
     """A file source to the deduplicating stores as a tree (`restic backup PATH`: incremental)."""
     for name, store in plains.items():
         try:
-            result = store.backup_path(
-                config.path, list(config.exclude), tags_for(run.policy.name, run.snapshot_id, config.name)
+            result = store.store_tree(
+                run.policy.name, run.snapshot_id, config.name, config.path, list(config.exclude)
             )
         except (TargetError, OSError) as error:
             run.fail(name, error)
@@ -305,27 +304,27 @@ def _store_tree(run: BackupRun, config: Any, record: ArtifactRecord, plains: dic
         run.outcomes[name].artifacts.append(record)
         run.outcomes[name].stored_bytes += result.data_added
         run.events.info(
-            f"source {config.name}: restic {name} snapshot {result.snapshot_id}, "
+            f"source {config.name}: {_tools({name: store})} {name} snapshot {result.snapshot_id}, "
             f"{result.files_new} new and {result.files_changed} changed files"
         )
 
 
 def _dump_to(
-    run: BackupRun, config: Any, source: Source, estimate: int | None, target: Any, tee: dict[str, Any]
-) -> tuple[ArtifactRecord, list[ResticSink]]:
+    run: BackupRun, config: Any, source: Source, estimate: int | None, target: Any,
+    tee: dict[str, PlainStore],
+) -> tuple[ArtifactRecord, list[StreamSink]]:  # fmt: skip
     """Stream one dump into blob `target` (and, tee'd, into the deduplicating stores). Raises
     TargetError when the target failed (the caller tries the next), SourceError when the dump
     failed."""
     policy = run.policy
     began = time.monotonic()
     progress = run.events.progress(f"{config.name} → {target.name}", estimate)
-    sinks: list[ResticSink] = []
+    sinks: list[StreamSink] = []
     try:
         with run.ahead.dump.take(config.name, source) as dump:
             file = artifact_file_name(config.name, dump.extension)
             key = key_of(policy.name, run.snapshot_id, file)
-            tags = tags_for(policy.name, run.snapshot_id, config.name)
-            sinks = run.ahead.sinks.take(config.name, tee, stdin_filename(config.name, dump.extension), tags)
+            sinks = run.ahead.sinks.take(run.stream_of(config.name, dump.extension), tee)
             try:
                 with target.writer(key) as sink:
                     stats = encrypt_stream(
@@ -339,7 +338,7 @@ def _dump_to(
                     facts = dump.finish()  # raises when the dump tool failed: the writer then discards
                     if dump.secrets is not None:
                         run.secrets[config.name] = dump.secrets
-                    close_sinks(sinks, None)  # restic commits only a complete, successful dump
+                    close_sinks(sinks, None)  # committed only for a complete, successful dump
             except BaseException as error:
                 close_sinks(sinks, error)
                 raise
@@ -369,21 +368,20 @@ def _dump_to(
 
 
 def _dump_to_plain_only(
-    run: BackupRun, config: Any, source: Source, estimate: int | None, tee: dict[str, Any]
-) -> tuple[ArtifactRecord, list[ResticSink]]:
+    run: BackupRun, config: Any, source: Source, estimate: int | None, tee: dict[str, PlainStore]
+) -> tuple[ArtifactRecord, list[StreamSink]]:
     """A source without a blob copy: the dump goes to the deduplicating stores (stream sources)
     and is hashed on the way, so the signed manifest still says what their copies must hash to.
     File sources are read as the usual tar stream for their facts (tree hash); `_store_tree`
     follows."""
     began = time.monotonic()
-    label = f"{config.name} → {', '.join(tee) or 'restic'}"
+    label = f"{config.name} → {', '.join(tee) or _tools(run.plains)}"
     progress = run.events.progress(label, estimate)
-    sinks: list[ResticSink] = []
+    sinks: list[StreamSink] = []
     try:
         with run.ahead.dump.take(config.name, source) as dump:
             file = artifact_file_name(config.name, dump.extension)
-            tags = tags_for(run.policy.name, run.snapshot_id, config.name)
-            sinks = run.ahead.sinks.take(config.name, tee, stdin_filename(config.name, dump.extension), tags)
+            sinks = run.ahead.sinks.take(run.stream_of(config.name, dump.extension), tee)
             try:
                 feed = cast(BinaryIO, TeeReader(dump.stream, sinks)) if sinks else dump.stream
                 reader = HashingReader(feed, progress.advance, algorithm=PLAIN_ALGORITHM)
@@ -410,10 +408,16 @@ def _dump_to_plain_only(
         stored_bytes=0,  # no age-encrypted artifact: the deduplicating stores hold the only copies
         stored_sha256="",
         facts=facts,
-        compression="restic",
-        encryption="restic",
+        # The program that compresses and encrypts these copies ("restic"; docs/formats.md).
+        compression=_tools(run.plains),
+        encryption=_tools(run.plains),
     )
     return record, sinks
+
+
+def _tools(stores: dict[str, PlainStore]) -> str:
+    """How log lines name deduplicating stores: the program they run ("restic")."""
+    return ", ".join(sorted({store.traits.tool or "store" for store in stores.values()})) or "store"
 
 
 def describe(error: BaseException) -> str:

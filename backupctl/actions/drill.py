@@ -2,7 +2,7 @@
 
 Stages (their sum from the first fetch to the last check is the *measured RTO*):
   fetch <source>            read + sha256 of the stored artifact (includes a Glacier warm-up);
-                            from restic: find the source's restic snapshot
+                            from a deduplicating store: find the source's snapshot there
   databases ready           staging database services up
   restore <source>          decrypt + decompress + restore tool inside the service
   apps ready                app services up after the restores
@@ -545,7 +545,8 @@ def _restore_database(
     jobs: int = 1,
 ) -> DatabaseRestored:
     started = time.monotonic()
-    check = f"{feed.stream_check} {artifact.file if feed.stream_check == 'decrypt' else artifact.source}"
+    plain_check = feed.plain_check(artifact)
+    check = plain_check.name
     keep_privileges = _recreate_roles(runtime, service, artifact, outcome)
     with feed.plain(artifact) as (plain, finished):
         try:
@@ -555,7 +556,7 @@ def _restore_database(
         finally:
             plain.read()  # drain so the producing thread can finish and report
         try:
-            plain_digest = finished()
+            plain_digest = finished().plain_digest
         except IntegrityError as error:
             _integrity(outcome, check, False, str(error), started)
             raise
@@ -563,8 +564,7 @@ def _restore_database(
         outcome,
         check,
         plain_digest == artifact.plain_digest,
-        ("authenticated and equal" if feed.stream_check == "decrypt" else "equal")
-        + " to the manifest's plain digest",
+        f"{plain_check.proof} to the manifest's plain digest",
         started,
     )
     _integrity(

@@ -30,6 +30,7 @@ from backupctl.pitr.mysql_chain import ArchivedBinlog
 from backupctl.policy.schema import MysqlSource, Policy
 from backupctl.settings import Settings
 from backupctl.targets.base import BlobTarget, build_target
+from backupctl.targets.registry import holds_blobs
 
 KIND = "binlog"
 
@@ -170,12 +171,13 @@ def binlog_targets(policy: Policy, source: MysqlSource) -> list[str]:
     if source.pitr.targets is not None:
         names = list(source.pitr.targets)
         for name in names:
-            if policy.target(name).type == "restic":
+            if not holds_blobs(policy.target(name).type):
                 raise ConfigError(
-                    f"binlog target '{name}' is a restic repository: binlogs need a blob target"
+                    f"binlog target '{name}' is not a blob target (e.g. a restic repository): "
+                    "binlogs need a blob target"
                 )
         return names
-    return [target.name for target in policy.targets_for(source) if target.type != "restic"]
+    return [target.name for target in policy.targets_for(source) if holds_blobs(target.type)]
 
 
 @contextmanager

@@ -196,7 +196,7 @@ def _logical_policy_checks(
     policy: Policy, document: LocatedDocument, check_secrets: bool
 ) -> list[ConfigIssue]:
     from backupctl.targets.base import is_blob_target
-    from backupctl.targets.registry import KINDS, holds_blobs
+    from backupctl.targets.registry import KINDS, holds_blobs, traits_of
 
     issues: list[ConfigIssue] = []
 
@@ -234,8 +234,9 @@ def _logical_policy_checks(
             add(("sources", index, "path"), f"path must be absolute, got '{source.path}'")
 
     for index, target in enumerate(policy.targets):
-        if target.type == "local" and not target.path.startswith("/"):
-            add(("targets", index, "path"), f"path must be absolute, got '{target.path}'")
+        path = getattr(target, "path", "")  # a directory of this host must be absolute
+        if target.type in KINDS and traits_of(target).local_directory and not path.startswith("/"):
+            add(("targets", index, "path"), f"path must be absolute, got '{path}'")
         if target.type not in KINDS or (holds_blobs(target.type) and not is_blob_target(target.type)):
             add(("targets", index, "type"), f"target type '{target.type}' is not available in this version")
 

@@ -237,11 +237,11 @@ def writable_paths(item: Scheduled, settings: Settings) -> list[str]:
     SQLite catalog kept outside the state directory.
     """
     paths: list[str] = []
+    from backupctl.targets.registry import host_path
+
     for target in item.policy.targets if item.kind != "drill" else []:  # PITR jobs write targets too
-        if target.type == "local":
-            paths.append(target.path)
-        elif target.type == "restic" and target.repository.startswith("/"):
-            paths.append(target.repository)
+        if (path := host_path(target)) is not None:
+            paths.append(path)
     if item.policy.metrics_file and item.policy.metrics_file.startswith("/"):  # every job writes metrics
         paths.append(str(Path(item.policy.metrics_file).parent))
     if settings.catalog_url.startswith("sqlite:///"):

@@ -142,6 +142,16 @@ class Source(Protocol):
 DUMP_EXTENSIONS = {"postgres": "pgdump", "mysql": "sql", "sqlite": "sqlite", "files": "tar"}
 
 
+# Kinds whose dump is a tree of files: blob stores keep its tar stream, a store that keeps
+# trees itself (targets.store.PlainStore.store_tree: restic) takes the tree instead.
+TREE_KINDS = ("files",)
+
+
+def dumps_a_tree(config: Any) -> bool:
+    """Whether the source `config` describes is a file tree (its dump a tar stream of it)."""
+    return config.type in TREE_KINDS
+
+
 def dump_extension(config: Any) -> str:
     """The extension of the dumps of the source `config` describes."""
     return DUMP_EXTENSIONS.get(config.type) or build_source(config).extension

@@ -428,6 +428,15 @@ class FilesTarSource:
         IntegrityError naming the member for an absolute path, a `..` component, a link leading
         outside the destination, a special file, or a write through a symlink.
         """
+        return self.restore_tree(lambda directory: _extract(stream, directory), request)
+
+    def restore_tree(self, fill: Callable[[Path], None], request: RestoreRequest) -> RestoreOutcome:
+        """Restore into `request.to_dir` what `fill(directory)` puts into an empty directory
+        (the tar extraction of `restore`, or a store that keeps the tree itself: restic), and
+        hash the result. The destination rules are the same for both: ConfigError when no
+        directory is given or it is not empty (without `force`); a new tree goes into a hidden
+        sibling renamed into place only when complete.
+        """
         if request.to_dir is None:
             raise ConfigError(f"restoring {self.name} needs a destination directory (--to-dir)")
         destination = Path(request.to_dir).absolute()
@@ -444,7 +453,7 @@ class FilesTarSource:
         if in_place:
             # --force into a non-empty directory: no sibling to swap in; say what is left on failure.
             try:
-                _extract(stream, destination.resolve())
+                fill(destination.resolve())
             except (IntegrityError, SourceError) as error:
                 raise type(error)(
                     f"{error} (restored with --force into {destination}: files extracted before "
@@ -457,7 +466,7 @@ class FilesTarSource:
         staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.restoring-", dir=destination.parent))
         try:
             staging.chmod(0o755)
-            _extract(stream, staging.resolve())
+            fill(staging.resolve())
             facts = tree_facts(staging)
             if destination.exists():
                 destination.rmdir()  # empty, checked above

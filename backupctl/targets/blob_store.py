@@ -7,16 +7,32 @@ the manifest is written last, so its presence marks the snapshot complete on the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 from backupctl.core.crypto import SigningKey
 from backupctl.core.digests import algorithm_of
 from backupctl.core.manifest import ArtifactRecord, Manifest, artifact_file_name
-from backupctl.core.pipeline import decrypt_stream, decrypted_reader, encrypt_stream, sha256_of
+from backupctl.core.pipeline import (
+    Progress,
+    StreamStats,
+    decrypt_stream,
+    decrypted_reader,
+    encrypt_stream,
+    sha256_of,
+)
 from backupctl.errors import BackupctlError, IntegrityError, RetainedByLock, TargetError
-from backupctl.targets.base import MANIFEST, SIGNATURE, BlobTarget, Posture, build_target, snapshot_prefix
+from backupctl.sources.base import RestoreOutcome, RestoreRequest
+from backupctl.targets.base import (
+    MANIFEST,
+    SIGNATURE,
+    BlobTarget,
+    Posture,
+    ReadTiming,
+    build_target,
+    snapshot_prefix,
+)
 from backupctl.targets.registry import traits_of
 from backupctl.targets.snapshot_files import (
     SignedManifest,
@@ -24,9 +40,18 @@ from backupctl.targets.snapshot_files import (
     key_of,
     list_snapshot_ids,
     read_manifest,
+    rehash,
     write_manifest,
 )
-from backupctl.targets.store import ArtifactCheck, Deletion, Discarded, StoredStream
+from backupctl.targets.store import (
+    ArtifactCheck,
+    Deletion,
+    Discarded,
+    Fetched,
+    PlainCheck,
+    StoredStream,
+    TreeSource,
+)
 
 
 class BlobSnapshotStore:
@@ -76,17 +101,64 @@ class BlobSnapshotStore:
             file, stats.plain_bytes, stats.plain_digest, stats.stored_bytes, stats.stored_sha256
         )
 
+    def fetch(self, policy: str, snapshot_id: str, artifact: ArtifactRecord) -> Fetched:
+        """Re-read the stored bytes: size and sha256 as the manifest says (a Glacier warm-up,
+        when the object is archived, is measured)."""
+        timing = ReadTiming()
+        digest, size = rehash(self.target, key_of(policy, snapshot_id, artifact.file), timing)
+        ok = digest == artifact.stored_sha256 and size == artifact.stored_bytes
+        detail = (
+            "stored bytes match the manifest"
+            if ok
+            else f"sha256/size differ from the manifest ({size} bytes, expected {artifact.stored_bytes})"
+        )
+        stage = f"{size} bytes" + (
+            f", archive warm-up {timing.warmup_seconds:.1f}s" if timing.warmup_seconds else ""
+        )
+        problem = (
+            ""
+            if ok
+            else f"{artifact.file} on target {self.name} does not match its manifest "
+            f"({size} bytes, manifest says {artifact.stored_bytes}; sha256 "
+            f"{'matches' if digest == artifact.stored_sha256 else 'differs'})"
+        )
+        return Fetched(f"sha256 {artifact.file}", ok, detail, stage, timing.warmup_seconds, problem)
+
     @contextmanager
     def open_plain(
-        self, policy: str, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any]
-    ) -> Iterator[BinaryIO]:
+        self, policy: str, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any],
+        progress: Progress | None = None,
+    ) -> Iterator[tuple[BinaryIO, Callable[[], StreamStats]]]:  # fmt: skip
+        """Read, age-decrypted and zstd-decompressed in a background thread; `finished()` raises
+        the decryption error, if any."""
         algorithm = algorithm_of(artifact.plain_digest)
         with (
             self.target.reader(key_of(policy, snapshot_id, artifact.file)) as stored,
-            decrypted_reader(stored, identities, plain_algorithm=algorithm) as (stream, finished),
+            decrypted_reader(stored, identities, plain_algorithm=algorithm, progress=progress) as pipe,
         ):
-            yield stream
-            finished()  # raises the decryption error, if any
+            yield pipe
+
+    def read_size(self, artifact: ArtifactRecord) -> int:
+        return artifact.stored_bytes
+
+    def plain_check(self, artifact: ArtifactRecord) -> PlainCheck:
+        return PlainCheck(
+            f"decrypt {artifact.file}", "authenticated and equal", f"{artifact.file}: the decrypted stream"
+        )
+
+    def restore_tree(
+        self, policy: str, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any],
+        source: TreeSource, request: RestoreRequest, progress: Progress | None = None,
+    ) -> tuple[RestoreOutcome, int]:  # fmt: skip
+        """The tar stream, extracted by the source (its member checks and destination rules)."""
+        with self.open_plain(policy, snapshot_id, artifact, identities, progress) as (plain, finished):
+            outcome = source.restore(plain, request)
+            stats = finished()
+        if stats.plain_digest != artifact.plain_digest:
+            raise IntegrityError(
+                f"{self.plain_check(artifact).subject} differs from the manifest's plain digest"
+            )
+        return outcome, stats.plain_bytes
 
     def delete_snapshots(self, policy: str, snapshot_ids: list[str], failed_runs: set[str]) -> Deletion:
         """Manifest first (the snapshot stops counting as complete here), then the rest. A lock

@@ -29,7 +29,11 @@ class StoreTraits:
     unreachable_hint: what an operator checks first when it does not answer;
     tool, tool_hint: the external program it runs (doctor checks its version) and how to get it;
     posture_refuses_backups: a posture problem (read from the target) fails its backups;
-    local_directory: a directory of this host (`path`), whose free space doctor checks.
+    local_directory: a directory of this host (`path`), whose free space doctor checks and where
+      killed runs may leave temporary files (sweep);
+    host_path_field: the config field naming where it writes, which is a directory of this host
+      when it is an absolute path (local: `path`; restic: `repository`, else a URL): the
+      directories a scheduled job's sandbox lets it write.
     """
 
     deduplicating: bool
@@ -40,6 +44,7 @@ class StoreTraits:
     tool_hint: str = ""
     posture_refuses_backups: bool = False
     local_directory: bool = False
+    host_path_field: str | None = None
 
     @property
     def needs_identity(self) -> bool:
@@ -59,6 +64,7 @@ _BLOB_STORE = "backupctl.targets.blob_store:BlobSnapshotStore"
 KINDS: dict[str, Kind] = {
     "local": Kind(_BLOB_STORE, "backupctl.targets.local", StoreTraits(
         deduplicating=False, networked=False, declared_immutability=False, local_directory=True,
+        host_path_field="path",
         unreachable_hint="create the directory or mount the share, and make it writable by this user",
     )),
     "s3": Kind(_BLOB_STORE, "backupctl.targets.s3", StoreTraits(
@@ -71,6 +77,7 @@ KINDS: dict[str, Kind] = {
     )),
     "restic": Kind("backupctl.targets.restic_store:ResticSnapshotStore", None, StoreTraits(
         deduplicating=True, networked=True, declared_immutability=True, tool="restic",
+        host_path_field="repository",
         tool_hint="apt install restic, or see https://restic.readthedocs.io/en/stable/020_installation.html",
         unreachable_hint=(
             "check the repository location and password; `backupctl target setup` initialises it"
@@ -89,6 +96,13 @@ def holds_blobs(kind: str) -> bool:
     archives (backupctl.pitr) need. False for an unknown kind."""
     known = KINDS.get(kind)
     return known is not None and known.blob_module is not None
+
+
+def host_path(config: Any) -> str | None:
+    """The directory of this host a target config writes (`host_path_field`, when absolute)."""
+    field = traits_of(config).host_path_field
+    value = getattr(config, field, None) if field else None
+    return value if isinstance(value, str) and value.startswith("/") else None
 
 
 def traits_of(config: Any) -> StoreTraits:

@@ -18,17 +18,15 @@ started when the backup starts and only receives its bytes at the end: the key d
 from __future__ import annotations
 
 import base64
-import io
 import json
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from backupctl.core.digests import algorithm_of
 from backupctl.core.pipeline import CHUNK, HashingReader
-from backupctl.errors import BackupctlError, IntegrityError, TargetError
+from backupctl.errors import IntegrityError
 from backupctl.targets.snapshot_files import SignedManifest, authenticate
+from backupctl.targets.stream_sinks import StreamSink, open_sink
 
 STREAM_SOURCES = ("postgres", "mysql", "sqlite")
 MANIFEST_FILENAME = "backupctl-manifest.json"
@@ -47,58 +45,14 @@ def artifact_stdin_filename(artifact: Any) -> str:
     return stdin_filename(artifact.source, artifact.file[len(artifact.source) + 1 :].split(".")[0])
 
 
-@dataclass
-class ResticSink:
-    """One restic target being fed during a dump."""
-
-    name: str
-    context: AbstractContextManager[Any]
-    writer: Any = None
-    error: str | None = None
-    result: Any = None
-
-
-class TeeReader(io.RawIOBase):
-    """Reads from `inner` and copies every chunk into each live restic sink."""
-
-    def __init__(self, inner: BinaryIO, sinks: list[ResticSink]) -> None:
-        super().__init__()
-        self.inner = inner
-        self.sinks = sinks
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.inner.read(size if size and size > 0 else CHUNK)
-        if data:
-            for sink in self.sinks:
-                if sink.error is None:
-                    try:
-                        sink.writer.write(data)
-                    except (TargetError, OSError) as error:
-                        sink.error = str(error)  # drop this copy, keep the others going
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-
 def open_sinks(
     repositories: dict[str, Any], filename: str, tags: list[str], *, background: bool = False
-) -> list[ResticSink]:
-    sinks = []
-    for name, repository in repositories.items():
-        sink = ResticSink(name, repository.stdin_writer(filename, tags, full_id=False, background=background))
-        try:
-            sink.writer = sink.context.__enter__()
-        except BackupctlError as error:
-            sink.error = str(error)
-        sinks.append(sink)
-    return sinks
+) -> list[StreamSink]:
+    """One `restic backup --stdin` per repository, started now (see stream_sinks)."""
+    return [
+        open_sink(name, repository.stdin_writer(filename, tags, full_id=False, background=background))
+        for name, repository in repositories.items()
+    ]
 
 
 def manifest_tags(policy: str, snapshot_id: str) -> list[str]:
@@ -107,7 +61,7 @@ def manifest_tags(policy: str, snapshot_id: str) -> list[str]:
     return [*tags_for(policy, snapshot_id), MANIFEST_TAG]
 
 
-def open_manifest_sinks(repositories: dict[str, Any], policy: str, snapshot_id: str) -> list[ResticSink]:
+def open_manifest_sinks(repositories: dict[str, Any], policy: str, snapshot_id: str) -> list[StreamSink]:
     """Start one `restic backup --stdin` per repository for the snapshot's manifest; it waits for
     its bytes (`write_manifest_sinks`) while the dumps run. A sink that failed to start carries
     its error. These processes run at a lower CPU priority: they have minutes to derive their
@@ -156,25 +110,6 @@ def read_manifest_snapshot(
             f"snapshot {snapshot_id} {where}: the stored manifest is damaged ({error})"
         ) from None
     return authenticate(raw, signature, trusted, policy, snapshot_id, where)
-
-
-def close_sinks(sinks: list[ResticSink], failure: BaseException | None) -> None:
-    """Commit (or, on `failure` or a dropped sink, abort) every restic sink."""
-    for sink in sinks:
-        if sink.writer is None:
-            continue
-        if failure is not None or sink.error is not None:
-            error = failure or TargetError(sink.error or "restic failed")
-            try:
-                sink.context.__exit__(type(error), error, error.__traceback__)
-            except BaseException:  # the abort path re-raises what we gave it
-                pass
-            continue
-        try:
-            sink.context.__exit__(None, None, None)
-            sink.result = sink.writer.result
-        except (BackupctlError, OSError) as error:
-            sink.error = str(error)
 
 
 def verify_restic_copy(

@@ -4,35 +4,47 @@ encrypted with its own key; the signed manifest is one more snapshot (restic_sna
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from backupctl.core.crypto import SigningKey
-from backupctl.core.digests import PLAIN_ALGORITHM
+from backupctl.core.digests import PLAIN_ALGORITHM, algorithm_of
 from backupctl.core.manifest import ArtifactRecord, Manifest, artifact_file_name, owner_source
-from backupctl.core.pipeline import HashingReader
+from backupctl.core.pipeline import CHUNK, HashingReader, Progress, StreamStats, threaded_pipe
 from backupctl.errors import BackupctlError, IntegrityError, TargetError
 from backupctl.policy.schema import ResticTarget
+from backupctl.sources.base import RestoreOutcome, RestoreRequest
 from backupctl.targets.registry import traits_of
-from backupctl.targets.restic import TAG, ResticRepository, tags_for
+from backupctl.targets.restic import TAG, ResticBackupResult, ResticRepository, tags_for
 from backupctl.targets.restic_snapshots import (
     MANIFEST_FILENAME,
     MANIFEST_TAG,
-    ResticSink,
     artifact_stdin_filename,
-    close_sinks,
     manifest_envelope,
     manifest_tags,
     open_manifest_sinks,
+    open_sinks,
     read_manifest_snapshot,
     read_restic_manifest,
     restic_snapshot_for,
+    restore_files_from_restic,
     stdin_filename,
     verify_restic_copy,
 )
 from backupctl.targets.snapshot_files import SignedManifest
-from backupctl.targets.store import ArtifactCheck, Deletion, Discarded, StoredStream
+from backupctl.targets.store import (
+    ArtifactCheck,
+    Deletion,
+    Discarded,
+    Fetched,
+    PlainCheck,
+    StoredStream,
+    TreeSource,
+)
+from backupctl.targets.stream_sinks import StreamSink, close_sinks
 
 
 class ResticSnapshotStore(ResticRepository):
@@ -47,7 +59,10 @@ class ResticSnapshotStore(ResticRepository):
         # policy -> {snapshot id: restic id of its manifest} from the last `snapshot_ids`: reading
         # those manifests then costs one `restic dump` each, not a lookup by tags as well.
         self._listed: dict[str, dict[str, str]] = {}
-        self._manifest_sink: ResticSink | None = None  # started by begin_snapshot
+        self._manifest_sink: StreamSink | None = None  # started by begin_snapshot
+        # (policy, snapshot id, source) -> restic id found by `fetch`: reading it back then
+        # costs no second lookup (each restic call derives the key again, ~0.8 s).
+        self._found: dict[tuple[str, str, str], str] = {}
 
     def preflight(self) -> None:
         """restic installed and new enough (ConfigError). No `cat config` probe (one more key
@@ -112,14 +127,65 @@ class ResticSnapshotStore(ResticRepository):
         file = artifact_file_name(source, extension)
         return StoredStream(file, reader.count, reader.digest(), 0, "", result.data_added)
 
+    def fetch(self, policy: str, snapshot_id: str, artifact: ArtifactRecord) -> Fetched:
+        """Find the artifact's restic snapshot; its content is checked against the manifest's
+        plain digest when it is read. Raises IntegrityError when there is none."""
+        found = self._restic_id(policy, snapshot_id, artifact.source)
+        return Fetched(
+            f"restic snapshot {artifact.source}",
+            True,
+            f"restic snapshot {found[:8]} found (its content is checked against the manifest on restore)",
+            f"restic snapshot {found[:8]}",
+        )
+
     @contextmanager
     def open_plain(
-        self, policy: str, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any]
-    ) -> Iterator[BinaryIO]:
-        """A stream source's plain dump (`restic dump`); file trees are restored with `restore`."""
-        restic_id = restic_snapshot_for(self, policy, snapshot_id, artifact.source)
-        with self.dump(restic_id, artifact_stdin_filename(artifact)) as stream:
-            yield stream
+        self, policy: str, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any],
+        progress: Progress | None = None,
+    ) -> Iterator[tuple[BinaryIO, Callable[[], StreamStats]]]:  # fmt: skip
+        """A stream source's plain dump (`restic dump`), hashed on the way, through a pipe;
+        restic decrypts with its own key: `identities` are not used."""
+        restic_id = self._restic_id(policy, snapshot_id, artifact.source)
+        with self.dump(restic_id, artifact_stdin_filename(artifact)) as dumped:
+
+            def copy(sink: BinaryIO) -> StreamStats:
+                reader = HashingReader(dumped, progress, algorithm=algorithm_of(artifact.plain_digest))
+                while chunk := reader.read(CHUNK):
+                    sink.write(chunk)
+                return StreamStats(reader.count, reader.digest(), 0, "")
+
+            with threaded_pipe(copy, "restic-dump") as pipe:
+                yield pipe
+
+    def read_size(self, artifact: ArtifactRecord) -> int:
+        return artifact.plain_bytes
+
+    def plain_check(self, artifact: ArtifactRecord) -> PlainCheck:
+        return PlainCheck(f"restic dump {artifact.source}", "equal", f"restic's copy of {artifact.source}")
+
+    def restore_tree(
+        self, policy: str, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any],
+        source: TreeSource, request: RestoreRequest, progress: Progress | None = None,
+    ) -> tuple[RestoreOutcome, int]:  # fmt: skip
+        """`restic restore` of the tree the backup stored (`restic backup PATH`); the facts are
+        measured on the restored tree. No stream: `progress` is not used."""
+        restic_id = self._restic_id(policy, snapshot_id, artifact.source)
+        # The backup stored the absolute path (backup_path): restore looks for the same one.
+        path = os.path.abspath(source.root)
+
+        def fill(directory: Path) -> None:
+            restore_files_from_restic(self, restic_id, path, directory)
+
+        outcome = source.restore_tree(fill, request)
+        return outcome, int(outcome.facts.get("total_bytes", 0))
+
+    def _restic_id(self, policy: str, snapshot_id: str, source: str) -> str:
+        """The restic snapshot of a source in a backupctl snapshot (the latest one), looked up
+        once. Raises IntegrityError when there is none."""
+        key = (policy, snapshot_id, source)
+        if key not in self._found:
+            self._found[key] = restic_snapshot_for(self, policy, snapshot_id, source)
+        return self._found[key]
 
     def delete_snapshots(self, policy: str, snapshot_ids: list[str], failed_runs: set[str]) -> Deletion:
         """One `restic forget --prune` for every restic snapshot of the doomed ones, and of
@@ -210,6 +276,22 @@ class ResticSnapshotStore(ResticRepository):
             for artifact in signed.manifest.artifacts
             if artifact.source not in held
         ]
+
+    def open_stream_sink(
+        self, policy: str, snapshot_id: str, source: str, extension: str, *, background: bool = False
+    ) -> StreamSink:
+        """A `restic backup --stdin` tagged with the snapshot and source, started now."""
+        (sink,) = open_sinks(
+            {self.name: self}, stdin_filename(source, extension), tags_for(policy, snapshot_id, source),
+            background=background,
+        )  # fmt: skip
+        return sink
+
+    def store_tree(
+        self, policy: str, snapshot_id: str, source: str, path: str, excludes: list[str]
+    ) -> ResticBackupResult:
+        """`restic backup PATH` (incremental), tagged with the snapshot and source."""
+        return self.backup_path(path, excludes, tags_for(policy, snapshot_id, source))
 
     def setup(self, dry_run: bool) -> list[dict[str, str]]:
         if self.exists():

@@ -17,16 +17,21 @@ tests/integration/targets/contract.py against all four kinds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from backupctl.core.crypto import SigningKey
 from backupctl.core.manifest import ArtifactRecord, Manifest
+from backupctl.core.pipeline import Progress, StreamStats
 from backupctl.errors import RetainedByLock
+from backupctl.sources.base import RestoreOutcome, RestoreRequest
 from backupctl.targets.base import Posture
 from backupctl.targets.registry import StoreTraits, kind_of, load_class
 from backupctl.targets.snapshot_files import SignedManifest
+from backupctl.targets.stream_sinks import StreamSink
 
 
 @dataclass
@@ -49,6 +54,46 @@ class StoredStream:
     stored_bytes: int  # 0 when the store keeps no artifact of its own bytes (restic)
     stored_sha256: str  # "" likewise
     data_added: int = 0  # new bytes a deduplicating store added
+
+
+@dataclass
+class Fetched:
+    """What `fetch` found for one artifact: the drill's fetch step (an integrity check and a
+    stage) and restore's pre-check (`problem` is why it refuses)."""
+
+    check: str  # the integrity check's name
+    ok: bool
+    detail: str  # the check's detail
+    stage: str  # the fetch stage's detail
+    warmup_seconds: float = 0.0  # cold storage (Glacier) retrieval before the first byte
+    problem: str = ""  # when not ok: what does not match, naming the artifact and the store
+
+
+@dataclass(frozen=True)
+class PlainCheck:
+    """How a store's plain stream of an artifact is checked, in the words drill and restore
+    report: the drill's integrity check `name` ("decrypt shop-db.pgdump.zst.age"), what a
+    digest equal to the manifest's proves (`proof`: "authenticated and equal"), and what
+    differs when it is not (`subject`: "shop-db.pgdump.zst.age: the decrypted stream")."""
+
+    name: str
+    proof: str
+    subject: str
+
+
+@runtime_checkable
+class TreeSource(Protocol):
+    """A source whose artifact is a file tree (backupctl.sources.files.FilesSource): restored
+    from its tar stream (`restore`) or by a store that keeps the tree itself (`restore_tree`:
+    `fill(directory)` puts the tree into an empty directory; the source owns the destination
+    rules: --to-dir, --force, a hidden sibling renamed into place)."""
+
+    name: str
+    root: Path  # the tree's path at backup time
+
+    def restore(self, stream: BinaryIO, request: RestoreRequest) -> RestoreOutcome: ...
+
+    def restore_tree(self, fill: Callable[[Path], None], request: RestoreRequest) -> RestoreOutcome: ...
 
 
 @dataclass
@@ -120,10 +165,41 @@ class SnapshotStore(Protocol):
         `write_manifest`, and nothing is left when the stream raises."""
         ...
 
+    def fetch(self, policy: str, snapshot_id: str, artifact: ArtifactRecord) -> Fetched:
+        """Before a restore or a drill reads an artifact: is it there as the manifest says?
+        Blob stores re-read and re-hash the stored bytes (a Glacier warm-up happens here);
+        restic finds the artifact's restic snapshot (its content is checked on restore).
+        Raises IntegrityError when the store holds no copy of it, TargetError."""
+        ...
+
     def open_plain(
-        self, policy: str, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any]
-    ) -> AbstractContextManager[BinaryIO]:
-        """The plain stream of a stored artifact (the caller checks its digest)."""
+        self, policy: str, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any],
+        progress: Progress | None = None,
+    ) -> AbstractContextManager[tuple[BinaryIO, Callable[[], StreamStats]]]:  # fmt: skip
+        """The plain stream of a stored artifact, as a real pipe (a restore tool may take its
+        fd), and `finished()`: once the stream is read to its end, the plain bytes and digest
+        (the algorithm of the manifest's plain digest) of what it gave; raises IntegrityError
+        when the store's own authentication failed (age). The caller compares the digest.
+        `progress` gets the bytes read from the store (`read_size(artifact)` in all)."""
+        ...
+
+    def read_size(self, artifact: ArtifactRecord) -> int:
+        """The bytes `open_plain` reads from the store for `artifact`: what its progress counts
+        to (the age artifact's stored bytes; the plain bytes restic gives back)."""
+        ...
+
+    def plain_check(self, artifact: ArtifactRecord) -> PlainCheck:
+        """How `open_plain`'s stream of `artifact` is checked, in the words of reports."""
+        ...
+
+    def restore_tree(
+        self, policy: str, snapshot_id: str, artifact: ArtifactRecord, identities: list[Any],
+        source: TreeSource, request: RestoreRequest, progress: Progress | None = None,
+    ) -> tuple[RestoreOutcome, int]:  # fmt: skip
+        """Restore a file source's tree into `request.to_dir` (the source's destination rules
+        apply); the outcome (facts measured on the restored tree) and the plain bytes restored.
+        Blob stores extract the tar stream (its digest checked against the manifest); restic
+        restores the tree it holds. Raises IntegrityError, ConfigError, TargetError."""
         ...
 
     def delete_snapshots(self, policy: str, snapshot_ids: list[str], failed_runs: set[str]) -> Deletion:
@@ -175,6 +251,47 @@ class SnapshotStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class StoredPlain(Protocol):
+    """What a store that takes plain streams and trees as they are reports for one of them."""
+
+    snapshot_id: str  # the store's own snapshot (restic's id)
+    data_added: int  # new bytes after deduplication
+    files_new: int
+    files_changed: int
+
+
+@runtime_checkable
+class PlainStore(SnapshotStore, Protocol):
+    """A SnapshotStore that takes a source's plain stream, and a file source's tree, as they are
+    (`traits.deduplicating`; restic): what the backup's fan-out tees a dump into
+    (actions/backup_fanout.py), with the store's process started ahead of the dump where that
+    saves time (actions/ahead.py). Every store of a deduplicating kind is one (`as_plain`)."""
+
+    def open_stream_sink(
+        self, policy: str, snapshot_id: str, source: str, extension: str, *, background: bool = False
+    ) -> StreamSink:
+        """Start storing one source's plain stream, fed through the sink's writer and committed
+        or aborted by `stream_sinks.close_sinks` (its `result`: a StoredPlain). Never raises: a
+        sink that failed to start carries its error. `background`: the lowest CPU priority,
+        for a process that mostly waits (its key derivation takes spare CPU only)."""
+        ...
+
+    def store_tree(
+        self, policy: str, snapshot_id: str, source: str, path: str, excludes: list[str]
+    ) -> StoredPlain:
+        """Store a file source's tree as it is (incremental: restic picks the previous snapshot
+        as parent). Raises TargetError."""
+        ...
+
+
+def as_plain(store: SnapshotStore) -> PlainStore:
+    """`store` as the PlainStore it is, when its kind is deduplicating (the registry's promise:
+    tests/integration/targets/contract.py checks it for every kind). Raises TypeError otherwise."""
+    if not store.traits.deduplicating or not isinstance(store, PlainStore):
+        raise TypeError(f"target {store.name} does not take plain streams as they are")
+    return store
 
 
 def tool_version(config: Any) -> str:

@@ -42,7 +42,8 @@ import hashlib
 import io
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
@@ -51,10 +52,12 @@ from pyrage import x25519
 
 from backupctl.core.crypto import SigningKey
 from backupctl.core.manifest import ArtifactRecord, Manifest, new_snapshot_id, utc_now_text
-from backupctl.errors import IntegrityError, TargetError
+from backupctl.errors import ConfigError, IntegrityError, TargetError
+from backupctl.sources.base import RestoreRequest
+from backupctl.sources.files import FilesTarSource
 from backupctl.targets.base import BlobTarget
 from backupctl.targets.registry import traits_of
-from backupctl.targets.store import SnapshotStore, open_store
+from backupctl.targets.store import SnapshotStore, as_plain, open_store
 
 MiB = 1024 * 1024
 SIZES = [0, 1, 5 * MiB + 1, 40 * MiB]
@@ -353,6 +356,37 @@ def store_snapshot(
     return snapshot_id, manifest
 
 
+def store_tree(
+    store: SnapshotStore, keys: SnapshotKeys, tree: Path, *, policy: str = "shop"
+) -> tuple[str, ArtifactRecord, FilesTarSource]:
+    """Store directory `tree` as file source `site` of a new snapshot, as the backup does (its
+    tar stream through `store_stream`; a store that keeps trees itself also gets the tree:
+    restic's `backup_path`), then its signed manifest. The snapshot id, the artifact record and
+    the source."""
+    from backupctl.policy.schema import FilesSource
+
+    source = FilesTarSource(FilesSource.model_validate({"name": "site", "type": "files", "path": str(tree)}))
+    snapshot_id = new_snapshot_id()
+    with source.dump() as dump:
+        stored = store.store_stream(policy, snapshot_id, "site", dump.extension, dump.stream, keys.recipients)
+        facts = dump.finish()
+    if store.traits.deduplicating:  # it keeps the tree itself, as the backup's fan-out gives it
+        as_plain(store).store_tree(policy, snapshot_id, "site", str(tree), [])
+    record = ArtifactRecord(
+        source="site", source_type="files", file=stored.file, format="tar",
+        plain_bytes=stored.plain_bytes, plain_digest=stored.plain_digest, stored_bytes=stored.stored_bytes,
+        stored_sha256=stored.stored_sha256, facts=facts,
+    )  # fmt: skip
+    manifest = Manifest(
+        snapshot_id=snapshot_id, policy=policy, policy_sha256="0" * 64, host="contract",
+        backupctl_version="test", started_at=utc_now_text(), finished_at=utc_now_text(),
+        recipients=[str(r) for r in keys.recipients], signing_public_key=keys.signing.public_b64,
+        artifacts=[record],
+    )  # fmt: skip
+    store.write_manifest(manifest, keys.signing)
+    return snapshot_id, record, source
+
+
 SNAPSHOT_DATA = payload(300 * 1024 + 7, seed=11)
 
 
@@ -369,8 +403,10 @@ class SnapshotStoreContract:
         assert signed is not None and signed.manifest.artifacts == manifest.artifacts
         artifact = signed.manifest.artifacts[0]
         assert artifact.plain_bytes == len(SNAPSHOT_DATA)
-        with store.open_plain("shop", snapshot_id, artifact, [keys.identity]) as stream:
+        with store.open_plain("shop", snapshot_id, artifact, [keys.identity]) as (stream, finished):
             assert drain(stream) == SNAPSHOT_DATA
+            stats = finished()
+        assert (stats.plain_digest, stats.plain_bytes) == (artifact.plain_digest, len(SNAPSHOT_DATA))
         checks, problems = store.check_artifacts(
             "shop", snapshot_id, signed.manifest, {"shop-db"}, [keys.identity]
         )
@@ -407,6 +443,61 @@ class SnapshotStoreContract:
         )
         assert problems and not all(check.ok for check in checks)
 
+    def test_fetch_then_plain_stream_through_a_pipe(self, store: SnapshotStore, keys: SnapshotKeys) -> None:
+        """What restore and drill read: `fetch` finds the artifact as the manifest says, then
+        `open_plain` gives it back through a real pipe (a restore tool may take its fd) with
+        progress counting `read_size` bytes; `plain_check` names the check drill reports."""
+        snapshot_id, manifest = store_snapshot(store, keys, SNAPSHOT_DATA)
+        artifact = manifest.artifacts[0]
+        fetched = store.fetch("shop", snapshot_id, artifact)
+        assert fetched.ok and fetched.problem == "" and fetched.check and fetched.stage
+        counted: list[int] = []
+        reading = store.open_plain("shop", snapshot_id, artifact, [keys.identity], counted.append)
+        with reading as (stream, finished):
+            assert stream.fileno() >= 0
+            assert drain(stream) == SNAPSHOT_DATA
+            assert finished().plain_digest == artifact.plain_digest
+        assert sum(counted) == store.read_size(artifact) > 0
+        check = store.plain_check(artifact)
+        assert check.name and check.proof and check.subject
+
+    def test_fetch_of_a_missing_artifact_fails(self, store: SnapshotStore, keys: SnapshotKeys) -> None:
+        """An artifact the store does not hold: IntegrityError (restic: no snapshot of it) or a
+        refusal naming it (blob stores: not readable, or not as the manifest says)."""
+        snapshot_id, manifest = store_snapshot(store, keys, SNAPSHOT_DATA)
+        absent = replace(manifest.artifacts[0], source="other-db", file="other-db.pgdump.zst.age")
+        try:
+            fetched = store.fetch("shop", snapshot_id, absent)
+        except (IntegrityError, TargetError):
+            return
+        assert not fetched.ok and "other-db" in fetched.problem
+
+    def test_file_tree_round_trip(
+        self, store: SnapshotStore, keys: SnapshotKeys, tmp_path: Path
+    ) -> None:
+        """A file source stored the way a backup stores it (its tar stream; restic also keeps
+        the tree), restored with `restore_tree` into a new directory: the same tree hash, under
+        the source's destination rules (a non-empty directory is refused without --force)."""
+        tree = tmp_path / "site"
+        (tree / "uploads").mkdir(parents=True)
+        (tree / "index.php").write_text("<?php echo 'shop';\n")
+        (tree / "uploads" / "logo.png").write_bytes(payload(70_000, seed=5))
+        (tree / "current").symlink_to("uploads/logo.png")
+        snapshot_id, artifact, source = store_tree(store, keys, tree)
+        restored = tmp_path / "restored"
+        outcome, plain_bytes = store.restore_tree(
+            "shop", snapshot_id, artifact, [keys.identity], source, RestoreRequest(to_dir=restored)
+        )
+        assert outcome.destination == str(restored)
+        assert outcome.facts["tree_sha256"] == artifact.facts["tree_sha256"]
+        assert outcome.facts["file_count"] == 2 and outcome.facts["symlink_count"] == 1
+        assert (restored / "uploads" / "logo.png").read_bytes() == payload(70_000, seed=5)
+        assert plain_bytes > 0
+        with pytest.raises(ConfigError, match="not empty"):
+            store.restore_tree(
+                "shop", snapshot_id, artifact, [keys.identity], source, RestoreRequest(to_dir=restored)
+            )
+
     def test_deleted_snapshot_is_no_longer_listed(self, store: SnapshotStore, keys: SnapshotKeys) -> None:
         kept, _ = store_snapshot(store, keys, SNAPSHOT_DATA)
         doomed, _ = store_snapshot(store, keys, SNAPSHOT_DATA[:1000])
@@ -439,3 +530,8 @@ class SnapshotStoreContract:
         assert posture.offsite == store.offsite == config.offsite
         assert store.traits == traits_of(config)
         assert open_store(config).traits == store.traits  # what actions get for this config
+        if store.traits.deduplicating:  # takes plain streams and trees as they are (the fan-out's)
+            assert as_plain(store) is store
+        else:
+            with pytest.raises(TypeError):
+                as_plain(store)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from backupctl.actions.ahead import DumpAhead, PendingSinks, StartedAhead
+from backupctl.actions.ahead import DumpAhead, PendingSinks, StartedAhead, StreamOf
 from backupctl.errors import SourceError, TargetError
 from backupctl.sources.base import DumpStream
 
@@ -43,7 +43,8 @@ class FakeSource:
 
 
 class FakeRepository:
-    """Stands for targets.restic.ResticRepository: records each stdin_writer's life."""
+    """Stands for a PlainStore (targets.restic_store.ResticSnapshotStore): records the life of
+    each stream sink it opens."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -62,6 +63,17 @@ class FakeRepository:
             self.aborted.append(filename)
             raise
         self.committed.append(filename)
+
+    def open_stream_sink(
+        self, policy: str, snapshot_id: str, source: str, extension: str, *, background: bool = False
+    ) -> Any:
+        from backupctl.targets.stream_sinks import open_sink
+
+        return open_sink(self.name, self.stdin_writer(f"{source}.{extension}", [f"snapshot={snapshot_id}"]))
+
+
+DB = StreamOf("shop", "20260101T000000Z-abcdef", "db", "pgdump")
+LATER = StreamOf("shop", "20260101T000000Z-abcdef", "later", "sql")
 
 
 def test_a_dump_started_ahead_is_the_one_taken_and_ends_once() -> None:
@@ -110,27 +122,27 @@ def test_a_dump_never_taken_is_ended_by_abort() -> None:
 def test_pending_sinks_are_taken_once_per_repository_and_the_rest_aborted() -> None:
     one, two, three = FakeRepository("one"), FakeRepository("two"), FakeRepository("three")
     pending = PendingSinks()
-    pending.start("db", {"one": one, "two": two}, "db.pgdump", ["t"])
-    pending.start("db", {"one": one}, "db.pgdump", ["t"])  # already started: nothing new
+    pending.start(DB, {"one": one, "two": two})  # type: ignore[dict-item]
+    pending.start(DB, {"one": one})  # type: ignore[dict-item]  # already started: nothing new
     assert one.started == ["db.pgdump"] and two.started == ["db.pgdump"]
 
     # "two" failed meanwhile, "three" is new: one is reused, two aborted, three started now.
-    sinks = pending.take("db", {"one": one, "three": three}, "db.pgdump", ["t"])
+    sinks = pending.take(DB, {"one": one, "three": three})  # type: ignore[dict-item]
     assert [sink.name for sink in sinks] == ["one", "three"]
     assert one.started == ["db.pgdump"] and three.started == ["db.pgdump"]
     assert two.aborted == ["db.pgdump"] and two.committed == []
 
-    pending.start("later", {"one": one}, "later.sql", ["t"])
+    pending.start(LATER, {"one": one})  # type: ignore[dict-item]
     pending.abort()
     assert one.aborted == ["later.sql"] and one.committed == []
-    assert pending.take("later", {}, "later.sql", ["t"]) == []  # nothing left waiting
+    assert pending.take(LATER, {}) == []  # nothing left waiting
 
 
 def test_started_ahead_aborts_both_kinds() -> None:
     source, repository = FakeSource("db"), FakeRepository("one")
     ahead = StartedAhead()
     ahead.dump.start("db", source)  # type: ignore[arg-type]
-    ahead.sinks.start("db", {"one": repository}, "db.pgdump", ["t"])
+    ahead.sinks.start(DB, {"one": repository})  # type: ignore[dict-item]
     ahead.abort()
     assert source.ended == ["left"]
     assert repository.aborted == ["db.pgdump"] and repository.committed == []
