@@ -1,0 +1,233 @@
+"""The spool of the asynchronous WAL archiver: acknowledgements, per-segment locks, liveness.
+
+Standard library (and blake3) only, and nothing else of backupctl: `wal push`'s fast path
+(backupctl.cli.fastpath) imports this module before click, pydantic or boto3 are loaded.
+
+Layout, under the policy's `pitr.archiver.spool` (every directory 0700, owned by the server's
+system user that runs both the archiver and archive_command):
+
+    <spool>/<policy>/<source>/archiver.lock   held (flock) by the running archiver; its pid
+    <spool>/<policy>/<source>/acks/<name>.ack  the segment is durable on every WAL target
+    <spool>/<policy>/<source>/acks/<name>.lock held (flock) by whoever is pushing <name>
+
+An ack is one JSON line: the segment name, the plain digest of the content that was archived
+(`blake3:<hex>`, the digest of the signed record), its size, the WAL targets and the time. It
+is written to a temporary name, fsync'd, renamed and its directory fsync'd: an ack that is
+visible is complete and survives a crash. It is written only after `push_to_all` returned, i.e.
+once the segment and its record are durable on every WAL target.
+
+The per-segment lock keeps the archiver and a fallback `wal push` from pushing the same segment
+at the same time (two writers of one segment could leave a record beside the other writer's
+ciphertext); the kernel drops it when its holder dies, so a killed archiver blocks nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ACK_FORMAT = "backupctl-wal-ack"
+ACK_VERSION = 1
+ACKS = "acks"
+ARCHIVER_LOCK = "archiver.lock"
+
+
+@dataclass(frozen=True)
+class Ack:
+    name: str
+    digest: str  # blake3:<hex> of the plain segment, as in the signed record
+    size: int
+    targets: tuple[str, ...]
+    acked_at: float  # time.time() when written
+
+
+def source_dir(spool: Path, policy: str, source: str) -> Path:
+    return spool / policy / source
+
+
+def ack_path(spool: Path, policy: str, source: str, name: str) -> Path:
+    return source_dir(spool, policy, source) / ACKS / f"{name}.ack"
+
+
+def lock_path(spool: Path, policy: str, source: str, name: str) -> Path:
+    return source_dir(spool, policy, source) / ACKS / f"{name}.lock"
+
+
+def prepare(spool: Path, policy: str, source: str) -> Path:
+    """Create the spool directories private (0700) and return the acks directory."""
+    acks = source_dir(spool, policy, source) / ACKS
+    for directory in (spool, spool / policy, source_dir(spool, policy, source), acks):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+    return acks
+
+
+def private(directory: Path) -> bool:
+    """Whether `directory` is ours and closed to others: acks anyone else could write are ignored."""
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return False
+    return info.st_uid == os.geteuid() and info.st_mode & 0o077 == 0
+
+
+# --------------------------------------------------------------------------- acks
+def write_ack(spool: Path, policy: str, source: str, ack: Ack) -> Path:
+    """Write `ack` atomically and durably (temp file, fsync, rename, fsync of the directory)."""
+    path = ack_path(spool, policy, source, ack.name)
+    body = {
+        "format": ACK_FORMAT,
+        "version": ACK_VERSION,
+        "name": ack.name,
+        "digest": ack.digest,
+        "size": ack.size,
+        "targets": list(ack.targets),
+        "acked_at": ack.acked_at,
+    }
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(descriptor, json.dumps(body, sort_keys=True).encode() + b"\n")
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(temp, path)
+    _fsync_directory(path.parent)
+    return path
+
+
+def read_ack(spool: Path, policy: str, source: str, name: str) -> Ack | None:
+    """The ack of segment `name`; None when absent, unreadable or malformed (never trusted then)."""
+    try:
+        raw = json.loads(ack_path(spool, policy, source, name).read_bytes())
+        if raw.get("format") != ACK_FORMAT or raw.get("version") != ACK_VERSION or raw.get("name") != name:
+            return None
+        return Ack(
+            name=str(raw["name"]),
+            digest=str(raw["digest"]),
+            size=int(raw["size"]),
+            targets=tuple(str(t) for t in raw["targets"]),
+            acked_at=float(raw["acked_at"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def plain_digest(path: Path) -> tuple[str, int]:
+    """(`blake3:<hex>`, size) of a file: the same digest as a segment record's plain digest.
+
+    mmap'd, one thread: 12 ms for a 16 MiB segment here (a read() into memory took 36 ms, two
+    threads 20 ms on the 2 shared cores; hashlib's import alone costs 7 ms)."""
+    import blake3
+
+    hasher = blake3.blake3(max_threads=1)
+    size = os.path.getsize(path)
+    if size:
+        hasher.update_mmap(path)
+    return f"blake3:{hasher.hexdigest()}", size
+
+
+def matches(ack: Ack, path: Path) -> bool:
+    """Whether the file at `path` is exactly the content the ack says is archived."""
+    try:
+        if os.path.getsize(path) != ack.size:
+            return False
+        return plain_digest(path)[0] == ack.digest
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- locks
+class SegmentLock:
+    """An exclusive flock on `<name>.lock`; released on close() or when the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+def archiver_running(spool: Path, policy: str, source: str) -> int | None:
+    """The pid of the running archiver of this source, or None when none holds the lock."""
+    path = source_dir(spool, policy, source) / ARCHIVER_LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return int(os.pread(fd, 32, 0).decode().strip() or 0) or -1
+        except ValueError:
+            return -1
+    finally:
+        os.close(fd)  # a shared lock we got is dropped here
+    return None
+
+
+def hold_archiver_lock(spool: Path, policy: str, source: str) -> int:
+    """Take the archiver lock for this process (its pid written in it); the open descriptor.
+    Raises BlockingIOError when another archiver of the source runs."""
+    path = source_dir(spool, policy, source) / ARCHIVER_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+# --------------------------------------------------------------------------- pruning
+def prune(spool: Path, policy: str, source: str, still_ready: set[str], older_than: float) -> list[str]:
+    """Remove acks (and their lock files) of segments PostgreSQL no longer waits for (no `.ready`)
+    that are older than `older_than` seconds; the names removed. A pruned ack costs at most one
+    full push if PostgreSQL ever asks again (after a crash): correctness never needs it."""
+    acks = source_dir(spool, policy, source) / ACKS
+    cutoff = time.time() - older_than
+    removed = []
+    try:
+        entries = list(os.scandir(acks))
+    except OSError:
+        return []
+    for entry in entries:
+        name, dot, suffix = entry.name.rpartition(".")
+        if not dot or suffix not in ("ack", "lock") or name.startswith(".") or name in still_ready:
+            continue
+        try:
+            if entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                if suffix == "ack":
+                    removed.append(name)
+        except OSError:
+            continue
+    return removed
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
