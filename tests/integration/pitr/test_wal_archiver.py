@@ -287,6 +287,10 @@ def test_a_server_archives_through_the_archiver_and_the_fast_path(
         with psycopg.connect(setup.cluster.url("postgres"), password=setup.cluster.password) as connection:
             failed = connection.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()
         assert failed is not None and failed[0] == 0
+        assert _archiver_findings(setup) == {
+            f"archive_command reads the archiver's spool {spool}": "ok",
+            f"wal archiver runs (pid {_archiver_pid(process)})": "ok",
+        }
     finally:
         children = subprocess.run(
             ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
@@ -300,3 +304,18 @@ def test_a_server_archives_through_the_archiver_and_the_fast_path(
     for name in names:
         assert (records / f"{name}.rec").is_file()
         assert (acks / f"{name}.ack").is_file(), out  # pushed by the archiver, answered from its ack
+    stopped = _archiver_findings(setup)
+    assert [level for detail, level in stopped.items() if "is not running" in detail] == ["WARN"]
+
+
+def _archiver_pid(process: subprocess.Popen[str]) -> int:
+    children = subprocess.run(
+        ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
+    ).stdout.split()
+    return int(children[0]) if children else process.pid
+
+
+def _archiver_findings(setup: PitrSetup) -> dict[str, str]:
+    done = setup.run("doctor", POLICY, "--json")
+    findings = json.loads(done.stdout)["findings"]
+    return {f["detail"]: f["level"] for f in findings if f["check"] == f"{POLICY}/{SOURCE}: pitr archiver"}
