@@ -147,7 +147,7 @@ def run_archiver(
                     for name in ready
                     if name not in in_flight
                     and retry_at.get(name, 0.0) <= now
-                    and not spool.ack_path(root, policy.name, source_name, name).exists()
+                    and not os.path.exists(spool.ack_path(root, policy.name, source_name, name))
                 ]
                 for name in todo:
                     in_flight[name] = pool.submit(push_one, name)
@@ -205,7 +205,7 @@ def _ready(status: Path) -> list[str]:
 def _forget_other_targets(root: Path, policy: str, source: str, targets: tuple[str, ...]) -> None:
     """Drop acks made for another set of WAL targets (the policy changed): they do not say the
     segment is on the targets of today."""
-    directory = spool.source_dir(root, policy, source) / spool.ACKS
+    directory = Path(spool.acks_dir(root, policy, source))
     for path in directory.glob("*.ack"):
         ack = spool.read_ack(root, policy, source, path.name[: -len(".ack")])
         if ack is None or ack.targets != targets:

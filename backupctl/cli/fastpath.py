@@ -17,10 +17,13 @@ running and pushing the segment, this waits for its ack instead of pushing it ag
 
 from __future__ import annotations
 
-import signal
+import os
 import sys
 import time
-from pathlib import Path
+
+# The C core of `signal`: 0.2 ms to import instead of 5 (signal's enums), and the fast path
+# must install its SIGTERM handler before anything else (python -S -X importtime).
+_signal = __import__("_signal")
 
 # Global options of the CLI that take a value (backupctl.cli.main) / that take none.
 _GLOBAL_VALUES = {"--policies", "--state-dir", "--catalog", "--keys-dir"}
@@ -32,7 +35,7 @@ POLL = 0.005
 _held: list[object] = []  # the segment lock, held until the process exits (the full push runs)
 
 
-def parse_push(argv: list[str]) -> tuple[str, str, Path, Path, str] | None:
+def parse_push(argv: list[str]) -> tuple[str, str, str, str, str] | None:
     """(policy, source, spool, path, name) of `wal push POLICY --source S --spool DIR PATH [NAME]`
     with global options anywhere; None for any other command line (the CLI then parses it)."""
     words: list[str] = []
@@ -55,9 +58,9 @@ def parse_push(argv: list[str]) -> tuple[str, str, Path, Path, str] | None:
         return None
     if not options.get("--source") or not options.get("--spool"):
         return None
-    policy, path = words[2], Path(words[3])
-    name = words[4] if len(words) == 5 else path.name
-    return policy, options["--source"], Path(options["--spool"]), path, name
+    policy, path = words[2], words[3]
+    name = words[4] if len(words) == 5 else os.path.basename(path)
+    return policy, options["--source"], options["--spool"], path, name
 
 
 def fast_push(argv: list[str]) -> bool:
@@ -69,7 +72,7 @@ def fast_push(argv: list[str]) -> bool:
     from backupctl.pitr import spool
 
     policy, source, root, path, name = parsed
-    acks = spool.source_dir(root, policy, source) / spool.ACKS
+    acks = spool.acks_dir(root, policy, source)
     if "/" in name or name.startswith(".") or not spool.private(acks) or not spool.private(root):
         return False
     ack = spool.read_ack(root, policy, source, name)
@@ -108,7 +111,7 @@ def _interrupted(signum: int, frame: object) -> None:
 def main() -> None:
     # SIGTERM while waiting for the archiver: exit 1 as the full push would, not a signal death
     # (PostgreSQL's archiver dies on it); the CLI installs its own handler afterwards.
-    previous = signal.signal(signal.SIGTERM, _interrupted)
+    previous = _signal.signal(_signal.SIGTERM, _interrupted)
     try:
         if fast_push(sys.argv[1:]):
             sys.exit(0)
@@ -116,7 +119,7 @@ def main() -> None:
         # SIGINT before the CLI installed its handlers: exit 1, never >= 128 (archive contract)
         sys.stderr.write("error: interrupted; PostgreSQL retries the segment\n")
         sys.exit(1)
-    signal.signal(signal.SIGTERM, previous)
+    _signal.signal(_signal.SIGTERM, previous)
     from backupctl.cli.main import main as full
 
     full()

@@ -126,10 +126,13 @@ def test_the_archiver_pushes_ready_segments_ahead_and_acknowledges_them(
     records = case.target / ASYNC / "pitr" / SOURCE / "records"
     for name in case.names:
         assert (records / f"{name}.rec").is_file()
-        ack = json.loads(case.ack(name).read_text())
+        lines = case.ack(name).read_text().splitlines()
+        assert lines[0] == "backupctl-wal-ack 1"
+        ack = dict(line.split(" ", 1) for line in lines[1:])
         record = json.loads((records / f"{name}.rec").read_bytes().split(b"\n")[0])
         assert ack["name"] == name and ack["digest"] == record["plain_digest"]
-        assert ack["size"] == 16 * 1024 * 1024 and ack["targets"] == ["nas"]
+        assert ack["size"] == str(16 * 1024 * 1024) and ack["targets"] == "nas"
+        assert case.ack(name).stat().st_mode & 0o777 == 0o600
     for directory in (case.spool, case.ack(case.names[0]).parent):
         assert directory.stat().st_mode & 0o777 == 0o700
     # the .ready files stay: only PostgreSQL marks a segment done
