@@ -119,6 +119,8 @@ def main() -> None:
         # SIGINT before the CLI installed its handlers: exit 1, never >= 128 (archive contract)
         sys.stderr.write("error: interrupted; PostgreSQL retries the segment\n")
         sys.exit(1)
+    except OSError:
+        pass  # the spool could not be read or locked: the full push decides, as without a spool
     _signal.signal(_signal.SIGTERM, previous)
     from backupctl.cli.main import main as full
 
