@@ -72,8 +72,14 @@ def fast_push(argv: list[str]) -> bool:
     from backupctl.pitr import spool
 
     policy, source, root, path, name = parsed
+    if any("/" in part or part.startswith(".") or not part for part in (policy, source, name)):
+        return False  # not names the CLI would accept: it says so
     acks = spool.acks_dir(root, policy, source)
-    if "/" in name or name.startswith(".") or not spool.private(acks) or not spool.private(root):
+    if not os.path.isdir(acks):
+        # created here too, so that the segment lock below exists before an archiver starts:
+        # a push without the lock could overlap one of the archiver's
+        spool.prepare(root, policy, source)  # OSError: main() falls back to the full push
+    if not spool.private(acks) or not spool.private(root):
         return False
     ack = spool.read_ack(root, policy, source, name)
     if ack is not None:

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 import yaml
 
+from backupctl.pitr import spool as spool_lib
 from tests.fixtures.s3 import MotoServer, new_bucket_name
 from tests.integration.pitr.conftest import POLICY, SOURCE, PitrSetup, make_setup, start
 
@@ -286,6 +287,10 @@ def test_a_server_archives_through_the_archiver_and_the_fast_path(
         argv, env={**os.environ, **setup.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
+        deadline = time.monotonic() + 30  # the archiver runs once it holds its lock in the spool
+        while spool_lib.archiver_running(spool, POLICY, SOURCE) is None and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.1)
         names = [setup.switch_and_wait() for _ in range(3)]
         with psycopg.connect(setup.cluster.url("postgres"), password=setup.cluster.password) as connection:
             failed = connection.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()
