@@ -130,7 +130,7 @@ def run_archiver(
             if on_ack is not None:
                 on_ack(name, already)
         finally:
-            lock.release()
+            lock.release(remove=True)  # one lock file per segment would pile up otherwise
 
     last_prune = 0.0
     try:

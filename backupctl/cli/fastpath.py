@@ -17,6 +17,7 @@ running and pushing the segment, this waits for its ack instead of pushing it ag
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import time
@@ -31,8 +32,6 @@ _GLOBAL_FLAGS = {"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--log-json"
 ARCHIVER_GRACE = 1.0  # s: a running archiver polls archive_status every 0.1 s (actions.wal_archiver)
 BUSY_LIMIT = 120.0  # s: the archiver still holds the segment's lock: exit 1, PostgreSQL retries
 POLL = 0.005
-
-_held: list[object] = []  # the segment lock, held until the process exits (the full push runs)
 
 
 def parse_push(argv: list[str]) -> tuple[str, str, str, str, str] | None:
@@ -95,7 +94,9 @@ def fast_push(argv: list[str]) -> bool:
                 return spool.matches(ack, path)
             waited = time.monotonic() - began
             if not archiver or waited >= ARCHIVER_GRACE:
-                _held.append(lock)  # push it ourselves; the archiver skips a locked segment
+                # push it ourselves (the archiver skips a locked segment); the lock is dropped
+                # and its file removed when this process exits
+                atexit.register(lock.release, remove=True)
                 return False
             lock.release()  # give the running archiver the moment it needs to pick it up
         elif time.monotonic() - began > BUSY_LIMIT:

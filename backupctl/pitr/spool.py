@@ -170,7 +170,12 @@ def matches(ack: Ack, path: StrPath) -> bool:
 
 # --------------------------------------------------------------------------- locks
 class SegmentLock:
-    """An exclusive flock on `<name>.lock`; released on close() or when the process dies."""
+    """An exclusive flock on `<name>.lock`; released on release() or when the process dies.
+
+    The holder removes the file when it is done (`release(remove=True)`), so lock files do not
+    pile up one per segment; a process that opened the file just before it was removed gets its
+    flock on a file no longer in the directory and must not count it: `try_acquire` checks that
+    the path still names the locked file (the usual flock + unlink protocol)."""
 
     def __init__(self, path: StrPath) -> None:
         self.path = path
@@ -180,14 +185,23 @@ class SegmentLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            held, named = os.fstat(fd), os.stat(self.path)
+        except (BlockingIOError, FileNotFoundError):
             os.close(fd)
+            return False
+        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+            os.close(fd)  # removed and re-created meanwhile: not the lock of record
             return False
         self._fd = fd
         return True
 
-    def release(self) -> None:
+    def release(self, *, remove: bool = False) -> None:
         if self._fd is not None:
+            if remove:
+                try:
+                    os.unlink(self.path)  # while still held: see the class docstring
+                except FileNotFoundError:
+                    pass
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 

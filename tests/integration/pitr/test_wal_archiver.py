@@ -136,6 +136,7 @@ def test_the_archiver_pushes_ready_segments_ahead_and_acknowledges_them(
         assert case.ack(name).stat().st_mode & 0o777 == 0o600
     for directory in (case.spool, case.ack(case.names[0]).parent):
         assert directory.stat().st_mode & 0o777 == 0o700
+    assert list(case.ack(case.names[0]).parent.glob("*.lock")) == []  # removed by their holder
     # the .ready files stay: only PostgreSQL marks a segment done
     assert all((case.pgdata / "pg_wal" / "archive_status" / f"{n}.ready").exists() for n in case.names)
     # a second run finds everything acked: nothing is pushed again
@@ -168,6 +169,7 @@ def test_an_acknowledged_push_exits_0_without_touching_the_target_and_only_for_t
     # without the archiver's ack the segment still archives through the full push
     pushed = case.push(other)
     assert pushed.returncode == 0 and "already archived" in pushed.stdout, pushed.stderr
+    assert list(case.ack(other).parent.glob("*.lock")) == []
 
 
 def test_acks_in_a_spool_others_can_write_are_ignored(
