@@ -85,11 +85,11 @@ def run_archiver(
     except BlockingIOError:
         pid = spool.archiver_running(root, policy.name, source_name)
         raise JobFailed(f"an archiver of {policy.name}/{source_name} already runs (pid {pid})") from None
-    targets = tuple(wal_target_names(policy, pitr_source(policy, source_name)[0]))
+    targets = _target_marks(policy, wal_target_names(policy, pitr_source(policy, source_name)[0]))
     _forget_other_targets(root, policy.name, source_name, targets)
     local = threading.local()
     opened: list[list[SegmentArchive]] = []
-    opened_lock = threading.Lock()
+    opened_lock = threading.Lock()  # guards `opened` and the counters of `stats`
     stats = ArchiverStats()
     retry_at: dict[str, float] = {}
     failures: dict[str, int] = {}
@@ -122,10 +122,11 @@ def run_archiver(
                 root, policy.name, source_name, spool.Ack(name, digest, size, targets, time.time())
             )
             already = all(r.already for r in results)
-            if already:
-                stats.already += 1
-            else:
-                stats.pushed += 1
+            with opened_lock:  # `+=` on an attribute is not atomic across threads
+                if already:
+                    stats.already += 1
+                else:
+                    stats.pushed += 1
             log.info("%s %s and acknowledged", name, "already archived" if already else "archived")
             if on_ack is not None:
                 on_ack(name, already)
@@ -202,9 +203,19 @@ def _ready(status: Path) -> list[str]:
     return sorted(entry[: -len(".ready")] for entry in entries if entry.endswith(".ready"))
 
 
+def _target_marks(policy: Policy, names: list[str]) -> tuple[str, ...]:
+    """`name:fingerprint` of each WAL target (its configuration): an ack says where it is durable."""
+    from backupctl.core.digests import digest_of
+
+    return tuple(
+        f"{name}:{digest_of(policy.target(name).model_dump_json().encode()).partition(':')[2][:12]}"
+        for name in names
+    )
+
+
 def _forget_other_targets(root: Path, policy: str, source: str, targets: tuple[str, ...]) -> None:
-    """Drop acks made for another set of WAL targets (the policy changed): they do not say the
-    segment is on the targets of today."""
+    """Drop acks made for another set of WAL targets, or targets configured otherwise (the policy
+    changed): they do not say the segment is on the targets of today."""
     directory = Path(spool.acks_dir(root, policy, source))
     for path in directory.glob("*.ack"):
         ack = spool.read_ack(root, policy, source, path.name[: -len(".ack")])

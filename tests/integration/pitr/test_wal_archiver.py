@@ -132,7 +132,7 @@ def test_the_archiver_pushes_ready_segments_ahead_and_acknowledges_them(
         ack = dict(line.split(" ", 1) for line in lines[1:])
         record = json.loads((records / f"{name}.rec").read_bytes().split(b"\n")[0])
         assert ack["name"] == name and ack["digest"] == record["plain_digest"]
-        assert ack["size"] == str(16 * 1024 * 1024) and ack["targets"] == "nas"
+        assert ack["size"] == str(16 * 1024 * 1024) and ack["targets"].startswith("nas:")
         assert case.ack(name).stat().st_mode & 0o777 == 0o600
     for directory in (case.spool, case.ack(case.names[0]).parent):
         assert directory.stat().st_mode & 0o777 == 0o700
@@ -142,6 +142,14 @@ def test_the_archiver_pushes_ready_segments_ahead_and_acknowledges_them(
     # a second run finds everything acked: nothing is pushed again
     again = case.archiver("--once")
     assert again.returncode == 0 and "0 pushed" in again.stdout, again.stdout
+    # another WAL target (here: the same name, another directory): the old acks say nothing about it
+    moved = case.setup.scratch()
+    _async_policy(case.setup, ASYNC, case.spool, {"name": "nas", "type": "local", "path": str(moved)})
+    elsewhere = case.archiver("--once")
+    assert elsewhere.returncode == 0 and "2 pushed" in elsewhere.stdout, elsewhere.stdout
+    assert sorted(p.name for p in (moved / ASYNC / "pitr" / SOURCE / "records").iterdir()) == [
+        f"{n}.rec" for n in case.names
+    ]
 
 
 def test_an_acknowledged_push_exits_0_without_touching_the_target_and_only_for_the_acked_content(
