@@ -142,6 +142,9 @@ def run_archiver(
                         del in_flight[name]
                         _settle(name, future, stats, retry_at, failures)
                 ready = _ready(status)
+                for gone in set(retry_at) - set(ready):  # archived meanwhile by archive_command
+                    retry_at.pop(gone, None)
+                    failures.pop(gone, None)
                 now = time.monotonic()
                 todo = [
                     name

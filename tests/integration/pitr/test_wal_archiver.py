@@ -178,6 +178,11 @@ def test_an_acknowledged_push_exits_0_without_touching_the_target_and_only_for_t
     pushed = case.push(other)
     assert pushed.returncode == 0 and "already archived" in pushed.stdout, pushed.stderr
     assert list(case.ack(other).parent.glob("*.lock")) == []
+    # the archiver applies the same rule: the changed segment is refused and never acked
+    case.ack(acked).unlink()
+    refused = case.archiver("--once")
+    assert refused.returncode == 1 and "DIFFERENT content" in refused.stderr, refused.stderr
+    assert not case.ack(acked).exists()
 
 
 def test_acks_in_a_spool_others_can_write_are_ignored(
