@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from backupctl.actions.doctor_findings import CONNECT_TIMEOUT, Finding
 from backupctl.core.durations import parse_duration
@@ -20,6 +21,7 @@ class ServerFacts:
     monitor: bool  # the role may read pg_ls_archive_statusdir (pg_monitor or superuser)
     archiver_failing: bool  # last failure newer than the last success
     last_failed_wal: str | None = None
+    archiver_pid: int | None = None  # the running `wal archiver` of the source (pitr.archiver), if any
 
 
 def archive_command_for(policy: str, source: str) -> str:
@@ -113,6 +115,8 @@ def pitr_findings(policy: Policy, source: PostgresSource, facts: ServerFacts) ->
                 warn=True,
             )
         )
+    if source.pitr.archiver is not None:
+        findings += _archiver_findings(policy, source, command, facts.archiver_pid)
     if facts.archiver_failing:
         findings.append(
             Finding(
@@ -122,6 +126,35 @@ def pitr_findings(policy: Policy, source: PostgresSource, facts: ServerFacts) ->
                 "read the server log for backupctl's error; `backupctl wal status` shows the RPO",
             )
         )
+    return findings
+
+
+def _archiver_findings(
+    policy: Policy, source: PostgresSource, command: str, pid: int | None
+) -> list[Finding]:
+    """pitr.archiver: archive_command names its spool, and the archiver runs (on this host)."""
+    assert source.pitr is not None and source.pitr.archiver is not None
+    check = f"{policy.name}/{source.name}: pitr archiver"
+    spool = source.pitr.archiver.spool
+    findings = []
+    if f"--spool {spool}" in command or f"--spool={spool}" in command:
+        findings.append(Finding(check, True, f"archive_command reads the archiver's spool {spool}"))
+    else:
+        findings.append(Finding(
+            check, False, f"archive_command does not name the archiver's spool {spool}: every segment is "
+            "pushed by archive_command itself (correct, but slow)",
+            f"set archive_command = 'backupctl wal push {policy.name} --source {source.name} --spool {spool} "
+            "%p %f' and run SELECT pg_reload_conf()", warn=True,
+        ))  # fmt: skip
+    if pid is not None:
+        findings.append(Finding(check, True, f"wal archiver runs (pid {pid})"))
+    else:
+        findings.append(Finding(
+            check, False, "wal archiver is not running on this host: archive_command pushes every segment "
+            "itself (correct, slower)",
+            f"start it as the server's user: backupctl wal archiver {policy.name} --source {source.name} "
+            "--pgdata DATADIR (docs/pitr.md, systemd unit)", warn=True,
+        ))  # fmt: skip
     return findings
 
 
@@ -154,8 +187,19 @@ def check_pitr(policy: Policy, source: PostgresSource) -> list[Finding]:
         return [Finding(check, False, f"cannot read the server's settings: {mask(str(error).strip())[:200]}",
                         "see the postgres tools check above")]  # fmt: skip
     assert role is not None and archiver is not None
-    facts = ServerFacts(settings, bool(role[0]), bool(role[1]), bool(archiver[0]), archiver[1])
+    facts = ServerFacts(
+        settings, bool(role[0]), bool(role[1]), bool(archiver[0]), archiver[1], _archiver_pid(policy, source)
+    )
     return pitr_findings(policy, source, facts)
+
+
+def _archiver_pid(policy: Policy, source: PostgresSource) -> int | None:
+    """The pid of the source's running archiver (its lock in the spool is held); None without one."""
+    if source.pitr is None or source.pitr.archiver is None:
+        return None
+    from backupctl.pitr.spool import archiver_running
+
+    return archiver_running(Path(source.pitr.archiver.spool).expanduser(), policy.name, source.name)
 
 
 def _seconds(text: str) -> timedelta:

@@ -103,14 +103,10 @@ def push_wal(
     name = name or path.name
     if not path.is_file():
         raise JobFailed(f"{path} does not exist (archive_command gets %p relative to the data directory)")
-    kind, meta, sysid = wal_meta(path, name)
     archives = open_archives(settings, policy, source_name, for_push=True)
     try:
-        if sysid is not None:
-            for archive in archives:
-                _claim_cached(settings, archive, str(sysid))
         try:
-            return push_to_all(archives, path, name, kind, meta)
+            return push_opened(settings, archives, path, name)
         except KeyboardInterrupt:
             # SIGTERM/SIGINT: the target's writer discarded the partial object; exit 1, never
             # >= 128 (PostgreSQL's archiver dies silently on a signal exit)
@@ -119,6 +115,19 @@ def push_wal(
             ) from None
     finally:
         close_all(archives)
+
+
+def push_opened(
+    settings: Settings, archives: Sequence[SegmentArchive], path: Path, name: str
+) -> list[PushResult]:
+    """The push itself, into archives opened `for_push`: shared by `wal push` and the
+    asynchronous archiver (actions.wal_archiver), so both apply the same rules (identity,
+    identical/different content, durable on every target when it returns)."""
+    kind, meta, sysid = wal_meta(path, name)
+    if sysid is not None:
+        for archive in archives:
+            _claim_cached(settings, archive, str(sysid))
+    return push_to_all(archives, path, name, kind, meta)
 
 
 def _claim_cached(settings: Settings, archive: SegmentArchive, sysid: str) -> None:

@@ -38,28 +38,126 @@ def wal() -> None:
 @source_option
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("name", required=False)
+@click.option(
+    "--spool",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The spool of `wal archiver` (pitr.archiver.spool): exit 0 at once when the archiver "
+    "acknowledged this segment with the same content, else push it here.",
+)
 @pass_app
-def push(app: App, policy_name: str, source_name: str, path: Path, name: str | None) -> None:
+def push(
+    app: App, policy_name: str, source_name: str, path: Path, name: str | None, spool: Path | None
+) -> None:
     """Archive one WAL file (PostgreSQL's archive_command: %p %f).
 
     Exit 0 only when the file is durable on every WAL target; an identical re-push exits 0;
     different content under the same name (split brain, another cluster) exits 1 with a loud
-    error; SIGTERM/SIGINT exit 1, never >= 128, and leave nothing partial.
+    error; SIGTERM/SIGINT exit 1, never >= 128, and leave nothing partial. With --spool, a
+    segment the asynchronous archiver acknowledged with the same content exits 0 at once
+    (answered before the rest of backupctl loads: backupctl.cli.fastpath).
 
     \b
-    Example (postgresql.conf):
+    Examples (postgresql.conf):
       archive_command = 'backupctl wal push shop --source db %p %f'
+      archive_command = 'backupctl wal push shop --source db --spool /srv/pg-spool %p %f'
     """
     from backupctl.actions.wal import push_wal
 
     try:
         policy = app.policy(policy_name, check_secrets=False).policy
+        if spool is not None:
+            _check_spool(policy, source_name, spool)
         results = push_wal(app.settings, policy, source_name, path, name)
     except KeyboardInterrupt:
         raise JobFailed(f"interrupted while archiving {name or path.name}; PostgreSQL retries it") from None
     shown = name or path.name
     state = "already archived" if all(r.already for r in results) else "archived"
     app.echo(f"{shown} {state} ({len(results)} target(s))")
+
+
+def _check_spool(policy: object, source_name: str, spool: Path) -> None:
+    """A --spool that is not the policy's archiver spool only costs speed: say so in the server log."""
+    from backupctl.actions.wal_archiver import spool_of
+    from backupctl.errors import ConfigError
+    from backupctl.policy.schema import Policy
+
+    assert isinstance(policy, Policy)
+    try:
+        configured = spool_of(policy, source_name)
+    except ConfigError as error:
+        click.echo(f"warning: --spool {spool}: {error}", err=True)
+        return
+    if configured.absolute() != spool.absolute():
+        click.echo(
+            f"warning: --spool {spool} is not pitr.archiver.spool ({configured}): the archiver's "
+            "acknowledgements are not seen, every segment is pushed by archive_command",
+            err=True,
+        )
+
+
+@wal.command()
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option(
+    "--pgdata",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="The server's data directory (its pg_wal/archive_status is watched).",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 16), help="Parallel pushes (default: pitr.archiver.workers)."
+)
+@click.option("--once", is_flag=True, help="Push what is ready now, then exit (for tests and catch-up).")
+@pass_app
+def archiver(
+    app: App, policy_name: str, source_name: str, pgdata: Path, workers: int | None, once: bool
+) -> None:
+    """Push WAL segments ahead of archive_command and acknowledge them in the spool.
+
+    Runs until SIGTERM/SIGINT (then finishes the pushes under way and exits 0), as the server's
+    system user. Every segment PostgreSQL marks ready is pushed with `wal push`'s own code path
+    and acknowledged (name and content digest, fsync'd) only once durable on every WAL target;
+    archive_command = `wal push --spool SPOOL` then exits 0 at once for it. Without a running
+    archiver, `wal push` simply pushes by itself.
+
+    \b
+    Example (a systemd service, docs/pitr.md):
+      backupctl wal archiver shop --source db --pgdata /var/lib/postgresql/15/main
+    """
+    import signal
+    import threading
+
+    from backupctl.actions.wal_archiver import run_archiver, spool_of
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    app.echo(
+        f"archiver of {policy_name}/{source_name}: watching {pgdata}, spool {spool_of(policy, source_name)}"
+    )
+    stats = run_archiver(
+        app.settings,
+        policy,
+        source_name,
+        pgdata,
+        stop,
+        workers=workers,
+        once=once,
+        on_ack=lambda name, already: app.echo(
+            f"{name} {'already archived' if already else 'archived'}, acknowledged"
+        ),
+    )
+    app.echo(
+        f"archiver stopped: {stats.pushed} pushed, {stats.already} already archived, "
+        f"{stats.failed} failed attempts, {stats.pruned} acks pruned"
+    )
+    if once and stats.failures:
+        raise JobFailed("; ".join(stats.failures))
 
 
 @wal.command()

@@ -221,6 +221,18 @@ class ViaSsh(Strict):
         return self
 
 
+class PostgresArchiver(Strict):
+    """The asynchronous WAL archiver (`backupctl wal archiver`, docs/pitr.md#asynchronous-archiving)."""
+
+    spool: str = Field(
+        description="Private directory (created 0700) where the archiver writes an acknowledgement for "
+        "each segment it made durable on every WAL target; archive_command must name it: "
+        "`backupctl wal push POLICY --source S --spool SPOOL %p %f`.",
+        examples=["/var/lib/postgresql/backupctl-spool"],
+    )
+    workers: int = Field(default=2, ge=1, le=16, description="Segments the archiver pushes in parallel.")
+
+
 class PostgresPitr(Strict):
     """Point-in-time recovery of a PostgreSQL server: WAL archiving + base backups (docs/pitr.md)."""
 
@@ -251,6 +263,12 @@ class PostgresPitr(Strict):
         default=None,
         description="Directory of pg_basebackup, pg_ctl and postgres for base backups and restores; "
         "pg_config --bindir or the newest /usr/lib/postgresql/*/bin when absent.",
+    )
+    archiver: PostgresArchiver | None = Field(
+        default=None,
+        description="Push WAL ahead of archive_command with a long-running `backupctl wal archiver`: "
+        "`wal push --spool` then exits 0 at once for a segment the archiver acknowledged with the "
+        "same content, and falls back to the full push otherwise.",
     )
 
 

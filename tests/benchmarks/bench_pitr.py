@@ -15,7 +15,9 @@ archive of the same WAL.
 
 Scale: BENCH_PITR_SCALE (pgbench scale, default 10, about 150 MiB; the issue's 1 GiB run is
 scale 70), BENCH_PITR_SECONDS (pgbench run, default 20), BENCH_PITR_SEGMENTS (segments
-re-pushed per tool, default 20). Printed tables go into docs/benchmarks.md.
+re-pushed per tool, default 20), BENCH_PITR_ARCHIVE_ONLY=1 (skip the restore). The asynchronous
+mode is measured beside them: `wal archiver --once` pushes the segments ahead (2 workers, timed),
+then `wal push --spool` answers each one from its ack. Printed tables go into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+import yaml
 
 from tests.integration.pitr.conftest import POLICY, SOURCE, make_setup
 
@@ -140,6 +143,20 @@ def main() -> None:
         )
         (root / "push-backupctl").mkdir()
         (root / "push-cp").mkdir()
+        # the asynchronous mode: a policy with an archiver, a data directory whose .ready
+        # segments the archiver pushes ahead (timed), then archive_command answers from its acks
+        spool = root / "spool"
+        async_policy = yaml.safe_load(text)
+        async_policy["name"] = "benchasync"
+        async_policy["targets"][0]["path"] = str(root / "push-async")
+        async_policy["sources"][0]["pitr"]["archiver"] = {"spool": str(spool), "workers": 2}
+        (root / "setup" / "policies" / "benchasync.yaml").write_text(yaml.safe_dump(async_policy))
+        (root / "push-async").mkdir()
+        pgdata = root / "async-pgdata"
+        (pgdata / "pg_wal" / "archive_status").mkdir(parents=True)
+        for segment in segments:
+            shutil.copyfile(segment, pgdata / "pg_wal" / segment.name)
+            (pgdata / "pg_wal" / "archive_status" / f"{segment.name}.ready").touch()
         repo2 = root / "pgbackrest-repo2"
         repo2.mkdir()
         conf2 = root / "pgbackrest2.conf"
@@ -150,6 +167,18 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
+        wrapper = (root / "setup" / "backupctl").read_text()
+        interpreter = wrapper.split(" -m backupctl")[0].split()[-1]
+        nosite = root / "setup" / "backupctl-nosite"
+        nosite.write_text(wrapper.replace(" -m backupctl", " -S -m backupctl"))
+        nosite.chmod(0o755)
+        began = time.monotonic()
+        ahead = setup.run(
+            "wal", "archiver", "benchasync", "--source", SOURCE, "--pgdata", str(pgdata), "--once"
+        )
+        archiver_seconds = time.monotonic() - began
+        if ahead.returncode != 0:
+            raise SystemExit(f"wal archiver failed: {ahead.stderr[-1500:]}")
         tools = {
             "backupctl wal push": lambda seg: [
                 str(root / "setup" / "backupctl"),
@@ -161,6 +190,35 @@ def main() -> None:
                 str(seg),
                 seg.name,
             ],
+            "backupctl wal push --spool (acked)": lambda seg: [
+                str(root / "setup" / "backupctl"),
+                "wal",
+                "push",
+                "benchasync",
+                "--source",
+                SOURCE,
+                "--spool",
+                str(spool),
+                str(pgdata / "pg_wal" / seg.name),
+                seg.name,
+            ],
+            # the same, interpreter started without `site`: every python3 start on these machines
+            # processes a .pth of the sandbox that imports certifi (40-100 ms under load, measured
+            # with -X importtime); the fast path needs no site (PYTHONPATH names everything)
+            "  same, python3 -S": lambda seg: [
+                str(nosite),
+                "wal",
+                "push",
+                "benchasync",
+                "--source",
+                SOURCE,
+                "--spool",
+                str(spool),
+                str(pgdata / "pg_wal" / seg.name),
+                seg.name,
+            ],
+            "python3 -c pass (interpreter)": lambda seg: [interpreter, "-c", "pass"],
+            "python3 -S -c pass": lambda seg: [interpreter, "-S", "-c", "pass"],
             "pgbackrest archive-push": lambda seg: [
                 "pgbackrest",
                 f"--config={conf2}",
@@ -199,6 +257,17 @@ def main() -> None:
                 f"{rate:7.1f} {rate / wal_rate if wal_rate else float('inf'):10.1f}x",
                 flush=True,
             )
+
+        rate = len(segments) / archiver_seconds
+        print(
+            f"  {'backupctl wal archiver (2 workers)':<34} {'':>8} {'':>8} {rate:7.1f} "
+            f"{rate / wal_rate if wal_rate else float('inf'):10.1f}x   "
+            f"(pushes ahead: {archiver_seconds:.1f}s for {len(segments)} segments, process start included)",
+            flush=True,
+        )
+        print(f"  load average (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+        if os.environ.get("BENCH_PITR_ARCHIVE_ONLY"):
+            return
 
         # ---------------------------------------------------------------- point-in-time restore
         print(
