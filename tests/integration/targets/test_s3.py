@@ -110,11 +110,16 @@ def test_multipart_upload_in_parallel_with_bounded_concurrency(
     assert read(target, "shop/s1/db.pgdump.zst.age") == data
 
 
-def test_small_object_is_one_put(s3_target_config: TargetConfig) -> None:
+@pytest.mark.parametrize("size", [MiB, MiB + 1, 5 * MiB - 1], ids=["in-memory", "spooled", "spooled-full"])
+def test_small_object_is_one_put(s3_target_config: TargetConfig, size: int) -> None:
+    """Up to 1 MiB the object stays in memory; beyond, up to one part, it is one PutObject of
+    the spooled slot."""
     target = s3_target(s3_target_config(part_size_mb=5))
     counter = CallCounter(target.client)
-    write(target, "shop/s1/manifest.json", b"x" * (5 * MiB - 1))
+    data = payload(size, seed=size)
+    write(target, "shop/s1/manifest.json", data)
     assert counter.calls == {"PutObject": 1}
+    assert read(target, "shop/s1/manifest.json") == data
 
 
 def test_failed_multipart_upload_is_aborted(
