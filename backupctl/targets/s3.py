@@ -2,13 +2,14 @@
 
 Behaviour beyond the BlobTarget contract (docs/targets.md):
 - Keys are `<prefix>/<key>` inside the bucket (just `<key>` without a prefix).
-- Writes stream: parts of `part_size_mb` are uploaded by at most `max_concurrency` threads, so
-  memory stays below (max_concurrency + 1) x part size whatever the object size. An object smaller
-  than one part is a single PutObject. A multipart object becomes visible only when
-  CompleteMultipartUpload succeeds; on any error the upload is aborted. (A process killed
-  outright leaves an invisible incomplete upload: the next backup or prune of the policy aborts
-  it (`sweep_partial`, backupctl.actions.sweep), and `target setup` adds a lifecycle rule that
-  aborts those after 7 days.)
+- Writes stream: parts of `part_size_mb` are uploaded by at most `max_concurrency` threads. The
+  parts in flight wait in a private unlinked spool file of (max_concurrency + 1) x part size
+  (backupctl.targets.s3_parts; in memory when the spool directory has no room), so memory
+  stays flat whatever the object size. An object smaller than one part is a single PutObject.
+  A multipart object becomes visible only when CompleteMultipartUpload succeeds; on any error
+  the upload is aborted. (A process killed outright leaves an invisible incomplete upload: the
+  next backup or prune of the policy aborts it (`sweep_partial`, backupctl.actions.sweep), and
+  `target setup` adds a lifecycle rule that aborts those after 7 days.)
 - Artifacts get `storage_class`; `manifest.json` and `manifest.json.sig` are always STANDARD
   so that listing and verifying never wait for an archive restore. With a lifecycle transition
   configured, objects are tagged `backupctl-role=artifact|manifest` and the transition rule
@@ -49,6 +50,7 @@ from backupctl.core.durations import format_duration, humanize_seconds, parse_du
 from backupctl.errors import ConfigError, RetainedByLock, TargetError
 from backupctl.policy.schema import S3Target
 from backupctl.targets.base import MANIFEST, SIGNATURE, ObjectInfo, Posture, ReadTiming, register_target
+from backupctl.targets.s3_parts import PartBody, PartSlots, open_part_slots
 from backupctl.targets.s3_posture import (
     ROLE_TAG,
     SetupChange,
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("backupctl.targets.s3")
 
 MiB = 1024 * 1024
+SMALL_OBJECT = MiB  # objects up to this size (manifests, signatures) never open a spool file
 RESTORE_POLL_ENV = "BACKUPCTL_S3_RESTORE_POLL"
 
 
@@ -374,8 +377,11 @@ class S3BlobTarget:
 class _StreamingUpload(io.RawIOBase):
     """The sink `writer()` hands out: fills one part, uploads full parts in a bounded pool.
 
-    Memory: at most `max_concurrency` parts in flight plus the one being filled. Nothing is
-    visible in the bucket before `commit()`; `abort()` discards the parts already uploaded.
+    Parts live in `max_concurrency` + 1 slots (s3_parts: a private spool file, or memory when
+    the spool directory has no room): one being filled, the others in flight. A slot is filled
+    again only once its part is uploaded. The first `SMALL_OBJECT` bytes stay in memory, so a
+    manifest never touches the spool. Nothing is visible in the bucket before `commit()`;
+    `abort()` discards the parts already uploaded.
     """
 
     def __init__(self, target: S3BlobTarget, key: str, put_arguments: dict[str, Any]) -> None:
@@ -385,10 +391,14 @@ class _StreamingUpload(io.RawIOBase):
         self._arguments = put_arguments
         self._part_size = target.config.part_size_mb * MiB
         self._concurrency = target.config.max_concurrency
-        self._buffer = bytearray()
+        self._head = bytearray()  # until it outgrows SMALL_OBJECT; then the slots take over
+        self._slots: PartSlots | None = None
+        self._free: list[int] = []
+        self._slot: int | None = None  # the slot being filled
+        self._filled = 0
         self._upload_id: str | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._in_flight: list[Future[CompletedPartTypeDef]] = []
+        self._in_flight: dict[Future[CompletedPartTypeDef], int] = {}  # part upload -> its slot
         self._parts: list[CompletedPartTypeDef] = []
         self._finished = False
         # Like s3transfer: with botocore's default "when_supported" checksums every part carries
@@ -403,29 +413,34 @@ class _StreamingUpload(io.RawIOBase):
         if self._finished:
             raise ValueError(f"the upload of {self._key} is already finished")
         view = memoryview(data).cast("B")
-        offset = 0
-        while offset < len(view):
-            chunk = view[offset : offset + self._part_size - len(self._buffer)]
-            self._buffer += chunk
-            offset += len(chunk)
-            if len(self._buffer) >= self._part_size:
-                self._send_part()
+        if self._slots is None:
+            if len(self._head) + len(view) <= SMALL_OBJECT:
+                self._head += view
+                return len(view)
+            self._slots = open_part_slots(self._concurrency + 1, self._part_size)
+            self._free = list(range(self._slots.count))
+            log.debug("s3://%s/%s: parts kept in %s", self._target.bucket, self._key, self._slots.where)
+            head, self._head = self._head, bytearray()
+            self._fill(memoryview(head))
+        self._fill(view)
         return len(view)
 
     def commit(self) -> None:
         """Make the object visible: one PutObject, or the last part and CompleteMultipartUpload."""
         self._finished = True
         if self._upload_id is None:
-            body, self._buffer = bytes(self._buffer), bytearray()
+            body: bytes | PartBody = bytes(self._head)
+            if self._slots is not None and self._slot is not None:
+                body = PartBody(self._slots, self._slot, self._filled)
             self._target.call(
                 "put_object", "upload", self._key, "s3:PutObject", Key=self._key, Body=body, **self._arguments
             )
             return
-        if self._buffer:
+        if self._filled:
             self._send_part()
         for future in self._in_flight:
             self._parts.append(future.result())  # raises the first failed part's error
-        self._in_flight = []
+        self._in_flight = {}
         parts = sorted(self._parts, key=lambda part: part["PartNumber"])
         self._target.call(
             "complete_multipart_upload",
@@ -441,11 +456,11 @@ class _StreamingUpload(io.RawIOBase):
     def abort(self) -> None:
         """Discard everything: cancel queued parts, wait for running ones, abort the upload."""
         self._finished = True
-        self._buffer = bytearray()
+        self._head = bytearray()
         for future in self._in_flight:
             future.cancel()
         wait(self._in_flight)
-        self._in_flight = []
+        self._in_flight = {}
         if self._upload_id is not None:
             try:
                 self._target.call(
@@ -461,12 +476,42 @@ class _StreamingUpload(io.RawIOBase):
             self._upload_id = None
 
     def shutdown(self) -> None:
-        """Stop the part threads (after commit or abort)."""
+        """Stop the part threads (after commit or abort), then release the slots."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._slots is not None:
+            self._slots.close()
+            self._slots = None
+
+    def _fill(self, view: memoryview) -> None:
+        """Copy `view` into the slots, sending each part as it becomes full."""
+        assert self._slots is not None
+        offset = 0
+        while offset < len(view):
+            if self._slot is None:
+                self._slot = self._take_slot()
+                self._filled = 0
+            chunk = view[offset : offset + self._part_size - self._filled]
+            self._slots.write(self._slot, self._filled, chunk)
+            self._filled += len(chunk)
+            offset += len(chunk)
+            if self._filled >= self._part_size:
+                self._send_part()
+
+    def _take_slot(self) -> int:
+        """A free slot, waiting for a part upload to finish when all are in use; a failed part
+        fails the write at once."""
+        while not self._free:
+            wait(self._in_flight, return_when=FIRST_COMPLETED)
+            for future in [future for future in self._in_flight if future.done()]:
+                slot = self._in_flight.pop(future)
+                self._parts.append(future.result())
+                self._free.append(slot)
+        return self._free.pop()
 
     def _send_part(self) -> None:
+        assert self._slots is not None and self._slot is not None
         if self._upload_id is None:
             arguments = dict(self._arguments, ChecksumAlgorithm="CRC32") if self._crc32 else self._arguments
             created = self._target.call(
@@ -474,19 +519,13 @@ class _StreamingUpload(io.RawIOBase):
             )
             self._upload_id = created["UploadId"]
             self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="s3-part")
-        # Wait for a free slot *before* starting a new buffer: with the part being filled, at
-        # most max_concurrency + 1 parts are in memory at any time.
-        while len(self._in_flight) >= self._concurrency:
-            wait(self._in_flight, return_when=FIRST_COMPLETED)
-            for future in [future for future in self._in_flight if future.done()]:
-                self._in_flight.remove(future)
-                self._parts.append(future.result())  # a failed part fails the write at once
-        part, self._buffer = self._buffer, bytearray()  # hand the buffer over without a copy
         number = len(self._parts) + len(self._in_flight) + 1
+        body = PartBody(self._slots, self._slot, self._filled)
         assert self._pool is not None
-        self._in_flight.append(self._pool.submit(self._upload_part, number, part))
+        self._in_flight[self._pool.submit(self._upload_part, number, body)] = self._slot
+        self._slot, self._filled = None, 0
 
-    def _upload_part(self, number: int, data: bytearray) -> CompletedPartTypeDef:
+    def _upload_part(self, number: int, body: PartBody) -> CompletedPartTypeDef:
         extra: dict[str, Any] = {"ChecksumAlgorithm": "CRC32"} if self._crc32 else {}
         response = self._target.call(
             "upload_part",
@@ -496,7 +535,7 @@ class _StreamingUpload(io.RawIOBase):
             Key=self._key,
             UploadId=self._upload_id,
             PartNumber=number,
-            Body=data,
+            Body=body,
             **extra,
         )
         part: CompletedPartTypeDef = {"PartNumber": number, "ETag": response["ETag"]}
