@@ -31,6 +31,8 @@ import fcntl
 import os
 import time
 
+from backupctl.core.durable import fsync_directory
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (see the module docstring)
     StrPath = str | os.PathLike[str]
@@ -130,7 +132,7 @@ def write_ack(spool: StrPath, policy: str, source: str, ack: Ack) -> str:
     finally:
         os.close(descriptor)
     os.replace(temp, path)
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return path
 
 
@@ -265,10 +267,3 @@ def prune(spool: StrPath, policy: str, source: str, still_ready: set[str], older
             continue
     return removed
 
-
-def _fsync_directory(directory: StrPath) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -17,6 +17,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from backupctl.core.durable import fsync_directory
 from backupctl.errors import ConfigError, SourceError
 from backupctl.policy.schema import SqliteSource
 from backupctl.sources.base import (
@@ -166,7 +167,7 @@ class SqliteBackupSource:
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
         return RestoreOutcome(destination=str(target), facts={"row_counts": counts}, notes=notes)
 
     def recreate_roles(
@@ -196,10 +197,3 @@ def _checked_counts(path: Path, what: str) -> dict[str, int]:
     except sqlite3.DatabaseError as error:
         raise SourceError(f"{what} is not a usable SQLite database: {error}") from None
 
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

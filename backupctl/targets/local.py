@@ -24,6 +24,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
+from backupctl.core.durable import fsync_directory
 from backupctl.errors import TargetError
 from backupctl.policy.schema import LocalTarget
 from backupctl.targets.base import ObjectInfo, Posture, ReadTiming, register_target
@@ -127,7 +128,7 @@ class LocalBlobTarget:
                 # The rename is durable only once the directory entry is on disk, and so are
                 # directories created for this object.
                 for directory in {path.parent, *(made.parent for made in created)}:
-                    _fsync_directory(directory)
+                    fsync_directory(directory)
             except OSError as error:
                 raise self._error(error, path) from error
         except BaseException:
@@ -312,13 +313,6 @@ def _raise_unless_gone(error: OSError) -> None:
     if not isinstance(error, FileNotFoundError):
         raise error
 
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _nearest_existing(path: Path) -> Path | None:
