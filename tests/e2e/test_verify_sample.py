@@ -48,7 +48,8 @@ def test_sampled_verify_reads_every_copy_within_one_cycle(workspace: Workspace, 
     assert subsets == ["1/2", "2/2"], subsets
     # The next run starts a new cycle with the least recently read copies; the restic slice wraps.
     again = workspace.run_json("verify", "app", "--sample", "50%")
-    assert [c["snapshot_id"] for c in again["targets"][0]["copies_read"]] == snapshots[1:3], again
+    # (s1 + s2 hold about half the bytes: a third copy tops the run up when they fall just short)
+    assert [c["snapshot_id"] for c in again["targets"][0]["copies_read"]][:2] == snapshots[1:3], again
     assert again["targets"][1]["subset"] == "1/2"
     assert 0.5 <= again["targets"][0]["cycle"]["progress"] < 1.0
 
