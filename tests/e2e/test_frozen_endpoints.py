@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.fixtures.core import Workspace
+from tests.fixtures.processes import descendants
 from tests.fixtures.s3 import MotoServer
 from tests.fixtures.sshd import SshdServer
 
@@ -88,24 +89,6 @@ def test_frozen_s3_mid_upload_fails_the_target_in_bounded_time(
     assert check["ok"], check
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid` (from /proc), children first."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: list[int] = []
-    queue = [pid]
-    while queue:
-        for child in parents.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
 
 def _signal_all(pids: list[int], sig: int) -> None:
     for pid in pids:
@@ -150,7 +133,7 @@ def test_frozen_sftp_mid_upload_fails_the_target_in_bounded_time(
             assert backup.poll() is None, backup.communicate()
             assert time.monotonic() < deadline, "the upload never started"
             time.sleep(0.02)
-        frozen = [listener, *_descendants(listener)]  # the server and this backup's session
+        frozen = [listener, *descendants(listener)]  # the server and this backup's session
         _signal_all(frozen, signal.SIGSTOP)
         frozen_at = time.monotonic()
         _, stderr = backup.communicate(timeout=BOUND_SECONDS * 3)

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.core import Workspace
+from tests.fixtures.processes import descendants
 from tests.fixtures.s3 import new_bucket_name
 from tests.fixtures.sshd import SshdServer
 
@@ -116,22 +117,6 @@ def _multipart_with_parts(setup: Setup) -> bool:
     return False
 
 
-def _descendants(pid: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, queue = [], [pid]
-    while queue:
-        for child in parents.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
 
 def _cmdline(pid: int) -> str:
     try:
@@ -143,7 +128,7 @@ def _cmdline(pid: int) -> str:
 def _restic_tree_backup(process: subprocess.Popen[bytes], setup: Setup) -> bool:
     return any(
         "restic" in (line := _cmdline(child)) and " backup " in line and str(setup.big) in line
-        for child in _descendants(process.pid)
+        for child in descendants(process.pid)
     )
 
 
@@ -186,7 +171,7 @@ def _kill_at(space: Workspace, setup: Setup, point: str, observe: Any, tmp_path:
     try:
         reached = (lambda: marker.exists()) if observe is None else (lambda: observe(process, setup))
         _wait_for(process, reached)
-        children = _descendants(process.pid)
+        children = descendants(process.pid)
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait()
