@@ -35,11 +35,12 @@ from backupctl.local_cluster.postgres import free_port, quote_literal
 from backupctl.pitr.archive import SegmentArchive, SegmentMissing, SegmentRecord
 from backupctl.pitr.chain import check_chain
 from backupctl.pitr.postgres_base import DATA_FILE, BaseBackup, base_key, list_base_backups
-from backupctl.pitr.postgres_wal import lineage, parse_lsn
+from backupctl.pitr.postgres_wal import lineage, parse_lsn, parse_wal_name, segment_name
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 
 SPOOL = "backupctl-prefetch"
+ABSENT = "absent"  # SPOOL/absent/NAME: the archive does not hold NAME (restore_command exits 1)
 PREFETCH_LIMIT = 256  # segments fetched before the server starts: 4 GiB of spool at most
 LOG = "backupctl-restore.log"
 _STOPPING = re.compile(r"recovery stopping (before|after) (.*)")
@@ -227,7 +228,10 @@ def run_restore(
     archives = {a.target.name: a for a in open_archives(settings, request.policy, request.source)}
     try:
         _unpack_base(archives[plan.target], plan.base, to_dir, identities)
-        prefetch_plan(archives[plan.target], plan, to_dir / SPOOL, identities, trusted, workers=pitr.prefetch)
+        fetched = prefetch_plan(
+            archives[plan.target], plan, to_dir / SPOOL, identities, trusted, workers=pitr.prefetch
+        )
+        mark_absent(to_dir / SPOOL, absent_names(fetched, plan, request))
     finally:
         close_all(list(archives.values()))
     port = request.port or free_port()
@@ -252,12 +256,56 @@ def run_restore(
     )
 
 
-def spooled_restore_command(spool: Path, fetch_command: str) -> str:
-    """restore_command that moves an already verified, prefetched file out of `spool` without
-    starting a process of backupctl (a shell test and a rename), and runs `fetch_command`
-    (`backupctl wal fetch ...`) for everything else."""
+def spooled_restore_command(spool: Path, fetch_command: str, keep: str | None = None) -> str:
+    """restore_command answering from `spool` without starting a process of backupctl: an
+    already verified, prefetched segment is moved out (a shell test and a rename), a name under
+    `spool/absent/` (mark_absent) exits 1 ("not archived"); `fetch_command` (`backupctl wal
+    fetch ...`) runs for everything else. History files and `keep` (the plan's last segment) are
+    copied, not moved: PostgreSQL asks for them twice (a history at start and at promotion; the
+    segment recovery ends in is read again when it ends at the archive's end).
+    Nothing reaches %p that was not checked against its signed digest: the spool only ever holds
+    verified files (prefetch_plan, `wal fetch`), and an absent marker only ever says "no"."""
     where = shlex.quote(str(spool))
-    return f"if [ -f {where}/%f ]; then mv -f {where}/%f %p; else {fetch_command}; fi"
+    copied = "*.history" + (f"|{keep}" if keep else "")
+    return (
+        f"if [ -f {where}/%f ]; then case %f in {copied}) cp {where}/%f %p;; *) mv -f {where}/%f %p;; esac; "
+        f"elif [ -e {where}/{ABSENT}/%f ]; then exit 1; else {fetch_command}; fi"
+    )
+
+
+def absent_names(fetched: list[str], plan: RestorePlan, request: RestoreRequest) -> list[str]:
+    """Names PostgreSQL asks restore_command for that the archive does not hold, as listed when
+    `prefetch_plan` fetched `fetched` (which holds every archived history file), so that each
+    answer "not archived" costs a shell test rather than a start of backupctl (measured:
+    docs/benchmarks.md, "Point-in-time recovery"):
+    - timeline history files: with recovery_target_timeline = latest, PostgreSQL probes the
+      history of the timeline after the newest one at start and at promotion, and at promotion
+      asks for the history of the timeline it leaves, which timeline 1 never has;
+    - with --latest, the segment after the plan's last one: the end of the archive, where
+      recovery ends. Restoring to a time or LSN stops at the target, before it: a target past the
+      archive still asks `wal fetch`, which looks at the targets again.
+    """
+    history = {name for name in fetched if name.endswith(".history")}
+    timelines = [parse_wal_name(name).timeline for name in history]
+    timelines += [plan.base.timeline]
+    if plan.last_segment is not None:
+        timelines.append(parse_wal_name(plan.last_segment).timeline)
+    newest = max(timelines)
+    names = [f"{timeline:08X}.history" for timeline in range(1, newest + 2)]
+    names = [name for name in names if name not in history]
+    if request.latest and plan.last_segment is not None:
+        last = parse_wal_name(plan.last_segment)
+        assert last.segno is not None
+        names.append(segment_name(last.timeline, last.segno + 1))
+    return names
+
+
+def mark_absent(spool: Path, names: list[str]) -> None:
+    """An empty file `spool/absent/NAME` per name (read by the restore_command's shell test)."""
+    directory = spool / ABSENT
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (directory / name).touch()
 
 
 def prefetch_plan(
@@ -337,7 +385,9 @@ def _write_recovery(request: RestoreRequest, plan: RestorePlan, to_dir: Path, po
         fetch += ["--identity", str(request.identity_file.absolute())]
     lines = {
         "restore_command": spooled_restore_command(
-            to_dir / SPOOL, " ".join(shlex.quote(part) if "%" not in part else part for part in fetch)
+            to_dir / SPOOL,
+            " ".join(shlex.quote(part) if "%" not in part else part for part in fetch),
+            keep=plan.last_segment,
         ),
         "recovery_target_action": "promote",
         "recovery_target_timeline": "latest",
