@@ -136,7 +136,7 @@ def main() -> None:
             connection.execute("INSERT INTO bench_mark VALUES (clock_timestamp())")
             connection.execute("SELECT pg_switch_wal()")
         wal_rate = float(wal_bytes) / elapsed / (16 * 2**20)
-        time.sleep(5)  # let the archiver finish the last segments
+        setup.switch_and_wait(timeout=3600)  # everything up to the target is archived (1 GiB: minutes)
 
         # ---------------------------------------------------------------- archive latency
         segments = sorted(p for p in staged.iterdir() if len(p.name) == 24)[:SEGMENTS]
