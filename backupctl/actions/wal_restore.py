@@ -88,6 +88,9 @@ class RestorePlan:
     gap: str | None  # first missing segment after the base backup's start
     recovery_target: dict[str, str]
     to_dir: str
+    # the signed records of the target restored from, as read (signatures checked) for the plan:
+    # the prefetch uses them rather than reading every record again (one GET each on S3)
+    records: list[SegmentRecord] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -191,6 +194,7 @@ def _plan_on(
         gap,
         target,
         str(request.to_dir),
+        records,
     )
     if gap is not None:
         reach = f"recovery can reach {last.meta.get('end_lsn')} (end of {last.name})" if last else "nothing"
@@ -328,7 +332,7 @@ def prefetch_plan(
     from concurrent.futures import ThreadPoolExecutor
 
     spool.mkdir(parents=True, exist_ok=True)
-    records = archive.list_records(trusted)
+    records = plan.records or archive.list_records(trusted)
     low = RULES.sort_key(plan.first_segment)
     high = RULES.sort_key(plan.last_segment) if plan.last_segment else low
     names = [r.name for r in lineage(records) if low <= RULES.sort_key(r.name) <= high][:limit]
