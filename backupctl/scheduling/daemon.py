@@ -234,13 +234,26 @@ class Daemon:
                     delay,
                 )
             if service.process is None and now >= service.restart_at:
-                service.process = subprocess.Popen(
-                    [sys.executable, "-m", "backupctl", *service.item.command()],
-                    env=self._child_env(),
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    **_as_user(service.item.archiver.user),
-                )
+                try:
+                    service.process = subprocess.Popen(
+                        [sys.executable, "-m", "backupctl", *service.item.command()],
+                        env=self._child_env(),
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                        **_as_user(service.item.archiver.user),
+                    )
+                except OSError as error:  # e.g. the interpreter is not the service user's to run
+                    service.failures += 1
+                    delay = min(RESTART_BACKOFF[1], RESTART_BACKOFF[0] * 2 ** (service.failures - 1))
+                    service.restart_at = now + delay
+                    log.error(
+                        "policy %s: cannot start the %s: %s; trying again in %.0fs",
+                        service.item.name,
+                        service.item.job,
+                        error,
+                        delay,
+                    )
+                    continue
                 service.started, service.starts = now, service.starts + 1
                 log.info(
                     "policy %s: %s %s (pid %d)",

@@ -4,6 +4,7 @@ after it dies, stop on SIGTERM) and cron's watchdog line starts it only when non
 from __future__ import annotations
 
 import os
+import pwd
 import shlex
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import yaml
 from backupctl.pitr import spool as spool_lib
 from backupctl.scheduling import backupctl_argv, cron, scheduled_policies
 from backupctl.settings import Settings
-from tests.integration.pitr.conftest import SOURCE, PitrSetup
+from tests.integration.pitr.conftest import SOURCE, PitrSetup, _interpreter_and_path
 from tests.integration.pitr.test_wal_archiver import ASYNC, Async, _segments
 
 
@@ -51,22 +52,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _logged_pid(log: Path) -> int:
-    """The daemon's own pid, from its first log line ('daemon started (pid N)')."""
-    return int(log.read_text().split("daemon started (pid ", 1)[1].split(")", 1)[0])
-
-
 def _as_server_user(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
 def test_the_daemon_starts_restarts_and_stops_the_archiver(pitr_cluster: PitrSetup) -> None:
+    """Run as root (as in a container), the daemon starts the archiver as `pitr.archiver.user`."""
     case = _scheduled_case(pitr_cluster, _segments(pitr_cluster, 1))
     log = case.spool.parent / "daemon.log"
+    # an interpreter the server's user can run too (the venv's may live under /root): conftest
+    interpreter, python_path = _interpreter_and_path()
     with open(log, "w", encoding="utf-8") as stderr:
         daemon = subprocess.Popen(
-            _as_server_user([str(pitr_cluster.wrapper), "daemon", ASYNC, "--stop-timeout", "30s"]),
-            env={**os.environ, **pitr_cluster.env},
+            [interpreter, "-m", "backupctl", "daemon", ASYNC, "--stop-timeout", "30s"],
+            env={**os.environ, **pitr_cluster.env, "PYTHONPATH": python_path},
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
@@ -75,6 +74,9 @@ def test_the_daemon_starts_restarts_and_stops_the_archiver(pitr_cluster: PitrSet
         _wait(lambda: case.ack(case.names[0]).exists(), 60, "the supervised archiver acked nothing", log)
         first = _archiver_pid(case)
         assert first is not None and first > 0
+        if os.geteuid() == 0:  # the spool is the server user's: the archiver runs as that user
+            uid = int(Path(f"/proc/{first}/status").read_text().split("Uid:")[1].split()[0])
+            assert uid == pwd.getpwnam("postgres").pw_uid
         assert f"archiver ({SOURCE}) started (pid {first})" in log.read_text()
         # it dies: the daemon starts it again (back-off 1 s) and the new one does the work
         case.ack(case.names[0]).unlink()
@@ -87,7 +89,7 @@ def test_the_daemon_starts_restarts_and_stops_the_archiver(pitr_cluster: PitrSet
         assert f"archiver ({SOURCE}) restarted (pid {second})" in text, text
         _wait(lambda: case.ack(case.names[0]).exists(), 60, "the restarted archiver acked nothing", log)
         # SIGTERM: the daemon stops the archiver (which exits 0) and then itself, with 0
-        os.kill(_logged_pid(log), signal.SIGTERM)  # the daemon itself, not runuser around it
+        daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0, log.read_text()
         assert "daemon stopped\n" in log.read_text()
         assert second is not None and not _alive(second)
