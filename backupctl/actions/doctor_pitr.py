@@ -152,8 +152,9 @@ def _archiver_findings(
         findings.append(Finding(
             check, False, "wal archiver is not running on this host: archive_command pushes every segment "
             "itself (correct, slower)",
+            "set pitr.archiver.pgdata and run `backupctl schedule install` (or `backupctl daemon`), or "
             f"start it as the server's user: backupctl wal archiver {policy.name} --source {source.name} "
-            "--pgdata DATADIR (docs/pitr.md, systemd unit)", warn=True,
+            "--pgdata DATADIR (docs/pitr.md#running-the-archiver)", warn=True,
         ))  # fmt: skip
     return findings
 

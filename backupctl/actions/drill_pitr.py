@@ -131,7 +131,7 @@ def run_pitr_drill(
     try:
         archive = archives[plan.target]
         _unpack_base(archive, plan.base, data, identities)
-        records = archive.list_records(trusted)
+        records = plan.records or archive.list_records(trusted)  # read (and checked) by the plan
         wanted = _needed_files(records, plan.first_segment, plan.last_segment)
         with ThreadPoolExecutor(max_workers=pitr.prefetch) as pool:
             for future in [

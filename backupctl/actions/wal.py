@@ -78,9 +78,27 @@ def open_archives(
             source.name,
             recipients=recipients,
             signing_key=signing,
+            location=target_location(policy.target(name)),
         )
         for name in wal_target_names(policy, source)
     ]
+
+
+def target_location(config: Any) -> str:
+    """A digest of where a target's configuration points (`hex`): its whole configuration, with a
+    relative local path made absolute, so that a target repointed under the same name (new path,
+    bucket, prefix, host) has another location. Secrets are references in the configuration, and
+    only their digest is kept."""
+    import json
+
+    from backupctl.core.digests import digest_of
+    from backupctl.targets.registry import traits_of
+
+    data = config.model_dump(mode="json")
+    field = traits_of(config).host_path_field
+    if field and isinstance(data.get(field), str):
+        data[field] = os.path.abspath(os.path.expanduser(data[field]))
+    return digest_of(json.dumps(data, sort_keys=True).encode()).partition(":")[2]
 
 
 def close_all(archives: Sequence[SegmentArchive]) -> None:
@@ -131,8 +149,14 @@ def push_opened(
 
 
 def _claim_cached(settings: Settings, archive: SegmentArchive, sysid: str) -> None:
-    """claim_identity once per target: a small marker in the state dir saves one read per push."""
-    marker = settings.state_dir / "pitr" / f"{archive.policy}.{archive.source}.{archive.target.name}.sysid"
+    """claim_identity once per archive *location*: a small marker in the state dir saves one read
+    per push. The marker is keyed on the target's location (actions.wal.target_location), not on
+    its name: a target repointed under the same name (new path, bucket, prefix) is claimed again,
+    so another cluster's archive there is detected (ArchiveIdentityMismatch)."""
+    if not archive.location:  # where the target points is not known: claim (one read) every time
+        archive.claim_identity(sysid, description="system identifier")
+        return
+    marker = settings.state_dir / "pitr" / f"{archive.policy}.{archive.source}.{archive.location[:32]}.sysid"
     try:
         if marker.read_text().strip() == sysid:
             return

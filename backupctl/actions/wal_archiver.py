@@ -25,7 +25,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupctl.actions.wal import close_all, open_archives, pitr_source, push_opened, wal_target_names
+from backupctl.actions.wal import (
+    close_all,
+    open_archives,
+    pitr_source,
+    push_opened,
+    target_location,
+    wal_target_names,
+)
 from backupctl.errors import ConfigError, JobFailed
 from backupctl.pitr import spool
 from backupctl.pitr.archive import SegmentArchive
@@ -207,13 +214,8 @@ def _ready(status: Path) -> list[str]:
 
 
 def _target_marks(policy: Policy, names: list[str]) -> tuple[str, ...]:
-    """`name:fingerprint` of each WAL target (its configuration): an ack says where it is durable."""
-    from backupctl.core.digests import digest_of
-
-    return tuple(
-        f"{name}:{digest_of(policy.target(name).model_dump_json().encode()).partition(':')[2][:12]}"
-        for name in names
-    )
+    """`name:fingerprint` of each WAL target (where it points): an ack says where it is durable."""
+    return tuple(f"{name}:{target_location(policy.target(name))[:12]}" for name in names)
 
 
 def _forget_other_targets(root: Path, policy: str, source: str, targets: tuple[str, ...]) -> None:

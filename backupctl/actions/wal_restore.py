@@ -35,13 +35,17 @@ from backupctl.local_cluster.postgres import free_port, quote_literal
 from backupctl.pitr.archive import SegmentArchive, SegmentMissing, SegmentRecord
 from backupctl.pitr.chain import check_chain
 from backupctl.pitr.postgres_base import DATA_FILE, BaseBackup, base_key, list_base_backups
-from backupctl.pitr.postgres_wal import lineage, parse_lsn
+from backupctl.pitr.postgres_wal import lineage, parse_lsn, parse_wal_name, segment_name
 from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 
 SPOOL = "backupctl-prefetch"
+ABSENT = "absent"  # SPOOL/absent/NAME: the archive does not hold NAME (restore_command exits 1)
 PREFETCH_LIMIT = 256  # segments fetched before the server starts: 4 GiB of spool at most
 LOG = "backupctl-restore.log"
+# How often the server log is read while waiting for promotion: a few small reads, and the
+# restore's wall time (its RTO) is not rounded up by up to a poll interval (0.3 s before).
+PROMOTION_POLL = 0.05
 _STOPPING = re.compile(r"recovery stopping (before|after) (.*)")
 _LAST_COMMIT = re.compile(r"last completed transaction was at log time (.+)")
 _REDO_DONE = re.compile(r"redo done at ([0-9A-F]+/[0-9A-F]+)")
@@ -84,6 +88,9 @@ class RestorePlan:
     gap: str | None  # first missing segment after the base backup's start
     recovery_target: dict[str, str]
     to_dir: str
+    # the signed records of the target restored from, as read (signatures checked) for the plan:
+    # the prefetch uses them rather than reading every record again (one GET each on S3)
+    records: list[SegmentRecord] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -187,6 +194,7 @@ def _plan_on(
         gap,
         target,
         str(request.to_dir),
+        records,
     )
     if gap is not None:
         reach = f"recovery can reach {last.meta.get('end_lsn')} (end of {last.name})" if last else "nothing"
@@ -227,7 +235,10 @@ def run_restore(
     archives = {a.target.name: a for a in open_archives(settings, request.policy, request.source)}
     try:
         _unpack_base(archives[plan.target], plan.base, to_dir, identities)
-        prefetch_plan(archives[plan.target], plan, to_dir / SPOOL, identities, trusted, workers=pitr.prefetch)
+        fetched = prefetch_plan(
+            archives[plan.target], plan, to_dir / SPOOL, identities, trusted, workers=pitr.prefetch
+        )
+        mark_absent(to_dir / SPOOL, absent_names(fetched, plan, request))
     finally:
         close_all(list(archives.values()))
     port = request.port or free_port()
@@ -252,12 +263,56 @@ def run_restore(
     )
 
 
-def spooled_restore_command(spool: Path, fetch_command: str) -> str:
-    """restore_command that moves an already verified, prefetched file out of `spool` without
-    starting a process of backupctl (a shell test and a rename), and runs `fetch_command`
-    (`backupctl wal fetch ...`) for everything else."""
+def spooled_restore_command(spool: Path, fetch_command: str, keep: str | None = None) -> str:
+    """restore_command answering from `spool` without starting a process of backupctl: an
+    already verified, prefetched segment is moved out (a shell test and a rename), a name under
+    `spool/absent/` (mark_absent) exits 1 ("not archived"); `fetch_command` (`backupctl wal
+    fetch ...`) runs for everything else. History files and `keep` (the plan's last segment) are
+    copied, not moved: PostgreSQL asks for them twice (a history at start and at promotion; the
+    segment recovery ends in is read again when it ends at the archive's end).
+    Nothing reaches %p that was not checked against its signed digest: the spool only ever holds
+    verified files (prefetch_plan, `wal fetch`), and an absent marker only ever says "no"."""
     where = shlex.quote(str(spool))
-    return f"if [ -f {where}/%f ]; then mv -f {where}/%f %p; else {fetch_command}; fi"
+    copied = "*.history" + (f"|{keep}" if keep else "")
+    return (
+        f"if [ -f {where}/%f ]; then case %f in {copied}) cp {where}/%f %p;; *) mv -f {where}/%f %p;; esac; "
+        f"elif [ -e {where}/{ABSENT}/%f ]; then exit 1; else {fetch_command}; fi"
+    )
+
+
+def absent_names(fetched: list[str], plan: RestorePlan, request: RestoreRequest) -> list[str]:
+    """Names PostgreSQL asks restore_command for that the archive does not hold, as listed when
+    `prefetch_plan` fetched `fetched` (which holds every archived history file), so that each
+    answer "not archived" costs a shell test rather than a start of backupctl (measured:
+    docs/benchmarks.md, "Point-in-time recovery"):
+    - timeline history files: with recovery_target_timeline = latest, PostgreSQL probes the
+      history of the timeline after the newest one at start and at promotion, and at promotion
+      asks for the history of the timeline it leaves, which timeline 1 never has;
+    - with --latest, the segment after the plan's last one: the end of the archive, where
+      recovery ends. Restoring to a time or LSN stops at the target, before it: a target past the
+      archive still asks `wal fetch`, which looks at the targets again.
+    """
+    history = {name for name in fetched if name.endswith(".history")}
+    timelines = [parse_wal_name(name).timeline for name in history]
+    timelines += [plan.base.timeline]
+    if plan.last_segment is not None:
+        timelines.append(parse_wal_name(plan.last_segment).timeline)
+    newest = max(timelines)
+    names = [f"{timeline:08X}.history" for timeline in range(1, newest + 2)]
+    names = [name for name in names if name not in history]
+    if request.latest and plan.last_segment is not None:
+        last = parse_wal_name(plan.last_segment)
+        assert last.segno is not None
+        names.append(segment_name(last.timeline, last.segno + 1))
+    return names
+
+
+def mark_absent(spool: Path, names: list[str]) -> None:
+    """An empty file `spool/absent/NAME` per name (read by the restore_command's shell test)."""
+    directory = spool / ABSENT
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (directory / name).touch()
 
 
 def prefetch_plan(
@@ -277,7 +332,7 @@ def prefetch_plan(
     from concurrent.futures import ThreadPoolExecutor
 
     spool.mkdir(parents=True, exist_ok=True)
-    records = archive.list_records(trusted)
+    records = plan.records or archive.list_records(trusted)
     low = RULES.sort_key(plan.first_segment)
     high = RULES.sort_key(plan.last_segment) if plan.last_segment else low
     names = [r.name for r in lineage(records) if low <= RULES.sort_key(r.name) <= high][:limit]
@@ -337,7 +392,9 @@ def _write_recovery(request: RestoreRequest, plan: RestorePlan, to_dir: Path, po
         fetch += ["--identity", str(request.identity_file.absolute())]
     lines = {
         "restore_command": spooled_restore_command(
-            to_dir / SPOOL, " ".join(shlex.quote(part) if "%" not in part else part for part in fetch)
+            to_dir / SPOOL,
+            " ".join(shlex.quote(part) if "%" not in part else part for part in fetch),
+            keep=plan.last_segment,
         ),
         "recovery_target_action": "promote",
         "recovery_target_timeline": "latest",
@@ -388,7 +445,7 @@ def _wait_for_promotion(
             )
         if time.monotonic() > deadline:
             raise JobFailed(f"recovery did not finish within {timeout:.0f}s: {runner.last_lines(text, 3)}")
-        time.sleep(0.3)
+        time.sleep(PROMOTION_POLL)
 
 
 def _server_user() -> str | None:

@@ -19,6 +19,7 @@ from backupctl.scheduling import (
     cron,
     scheduled_policies,
     systemd,
+    unscheduled_archivers,
     writable_paths,
 )
 from backupctl.settings import Settings
@@ -84,11 +85,16 @@ def install(
       Secrets for env: references go in /etc/backupctl/POLICY.env (mode 0600).
     --cron: one line per job between '# BEGIN backupctl' and '# END backupctl', with flock
       and a log file in STATE_DIR/logs.
+    A postgres source with pitr.archiver.pgdata also gets its long-running `wal archiver`:
+      systemd: backupctl-wal-archiver-POLICY-SOURCE.service (Restart=always, User=pitr.archiver.user);
+      cron: a watchdog line every minute that starts it when it is not running.
     """
     items = _require_schedules(app.settings)
     argv = backupctl_argv(app.settings, executable)
     extra, note = catalog_note(app.settings)
     argv += extra
+    for unscheduled in unscheduled_archivers(items):
+        click.echo(f"note: {unscheduled}", err=True)
     if _mode(mode) == "systemd":
         options = systemd.UnitOptions(argv, app.settings.state_dir, randomized_delay, on_failure, user)
         units: dict[str, str] = {}
@@ -180,6 +186,10 @@ def _list_row(item: Scheduled, count: int) -> dict[str, Any]:
         row["drill"] = str(item.drill_file) if item.drill_file else "default"
     if item.source is not None:
         row["source"] = item.source
+    if item.service:  # kept running: systemd Restart=always, cron's watchdog line, the daemon
+        row["schedule"] = "always running"
+        row["next"] = []
+        return row
     row["next"] = [run.isoformat() for run in item.next_runs(count)]
     return row
 
@@ -204,6 +214,9 @@ def daemon(
     app: App, policy_names: tuple[str, ...], run_now: bool, drill_now: bool, stop_timeout: timedelta
 ) -> None:
     """Run the backups and drills of every scheduled policy (or only POLICY...) in the foreground.
+
+    The WAL archiver of a source with pitr.archiver.pgdata runs as a supervised child: restarted
+    when it exits (back-off 1 s to 60 s), stopped on SIGTERM.
 
     For hosts without systemd or cron. One job at a time per policy, each in its own process (a
     drill due while its policy's backup runs waits for it, and the reverse); SIGTERM aborts

@@ -100,9 +100,9 @@ def _check_spool(policy: object, source_name: str, spool: Path) -> None:
 @source_option
 @click.option(
     "--pgdata",
-    required=True,
     type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="The server's data directory (its pg_wal/archive_status is watched).",
+    help="The server's data directory (its pg_wal/archive_status is watched) [default: "
+    "pitr.archiver.pgdata].",
 )
 @click.option(
     "--workers", type=click.IntRange(1, 16), help="Parallel pushes (default: pitr.archiver.workers)."
@@ -110,7 +110,7 @@ def _check_spool(policy: object, source_name: str, spool: Path) -> None:
 @click.option("--once", is_flag=True, help="Push what is ready now, then exit (for tests and catch-up).")
 @pass_app
 def archiver(
-    app: App, policy_name: str, source_name: str, pgdata: Path, workers: int | None, once: bool
+    app: App, policy_name: str, source_name: str, pgdata: Path | None, workers: int | None, once: bool
 ) -> None:
     """Push WAL segments ahead of archive_command and acknowledge them in the spool.
 
@@ -130,6 +130,8 @@ def archiver(
     from backupctl.actions.wal_archiver import run_archiver, spool_of
 
     policy = app.policy(policy_name, check_secrets=False).policy
+    if pgdata is None:
+        pgdata = _policy_pgdata(policy, source_name)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: object) -> None:
@@ -158,6 +160,18 @@ def archiver(
     )
     if once and stats.failures:
         raise JobFailed("; ".join(stats.failures))
+
+
+def _policy_pgdata(policy: object, source_name: str) -> Path:
+    """`pitr.archiver.pgdata` of the source; UsageError when the policy does not name it."""
+    from backupctl.actions.wal import pitr_source
+    from backupctl.policy.schema import Policy
+
+    assert isinstance(policy, Policy)
+    archiver = pitr_source(policy, source_name)[1].archiver
+    if archiver is None or archiver.pgdata is None:
+        raise click.UsageError("give --pgdata, or set pitr.archiver.pgdata in the policy")
+    return Path(archiver.pgdata).expanduser()
 
 
 @wal.command()

@@ -134,11 +134,15 @@ class SegmentArchive:
         *,
         recipients: Sequence[Any] = (),
         signing_key: SigningKey | None = None,
+        location: str = "",
     ) -> None:
         self.target = target
         self.policy = policy
         self.source = source
         self.prefix = archive_prefix(policy, source)
+        # Where the target's configuration points (actions.wal.target_location), "" when not known:
+        # what caches about the archive are keyed on, never the target's name (it can be repointed).
+        self.location = location
         self._recipients = list(recipients)
         self._signing_key = signing_key
 

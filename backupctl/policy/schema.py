@@ -231,6 +231,20 @@ class PostgresArchiver(Strict):
         examples=["/var/lib/postgresql/backupctl-spool"],
     )
     workers: int = Field(default=2, ge=1, le=16, description="Segments the archiver pushes in parallel.")
+    pgdata: str | None = Field(
+        default=None,
+        description="The server's data directory on this host. When set, `backupctl schedule install` "
+        "(a systemd service with Restart=always, or a cron watchdog line) and `backupctl daemon` (a "
+        "supervised child) run `wal archiver` for the source; without it the archiver is not "
+        "scheduled here (run it on the database host: docs/pitr.md#running-the-archiver).",
+        examples=["/var/lib/postgresql/15/main"],
+    )
+    user: str = Field(
+        default="postgres",
+        description="The server's system user, who runs the scheduled archiver (systemd User=, the user "
+        "field of /etc/cron.d/backupctl, the daemon's child when the daemon runs as root): it must "
+        "own the spool, as archive_command does.",
+    )
 
 
 class PostgresPitr(Strict):
@@ -452,7 +466,9 @@ class S3Target(TargetBase, NetworkDeadlines):
     part_size_mb: int = Field(default=16, ge=5, le=512, description="Multipart upload part size (MiB).")
     max_concurrency: int = Field(default=4, ge=1, le=32, description="Parallel part uploads.")
     max_attempts: int = Field(
-        default=3, ge=1, le=10,
+        default=3,
+        ge=1,
+        le=10,
         description="Attempts per request; only transient errors (timeouts, 5xx) are retried.",
     )
 

@@ -4,7 +4,8 @@ A policy has up to three scheduled *jobs*: its backup (`schedule:`), its restore
 (`drill_schedule:`, running `drill_file:` or, without one, the policy's default drill) and its
 sampled verify (`verify: {schedule, sample}`: `verify POLICY --sample N%`); each source
 with a `pitr:` block adds the jobs of its point-in-time archive (scheduling.pitr_jobs: PostgreSQL
-base backups on `base_backup_schedule`, binlog collection at its interval). All three
+base backups on `base_backup_schedule`, binlog collection at its interval, and the long-running
+WAL archiver of a source with `pitr.archiver.pgdata`, kept running rather than timed). All three
 schedulers read the same five-field cron expressions and start the same commands,
 `backupctl --policies DIR --state-dir DIR backup POLICY` and
 `backupctl ... drill --wait 4h DRILL_FILE|POLICY`, so a policy behaves the same whichever
@@ -25,13 +26,13 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from backupctl.core.cronexpr import CronExpr
 from backupctl.errors import ConfigError, PolicyInvalid
-from backupctl.scheduling.pitr_jobs import PitrKind
+from backupctl.scheduling.pitr_jobs import SERVICE_KINDS, PitrKind
 from backupctl.settings import Settings
 
 if TYPE_CHECKING:  # the loader (pydantic) is imported when policies are read, not at CLI start
@@ -53,6 +54,18 @@ class Scheduled:
     drill_file: Path | None = None  # absolute; None: the policy's default drill
     source: str | None = None  # the source of a point-in-time archive job
     pitr_command: tuple[str, ...] = ()  # its backupctl subcommand, e.g. ("binlog", "collect")
+
+    @property
+    def service(self) -> bool:
+        """A long-running job (the WAL archiver): kept running, not started at cron times."""
+        return self.kind in SERVICE_KINDS
+
+    @property
+    def archiver(self) -> Any:
+        """The `pitr.archiver` block of a service's source (spool, pgdata, user)."""
+        assert self.source is not None
+        source: Any = self.policy.source(self.source)  # a postgres source: pitr_jobs made the job
+        return source.pitr.archiver
 
     @property
     def name(self) -> str:
@@ -140,6 +153,21 @@ def pitr_scheduled(item: LoadedPolicy) -> list[Scheduled]:
             cron = _parse(item, f"sources.{index}.pitr", job.cron)
             found.append(Scheduled(item.policy, cron, job.kind, source=source.name, pitr_command=job.command))
     return found
+
+
+def unscheduled_archivers(items: list[Scheduled]) -> list[str]:
+    """A note per source of these jobs' policies whose `pitr.archiver` has no `pgdata`: its
+    archiver is not run by this host's scheduler (it belongs on the database host)."""
+    notes = []
+    for policy in {item.name: item.policy for item in items}.values():
+        for source in policy.sources:
+            archiver = getattr(getattr(source, "pitr", None), "archiver", None)
+            if archiver is not None and getattr(archiver, "pgdata", "") is None:
+                notes.append(
+                    f"{policy.name}/{source.name}: pitr.archiver has no pgdata, so its `wal archiver` is "
+                    "not scheduled here: set pgdata on the database host, or run it there (docs/pitr.md)"
+                )
+    return notes
 
 
 def _parse(item: LoadedPolicy, key: str, expression: str) -> CronExpr:
@@ -244,6 +272,8 @@ def writable_paths(item: Scheduled, settings: Settings) -> list[str]:
             paths.append(path)
     if item.policy.metrics_file and item.policy.metrics_file.startswith("/"):  # every job writes metrics
         paths.append(str(Path(item.policy.metrics_file).parent))
+    if item.service:  # the archiver writes its acks and lock files into its spool
+        paths.append(str(Path(item.archiver.spool).expanduser().absolute()))
     if settings.catalog_url.startswith("sqlite:///"):
         catalog_dir = Path(settings.catalog_url[len("sqlite:///") :]).parent.absolute()
         if not catalog_dir.is_relative_to(settings.state_dir.absolute()):

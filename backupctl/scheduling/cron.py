@@ -22,6 +22,11 @@ A drill line (`drill_schedule:`) is the same with `drill --wait 4h DRILL_FILE|PO
 `POLICY.drill.cron.lock` and `POLICY.drill.log`. Its own flock file: a drill slot that meets the
 running backup must not be dropped silently by `flock -n`; it waits for the policy lock instead
 (backupctl.locking keeps backup and drill of one policy apart).
+
+The WAL archiver of a source with `pitr.archiver.pgdata` is a long-running process, which cron
+cannot supervise: its line is a *watchdog* firing every minute, `flock -n` on a lock in the
+spool starting the archiver only when none runs (`_watchdog`): restarted within a minute of an
+exit or a reboot, never two at once (the archiver's own spool lock would refuse a second anyway).
 """
 
 from __future__ import annotations
@@ -72,14 +77,37 @@ def render_line(item: Scheduled, options: CronOptions) -> str:
     command = " ".join(shlex.quote(arg) for arg in [*options.argv, *item.command()])
     inner = f"set -a; [ ! -r {env_file} ] || . {env_file}; set +a; exec {command}"
     flock = shutil.which("flock") or "flock"
-    lock = shlex.quote(str(options.lock_file(item.slot, item.kind)))
-    job = (
-        f"{shlex.quote(flock)} -n {lock} sh -c {shlex.quote(inner)}"
-        f" >> {shlex.quote(str(options.log_file(item.slot, item.kind)))} 2>&1"
-    )
+    user_field = options.user_field
+    if item.service:
+        job, user_field = _watchdog(item, flock, inner, user_field)
+    else:
+        lock = shlex.quote(str(options.lock_file(item.slot, item.kind)))
+        job = (
+            f"{shlex.quote(flock)} -n {lock} sh -c {shlex.quote(inner)}"
+            f" >> {shlex.quote(str(options.log_file(item.slot, item.kind)))} 2>&1"
+        )
     job = job.replace("%", "\\%")  # an unescaped % ends the command in a crontab line
-    user = f" {options.user_field}" if options.user_field else ""
+    user = f" {user_field}" if user_field else ""
     return f"{' '.join(item.cron.fields)}{user} {job}"
+
+
+def _watchdog(item: Scheduled, flock: str, inner: str, user_field: str | None) -> tuple[str, str | None]:
+    """The line of a long-running job (the WAL archiver): cron cannot keep a daemon running, so
+    the line fires every minute and `flock -n` starts the archiver only when none holds the lock
+    (a check costs one `flock` exec, no Python): it runs again within a minute of any exit, and
+    after a reboot. It runs as `pitr.archiver.user` in a cron.d file (the server's user: the
+    spool must be its own), so its lock and log live in the source's spool directory, which that
+    user owns (umask 077: created private, as the archiver wants it), not in the state directory.
+    """
+    archiver = item.archiver
+    directory = str(Path(archiver.spool).expanduser().absolute() / item.name / (item.source or ""))
+    lock = shlex.quote(f"{directory}/archiver.cron.lock")
+    log = shlex.quote(f"{directory}/archiver.log")
+    job = (
+        f"umask 077; mkdir -p {shlex.quote(directory)} && {shlex.quote(flock)} -n {lock}"
+        f" sh -c {shlex.quote(inner)} >> {log} 2>&1"
+    )
+    return job, (archiver.user if user_field is not None else None)
 
 
 def render_block(items: list[Scheduled], options: CronOptions) -> str:

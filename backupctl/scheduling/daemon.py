@@ -27,6 +27,13 @@ For hosts without systemd or cron (containers). Design decisions:
   scheduling.pitr_jobs) run the same way, each in a lane of its own (`Scheduled.lane`): a long
   dump never delays binlog collection, and a collection pass still running when the next slot
   comes skips that slot.
+- **Services** (the WAL archiver of a source with `pitr.archiver.pgdata`: `Scheduled.service`)
+  are not timed: each is started with the daemon and *supervised*: when it exits it is started
+  again after a back-off (`RESTART_BACKOFF`: 1 s, doubling up to 60 s; back to 1 s once a run
+  lasted `RESTART_RESET` seconds), and on SIGTERM it is stopped with the running jobs (the
+  archiver finishes the pushes under way and exits 0). A daemon running as root starts it as
+  `pitr.archiver.user`, the server's user who owns the spool (archive_command ignores acks of
+  another user).
 - Policies are read once at start; restart the daemon after changing them.
 """
 
@@ -60,6 +67,22 @@ class _Running:
     started: float
 
 
+@dataclass
+class _Service:
+    """A supervised long-running child: the process (None while it waits to restart)."""
+
+    item: Scheduled
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restart_at: float = 0.0  # monotonic time of the next start while `process` is None
+    failures: int = 0  # exits in a row of runs shorter than RESTART_RESET
+    starts: int = 0
+
+
+RESTART_BACKOFF = (1.0, 60.0)  # seconds before restarting an exited service: first, longest
+RESTART_RESET = 60.0  # a run that lasted this long starts the back-off over
+
+
 # Exit codes worth a word, per job kind (anything else: "failed (exit N)").
 _OUTCOMES: dict[str, dict[int, str]] = {
     "backup": {0: "complete", 3: "partial (exit 3)", 143: "interrupted (exit 143)"},
@@ -67,6 +90,7 @@ _OUTCOMES: dict[str, dict[int, str]] = {
     "verify": {0: "passed", 1: "FAILED (exit 1)", 143: "interrupted (exit 143)"},
     "base-backup": {0: "complete", 143: "interrupted (exit 143)"},
     "binlog": {0: "collected", 1: "found a hole (exit 1)", 143: "interrupted (exit 143)"},
+    "archiver": {0: "stopped", 143: "killed by SIGTERM (exit 143)"},
 }
 
 
@@ -88,6 +112,7 @@ class Daemon:
     _scheduler: schedule.Scheduler = field(default_factory=schedule.Scheduler)
     _running: dict[str, _Running] = field(default_factory=dict)  # lane -> its running job
     _waiting: dict[str, list[Scheduled]] = field(default_factory=dict)  # lane -> jobs due
+    _services: list[_Service] = field(default_factory=list)  # supervised long-running children
     _stopping: bool = False
 
     # ------------------------------------------------------------------ main loop
@@ -101,9 +126,13 @@ class Daemon:
                 len({item.name for item in self.items}),
             )
             for item in self.items:
+                if item.service:
+                    self._services.append(_Service(item))
+                    continue
                 now = self.drill_now if item.kind == "drill" else self.run_now  # PITR jobs with backups
                 self._arm(item, now=now)
             while not self._stopping:
+                self._supervise()
                 self._reap()
                 self._start_waiting()
                 self._scheduler.run_pending()
@@ -182,6 +211,58 @@ class Daemon:
         self._running[item.lane] = _Running(item, process, time.monotonic())
         log.info("policy %s: %s started (pid %d)", item.name, item.job, process.pid)
 
+    # ------------------------------------------------------------------ services
+    def _supervise(self) -> None:
+        """Start services that are due, note the exit of those that ended and plan their restart."""
+        now = time.monotonic()
+        for service in self._services:
+            if service.process is not None:
+                code = service.process.poll()
+                if code is None:
+                    continue
+                lasted = now - service.started
+                service.failures = 0 if lasted >= RESTART_RESET else service.failures + 1
+                delay = min(RESTART_BACKOFF[1], RESTART_BACKOFF[0] * 2 ** max(0, service.failures - 1))
+                service.process, service.restart_at = None, now + delay
+                outcome = _OUTCOMES[service.item.kind].get(code, f"exited (exit {code})")
+                log.warning(
+                    "policy %s: %s %s after %.1fs: restarting in %.0fs",
+                    service.item.name,
+                    service.item.job,
+                    outcome,
+                    lasted,
+                    delay,
+                )
+            if service.process is None and now >= service.restart_at:
+                try:
+                    service.process = subprocess.Popen(
+                        [sys.executable, "-m", "backupctl", *service.item.command()],
+                        env=self._child_env(),
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                        **_as_user(service.item.archiver.user),
+                    )
+                except OSError as error:  # e.g. the interpreter is not the service user's to run
+                    service.failures += 1
+                    delay = min(RESTART_BACKOFF[1], RESTART_BACKOFF[0] * 2 ** (service.failures - 1))
+                    service.restart_at = now + delay
+                    log.error(
+                        "policy %s: cannot start the %s: %s; trying again in %.0fs",
+                        service.item.name,
+                        service.item.job,
+                        error,
+                        delay,
+                    )
+                    continue
+                service.started, service.starts = now, service.starts + 1
+                log.info(
+                    "policy %s: %s %s (pid %d)",
+                    service.item.name,
+                    service.item.job,
+                    "started" if service.starts == 1 else "restarted",
+                    service.process.pid,
+                )
+
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
@@ -213,15 +294,21 @@ class Daemon:
     # ------------------------------------------------------------------ stopping
     def _shutdown(self) -> int:
         self._scheduler.clear()
+        for service in self._services:  # stopped like the running jobs below
+            if service.process is not None and service.process.poll() is None:
+                self._running[f"service:{service.item.slot}"] = _Running(
+                    service.item, service.process, service.started
+                )
+        self._services.clear()
         for name, waiting in self._waiting.items():
             for item in waiting:
                 log.info("policy %s: the waiting %s is dropped: the daemon stops", name, item.kind)
         self._waiting.clear()
-        for name, running in self._running.items():
+        for running in self._running.values():
             log.info(
                 "policy %s: asking the running %s (pid %d) to abort",
-                name,
-                running.item.kind,
+                running.item.name,
+                running.item.job,
                 running.process.pid,
             )
             _signal(running.process, signal.SIGTERM)
@@ -230,13 +317,13 @@ class Daemon:
             self._reap()
             time.sleep(0.1)
         killed = list(self._running.items())
-        for name, running in killed:
+        for _, running in killed:
             # A backup's 'running' catalog row is marked failed by the policy's next run: still no
             # snapshot. A killed drill's staging is removed by `backupctl drill cleanup`.
             log.error(
                 "policy %s: %s (pid %d) did not stop in time: killing it",
-                name,
-                running.item.kind,
+                running.item.name,
+                running.item.job,
                 running.process.pid,
             )
             _signal(running.process, signal.SIGKILL)
@@ -244,6 +331,23 @@ class Daemon:
         self._running.clear()
         log.info("daemon stopped" + (" (a run had to be killed)" if killed else ""))
         return 1 if killed else 0
+
+
+def _as_user(name: str) -> dict[str, Any]:
+    """Popen arguments that start a service as `name` when the daemon runs as root (the
+    archiver must run as the server's user, who owns the spool); nothing otherwise."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        log.warning("user %s does not exist: the service runs as root", name)
+        return {}
+    if entry.pw_uid == 0:
+        return {}
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

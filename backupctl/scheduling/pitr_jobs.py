@@ -5,7 +5,10 @@ schedulers (systemd, cron, the daemon) ask "which jobs does this source's archiv
 which engine it is.
 
 - PostgreSQL: `wal base-backup` on `pitr.base_backup_schedule` (WAL itself is pushed by the
-  server's archive_command, not by a scheduler).
+  server's archive_command, not by a scheduler), and, with `pitr.archiver.pgdata`, the
+  long-running `wal archiver` (kind "archiver", a *service*: `SERVICE_KINDS`): a systemd service
+  with Restart=always, a cron watchdog line every minute (`WATCHDOG_CRON`, `flock -n` makes it
+  start the archiver only when none runs), a child the daemon supervises and restarts.
 - MySQL/MariaDB: `binlog collect` at the collection interval (`pitr.interval`, else rpo / 3),
   as a cron expression: every N minutes with N the largest divisor of 60 not above the interval
   (at least one minute, so a sub-minute interval runs every minute: docs/pitr-mysql.md says when a
@@ -20,12 +23,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-PitrKind = Literal["base-backup", "binlog"]
+PitrKind = Literal["base-backup", "binlog", "archiver"]
+SERVICE_KINDS: frozenset[str] = frozenset({"archiver"})  # run continuously, not at cron times
+WATCHDOG_CRON = "* * * * *"  # a service's cron line: start it again within a minute of its exit
 
 
 @dataclass(frozen=True)
 class PitrJob:
-    """One scheduled job of a source's archive: its kind ("base-backup", "binlog") and cron text."""
+    """One scheduled job of a source's archive: its kind ("base-backup", "binlog", "archiver") and
+    cron text (for a service: how often cron's watchdog line checks that it runs)."""
 
     kind: PitrKind
     cron: str
@@ -34,7 +40,11 @@ class PitrJob:
 
 def _postgres(source: Any) -> list[PitrJob]:
     schedule = source.pitr.base_backup_schedule
-    return [] if schedule is None else [PitrJob("base-backup", schedule, ("wal", "base-backup"))]
+    jobs = [] if schedule is None else [PitrJob("base-backup", schedule, ("wal", "base-backup"))]
+    archiver = source.pitr.archiver
+    if archiver is not None and archiver.pgdata is not None:
+        jobs.append(PitrJob("archiver", WATCHDOG_CRON, ("wal", "archiver")))
+    return jobs
 
 
 def _mysql(source: Any) -> list[PitrJob]:

@@ -20,6 +20,10 @@ the same timer properties, sandbox and `OnFailure=`, with what a drill needs ins
 backup needs (see `_drill_comment`): it writes only the state directory (catalog, reports, lock)
 and the private /tmp, reads the targets, reaches the Docker engine through its socket, and runs
 at normal priority because its measured RTO must be the one a real recovery would see.
+
+A postgres source with `pitr.archiver.pgdata` gets `backupctl-wal-archiver-<policy>-<source>.service`:
+no timer, a long-running service (`Restart=always`) enabled and started with the timers
+(`render_service`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 from backupctl.core import runner
 from backupctl.core.cronexpr import CronExpr
 from backupctl.scheduling import JobKind, Scheduled, write_atomically
+from backupctl.scheduling.pitr_jobs import SERVICE_KINDS
 
 MARKER = "# Written by `backupctl schedule install --systemd`; `backupctl schedule remove` deletes it."
 PREFIX = "backupctl-backup-"
@@ -42,6 +47,7 @@ PREFIXES: dict[JobKind, str] = {
     "verify": "backupctl-verify-",
     "base-backup": "backupctl-base-backup-",
     "binlog": "backupctl-binlog-",
+    "archiver": "backupctl-wal-archiver-",
 }
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 _WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
@@ -92,11 +98,14 @@ def on_calendar(cron: CronExpr) -> list[str]:
 
 
 def render_units(item: Scheduled, options: UnitOptions, writable: list[str]) -> dict[str, str]:
-    """The service and timer text of one job (a policy's backup or drill): {file name: content}.
+    """The service and timer text of one job (a policy's backup or drill): {file name: content};
+    a long-running job (the WAL archiver) is one service without a timer (`render_service`).
 
     `writable` are the directories the run must write besides the state directory (see
     scheduling.writable_paths: a backup's local targets and restic repositories).
     """
+    if item.service:
+        return render_service(item, options, writable)
     service_name, timer_name = unit_names(item.slot, item.kind)
     what = f"{item.kind} of policy {_escape(item.name)}"
     if item.source is not None:
@@ -147,6 +156,49 @@ def render_units(item: Scheduled, options: UnitOptions, writable: list[str]) -> 
         "WantedBy=timers.target",
     ]
     return {service_name: "\n".join(unit + service) + "\n", timer_name: "\n".join(timer) + "\n"}
+
+
+def render_service(item: Scheduled, options: UnitOptions, writable: list[str]) -> dict[str, str]:
+    """The unit of a long-running job, the WAL archiver of a source: {file name: content}.
+
+    `Type=simple`, `Restart=always` (RestartSec=5s): systemd restarts it whenever it exits, and
+    `enable --now` starts it at boot (WantedBy=multi-user.target), after the network. It runs as
+    `pitr.archiver.user` (system units; a --user unit runs as its owner), the server's system
+    user who owns the spool and runs archive_command. Same sandbox as a backup, with the spool
+    writable; no Nice=/idle I/O: a slow archiver is a larger RPO. SIGTERM (`KillMode=mixed`): the
+    archiver finishes the pushes under way and exits 0.
+    """
+    service_name = unit_names(item.slot, item.kind)[0]
+    archiver = item.archiver
+    what = f"WAL archiver of source {_escape(item.source or '')} of policy {_escape(item.name)}"
+    unit = [MARKER, "[Unit]", f"Description=backupctl {what}"]
+    unit += ["Wants=network-online.target", "After=network-online.target postgresql.service"]
+    if options.on_failure:
+        unit.append(f"OnFailure={options.on_failure}")
+    service = [
+        "",
+        "[Service]",
+        "Type=simple",
+        *([f"User={_quote(archiver.user, command=False)}"] if not options.user else []),
+        "ExecStart=" + " ".join(_quote(arg) for arg in [*options.argv, *item.command()]),
+        f"EnvironmentFile=-{options.env_file(item.name)}",
+        "Restart=always",
+        "RestartSec=5s",
+        "ProtectSystem=strict",
+        "ProtectHome=read-only",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+        # '-': the state directory may be closed to the server's user; `wal push` needs none of it.
+        f"ReadWritePaths=-{_quote(str(options.state_dir.absolute()), command=False)}",
+        *(f"ReadWritePaths=-{_quote(path, command=False)}" for path in writable),
+        *(_hardening(item.kind) if not options.user else []),
+        "KillMode=mixed",
+        "TimeoutStopSec=2min",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target" if not options.user else "WantedBy=default.target",
+    ]
+    return {service_name: "\n".join(unit + service) + "\n"}
 
 
 def _random_delay(cron: CronExpr, longest: timedelta) -> int:
@@ -266,9 +318,9 @@ def plan_install(units: dict[str, str], directory: Path, user: bool) -> SystemdP
     """Install = make `directory` hold exactly these backupctl units: stale pairs (policies
     removed or unscheduled since the last install) are disabled and deleted."""
     stale = [path for path in installed_units(directory) if path.name not in units]
-    timers = sorted(name for name in units if name.endswith(".timer"))
+    timers = _startable(list(units))
     commands = []
-    stale_timers = [path.name for path in stale if path.suffix == ".timer"]
+    stale_timers = _startable([path.name for path in stale])
     if stale_timers:
         commands += systemctl_commands(stale_timers, user, enable=False)[:1]
     commands += systemctl_commands(timers, user, enable=True)
@@ -278,8 +330,15 @@ def plan_install(units: dict[str, str], directory: Path, user: bool) -> SystemdP
 def plan_remove(directory: Path, user: bool) -> SystemdPlan:
     """Remove = disable and delete every backupctl unit in `directory`."""
     installed = installed_units(directory)
-    timers = [path.name for path in installed if path.suffix == ".timer"]
+    timers = _startable([path.name for path in installed])
     return SystemdPlan(directory, user, {}, installed, systemctl_commands(timers, user, enable=False))
+
+
+def _startable(names: list[str]) -> list[str]:
+    """The units `enable --now` / `disable --now` act on: the timers, and the services that run
+    continuously (the WAL archiver), which have no timer."""
+    services = tuple(prefix for kind, prefix in PREFIXES.items() if kind in SERVICE_KINDS)
+    return sorted(name for name in names if name.endswith(".timer") or name.startswith(services))
 
 
 def apply(plan: SystemdPlan, *, run_systemctl: bool) -> list[Path]:
@@ -300,7 +359,8 @@ def apply(plan: SystemdPlan, *, run_systemctl: bool) -> list[Path]:
 
 
 def systemctl_commands(timers: list[str], user: bool, *, enable: bool) -> list[list[str]]:
-    """`daemon-reload` plus `enable --now` (or `disable --now`) of the given timers."""
+    """`daemon-reload` plus `enable --now` (or `disable --now`) of the given timers (and
+    long-running services)."""
     base = ["systemctl", "--user"] if user else ["systemctl"]
     commands = [[*base, "daemon-reload"]]
     if timers:

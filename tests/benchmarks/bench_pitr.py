@@ -14,8 +14,10 @@ archive of the same WAL.
   wall time until the server has promoted.
 
 Scale: BENCH_PITR_SCALE (pgbench scale, default 10, about 150 MiB; the issue's 1 GiB run is
-scale 70), BENCH_PITR_SECONDS (pgbench run, default 20), BENCH_PITR_SEGMENTS (segments
-re-pushed per tool, default 20), BENCH_PITR_ARCHIVE_ONLY=1 (skip the restore). The asynchronous
+scale 70), BENCH_PITR_SECONDS (pgbench run, default 20), BENCH_PITR_WAL_MIB (the pgbench run
+is repeated until at least this much WAL was written; the issue's run: 1024), BENCH_PITR_SEGMENTS (segments
+re-pushed per tool, default 20), BENCH_PITR_ARCHIVE_ONLY=1 (skip the restore); BENCH_PITR_RPO=1
+runs the RPO-under-load sampling instead (tests/benchmarks/bench_pitr_rpo.py). The asynchronous
 mode is measured beside them: `wal archiver --once` pushes the segments ahead (2 workers, timed),
 then `wal push --spool` answers each one from its ack. Printed tables go into docs/benchmarks.md.
 """
@@ -39,6 +41,7 @@ from tests.integration.pitr.conftest import POLICY, SOURCE, make_setup
 SCALE = int(os.environ.get("BENCH_PITR_SCALE", "10"))
 SECONDS = int(os.environ.get("BENCH_PITR_SECONDS", "20"))
 SEGMENTS = int(os.environ.get("BENCH_PITR_SEGMENTS", "20"))
+WAL_MIB = int(os.environ.get("BENCH_PITR_WAL_MIB", "0"))  # the load repeats until this much WAL
 STANZA = "bench"
 
 
@@ -69,6 +72,11 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def main() -> None:
+    if os.environ.get("BENCH_PITR_RPO"):  # the RPO-under-load sampling instead (a 5-minute run)
+        from tests.benchmarks import bench_pitr_rpo
+
+        bench_pitr_rpo.main()
+        return
     root = Path(tempfile.mkdtemp(prefix="backupctl-bench-pitr-", dir="/tmp"))
     os.chmod(root, 0o755)
     repo = root / "pgbackrest-repo"
@@ -108,16 +116,19 @@ def main() -> None:
         with psycopg.connect(url, password=setup.cluster.password, autocommit=True) as connection:
             lsn_before = connection.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
             began = time.monotonic()
-            subprocess.run(
-                [pgbench, "-T", str(SECONDS), "-c", "4", "-j", "2", "-n", url],
-                check=True,
-                capture_output=True,
-                env=bench_env,
-            )
+            while True:  # SECONDS of load, repeated until at least WAL_MIB of WAL (when set)
+                subprocess.run(
+                    [pgbench, "-T", str(SECONDS), "-c", "4", "-j", "2", "-n", url],
+                    check=True,
+                    capture_output=True,
+                    env=bench_env,
+                )
+                wal_bytes = connection.execute(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn_before,)
+                ).fetchone()[0]  # type: ignore[index]
+                if float(wal_bytes) >= WAL_MIB * 2**20:
+                    break
             elapsed = time.monotonic() - began
-            wal_bytes = connection.execute(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn_before,)
-            ).fetchone()[0]  # type: ignore[index]
             connection.execute("CREATE TABLE IF NOT EXISTS bench_mark (at timestamptz)")
             connection.execute("INSERT INTO bench_mark VALUES (clock_timestamp())")
             target = connection.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
@@ -125,7 +136,7 @@ def main() -> None:
             connection.execute("INSERT INTO bench_mark VALUES (clock_timestamp())")
             connection.execute("SELECT pg_switch_wal()")
         wal_rate = float(wal_bytes) / elapsed / (16 * 2**20)
-        time.sleep(5)  # let the archiver finish the last segments
+        setup.switch_and_wait(timeout=3600)  # everything up to the target is archived (1 GiB: minutes)
 
         # ---------------------------------------------------------------- archive latency
         segments = sorted(p for p in staged.iterdir() if len(p.name) == 24)[:SEGMENTS]

@@ -156,3 +156,40 @@ def test_doctor_checks_the_archiving_server(pitr_cluster: PitrSetup) -> None:
     # the fixture's server runs with archive_timeout = 0 (disabled): doctor says how to fix it
     timeout = by_detail["archive_timeout"]
     assert timeout["level"] == "FAIL" and "set archive_timeout = 60s" in timeout["fix"]
+
+
+def test_a_repointed_target_is_claimed_again_and_another_clusters_archive_there_is_detected(
+    pitr_cluster: PitrSetup,
+) -> None:
+    """The "identity already claimed" cache is keyed on where a target points, not on its name:
+    the same target name pointed at another directory is checked again (issue #12)."""
+    name, copy = _segment_copy(pitr_cluster)
+    data = bytearray(copy.read_bytes())
+    data[24:32] = (12345).to_bytes(8, "little")  # a segment of another cluster (system identifier)
+    foreign = copy.parent / "000000010000000000000998"
+    foreign.write_bytes(bytes(data))
+    mine, theirs = pitr_cluster.scratch(), pitr_cluster.scratch()
+
+    def point_nas_at(directory: Path) -> None:
+        policy = yaml.safe_load((pitr_cluster.policies / f"{POLICY}.yaml").read_text())
+        policy["name"] = "repoint"
+        policy["targets"] = [{"name": "nas", "type": "local", "path": str(directory)}]
+        (pitr_cluster.policies / "repoint.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+
+    def push(path: Path, as_name: str) -> subprocess.CompletedProcess[str]:
+        return pitr_cluster.run("wal", "push", "repoint", "--source", SOURCE, str(path), as_name)
+
+    point_nas_at(theirs)  # the other cluster's archive
+    assert push(foreign, foreign.name).returncode == 0
+    point_nas_at(mine)  # this cluster's: claimed, and the claim cached
+    done = push(copy, name)
+    assert done.returncode == 0, done.stderr
+    # the operator points `nas` at the other cluster's directory: the cache must not vouch for it
+    point_nas_at(theirs)
+    refused = push(copy, "000000010000000000000997")
+    assert 0 < refused.returncode < 125, refused.stdout
+    assert "system identifier" in refused.stderr and "12345" in refused.stderr, refused.stderr
+    assert not (theirs / "repoint" / "pitr" / SOURCE / "records" / "000000010000000000000997.rec").exists()
+    # and back: this cluster's archive is still its own (served from the cache, no new claim)
+    point_nas_at(mine)
+    assert push(copy, name).returncode == 0

@@ -74,7 +74,9 @@ def history(pitr_cluster: PitrSetup) -> History:
     return History(base_id, between, between_segment, 401, 400)
 
 
-def restore(setup: PitrSetup, to_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def restore(
+    setup: PitrSetup, to_dir: Path, *args: str, command: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return setup.run(
         "wal",
         "restore",
@@ -84,10 +86,21 @@ def restore(setup: PitrSetup, to_dir: Path, *args: str) -> subprocess.CompletedP
         "--to-dir",
         str(to_dir),
         "--backupctl-command",
-        str(setup.wrapper),
+        str(command or setup.wrapper),
         "--json",
         *args,
     )
+
+
+def counting_wrapper(setup: PitrSetup) -> tuple[Path, Path]:
+    """(a backupctl command that logs each start of its, then runs the real one; the log)."""
+    directory = setup.scratch()
+    log, wrapper = directory / "starts.log", directory / "backupctl"
+    log.touch()
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {setup.wrapper} "$@"\n')
+    wrapper.chmod(0o755)
+    os.chown(log, directory.stat().st_uid, directory.stat().st_gid)
+    return wrapper, log
 
 
 @pytest.fixture
@@ -125,8 +138,13 @@ def test_restore_to_a_time_between_two_commits(
 ) -> None:
     to_dir = pitr_cluster.root / "restore-time"
     restored.append(to_dir)
-    done = restore(pitr_cluster, to_dir, "--to-time", history.between.isoformat(), "--keep-running")
+    command, starts = counting_wrapper(pitr_cluster)
+    done = restore(
+        pitr_cluster, to_dir, "--to-time", history.between.isoformat(), "--keep-running", command=command
+    )
     assert done.returncode == 0, done.stderr
+    # restore_command answered every request (segments, history probes) without starting backupctl
+    assert starts.read_text() == ""
     result = json.loads(done.stdout)
     assert result["plan"]["base_backup"]["id"] == history.base_id
     assert rows(pitr_cluster, result["port"]) == list(range(1, 101))  # all of batch 1, none of batch 2
@@ -139,8 +157,11 @@ def test_restore_latest_loses_only_the_unarchived_tail(
 ) -> None:
     to_dir = pitr_cluster.root / "restore-latest"
     restored.append(to_dir)
-    done = restore(pitr_cluster, to_dir, "--latest", "--keep-running")
+    command, starts = counting_wrapper(pitr_cluster)
+    done = restore(pitr_cluster, to_dir, "--latest", "--keep-running", command=command)
     assert done.returncode == 0, done.stderr
+    # the end of the archive and the history probes were answered by the shell test alone
+    assert starts.read_text() == "", (to_dir / "backupctl-restore.log").read_text()
     ids = rows(pitr_cluster, json.loads(done.stdout)["port"])
     # the bound (docs/pitr.md): every row in an archived segment is back; only the tail written
     # after the newest archived segment (still in the server's current segment) is missing
