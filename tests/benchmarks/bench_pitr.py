@@ -43,10 +43,32 @@ SECONDS = int(os.environ.get("BENCH_PITR_SECONDS", "20"))
 SEGMENTS = int(os.environ.get("BENCH_PITR_SEGMENTS", "20"))
 WAL_MIB = int(os.environ.get("BENCH_PITR_WAL_MIB", "0"))  # the load repeats until this much WAL
 STANZA = "bench"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def _installed_console_script(venv: Path, env: dict[str, str]) -> Path:
+    """`backupctl` as `pip install` leaves it in a venv: a venv of Debian's python3 (the server's
+    user cannot run this checkout's interpreter under /root) whose site-packages point at this
+    checkout and its venv's packages through a .pth (what an install would copy there), and pip's
+    entry-point script for `backupctl.cli.fastpath:main`. The environment (state dir, policies)
+    is written into the script, as an operator's archive_command line would set it."""
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    work_site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
+    (site / "backupctl-checkout.pth").write_text(f"{ROOT}\n{work_site}\n")
+    script = venv / "bin" / "backupctl"
+    exports = "".join(f"os.environ.setdefault({k!r}, {v!r})\n" for k, v in env.items())
+    script.write_text(
+        f"#!{venv}/bin/python3\nimport os\nimport sys\n{exports}"
+        "from backupctl.cli.fastpath import main\n"
+        "if __name__ == '__main__':\n    sys.exit(main())\n"
+    )
+    script.chmod(0o755)
+    return script
 
 
 def _pgbackrest_conf(root: Path, repo: Path, data: Path, port: int) -> Path:
@@ -183,6 +205,7 @@ def main() -> None:
         nosite = root / "setup" / "backupctl-nosite"
         nosite.write_text(wrapper.replace(" -m backupctl", " -S -m backupctl"))
         nosite.chmod(0o755)
+        installed = _installed_console_script(root / "venv", setup.env)
         began = time.monotonic()
         ahead = setup.run(
             "wal", "archiver", "benchasync", "--source", SOURCE, "--pgdata", str(pgdata), "--once"
@@ -218,6 +241,20 @@ def main() -> None:
             # with -X importtime); the fast path needs no site (PYTHONPATH names everything)
             "  same, python3 -S": lambda seg: [
                 str(nosite),
+                "wal",
+                "push",
+                "benchasync",
+                "--source",
+                SOURCE,
+                "--spool",
+                str(spool),
+                str(pgdata / "pg_wal" / seg.name),
+                seg.name,
+            ],
+            # as an operator installs it: pip's console script in a venv of the system python3
+            # (no PYTHONPATH, no system site-packages, so no sandbox .pth either)
+            "  same, console script in a venv": lambda seg: [
+                str(installed),
                 "wal",
                 "push",
                 "benchasync",
