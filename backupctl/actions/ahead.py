@@ -21,20 +21,22 @@ The catalog is opened in a thread (`CatalogAhead`) while the first dump already 
 running; `python -X importtime`, docs/benchmarks.md) used to hold the dump's pipe unread. The
 rule that nothing reaches a target before the run is recorded as running (so a killed run is
 always found and swept, actions/sweep.py) is kept by `GatedWriter`: the first stored (compressed
-and encrypted) bytes wait in memory, at most `GATE_BUFFER`, until the catalog row is written;
-only then is the target's writer opened. Stores that take the plain stream (restic) wait for the
-row before the first byte (`BackupRun.begun`).
+and encrypted) bytes wait in an unlinked spool file, at most `GATE_BUFFER`, until the catalog
+row is written; only then is the target's writer opened. Stores that take the plain stream
+(restic) wait for the row before the first byte (actions/backup_fanout.py).
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Generic, TypeVar
 
+from backupctl.core.spool import spool_directory
 from backupctl.errors import TargetError
 from backupctl.sources.base import DumpStream, Source
 from backupctl.targets.store import PlainStore
@@ -137,7 +139,10 @@ class DumpAhead:
 
 
 T = TypeVar("T")
-GATE_BUFFER = 16 << 20  # stored bytes held while the catalog opens: ~1 s of a zstd level-1 dump
+# Stored bytes held while the catalog opens: ~3 s of the 1 GiB benchmark's dump (3.2:1 at zstd
+# level 1, ~64 MB/s of plain dump), far more than the ~0.35 s the catalog needs on an idle
+# 2-CPU machine (docs/benchmarks.md, issue #17 session 6).
+GATE_BUFFER = 64 << 20
 
 
 class CatalogAhead(Generic[T]):
@@ -206,15 +211,17 @@ class CatalogNotReady(Exception):
 
 class GatedWriter(io.RawIOBase):
     """A target writer opened only once `ready()` (the run is in the catalog): until then the
-    bytes written wait in memory, up to `GATE_BUFFER`; beyond that, `write` waits for the gate.
-    See `gated`."""
+    bytes written wait in an unlinked 0600 file in the spool directory (page cache, not this
+    process's memory; the bytes are age-encrypted already), up to `GATE_BUFFER`; beyond that,
+    or when that file cannot be written, `write` waits for the gate. See `gated`."""
 
     def __init__(self, opener: Callable[[], AbstractContextManager[BinaryIO]], ready: Callable[[], bool],
                  open_gate: Callable[[], object], stack: ExitStack) -> None:  # fmt: skip
         self._opener, self._ready, self._open_gate, self._stack = opener, ready, open_gate, stack
         self._sink: BinaryIO | None = None
-        self._held: list[bytes] = []
+        self._held: BinaryIO | None = None
         self._held_bytes = 0
+        self._holding = True
 
     def writable(self) -> bool:
         return True
@@ -222,23 +229,40 @@ class GatedWriter(io.RawIOBase):
     def write(self, data: Any) -> int:
         size = len(data)
         if self._sink is None:
-            if not self._ready() and self._held_bytes + size <= GATE_BUFFER:
-                self._held.append(bytes(data))
-                self._held_bytes += size
-                return size
+            if self._holding and not self._ready() and self._held_bytes + size <= GATE_BUFFER:
+                try:
+                    if self._held is None:
+                        # Unbuffered: a full disk shows at this write, never at a later flush.
+                        held = tempfile.TemporaryFile(  # noqa: SIM115 (closed by the stack)
+                            prefix="backupctl-gate-", dir=spool_directory(), buffering=0
+                        )
+                        self._held = self._stack.enter_context(held)
+                    if self._held.write(data) == size:
+                        self._held_bytes += size
+                        return size
+                except OSError:  # no room or no spool directory: wait for the catalog instead
+                    pass
+                self._holding = False  # (what a short write left after `_held_bytes` is ignored)
             self.open()
         assert self._sink is not None
         self._sink.write(data)
         return size
 
     def open(self) -> BinaryIO:
-        """Wait for the gate, open the target's writer, write what was held."""
+        """Wait for the gate, open the target's writer, copy what was held into it."""
         if self._sink is None:
             self._open_gate()
             self._sink = self._stack.enter_context(self._opener())
-            for block in self._held:
-                self._sink.write(block)
-            self._held, self._held_bytes = [], 0
+            if self._held is not None:
+                self._held.seek(0)
+                left = self._held_bytes  # (a failed write may have left a partial block after)
+                while left and (block := self._held.read(min(left, 1 << 20))):
+                    self._sink.write(block)
+                    left -= len(block)
+                if left:  # (never seen; the stored re-hash would catch it too)
+                    raise OSError(f"{left} held bytes could not be read back from the spool")
+                self._held.close()
+                self._held, self._held_bytes = None, 0
         return self._sink
 
 

@@ -9,9 +9,11 @@ tests/e2e/test_restic_only.py; here fakes record what happens to each piece.
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -240,3 +242,24 @@ def test_the_catalog_begins_in_a_thread_and_is_announced_once_by_the_first_waite
     assert catalog.wait() == "catalog" and catalog.ready()
     assert catalog.wait() == "catalog" and catalog.settle() == "catalog"
     assert announced == [("catalog", threading.current_thread().name)]
+
+
+def test_held_bytes_wait_in_an_unlinked_spool_file_and_without_one_the_write_waits_for_the_gate(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BACKUPCTL_SPOOL_DIR", str(tmp_path))
+    target, opened = RecordingTarget(), []
+    with gated(target.writer, lambda: False, lambda: opened.append(True)) as sink:
+        sink.write(b"x" * 100_000)
+        links = [os.readlink(fd) for fd in Path("/proc/self/fd").iterdir() if fd.is_symlink()]
+        assert any(link.startswith(str(tmp_path)) for link in links)  # an O_TMPFILE, or unlinked
+        assert list(tmp_path.iterdir()) == [] and opened == []  # unlinked, gate not yet waited for
+    assert target.received.getvalue() == b"x" * 100_000 and opened == [True]
+
+    monkeypatch.setenv("BACKUPCTL_SPOOL_DIR", str(tmp_path / "missing"))
+    target, opened = RecordingTarget(), []
+    with gated(target.writer, lambda: False, lambda: opened.append(True)) as sink:
+        sink.write(b"abc")
+        assert opened == [True] and target.opened == 1  # no place to hold it: waited at once
+        sink.write(b"def")
+    assert target.received.getvalue() == b"abcdef"
