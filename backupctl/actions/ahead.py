@@ -15,14 +15,28 @@ can be hundreds of MiB for a large repository), to save half a second once.
 
 Anything started ahead and not taken is stopped without effect: restic commits nothing for an
 aborted process, and a dump that is not read is killed.
+
+The catalog is opened in a thread (`CatalogAhead`) while the first dump already streams: its
+~0.3 s of CPU (importing SQLAlchemy, opening and migrating the catalog, recording the run as
+running; `python -X importtime`, docs/benchmarks.md) used to hold the dump's pipe unread. The
+rule that nothing reaches a target before the run is recorded as running (so a killed run is
+always found and swept, actions/sweep.py) is kept by `GatedWriter`: the first stored (compressed
+and encrypted) bytes wait in an unlinked spool file, at most `GATE_BUFFER`, until the catalog
+row is written; only then is the target's writer opened. Stores that take the plain stream
+(restic) wait for the row before the first byte (actions/backup_fanout.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+import io
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Generic, TypeVar
 
+from backupctl.core.spool import spool_directory
 from backupctl.errors import TargetError
 from backupctl.sources.base import DumpStream, Source
 from backupctl.targets.store import PlainStore
@@ -124,12 +138,156 @@ class DumpAhead:
         self._stack.close()
 
 
+T = TypeVar("T")
+# Stored bytes held while the catalog opens: ~3 s of the 1 GiB benchmark's dump (3.2:1 at zstd
+# level 1, ~64 MB/s of plain dump), far more than the ~0.35 s the catalog needs on an idle
+# 2-CPU machine (docs/benchmarks.md, issue #17 session 6).
+GATE_BUFFER = 64 << 20
+
+
+class CatalogAhead(Generic[T]):
+    """`begin()` (open the catalog, record the run as running) in a thread, started first thing.
+
+    `wait()` returns what it returned or raises what it raised (`CatalogNotReady` wraps it, so
+    no caller mistakes a catalog error for a target's); `settle()` waits and returns None on
+    failure (the failure paths: nothing to record the failure in)."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._then: Callable[[T], object] | None = None
+
+    def start(self, begin: Callable[[], T], then: Callable[[T], object] | None = None) -> None:
+        """Run `begin()` in a thread; `then(value)` runs once, in the first thread that waits
+        for it successfully (e.g. to log what `begin` found)."""
+        self._then = then
+
+        def run() -> None:
+            try:
+                self._value = begin()
+            except BaseException as error:  # re-raised where it is waited for
+                self._error = error
+
+        self._thread = threading.Thread(target=run, name="catalog-begin", daemon=True)
+        self._thread.start()
+
+    def ready(self) -> bool:
+        return self._thread is not None and not self._thread.is_alive()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What `begin()` raised (after `wait`/`settle`)."""
+        return self._error
+
+    def wait(self) -> T:
+        assert self._thread is not None, "CatalogAhead.start was not called"
+        self._thread.join()
+        if self._error is not None:
+            raise CatalogNotReady(self._error)
+        return self._announced()
+
+    def settle(self) -> T | None:
+        if self._thread is None:
+            return None
+        self._thread.join()
+        return None if self._error is not None else self._announced()
+
+    def _announced(self) -> T:
+        assert self._value is not None
+        then, self._then = self._then, None
+        if then is not None:
+            then(self._value)
+        return self._value
+
+
+class CatalogNotReady(Exception):
+    """The catalog could not record the run (`original` says why); raised where a write waits."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+class GatedWriter(io.RawIOBase):
+    """A target writer opened only once `ready()` (the run is in the catalog): until then the
+    bytes written wait in an unlinked 0600 file in the spool directory (page cache, not this
+    process's memory; the bytes are age-encrypted already), up to `GATE_BUFFER`; beyond that,
+    or when that file cannot be written, `write` waits for the gate. See `gated`."""
+
+    def __init__(self, opener: Callable[[], AbstractContextManager[BinaryIO]], ready: Callable[[], bool],
+                 open_gate: Callable[[], object], stack: ExitStack) -> None:  # fmt: skip
+        self._opener, self._ready, self._open_gate, self._stack = opener, ready, open_gate, stack
+        self._sink: BinaryIO | None = None
+        self._held: BinaryIO | None = None
+        self._held_bytes = 0
+        self._holding = True
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        size = len(data)
+        if self._sink is None:
+            if self._holding and not self._ready() and self._held_bytes + size <= GATE_BUFFER:
+                try:
+                    if self._held is None:
+                        # Unbuffered: a full disk shows at this write, never at a later flush.
+                        held = tempfile.TemporaryFile(  # noqa: SIM115 (closed by the stack)
+                            prefix="backupctl-gate-", dir=spool_directory(), buffering=0
+                        )
+                        self._held = self._stack.enter_context(held)
+                    if self._held.write(data) == size:
+                        self._held_bytes += size
+                        return size
+                except OSError:  # no room or no spool directory: wait for the catalog instead
+                    pass
+                self._holding = False  # (what a short write left after `_held_bytes` is ignored)
+            self.open()
+        assert self._sink is not None
+        self._sink.write(data)
+        return size
+
+    def open(self) -> BinaryIO:
+        """Wait for the gate, open the target's writer, copy what was held into it."""
+        if self._sink is None:
+            self._open_gate()
+            self._sink = self._stack.enter_context(self._opener())
+            if self._held is not None:
+                self._held.seek(0)
+                left = self._held_bytes  # (a failed write may have left a partial block after)
+                while left and (block := self._held.read(min(left, 1 << 20))):
+                    self._sink.write(block)
+                    left -= len(block)
+                if left:  # (never seen; the stored re-hash would catch it too)
+                    raise OSError(f"{left} held bytes could not be read back from the spool")
+                self._held.close()
+                self._held, self._held_bytes = None, 0
+        return self._sink
+
+
+@contextmanager
+def gated(opener: Callable[[], AbstractContextManager[BinaryIO]], ready: Callable[[], bool],
+          open_gate: Callable[[], object]) -> Iterator[GatedWriter]:  # fmt: skip
+    """A writer for one stored artifact that reaches the target only after `open_gate()`
+    returned (it waits for the catalog row and raises when it could not be written); `ready()`
+    says whether that would wait. Leaving normally opens the target's writer if no write did
+    (a small artifact held whole) and commits it; leaving with an error discards what the
+    target's writer holds, as the writer itself does."""
+    with ExitStack() as stack:
+        writer = GatedWriter(opener, ready, open_gate, stack)
+        yield writer
+        writer.open()
+
+
 @dataclass
 class StartedAhead:
-    """What one backup run started ahead: restic processes per source and the first dump."""
+    """What one backup run started ahead: the catalog row, restic processes per source and the
+    first dump."""
 
     sinks: PendingSinks = field(default_factory=PendingSinks)
     dump: DumpAhead = field(default_factory=DumpAhead)
+    catalog: CatalogAhead[Any] = field(default_factory=CatalogAhead)
 
     def abort(self) -> None:
         self.dump.abort()

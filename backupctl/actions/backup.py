@@ -85,13 +85,18 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
     started, started_at, started_text = time.monotonic(), datetime.now(UTC), utc_now_text()
     began = time.time()  # partial writes begun before this are no live writer's: see _sweep
     run = BackupRun(policy, new_snapshot_id(started_at), recipients, events)
-    catalog: Catalog | None = None  # set once the snapshot is recorded as running
+    catalog: Catalog | None = None
     try:
         run.open_stores()  # restic processes start ahead: see actions/ahead.py
         sources = {config.name: build_source(config) for config in policy.sources}
         run.ahead.dump.start(policy.sources[0].name, sources[policy.sources[0].name])
-        catalog = _begin(settings, loaded, run.snapshot_id, started_at, events)  # meanwhile
-        pause_point("run-started")  # test-only (core/killpoints.py)
+        # The catalog opens in a thread while the dump streams (started after it: its imports
+        # would hold the GIL the dump's start needs); nothing reaches a target before the run
+        # is recorded as running there (actions/ahead.py: CatalogAhead, gated).
+        run.ahead.catalog.start(
+            lambda: _begin(settings, loaded, run.snapshot_id, started_at),
+            then=lambda begun: _announce(begun, loaded.policy.name, run.snapshot_id, events),
+        )
         for config in policy.sources:
             record = store_source(run, config, sources[config.name])
             pause_point("source-stored")
@@ -106,31 +111,48 @@ def run_backup(settings: Settings, loaded: LoadedPolicy, events: Events | None =
             finished_at=utc_now_text(), recipients=[str(r) for r in recipients],
             signing_public_key=signing.public_b64, artifacts=run.artifacts,
         )  # fmt: skip
+        catalog = run.ahead.catalog.wait().catalog  # (every stored artifact waited for it)
         full_sha = _commit_manifests(run, manifest, signing)
         pause_point("manifests-written")
     except BaseException as error:  # including KeyboardInterrupt / SIGTERM: never leave 'running'
-        if catalog is not None:  # (nothing is written before the run is in the catalog)
-            _record_failure(catalog, run, error, _discard_quietly(run, list(run.blobs)))
+        begun = run.ahead.catalog.settle()
+        if begun is None:  # the catalog could not record the run: nothing was written to a target
+            original = run.ahead.catalog.error
+            if original is not None and original is not error:
+                raise original from None
+            raise
+        _record_failure(begun.catalog, run, error, _discard_quietly(run, list(run.blobs)))
         raise
     finally:
         run.close()  # anything started ahead and not used commits nothing
-    assert catalog is not None
     return _finish(settings, loaded, catalog, run, manifest, full_sha, time.monotonic() - started, began)
 
 
-def _begin(
-    settings: Settings, loaded: LoadedPolicy, snapshot_id: str, started_at: datetime, events: Events
-) -> Catalog:
+@dataclass
+class _Begun:
+    catalog: Catalog
+    interrupted: list[str]  # earlier runs of this host left 'running', now marked failed
+
+
+def _begin(settings: Settings, loaded: LoadedPolicy, snapshot_id: str, started_at: datetime) -> _Begun:
     """Open the catalog (runs left 'running' by a dead process of this host become 'failed')
-    and record this run as running."""
-    from backupctl.catalog.store import Catalog  # SQLAlchemy: ~0.2 s of imports, overlapped
+    and record this run as running. Runs in a thread (actions/ahead.py: CatalogAhead): it logs
+    nothing itself, `_announce` does."""
+    from backupctl.catalog.store import Catalog  # SQLAlchemy: ~0.3 s of imports, overlapped
 
     catalog = Catalog.open(settings.catalog_url)
-    for stale in catalog.mark_interrupted(loaded.policy.name):
-        events.warning(f"snapshot {stale} of an earlier run was interrupted; it is marked failed")
+    interrupted = list(catalog.mark_interrupted(loaded.policy.name))
     catalog.begin_snapshot(snapshot_id, loaded.policy.name, loaded.sha256, started_at)
-    events.info(f"backup {loaded.policy.name}: snapshot {snapshot_id}")
-    return catalog
+    return _Begun(catalog, interrupted)
+
+
+def _announce(begun: _Begun, policy: str, snapshot_id: str, events: Events) -> None:
+    """Once the run is recorded (in the thread that first waits for it, before its first write
+    to a target): say so."""
+    for stale in begun.interrupted:
+        events.warning(f"snapshot {stale} of an earlier run was interrupted; it is marked failed")
+    events.info(f"backup {policy}: snapshot {snapshot_id}")
+    pause_point("run-started")  # test-only (core/killpoints.py): recorded, nothing written yet
 
 
 def _commit_manifests(run: BackupRun, manifest: Manifest, signing: SigningKey) -> str:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
-from backupctl.actions.ahead import StartedAhead, StreamOf
+from backupctl.actions.ahead import StartedAhead, StreamOf, gated
 from backupctl.actions.events import Events
 from backupctl.core.digests import PLAIN_ALGORITHM
 from backupctl.core.killpoints import pause_point
@@ -326,10 +326,13 @@ def _dump_to(
             key = key_of(policy.name, run.snapshot_id, file)
             sinks = run.ahead.sinks.take(run.stream_of(config.name, dump.extension), tee)
             try:
-                with target.writer(key) as sink:
+                catalog = run.ahead.catalog
+                if sinks:  # they read the plain stream as it comes: the run must be recorded first
+                    catalog.wait()
+                with gated(lambda: target.writer(key), catalog.ready, catalog.wait) as sink:
                     stats = encrypt_stream(
                         cast(BinaryIO, TeeReader(dump.stream, sinks)) if sinks else dump.stream,
-                        sink,
+                        cast(BinaryIO, sink),
                         run.recipients,
                         level=policy.compression.level,
                         threads=policy.compression.threads,
@@ -374,6 +377,7 @@ def _dump_to_plain_only(
     and is hashed on the way, so the signed manifest still says what their copies must hash to.
     File sources are read as the usual tar stream for their facts (tree hash); `_store_tree`
     follows."""
+    run.ahead.catalog.wait()  # the run is recorded before a store reads a byte (actions/ahead.py)
     began = time.monotonic()
     label = f"{config.name} → {', '.join(tee) or _tools(run.plains)}"
     progress = run.events.progress(label, estimate)

@@ -232,8 +232,14 @@ class PostgresDumpSource:
             return
         password = self.config.password.resolve() if self.config.password else None
         selection = TableSelection.from_dump_options(self.config.dump_options)
-        pg_dump_version = self._tool_version(self.config.pg_dump)
-        connection = connect(self.config.url, password, "the database to back up")
+        # `pg_dump --version` runs while we connect and the dump starts (Debian's pg_wrapper,
+        # a Perl script, takes ~0.07 s to answer): its answer is read by finish().
+        version = _VersionProbe(self.config.pg_dump)
+        try:
+            connection = connect(self.config.url, password, "the database to back up")
+        except BaseException:
+            version.close()
+            raise
         process: subprocess.Popen[bytes] | None = None
         stderr: runner.StderrTail | None = None
         counter: _RowCounter | None = None
@@ -284,7 +290,7 @@ class PostgresDumpSource:
                 return {
                     "row_counts": counts,
                     "server_version": server_version,
-                    "pg_dump_version": pg_dump_version,
+                    "pg_dump_version": version.result(),
                     "database": self.database,
                     "tables": len(counts),
                     "roles": roles,
@@ -293,6 +299,7 @@ class PostgresDumpSource:
 
             yield DumpStream(process.stdout, self.format, self.extension, finish, secrets)  # type: ignore[arg-type]
         finally:
+            version.close()
             if process is not None:
                 process.stdout.close()  # type: ignore[union-attr]
                 runner.stop(process)
@@ -557,12 +564,26 @@ class PostgresDumpSource:
         row = connection.execute(query).fetchone()  # type: ignore[arg-type]
         return str(row[0]) if row else ""
 
-    @staticmethod
-    def _tool_version(program: str) -> str:
-        done = runner.run([program, "--version"], check=False, timeout=60)
-        if done.returncode != 0:
-            raise SourceError(f"{program} --version failed: {mask(runner.last_lines(done.stderr))}")
-        return version_of(done.stdout)
+
+class _VersionProbe:
+    """`PROGRAM --version`, started now and read when needed (`result`); `close` stops it."""
+
+    def __init__(self, program: str) -> None:
+        self._program = program
+        self._process = runner.start([program, "--version"])  # ConfigError when not installed
+
+    def result(self) -> str:
+        """The version it printed. Raises SourceError when it failed."""
+        stdout, stderr = self._process.communicate(timeout=60)
+        if self._process.returncode != 0:
+            raise SourceError(f"{self._program} --version failed: {mask(runner.last_lines(stderr))}")
+        return version_of(stdout.decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        runner.stop(self._process)
+        for pipe in (self._process.stdout, self._process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def _direct_fd(stream: BinaryIO) -> int | None:

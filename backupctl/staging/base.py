@@ -81,8 +81,9 @@ class StagingRuntime(Protocol):
         """Create `database` in the service and restore a plain dump stream (pg_dump custom
         format for postgres, SQL for mariadb) with the service's own tools, so versions match.
         `keep_privileges` (postgres): the dump's roles exist, restore owners and GRANTs too.
-        `jobs` > 1 (postgres): spool the dump where the service's tools can seek in it and run
-        `pg_restore --jobs`, as the fastest hand-run restore does; `size_hint` (the dump's plain
+        `jobs` > 1: postgres spools the dump where the service's tools can seek in it and runs
+        `pg_restore --jobs`, as the fastest hand-run restore does; mariadb loads the table data
+        over `jobs` clients (staging/mariadb_load.py); `size_hint` (the dump's plain
         size) is checked against the spool's free space first, and without room the restore
         streams with one job and says why. Reads `stream` to its end. Raises SourceError with
         the tool's stderr on failure."""

@@ -29,8 +29,10 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import socket
 import struct
+import subprocess
 import tarfile
 import threading
 import time
@@ -44,11 +46,13 @@ from docker.client import from_env
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
+from backupctl.core import runner
 from backupctl.core.runner import last_lines
 from backupctl.core.secrets import SecretRef, mask, register_secret
 from backupctl.core.spool import lack_of_room
 from backupctl.drills.schema import Service
 from backupctl.errors import ConfigError, JobFailed, SourceError
+from backupctl.sources.mysql_parallel import ClientStarter
 from backupctl.staging import isolation
 from backupctl.staging.base import (
     LABEL_DRILL,
@@ -61,6 +65,7 @@ from backupctl.staging.base import (
     labels,
     service_values,
 )
+from backupctl.staging.mariadb_load import CLIENT_OPTIONS, load_dump
 from backupctl.staging.mariadb_sandbox import client_knows_sandbox, without_sandbox_line
 from backupctl.staging.origin import http_ready
 
@@ -452,8 +457,9 @@ class DockerRuntime:
     ) -> DatabaseRestored:
         """Create `database` if missing, then restore the dump with the service's own tools:
         with `jobs` > 1 a PostgreSQL dump is spooled inside the container and restored with
-        `pg_restore --jobs` (`_restore_spooled`), else streamed into pg_restore / mariadb.
-        `keep_privileges`: the dump's roles were recreated: keep owners and GRANTs."""
+        `pg_restore --jobs` (`_restore_spooled`), a MariaDB dump is loaded over `jobs` clients
+        of the container (staging/mariadb_load.py), else either is streamed into pg_restore /
+        mariadb. `keep_privileges`: the dump's roles were recreated: keep owners and GRANTs."""
         if service.kind == "postgres":
             exists = "SELECT 1 FROM pg_database WHERE datname = '" + database.replace("'", "''") + "'"
             if not self._query(service, None, exists, SourceError).rows:
@@ -473,10 +479,34 @@ class DockerRuntime:
             version = self._query(service, None, "SELECT VERSION()", SourceError).scalar
             if version and not client_knows_sandbox(version):
                 stream = without_sandbox_line(stream)  # e.g. 10.5.23 (staging/mariadb_sandbox.py)
+            return load_dump(
+                stream, jobs, size_hint, self._mariadb_starter(service, database),
+                serial=lambda plain: self._run_tool(service, database, argv, plain),
+                label=f"mariadb into {service.name}/{database}",
+                why_serial="the docker CLI is not on this host (it feeds the container's clients)",
+            )  # fmt: skip
         else:
             raise ConfigError(f"staging service '{service.name}' is not a database service")
         self._run_tool(service, database, argv, stream)
         return DatabaseRestored()
+
+    def _mariadb_starter(self, service: Service, database: str) -> ClientStarter | None:
+        """Starts one more `mariadb` client in the service's container reading SQL on stdin, for
+        the parallel loader (staging/mariadb_load.py); None without the docker CLI. Through
+        `docker exec -i` (the engine of this environment, as `from_env` finds it): the loader
+        feeds and waits for processes. The password reaches the client through the CLI's
+        environment (`-e MYSQL_PWD` names the variable only), never argv."""
+        if shutil.which("docker") is None:
+            return None
+        container = self.container_name(service)
+        argv = ["docker", "exec", "-i", "-e", "MYSQL_PWD", container, "mariadb", *CLIENT_OPTIONS,
+                *self._client_args(service), "--", database]  # fmt: skip
+        env = self._tool_env(service)
+
+        def start() -> subprocess.Popen[bytes]:
+            return runner.start(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+
+        return start
 
     def _restore_spooled(
         self,

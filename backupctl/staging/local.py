@@ -64,6 +64,7 @@ from backupctl.staging.base import (
     labels,
     service_values,
 )
+from backupctl.staging.mariadb_load import CLIENT_OPTIONS, load_dump
 from backupctl.staging.origin import http_ready
 
 log = logging.getLogger("backupctl.staging.local")
@@ -148,7 +149,8 @@ class LocalRuntime:
         Unless the dump's roles were recreated (`keep_privileges`), pg_restore skips owners and
         privileges: they would name roles staging does not have. With `jobs` > 1, PostgreSQL
         dumps are spooled to a private file first and restored with `pg_restore --jobs`
-        (backupctl.core.spool). Raises SourceError with the tool's stderr tail."""
+        (backupctl.core.spool), MariaDB dumps loaded over `jobs` clients
+        (staging/mariadb_load.py). Raises SourceError with the tool's stderr tail."""
         cluster = self._cluster(service)
         if isinstance(cluster, LocalPostgres):
             exists = cluster.psql(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(database)}")
@@ -169,11 +171,22 @@ class LocalRuntime:
             return DatabaseRestored(used, "; ".join(notes))
         create = f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)} CHARACTER SET utf8mb4;"
         self._mariadb(cluster, None, create)
-        with password_options(cluster.password, isolated=True) as (first, fds):
-            argv = [cluster.programs.client, *first, f"--socket={cluster.socket_path}", "--user=root",
-                    "--binary-mode", "--default-character-set=utf8mb4", f"--database={database}"]  # fmt: skip
-            self._feed(service, argv, None, stream, fds)
-        return DatabaseRestored()
+        mariadb = cluster
+
+        def client_argv(first: list[str]) -> list[str]:
+            return [mariadb.programs.client, *first, f"--socket={mariadb.socket_path}", "--user=root",
+                    *CLIENT_OPTIONS, f"--database={database}"]  # fmt: skip
+
+        def serial(plain: BinaryIO) -> None:
+            with password_options(mariadb.password, isolated=True) as (first, fds):
+                self._feed(service, client_argv(first), None, plain, fds)
+
+        def start() -> subprocess.Popen[bytes]:  # one more client for the parallel loader
+            with password_options(mariadb.password, isolated=True) as (first, fds):
+                return runner.start(client_argv(first), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    pass_fds=fds)  # fmt: skip
+
+        return load_dump(stream, jobs, size_hint, start, serial, f"mariadb into {service.name}/{database}")
 
     @staticmethod
     def _feed(service: Service, argv: list[str], env: dict[str, str] | None, stream: BinaryIO,

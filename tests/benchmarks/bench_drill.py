@@ -96,7 +96,7 @@ def main() -> None:
     size = os.environ.get("BENCH_DRILL_DB", "1GiB")
     BENCH.mkdir(exist_ok=True)
     subprocess.run(["bash", str(ROOT / "docker" / "build-images.sh")], check=True)
-    cluster_dir = Path("/tmp/backupctl-bench-drill-pg")
+    cluster_dir = Path(f"/tmp/backupctl-bench-drill-pg-{os.getpid()}")  # concurrent runs on one machine
     shutil.rmtree(cluster_dir, ignore_errors=True)
     cluster_dir.mkdir(mode=0o755)
     keys = generate_keys(BENCH / "state" / "keys")

@@ -5,7 +5,8 @@ For each database size (default 256MiB and 1GiB, override with BENCH_SIZES=64MiB
   backup:  `pg_dump -Fc -Z0 > /dev/null` (the source's own speed: the limit),
            `pg_dump -Fc -f FILE` (what most people run), `backupctl backup` to a local target
   restore: `pg_restore -d DB FILE` of the pg_dump -Fc file, `pg_restore --jobs N` of it by hand
-           (N = one per CPU), `backupctl restore --to-db DB` (default: parallel, N jobs) and
+           (N = one per CPU), the same from backupctl's artifact by hand (`age -d | zstd -d > FILE`
+           first, as an operator must), `backupctl restore --to-db DB` (default: parallel, N jobs) and
            `backupctl restore --jobs 1` (the serial stream)
 Prints wall time, output bytes and peak RSS (the process and the children it waited for, from
 wait4) and the ratios the issue targets. Numbers are measured, never asserted.
@@ -44,7 +45,7 @@ def main() -> None:
     sizes = os.environ.get("BENCH_SIZES", "256MiB,1GiB").split(",")
     BENCH.mkdir(exist_ok=True)
     shutil.rmtree(BENCH / "backups", ignore_errors=True)  # output sizes count this run's snapshots only
-    cluster_dir = Path("/tmp/backupctl-bench-pg")
+    cluster_dir = Path(f"/tmp/backupctl-bench-pg-{os.getpid()}")  # concurrent runs on one machine
     shutil.rmtree(cluster_dir, ignore_errors=True)
     cluster_dir.mkdir(mode=0o755)
     keys = generate_keys(BENCH / "state" / "keys")
@@ -137,6 +138,20 @@ def main() -> None:
                  cluster.url(f"{name}_r3", "postgres"), str(dump_file)],
                 env,
             )  # fmt: skip
+            # What an operator restoring backupctl's artifact by hand runs: decrypt and decompress
+            # it to a file first (pg_restore --jobs seeks), then restore it in parallel.
+            artifact = max((BENCH / "backups" / str(policy["name"])).glob("*/db.pgdump.zst.age"))
+            spooled = BENCH / f"{name}.by-hand.dump"
+            cluster.create_database(f"{name}_r5")
+            into = cluster.url(f"{name}_r5", "postgres")
+            runs["artifact_jobs"] = measure(
+                f"age -d, zstd -d > FILE, pg_restore --jobs {jobs} FILE (by hand)",
+                ["bash", "-o", "pipefail", "-c",
+                 f"age -d -i {keys.identity_file} {artifact} | zstd -d -q > {spooled} && "
+                 f"pg_restore --exit-on-error --jobs={jobs} -d {into} {spooled}"],
+                env,
+            )  # fmt: skip
+            spooled.unlink()
             restore_argv = [
                 sys.executable, "-m", "backupctl", "-q", "restore", str(policy["name"]), "latest",
                 "--source", "db", "--db-password", "env:BENCH_DB_PASSWORD", "--to-db",
@@ -153,7 +168,7 @@ def main() -> None:
                 [*restore_argv, cluster.url(f"{name}_r4", "postgres"), "--jobs", "1"],
                 env,
             )
-            for suffix in ("_r1", "_r2", "_r3", "_r4"):
+            for suffix in ("_r1", "_r2", "_r3", "_r4", "_r5"):
                 cluster.drop_database(name + suffix)
             dump_file.unlink()
             results[size] = runs
@@ -175,11 +190,14 @@ def report(results: dict[str, dict[str, Measure]]) -> None:
         backup, dump, raw = runs["backup"].seconds, runs["pg_dump"].seconds, runs["raw"].seconds
         restore, pg_restore = runs["restore"].seconds, runs["pg_restore"].seconds
         by_hand_jobs, serial = runs["pg_restore_jobs"].seconds, runs["restore_serial"].seconds
+        from_artifact = runs["artifact_jobs"].seconds
         print(
             f"  {size}: backup / pg_dump -Fc = {backup / dump:.2f} [<= 1.0]; "
             f"backup / raw dump = {backup / raw:.2f} [<= 1.1]; "
             f"restore / pg_restore = {restore / pg_restore:.2f} [<= 0.85]; "
             f"restore / pg_restore --jobs by hand = {restore / by_hand_jobs:.2f} [<= 1.0]; "
+            f"restore / (age -d, zstd -d > FILE, pg_restore --jobs) by hand = {restore / from_artifact:.2f} "
+            "[<= 1.0]; "
             f"restore --jobs 1 / pg_restore = {serial / pg_restore:.2f} [<= 1.2]; "
             f"backup peak RSS = {runs['backup'].peak_rss_kib / 1024:.0f} MiB [<= 200, flat]"
         )

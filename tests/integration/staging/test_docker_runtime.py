@@ -22,7 +22,9 @@ from backupctl.drills.schema import Readiness, Service
 from backupctl.errors import ConfigError, JobFailed, SourceError
 from backupctl.staging.base import LABEL_DRILL, LABEL_MANAGED
 from backupctl.staging.docker import DockerRuntime, cleanup, engine_available
+from tests.fixtures.mariadb import MariaDatabase
 from tests.fixtures.postgres import EXPECTED_TABLES, PgDatabase
+from tests.integration.sources.test_mysql import add_filler, dump_to_file, make_source
 
 Factory = Callable[[], DockerRuntime]
 
@@ -332,3 +334,49 @@ def test_readiness_timeout_reports_masked_logs(
     assert "'slow' was not ready within 2s" in message
     assert "starting with ********" in message
     assert "token-that-must-not-leak" not in message
+
+
+def test_mariadb_parallel_load_of_a_real_dump_in_the_container(
+    docker_runtime: Factory, staging_images: dict[str, str], mariadb_database: MariaDatabase,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:  # fmt: skip
+    """A mariadb-dump of the awkward fixture database (trigger, view, routines, event, BLOBs),
+    loaded over two of the container's clients in small chunks: every row once, the trigger
+    fired for none, the spool removed; with no room for the spool, one connection and why."""
+    from backupctl.sources import mysql_parallel
+
+    add_filler(mariadb_database)
+    dump = tmp_path / "shop.sql"
+    facts = dump_to_file(make_source(mariadb_database, monkeypatch), dump)
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    monkeypatch.setenv("BACKUPCTL_SPOOL_DIR", str(spool_dir))
+    monkeypatch.setattr(mysql_parallel, "CHUNK_TARGET", 256 << 10)
+    chunks: list[int] = []
+    original = mysql_parallel.load_chunks
+
+    def counting(chunk_paths: Any, *args: Any) -> None:
+        chunks.append(len(chunk_paths))
+        original(chunk_paths, *args)
+
+    monkeypatch.setattr(mysql_parallel, "load_chunks", counting)
+    db = Service(name="maria", kind="mariadb", image=staging_images["mariadb"],
+                 env={"MARIADB_ROOT_PASSWORD": "maria-root-pw"})  # fmt: skip
+    runtime = docker_runtime()
+    runtime.start_databases([db])
+    with dump.open("rb") as stream:
+        restored = runtime.restore_database(db, "app", stream, jobs=2, size_hint=dump.stat().st_size)
+        assert stream.read() == b""
+    assert (restored.jobs, restored.note) == (2, "") and chunks and chunks[0] >= 3, chunks
+    assert list(spool_dir.iterdir()) == []
+    for table, count in {**facts["row_counts"], "aaa_filler": 4000, "audit_log": 200}.items():
+        quoted = "`" + table.replace("`", "``") + "`"
+        assert runtime.sql(db, "app", f"SELECT COUNT(*) FROM {quoted}").scalar == str(count), table
+    assert runtime.sql(db, "app", "SELECT with_tax(10)").scalar == "12.00"
+    assert runtime.sql(db, "app", "SELECT COUNT(*) FROM customer_totals").scalar != "0"
+    with pytest.raises(SourceError, match="mariadb into maria/broken"):
+        runtime.restore_database(db, "broken", io.BytesIO(b"CREATE TABLE t (;\n"), jobs=2, size_hint=20)
+    with dump.open("rb") as stream:
+        serial = runtime.restore_database(db, "serial", stream, jobs=2, size_hint=1 << 50)
+    assert serial.jobs == 1 and serial.note.startswith("restored with one connection: "), serial.note
+    assert runtime.sql(db, "serial", "SELECT COUNT(*) FROM audit_log").scalar == "200"

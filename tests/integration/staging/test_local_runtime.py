@@ -28,7 +28,9 @@ from backupctl.errors import ConfigError, JobFailed, SourceError
 from backupctl.local_cluster.mariadb import find_mariadb_programs
 from backupctl.local_cluster.postgres import LocalPostgres, find_postgres_bindir
 from backupctl.staging.local import MARKER, LocalRuntime, cleanup
+from tests.fixtures.mariadb import MariaDatabase
 from tests.fixtures.postgres import EXPECTED_TABLES, PgDatabase, new_database
+from tests.integration.sources.test_mysql import add_filler, dump_to_file, make_source
 
 REPO = Path(__file__).resolve().parents[3]
 SHOP = REPO / "docker" / "shop"
@@ -144,6 +146,30 @@ def test_mariadb_restore_of_a_sql_dump(runtime: LocalRuntime) -> None:
     with pytest.raises(SourceError, match=r"mariadb exited with status 1.*syntax"):
         runtime.restore_database(db, "broken", io.BytesIO(b"CREATE TABLE (;\n"))
     assert runtime.exec(db, ["sh", "-c", 'mariadb -uroot -N -e "SELECT 40 + 2"']).output.strip() == "42"
+
+
+def test_mariadb_parallel_load_of_a_real_dump(
+    runtime: LocalRuntime, mariadb_database: MariaDatabase, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A drill's MariaDB restore on the local runtime loads the data over `jobs` clients of the
+    staging cluster (staging/mariadb_load.py): every row once, the trigger fired for none."""
+    from backupctl.sources import mysql_parallel
+
+    add_filler(mariadb_database)
+    dump = tmp_path / "shop.sql"
+    facts = dump_to_file(make_source(mariadb_database, monkeypatch), dump)
+    monkeypatch.setattr(mysql_parallel, "CHUNK_TARGET", 256 << 10)
+    db = service(name="maria", kind="mariadb", image="mariadb:10.11")
+    runtime.start_databases([db])
+    with dump.open("rb") as stream:
+        restored = runtime.restore_database(db, "app", stream, jobs=2, size_hint=dump.stat().st_size)
+        assert stream.read() == b""
+    assert (restored.jobs, restored.note) == (2, "")
+    for table, count in {**facts["row_counts"], "aaa_filler": 4000, "audit_log": 200}.items():
+        quoted = "`" + table.replace("`", "``") + "`"
+        assert runtime.sql(db, "app", f"SELECT COUNT(*) FROM {quoted}").scalar == str(count), table
+    with pytest.raises(SourceError, match="mariadb into maria/broken"):
+        runtime.restore_database(db, "broken", io.BytesIO(b"CREATE TABLE t (;\n"), jobs=2, size_hint=20)
 
 
 def test_shop_app_on_a_restored_database(
