@@ -102,9 +102,13 @@ class CatalogData:
     archives: dict[tuple[str, str], list[ArchiveReading]] = field(default_factory=dict)
 
 
-def collect(catalog: Catalog, period: Period, policies: Iterable[str] | None = None) -> CatalogData:
+def collect(
+    catalog: Catalog, period: Period, policies: Iterable[str] | None = None, *, audited: bool = True
+) -> CatalogData:
     """Read the period's runs (and the lookback before it), verifications, drills, observations,
-    and audit the ledger. `policies`: only these (None: every policy in the catalog)."""
+    and audit the ledger. `policies`: only these (None: every policy in the catalog).
+    `audited=False`: no audit (`audit` is an empty Audit): the caller audits elsewhere (the
+    bundle writer, in a second process) and sets it."""
     wanted = set(policies) if policies is not None else None
     since = period.start - LOOKBACK
     with catalog.engine.connect() as base:
@@ -113,7 +117,7 @@ def collect(catalog: Catalog, period: Period, policies: Iterable[str] | None = N
         connection = base.execution_options(yield_per=5000)
         # The audit first: its per-record digests are freed before the runs are loaded (the two
         # together were the export's peak RSS, evidence benchmark).
-        result = audit(connection)
+        result = audit(connection) if audited else Audit()
         names = sorted(
             str(name) for name in connection.execute(select(SnapshotRow.policy).distinct()).scalars()
         )

@@ -4,11 +4,12 @@ document, write outputs."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from backupctl.catalog.ledger import Audit
 from backupctl.catalog.store import Catalog
 from backupctl.errors import ConfigError, PolicyInvalid
 from backupctl.evidence.document import build
@@ -42,6 +43,34 @@ def document_for(
     with without_cyclic_gc():
         document = build(catalog, period, policies, include_all=not names, lazy_runs=lazy_runs)
     return document, policies, catalog
+
+
+def export_bundle(
+    settings: Settings, period: Period, names: tuple[str, ...], out: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`evidence export`: the bundle of `period` for the policies `names` (all when empty)
+    written to `out`. Returns (the bundle's summary, the document). Raises ConfigError (out
+    exists, no signing key, unknown policy)."""
+    from backupctl.evidence import bundle
+
+    if out.exists() or out.is_symlink():
+        raise ConfigError(f"--out {out} already exists: choose a new path (bundles are never overwritten)")
+    policies = load_policies(settings, names)
+    catalog = Catalog.open(settings.catalog_url)
+
+    def build_document(audited: Callable[[], Audit]) -> dict[str, Any]:
+        with without_cyclic_gc():
+            return build(catalog, period, policies, include_all=not names, lazy_runs=True, audited=audited)
+
+    return bundle.export(
+        build_document,
+        catalog,
+        out,
+        settings.keys_dir,
+        settings.state_dir,
+        [item.file for item in policies],
+        period.as_dict()["start"],
+    )
 
 
 @contextmanager
