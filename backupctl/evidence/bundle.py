@@ -185,7 +185,13 @@ def export(
             document = build_document(lambda: auditor.result()[0])
             segment = auditor.result()[1]
             compact = len(document["controls"]) > COMPACT_ABOVE
-            pdf.send((render(document, "Backup evidence", compact=compact), str(root / "report.pdf")))
+            # First: the compact PDF names exceptions.csv by its sha256 (the paper binds the list).
+            exceptions = root / "exceptions.csv"
+            _write_csv(exceptions, document["exceptions"], ["policy", "control", "status", "detail"])
+            html = render(
+                document, "Backup evidence", compact=compact, exceptions_sha256=file_sha256(exceptions)
+            )
+            pdf.send((html, str(root / "report.pdf")))
             _write_tables(document, root, policy_files)
             pdf.result()
         label = document["period"]["label"]
@@ -242,7 +248,8 @@ def export(
 
 
 def _write_tables(document: dict[str, Any], root: Path, policy_files: list[Path]) -> None:
-    """evidence.json, the CSV tables, the HTML report, the policies and the drill reports."""
+    """evidence.json, the CSV tables (but exceptions.csv), the HTML report, the policies and the
+    drill reports."""
     with (root / "evidence.json").open("w") as stream:
         write_document(document, stream)
     _write_csv(
@@ -250,7 +257,6 @@ def _write_tables(document: dict[str, Any], root: Path, policy_files: list[Path]
         document["controls"],
         ["policy", "control", "status", "summary", "exceptions", "measured"],
     )
-    _write_csv(root / "exceptions.csv", document["exceptions"], ["policy", "control", "status", "detail"])
     run_columns = ["id", "policy", "status", "started_at", "finished_at", "host", "trigger",
                    "stored_bytes", "encrypted", "copies", "error"]  # fmt: skip
     _write_csv(root / "runs.csv", document["runs"], run_columns)

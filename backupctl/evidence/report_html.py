@@ -10,7 +10,6 @@ from typing import Any
 # full in exceptions.csv and evidence.json (a PDF of 10,000 rows is read by nobody, and WeasyPrint
 # takes minutes and gigabytes to lay it out).
 EXCEPTIONS_SHOWN = 25
-EXCEPTIONS_COMPACT = 1
 DRILLS_COMPACT = 20  # failed drills listed in the compact layout
 COMPACT_ABOVE = 60  # controls: a PDF with more uses the compact layout
 _COLORS = {"COMPLIANT": "#1a7f37", "NON_COMPLIANT": "#cf222e", "INSUFFICIENT_DATA": "#9a6700"}
@@ -77,8 +76,9 @@ def _byte_unit(largest: float) -> tuple[float, str]:
     return 1.0, "B"
 
 
-def _matrix(controls: list[dict[str, Any]]) -> list[str]:
-    """Controls as a policy-by-control table of statuses (a fleet's report on a few pages)."""
+def _matrix(controls: list[dict[str, Any]], counts: dict[tuple[str, str], int]) -> list[str]:
+    """Controls as a policy-by-control table of statuses, each with its number of exceptions
+    (`counts`: (policy, control) -> exceptions) when it has any: a fleet's report on a few pages."""
     names = list(dict.fromkeys(c["control"] for c in controls))
     rows: dict[str, dict[str, str]] = defaultdict(dict)
     for control in controls:
@@ -87,9 +87,42 @@ def _matrix(controls: list[dict[str, Any]]) -> list[str]:
         "<table><tr><th>Policy</th>" + "".join(f"<th class='name'>{escape(n)}</th>" for n in names) + "</tr>"
     ]
     for policy, statuses in rows.items():
-        cells = "".join(f"<td>{_status(statuses[n]) if n in statuses else ''}</td>" for n in names)
+        cells = "".join(
+            f"<td>{_status(statuses[n]) + _count(counts.get((policy, n), 0)) if n in statuses else ''}</td>"
+            for n in names
+        )
         out.append(f"<tr><td>{escape(policy)}</td>{cells}</tr>")
     out.append("</table>")
+    return out
+
+
+def _count(exceptions: int) -> str:
+    return f" ({exceptions:,})" if exceptions else ""
+
+
+def _exceptions_by_control(exceptions: list[dict[str, Any]], digest: str | None) -> list[str]:
+    """The compact layout's exceptions: one row per control (policies concerned, how many, the
+    first one), then where every one of them is (the per policy and control counts are in the
+    matrix). A row per policy and control was 150 rows and ~1.5 s of a 50-policy PDF
+    (evidence benchmark); a fleet's full list is read in the CSV, not on paper."""
+    if not exceptions:
+        return ["<p>None.</p>"]
+    per_control: dict[str, tuple[list[int], set[str], dict[str, Any]]] = {}
+    for item in exceptions:
+        count, policies, _ = per_control.setdefault(item["control"], ([0], set(), item))
+        count[0] += 1
+        policies.add(item["policy"])
+    out = ["<table><tr><th>Control</th><th>Policies</th><th>Exceptions</th><th>The first one</th></tr>"]
+    for control, (count, policies, first) in per_control.items():
+        out.append(
+            f"<tr><td class='name'>{escape(control)}</td><td>{len(policies)}</td><td>{count[0]:,}</td>"
+            f"<td>{escape(first['policy'])}: {escape(first['detail'])}</td></tr>"
+        )
+    where = f"exceptions.csv (sha256 <code>{escape(digest)}</code>)" if digest else "exceptions.csv"
+    out.append(
+        f"</table><p><b>Every one of the {len(exceptions):,} exceptions</b>, with its policy, control and "
+        f"detail: {where} and evidence.json. Per policy and control: the counts in the table above.</p>"
+    )
     return out
 
 
@@ -113,13 +146,16 @@ def _storage_totals(storage: dict[str, dict[str, int]]) -> list[str]:
     return out
 
 
-def render(document: dict[str, Any], title: str, *, compact: bool = False) -> str:
+def render(
+    document: dict[str, Any], title: str, *, compact: bool = False, exceptions_sha256: str | None = None
+) -> str:
     """The report as one HTML page (no external resources: it prints and archives as is).
 
-    `compact` (the PDF of a big fleet): controls as a matrix, EXCEPTIONS_COMPACT exceptions per
-    policy and control, and a count of the rest; evidence.json and the CSV files hold them all.
+    `compact` (the PDF of a big fleet): controls as a matrix with each one's number of
+    exceptions, the exceptions summed up per control with the first of each, and where all of
+    them are (exceptions.csv, with its sha256 `exceptions_sha256` when given; evidence.json).
     """
-    limit = EXCEPTIONS_COMPACT if compact else EXCEPTIONS_SHOWN
+    limit = EXCEPTIONS_SHOWN
     period = document["period"]
     out = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>",
@@ -131,7 +167,11 @@ def render(document: dict[str, Any], title: str, *, compact: bool = False) -> st
         f"Hosts: {escape(', '.join(document['hosts']) or 'none')}.</p>",
     ]
     if compact:
-        out += ["<h2>Controls</h2>", *_matrix(document["controls"])]
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for item in document["exceptions"]:
+            counts[(item["policy"], item["control"])] += 1
+        out += ["<h2>Controls</h2>", *_matrix(document["controls"], counts)]
+        out += ["<h2>Exceptions</h2>", *_exceptions_by_control(document["exceptions"], exceptions_sha256)]
     else:
         out.append(
             "<h2>Controls</h2><table><tr><th>Policy</th><th>Control</th><th>Status</th><th>Why</th></tr>"
@@ -141,27 +181,23 @@ def render(document: dict[str, Any], title: str, *, compact: bool = False) -> st
             f"<tr><td>{escape(control['policy'])}</td><td class='name'>{escape(control['control'])}</td>"
             f"<td>{_status(control['status'])}</td><td>{escape(control['summary'])}</td></tr>"
         )
-    out.append("<h2>Exceptions</h2>" if compact else "</table><h2>Exceptions</h2>")
-    if document["exceptions"]:
+    if not compact and document["exceptions"]:
+        out.append("</table><h2>Exceptions</h2>")
         out.append("<table><tr><th>Policy</th><th>Control</th><th>Detail</th></tr>")
         shown: dict[tuple[str, str], int] = defaultdict(int)
-        first: dict[tuple[str, str], str] = {}  # compact: one row per policy and control
         for item in document["exceptions"]:
             key = (item["policy"], item["control"])
             shown[key] += 1
-            if compact:
-                first.setdefault(key, escape(item["detail"]))
-            elif shown[key] <= limit:
+            if shown[key] <= limit:
                 out.append(_exception_row(item["policy"], item["control"], escape(item["detail"])))
         for (policy, control), count in shown.items():
-            more = f"<b>… and {count - limit} more in exceptions.csv</b>" if count > limit else ""
-            if compact:  # half the rows WeasyPrint lays out (24 pages → fewer, evidence benchmark)
-                out.append(_exception_row(policy, control, f"{first[(policy, control)]} {more}"))
-            elif more:
-                out.append(_exception_row(policy, control, more))
+            if count > limit:
+                out.append(
+                    _exception_row(policy, control, f"<b>… and {count - limit} more in exceptions.csv</b>")
+                )
         out.append("</table>")
-    else:
-        out.append("<p>None.</p>")
+    elif not compact:
+        out.append("</table><h2>Exceptions</h2><p>None.</p>")
     runs_per_policy: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for run in document["runs"]:
         runs_per_policy[run["policy"]][0 if run["status"] in ("complete", "partial") else 1] += 1
