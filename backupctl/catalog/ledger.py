@@ -484,7 +484,7 @@ def audit(connection: Connection, segment: Segment | None = None) -> Audit:
     (memory stays around 40 MB for a 400k-record ledger).
     """
     result = Audit()
-    since = segment.since if segment is not None else None
+    since = segment.since if segment is not None else 0
     if segment is not None:
         segment.head_seq, segment.head, segment.count = segment.since, segment.anchor or GENESIS, 0
     newest: dict[int, int] = {}  # key of (kind, subject) -> digest of its newest payload
@@ -492,40 +492,41 @@ def audit(connection: Connection, segment: Segment | None = None) -> Audit:
     # audit of a 355k-record ledger went from 4 s to about 1 s, evidence benchmark).
     sha256 = hashlib.sha256
     expected_seq, expected_prev = 1, GENESIS
-    head_seq, head = 0, GENESIS
     columns = (
         RunRecordRow.seq, RunRecordRow.at, RunRecordRow.host, RunRecordRow.kind, RunRecordRow.subject,
         RunRecordRow.trigger, RunRecordRow.payload, RunRecordRow.prev_hash, RunRecordRow.hash,
     )  # fmt: skip
     query = select(*columns).order_by(RunRecordRow.seq)
+    records, written = 0, 0
+    write = segment.stream.write if segment is not None else None
+    problems = result.problems
     for seq, at, host, kind, subject, trigger, payload, prev_hash, stored in raw_rows(connection, query):
         seq = int(seq)
-        result.records += 1
-        if result.records == 1 and (seq != 1 or prev_hash != GENESIS):
-            result.problems.append(f"ledger: records 1..{seq - 1} are missing (deleted)")
+        records += 1
+        if records == 1 and (seq != 1 or prev_hash != GENESIS):
+            problems.append(f"ledger: records 1..{seq - 1} are missing (deleted)")
         elif seq != expected_seq:
-            result.problems.append(f"ledger: records {expected_seq}..{seq - 1} are missing (deleted)")
+            problems.append(f"ledger: records {expected_seq}..{seq - 1} are missing (deleted)")
         elif prev_hash != expected_prev:
-            result.problems.append(
-                f"ledger: record {seq} does not follow record {seq - 1} (prev_hash differs)"
-            )
-        data = "\n".join([prev_hash, str(seq), at, host, kind, subject, trigger, payload])
+            problems.append(f"ledger: record {seq} does not follow record {seq - 1} (prev_hash differs)")
+        data = f"{prev_hash}\n{seq}\n{at}\n{host}\n{kind}\n{subject}\n{trigger}\n{payload}"  # record_hash
         if sha256(data.encode("utf-8")).hexdigest() != stored:
-            result.problems.append(f"ledger: record {seq} ({kind} {subject}) was edited (hash differs)")
+            problems.append(f"ledger: record {seq} ({kind} {subject}) was edited (hash differs)")
         if kind != "observation":
             newest[hash((kind, subject))] = hash(payload)  # _key, _digest inlined
-        if since is not None and seq > since:
-            assert segment is not None
-            segment.stream.write(
+        if write is not None and seq > since:
+            write(
                 f'{{"at": {_ascii(at)}, "hash": {_ascii(stored)}, "host": {_ascii(host)}, '
                 f'"kind": {_ascii(kind)}, "payload": {_ascii(payload)}, "prev_hash": {_ascii(prev_hash)}, '
                 f'"seq": {seq}, "subject": {_ascii(subject)}, "trigger": {_ascii(trigger)}}}\n'
             )
-            segment.head_seq, segment.head, segment.count = seq, stored, segment.count + 1
+            written += 1
         expected_seq, expected_prev = seq + 1, stored
-        head_seq, head = seq, stored
-    if result.records:
-        result.head, result.head_seq = head, head_seq
+    result.records = records
+    if records:
+        result.head, result.head_seq = expected_prev, expected_seq - 1
+    if segment is not None and written:
+        segment.head_seq, segment.head, segment.count = expected_seq - 1, expected_prev, written
     for kind, subject, payload in current_payloads(connection):
         recorded = newest.pop(_key(kind, subject), None)
         if recorded is None:
