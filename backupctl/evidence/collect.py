@@ -240,18 +240,29 @@ def collect(
         ]
         failed_copies: list[dict[str, Any]] = []
         observations: list[dict[str, Any]] = []
-        triggers = connection.execute(
+        # A run's records are written from its start on, by the clock that stamped started_at:
+        # none of the runs read above has one before `since` (the index on `at` skips them).
+        # Who started each run: its first snapshot record (no payload read: one query with the
+        # copies' and observations' payloads cost ~0.75 s of SQLite, two cost ~0.5 s, evidence
+        # benchmark).
+        starters = connection.execute(
+            select(RunRecordRow.subject, RunRecordRow.trigger)
+            .where(RunRecordRow.kind == "snapshot", RunRecordRow.at >= stamp(since))
+            .order_by(RunRecordRow.seq)
+        )
+        for subject, trigger in starters:
+            owner = by_id.get(subject)
+            if owner is not None and owner.trigger == "unknown":
+                owner.trigger = shared(trigger)  # the first record of a run: who started it
+        records = connection.execute(
             select(
                 RunRecordRow.kind,
                 RunRecordRow.subject,
-                RunRecordRow.trigger,
                 RunRecordRow.at,
                 RunRecordRow.payload,
                 RunRecordRow.seq,
             )
-            .where(RunRecordRow.kind.in_(("copy", "observation")) | (RunRecordRow.kind == "snapshot"))
-            # A run's records are written from its start on, by the clock that stamped started_at:
-            # none of the runs read above has one before `since` (the index on `at` skips them).
+            .where(RunRecordRow.kind.in_(("copy", "observation")))
             .where(RunRecordRow.at >= stamp(since))
             .where((RunRecordRow.kind != "copy") | RunRecordRow.payload.contains('"status":"failed"'))
             .where(
@@ -260,12 +271,8 @@ def collect(
             )
             .order_by(RunRecordRow.seq)
         )
-        for kind, subject, trigger, at, payload, seq in triggers:
-            if kind == "snapshot":
-                owner = by_id.get(subject)
-                if owner is not None and owner.trigger == "unknown":
-                    owner.trigger = shared(trigger)  # the first record of a run: who started it
-            elif kind == "copy":
+        for kind, subject, at, payload, seq in records:
+            if kind == "copy":
                 snapshot_id = subject.split("/", 1)[0]
                 if snapshot_id in by_id:
                     failed_copies.append({"seq": seq, "at": at, "subject": subject, **json.loads(payload)})
