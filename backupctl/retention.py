@@ -65,6 +65,16 @@ _PERIODS: tuple[tuple[str, str, Callable[[datetime], str]], ...] = (
 )
 
 
+# The same periods as _PERIODS, as tuples (equal exactly when the names are equal).
+_PERIOD_KEYS: dict[str, Callable[[datetime], tuple[int, ...]]] = {
+    "hourly": lambda t: (t.year, t.month, t.day, t.hour),
+    "daily": lambda t: (t.year, t.month, t.day),
+    "weekly": lambda t: tuple(t.isocalendar()[:2]),
+    "monthly": lambda t: (t.year, t.month),
+    "yearly": lambda t: (t.year,),
+}
+
+
 @dataclass(frozen=True)
 class SnapshotRef:
     """A snapshot as planning sees it: its id and its (start) time."""
@@ -154,23 +164,30 @@ def plan_retention(snapshots: list[SnapshotRef], rules: Retention, now: datetime
     reasons[0].append(NEWEST)
     for index in range(min(rules.keep_last or 0, len(ordered))):
         reasons[index].append(f"last {index + 1}")
+    # Each time converted once, each period compared as a tuple and named only when kept: the
+    # evidence retention control plans 125 targets of ~1,100 snapshots each (evidence benchmark,
+    # 377k UTC conversions and 222k strftime calls before).
+    times = [ref.utc for ref in ordered]
     for rule, field_name, period_of in _PERIODS:
         wanted = getattr(rules, field_name) or 0
+        if not wanted:
+            continue
+        key_of = _PERIOD_KEYS[rule]
         kept, previous = 0, None
-        for index, ref in enumerate(ordered):
+        for index, moment in enumerate(times):
             if kept >= wanted:
                 break
-            period = period_of(ref.utc)
+            period = key_of(moment)
             if period != previous:  # the first (newest) snapshot of a new period
-                reasons[index].append(f"{rule} {period}")
+                reasons[index].append(f"{rule} {period_of(moment)}")
                 kept += 1
             previous = period
     if rules.keep_within:
-        reference = min(ordered[0].utc, to_utc(now))
+        reference = min(times[0], to_utc(now))
         cutoff = reference - rules.keep_within
         label = f"within {_days_or_duration(rules.keep_within)}"
-        for index, ref in enumerate(ordered):
-            if ref.utc > cutoff:
+        for index, moment in enumerate(times):
+            if moment > cutoff:
                 reasons[index].append(label)
     return RetentionPlan([Decision(ref, bool(why), why) for ref, why in zip(ordered, reasons, strict=True)])
 

@@ -11,6 +11,7 @@ from backupctl.policy.schema import Policy
 from backupctl.settings import Settings
 
 if TYPE_CHECKING:
+    from backupctl.actions.wal import WalVerifyReport
     from backupctl.actions.wal_status import WalStatus
 
 
@@ -71,3 +72,18 @@ def observed_wal_status(
     status = wal_status(settings, policy, source_name, trusted, now=now)
     catalog.record_archive_observation(wal_observation(status, now, via))
     return status
+
+
+def observed_wal_verify(
+    settings: Settings, policy: Policy, source_name: str, trusted: list[str], catalog: Catalog
+) -> WalVerifyReport:
+    """`verify_wal`, then the archive read as `wal status` reads it and recorded as an
+    observation (`via` "wal verify"), as `binlog verify` does: a scheduled `wal verify` is
+    evidence of the archive's continuity and lag (the rpo-achieved control, docs/evidence.md).
+    The same chain rules as verify, from the same oldest base backup: a gap verify names makes
+    the observation not continuous."""
+    from backupctl.actions.wal import verify_wal
+
+    report = verify_wal(settings, policy, source_name, trusted)
+    observed_wal_status(settings, policy, source_name, trusted, catalog, "wal verify")
+    return report

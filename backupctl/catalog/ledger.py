@@ -17,6 +17,7 @@ writes before it reads the tail, so it already holds the write lock).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -26,10 +27,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from sqlalchemy import Connection, DateTime, MetaData, String, Table, insert, select, text, type_coerce
+from sqlalchemy import Connection, MetaData, Table, insert, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ClauseElement
 
 from backupctl.catalog.models import (
     ArchiveObservationRow,
@@ -409,14 +411,11 @@ def current_payloads(connection: Connection) -> Iterator[tuple[str, str, str]]:
     """(kind, subject, canonical payload) of every snapshot, copy, verification and drill row
     now in the catalog, streamed."""
     streamed = connection.execution_options(yield_per=5000)
-    # The two times untyped (type_coerce to String): the stored text on SQLite, see stored_stamp.
-    snapshot_columns = [
-        type_coerce(column, String) if isinstance(column.type, DateTime) else column
-        for column in (SnapshotRow.__table__.c[name] for name in _SNAPSHOT_COLUMNS)
-    ]
-    for values in streamed.execute(select(*snapshot_columns)):
+    # Driver rows: the two times as the stored text on SQLite, see stored_stamp.
+    snapshot_columns = [SnapshotRow.__table__.c[name] for name in _SNAPSHOT_COLUMNS]
+    for values in raw_rows(connection, select(*snapshot_columns)):
         yield "snapshot", str(values[3]), snapshot_canonical(values)
-    for values in streamed.execute(select(*(CopyRow.__table__.c[name] for name in _COPY_COLUMNS))):
+    for values in raw_rows(connection, select(*(CopyRow.__table__.c[name] for name in _COPY_COLUMNS))):
         yield "copy", copy_subject(str(values[1]), str(values[4])), copy_canonical(values)
     for row in streamed.execute(select(VerificationRow.__table__)).mappings():
         yield "verification", str(row["id"]), canonical(verification_payload(row))
@@ -426,46 +425,108 @@ def current_payloads(connection: Connection) -> Iterator[tuple[str, str, str]]:
         yield "pitr", str(row["id"]), canonical(archive_observation_payload(row))
 
 
-def audit(connection: Connection) -> Audit:
-    """Check the whole chain and every record against its newest ledger row.
+_ascii = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+# A ledger record as one line of an evidence bundle's ledger.jsonl: json.dumps(as_dict(),
+# sort_keys=True), with the encoder built once (a new one per call cost 1.5 s over the 180k
+# records of a segment, cProfile, evidence benchmark).
+_SEGMENT_LINE = json.JSONEncoder(sort_keys=True)
+
+
+def segment_line(record: LedgerRecord) -> str:
+    """The line of ledger.jsonl holding `record` (with its newline). `audit` writes the same
+    line without the dict (tests/unit/test_ledger_canonical.py compares them)."""
+    return _SEGMENT_LINE.encode(record.as_dict()) + "\n"
+
+
+def raw_rows(connection: Connection, query: ClauseElement) -> Iterator[tuple[Any, ...]]:
+    """The rows of `query` as the database driver returns them (plain tuples, no type
+    processing: SQLite's DateTime as its stored text), streamed 5000 at a time: a server-side
+    cursor on PostgreSQL. SQLAlchemy's Row per row cost ~1.5 s of the audit of a 355k-record
+    ledger (evidence benchmark)."""
+    sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    driver = connection.connection.dbapi_connection
+    assert driver is not None
+    if connection.dialect.name == "postgresql":
+        cursor = driver.cursor(name=f"backupctl_{os.getpid()}_{next(_CURSORS)}")
+    else:
+        cursor = driver.cursor()
+    try:
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(5000):
+            yield from rows
+    finally:
+        cursor.close()
+
+
+_CURSORS = itertools.count()
+
+
+@dataclass
+class Segment:
+    """The records after `since` written to `stream` while auditing (one pass over the ledger
+    for both: the bundle's segment is exactly what the audit checked). After the audit: the
+    last record written (`head_seq`, `head`: `since` and `anchor` when none) and `count`."""
+
+    since: int
+    anchor: str | None
+    stream: TextIO
+    head_seq: int = 0
+    head: str = GENESIS
+    count: int = 0
+
+
+def audit(connection: Connection, segment: Segment | None = None) -> Audit:
+    """Check the whole chain and every record against its newest ledger row; with `segment`,
+    also write the records after `segment.since` to its stream (ledger.jsonl).
 
     Streams the ledger and the tables; what it keeps is one pair of 64-bit digests per record
     (memory stays around 40 MB for a 400k-record ledger).
     """
     result = Audit()
+    since = segment.since if segment is not None else 0
+    if segment is not None:
+        segment.head_seq, segment.head, segment.count = segment.since, segment.anchor or GENESIS, 0
     newest: dict[int, int] = {}  # key of (kind, subject) -> digest of its newest payload
     # The chain check of chain_problems, inlined over raw rows: no LedgerRecord per row (the
     # audit of a 355k-record ledger went from 4 s to about 1 s, evidence benchmark).
     sha256 = hashlib.sha256
     expected_seq, expected_prev = 1, GENESIS
-    head_seq, head = 0, GENESIS
     columns = (
         RunRecordRow.seq, RunRecordRow.at, RunRecordRow.host, RunRecordRow.kind, RunRecordRow.subject,
         RunRecordRow.trigger, RunRecordRow.payload, RunRecordRow.prev_hash, RunRecordRow.hash,
     )  # fmt: skip
     query = select(*columns).order_by(RunRecordRow.seq)
-    for seq, at, host, kind, subject, trigger, payload, prev_hash, stored in connection.execution_options(
-        yield_per=5000
-    ).execute(query):
+    records, written = 0, 0
+    write = segment.stream.write if segment is not None else None
+    problems = result.problems
+    for seq, at, host, kind, subject, trigger, payload, prev_hash, stored in raw_rows(connection, query):
         seq = int(seq)
-        result.records += 1
-        if result.records == 1 and (seq != 1 or prev_hash != GENESIS):
-            result.problems.append(f"ledger: records 1..{seq - 1} are missing (deleted)")
+        records += 1
+        if records == 1 and (seq != 1 or prev_hash != GENESIS):
+            problems.append(f"ledger: records 1..{seq - 1} are missing (deleted)")
         elif seq != expected_seq:
-            result.problems.append(f"ledger: records {expected_seq}..{seq - 1} are missing (deleted)")
+            problems.append(f"ledger: records {expected_seq}..{seq - 1} are missing (deleted)")
         elif prev_hash != expected_prev:
-            result.problems.append(
-                f"ledger: record {seq} does not follow record {seq - 1} (prev_hash differs)"
-            )
-        data = "\n".join([prev_hash, str(seq), at, host, kind, subject, trigger, payload])
+            problems.append(f"ledger: record {seq} does not follow record {seq - 1} (prev_hash differs)")
+        data = f"{prev_hash}\n{seq}\n{at}\n{host}\n{kind}\n{subject}\n{trigger}\n{payload}"  # record_hash
         if sha256(data.encode("utf-8")).hexdigest() != stored:
-            result.problems.append(f"ledger: record {seq} ({kind} {subject}) was edited (hash differs)")
+            problems.append(f"ledger: record {seq} ({kind} {subject}) was edited (hash differs)")
         if kind != "observation":
             newest[hash((kind, subject))] = hash(payload)  # _key, _digest inlined
+        if write is not None and seq > since:
+            write(
+                f'{{"at": {_ascii(at)}, "hash": {_ascii(stored)}, "host": {_ascii(host)}, '
+                f'"kind": {_ascii(kind)}, "payload": {_ascii(payload)}, "prev_hash": {_ascii(prev_hash)}, '
+                f'"seq": {seq}, "subject": {_ascii(subject)}, "trigger": {_ascii(trigger)}}}\n'
+            )
+            written += 1
         expected_seq, expected_prev = seq + 1, stored
-        head_seq, head = seq, stored
-    if result.records:
-        result.head, result.head_seq = head, head_seq
+    result.records = records
+    if records:
+        result.head, result.head_seq = expected_prev, expected_seq - 1
+    if segment is not None and written:
+        segment.head_seq, segment.head, segment.count = expected_seq - 1, expected_prev, written
     for kind, subject, payload in current_payloads(connection):
         recorded = newest.pop(_key(kind, subject), None)
         if recorded is None:

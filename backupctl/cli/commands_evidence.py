@@ -31,18 +31,11 @@ def export(app: App, quarter: str, policies: tuple[str, ...], out: Path, as_json
     Example:
       backupctl evidence export --quarter 2026Q4 --out /srv/audit/2026Q4.tar
     """
-    from backupctl.errors import ConfigError
-    from backupctl.evidence.bundle import export as write_bundle
     from backupctl.evidence.period import parse_quarter
-    from backupctl.evidence.run import document_for
+    from backupctl.evidence.run import export_bundle
 
     period = parse_quarter(quarter)
-    if out.exists():
-        raise ConfigError(f"--out {out} already exists: choose a new path (bundles are never overwritten)")
-    document, loaded, catalog = document_for(app.settings, period, policies, lazy_runs=True)
-    summary = write_bundle(
-        document, catalog, out, app.settings.keys_dir, app.settings.state_dir, [item.file for item in loaded]
-    )
+    summary, document = export_bundle(app.settings, period, policies, out)
     statuses = [c["status"] for c in document["controls"]]
     summary["controls"] = {s: statuses.count(s) for s in sorted(set(statuses))}
     summary["exceptions"] = len(document["exceptions"])

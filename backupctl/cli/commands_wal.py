@@ -277,17 +277,19 @@ def base_backup(app: App, policy_name: str, source_name: str, as_json: bool) -> 
 def verify(app: App, policy_name: str, source_name: str, as_json: bool) -> None:
     """Check the WAL chain from the oldest base backup to the newest segment; name every gap.
 
-    Needs no private key (records are signed). Exit 1 when a segment is missing.
+    Needs no private key (records are signed). Records what it read in the catalog as an
+    observation of the archive (evidence of the achieved RPO). Exit 1 when a segment is missing.
 
     \b
     Example:
       backupctl wal verify shop --source db
     """
-    from backupctl.actions.access import trusted_keys
-    from backupctl.actions.wal import verify_wal
+    from backupctl.actions.access import open_catalog, trusted_keys
+    from backupctl.actions.wal_pitr_probe import observed_wal_verify
 
     policy = app.policy(policy_name, check_secrets=False).policy
-    report = verify_wal(app.settings, policy, source_name, trusted_keys(app.settings, policy))
+    trusted = trusted_keys(app.settings, policy)
+    report = observed_wal_verify(app.settings, policy, source_name, trusted, open_catalog(app.settings))
     if as_json:
         print_json(report.as_dict())
     else:

@@ -13,18 +13,20 @@ import json
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy import select
 
-from backupctl.catalog.ledger import iter_ledger, stamp
+from backupctl.catalog.ledger import Audit, Segment, audit, stamp
 from backupctl.catalog.models import RunRecordRow
 from backupctl.catalog.store import Catalog
 from backupctl.core.crypto import load_signing_key
+from backupctl.core.forked import Forked
 from backupctl.errors import ConfigError
 from backupctl.evidence import sshsig
 from backupctl.evidence.document import RunTable
@@ -73,7 +75,8 @@ def _cell(value: object) -> object:
     return value
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read 1 MiB at a time."""
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
@@ -92,8 +95,7 @@ def _staging(out: Path) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-# json.dumps(value, sort_keys=True), built once: a new encoder per call cost 1.5 s over the 180k
-# records of a ledger segment (cProfile, evidence benchmark). Also the lines of evidence.json.
+# json.dumps(value, sort_keys=True), built once (see ledger.segment_line): the lines of evidence.json.
 _LEDGER_LINE = json.JSONEncoder(sort_keys=True)
 
 
@@ -118,6 +120,27 @@ def write_document(document: dict[str, Any], stream: TextIO) -> None:
     stream.write("\n}\n")
 
 
+def read_document_items(path: Path, key: str) -> Iterator[Any]:
+    """The items of the list `key` of an evidence.json, one line at a time (the layout
+    write_document writes: 25k runs as one JSON value were ~100 MB of Python objects); a file
+    in another layout is parsed whole."""
+    opening = _LEDGER_LINE.encode(key) + ": ["
+    with path.open() as stream:
+        for line in stream:
+            line = line.rstrip("\n")
+            if line in (opening + "]", opening + "],"):
+                return
+            if line == opening:
+                for item in stream:
+                    if item.startswith("]"):
+                        return
+                    yield json.loads(item.strip().removesuffix(","))
+                raise ValueError(f"{path.name}: the list {key} is not closed")
+    with path.open() as stream:
+        whole = json.load(stream)
+    yield from whole.get(key, []) if isinstance(whole, dict) else []
+
+
 def read_index(state_dir: Path) -> list[dict[str, Any]]:
     path = state_dir / INDEX_FILE
     if not path.exists():
@@ -127,17 +150,24 @@ def read_index(state_dir: Path) -> list[dict[str, Any]]:
 
 
 def export(
-    document: dict[str, Any],
+    build_document: Callable[[Callable[[], Audit]], dict[str, Any]],
     catalog: Catalog,
     out: Path,
     keys_dir: Path,
     state_dir: Path,
     policy_files: list[Path],
-) -> dict[str, Any]:
+    period_start: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write the bundle to `out` (a directory, or a tar file when the name ends in .tar).
 
-    Returns a summary (path, files, SHA256SUMS digest, previous bundle). Raises ConfigError when
-    `out` exists or no signing key exists (nothing is written then).
+    `build_document(audited)` builds the document (document.build with `audited`). Two phases
+    run in forked processes on the second CPU meanwhile (evidence benchmark, docs/evidence.md
+    "Performance"): the full ledger audit, which also writes the ledger segment in the same
+    pass, while the document is built; the PDF (WeasyPrint imported while the document is
+    built) while evidence.json, the CSVs and the HTML are written.
+
+    Returns (a summary: path, files, SHA256SUMS digest, previous bundle; the document). Raises
+    ConfigError when `out` exists or no signing key exists (nothing is written then).
     """
     if out.exists() or out.is_symlink():
         raise ConfigError(f"--out {out} already exists: choose a new path (bundles are never overwritten)")
@@ -147,41 +177,33 @@ def export(
     with _staging(out) as work:
         root = work / "bundle"
         root.mkdir()
+        since, anchor = _segment_start(catalog, previous, period_start)
+        with (
+            Forked(_pdf_worker) as pdf,
+            Forked(partial(_audit_worker, catalog, since, anchor, root)) as auditor,
+        ):
+            document = build_document(lambda: auditor.result()[0])
+            segment = auditor.result()[1]
+            compact = len(document["controls"]) > COMPACT_ABOVE
+            # First: the compact PDF names exceptions.csv by its sha256 (the paper binds the list).
+            exceptions = root / "exceptions.csv"
+            _write_csv(exceptions, document["exceptions"], ["policy", "control", "status", "detail"])
+            html = render(
+                document, "Backup evidence", compact=compact, exceptions_sha256=file_sha256(exceptions)
+            )
+            pdf.send((html, str(root / "report.pdf")))
+            _write_tables(document, root, policy_files)
+            pdf.result()
         label = document["period"]["label"]
-        with (root / "evidence.json").open("w") as stream:
-            write_document(document, stream)
-        _write_csv(
-            root / "controls.csv",
-            document["controls"],
-            ["policy", "control", "status", "summary", "exceptions", "measured"],
-        )
-        _write_csv(root / "exceptions.csv", document["exceptions"], ["policy", "control", "status", "detail"])
-        run_columns = ["id", "policy", "status", "started_at", "finished_at", "host", "trigger",
-                       "stored_bytes", "encrypted", "copies", "error"]  # fmt: skip
-        _write_csv(root / "runs.csv", document["runs"], run_columns)
-        drill_columns = ["id", "policy", "drill", "snapshot_id", "target", "finished_at", "ok", "reason",
-                         "rto_seconds", "rto_objective_seconds"]  # fmt: skip
-        _write_csv(root / "drills.csv", document["drills"], drill_columns)
-        crosswalk_columns = ["control", "clause", "title", "kind", "text"]
-        _write_csv(root / "crosswalk.csv", document["crosswalk"], crosswalk_columns)
-        (root / "report.html").write_text(render(document, "Backup evidence"))
-        # The PDF of a fleet uses the compact layout: WeasyPrint lays out ~3 pages a second.
-        compact = len(document["controls"]) > COMPACT_ABOVE
-        write_pdf(render(document, "Backup evidence", compact=compact), root / "report.pdf")
-        (root / "policies").mkdir()
-        for path in policy_files:
-            shutil.copyfile(path, root / "policies" / path.name)
-        _copy_drill_reports(document, root / "drills")
-        since, anchor = _segment_start(catalog, previous, document["period"]["start"])
-        head_seq, head, count = since, anchor or "0" * 64, 0
-        with catalog.engine.connect() as connection, (root / "ledger.jsonl").open("w") as stream:
-            for record in iter_ledger(connection, since):  # streamed: the first bundle holds them all
-                stream.write(_LEDGER_LINE.encode(record.as_dict()) + "\n")
-                head_seq, head, count = record.seq, record.hash, count + 1
         chain = {
             "period": label,
             "previous": previous,
-            "ledger": {"from_seq": since + 1, "anchor": anchor, "head_seq": head_seq, "head": head},
+            "ledger": {
+                "from_seq": since + 1,
+                "anchor": anchor,
+                "head_seq": segment.head_seq,
+                "head": segment.head,
+            },
         }
         (root / "chain.json").write_text(json.dumps(chain, indent=1, sort_keys=True) + "\n")
         (root / SIGNERS).write_text(sshsig.allowed_signers_line(key.private.public_key()) + "\n")
@@ -195,7 +217,7 @@ def export(
             )
         )
         files.append("VERIFY.md")
-        sums = "".join(f"{_sha256(root / name)}  {name}\n" for name in sorted(files))
+        sums = "".join(f"{file_sha256(root / name)}  {name}\n" for name in sorted(files))
         (root / SUMS).write_text(sums)
         (root / SIGNATURE).write_text(sshsig.sign(key.private, sums.encode()))
         digest = hashlib.sha256(sums.encode()).hexdigest()
@@ -206,16 +228,70 @@ def export(
             staged.rename(out)
         else:
             root.rename(out)
-    entry = {"period": label, "sha256sums": digest, "head_seq": head_seq, "head": head, "path": str(out)}
+    entry = {
+        "period": label,
+        "sha256sums": digest,
+        "head_seq": segment.head_seq,
+        "head": segment.head,
+        "path": str(out),
+    }
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / INDEX_FILE).write_text(json.dumps([*index, entry], indent=1) + "\n")
-    return {
+    summary = {
         "path": str(out),
         "files": len(files) + 2,
         "sha256sums_digest": digest,
         "previous": previous,
-        "ledger_records": count,
+        "ledger_records": segment.count,
     }
+    return summary, document
+
+
+def _write_tables(document: dict[str, Any], root: Path, policy_files: list[Path]) -> None:
+    """evidence.json, the CSV tables (but exceptions.csv), the HTML report, the policies and the
+    drill reports."""
+    with (root / "evidence.json").open("w") as stream:
+        write_document(document, stream)
+    _write_csv(
+        root / "controls.csv",
+        document["controls"],
+        ["policy", "control", "status", "summary", "exceptions", "measured"],
+    )
+    run_columns = ["id", "policy", "status", "started_at", "finished_at", "host", "trigger",
+                   "stored_bytes", "encrypted", "copies", "error"]  # fmt: skip
+    _write_csv(root / "runs.csv", document["runs"], run_columns)
+    drill_columns = ["id", "policy", "drill", "snapshot_id", "target", "finished_at", "ok", "reason",
+                     "rto_seconds", "rto_objective_seconds"]  # fmt: skip
+    _write_csv(root / "drills.csv", document["drills"], drill_columns)
+    crosswalk_columns = ["control", "clause", "title", "kind", "text"]
+    _write_csv(root / "crosswalk.csv", document["crosswalk"], crosswalk_columns)
+    (root / "report.html").write_text(render(document, "Backup evidence"))
+    (root / "policies").mkdir()
+    for path in policy_files:
+        shutil.copyfile(path, root / "policies" / path.name)
+    _copy_drill_reports(document, root / "drills")
+
+
+def _audit_worker(
+    catalog: Catalog, since: int, anchor: str | None, root: Path, inbox: Callable[[], Any]
+) -> tuple[Audit, Segment]:
+    """In the forked child: the full audit, writing ledger.jsonl on the way (its own connection:
+    the parent's pooled ones are not shared across the fork)."""
+    catalog.engine.dispose(close=False)
+    with catalog.engine.connect() as connection, (root / "ledger.jsonl").open("w") as stream:
+        segment = Segment(since, anchor, stream)
+        result = audit(connection, segment)
+    segment.stream = None  # type: ignore[assignment]  # not sent back
+    return result, segment
+
+
+def _pdf_worker(inbox: Callable[[], Any]) -> None:
+    """In the forked child: import WeasyPrint (about a second) while the parent builds the
+    document, then render the HTML it sends into the PDF."""
+    from weasyprint import HTML  # noqa: F401 - imported ahead, used by write_pdf
+
+    html, path = inbox()
+    write_pdf(html, Path(path))
 
 
 def _segment_start(

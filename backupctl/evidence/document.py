@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, overload
 
 from backupctl import __version__
+from backupctl.catalog.ledger import Audit
 from backupctl.catalog.store import Catalog
 from backupctl.evidence.collect import CatalogData, Run, collect
 from backupctl.evidence.controls import INSUFFICIENT_DATA, ControlResult, catalog_integrity, evaluate
@@ -26,22 +27,27 @@ def build(
     include_all: bool,
     now: datetime | None = None,
     lazy_runs: bool = False,
+    audited: Callable[[], Audit] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every control of every policy over the period; the document evidence.json holds.
 
     `include_all`: also name catalog policies that have no policy file here (a fleet's other
     hosts), as exceptions rather than silently leaving them out. `lazy_runs`: `runs` is a
     RunTable (each row made when read) instead of a list of dicts: what the bundle writer reads.
+    `audited`: the ledger audit done elsewhere (the bundle writer's second process), called
+    once every policy's controls are evaluated; default: audited here, first.
     """
     now = now or datetime.now(UTC)
     names = [item.policy.name for item in policies]
-    data = collect(catalog, period, None if include_all else names)
+    data = collect(catalog, period, None if include_all else names, audited=audited is None)
     period_runs = [
         run for name in names for run in data.runs.get(name, []) if period.contains(run.started_at)
     ]
     results: list[ControlResult] = []
     for item in policies:
         results += evaluate(item.policy, data, now)
+    if audited is not None:
+        data.audit = audited()
     results.append(catalog_integrity(data))
     exceptions = [
         {"control": r.control, "policy": r.policy, "status": r.status, "detail": detail}

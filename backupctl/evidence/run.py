@@ -4,12 +4,15 @@ document, write outputs."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from backupctl.catalog.ledger import Audit, audit
 from backupctl.catalog.store import Catalog
+from backupctl.core.forked import Forked
 from backupctl.errors import ConfigError, PolicyInvalid
 from backupctl.evidence.document import build
 from backupctl.evidence.period import Period
@@ -36,12 +39,50 @@ def document_for(
     settings: Settings, period: Period, names: tuple[str, ...], *, lazy_runs: bool = False
 ) -> tuple[dict[str, Any], list[LoadedPolicy], Catalog]:
     """The document of `period` for the policies `names` (all when empty); `lazy_runs`: see
-    document.build (the bundle writer's form)."""
+    document.build (the bundle writer's form). The ledger audit runs in a forked process while
+    the runs are read and the controls evaluated (see bundle.export)."""
     policies = load_policies(settings, names)
     catalog = Catalog.open(settings.catalog_url)
-    with without_cyclic_gc():
-        document = build(catalog, period, policies, include_all=not names, lazy_runs=lazy_runs)
+    with without_cyclic_gc(), Forked(partial(_audit_worker, catalog)) as auditor:
+        document = build(
+            catalog, period, policies, include_all=not names, lazy_runs=lazy_runs, audited=auditor.result
+        )
     return document, policies, catalog
+
+
+def _audit_worker(catalog: Catalog, inbox: object) -> Audit:
+    """In the forked child: the full ledger audit (its own connection)."""
+    catalog.engine.dispose(close=False)
+    with catalog.engine.connect() as connection:
+        return audit(connection)
+
+
+def export_bundle(
+    settings: Settings, period: Period, names: tuple[str, ...], out: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`evidence export`: the bundle of `period` for the policies `names` (all when empty)
+    written to `out`. Returns (the bundle's summary, the document). Raises ConfigError (out
+    exists, no signing key, unknown policy)."""
+    from backupctl.evidence import bundle
+
+    if out.exists() or out.is_symlink():
+        raise ConfigError(f"--out {out} already exists: choose a new path (bundles are never overwritten)")
+    policies = load_policies(settings, names)
+    catalog = Catalog.open(settings.catalog_url)
+
+    def build_document(audited: Callable[[], Audit]) -> dict[str, Any]:
+        with without_cyclic_gc():
+            return build(catalog, period, policies, include_all=not names, lazy_runs=True, audited=audited)
+
+    return bundle.export(
+        build_document,
+        catalog,
+        out,
+        settings.keys_dir,
+        settings.state_dir,
+        [item.file for item in policies],
+        period.as_dict()["start"],
+    )
 
 
 @contextmanager

@@ -53,3 +53,26 @@ def test_direct_canonical_equals_the_dict_path(tmp_path: Path) -> None:
         found = {(kind, subject): payload for kind, subject, payload in current_payloads(connection)}
     assert found == expected
     assert len(found) == 4
+
+
+def test_audit_writes_the_segment_lines_of_segment_line(tmp_path: Path) -> None:
+    """The ledger.jsonl lines `audit` writes directly equal segment_line (json.dumps of the record,
+    sorted keys), odd values included; only the records after `since`."""
+    import io
+
+    from sqlalchemy.orm import Session
+
+    from backupctl.catalog.ledger import Segment, appender, audit, iter_ledger, segment_line
+
+    catalog = Catalog.open(f"sqlite:///{tmp_path}/catalog.sqlite")
+    with Session(catalog.engine) as session, session.begin():
+        for index, subject in enumerate(["a", ODD, "c"]):
+            appender(session).append("observation", subject, {"n": index, "odd": ODD})
+    stream = io.StringIO()
+    with catalog.engine.connect() as connection:
+        segment = Segment(1, "anchor", stream)
+        result = audit(connection, segment)
+        expected = "".join(segment_line(record) for record in iter_ledger(connection, 1))
+    assert result.ok and result.records == 3
+    assert stream.getvalue() == expected and expected.count("\n") == 2
+    assert (segment.head_seq, segment.count, segment.head) == (3, 2, result.head)

@@ -308,3 +308,30 @@ def test_pdf_and_html_render_every_control(seeded: Workspace, tmp_path: Path) ->
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
     shutil.copyfile(shot, _artifacts_dir() / "evidence-report.png")
     shutil.copyfile(out / "report.pdf", _artifacts_dir() / "evidence-report.pdf")
+
+
+def test_a_failing_forked_phase_fails_the_export_and_leaves_nothing(
+    seeded: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PDF is laid out in a forked process: its error is the export's, and the staging
+    directory goes (nothing half-written, no bundle recorded in the chain)."""
+    from backupctl.core.forked import ChildFailed
+    from backupctl.evidence import bundle
+    from backupctl.evidence.period import parse_quarter
+    from backupctl.evidence.run import export_bundle
+    from backupctl.settings import Settings
+
+    for name, value in seeded.env.items():
+        monkeypatch.setenv(name, value)
+
+    def broken(html: str, path: Path) -> None:
+        raise RuntimeError("the layout exploded")
+
+    monkeypatch.setattr(bundle, "write_pdf", broken)  # the child is forked: it has the patch
+    out_dir = tmp_path / "audit"
+    out_dir.mkdir()
+    settings = Settings.resolve()
+    with pytest.raises(ChildFailed, match="the layout exploded"):
+        export_bundle(settings, parse_quarter("2026Q4"), (), out_dir / "2026Q4.tar")
+    assert list(out_dir.iterdir()) == []
+    assert bundle.read_index(settings.state_dir) == []
