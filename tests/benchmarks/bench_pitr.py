@@ -71,6 +71,40 @@ def _installed_console_script(venv: Path, env: dict[str, str]) -> Path:
     return script
 
 
+def _pgbackrest_async(root: Path, conf: Path, old_repo: Path, pgdata: Path, segments: list[Path]) -> Path:
+    """A third pgBackRest repository with `archive-async=y`: one archive-push starts its async
+    process, which pushes every `.ready` segment of `pgdata` ahead (process-max 2, as the
+    archiver's two workers); returns once all are acknowledged in its spool."""
+    repo, spool = root / "pgbackrest-repo3", root / "pgbackrest-spool"
+    repo.mkdir()
+    spool.mkdir()
+    conf3 = root / "pgbackrest3.conf"
+    text = conf.read_text().replace(str(old_repo), str(repo))
+    options = f"[global]\narchive-async=y\nspool-path={spool}\nprocess-max=2\n"
+    conf3.write_text(text.replace("[global]\n", options, 1))
+    _chown(root)
+    base = ["pgbackrest", f"--config={conf3}", f"--stanza={STANZA}"]
+    subprocess.run(_as_postgres([*base, "stanza-create"]), check=True, capture_output=True)
+    # the async process reads `.ready` files under pg1-path: point it at the staged data directory
+    pg1 = next(line for line in conf3.read_text().splitlines() if line.startswith("pg1-path="))
+    conf3.write_text(conf3.read_text().replace(pg1, f"pg1-path={pgdata}"))
+    (pgdata / "global").mkdir(exist_ok=True)  # it reads the cluster's version and identifier there
+    shutil.copyfile(Path(pg1.partition("=")[2]) / "global" / "pg_control", pgdata / "global" / "pg_control")
+    _chown(pgdata)
+    first = subprocess.run(
+        _as_postgres([*base, "archive-push", str(pgdata / "pg_wal" / segments[0].name)]),
+        capture_output=True,
+        text=True,
+    )
+    if first.returncode != 0:
+        raise SystemExit(f"pgbackrest archive-push (async) failed: {first.stdout}{first.stderr}")
+    out = spool / "archive" / STANZA / "out"
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("*.ok"))) < len(segments) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return conf3
+
+
 def _pgbackrest_conf(root: Path, repo: Path, data: Path, port: int) -> Path:
     conf = root / "pgbackrest.conf"
     conf.write_text(
@@ -206,6 +240,7 @@ def main() -> None:
         nosite.write_text(wrapper.replace(" -m backupctl", " -S -m backupctl"))
         nosite.chmod(0o755)
         installed = _installed_console_script(root / "venv", setup.env)
+        conf3 = _pgbackrest_async(root, conf, repo, pgdata, segments)
         began = time.monotonic()
         ahead = setup.run(
             "wal", "archiver", "benchasync", "--source", SOURCE, "--pgdata", str(pgdata), "--once"
@@ -273,6 +308,15 @@ def main() -> None:
                 f"--stanza={STANZA}",
                 "archive-push",
                 str(seg),
+            ],
+            # pgBackRest's own asynchronous mode, its spool filled ahead the same way: the
+            # like-for-like anchor of `wal push --spool`
+            "pgbackrest archive-push, archive-async": lambda seg: [
+                "pgbackrest",
+                f"--config={conf3}",
+                f"--stanza={STANZA}",
+                "archive-push",
+                str(pgdata / "pg_wal" / seg.name),
             ],
             "cp + sync": lambda seg: [
                 "sh",
