@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,14 +194,15 @@ def start(setup: PitrSetup) -> PitrSetup:
     return setup
 
 
-@pytest.fixture(scope="session")
-def pitr_cluster() -> Iterator[PitrSetup]:
-    """One archiving cluster for the session (local target only)."""
+@contextmanager
+def archiving_cluster(prefix: str) -> Iterator[PitrSetup]:
+    """A started archiving cluster (local target) in a new directory under /tmp, stopped and
+    removed afterwards; skips the test when the server binaries are missing."""
     try:
         find_postgres_bindir()
     except ConfigError as error:
         pytest.skip(f"PostgreSQL server binaries are not installed: {error}")
-    root = Path(tempfile.mkdtemp(prefix="backupctl-pitr-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     setup = start(make_setup(root))
     try:
         yield setup
@@ -209,3 +211,10 @@ def pitr_cluster() -> Iterator[PitrSetup]:
             setup.cluster.stop()
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pitr_cluster() -> Iterator[PitrSetup]:
+    """One archiving cluster for the session (local target only)."""
+    with archiving_cluster("backupctl-pitr-") as setup:
+        yield setup

@@ -6,7 +6,6 @@ whose archive_command is `backupctl wal push`."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,31 +16,18 @@ from sqlalchemy import text
 
 from backupctl.catalog.ledger import audit
 from backupctl.catalog.store import Catalog
-from backupctl.errors import ConfigError
 from backupctl.evidence.controls import COMPLIANT, INSUFFICIENT_DATA, NON_COMPLIANT
 from backupctl.evidence.document import build
 from backupctl.evidence.period import Period
-from backupctl.local_cluster.postgres import find_postgres_bindir
 from backupctl.policy.loader import load_policy
-from tests.integration.pitr.conftest import POLICY, SOURCE, PitrSetup, make_setup, start
+from tests.integration.pitr.conftest import POLICY, SOURCE, PitrSetup, archiving_cluster
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PitrSetup]:
     """Its own archiving server: this test edits the catalog as the test's user."""
-    try:
-        find_postgres_bindir()
-    except ConfigError as error:
-        pytest.skip(f"PostgreSQL server binaries are not installed: {error}")
-    root = Path(tempfile.mkdtemp(prefix="backupctl-walevidence-", dir="/tmp"))
-    setup = start(make_setup(root))
-    try:
+    with archiving_cluster("backupctl-walevidence-") as setup:
         yield setup
-    finally:
-        try:
-            setup.cluster.stop()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def test_rpo_control_uses_the_wal_archive_observations_of_wal_verify(
