@@ -222,7 +222,7 @@ class Daemon:
                     continue
                 lasted = now - service.started
                 service.failures = 0 if lasted >= RESTART_RESET else service.failures + 1
-                delay = min(RESTART_BACKOFF[1], RESTART_BACKOFF[0] * 2 ** max(0, service.failures - 1))
+                delay = _restart_delay(service.failures)
                 service.process, service.restart_at = None, now + delay
                 outcome = _OUTCOMES[service.item.kind].get(code, f"exited (exit {code})")
                 log.warning(
@@ -244,7 +244,7 @@ class Daemon:
                     )
                 except OSError as error:  # e.g. the interpreter is not the service user's to run
                     service.failures += 1
-                    delay = min(RESTART_BACKOFF[1], RESTART_BACKOFF[0] * 2 ** (service.failures - 1))
+                    delay = _restart_delay(service.failures)
                     service.restart_at = now + delay
                     log.error(
                         "policy %s: cannot start the %s: %s; trying again in %.0fs",
@@ -331,6 +331,13 @@ class Daemon:
         self._running.clear()
         log.info("daemon stopped" + (" (a run had to be killed)" if killed else ""))
         return 1 if killed else 0
+
+
+def _restart_delay(failures: int) -> float:
+    """Seconds before a service is started again after `failures` short runs in a row: the
+    first back-off, doubling, at most the longest (RESTART_BACKOFF)."""
+    first, longest = RESTART_BACKOFF
+    return min(longest, first * 2.0 ** max(0, failures - 1))
 
 
 def _as_user(name: str) -> dict[str, Any]:

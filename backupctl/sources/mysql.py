@@ -61,7 +61,7 @@ from backupctl.sources.base import (
     remote_dump,
 )
 from backupctl.sources.mysql_container import ContainerClient, client_rows
-from backupctl.sources.mysql_parallel import restore_parallel
+from backupctl.sources.mysql_parallel import CLIENT_OPTIONS, restore_parallel
 from backupctl.sources.restore_as import as_note, check_name
 
 log = logging.getLogger("backupctl.sources.mysql")
@@ -584,7 +584,7 @@ class MysqlDumpSource:
         )
         notes = [self._via_note()] if self.config.via else []
         self._prepare_destination(client, endpoint, request)
-        options = ["--binary-mode", "--batch", "--default-character-set=utf8mb4", "--max-allowed-packet=1G"]
+        options = list(CLIENT_OPTIONS)
         jobs = request.jobs if request.jobs > 0 else default_jobs()
         if jobs > 1:
             plan = SpoolPlan.decide(request.size_hint)

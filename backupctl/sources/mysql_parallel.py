@@ -47,6 +47,9 @@ from backupctl.core.spool import FREE_CHECK_EVERY, reserve_bytes
 from backupctl.errors import SourceError
 
 CHUNK = 1 << 20
+# The options every client of a restore is started with (`backupctl restore`, drills), serial or
+# parallel: bytes as they are, no table formatting, the dump's character set, rows up to 1 GiB.
+CLIENT_OPTIONS = ["--binary-mode", "--batch", "--default-character-set=utf8mb4", "--max-allowed-packet=1G"]
 # Section markers (comment lines of mariadb-dump --comments), recognised outside DELIMITER blocks.
 _STRUCTURE = (b"-- Table structure for table ", b"-- Temporary table structure for view ")
 _DATA = b"-- Dumping data for table "

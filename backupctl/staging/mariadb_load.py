@@ -15,11 +15,10 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from backupctl.core.spool import SpoolPlan, private_directory
-from backupctl.sources.mysql_parallel import ClientStarter, restore_parallel
+from backupctl.sources.mysql_parallel import CLIENT_OPTIONS, ClientStarter, restore_parallel
 from backupctl.staging.base import DatabaseRestored
 
-# What every client of a parallel load is started with (as `backupctl restore` does).
-CLIENT_OPTIONS = ["--binary-mode", "--batch", "--default-character-set=utf8mb4", "--max-allowed-packet=1G"]
+__all__ = ["CLIENT_OPTIONS", "load_dump"]  # the runtimes start their clients with these options
 
 
 def load_dump(
