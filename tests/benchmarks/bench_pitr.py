@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -248,6 +249,14 @@ def main() -> None:
         archiver_seconds = time.monotonic() - began
         if ahead.returncode != 0:
             raise SystemExit(f"wal archiver failed: {ahead.stderr[-1500:]}")
+
+        def spooled(command: Path) -> Callable[[Path], list[str]]:
+            """`wal push --spool` of a segment the archiver acked, through `command`."""
+            return lambda seg: [
+                str(command), "wal", "push", "benchasync", "--source", SOURCE,
+                "--spool", str(spool), str(pgdata / "pg_wal" / seg.name), seg.name,
+            ]  # fmt: skip
+
         tools = {
             "backupctl wal push": lambda seg: [
                 str(root / "setup" / "backupctl"),
@@ -259,47 +268,14 @@ def main() -> None:
                 str(seg),
                 seg.name,
             ],
-            "backupctl wal push --spool (acked)": lambda seg: [
-                str(root / "setup" / "backupctl"),
-                "wal",
-                "push",
-                "benchasync",
-                "--source",
-                SOURCE,
-                "--spool",
-                str(spool),
-                str(pgdata / "pg_wal" / seg.name),
-                seg.name,
-            ],
+            "backupctl wal push --spool (acked)": spooled(root / "setup" / "backupctl"),
             # the same, interpreter started without `site`: every python3 start on these machines
             # processes a .pth of the sandbox that imports certifi (40-100 ms under load, measured
             # with -X importtime); the fast path needs no site (PYTHONPATH names everything)
-            "  same, python3 -S": lambda seg: [
-                str(nosite),
-                "wal",
-                "push",
-                "benchasync",
-                "--source",
-                SOURCE,
-                "--spool",
-                str(spool),
-                str(pgdata / "pg_wal" / seg.name),
-                seg.name,
-            ],
+            "  same, python3 -S": spooled(nosite),
             # as an operator installs it: pip's console script in a venv of the system python3
             # (no PYTHONPATH, no system site-packages, so no sandbox .pth either)
-            "  same, console script in a venv": lambda seg: [
-                str(installed),
-                "wal",
-                "push",
-                "benchasync",
-                "--source",
-                SOURCE,
-                "--spool",
-                str(spool),
-                str(pgdata / "pg_wal" / seg.name),
-                seg.name,
-            ],
+            "  same, console script in a venv": spooled(installed),
             "python3 -c pass (interpreter)": lambda seg: [interpreter, "-c", "pass"],
             "python3 -S -c pass": lambda seg: [interpreter, "-S", "-c", "pass"],
             "pgbackrest archive-push": lambda seg: [
