@@ -68,6 +68,10 @@ class UnitOptions:
         return f"/etc/backupctl/{policy}.env" if not self.user else f"%E/backupctl/{policy}.env"
 
 
+# The sandbox every unit starts from (the timed jobs' and the archiver's); `_hardening` adds more.
+SANDBOX = ("ProtectSystem=strict", "ProtectHome=read-only", "PrivateTmp=yes", "NoNewPrivileges=yes")
+
+
 def default_unit_dir(user: bool) -> Path:
     """/etc/systemd/system, or ~/.config/systemd/user with --user."""
     if not user:
@@ -129,10 +133,7 @@ def render_units(item: Scheduled, options: UnitOptions, writable: list[str]) -> 
         # Secrets referenced as env:NAME live here (mode 0600); '-' = optional.
         f"EnvironmentFile=-{options.env_file(item.name)}",
         *(["Nice=10", "IOSchedulingClass=idle"] if item.kind != "drill" else _drill_comment()),
-        "ProtectSystem=strict",
-        "ProtectHome=read-only",
-        "PrivateTmp=yes",
-        "NoNewPrivileges=yes",
+        *SANDBOX,
         f"ReadWritePaths={_quote(str(options.state_dir.absolute()), command=False)}",
         # '-': a missing target directory must not stop the unit from starting; the run says why.
         *(f"ReadWritePaths=-{_quote(path, command=False)}" for path in writable),
@@ -184,10 +185,7 @@ def render_service(item: Scheduled, options: UnitOptions, writable: list[str]) -
         f"EnvironmentFile=-{options.env_file(item.name)}",
         "Restart=always",
         "RestartSec=5s",
-        "ProtectSystem=strict",
-        "ProtectHome=read-only",
-        "PrivateTmp=yes",
-        "NoNewPrivileges=yes",
+        *SANDBOX,
         # '-': the state directory may be closed to the server's user; `wal push` needs none of it.
         f"ReadWritePaths=-{_quote(str(options.state_dir.absolute()), command=False)}",
         *(f"ReadWritePaths=-{_quote(path, command=False)}" for path in writable),
