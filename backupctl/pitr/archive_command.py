@@ -67,7 +67,7 @@ def archive_command(
     # acks = ${15}..${21}; every field is a number, so word splitting is exact.
     return (
         "trap 'exit 1' INT TERM; "
-        f"i=$({_word(stat)} -c {_pg_escape(shlex.quote(STAT_FORMAT))} -- \"%p\" {_word(root)} {_word(acks)} "
+        f'i=$({_word(stat)} -c {_pg_escape(shlex.quote(STAT_FORMAT))} -- "%p" {_word(root)} {_word(acks)} '
         "2>/dev/null) && set -- $i && "
         '[ "$8 $9 ${15} ${16}" = "700 $2 700 $2" ] && '
         f'{{ read -r h && read -r k v; }} 2>/dev/null < {_word(acks + "/")}"%f".ack && '
