@@ -6,7 +6,10 @@ in parallel with exactly `wal push`'s code path (`actions.wal.push_opened`: zstd
 record, durable on every WAL target, the identity and identical/different content rules) and,
 for each segment durable everywhere, writes an acknowledgement into the spool
 (pitr.spool: private, fsync'd, atomic). archive_command (`wal push --spool`) then answers from
-the ack in a few milliseconds (cli.fastpath) when the file's digest equals the acked one.
+the ack in a few milliseconds (cli.fastpath) when the file's digest equals the acked one; the
+shell line of pitr.archive_command answers without Python when the file's identity (device,
+inode, size, mtime, ctime) equals the one the ack records -- recorded only when the file did not
+change while it was pushed (spool.stable_identity). It refuses a spool it cannot make private.
 
 It never writes an ack for a segment that is not durable: the ack is written after
 `push_to_all` returned, and a push that failed, was interrupted or conflicts leaves none (the

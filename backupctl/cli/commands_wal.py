@@ -1,6 +1,7 @@
 """`backupctl wal ...`: PostgreSQL point-in-time recovery (docs/pitr.md).
 
-push (archive_command), fetch (restore_command), base-backup, restore, verify, status, prune.
+push (archive_command), archive-command (the line to set), archiver, fetch (restore_command),
+base-backup, restore, verify, status, prune.
 """
 
 from __future__ import annotations
