@@ -260,6 +260,14 @@ def main() -> None:
             "benchasync", SOURCE, str(spool), program=str(installed), stat=shutil.which("stat") or "stat"
         )
 
+        # every acked segment must be answered by sh + stat alone: with no backupctl to fall back
+        # to (exec of a missing program: 127), each one still exits 0
+        proof = archive_command_line("benchasync", SOURCE, str(spool), program="/nonexistent/backupctl")
+        for segment in segments:
+            line = substitute(proof, str(pgdata / "pg_wal" / segment.name), segment.name)
+            if subprocess.run(_as_postgres(["sh", "-c", line]), capture_output=True).returncode != 0:
+                raise SystemExit(f"the shell line did not answer {segment.name} from its ack")
+
         def spooled(command: Path) -> Callable[[Path], list[str]]:
             """`wal push --spool` of a segment the archiver acked, through `command`."""
             return lambda seg: [
