@@ -126,7 +126,17 @@ def archive_command(app: App, policy_name: str, source_name: str, sql: bool) -> 
 
     policy = app.policy(policy_name, check_secrets=False).policy
     _, pitr = pitr_source(policy, source_name)
-    spool = pitr.archiver.spool if pitr.archiver is not None else None
+    spool = None
+    if pitr.archiver is not None:
+        # the archiver expands `~` as the server's user: the line must name the same directory
+        spool = pitr.archiver.spool
+        if spool.startswith("~/"):
+            import pwd
+
+            try:
+                spool = os.path.join(pwd.getpwnam(pitr.archiver.user).pw_dir, spool[2:])
+            except KeyError:
+                spool = os.path.expanduser(spool)
     # absolute paths: PostgreSQL's PATH may not name them, and a PATH search costs an exec each
     program = sys.argv[0] if os.path.basename(sys.argv[0]) == "backupctl" else "backupctl"
     program = shutil.which(program) or program
