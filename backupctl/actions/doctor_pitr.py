@@ -5,12 +5,14 @@ Each problem comes with its fix (the postgresql.conf line or the SQL to run).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from backupctl.actions.doctor_findings import CONNECT_TIMEOUT, Finding
 from backupctl.core.durations import parse_duration
+from backupctl.pitr.archive_command import parse as parse_archive_command
 from backupctl.policy.schema import Policy, PostgresSource
 
 
@@ -24,8 +26,22 @@ class ServerFacts:
     archiver_pid: int | None = None  # the running `wal archiver` of the source (pitr.archiver), if any
 
 
-def archive_command_for(policy: str, source: str) -> str:
-    return f"backupctl wal push {policy} --source {source} %p %f"
+def archive_command_for(policy: str, source: PostgresSource) -> str:
+    """The archive_command to set: the shell line answering the archiver's acks when the source
+    has `pitr.archiver`, else the plain `wal push` (backupctl.pitr.archive_command)."""
+    from backupctl.pitr.archive_command import archive_command
+
+    archiver = source.pitr.archiver if source.pitr is not None else None
+    return archive_command(policy, source.name, archiver.spool if archiver is not None else None)
+
+
+def _set_archive_command(policy: str, source: PostgresSource) -> str:
+    from backupctl.pitr.archive_command import conf_literal
+
+    return (
+        f"set archive_command = {conf_literal(archive_command_for(policy, source))} (printed by "
+        f"`backupctl wal archive-command {policy} --source {source.name}`) and run SELECT pg_reload_conf()"
+    )
 
 
 def pitr_findings(policy: Policy, source: PostgresSource, facts: ServerFacts) -> list[Finding]:
@@ -57,8 +73,8 @@ def pitr_findings(policy: Policy, source: PostgresSource, facts: ServerFacts) ->
             )
         )
     command = settings.get("archive_command", "")
-    wanted = archive_command_for(policy.name, source.name)
-    if "backupctl" in command and "wal push" in command and policy.name in command and source.name in command:
+    pushes = parse_archive_command(command)
+    if pushes is not None and (pushes.policy, pushes.source) == (policy.name, source.name):
         findings.append(Finding(check, True, f"archive_command = {command}"))
     else:
         findings.append(
@@ -66,7 +82,7 @@ def pitr_findings(policy: Policy, source: PostgresSource, facts: ServerFacts) ->
                 check,
                 False,
                 f"archive_command = '{command}' does not archive with backupctl",
-                f"set archive_command = '{wanted}' and run SELECT pg_reload_conf()",
+                _set_archive_command(policy.name, source),
             )
         )
     timeout = _seconds(settings.get("archive_timeout", "0"))
@@ -137,15 +153,23 @@ def _archiver_findings(
     check = f"{policy.name}/{source.name}: pitr archiver"
     spool = source.pitr.archiver.spool
     findings = []
-    if f"--spool {spool}" in command or f"--spool={spool}" in command:
+    pushes = parse_archive_command(command)
+    named = pushes is not None and pushes.spool is not None and _same_path(pushes.spool, spool)
+    if named and pushes is not None and pushes.fast:
         findings.append(Finding(check, True, f"archive_command reads the archiver's spool {spool}"))
+    elif named:
+        findings.append(Finding(
+            check, False, f"archive_command reads the archiver's spool {spool} from Python: each acked "
+            "segment still costs an interpreter start (correct, slower than the shell line)",
+            _set_archive_command(policy.name, source), warn=True,
+        ))  # fmt: skip
     else:
         findings.append(Finding(
             check, False, f"archive_command does not name the archiver's spool {spool}: every segment is "
             "pushed by archive_command itself (correct, but slow)",
-            f"set archive_command = 'backupctl wal push {policy.name} --source {source.name} --spool {spool} "
-            "%p %f' and run SELECT pg_reload_conf()", warn=True,
+            _set_archive_command(policy.name, source), warn=True,
         ))  # fmt: skip
+    findings += _spool_privacy(check, spool, source.pitr.archiver.user)
     if pid is not None:
         findings.append(Finding(check, True, f"wal archiver runs (pid {pid})"))
     else:
@@ -157,6 +181,35 @@ def _archiver_findings(
             "--pgdata DATADIR (docs/pitr.md#running-the-archiver)", warn=True,
         ))  # fmt: skip
     return findings
+
+
+def _same_path(one: str, other: str) -> bool:
+    return os.path.normpath(os.path.expanduser(one)) == os.path.normpath(os.path.expanduser(other))
+
+
+def _spool_privacy(check: str, spool: str, user: str) -> list[Finding]:
+    """The spool on this host must be the server user's and closed to others: archive_command
+    trusts its acks (the archiver refuses a spool that is not; so does archive_command's line)."""
+    import pwd
+    import stat
+
+    path = Path(spool).expanduser()
+    try:
+        info = path.stat()
+    except OSError:
+        return []  # not created yet, or on the database host: the archiver creates it 0700
+    try:
+        owner: int | None = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        owner = None
+    if stat.S_IMODE(info.st_mode) & 0o077 or (owner is not None and info.st_uid != owner):
+        return [Finding(
+            check, False, f"the spool {path} is not private to {user} (mode "
+            f"{stat.S_IMODE(info.st_mode):o}, uid {info.st_uid}): its acknowledgements are not trusted, "
+            "archive_command pushes every segment itself and the archiver refuses to run",
+            f"chown {user} {path} && chmod 0700 {path}",
+        )]  # fmt: skip
+    return [Finding(check, True, f"the spool {path} is private to {user}")]
 
 
 def check_pitr(policy: Policy, source: PostgresSource) -> list[Finding]:

@@ -6,7 +6,10 @@ in parallel with exactly `wal push`'s code path (`actions.wal.push_opened`: zstd
 record, durable on every WAL target, the identity and identical/different content rules) and,
 for each segment durable everywhere, writes an acknowledgement into the spool
 (pitr.spool: private, fsync'd, atomic). archive_command (`wal push --spool`) then answers from
-the ack in a few milliseconds (cli.fastpath) when the file's digest equals the acked one.
+the ack in a few milliseconds (cli.fastpath) when the file's digest equals the acked one; the
+shell line of pitr.archive_command answers without Python when the file's identity (device,
+inode, size, mtime, ctime) equals the one the ack records -- recorded only when the file did not
+change while it was pushed (spool.stable_identity). It refuses a spool it cannot make private.
 
 It never writes an ack for a segment that is not durable: the ack is written after
 `push_to_all` returned, and a push that failed, was interrupted or conflicts leaves none (the
@@ -86,7 +89,7 @@ def run_archiver(
     status = pgdata / "pg_wal" / "archive_status"
     if not status.is_dir():
         raise ConfigError(f"{status} does not exist: --pgdata must be the server's data directory")
-    spool.prepare(root, policy.name, source_name)
+    _prepare_private(root, policy.name, source_name)
     try:
         lock_fd = spool.hold_archiver_lock(root, policy.name, source_name)
     except BlockingIOError:
@@ -120,14 +123,20 @@ def run_archiver(
                 return
             if not (status / f"{name}.ready").exists():
                 return  # archived meanwhile (PostgreSQL renamed it .done)
+            # the identity of the file read (stat before and after): archive_command's shell line
+            # answers from it without hashing; none when the file may have changed meanwhile
+            started = time.time_ns()
+            before = os.stat(path)
             results = push_opened(settings, archives(), path, name)
+            identity = spool.stable_identity(before, os.stat(path), started)
             digest = results[0].record.plain_digest
             size = results[0].record.plain_bytes
             if any(r.record.plain_digest != digest for r in results):
                 raise JobFailed(f"{name}: the WAL targets hold different contents")  # never acked
-            spool.write_ack(
-                root, policy.name, source_name, spool.Ack(name, digest, size, targets, time.time())
-            )
+            if identity is not None and before.st_size != size:
+                identity = None  # not the content the records describe: never vouch for it
+            ack = spool.Ack(name, digest, size, targets, time.time(), identity)
+            spool.write_ack(root, policy.name, source_name, ack)
             already = all(r.already for r in results)
             with opened_lock:  # `+=` on an attribute is not atomic across threads
                 if already:
@@ -211,6 +220,24 @@ def _ready(status: Path) -> list[str]:
     except OSError as error:
         raise JobFailed(f"cannot read {status}: {error.strerror}") from None
     return sorted(entry[: -len(".ready")] for entry in entries if entry.endswith(".ready"))
+
+
+def _prepare_private(root: Path, policy: str, source: str) -> None:
+    """Create the spool 0700 and refuse to ack into one that is not private (owned by this user,
+    closed to others): archive_command trusts an ack, its shell line without re-hashing the file."""
+    try:
+        acks = spool.prepare(root, policy, source)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot make the spool {root} private to this user ({error.strerror}): it must be a "
+            "directory owned by the server's user (pitr.archiver.user), mode 0700"
+        ) from None
+    for directory in (str(root), acks):
+        if not spool.private(directory):
+            raise ConfigError(
+                f"the spool directory {directory} is not private (owned by this user, mode 0700): "
+                "acknowledgements there could be forged; archive_command would not trust them"
+            )
 
 
 def _target_marks(policy: Policy, names: list[str]) -> tuple[str, ...]:

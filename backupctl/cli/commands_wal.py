@@ -1,10 +1,12 @@
 """`backupctl wal ...`: PostgreSQL point-in-time recovery (docs/pitr.md).
 
-push (archive_command), fetch (restore_command), base-backup, restore, verify, status, prune.
+push (archive_command), archive-command (the line to set), archiver, fetch (restore_command),
+base-backup, restore, verify, status, prune.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -30,6 +32,7 @@ def wal() -> None:
       archive_mode = on
       archive_timeout = 60s
       archive_command = 'backupctl wal push shop --source db %p %f'
+      (with pitr.archiver: the line `backupctl wal archive-command shop --source db` prints)
     """
 
 
@@ -60,6 +63,7 @@ def push(
     Examples (postgresql.conf):
       archive_command = 'backupctl wal push shop --source db %p %f'
       archive_command = 'backupctl wal push shop --source db --spool /srv/pg-spool %p %f'
+    (`backupctl wal archive-command` prints the faster shell line that ends in the second.)
     """
     from backupctl.actions.wal import push_wal
 
@@ -93,6 +97,54 @@ def _check_spool(policy: object, source_name: str, spool: Path) -> None:
             "acknowledgements are not seen, every segment is pushed by archive_command",
             err=True,
         )
+
+
+@wal.command("archive-command")
+@click.argument("policy_name", metavar="POLICY")
+@source_option
+@click.option("--sql", is_flag=True, help="Print ALTER SYSTEM SQL instead of the postgresql.conf line.")
+@pass_app
+def archive_command(app: App, policy_name: str, source_name: str, sql: bool) -> None:
+    """Print the archive_command line for the source's server.
+
+    With `pitr.archiver`, a `sh` line that exits 0 for a segment the archiver acknowledged,
+    when the file is the very one it archived (same device, inode, size, mtime and ctime),
+    without starting Python; anything else runs `wal push --spool` (docs/pitr.md). Without
+    an archiver, the plain `wal push`. The programs are named by their paths on this host.
+
+    \b
+    Examples:
+      backupctl wal archive-command shop --source db >> /etc/postgresql/15/main/conf.d/backupctl.conf
+      backupctl wal archive-command shop --source db --sql
+    """
+    import shutil
+    import sys
+
+    from backupctl.actions.wal import pitr_source
+    from backupctl.pitr.archive_command import archive_command as line
+    from backupctl.pitr.archive_command import conf_literal
+
+    policy = app.policy(policy_name, check_secrets=False).policy
+    _, pitr = pitr_source(policy, source_name)
+    spool = None
+    if pitr.archiver is not None:
+        # the archiver expands `~` as the server's user: the line must name the same directory
+        spool = pitr.archiver.spool
+        if spool.startswith("~/"):
+            import pwd
+
+            try:
+                spool = os.path.join(pwd.getpwnam(pitr.archiver.user).pw_dir, spool[2:])
+            except KeyError:
+                spool = os.path.expanduser(spool)
+    # absolute paths: PostgreSQL's PATH may not name them, and a PATH search costs an exec each
+    program = sys.argv[0] if os.path.basename(sys.argv[0]) == "backupctl" else "backupctl"
+    program = shutil.which(program) or program
+    value = line(policy.name, source_name, spool, program=program, stat=shutil.which("stat") or "stat")
+    if sql:
+        click.echo(f"ALTER SYSTEM SET archive_command = {conf_literal(value)};\nSELECT pg_reload_conf();")
+    else:
+        click.echo(f"archive_command = {conf_literal(value)}")
 
 
 @wal.command()

@@ -12,8 +12,9 @@ system user that runs both the archiver and archive_command):
     <spool>/<policy>/<source>/acks/<name>.ack  the segment is durable on every WAL target
     <spool>/<policy>/<source>/acks/<name>.lock held (flock) by whoever is pushing <name>
 
-An ack is a few `key value` lines after a `backupctl-wal-ack 1` header: the segment name, the
-plain digest of the content that was archived (`blake3:<hex>`, the digest of the signed
+An ack is a few `key value` lines after a `backupctl-wal-ack 1` header: the identity of the
+file it was made from (second line, when the archiver could record one: `identity_of`), the
+segment name, the plain digest of the content that was archived (`blake3:<hex>`, the digest of the signed
 record), its size, the WAL targets and the time (not JSON: importing json costs the fast path
 more than the rest of its work, `python -X importtime`). It
 is written to a temporary name, fsync'd, renamed and its directory fsync'd: an ack that is
@@ -46,18 +47,31 @@ ARCHIVER_LOCK = "archiver.lock"
 class Ack:
     """What an acknowledgement says: `name` is durable on `targets` with content `digest`."""
 
-    __slots__ = ("acked_at", "digest", "name", "size", "targets")
+    __slots__ = ("acked_at", "digest", "identity", "name", "size", "targets")
 
-    def __init__(self, name: str, digest: str, size: int, targets: tuple[str, ...], acked_at: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        digest: str,
+        size: int,
+        targets: tuple[str, ...],
+        acked_at: float,
+        identity: str | None = None,
+    ) -> None:
         self.name = name
         self.digest = digest  # blake3:<hex> of the plain segment, as in the signed record
         self.size = size
         self.targets = targets
         self.acked_at = acked_at  # time.time() when written
+        self.identity = identity  # identity_of() the file that was archived, when it was stable
 
     def to_bytes(self) -> bytes:
-        lines = [
-            f"{ACK_FORMAT} {ACK_VERSION}",
+        lines = [f"{ACK_FORMAT} {ACK_VERSION}"]
+        if self.identity is not None:
+            # the second line: archive_command's shell line reads exactly two lines
+            # (pitr.archive_command); readers of version 1 ignore keys they do not know
+            lines.append(f"identity {self.identity}")
+        lines += [
             f"name {self.name}",
             f"digest {self.digest}",
             f"size {self.size}",
@@ -80,6 +94,7 @@ class Ack:
                 int(fields["size"]),
                 tuple(t for t in fields["targets"].split(",") if t),
                 float(fields["acked_at"]),
+                fields.get("identity"),
             )
         except (ValueError, KeyError):
             return None
@@ -158,6 +173,36 @@ def plain_digest(path: StrPath) -> tuple[str, int]:
     if size:
         hasher.update_mmap(path)
     return f"blake3:{hasher.hexdigest()}", size
+
+
+# Time stamps are taken from a clock that advances in ticks (at most 10 ms on Linux; whole
+# seconds on file systems without sub-second stamps): a write within the tick of the previous one
+# may leave mtime and ctime unchanged. A file whose ctime is older than the start of its read by
+# more than a tick cannot be changed during the read without a new ctime.
+TICK_NS = 20_000_000
+COARSE_TICK_NS = 2_000_000_000
+
+
+def identity_of(info: os.stat_result) -> str:
+    """`dev inode size mtime ctime` as coreutils `stat -c '%d %i %s %.9Y %.9Z'` prints them."""
+
+    def stamp(ns: int) -> str:
+        return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+
+    return f"{info.st_dev} {info.st_ino} {info.st_size} {stamp(info.st_mtime_ns)} {stamp(info.st_ctime_ns)}"
+
+
+def stable_identity(before: os.stat_result, after: os.stat_result, started_ns: int) -> str | None:
+    """The identity of a file read between two stats (`before` taken at `started_ns`,
+    time.time_ns()), or None when it may have changed meanwhile: the stats differ, or its last
+    change is too recent for a change during the read to show (TICK_NS)."""
+    identity = identity_of(before)
+    if identity != identity_of(after) or before.st_ctime_ns < 0 or before.st_mtime_ns < 0:
+        return None
+    coarse = before.st_ctime_ns % 1_000_000_000 == 0 and before.st_mtime_ns % 1_000_000_000 == 0
+    if before.st_ctime_ns > started_ns - (COARSE_TICK_NS if coarse else TICK_NS):
+        return None
+    return identity
 
 
 def matches(ack: Ack, path: StrPath) -> bool:

@@ -227,7 +227,8 @@ class PostgresArchiver(Strict):
     spool: str = Field(
         description="Private directory (created 0700) where the archiver writes an acknowledgement for "
         "each segment it made durable on every WAL target; archive_command must name it: "
-        "`backupctl wal push POLICY --source S --spool SPOOL %p %f`.",
+        "`backupctl wal archive-command POLICY --source S` prints the line (a `sh` line answering "
+        "acked segments without Python, else `backupctl wal push POLICY --source S --spool SPOOL %p %f`).",
         examples=["/var/lib/postgresql/backupctl-spool"],
     )
     workers: int = Field(default=2, ge=1, le=16, description="Segments the archiver pushes in parallel.")
@@ -281,8 +282,9 @@ class PostgresPitr(Strict):
     archiver: PostgresArchiver | None = Field(
         default=None,
         description="Push WAL ahead of archive_command with a long-running `backupctl wal archiver`: "
-        "`wal push --spool` then exits 0 at once for a segment the archiver acknowledged with the "
-        "same content, and falls back to the full push otherwise.",
+        "archive_command (`backupctl wal archive-command`) then exits 0 at once for a segment the "
+        "archiver acknowledged (the same file, or the same content), and falls back to the full "
+        "push otherwise.",
     )
 
 

@@ -205,9 +205,20 @@ class Daemon:
 
     def _start(self, item: Scheduled) -> None:
         argv = [sys.executable, "-m", "backupctl", *item.command()]
-        process = subprocess.Popen(
-            argv, env=self._child_env(), stdin=subprocess.DEVNULL, start_new_session=True
-        )
+        try:
+            process = subprocess.Popen(
+                argv, env=self._child_env(), stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        except OSError as error:
+            # e.g. the interpreter was replaced or removed by an upgrade: this run is missed, the
+            # next one is armed already (_fire), and the daemon keeps serving the other jobs
+            log.error(
+                "policy %s: cannot start the %s: %s; the next run is at its next scheduled time",
+                item.name,
+                item.job,
+                error,
+            )
+            return
         self._running[item.lane] = _Running(item, process, time.monotonic())
         log.info("policy %s: %s started (pid %d)", item.name, item.job, process.pid)
 

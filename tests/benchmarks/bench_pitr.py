@@ -19,12 +19,16 @@ is repeated until at least this much WAL was written; the issue's run: 1024), BE
 re-pushed per tool, default 20), BENCH_PITR_ARCHIVE_ONLY=1 (skip the restore); BENCH_PITR_RPO=1
 runs the RPO-under-load sampling instead (tests/benchmarks/bench_pitr_rpo.py). The asynchronous
 mode is measured beside them: `wal archiver --once` pushes the segments ahead (2 workers, timed),
-then `wal push --spool` answers each one from its ack. Printed tables go into docs/benchmarks.md.
+then `wal push --spool` answers each one from its ack, and so does archive_command's shell line
+(`wal archive-command`: sh + stat, run as PostgreSQL runs it). Rows give the children's CPU time
+per segment (user + system, getrusage) beside the wall-clock percentiles. Printed tables go into
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,6 +41,8 @@ from pathlib import Path
 import psycopg
 import yaml
 
+from backupctl.pitr.archive_command import archive_command as archive_command_line
+from backupctl.pitr.archive_command import substitute
 from tests.integration.pitr.conftest import POLICY, SOURCE, make_setup
 
 SCALE = int(os.environ.get("BENCH_PITR_SCALE", "10"))
@@ -250,6 +256,18 @@ def main() -> None:
         if ahead.returncode != 0:
             raise SystemExit(f"wal archiver failed: {ahead.stderr[-1500:]}")
 
+        shell_line = archive_command_line(
+            "benchasync", SOURCE, str(spool), program=str(installed), stat=shutil.which("stat") or "stat"
+        )
+
+        # every acked segment must be answered by sh + stat alone: with no backupctl to fall back
+        # to (exec of a missing program: 127), each one still exits 0
+        proof = archive_command_line("benchasync", SOURCE, str(spool), program="/nonexistent/backupctl")
+        for segment in segments:
+            line = substitute(proof, str(pgdata / "pg_wal" / segment.name), segment.name)
+            if subprocess.run(_as_postgres(["sh", "-c", line]), capture_output=True).returncode != 0:
+                raise SystemExit(f"the shell line did not answer {segment.name} from its ack")
+
         def spooled(command: Path) -> Callable[[Path], list[str]]:
             """`wal push --spool` of a segment the archiver acked, through `command`."""
             return lambda seg: [
@@ -276,6 +294,13 @@ def main() -> None:
             # as an operator installs it: pip's console script in a venv of the system python3
             # (no PYTHONPATH, no system site-packages, so no sandbox .pth either)
             "  same, console script in a venv": spooled(installed),
+            # archive_command = the shell line of `wal archive-command`, run as PostgreSQL runs it
+            # (`sh -c`, %p and %f substituted): sh + stat, no Python for an acked segment
+            "archive_command sh line (acked)": lambda seg: [
+                "sh",
+                "-c",
+                substitute(shell_line, str(pgdata / "pg_wal" / seg.name), seg.name),
+            ],
             "python3 -c pass (interpreter)": lambda seg: [interpreter, "-c", "pass"],
             "python3 -S -c pass": lambda seg: [interpreter, "-S", "-c", "pass"],
             "pgbackrest archive-push": lambda seg: [
@@ -301,8 +326,10 @@ def main() -> None:
             ],
         }
         latencies: dict[str, list[float]] = {name: [] for name in tools}
+        cpu: dict[str, float] = dict.fromkeys(tools, 0.0)  # user + system of the children, s
         for segment in segments:  # alternate the tools segment by segment: the VM's speed drifts
             for name, argv in tools.items():
+                used = resource.getrusage(resource.RUSAGE_CHILDREN)
                 began = time.monotonic()
                 done_push = subprocess.run(
                     _as_postgres(argv(segment)),
@@ -311,18 +338,21 @@ def main() -> None:
                     env={**os.environ, **setup.env},
                 )
                 latencies[name].append(time.monotonic() - began)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[name] += after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
                 if done_push.returncode != 0:
                     raise SystemExit(f"{name} failed: {done_push.stderr[-1500:]}")
         print(
             f"\n  {'archive (one process per segment)':<34} {'p50':>8} {'p99':>8} {'seg/s':>7} "
-            f"{'x WAL rate':>11}"
+            f"{'x WAL rate':>11} {'CPU/seg':>8}"
         )
         for name, values in latencies.items():
             rate = 1 / statistics.mean(values)
             print(
-                f"  {name:<34} {_percentile(values, 0.5) * 1000:6.0f}ms "
-                f"{_percentile(values, 0.99) * 1000:6.0f}ms "
-                f"{rate:7.1f} {rate / wal_rate if wal_rate else float('inf'):10.1f}x",
+                f"  {name:<34} {_percentile(values, 0.5) * 1000:6.1f}ms "
+                f"{_percentile(values, 0.99) * 1000:6.1f}ms "
+                f"{rate:7.1f} {rate / wal_rate if wal_rate else float('inf'):10.1f}x "
+                f"{cpu[name] / len(values) * 1000:6.1f}ms",
                 flush=True,
             )
 

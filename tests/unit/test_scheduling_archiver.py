@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,44 @@ def test_cli_list_shows_the_archiver_as_always_running(workspace: Workspace) -> 
     assert done.returncode == 0, done.stderr
     rows = {(row["job"], row.get("source")): row for row in json.loads(done.stdout)}
     assert rows[("archiver", "pg")]["schedule"] == "always running" and rows[("archiver", "pg")]["next"] == []
+
+
+def _wait_exit(process: subprocess.Popen[bytes] | None) -> None:
+    assert process is not None
+    process.wait(timeout=30)
+
+
+def test_the_daemon_survives_a_program_that_cannot_be_started_and_tries_again(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Popen that raises (the interpreter vanished in an upgrade) is logged; a timed job runs at
+    its next time, a service is started again after its back-off; the daemon itself goes on."""
+    from backupctl.scheduling.daemon import Daemon, _Service
+
+    write_archiver_policy(workspace)
+    items = {(item.kind, item.source): item for item in scheduled_policies(_settings(workspace))}
+    daemon = Daemon(list(items.values()), _settings(workspace))
+    service = _Service(items[("archiver", "pg")])
+    daemon._services.append(service)
+    backup = items[("backup", None)]
+    slot = datetime(2026, 3, 1, 2, 15)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")  # a real ENOENT from exec
+    daemon._fire(backup, slot)
+    daemon._supervise()
+    assert daemon._running == {} and service.process is None
+    assert service.failures == 1 and service.restart_at > 0
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("cannot start the backup" in m and "next scheduled time" in m for m in messages)
+    assert any("cannot start the archiver (pg)" in m and "trying again" in m for m in messages)
+    assert len(daemon._scheduler.get_jobs(backup.name)) == 1  # the next run is armed
+    # the program is back: the next run of the timed job and the service's restart both start
+    monkeypatch.setattr(sys, "executable", shutil.which("true") or "/bin/true")
+    daemon._fire(backup, slot + timedelta(days=1))
+    service.restart_at = 0.0
+    daemon._supervise()
+    running = daemon._running[backup.lane]
+    assert service.process is not None and service.starts == 1
+    _wait_exit(running.process)
+    _wait_exit(service.process)
+    daemon._reap()
+    assert daemon._running == {}

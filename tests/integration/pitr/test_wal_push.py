@@ -193,3 +193,23 @@ def test_a_repointed_target_is_claimed_again_and_another_clusters_archive_there_
     # and back: this cluster's archive is still its own (served from the cache, no new claim)
     point_nas_at(mine)
     assert push(copy, name).returncode == 0
+
+
+def test_wal_fetch_by_hand_asks_the_targets_even_over_an_absent_marker(pitr_cluster: PitrSetup) -> None:
+    """`backupctl-prefetch/absent/NAME` is the archive as listed when a restore started, read only
+    by the generated restore_command's shell test to spare a process start; `wal fetch` asks the
+    targets, which may have gained the segment since (docs/pitr.md)."""
+    from backupctl.actions.wal_restore import ABSENT, spooled_restore_command
+
+    name = pitr_cluster.switch_and_wait()
+    spool = pitr_cluster.scratch() / "backupctl-prefetch"
+    (spool / ABSENT).mkdir(parents=True)
+    (spool / ABSENT / name).touch()
+    destination = pitr_cluster.scratch() / name
+    restore_command = spooled_restore_command(spool, "exit 99")
+    line = restore_command.replace("%f", name).replace("%p", str(destination))
+    assert subprocess.run(["sh", "-c", line]).returncode == 1  # the marker: "not archived"
+    fetch = ["wal", "fetch", POLICY, "--source", SOURCE, name, str(destination), "--spool", str(spool)]
+    done = pitr_cluster.run(*fetch, "--prefetch", "1")
+    assert done.returncode == 0, done.stderr
+    assert read_segment_header(destination) is not None and (spool / ABSENT / name).exists()

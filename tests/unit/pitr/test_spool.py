@@ -85,3 +85,28 @@ def test_prune_keeps_ready_and_recent_acks(tmp_path: Path) -> None:
     removed = spool.prune(tmp_path, "shop", "db", still_ready={names[1]}, older_than=3600)
     assert removed == [names[0]]
     assert [spool.read_ack(tmp_path, "shop", "db", n) is not None for n in names] == [False, True, True]
+
+
+def test_an_identity_is_recorded_only_for_a_file_that_stayed_the_same(tmp_path: Path) -> None:
+    segment = tmp_path / "000000010000000000000004"
+    segment.write_bytes(b"wal" * 100)
+    time.sleep(0.05)
+    started = time.time_ns()
+    before = os.stat(segment)
+    identity = spool.stable_identity(before, os.stat(segment), started)
+    assert identity is not None
+    command = ["stat", "-c", "%d %i %s %.9Y %.9Z", str(segment)]
+    printed = subprocess.run(command, capture_output=True, text=True)
+    assert identity == printed.stdout.strip()  # what archive_command's shell line compares with
+    with segment.open("r+b") as handle:  # written while "read": ctime moves
+        handle.write(b"W")
+    assert spool.stable_identity(before, os.stat(segment), started) is None
+    fresh = os.stat(segment)  # changed within a clock tick of the read's start: not vouched for
+    assert spool.stable_identity(fresh, fresh, fresh.st_ctime_ns + spool.TICK_NS // 2) is None
+    assert spool.stable_identity(fresh, fresh, fresh.st_ctime_ns + spool.TICK_NS + 1) is not None
+    ack = spool.Ack(segment.name, "blake3:00", 300, ("nas",), time.time(), identity)
+    assert ack.to_bytes().decode().splitlines()[1] == f"identity {identity}"
+    read = spool.Ack.from_bytes(ack.to_bytes())
+    assert read is not None and read.identity == identity
+    old = spool.Ack.from_bytes(ack.to_bytes().replace(f"identity {identity}\n".encode(), b""))
+    assert old is not None and old.identity is None  # acks written before identities still read
