@@ -137,9 +137,13 @@ def archive_command(app: App, policy_name: str, source_name: str, sql: bool) -> 
                 spool = os.path.join(pwd.getpwnam(pitr.archiver.user).pw_dir, spool[2:])
             except KeyError:
                 spool = os.path.expanduser(spool)
-    # absolute paths: PostgreSQL's PATH may not name them, and a PATH search costs an exec each
-    program = sys.argv[0] if os.path.basename(sys.argv[0]) == "backupctl" else "backupctl"
-    program = shutil.which(program) or program
+    # absolute paths: PostgreSQL's PATH may not name them, a PATH search costs an exec each, and
+    # the server runs the line in its own directory; with this installation's --policies,
+    # --state-dir and --keys-dir, as restore_command's line (`_backupctl_command`)
+    invoked = sys.argv[0] if os.path.basename(sys.argv[0]) == "backupctl" else "backupctl"
+    found = shutil.which(invoked)
+    base = [os.path.abspath(found)] if found else [sys.executable, "-m", "backupctl"]
+    program = [*base, *_installation_options(app)]
     value = line(policy.name, source_name, spool, program=program, stat=shutil.which("stat") or "stat")
     if sql:
         click.echo(f"ALTER SYSTEM SET archive_command = {conf_literal(value)};\nSELECT pg_reload_conf();")
@@ -605,9 +609,14 @@ def _backupctl_command(app: App, given: str | None) -> list[str]:
         return shlex.split(given)
     program = shutil.which("backupctl")
     base = [program] if program else [sys.executable, "-m", "backupctl"]
+    return [*base, *_installation_options(app)]
+
+
+def _installation_options(app: App) -> list[str]:
+    """This installation's directories as global options, absolute: for command lines the
+    server runs (archive_command, restore_command) in its own working directory and user."""
     settings = app.settings
     return [
-        *base,
         "--policies",
         str(settings.policies.absolute()),
         "--state-dir",

@@ -28,6 +28,7 @@ Standard library only; no other backupctl import (doctor and the CLI import it).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 
 # coreutils stat(1): mode and owner (the privacy rule), then the identity fields, in the order
 # and spelling of pitr.spool.identity_of (%.9Y / %.9Z: seconds with nanoseconds).
@@ -44,16 +45,25 @@ def _word(text: str) -> str:
     return _pg_escape(shlex.quote(text))
 
 
-def push_words(policy: str, source: str, spool: str | None, program: str = "backupctl") -> str:
-    """`backupctl wal push POLICY --source S [--spool DIR] "%p" "%f"`, shell-quoted."""
-    words = [_word(program), "wal", "push", _word(policy), "--source", _word(source)]
+def push_words(
+    policy: str, source: str, spool: str | None, program: str | Sequence[str] = "backupctl"
+) -> str:
+    """`backupctl wal push POLICY --source S [--spool DIR] "%p" "%f"`, shell-quoted. `program` is
+    the program, or the program followed by global options (`--policies DIR`...)."""
+    leading = [program] if isinstance(program, str) else list(program)
+    words = [*map(_word, leading), "wal", "push", _word(policy), "--source", _word(source)]
     if spool is not None:
         words += ["--spool", _word(spool)]
     return " ".join([*words, '"%p"', '"%f"'])
 
 
 def archive_command(
-    policy: str, source: str, spool: str | None, *, program: str = "backupctl", stat: str = "stat"
+    policy: str,
+    source: str,
+    spool: str | None,
+    *,
+    program: str | Sequence[str] = "backupctl",
+    stat: str = "stat",
 ) -> str:
     """The archive_command value (as PostgreSQL stores it, before %p/%f substitution).
 

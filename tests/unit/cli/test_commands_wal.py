@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pwd
+import shlex
+from pathlib import Path
 
 from backupctl.pitr import archive_command as ac
 from tests.fixtures.core import Workspace
@@ -28,6 +31,14 @@ def test_the_printed_line_is_the_shell_line_with_the_servers_spool(workspace: Wo
     home = pwd.getpwnam("postgres").pw_dir  # `~` is the server user's, as for the archiver
     assert parsed is not None and parsed.fast
     assert (parsed.policy, parsed.source, parsed.spool) == ("shop", "db", f"{home}/backupctl spool")
+    # the server runs it in its own directory and PATH: an absolute program, and this
+    # installation's directories (the policy, the signing key) as absolute options
+    fallback = shlex.split(value.rsplit("exec ", 1)[1].replace("%%", "%"))
+    assert os.path.isabs(fallback[0])
+    words = fallback[: fallback.index("wal")]
+    options = {name: words[words.index(name) + 1] for name in ("--policies", "--state-dir", "--keys-dir")}
+    assert all(os.path.isabs(path) for path in options.values())
+    assert Path(options["--policies"]) == (workspace.root / "policies").absolute()
     sql = run_cli(workspace, "wal", "archive-command", "shop", "--source", "db", "--sql")
     assert sql.stdout.startswith("ALTER SYSTEM SET archive_command = '") and "pg_reload_conf()" in sql.stdout
 
