@@ -31,11 +31,16 @@ def export(app: App, quarter: str, policies: tuple[str, ...], out: Path, as_json
     Example:
       backupctl evidence export --quarter 2026Q4 --out /srv/audit/2026Q4.tar
     """
+    from backupctl.evidence.pdf import PdfWorker
     from backupctl.evidence.period import parse_quarter
-    from backupctl.evidence.run import export_bundle
 
     period = parse_quarter(quarter)
-    summary, document = export_bundle(app.settings, period, policies, out)
+    # Forked before the export's modules are imported: the worker stays a bare interpreter
+    # until it imports WeasyPrint (backupctl.evidence.pdf).
+    with PdfWorker() as pdf:
+        from backupctl.evidence.run import export_bundle
+
+        summary, document = export_bundle(app.settings, period, policies, out, pdf)
     statuses = [c["status"] for c in document["controls"]]
     summary["controls"] = {s: statuses.count(s) for s in sorted(set(statuses))}
     summary["exceptions"] = len(document["exceptions"])

@@ -6,8 +6,9 @@ policies, an open catalog engine: call `engine.dispose(close=False)` in the chil
 it), so nothing is imported or loaded twice. The child ends with `os._exit`: none of the
 parent's `finally` blocks, `atexit` handlers or buffered output run twice.
 
-A child can also receive one value after it started (`send`): a worker forked early, while the
-parent is small, that prepares (imports) and then waits for its input.
+A child can also receive values after it started (`send`, one `inbox()` each, in order): a
+worker forked early, while the parent is small, that prepares (imports) when told and then
+waits for its input.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ _PARENT_ENDS: set[int] = set()
 class Forked(Generic[T]):
     """`function(inbox)` running in a forked child; `result()` waits for its return value.
 
-    `inbox()` in the child returns what the parent `send`s (blocking until then). Use as a
-    context manager: leaving it without `result()` (an error in the parent) kills the child.
+    Each `inbox()` in the child returns the next value the parent `send`s (blocking until
+    then). Use as a context manager: leaving it without `result()` (an error in the parent)
+    kills the child.
     """
 
     def __init__(self, function: Callable[[Callable[[], Any]], T]) -> None:
@@ -63,13 +65,13 @@ class Forked(Generic[T]):
         self._outcome: tuple[T] | None = None
 
     def send(self, value: Any) -> None:
-        """Hand `value` to the child's `inbox()` (once)."""
-        assert self._inbox is not None, "send() is allowed once"
+        """Hand `value` to the child's next `inbox()` (any number of times before `result()`)."""
+        assert self._inbox is not None, "send() after result()"
         try:
             pickle.dump(value, self._inbox, protocol=pickle.HIGHEST_PROTOCOL)
+            self._inbox.flush()
         except BrokenPipeError:
-            pass  # the child already ended: result() says how
-        self._close_inbox()
+            self._close_inbox()  # the child already ended: result() says how
 
     def result(self) -> T:
         """The child's return value (waits for it; the same value on every call); raises
@@ -78,6 +80,7 @@ class Forked(Generic[T]):
             return self._outcome[0]
         if self._results is None:
             raise ChildFailed(f"child process {self.pid} was stopped")
+        self._close_inbox()  # nothing more is sent: a child waiting for input sees end-of-file
         try:
             data = self._results.read()
         finally:
@@ -131,9 +134,10 @@ class Forked(Generic[T]):
 
 
 def _run_child(function: Callable[[Callable[[], Any]], Any], inbox_fd: int, results_fd: int) -> None:
+    received = os.fdopen(inbox_fd, "rb")
+
     def inbox() -> Any:
-        with os.fdopen(inbox_fd, "rb") as stream:
-            return pickle.load(stream)
+        return pickle.load(received)  # EOFError when the parent sends nothing more
 
     code = 0
     try:

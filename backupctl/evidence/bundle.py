@@ -30,6 +30,7 @@ from backupctl.core.forked import Forked
 from backupctl.errors import ConfigError
 from backupctl.evidence import sshsig
 from backupctl.evidence.document import RunTable
+from backupctl.evidence.pdf import PdfWorker
 from backupctl.evidence.report_html import COMPACT_ABOVE, render
 
 INDEX_FILE = "evidence-bundles.json"  # in the state dir: the chain of exported bundles
@@ -157,14 +158,16 @@ def export(
     state_dir: Path,
     policy_files: list[Path],
     period_start: str,
+    pdf: PdfWorker,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write the bundle to `out` (a directory, or a tar file when the name ends in .tar).
 
     `build_document(audited)` builds the document (document.build with `audited`). Two phases
     run in forked processes on the second CPU meanwhile (evidence benchmark, docs/evidence.md
     "Performance"): the full ledger audit, which also writes the ledger segment in the same
-    pass, while the document is built; the PDF (WeasyPrint imported while the document is
-    built) while evidence.json, the CSVs and the HTML are written.
+    pass, while the document is built; the PDF (`pdf`, a worker forked before the export's
+    modules were imported; WeasyPrint imported once the audit's process has ended, so their
+    peaks do not add up) while evidence.json, the CSVs and the HTML are written.
 
     Returns (a summary: path, files, SHA256SUMS digest, previous bundle; the document). Raises
     ConfigError when `out` exists or no signing key exists (nothing is written then).
@@ -178,11 +181,14 @@ def export(
         root = work / "bundle"
         root.mkdir()
         since, anchor = _segment_start(catalog, previous, period_start)
-        with (
-            Forked(_pdf_worker) as pdf,
-            Forked(partial(_audit_worker, catalog, since, anchor, root)) as auditor,
-        ):
-            document = build_document(lambda: auditor.result()[0])
+        with Forked(partial(_audit_worker, catalog, since, anchor, root)) as auditor:
+
+            def audited() -> Audit:
+                result = auditor.result()[0]
+                pdf.prepare()  # the auditor has ended: WeasyPrint's import does not add to its peak
+                return result
+
+            document = build_document(audited)
             segment = auditor.result()[1]
             compact = len(document["controls"]) > COMPACT_ABOVE
             # First: the compact PDF names exceptions.csv by its sha256 (the paper binds the list).
@@ -191,7 +197,7 @@ def export(
             html = render(
                 document, "Backup evidence", compact=compact, exceptions_sha256=file_sha256(exceptions)
             )
-            pdf.send((html, str(root / "report.pdf")))
+            pdf.render(html, root / "report.pdf")
             _write_tables(document, root, policy_files)
             pdf.result()
         label = document["period"]["label"]
@@ -285,15 +291,6 @@ def _audit_worker(
     return result, segment
 
 
-def _pdf_worker(inbox: Callable[[], Any]) -> None:
-    """In the forked child: import WeasyPrint (about a second) while the parent builds the
-    document, then render the HTML it sends into the PDF."""
-    from weasyprint import HTML  # noqa: F401 - imported ahead, used by write_pdf
-
-    html, path = inbox()
-    write_pdf(html, Path(path))
-
-
 def _segment_start(
     catalog: Catalog, previous: dict[str, Any] | None, period_start: str
 ) -> tuple[int, str | None]:
@@ -313,14 +310,6 @@ def _segment_start(
     if first is None or int(first[0]) == 1:
         return 0, None
     return int(first[0]) - 1, str(first[1])
-
-
-def write_pdf(html: str, path: Path) -> None:
-    """The same HTML as a PDF a person can print and sign (WeasyPrint, through Pango)."""
-    # Imported here: WeasyPrint takes about a second to import, paid only by an export.
-    from weasyprint import HTML
-
-    HTML(string=html).write_pdf(str(path))
 
 
 def _copy_drill_reports(document: dict[str, Any], into: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any, overload
 from backupctl import __version__
 from backupctl.catalog.ledger import Audit
 from backupctl.catalog.store import Catalog
-from backupctl.evidence.collect import CatalogData, Run, collect
+from backupctl.evidence.collect import Run, collect
 from backupctl.evidence.controls import INSUFFICIENT_DATA, ControlResult, catalog_integrity, evaluate
 from backupctl.evidence.crosswalk import crosswalk
 from backupctl.evidence.period import Period
@@ -46,6 +46,10 @@ def build(
     results: list[ControlResult] = []
     for item in policies:
         results += evaluate(item.policy, data, now)
+        # Its runs of the lookback are read by its own controls only: freed now, their memory
+        # holds the next policy's results and the exceptions below instead of adding to the
+        # peak (evidence benchmark, docs/evidence.md "Performance").
+        data.runs.pop(item.policy.name, None)
     if audited is not None:
         data.audit = audited()
     results.append(catalog_integrity(data))
@@ -98,7 +102,7 @@ def build(
             for d in data.drills
             if period.contains(d["finished_at"])
         ],
-        "storage": _storage(data, names, period),
+        "storage": _storage(period_runs),
         "ledger": {
             "records": data.audit.records,
             "head": data.audit.head,
@@ -135,14 +139,12 @@ class RunTable(Sequence[dict[str, Any]]):
         return (run.as_dict() for run in self._runs)
 
 
-def _storage(data: CatalogData, names: list[str], period: Period) -> dict[str, dict[str, int]]:
+def _storage(period_runs: list[Run]) -> dict[str, dict[str, int]]:
     """Bytes stored per policy and target by the period's complete copies."""
     used: dict[str, dict[str, int]] = {}
-    for name in names:
-        for run in data.runs.get(name, []):
-            if period.contains(run.started_at):
-                for target, (status, _) in run.copies.items():
-                    if status == "complete":
-                        used.setdefault(name, {}).setdefault(target, 0)
-                        used[name][target] += run.stored_bytes
+    for run in period_runs:
+        for target, (status, _) in run.copies.items():
+            if status == "complete":
+                used.setdefault(run.policy, {}).setdefault(target, 0)
+                used[run.policy][target] += run.stored_bytes
     return used

@@ -15,6 +15,7 @@ from backupctl.catalog.store import Catalog
 from backupctl.core.forked import Forked
 from backupctl.errors import ConfigError, PolicyInvalid
 from backupctl.evidence.document import build
+from backupctl.evidence.pdf import PdfWorker
 from backupctl.evidence.period import Period
 from backupctl.policy.loader import LoadedPolicy, validate_paths
 from backupctl.settings import Settings
@@ -58,11 +59,15 @@ def _audit_worker(catalog: Catalog, inbox: object) -> Audit:
 
 
 def export_bundle(
-    settings: Settings, period: Period, names: tuple[str, ...], out: Path
+    settings: Settings, period: Period, names: tuple[str, ...], out: Path, pdf: PdfWorker | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """`evidence export`: the bundle of `period` for the policies `names` (all when empty)
-    written to `out`. Returns (the bundle's summary, the document). Raises ConfigError (out
-    exists, no signing key, unknown policy)."""
+    written to `out`. `pdf`: the worker that lays out the PDF, forked before this module was
+    imported (see backupctl.evidence.pdf); default: one forked here. Returns (the bundle's
+    summary, the document). Raises ConfigError (out exists, no signing key, unknown policy)."""
+    if pdf is None:
+        with PdfWorker() as worker:
+            return export_bundle(settings, period, names, out, worker)
     from backupctl.evidence import bundle
 
     if out.exists() or out.is_symlink():
@@ -82,6 +87,7 @@ def export_bundle(
         settings.state_dir,
         [item.file for item in policies],
         period.as_dict()["start"],
+        pdf,
     )
 
 

@@ -316,7 +316,7 @@ def test_a_failing_forked_phase_fails_the_export_and_leaves_nothing(
     """The PDF is laid out in a forked process: its error is the export's, and the staging
     directory goes (nothing half-written, no bundle recorded in the chain)."""
     from backupctl.core.forked import ChildFailed
-    from backupctl.evidence import bundle
+    from backupctl.evidence import bundle, pdf
     from backupctl.evidence.period import parse_quarter
     from backupctl.evidence.run import export_bundle
     from backupctl.settings import Settings
@@ -327,7 +327,7 @@ def test_a_failing_forked_phase_fails_the_export_and_leaves_nothing(
     def broken(html: str, path: Path) -> None:
         raise RuntimeError("the layout exploded")
 
-    monkeypatch.setattr(bundle, "write_pdf", broken)  # the child is forked: it has the patch
+    monkeypatch.setattr(pdf, "write_pdf", broken)  # the child is forked: it has the patch
     out_dir = tmp_path / "audit"
     out_dir.mkdir()
     settings = Settings.resolve()

@@ -73,3 +73,40 @@ def test_concurrent_appends_keep_one_chain(catalog: Catalog) -> None:
     with catalog.engine.connect() as connection:
         result, records = audit(connection), read_ledger(connection)
     assert result.ok and [r.seq for r in records] == list(range(1, 31))
+
+
+def test_audit_names_every_kind_of_tampering(catalog: Catalog) -> None:
+    """The packed index (DigestIndex) keeps each record's newest digest: two records per run
+    (begun, failed) audit clean; an edited, a deleted and an inserted catalog row, an edited
+    ledger row and a gap in the chain are each named, in ledger order."""
+    started = datetime(2026, 11, 3, 2, tzinfo=UTC)
+    for index in range(6):
+        catalog.begin_snapshot(f"s{index}", "shop", "0" * 64, started + timedelta(hours=index))
+        catalog.fail_snapshot(f"s{index}", "disk full")
+    with catalog.engine.connect() as connection:
+        clean = audit(connection)
+    assert clean.ok and clean.records == 12
+    with catalog.engine.begin() as connection:
+        connection.execute(text("UPDATE snapshots SET error = 'fine' WHERE id = 's1'"))
+        connection.execute(text("DELETE FROM snapshots WHERE id IN ('s4', 's2')"))
+        connection.execute(
+            text(
+                "INSERT INTO snapshots (id, policy, status, started_at, host, policy_sha256) "
+                "SELECT 'x9', policy, status, started_at, host, policy_sha256 FROM snapshots WHERE id = 's0'"
+            )
+        )
+    assert _problems(catalog) == [
+        "catalog: snapshot s1 was edited after it was recorded",
+        "catalog: snapshot x9 is not in the ledger (inserted behind its back)",
+        "catalog: snapshot s2 was deleted from the catalog",
+        "catalog: snapshot s4 was deleted from the catalog",
+    ]
+    with catalog.engine.begin() as connection:
+        connection.execute(text("UPDATE run_records SET payload = payload || ' ' WHERE seq = 8"))
+        connection.execute(text("DELETE FROM run_records WHERE seq IN (10, 11)"))
+    problems = _problems(catalog)
+    assert problems[:2] == [
+        "ledger: record 8 (snapshot s3) was edited (hash differs)",
+        "ledger: records 10..11 are missing (deleted)",
+    ]
+    assert "catalog: snapshot s3 was edited after it was recorded" in problems

@@ -48,3 +48,26 @@ def test_leaving_without_a_result_kills_and_reaps_the_child() -> None:
         os.waitpid(pid, os.WNOHANG)  # already reaped: no zombie left behind
     with pytest.raises(ChildFailed):
         child.result()
+
+
+def _sum_until_none(inbox: Callable[[], Any]) -> int:
+    total = 0
+    while (value := inbox()) is not None:
+        total += value
+    return total
+
+
+def test_values_sent_one_after_another_arrive_in_order() -> None:
+    """What the PDF worker relies on: told to prepare first, handed its input later."""
+    with Forked(_sum_until_none) as child:
+        for value in (1, 2, 39):
+            child.send(value)
+        child.send(None)
+        assert child.result() == 42
+
+
+def test_a_child_waiting_for_more_input_ends_when_the_parent_asks_for_the_result() -> None:
+    with Forked(_sum_until_none) as child:
+        child.send(5)
+        with pytest.raises(ChildFailed, match="EOFError"):
+            child.result()  # the inbox is closed: the child's next inbox() sees end-of-file
