@@ -133,10 +133,15 @@ def encrypt_stream(
     threads: int = 0,
     progress: Progress | None = None,
 ) -> StreamStats:
-    """Compress `plain` with zstd and encrypt it to `recipients` into `sink`."""
+    """Compress `plain` with zstd and encrypt it to `recipients` into `sink`.
+
+    `threads` zstd workers; 0 (the default) compresses in the calling thread. One dump stream
+    does not outrun zstd level 1 there (pg_dump of the 1 GiB shop database: ~100 MB/s; level 1
+    compresses that dump at ~400 MB/s per core, the GIL released), while workers cost ~16 MiB
+    of job buffers and no less CPU (docs/benchmarks.md, issue #17 session 10).
+    """
     source = HashingReader(plain, progress, algorithm=PLAIN_ALGORITHM)
-    workers = threads or (os.cpu_count() or 1)
-    compressor = zstandard.ZstdCompressor(level=level, threads=workers, write_checksum=True)
+    compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     compressed = compressor.stream_reader(typing.cast(BinaryIO, source), read_size=CHUNK, closefd=False)
     stored = HashingWriter(sink)
     try:
