@@ -26,6 +26,12 @@ from backupctl.core.digests import PLAIN_ALGORITHM, labelled, new_hasher
 from backupctl.errors import IntegrityError
 
 CHUNK = 1 << 20
+# zstd's smallest job. Its default at level 1 (2 MiB and up) kept ~16 MiB of job buffers with two
+# workers: a third of a backup's peak RSS beyond its imports; 512 KiB jobs keep ~4 MiB, for the
+# same CPU time and output size (1 GiB shop database: docs/benchmarks.md, issue #17 session 10).
+# Compressing in the reading thread instead (no workers) saved 2 MiB more, but pg_dump then
+# waited on the full pipe 5-17 % of its run instead of 1-5 %.
+ZSTD_JOB_BYTES = 512 << 10
 Progress = Callable[[int], None]
 T = typing.TypeVar("T")
 
@@ -135,13 +141,14 @@ def encrypt_stream(
 ) -> StreamStats:
     """Compress `plain` with zstd and encrypt it to `recipients` into `sink`.
 
-    `threads` zstd workers; 0 (the default) compresses in the calling thread. One dump stream
-    does not outrun zstd level 1 there (pg_dump of the 1 GiB shop database: ~100 MB/s; level 1
-    compresses that dump at ~400 MB/s per core, the GIL released), while workers cost ~16 MiB
-    of job buffers and no less CPU (docs/benchmarks.md, issue #17 session 10).
+    `threads` zstd workers (0: one per CPU), each compressing jobs of `ZSTD_JOB_BYTES`.
     """
     source = HashingReader(plain, progress, algorithm=PLAIN_ALGORITHM)
-    compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+    workers = threads or (os.cpu_count() or 1)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, threads=workers, job_size=ZSTD_JOB_BYTES, write_checksum=1
+    )
+    compressor = zstandard.ZstdCompressor(compression_params=params)
     compressed = compressor.stream_reader(typing.cast(BinaryIO, source), read_size=CHUNK, closefd=False)
     stored = HashingWriter(sink)
     try:

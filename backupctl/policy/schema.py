@@ -84,12 +84,7 @@ class Compression(Strict):
         examples=[1],
     )
     threads: int = Field(
-        default=0,
-        ge=0,
-        le=64,
-        description="zstd worker threads; 0 compresses in the thread that reads the dump (one dump stream "
-        "does not outrun zstd level 1; workers add ~16 MiB of buffers).",
-        examples=[0],
+        default=0, ge=0, le=64, description="zstd worker threads; 0 means one per CPU.", examples=[0]
     )
 
 
