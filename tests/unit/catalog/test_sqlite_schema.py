@@ -77,3 +77,27 @@ def test_a_file_with_tables_but_no_revision_goes_through_alembic(tmp_path: Path)
     assert catalog.revision() == HEAD_REVISION
     catalog.engine.dispose()
     assert ("table", "unrelated", "unrelated", "CREATE TABLE unrelated (x INTEGER)") in _master(path)
+
+
+def test_first_commands_at_once_create_it_once(tmp_path: Path) -> None:
+    """Four processes open the same new catalog file together: one creates it (BEGIN IMMEDIATE),
+    the others find it current; all can record a run."""
+    url = f"sqlite:///{tmp_path}/catalog.sqlite"
+    probe = (
+        "import sys, datetime\n"
+        "from backupctl.catalog.store import Catalog\n"
+        f"catalog = Catalog.open({url!r})\n"
+        "catalog.begin_snapshot(sys.argv[1], 'p', '0' * 64, datetime.datetime.now())\n"
+        "print(catalog.revision())\n"
+    )
+    runs = [
+        subprocess.Popen([sys.executable, "-c", probe, f"20260101T00000{n}Z-aaaaaa"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for n in range(4)
+    ]  # fmt: skip
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0] * 4, [err for _, err in outputs]
+    assert [out.strip() for out, _ in outputs] == [HEAD_REVISION] * 4
+    with sqlite3.connect(tmp_path / "catalog.sqlite") as connection:
+        assert connection.execute("SELECT count(*) FROM snapshots").fetchone() == (4,)
+        assert connection.execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
