@@ -200,6 +200,8 @@ class Catalog:
     def migrate(self) -> None:
         if self.revision() == HEAD_REVISION:
             return
+        if self.engine.dialect.name == "sqlite" and self._create_sqlite():
+            return
         from alembic import command
         from alembic.config import Config
 
@@ -213,6 +215,44 @@ class Catalog:
             raise ConfigError(
                 f"cannot open the catalog ({self.engine.url!r}): {mask(str(error.orig))}"
             ) from None
+
+    def _create_sqlite(self) -> bool:
+        """A SQLite catalog without any table gets the head schema from `sqlite_schema` in one
+        transaction, without importing Alembic (~11 MiB of a first backup's peak RSS). False
+        when the file has tables (older revisions migrate through Alembic) or another process
+        created them first."""
+        import sqlite3
+
+        from backupctl.catalog.sqlite_schema import REVISION, STATEMENTS
+
+        try:
+            connection = self.engine.raw_connection()
+        except OperationalError as error:
+            raise ConfigError(
+                f"cannot open the catalog ({self.engine.url!r}): {mask(str(error.orig))}"
+            ) from None
+        try:
+            cursor = connection.cursor()
+            try:
+                # IMMEDIATE: the write lock now, so two first commands cannot both create it.
+                cursor.execute("BEGIN IMMEDIATE")
+                if cursor.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    connection.rollback()
+                    return False
+                for statement in STATEMENTS:
+                    cursor.execute(statement)
+                cursor.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (REVISION,))
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+            finally:
+                cursor.close()
+        except sqlite3.Error as error:  # (the DB-API's own: not wrapped by SQLAlchemy here)
+            raise ConfigError(f"cannot open the catalog ({self.engine.url!r}): {mask(str(error))}") from None
+        finally:
+            connection.close()
+        return True
 
     def revision(self) -> str | None:
         """The schema revision recorded in the database, None when it has none yet."""

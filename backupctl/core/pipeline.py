@@ -26,6 +26,13 @@ from backupctl.core.digests import PLAIN_ALGORITHM, labelled, new_hasher
 from backupctl.errors import IntegrityError
 
 CHUNK = 1 << 20
+# zstd's smallest job, with two workers or more. zstd's default at level 1 (2 MiB jobs) kept up to
+# ~16 MiB of job buffers with two workers, a tenth of a backup's peak RSS; 512 KiB jobs keep ~5 MiB
+# for the same CPU time and output size (docs/benchmarks.md, issue #17 session 10). With one
+# worker they cost 10-20 % more CPU: one worker keeps zstd's default. Compressing in the reading
+# thread (no workers) saved 3 MiB more, but pg_dump then waited on the full pipe 5-17 % of its run
+# instead of 1-5 %.
+ZSTD_JOB_BYTES = 512 << 10
 Progress = Callable[[int], None]
 T = typing.TypeVar("T")
 
@@ -133,10 +140,16 @@ def encrypt_stream(
     threads: int = 0,
     progress: Progress | None = None,
 ) -> StreamStats:
-    """Compress `plain` with zstd and encrypt it to `recipients` into `sink`."""
+    """Compress `plain` with zstd and encrypt it to `recipients` into `sink`.
+
+    `threads` zstd workers (0: one per CPU); two or more compress jobs of `ZSTD_JOB_BYTES`.
+    """
     source = HashingReader(plain, progress, algorithm=PLAIN_ALGORITHM)
     workers = threads or (os.cpu_count() or 1)
-    compressor = zstandard.ZstdCompressor(level=level, threads=workers, write_checksum=True)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, threads=workers, job_size=ZSTD_JOB_BYTES if workers > 1 else 0, write_checksum=1
+    )
+    compressor = zstandard.ZstdCompressor(compression_params=params)
     compressed = compressor.stream_reader(typing.cast(BinaryIO, source), read_size=CHUNK, closefd=False)
     stored = HashingWriter(sink)
     try:
