@@ -167,6 +167,7 @@ class DataOffsets:
         self._scan_from = 0
         self._pending = bytearray()  # fed bytes at or after min(_next_header, _scan_from)
         self._pending_start = 0
+        self._parse_at = 0  # head length at which to try parsing the TOC again
 
     @property
     def failed(self) -> bool:
@@ -177,11 +178,20 @@ class DataOffsets:
             return
         try:
             self._feed(chunk)
-        except (_Unsupported, ValueError):
+        except Exception:  # an optimisation never fails a restore: leave it as is
             self._fail()
 
     def patched_head(self) -> bytes | None:
         """The header + TOC with every data position set; None when nothing can be patched."""
+        try:
+            if self._toc is None and not self._failed:
+                self._try_parse(final=True)
+            return self._patched_head()
+        except Exception:  # as in feed()
+            self._fail()
+            return None
+
+    def _patched_head(self) -> bytes | None:
         toc = self._toc
         if self._failed or toc is None:
             return None
@@ -208,21 +218,30 @@ class DataOffsets:
         self._position += len(chunk)
         if self._toc is None:
             self._head += chunk
-            try:
-                self._toc = _parse_toc(self._head)
-            except _Incomplete:
-                if len(self._head) > HEAD_LIMIT:
-                    raise _Unsupported("TOC larger than the limit") from None
-                return
-            self._next_header = self._toc.end
-            self._pending = bytearray(self._head[self._toc.end :])
-            self._pending_start = self._toc.end
-            self._head = self._head[: self._toc.end]
-            self._scan()
+            self._try_parse(final=False)
             return
         if not self._pending:
             self._pending_start = start
         self._pending += chunk
+        self._scan()
+
+    def _try_parse(self, final: bool) -> None:
+        """Parse the header and TOC once enough has arrived. A failed attempt waits for the head
+        to grow by half before the next (small chunks must not make this quadratic)."""
+        if not final and len(self._head) < self._parse_at:
+            return
+        try:
+            toc = _parse_toc(self._head)
+        except _Incomplete:
+            if final or len(self._head) > HEAD_LIMIT:
+                raise _Unsupported("the header and TOC are incomplete or too large") from None
+            self._parse_at = len(self._head) + len(self._head) // 2
+            return
+        self._toc = toc
+        self._next_header = toc.end
+        self._pending = bytearray(self._head[toc.end :])
+        self._pending_start = toc.end
+        del self._head[toc.end :]
         self._scan()
 
     def _scan(self) -> None:
