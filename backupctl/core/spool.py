@@ -17,6 +17,7 @@ docs/benchmarks.md). The spool:
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+log = logging.getLogger("backupctl.spool")
 
 CHUNK = 1 << 20
 RESERVE_BYTES = 256 << 20  # never fill a file system to the last byte: leave room for the database
@@ -132,6 +135,7 @@ def restore_with_spool(
         head = patch.patched_head() if patch else None
         if head:
             spool.overwrite_head(head)
+            log.debug("spool head rewritten (%d bytes)", len(head))
         parallel(spool.path, jobs)
     return jobs
 

@@ -550,6 +550,7 @@ class DockerRuntime:
                 # one `docker exec` round trip, not two.
                 patch = f'dd of="{spool}/dump" bs=1M conv=notrunc status=none'
                 script = f"{patch} && exec {shlex.join(restore)}"
+                log.debug("the spool's TOC gets its data positions (%d bytes of head)", len(head))
                 self._run_tool(service, database, ["sh", "-c", script], io.BytesIO(head), what="pg_restore")
         finally:
             self._exec(container, ["rm", "-rf", spool], keep=TAIL_BYTES)

@@ -109,7 +109,9 @@ def test_awkward_rows_and_a_parallel_restore_of_the_patched_spool(
         assert restored.execute("SELECT count(*) FROM empty").fetchone() == (0,)
 
 
-def test_archives_it_does_not_fully_understand_are_left_alone(pg_database: PgDatabase, tmp_path: Path) -> None:
+def test_archives_it_does_not_fully_understand_are_left_alone(
+    pg_database: PgDatabase, tmp_path: Path
+) -> None:
     piped = pg_dump(pg_database, "--compress=0")
     head = DataOffsets()
     head.feed(piped)
@@ -150,8 +152,8 @@ def test_a_block_out_of_the_tocs_order_is_left_alone(pg_database: PgDatabase) ->
     assert head is not None
     # Swap the first two data blocks: every byte is still there, the order is not the TOC's.
     blocks = _data_blocks(piped, len(head))
-    first, second = blocks[0], blocks[1]
-    swapped = piped[: first[0]] + piped[second[0] : second[1]] + piped[first[0] : first[1]] + piped[second[1] :]
+    (first, between), (_, after) = blocks[0], blocks[1]
+    swapped = piped[:first] + piped[between:after] + piped[first:between] + piped[after:]
     assert hashlib.sha256(swapped).digest() != hashlib.sha256(piped).digest()
     assert patched(swapped) is None
 
