@@ -26,6 +26,10 @@ from backupctl.core.digests import PLAIN_ALGORITHM, labelled, new_hasher
 from backupctl.errors import IntegrityError
 
 CHUNK = 1 << 20
+# zstd's multi-threaded jobs: its smallest size. At level 1 the default (4 windows, 2 MiB) holds
+# ~15 MiB of buffers for two workers; 512 KiB holds ~3 MiB, for the same output size and CPU on
+# the 1 GiB shop dump (docs/benchmarks.md, issue #17 session 10: backup peak RSS <= 100 MiB).
+ZSTD_JOB_BYTES = 512 << 10
 Progress = Callable[[int], None]
 T = typing.TypeVar("T")
 
@@ -136,7 +140,10 @@ def encrypt_stream(
     """Compress `plain` with zstd and encrypt it to `recipients` into `sink`."""
     source = HashingReader(plain, progress, algorithm=PLAIN_ALGORITHM)
     workers = threads or (os.cpu_count() or 1)
-    compressor = zstandard.ZstdCompressor(level=level, threads=workers, write_checksum=True)
+    parameters = zstandard.ZstdCompressionParameters.from_level(
+        level, threads=workers, job_size=ZSTD_JOB_BYTES, write_checksum=1
+    )
+    compressor = zstandard.ZstdCompressor(compression_params=parameters)
     compressed = compressor.stream_reader(typing.cast(BinaryIO, source), read_size=CHUNK, closefd=False)
     stored = HashingWriter(sink)
     try:
