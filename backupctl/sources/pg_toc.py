@@ -4,19 +4,20 @@ pg_dump writes each table's data position into the archive's table of contents (
 its output is a seekable file; backupctl's dumps go through a pipe, so every TABLE DATA entry
 says "position not set". A parallel `pg_restore --jobs N` of such a file makes each worker scan
 the data blocks before the one it wants (with `-Z0` one block header per row): on the 1 GiB shop
-database 3.7 CPU-s more and 14-20 s instead of 12-15 s wall (docs/benchmarks.md, issue #17,
-session 10). `DataOffsets` watches the plain archive while it is spooled, finds where each data
+database pg_restore took 3.7 CPU-s instead of 0.7 (docs/benchmarks.md, issue #17, session 10). `DataOffsets` watches the plain archive while it is spooled, finds where each data
 block starts, and gives back the header + TOC with the positions filled in (same length: it is
 written over the start of the spool in place).
 
 It only ever patches what it fully understands, and otherwise returns None (the spool is then
 restored as it is, as before):
 
-- archive versions 1.12-1.16 (pg_dump 9.0-17+), integers of 4 bytes, offsets of 8;
-- no compression: uncompressed COPY or INSERT text is a C string and holds no NUL byte, so in
-  a data block the first run of `1 + intSize` zero bytes after the block header is the block's
-  end marker (a zero length). Compressed data, or any entry with data other than TABLE DATA
-  (large objects are binary), and nothing is patched;
+- archive versions 1.12-1.16 (pg_dump 9.0 to 17; the tests run the installed pg_dump, 15:
+  1.14), integers of 4 bytes, offsets of 8;
+- no compression: uncompressed COPY or INSERT text is a C string and holds no NUL byte, and a
+  chunk's non-zero length (a sign byte and 4 bytes) holds at most 4 zero bytes, between text
+  bytes; so in a data block the first run of `1 + intSize` zero bytes after the block header is
+  the block's end marker (a zero length). Compressed data, or any entry with data other than
+  TABLE DATA (large objects are binary), and nothing is patched;
 - every data block found must be announced by a TOC entry whose position is unset, in order,
   each exactly once, and the stream must end right after the last block's end marker.
 pg_restore checks the block id it finds at each position as well ("found unexpected block ID").
