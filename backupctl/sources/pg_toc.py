@@ -4,9 +4,10 @@ pg_dump writes each table's data position into the archive's table of contents (
 its output is a seekable file; backupctl's dumps go through a pipe, so every TABLE DATA entry
 says "position not set". A parallel `pg_restore --jobs N` of such a file makes each worker scan
 the data blocks before the one it wants (with `-Z0` one block header per row): on the 1 GiB shop
-database pg_restore took 3.7 CPU-s instead of 0.7 (docs/benchmarks.md, issue #17, session 10). `DataOffsets` watches the plain archive while it is spooled, finds where each data
-block starts, and gives back the header + TOC with the positions filled in (same length: it is
-written over the start of the spool in place).
+database pg_restore took 3.7 CPU-s instead of 0.7 (docs/benchmarks.md, issue #17, session 10).
+`DataOffsets` watches the plain archive while it is spooled, finds where each data block starts,
+and gives back the header + TOC with the positions filled in (same length: it is written over
+the start of the spool in place).
 
 It only ever patches what it fully understands, and otherwise returns None (the spool is then
 restored as it is, as before):
