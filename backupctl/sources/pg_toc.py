@@ -171,10 +171,6 @@ class DataOffsets:
         self._pending_start = 0
         self._parse_at = 0  # head length at which to try parsing the TOC again
 
-    @property
-    def failed(self) -> bool:
-        return self._failed
-
     def feed(self, chunk: bytes) -> None:
         if self._failed or not chunk:
             return
