@@ -17,6 +17,7 @@ docs/benchmarks.md). The spool:
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -25,7 +26,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
+
+log = logging.getLogger("backupctl.spool")
 
 CHUNK = 1 << 20
 RESERVE_BYTES = 256 << 20  # never fill a file system to the last byte: leave room for the database
@@ -93,6 +96,15 @@ def lack_of_room(where: str, expected_bytes: int | None, free: int, total: int) 
     return ""
 
 
+class HeadPatch(Protocol):
+    """Sees the spooled bytes in order; then may rewrite the start of the spool in place (same
+    length), e.g. sources/pg_toc.py's DataOffsets: the data positions of a pg_dump archive."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def patched_head(self) -> bytes | None: ...
+
+
 def restore_with_spool(
     stream: BinaryIO,
     jobs: int,
@@ -100,11 +112,13 @@ def restore_with_spool(
     serial: Callable[[BinaryIO], None],
     parallel: Callable[[Path, int], None],
     notes: list[str],
+    patch: HeadPatch | None = None,
 ) -> int:
     """Restore `stream` with `parallel(spool_path, jobs)` when `jobs` > 1 and it can be spooled,
     else with `serial(stream)`; returns the jobs used, and appends to `notes` why a parallel
     restore fell back to one job (no room, or the disk filled while spooling: then what was
-    spooled is replayed followed by the rest, so nothing is lost)."""
+    spooled is replayed followed by the rest, so nothing is lost). `patch` sees the spooled
+    bytes and, when it has a patched head for them, that is written over the spool's start."""
     if jobs <= 1:
         serial(stream)
         return 1
@@ -114,10 +128,14 @@ def restore_with_spool(
         serial(stream)
         return 1
     with private_spool(plan.directory, suffix=".pgdump") as spool:
-        if not spool.fill(stream):
+        if not spool.fill(stream, patch.feed if patch else None):
             notes.append(spool.stopped_reason)
             serial(spool.replay(stream))
             return 1
+        head = patch.patched_head() if patch else None
+        if head:
+            spool.overwrite_head(head)
+            log.debug("spool head rewritten (%d bytes)", len(head))
         parallel(spool.path, jobs)
     return jobs
 
@@ -131,10 +149,10 @@ class Spool:
         self.written = 0
         self.stopped_reason = ""
 
-    def fill(self, stream: BinaryIO) -> bool:
-        """Copy `stream` into the spool. True when the whole stream is spooled; False when free
-        space ran under the reserve first (see `stopped_reason`; the stream is left positioned
-        after the spooled part)."""
+    def fill(self, stream: BinaryIO, observe: Callable[[bytes], None] | None = None) -> bool:
+        """Copy `stream` into the spool (each chunk also to `observe`). True when the whole stream
+        is spooled; False when free space ran under the reserve first (see `stopped_reason`; the
+        stream is left positioned after the spooled part)."""
         reserve = reserve_bytes(self.path.parent)
         since_check = 0
         while True:
@@ -142,6 +160,8 @@ class Spool:
             if not chunk:
                 break
             self.file.write(chunk)
+            if observe is not None:
+                observe(chunk)
             self.written += len(chunk)
             since_check += len(chunk)
             if since_check >= FREE_CHECK_EVERY:
@@ -156,6 +176,13 @@ class Spool:
                     return False
         self.file.flush()
         return True
+
+    def overwrite_head(self, head: bytes) -> None:
+        """Write `head` over the start of the filled spool (it must not be longer than it)."""
+        if len(head) > self.written:
+            raise ValueError("a spool's head cannot grow it")
+        self.file.flush()
+        os.pwrite(self.file.fileno(), head, 0)
 
     def replay(self, rest: BinaryIO) -> BinaryIO:
         """A stream of what was spooled followed by the unread rest of the original stream."""

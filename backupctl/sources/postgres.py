@@ -46,6 +46,7 @@ from backupctl.sources.base import (
     register_source,
     remote_dump,
 )
+from backupctl.sources.pg_toc import DataOffsets
 from backupctl.sources.restore_as import as_note, create_postgres_database
 
 log = logging.getLogger("backupctl.sources.postgres")
@@ -468,7 +469,8 @@ class PostgresDumpSource:
 
         Parallel pg_restore seeks in the archive, so the stream is spooled to a private file
         first (backupctl.core.spool); without room for it, or when the disk fills while
-        spooling, the restore streams with one job and a note says why.
+        spooling, the restore streams with one job and a note says why. The spool's TOC gets
+        each table's data position (sources/pg_toc.py) so the workers seek instead of scanning.
         """
         jobs = request.jobs if request.jobs > 0 else default_jobs()
         return restore_with_spool(
@@ -476,6 +478,7 @@ class PostgresDumpSource:
             serial=lambda plain: self._run_restore(argv, env, plain),
             parallel=lambda path, count: self._run_restore([*argv, f"--jobs={count}", str(path)], env, None),
             notes=notes,
+            patch=DataOffsets(),
         )  # fmt: skip
 
     def _check_destination(self, conninfo: str, password: str | None, request: RestoreRequest) -> None:

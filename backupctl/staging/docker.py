@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import struct
@@ -53,6 +54,7 @@ from backupctl.core.spool import lack_of_room
 from backupctl.drills.schema import Service
 from backupctl.errors import ConfigError, JobFailed, SourceError
 from backupctl.sources.mysql_parallel import ClientStarter
+from backupctl.sources.pg_toc import DataOffsets, observed
 from backupctl.staging import isolation
 from backupctl.staging.base import (
     LABEL_DRILL,
@@ -535,10 +537,21 @@ class DockerRuntime:
             self._run_tool(service, database, argv, stream)
             return DatabaseRestored(1, f"restored with one job: {reason}")
         spool = f"{_SPOOL_PARENT}/backupctl-spool-{secrets.token_hex(4)}"
+        offsets = DataOffsets()  # the tables' data positions for the spool's TOC (sources/pg_toc.py)
         try:
             write = ["sh", "-c", f'umask 077 && mkdir "{spool}" && exec cat > "{spool}/dump"']
-            self._run_tool(service, database, write, stream, what="spooling the dump")
-            self._run_tool(service, database, [*argv, f"--jobs={jobs}", f"{spool}/dump"], None)
+            self._run_tool(service, database, write, observed(stream, offsets), what="spooling the dump")
+            restore = [*argv, f"--jobs={jobs}", f"{spool}/dump"]
+            head = offsets.patched_head()
+            if head is None:
+                self._run_tool(service, database, restore, None)
+            else:
+                # The patched TOC goes over the spool's start in the same exec as the restore:
+                # one `docker exec` round trip, not two.
+                patch = f'dd of="{spool}/dump" bs=1M conv=notrunc status=none'
+                script = f"{patch} && exec {shlex.join(restore)}"
+                log.debug("the spool's TOC gets its data positions (%d bytes of head)", len(head))
+                self._run_tool(service, database, ["sh", "-c", script], io.BytesIO(head), what="pg_restore")
         finally:
             self._exec(container, ["rm", "-rf", spool], keep=TAIL_BYTES)
         return DatabaseRestored(jobs)

@@ -53,6 +53,7 @@ from backupctl.errors import ConfigError, JobFailed, SourceError
 from backupctl.local_cluster.mariadb import LocalMariaDB
 from backupctl.local_cluster.postgres import LocalPostgres, free_port, quote_literal
 from backupctl.sources.mysql import password_options, quote_identifier
+from backupctl.sources.pg_toc import DataOffsets
 from backupctl.staging.base import (
     LABEL_DRILL,
     LABEL_MANAGED,
@@ -167,6 +168,7 @@ class LocalRuntime:
                 parallel=lambda path, count: self._feed(service, [*argv, f"--jobs={count}", str(path)], env,
                                                         io.BytesIO(), []),
                 notes=notes,
+                patch=DataOffsets(),  # the tables' data positions for the spool's TOC
             )  # fmt: skip
             return DatabaseRestored(used, "; ".join(notes))
         create = f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)} CHARACTER SET utf8mb4;"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import subprocess
 import threading
@@ -69,6 +70,7 @@ def test_round_trip_preserves_rows_and_content(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     mode: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     source = make_source(pg_database, monkeypatch)
     facts = dump_to_file(source, tmp_path / "shop.pgdump")
@@ -89,7 +91,10 @@ def test_round_trip_preserves_rows_and_content(
             outcome = source.restore(io.BufferedReader(_NoFileno(artifact)), request)  # type: ignore[arg-type]
         else:
             request.jobs = 2 if mode == "jobs" else 1
-            outcome = source.restore(artifact, request)
+            with caplog.at_level(logging.DEBUG, logger="backupctl.spool"):
+                outcome = source.restore(artifact, request)
+    # A parallel restore's spool gets the data positions in its TOC (sources/pg_toc.py).
+    assert ("spool head rewritten" in caplog.text) == (mode == "jobs")
 
     assert outcome.facts["row_counts"] == facts["row_counts"]
     assert source.compare(facts, outcome.facts) == []

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import subprocess
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +72,7 @@ def test_postgres_restore_of_a_real_dump(
     docker_client: Any,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with pg_database.connect() as connection:
         # Enough data for several 1 MiB chunks through the exec's stdin.
@@ -126,6 +129,17 @@ def test_postgres_restore_of_a_real_dump(
     assert (parallel.jobs, parallel.note) == (2, "")
     for table, count in expected.items():
         assert runtime.sql(db, "parallel", count_query(table)).scalar == count, table
+    # backupctl's own dumps (-Z0, through a pipe: no data positions in the TOC): the spool's TOC
+    # is given them (sources/pg_toc.py) in the exec that runs pg_restore.
+    piped = subprocess.run([pg_dump, "-Fc", "-Z0", "-d", pg_database.url], env={**os.environ, **password},
+                           check=True, stdout=subprocess.PIPE).stdout  # fmt: skip
+    with caplog.at_level(logging.DEBUG, logger="backupctl.staging.docker"):
+        positioned = runtime.restore_database(db, "positioned", io.BytesIO(piped), jobs=2,
+                                              size_hint=len(piped))  # fmt: skip
+    assert (positioned.jobs, positioned.note) == (2, "")
+    assert "the spool's TOC gets its data positions" in caplog.text
+    for table, count in expected.items():
+        assert runtime.sql(db, "positioned", count_query(table)).scalar == count, table
     with pytest.raises(SourceError, match="pg_restore"):
         runtime.restore_database(db, "broken", io.BytesIO(b"not a dump"), jobs=2, size_hint=10)
     assert runtime.exec(db, ["sh", "-c", "ls -A /var/tmp"]).output.strip() == ""  # no spool left

@@ -2,11 +2,14 @@
 
 import io
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 from pyrage import x25519
 
+from backupctl.core import pipeline
 from backupctl.core.crypto import generate_keys, load_signing_key, verify_signature
 from backupctl.core.manifest import ArtifactRecord, Manifest, new_snapshot_id, snapshot_time
 from backupctl.core.pipeline import decrypt_stream, decrypted_reader, encrypt_stream
@@ -98,3 +101,17 @@ def test_snapshot_ids_sort_by_time() -> None:
     first = new_snapshot_id()
     assert snapshot_time(first).year >= 2026
     assert len({new_snapshot_id() for _ in range(50)}) == 50
+
+
+@pytest.mark.skipif(not (shutil.which("age") and shutil.which("zstd")), reason="age and zstd CLIs needed")
+def test_many_zstd_jobs_decode_with_the_clis(identity: x25519.Identity, tmp_path: Path) -> None:
+    # 14 MiB: two dozen of the pipeline's 512 KiB zstd jobs, as an operator decodes them by hand.
+    data = b"".join(b"row %d\t%s\n" % (i, os.urandom(8).hex().encode()) for i in range(500_000))
+    assert len(data) > 24 * pipeline.ZSTD_JOB_BYTES
+    (tmp_path / "artifact").write_bytes(_encrypt(data, identity))
+    (tmp_path / "key").write_text(str(identity))
+    decoded = subprocess.run(
+        f"age -d -i {tmp_path / 'key'} {tmp_path / 'artifact'} | zstd -d -q",
+        shell=True, check=True, stdout=subprocess.PIPE,
+    ).stdout  # fmt: skip
+    assert decoded == data

@@ -61,3 +61,43 @@ def test_running_out_of_room_stops_spooling_and_replays_everything(
         assert 0 < spooled.written < len(data)
         assert "continued as a stream" in spooled.stopped_reason
         assert spooled.replay(stream).read() == data
+
+
+class _UpperHead:
+    """A head patch that upper-cases the first 4 bytes it saw (or declines: None)."""
+
+    def __init__(self, decline: bool = False) -> None:
+        self.seen = bytearray()
+        self.decline = decline
+
+    def feed(self, chunk: bytes) -> None:
+        self.seen += chunk
+
+    def patched_head(self) -> bytes | None:
+        return None if self.decline else bytes(self.seen[:4]).upper()
+
+
+@pytest.mark.parametrize("decline", [False, True])
+def test_a_head_patch_sees_every_spooled_byte_and_rewrites_only_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decline: bool
+) -> None:
+    monkeypatch.setenv("BACKUPCTL_SPOOL_DIR", str(tmp_path))
+    data = b"abcd" + os.urandom(3 << 20)
+    patch = _UpperHead(decline)
+    restored: list[bytes] = []
+    used = spool.restore_with_spool(
+        io.BytesIO(data), 2, len(data),
+        serial=lambda stream: pytest.fail("streamed"),
+        parallel=lambda path, jobs: restored.append(path.read_bytes()),
+        notes=[], patch=patch,
+    )  # fmt: skip
+    assert used == 2 and bytes(patch.seen) == data
+    assert restored == [data if decline else b"ABCD" + data[4:]]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_head_cannot_grow_the_spool(tmp_path: Path) -> None:
+    with private_spool(tmp_path) as spooled:
+        assert spooled.fill(io.BytesIO(b"abc"))
+        with pytest.raises(ValueError):
+            spooled.overwrite_head(b"abcd")
