@@ -159,7 +159,7 @@ def export(
     policy_files: list[Path],
     period_start: str,
     pdf: PdfWorker,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> dict[str, Any]:
     """Write the bundle to `out` (a directory, or a tar file when the name ends in .tar).
 
     `build_document(audited)` builds the document (document.build with `audited`). Two phases
@@ -169,7 +169,9 @@ def export(
     modules were imported; WeasyPrint imported once the audit's process has ended, so their
     peaks do not add up) while evidence.json, the CSVs and the HTML are written.
 
-    Returns (a summary: path, files, SHA256SUMS digest, previous bundle; the document). Raises
+    Returns a summary: path, files, SHA256SUMS digest, previous bundle, ledger records, the
+    controls per status and the number of exceptions (the document itself is freed before the
+    PDF's layout ends, see below). Raises
     ConfigError when `out` exists or no signing key exists (nothing is written then).
     """
     if out.exists() or out.is_symlink():
@@ -199,8 +201,17 @@ def export(
             )
             pdf.render(html, root / "report.pdf")
             _write_tables(document, root, policy_files)
+            label = document["period"]["label"]
+            statuses = [control["status"] for control in document["controls"]]
+            counts = {status: statuses.count(status) for status in sorted(set(statuses))}
+            exception_count = len(document["exceptions"])
+            # The PDF's layout is the export's last and largest phase: whatever this process
+            # still holds while it runs counts in the process tree's peak. The document (runs,
+            # exceptions: ~50 MB of Python objects) is written by now; freed, its pages go back
+            # to the system (pymalloc unmaps empty arenas) before the wait.
+            del document, html, statuses
+            _release_free_memory()
             pdf.result()
-        label = document["period"]["label"]
         chain = {
             "period": label,
             "previous": previous,
@@ -249,8 +260,24 @@ def export(
         "sha256sums_digest": digest,
         "previous": previous,
         "ledger_records": segment.count,
+        "controls": counts,
+        "exceptions": exception_count,
     }
-    return summary, document
+    return summary
+
+
+def _release_free_memory() -> None:
+    """Collect what reference counting left (cycles: the cyclic collector was paused while the
+    document was built) and hand the C heap's free pages back to the system (glibc
+    `malloc_trim`: large lists and strings come from malloc, not from pymalloc's arenas)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: its free pages stay until reused
 
 
 def _write_tables(document: dict[str, Any], root: Path, policy_files: list[Path]) -> None:

@@ -10,7 +10,7 @@ from typing import Any, overload
 from backupctl import __version__
 from backupctl.catalog.ledger import Audit
 from backupctl.catalog.store import Catalog
-from backupctl.evidence.collect import Run, collect
+from backupctl.evidence.collect import Run, collect, policy_runs
 from backupctl.evidence.controls import INSUFFICIENT_DATA, ControlResult, catalog_integrity, evaluate
 from backupctl.evidence.crosswalk import crosswalk
 from backupctl.evidence.period import Period
@@ -39,17 +39,31 @@ def build(
     """
     now = now or datetime.now(UTC)
     names = [item.policy.name for item in policies]
+    by_name = {item.policy.name: item for item in policies}
     data = collect(catalog, period, None if include_all else names, audited=audited is None)
-    period_runs = [
-        run for name in names for run in data.runs.get(name, []) if period.contains(run.started_at)
-    ]
+    # The runs policy by policy: each policy's controls are evaluated as soon as its runs are
+    # read, and its runs of the lookback (read by its own controls only) are dropped before the
+    # next policy's are read: the export holds one policy's lookback, not all of them
+    # (evidence benchmark, docs/evidence.md "Performance").
+    evaluated: dict[str, list[ControlResult]] = {}
+    in_period: dict[str, list[Run]] = {}
+    hosts: set[str] = set()
+    for runs in policy_runs(catalog, period, None if include_all else names):
+        name = runs[0].policy
+        hosts.update(run.host for run in runs)
+        item = by_name.get(name)
+        if item is None:
+            continue  # in the catalog, no policy file here: named as an exception below
+        data.runs[name] = runs
+        evaluated[name] = evaluate(item.policy, data, now)
+        del data.runs[name]
+        in_period[name] = [run for run in runs if period.contains(run.started_at)]
+    data.hosts = sorted(hosts)
     results: list[ControlResult] = []
     for item in policies:
-        results += evaluate(item.policy, data, now)
-        # Its runs of the lookback are read by its own controls only: freed now, their memory
-        # holds the next policy's results and the exceptions below instead of adding to the
-        # peak (evidence benchmark, docs/evidence.md "Performance").
-        data.runs.pop(item.policy.name, None)
+        found = evaluated.pop(item.policy.name, None)
+        results += evaluate(item.policy, data, now) if found is None else found  # None: no runs
+    period_runs = [run for name in names for run in in_period.pop(name, [])]
     if audited is not None:
         data.audit = audited()
     results.append(catalog_integrity(data))

@@ -60,11 +60,11 @@ def _audit_worker(catalog: Catalog, inbox: object) -> Audit:
 
 def export_bundle(
     settings: Settings, period: Period, names: tuple[str, ...], out: Path, pdf: PdfWorker | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> dict[str, Any]:
     """`evidence export`: the bundle of `period` for the policies `names` (all when empty)
     written to `out`. `pdf`: the worker that lays out the PDF, forked before this module was
-    imported (see backupctl.evidence.pdf); default: one forked here. Returns (the bundle's
-    summary, the document). Raises ConfigError (out exists, no signing key, unknown policy)."""
+    imported (see backupctl.evidence.pdf); default: one forked here. Returns the bundle's
+    summary (bundle.export). Raises ConfigError (out exists, no signing key, unknown policy)."""
     if pdf is None:
         with PdfWorker() as worker:
             return export_bundle(settings, period, names, out, worker)

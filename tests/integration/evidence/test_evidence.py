@@ -335,3 +335,24 @@ def test_a_failing_forked_phase_fails_the_export_and_leaves_nothing(
         export_bundle(settings, parse_quarter("2026Q4"), (), out_dir / "2026Q4.tar")
     assert list(out_dir.iterdir()) == []
     assert bundle.read_index(settings.state_dir) == []
+
+
+def test_export_summary_counts_the_written_document(
+    seeded: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The export frees its document before the PDF's layout ends and returns only a summary:
+    its counts are those of the evidence.json it wrote."""
+    from backupctl.evidence.period import parse_quarter
+    from backupctl.evidence.run import export_bundle
+    from backupctl.settings import Settings
+
+    for name, value in seeded.env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "bundle"
+    summary = export_bundle(Settings.resolve(), parse_quarter("2026Q4"), (), out)
+    document = json.loads((out / "evidence.json").read_text())
+    statuses = [control["status"] for control in document["controls"]]
+    assert summary["controls"] == {status: statuses.count(status) for status in sorted(set(statuses))}
+    assert summary["exceptions"] == len(document["exceptions"]) > 0
+    assert summary["path"] == str(out) and (out / "report.pdf").read_bytes().startswith(b"%PDF")
+    assert verify_bundle(out, Catalog.open(f"sqlite:///{seeded.state}/catalog.sqlite")).ok

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from backupctl.catalog.ledger import audit, read_ledger
 from backupctl.catalog.store import Catalog
-from backupctl.evidence.collect import collect
+from backupctl.evidence.collect import collect, policy_runs
 from backupctl.evidence.period import parse_month
 from tests.fixtures.postgres import PgDatabase
 
@@ -43,8 +43,15 @@ def test_fleet_export_covers_every_host_and_finds_deletions(
         catalog.begin_snapshot(f"s{index}", "shop", "0" * 64, started + timedelta(hours=index))
         catalog.fail_snapshot(f"s{index}", "disk full")
     monkeypatch.undo()
-    data = collect(catalog, parse_month("2026-11"))
-    assert data.hosts == ["web-1", "web-2"]
+    month = parse_month("2026-11")
+    data = collect(catalog, month)
+    # The runs are read policy by policy (four queries side by side on one connection).
+    read = list(policy_runs(catalog, month))
+    assert [[(run.id, run.host, run.status, run.trigger) for run in runs] for runs in read] == [
+        [("s0", "web-1", "failed", read[0][0].trigger), ("s1", "web-2", "failed", read[0][0].trigger)]
+    ]
+    assert read[0][0].trigger != "unknown"
+    assert sorted({run.host for runs in read for run in runs}) == ["web-1", "web-2"]
     assert data.audit.ok and data.audit.records == 4
     with catalog.engine.begin() as connection:
         connection.execute(text("DELETE FROM snapshots WHERE id = 's0'"))
