@@ -95,7 +95,11 @@ def test_mariadb_in_a_container(workspace: Workspace, container: Any) -> None:
     name, published = container(
         "mariadb", {"MARIADB_ROOT_PASSWORD": PASSWORD, "MARIADB_DATABASE": "shop",
                     "MARIADB_INITDB_SKIP_TZINFO": "1"}, 3306)  # fmt: skip
-    wait_for(name, ["mariadb", f"--password={PASSWORD}", "-uroot", "-e", "SELECT 1"])
+    # Over TCP: the entrypoint's temporary init server listens on the socket only
+    # (--skip-networking) and stops before the real one starts; a socket probe can pass in
+    # that gap and the next command then finds no server.
+    wait_for(name, ["mariadb", f"--password={PASSWORD}", "-uroot", "--protocol=tcp", "-h", "127.0.0.1",
+                    "-e", "SELECT 1"])  # fmt: skip
     docker("exec", name, "mariadb", f"--password={PASSWORD}", "-uroot", "shop", "-e",
            "CREATE TABLE items (id INT PRIMARY KEY AUTO_INCREMENT, name TEXT); "
            "INSERT INTO items (name) SELECT CONCAT('item ', seq) FROM seq_1_to_123; "
