@@ -199,7 +199,7 @@ def report(results: dict[str, dict[str, Measure]]) -> None:
             f"restore / (age -d, zstd -d > FILE, pg_restore --jobs) by hand = {restore / from_artifact:.2f} "
             "[<= 1.0]; "
             f"restore --jobs 1 / pg_restore = {serial / pg_restore:.2f} [<= 1.2]; "
-            f"backup peak RSS = {runs['backup'].peak_rss_kib / 1024:.0f} MiB [<= 200, flat]"
+            f"backup peak RSS = {runs['backup'].peak_rss_kib / 1024:.0f} MiB [<= 100, flat]"
         )
     print(f"(benchmark driver max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,17 +10,11 @@ import pytest
 from backupctl.catalog.store import HEAD_REVISION, Catalog, CopyState
 from backupctl.core.manifest import ArtifactRecord, Manifest, new_snapshot_id, utc_now_text
 from backupctl.errors import ConfigError
-from tests.fixtures.postgres import PgDatabase
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
-    if request.param == "sqlite":
-        yield Catalog.open(f"sqlite:///{tmp_path}/catalog.sqlite")
-        return
-    database: PgDatabase = request.getfixturevalue("pg_empty_database")
-    url = database.url.replace(f"://{database.user}@", f"://{database.user}:{database.password}@", 1)
-    yield Catalog.open(url)
+@pytest.fixture
+def catalog(catalog_on_each_backend: Catalog) -> Catalog:
+    return catalog_on_each_backend  # tests/fixtures/postgres.py: SQLite, then PostgreSQL
 
 
 def _manifest(snapshot_id: str, policy: str = "shop") -> Manifest:

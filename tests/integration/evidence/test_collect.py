@@ -4,9 +4,7 @@ trigger, on SQLite and on PostgreSQL (four result sets open side by side on one 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -14,19 +12,13 @@ from backupctl.catalog.store import Catalog, CopyState
 from backupctl.core.manifest import ArtifactRecord, Manifest
 from backupctl.evidence.collect import LOOKBACK, policy_runs
 from backupctl.evidence.period import parse_month
-from tests.fixtures.postgres import PgDatabase
 
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
-    if request.param == "sqlite":
-        yield Catalog.open(f"sqlite:///{tmp_path}/catalog.sqlite")
-        return
-    database: PgDatabase = request.getfixturevalue("pg_empty_database")
-    url = database.url.replace(f"://{database.user}@", f"://{database.user}:{database.password}@", 1)
-    yield Catalog.open(url)
+@pytest.fixture
+def catalog(catalog_on_each_backend: Catalog) -> Catalog:
+    return catalog_on_each_backend  # tests/fixtures/postgres.py: SQLite, then PostgreSQL
 
 
 def _run(

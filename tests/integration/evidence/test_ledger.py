@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -15,17 +13,11 @@ from backupctl.catalog.ledger import audit, read_ledger
 from backupctl.catalog.store import Catalog
 from backupctl.evidence.collect import collect, policy_runs
 from backupctl.evidence.period import parse_month
-from tests.fixtures.postgres import PgDatabase
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
-    if request.param == "sqlite":
-        yield Catalog.open(f"sqlite:///{tmp_path}/catalog.sqlite")
-        return
-    database: PgDatabase = request.getfixturevalue("pg_empty_database")
-    url = database.url.replace(f"://{database.user}@", f"://{database.user}:{database.password}@", 1)
-    yield Catalog.open(url)
+@pytest.fixture
+def catalog(catalog_on_each_backend: Catalog) -> Catalog:
+    return catalog_on_each_backend  # tests/fixtures/postgres.py: SQLite, then PostgreSQL
 
 
 def _problems(catalog: Catalog) -> list[str]:
