@@ -44,9 +44,10 @@ def export(app: App, quarter: str, policies: tuple[str, ...], out: Path, as_json
     if as_json:
         print_json(summary)
         return
+    statuses = ", ".join(f"{count} {status}" for status, count in sorted(summary["controls"].items()))
     app.echo(
         f"evidence {period.label} → {out}: {summary['files']} files, {summary['exceptions']} exceptions, "
-        f"controls {summary['controls']}"
+        f"controls: {statuses or 'none'}"
     )
 
 
