@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from backupctl.core import runner
 from backupctl.core.secrets import mask, mask_url_password, register_secret
-from backupctl.core.spool import default_jobs, restore_with_spool
+from backupctl.core.spool import SpoolPlan, default_jobs, restore_with_spool
 from backupctl.errors import ConfigError, SourceError
 from backupctl.policy.schema import PostgresSource
 from backupctl.sources.base import (
@@ -46,6 +46,7 @@ from backupctl.sources.base import (
     register_source,
     remote_dump,
 )
+from backupctl.sources.pg_overlap import HostSite, restore_overlapped
 from backupctl.sources.pg_toc import DataOffsets
 from backupctl.sources.restore_as import as_note, create_postgres_database
 
@@ -368,17 +369,15 @@ class PostgresDumpSource:
         if request.as_name:  # a new database next to the live one: sources/restore_as.py
             conninfo = create_postgres_database(conninfo, password, request.as_name)
         self._check_destination(conninfo, password, request)
-        argv = [self.config.pg_restore, f"--dbname={conninfo}", "--exit-on-error"]
+        options = ["--exit-on-error"]
         if request.clean:
-            argv += ["--clean", "--if-exists"]
-        if request.create:
-            argv.append("--create")
+            options += ["--clean", "--if-exists"]
         if request.no_owner:
-            argv += ["--no-owner", "--no-privileges"]
+            options += ["--no-owner", "--no-privileges"]
+        restored = make_conninfo(conninfo, dbname=self.database) if request.create else conninfo
         env = {"PGPASSWORD": password} if password else None
         notes = [self._via_note()] if self.config.via else []
-        jobs = self._restore_jobs(argv, env, stream, request, notes)
-        restored = make_conninfo(conninfo, dbname=self.database) if request.create else conninfo
+        jobs = self._restore_jobs(conninfo, restored, options, env, stream, request, notes)
         with connect(restored, password, "the restored database") as connection:
             connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             counts = count_rows(connection, user_tables(connection))
@@ -459,7 +458,9 @@ class PostgresDumpSource:
 
     def _restore_jobs(
         self,
-        argv: list[str],
+        conninfo: str,
+        restored: str,
+        options: list[str],
         env: dict[str, str] | None,
         stream: BinaryIO,
         request: RestoreRequest,
@@ -467,19 +468,35 @@ class PostgresDumpSource:
     ) -> int:
         """Run pg_restore, in parallel when possible; returns the jobs used.
 
-        Parallel pg_restore seeks in the archive, so the stream is spooled to a private file
-        first (backupctl.core.spool); without room for it, or when the disk fills while
-        spooling, the restore streams with one job and a note says why. The spool's TOC gets
-        each table's data position (sources/pg_toc.py) so the workers seek instead of scanning.
+        In parallel, the tables load while the dump is still arriving (sources/pg_overlap.py:
+        pre-data, each table's data once it starts arriving, then post-data with `--jobs`).
+        Archives that cannot be restored that way (compressed, with large objects) and
+        `--clean` (its drops must see the whole archive) are spooled to a private file first and
+        restored with `pg_restore --jobs` (backupctl.core.spool), the spool's TOC given each
+        table's data position (sources/pg_toc.py). Without room for a spool the restore streams
+        with one job and a note says why.
         """
         jobs = request.jobs if request.jobs > 0 else default_jobs()
-        return restore_with_spool(
-            stream, jobs, request.size_hint,
-            serial=lambda plain: self._run_restore(argv, env, plain),
-            parallel=lambda path, count: self._run_restore([*argv, f"--jobs={count}", str(path)], env, None),
-            notes=notes,
-            patch=DataOffsets(),
-        )  # fmt: skip
+        create = ["--create"] if request.create else []
+        argv = [self.config.pg_restore, f"--dbname={conninfo}", *options, *create]
+
+        def spooled_first(plain: BinaryIO) -> int:
+            return restore_with_spool(
+                plain, jobs, request.size_hint,
+                serial=lambda plain: self._run_restore(argv, env, plain),
+                parallel=lambda path, count: self._run_restore([*argv, f"--jobs={count}", str(path)], env,
+                                                               None),
+                notes=notes,
+                patch=DataOffsets(),
+            )  # fmt: skip
+
+        plan = SpoolPlan.decide(request.size_hint)
+        if jobs <= 1 or request.clean or not plan.possible:
+            return spooled_first(stream)
+        site = HostSite([self.config.pg_restore, f"--dbname={restored}", *options], env, plan.directory,
+                        pre_data_argv=argv)  # fmt: skip
+        replay = restore_overlapped(stream, site, jobs, plan.directory, self.name)
+        return jobs if replay is None else spooled_first(replay)
 
     def _check_destination(self, conninfo: str, password: str | None, request: RestoreRequest) -> None:
         with connect(conninfo, password, "the restore destination") as connection:
