@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from backupctl.catalog.store import Catalog, CopyState
-from backupctl.core.manifest import ArtifactRecord, Manifest
 from backupctl.evidence.collect import LOOKBACK, policy_runs
 from backupctl.evidence.period import parse_month
+from tests.fixtures.core import one_dump_manifest
 
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -31,21 +31,7 @@ def _run(
 ) -> None:
     mp.setattr(socket, "gethostname", lambda: f"host-{policy}")  # what the run's host reports
     catalog.begin_snapshot(snapshot_id, policy, "0" * 64, started)
-    text = started.isoformat()
-    name = "db.pgdump.zst.age" if encrypted else "db.pgdump.zst"
-    artifact = ArtifactRecord("db", "postgres", name, "pgdump", 100, "blake3:" + "a" * 64, 40, "b" * 64, {})
-    manifest = Manifest(
-        snapshot_id=snapshot_id,
-        policy=policy,
-        policy_sha256="0" * 64,
-        host=f"host-{policy}",
-        backupctl_version="0",
-        started_at=text,
-        finished_at=text,
-        recipients=[],
-        signing_public_key="",
-        artifacts=[artifact],
-    )
+    manifest = one_dump_manifest(snapshot_id, policy, started, host=f"host-{policy}", encrypted=encrypted)
     copies = [CopyState(snapshot_id, "local", "complete", 40), CopyState(snapshot_id, "s3", "failed", 0)]
     catalog.finish_snapshot(manifest, "c" * 64, "complete", copies=copies)
 

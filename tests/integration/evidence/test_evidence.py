@@ -15,32 +15,12 @@ import pytest
 
 from backupctl.catalog.models import DrillRow
 from backupctl.catalog.store import Catalog, CopyState, record_drill
-from backupctl.core.manifest import ArtifactRecord, Manifest
 from backupctl.evidence.verify import verify_bundle
-from tests.fixtures.core import Workspace
+from tests.fixtures.core import Workspace, one_dump_manifest
 
 NOV = datetime(2026, 11, 1, tzinfo=UTC)
 MISSED = 9  # Nov 10th: no run at all
 FAILED_COPY = 14  # Nov 15th: the S3 copy failed, replicate completed it later
-
-
-def _manifest(snapshot_id: str, started: datetime) -> Manifest:
-    text = started.isoformat()
-    artifact = ArtifactRecord(
-        "db", "postgres", "db.pgdump.zst.age", "pgdump", 100, "blake3:" + "a" * 64, 40, "b" * 64, {}
-    )
-    return Manifest(
-        snapshot_id=snapshot_id,
-        policy="shop",
-        policy_sha256="0" * 64,
-        host="h",
-        backupctl_version="0",
-        started_at=text,
-        finished_at=text,
-        recipients=[],
-        signing_public_key="",
-        artifacts=[artifact],
-    )
 
 
 def seed(catalog: Catalog) -> None:
@@ -61,7 +41,7 @@ def seed(catalog: Catalog) -> None:
         )
         status = "partial" if day == FAILED_COPY else "complete"
         catalog.finish_snapshot(
-            _manifest(snapshot_id, started),
+            one_dump_manifest(snapshot_id, "shop", started, host="h"),
             "c" * 64,
             status,
             copies=[CopyState(snapshot_id, "local", "complete", 40), s3],

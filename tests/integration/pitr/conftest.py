@@ -20,7 +20,7 @@ import sysconfig
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,7 @@ class PitrSetup:
     root: Path
     cluster: LocalPostgres
     env: dict[str, str]
+    spool: Path | None = None  # the archiver's spool, when the policy has an archiver
 
     @property
     def keys(self) -> Path:
@@ -124,9 +125,17 @@ def _traversable_by_others(path: Path) -> bool:
 
 
 def make_setup(
-    root: Path, *, s3: dict[str, Any] | None = None, settings: dict[str, str] | None = None
+    root: Path,
+    *,
+    s3: dict[str, Any] | None = None,
+    settings: Mapping[str, str] | None = None,
+    spool: Path | None = None,
 ) -> PitrSetup:
-    """Keys, wrapper, cluster (not started) and a policy for it; everything owned by the server's user."""
+    """Keys, wrapper, cluster (not started) and a policy for it; everything owned by the server's user.
+
+    With `spool`, the policy's source has an archiver spooling there and archive_command is
+    `wal push --spool` (`settings` may still override it).
+    """
     root.mkdir(mode=0o755, parents=True, exist_ok=True)
     os.chmod(root, 0o755)
     keys = root / "state" / "keys"
@@ -144,6 +153,7 @@ def make_setup(
     (root / "backupctl").write_text(f'#!/bin/sh\nexec env {exports} {interpreter} -m backupctl "$@"\n')
     os.chmod(root / "backupctl", 0o755)
     port = free_port()
+    spooled = "" if spool is None else f" --spool {spool}"
     cluster = LocalPostgres(
         root / "pg",
         port=port,
@@ -151,12 +161,15 @@ def make_setup(
             "wal_level": "replica",
             "archive_mode": "on",
             "archive_timeout": "0",
-            "archive_command": f"{root / 'backupctl'} wal push {POLICY} --source {SOURCE} %p %f",
+            "archive_command": f"{root / 'backupctl'} wal push {POLICY} --source {SOURCE}{spooled} %p %f",
             "max_wal_senders": "4",
             **(settings or {}),
         },
     )
     targets: list[dict[str, Any]] = [{"name": "nas", "type": "local", "path": str(root / "backups")}]
+    pitr: dict[str, Any] = {"archive_timeout": "60s"}
+    if spool is not None:
+        pitr["archiver"] = {"spool": str(spool)}
     if s3 is not None:
         targets.append(s3)
     policy = {
@@ -172,7 +185,7 @@ def make_setup(
                 "type": "postgres",
                 "url": f"postgresql://postgres@127.0.0.1:{port}/postgres",
                 "password": "env:PITR_TEST_PG_PASSWORD",
-                "pitr": {"archive_timeout": "60s"},
+                "pitr": pitr,
             }
         ],
         "targets": targets,
@@ -185,7 +198,7 @@ def make_setup(
             os.chown(directory, owner.pw_uid, owner.pw_gid)
             for name in files:
                 os.chown(os.path.join(directory, name), owner.pw_uid, owner.pw_gid)
-    return PitrSetup(root, cluster, env)
+    return PitrSetup(root, cluster, env, spool)
 
 
 def start(setup: PitrSetup) -> PitrSetup:
@@ -195,16 +208,30 @@ def start(setup: PitrSetup) -> PitrSetup:
 
 
 @contextmanager
-def archiving_cluster(prefix: str) -> Iterator[PitrSetup]:
+def archiving_cluster(
+    prefix: str,
+    *,
+    spool: str | None = None,
+    settings: Mapping[str, str] | None = None,
+    before_start: Callable[[PitrSetup], None] | None = None,
+) -> Iterator[PitrSetup]:
     """A started archiving cluster (local target) in a new directory under /tmp, stopped and
-    removed afterwards; skips the test when the server binaries are missing."""
+    removed afterwards; skips the test when the server binaries are missing.
+
+    `spool` names the archiver's spool directory under that root (see `make_setup`), `settings`
+    are extra postgresql.conf settings, and `before_start` runs on the setup before the server
+    starts.
+    """
     try:
         find_postgres_bindir()
     except ConfigError as error:
         pytest.skip(f"PostgreSQL server binaries are not installed: {error}")
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    setup = start(make_setup(root))
+    setup = make_setup(root, settings=settings, spool=None if spool is None else root / spool)
     try:
+        if before_start is not None:
+            before_start(setup)
+        start(setup)
         yield setup
     finally:
         try:

@@ -10,52 +10,41 @@ import pwd
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from backupctl.errors import ConfigError
-from backupctl.local_cluster.postgres import find_postgres_bindir
 from backupctl.pitr import spool as spool_lib
 from backupctl.pitr.archive_command import archive_command, conf_literal
-from tests.integration.pitr.conftest import POLICY, SOURCE, PitrSetup, make_setup, start
+from tests.integration.pitr.conftest import POLICY, SOURCE, PitrSetup, archiving_cluster
+
+
+def _record_calls(setup: PitrSetup) -> None:
+    """The full push, recorded: which segments archive_command could not answer by itself."""
+    recorder = setup.root / "recorded" / "backupctl"
+    recorder.parent.mkdir()
+    recorder.write_text(f'#!/bin/sh\necho "$*" >> {setup.root / "calls"}\nexec {setup.wrapper} "$@"\n')
+    recorder.chmod(0o755)
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        for path in (recorder.parent, recorder):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
 @pytest.fixture(scope="module")
 def paused_cluster() -> Iterator[tuple[PitrSetup, Path]]:
     """A server with archive_mode = on and an empty archive_command (PostgreSQL keeps the
     `.ready` backlog until one is set), and a policy with an archiver whose spool has a space."""
-    try:
-        find_postgres_bindir()
-    except ConfigError as error:
-        pytest.skip(f"PostgreSQL server binaries are not installed: {error}")
-    root = Path(tempfile.mkdtemp(prefix="backupctl-walline-", dir="/tmp"))
-    spool = root / "spool dir"
-    setup = make_setup(root, settings={"archive_command": ""})
-    policy_file = setup.policies / f"{POLICY}.yaml"
-    policy = yaml.safe_load(policy_file.read_text())
-    policy["sources"][0]["pitr"]["archiver"] = {"spool": str(spool)}
-    policy_file.write_text(yaml.safe_dump(policy, sort_keys=False))
-    # the full push, recorded: which segments archive_command could not answer by itself
-    recorder = root / "recorded" / "backupctl"
-    recorder.parent.mkdir()
-    recorder.write_text(f'#!/bin/sh\necho "$*" >> {root / "calls"}\nexec {setup.wrapper} "$@"\n')
-    recorder.chmod(0o755)
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
-        for path in (recorder.parent, recorder):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-    try:
-        yield start(setup), spool
-    finally:
-        try:
-            setup.cluster.stop()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+    with archiving_cluster(
+        "backupctl-walline-",
+        spool="spool dir",
+        settings={"archive_command": ""},
+        before_start=_record_calls,
+    ) as setup:
+        assert setup.spool is not None
+        yield setup, setup.spool
 
 
 def _archiver(setup: PitrSetup) -> subprocess.Popen[str]:

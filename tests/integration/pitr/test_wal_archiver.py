@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ import yaml
 
 from backupctl.pitr import spool as spool_lib
 from tests.fixtures.s3 import MotoServer, new_bucket_name
-from tests.integration.pitr.conftest import POLICY, SOURCE, PitrSetup, make_setup, start
+from tests.integration.pitr.conftest import POLICY, SOURCE, PitrSetup, archiving_cluster
 
 ASYNC = "shopasync"
 
@@ -278,21 +276,9 @@ def test_sigterm_stops_the_archiver_cleanly(pitr_cluster: PitrSetup) -> None:
 @pytest.fixture(scope="module")
 def async_cluster() -> Iterator[tuple[PitrSetup, Path]]:
     """A server whose archive_command is `wal push --spool`, its policy with an archiver."""
-    root = Path(tempfile.mkdtemp(prefix="backupctl-walasync-", dir="/tmp"))
-    spool = root / "spool"
-    command = f"{root / 'backupctl'} wal push {POLICY} --source {SOURCE} --spool {spool} %p %f"
-    setup = make_setup(root, settings={"archive_command": command})
-    policy_file = setup.policies / f"{POLICY}.yaml"
-    policy = yaml.safe_load(policy_file.read_text())
-    policy["sources"][0]["pitr"]["archiver"] = {"spool": str(spool)}
-    policy_file.write_text(yaml.safe_dump(policy, sort_keys=False))
-    try:
-        yield start(setup), spool
-    finally:
-        try:
-            setup.cluster.stop()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+    with archiving_cluster("backupctl-walasync-", spool="spool") as setup:
+        assert setup.spool is not None
+        yield setup, setup.spool
 
 
 def test_a_server_archives_through_the_archiver_and_the_fast_path(
