@@ -41,6 +41,7 @@ class DockerPgRestoreSite:
         self._dir = f"{WORK_PARENT}/backupctl-restore-{secrets.token_hex(4)}"
         self._made = False
         self._lists = 0
+        self._post_data: subprocess.Popen[bytes] | None = None
 
     def put_toc(self, head: bytes) -> str:
         path = f"{self._dir}/toc"
@@ -53,17 +54,25 @@ class DockerPgRestoreSite:
         self, phase: Phase, args: list[str], listing: list[int] | None, feed: bool
     ) -> subprocess.Popen[bytes]:
         command = [*self._argv, *args]
-        if listing is not None:
+        if phase == "post-data":  # the last one: it removes the files itself (one exec less)
+            script = f"{shlex.join(command)}; status=$?; rm -rf {shlex.quote(self._dir)}; exit $status"
+            command = ["sh", "-c", script]
+        elif listing is not None:
             self._lists += 1
             path = f"{self._dir}/list-{self._lists}"
             ids = " ".join(str(dump_id) for dump_id in listing)
             script = f"umask 077 && printf '%s\\n' {ids} > {shlex.quote(path)} && exec {shlex.join(command)}"
             command = ["sh", "-c", script + f" --use-list={shlex.quote(path)}"]
         argv = ["docker", "exec", *(["-i"] if feed else []), "-e", "PGPASSWORD", self._container, *command]
-        return runner.start(argv, env=self._env, stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL)  # fmt: skip
+        process = runner.start(argv, env=self._env, stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL)  # fmt: skip
+        if phase == "post-data":
+            self._post_data = process
+        return process
 
     def cleanup(self) -> None:
+        if self._post_data is not None and self._post_data.poll() == 0:
+            self._made = False  # its exec removed them
         if self._made:
             self._made = False
             try:

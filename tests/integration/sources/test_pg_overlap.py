@@ -206,3 +206,16 @@ def _pg_restores() -> list[str]:
         if name == "pg_restore" and int(rest[1]) == os.getpid() and rest[0] != "Z":
             found.append(entry)
     return found
+
+
+def test_free_space_running_out_while_spooling_stops_the_restore_and_says_so(
+    shop: PgDatabase, pg_empty_database: PgDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = pg_dump(shop)
+    monkeypatch.setattr(pg_overlap, "FREE_CHECK_EVERY", 1)  # statvfs after every chunk
+    monkeypatch.setattr(pg_overlap, "reserve_bytes", lambda directory: 1 << 62)  # never enough
+    site = site_for(pg_empty_database, tmp_path)
+    with pytest.raises(SourceError, match=r"free space on .* fell to .* while spooling .*BACKUPCTL_SPOOL_DIR"):
+        restore_overlapped(Trickle(archive, 1 << 12), site, 2, tmp_path, "shop")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+    assert not _pg_restores()
