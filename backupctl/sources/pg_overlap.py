@@ -136,7 +136,11 @@ class _State:
 class OverlappedRestore:
     """Restore one archive (see the module docstring); `run` from the thread that reads it."""
 
-    def __init__(self, site: PgRestoreSite, jobs: int, spool_dir: Path, label: str) -> None:
+    def __init__(
+        self, site: PgRestoreSite, jobs: int, spool_dir: Path, label: str,
+        after_data: Callable[[], None] | None = None,
+    ) -> None:  # fmt: skip
+        self._after_data = after_data
         self._site = site
         self._jobs = max(1, jobs)
         self._spool_dir = spool_dir
@@ -246,12 +250,26 @@ class OverlappedRestore:
             for thread in threads:
                 thread.join()
             self._mark("data done")
+            if self._failed():
+                return
+            # What only needs the data (the row counts) runs beside post-data's index builds.
+            beside = self._in_thread(self._run_after_data) if self._after_data is not None else None
             post = ["--section=post-data", f"--jobs={self._jobs}", toc_path]
-            if not self._failed() and self._claim(every=True):
+            if self._claim(every=True):
                 self._wait(self._start("post-data", "post-data", post, None))
                 self._mark("post-data done")
+            if beside is not None:
+                beside.join()
         except BaseException as error:  # reported by run(), never lost in the thread
             self._abort(str(error) or type(error).__name__)
+
+    def _run_after_data(self) -> None:
+        assert self._after_data is not None
+        try:
+            self._after_data()
+            self._mark("after data done")
+        except BaseException as error:
+            self._abort(f"after the data: {error}")
 
     def _claim(self, every: bool = False) -> bool:
         """Wait for a free slot (`every`: for all of them) and take it; False on failure."""
@@ -455,17 +473,19 @@ class HostSite:
 
 
 def restore_overlapped(
-    stream: BinaryIO, site: PgRestoreSite, jobs: int, spool_dir: Path, label: str
-) -> BinaryIO | None:
+    stream: BinaryIO, site: PgRestoreSite, jobs: int, spool_dir: Path, label: str,
+    after_data: Callable[[], None] | None = None,
+) -> BinaryIO | None:  # fmt: skip
     """Restore `stream` with `OverlappedRestore` when its archive allows it and return None;
     else return the stream to restore another way (what was read of it replayed first).
-    Raises SourceError when the restore fails."""
+    `after_data` runs once every table is loaded, beside the post-data section. Raises
+    SourceError when the restore fails."""
     prefix, plan = peek_toc(stream)
     if plan is None:
         log.debug("%s: not an archive whose data can load while it arrives; spooled first", label)
         return concatenated(prefix, stream)
     try:
-        OverlappedRestore(site, jobs, spool_dir, label).run(plan, prefix, stream)
+        OverlappedRestore(site, jobs, spool_dir, label, after_data).run(plan, prefix, stream)
     finally:
         site.cleanup()
     return None

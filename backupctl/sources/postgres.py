@@ -22,7 +22,7 @@ import os
 import re
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -377,11 +377,18 @@ class PostgresDumpSource:
         restored = make_conninfo(conninfo, dbname=self.database) if request.create else conninfo
         env = {"PGPASSWORD": password} if password else None
         notes = [self._via_note()] if self.config.via else []
-        jobs = self._restore_jobs(conninfo, restored, options, env, stream, request, notes)
-        with connect(restored, password, "the restored database") as connection:
-            connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            counts = count_rows(connection, user_tables(connection))
-            connection.execute("COMMIT")
+        counted: list[dict[str, int]] = []
+
+        def count() -> None:
+            with connect(restored, password, "the restored database") as connection:
+                connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                counted.append(count_rows(connection, user_tables(connection)))
+                connection.execute("COMMIT")
+
+        jobs = self._restore_jobs(conninfo, restored, options, env, stream, request, notes, count)
+        if not counted:  # not counted beside the post-data section (sources/pg_overlap.py)
+            count()
+        counts = counted[0]
         return RestoreOutcome(
             destination=mask(mask_url_password(request.to_db)) + as_note(request.as_name),
             facts={"row_counts": counts},
@@ -465,8 +472,10 @@ class PostgresDumpSource:
         stream: BinaryIO,
         request: RestoreRequest,
         notes: list[str],
+        after_data: Callable[[], None],
     ) -> int:
-        """Run pg_restore, in parallel when possible; returns the jobs used.
+        """Run pg_restore, in parallel when possible; returns the jobs used. `after_data` may run
+        beside the post-data section (then before this returns).
 
         In parallel, the tables load while the dump is still arriving (sources/pg_overlap.py:
         pre-data, each table's data once it starts arriving, then post-data with `--jobs`).
@@ -495,7 +504,7 @@ class PostgresDumpSource:
             return spooled_first(stream)
         site = HostSite([self.config.pg_restore, f"--dbname={restored}", *options], env, plan.directory,
                         pre_data_argv=argv)  # fmt: skip
-        replay = restore_overlapped(stream, site, jobs, plan.directory, self.name)
+        replay = restore_overlapped(stream, site, jobs, plan.directory, self.name, after_data)
         return jobs if replay is None else spooled_first(replay)
 
     def _check_destination(self, conninfo: str, password: str | None, request: RestoreRequest) -> None:
