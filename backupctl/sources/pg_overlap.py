@@ -47,7 +47,10 @@ from backupctl.errors import SourceError
 from backupctl.sources.pg_toc import (
     HEAD_LIMIT,
     SECTION_DATA,
+    SECTION_POST_DATA,
+    SECTION_PRE_DATA,
     DataOffsets,
+    TocEntry,
 )
 
 log = logging.getLogger("backupctl.sources.pg_overlap")
@@ -81,6 +84,15 @@ class PgRestoreSite(Protocol):
         ...
 
 
+# Post-data entries that may run as soon as the data of the tables they depend on is loaded,
+# while other tables still load (pg_restore --jobs does the same): building an index or adding a
+# primary key or unique constraint touches that table only. Everything else in post-data (foreign
+# keys, triggers, materialized view data, grants, comments...) waits for the post-data section.
+EARLY_KINDS = frozenset({"INDEX", "CONSTRAINT"})
+# Entries pg_restore applies in every run and never lists (DATABASE only with --create).
+ALWAYS = frozenset({"ENCODING", "STDSTRINGS", "SEARCHPATH", "DATABASE"})
+
+
 @dataclass(frozen=True)
 class TocPlan:
     """What the restore needs from the archive's TOC."""
@@ -88,6 +100,9 @@ class TocPlan:
     head: bytes  # header + TOC as pg_dump wrote them
     tables: list[int]  # TABLE DATA dump ids, in the order of their data blocks
     other_data: list[int]  # data-section entries without a data block (SEQUENCE SET, ...)
+    post_data: list[int] = field(default_factory=list)  # every post-data entry, in TOC order
+    # post-data entries that may run early -> the TABLE DATA ids they wait for
+    early: dict[int, frozenset[int]] = field(default_factory=dict)
 
 
 def peek_toc(stream: BinaryIO) -> tuple[bytes, TocPlan | None]:
@@ -109,8 +124,25 @@ def peek_toc(stream: BinaryIO) -> tuple[bytes, TocPlan | None]:
         head=offsets.head,
         tables=list(toc.order),
         other_data=[e.dump_id for e in toc.entries if e.section == SECTION_DATA and e.dump_id not in blocks],
+        post_data=[e.dump_id for e in toc.entries if e.section == SECTION_POST_DATA and e.desc not in ALWAYS],
+        early=_early_entries(toc.entries, blocks),
     )
     return bytes(prefix), plan
+
+
+def _early_entries(entries: list[TocEntry], blocks: set[int]) -> dict[int, frozenset[int]]:
+    """The post-data entries of EARLY_KINDS whose every dependency is in pre-data, each with the
+    TABLE DATA entries of the tables among those dependencies (a TABLE DATA entry's one
+    dependency is its TABLE: pg_backup_archiver.c)."""
+    section = {entry.dump_id: entry.section for entry in entries}
+    data_of = {entry.deps[0]: entry.dump_id for entry in entries if entry.dump_id in blocks and entry.deps}
+    early: dict[int, frozenset[int]] = {}
+    for entry in entries:
+        if entry.section != SECTION_POST_DATA or entry.desc not in EARLY_KINDS:
+            continue
+        if all(section.get(dependency) == SECTION_PRE_DATA for dependency in entry.deps):
+            early[entry.dump_id] = frozenset(data_of[d] for d in entry.deps if d in data_of)
+    return early
 
 
 @dataclass
@@ -149,6 +181,7 @@ class OverlappedRestore:
         self._cond = threading.Condition()
         self._t0 = time.monotonic()
         self._timings: dict[str, float] = {}
+        self._loaded: set[int] = set()  # TABLE DATA ids whose job ended well
 
     # ---------------------------------------------------------------- the reading thread
     def run(self, plan: TocPlan, prefix: bytes, rest: BinaryIO) -> None:
@@ -238,14 +271,20 @@ class OverlappedRestore:
             if plan.other_data and self._claim():
                 job = self._start("data", "sequence values", [toc_path], plan.other_data)
                 threads.append(self._in_thread(lambda job=job: self._wait(job)))  # type: ignore[misc]
-            index = 0
-            while index < len(plan.tables):
-                taken = self._next_tables(plan.tables, index)
-                if not taken:
-                    break
-                index += len(taken)
-                job = self._start("data", f"data of TOC entries {_ids(taken)}", [], taken, feed=True)
-                job.ids, job.start = taken, self._state.starts[taken[0]]
+            unassigned = list(plan.tables)
+            early = dict(plan.early)
+            done_early: set[int] = set()
+            while work := self._next_work(unassigned, early):
+                kind, ids = work
+                if kind == "early":
+                    if not done_early:
+                        self._mark("early post-data")
+                    done_early.update(ids)
+                    job = self._start("data", f"indexes of loaded tables ({_ids(ids)})", [toc_path], ids)
+                    threads.append(self._in_thread(lambda job=job: self._wait(job)))  # type: ignore[misc]
+                    continue
+                job = self._start("data", f"data of TOC entries {_ids(ids)}", [], ids, feed=True)
+                job.ids, job.start = ids, self._state.starts[ids[0]]
                 threads.append(self._in_thread(lambda job=job: self._feed_and_wait(job, plan.head, reader)))  # type: ignore[misc]
             for thread in threads:
                 thread.join()
@@ -254,14 +293,51 @@ class OverlappedRestore:
                 return
             # What only needs the data (the row counts) runs beside post-data's index builds.
             beside = self._in_thread(self._run_after_data) if self._after_data is not None else None
-            post = ["--section=post-data", f"--jobs={self._jobs}", toc_path]
             if self._claim(every=True):
-                self._wait(self._start("post-data", "post-data", post, None))
+                if done_early:
+                    rest = [dump_id for dump_id in plan.post_data if dump_id not in done_early]
+                    post = self._start("post-data", "post-data", [f"--jobs={self._jobs}", toc_path], rest)
+                else:
+                    every = ["--section=post-data", f"--jobs={self._jobs}", toc_path]
+                    post = self._start("post-data", "post-data", every, None)
+                self._wait(post)
                 self._mark("post-data done")
             if beside is not None:
                 beside.join()
         except BaseException as error:  # reported by run(), never lost in the thread
             self._abort(str(error) or type(error).__name__)
+
+    def _next_work(
+        self, unassigned: list[int], early: dict[int, frozenset[int]]
+    ) -> tuple[Literal["data", "early"], list[int]] | None:
+        """Wait for a free slot and something to run in it; take it (removed from `unassigned`
+        or `early`). Data first, the largest table whose data is complete (as pg_restore --jobs
+        orders its work), small ones together with the complete ones after them up to
+        JOB_BYTES; else the table arriving now, fed as it arrives; else the early post-data
+        entries of loaded tables. None when nothing is left, or on failure."""
+        state = self._state
+        with self._cond:
+            while True:
+                if state.error:
+                    return None
+                if len(state.running) + state.claimed < self._jobs:
+                    taken = self._take_tables(unassigned)
+                    if taken:
+                        state.claimed += 1
+                        return "data", taken
+                    ready = [dump_id for dump_id, needs in early.items() if needs <= self._loaded]
+                    if ready:
+                        for dump_id in ready:
+                            del early[dump_id]
+                        state.claimed += 1
+                        return "early", ready
+                loading = any(job.ids for job in state.running) or state.claimed > 0
+                if not unassigned and not (early and loading):
+                    return None
+                if unassigned and state.eof and unassigned[0] not in state.starts:
+                    self._abort_locked(f"the dump ended before the data of TOC entry {unassigned[0]}")
+                    return None
+                self._cond.wait()
 
     def _run_after_data(self) -> None:
         assert self._after_data is not None
@@ -282,32 +358,29 @@ class OverlappedRestore:
                 self._cond.wait()
             return False
 
-    def _next_tables(self, tables: list[int], index: int) -> list[int]:
-        """Wait for a free slot and the next table's data to start arriving; take it and the
-        tables after it whose data is already complete, up to JOB_BYTES. [] on failure."""
+    def _take_tables(self, unassigned: list[int]) -> list[int]:
+        """(Under the lock) the tables for the next data job, removed from `unassigned`."""
         state = self._state
-        first = tables[index]
-        with self._cond:
-            while True:
-                if state.error:
-                    return []
-                if len(state.running) + state.claimed < self._jobs and first in state.starts:
-                    break
-                if state.eof and first not in state.starts:
-                    self._abort_locked(f"the dump ended before the data of TOC entry {first}")
-                    return []
-                self._cond.wait()
+        complete = [dump_id for dump_id in unassigned if dump_id in state.ends]
+        if complete:
+            first = max(complete, key=lambda dump_id: state.ends[dump_id] - state.starts[dump_id])
+            at = unassigned.index(first)
             taken = [first]
-            start = state.starts[first]
-            while index + len(taken) < len(tables):
-                following = tables[index + len(taken)]
-                if taken[-1] not in state.ends or following not in state.ends:
+            while at + len(taken) < len(unassigned):
+                following = unassigned[at + len(taken)]
+                if following not in state.ends or state.ends[following] - state.starts[first] > JOB_BYTES:
                     break
-                if state.ends[following] - start > JOB_BYTES:
-                    break
+                if state.starts[following] != state.ends[taken[-1]]:
+                    break  # not the next block in the stream (one in between is taken)
                 taken.append(following)
-            state.claimed += 1
-            return taken
+        else:
+            arriving = [dump_id for dump_id in unassigned if dump_id in state.starts]
+            if not arriving:
+                return []
+            taken = arriving[:1]
+        for dump_id in taken:
+            unassigned.remove(dump_id)
+        return taken
 
     def _start(
         self, phase: Phase, what: str, args: list[str], listing: list[int] | None, feed: bool = False
@@ -381,6 +454,7 @@ class OverlappedRestore:
 
     def _wait(self, job: _Job) -> None:
         """Wait for the job's pg_restore; a failure stops everything."""
+        status = None
         try:
             status = job.process.wait()
             if status != 0:
@@ -388,6 +462,8 @@ class OverlappedRestore:
             job.tail.join()
         finally:
             with self._cond:
+                if status == 0:
+                    self._loaded.update(job.ids)
                 if job in self._state.running:
                     self._state.running.remove(job)
                 self._cond.notify_all()

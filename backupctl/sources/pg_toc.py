@@ -60,6 +60,7 @@ class TocEntry:
     dump_id: int
     desc: str
     section: int  # the effective section, as pg_restore's --section sees it (never SECTION_NONE)
+    deps: tuple[int, ...] = ()  # the dump ids it depends on
 
 
 @dataclass(frozen=True)
@@ -163,8 +164,10 @@ def _parse_toc(data: bytes | bytearray) -> Toc:
             reader.integer()  # relkind
         reader.string()  # owner
         reader.string()  # "false": tables WITH OIDS are gone
-        while reader.string() is not None:  # dependencies, ended by a NULL string
-            pass
+        deps: list[int] = []
+        while (dependency := reader.string()) is not None:  # dump ids as text, ended by a NULL string
+            if dependency.isdigit():
+                deps.append(int(dependency))
         flag_at = reader.pos
         flag = reader.byte()
         reader.take(offset_size)
@@ -177,7 +180,8 @@ def _parse_toc(data: bytes | bytearray) -> Toc:
             order.append(dump_id)
         elif flag == OFFSET_SET:
             raise _Unsupported("positions already set (written to a file)")
-        entries.append(TocEntry(dump_id, (desc or b"").decode("utf-8", "replace"), current_section))
+        text = (desc or b"").decode("utf-8", "replace")
+        entries.append(TocEntry(dump_id, text, current_section, tuple(deps)))
     return Toc(reader.pos, reader.int_size, offset_size, unset, order, entries)
 
 

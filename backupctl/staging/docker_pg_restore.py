@@ -54,15 +54,18 @@ class DockerPgRestoreSite:
         self, phase: Phase, args: list[str], listing: list[int] | None, feed: bool
     ) -> subprocess.Popen[bytes]:
         command = [*self._argv, *args]
-        if phase == "post-data":  # the last one: it removes the files itself (one exec less)
-            script = f"{shlex.join(command)}; status=$?; rm -rf {shlex.quote(self._dir)}; exit $status"
+        if listing is not None or phase == "post-data":
+            run, prepare = shlex.join(command), ""
+            if listing is not None:
+                self._lists += 1
+                path = shlex.quote(f"{self._dir}/list-{self._lists}")
+                ids = " ".join(str(dump_id) for dump_id in listing)
+                prepare, run = f"umask 077 && printf '%s\\n' {ids} > {path} && ", f"{run} --use-list={path}"
+            if phase == "post-data":  # the last one: it removes the files itself (one exec less)
+                script = f"{prepare}{run}; status=$?; rm -rf {shlex.quote(self._dir)}; exit $status"
+            else:
+                script = f"{prepare}exec {run}"
             command = ["sh", "-c", script]
-        elif listing is not None:
-            self._lists += 1
-            path = f"{self._dir}/list-{self._lists}"
-            ids = " ".join(str(dump_id) for dump_id in listing)
-            script = f"umask 077 && printf '%s\\n' {ids} > {shlex.quote(path)} && exec {shlex.join(command)}"
-            command = ["sh", "-c", script + f" --use-list={shlex.quote(path)}"]
         argv = ["docker", "exec", *(["-i"] if feed else []), "-e", "PGPASSWORD", self._container, *command]
         process = runner.start(argv, env=self._env, stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL)  # fmt: skip

@@ -9,6 +9,7 @@ indexes, constraints, triggers, grants, sequence values and every row).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import subprocess
 import threading
@@ -116,12 +117,20 @@ def test_sections_are_the_ones_pg_restore_uses(shop: PgDatabase, tmp_path: Path)
     assert plan is not None and archive.startswith(prefix) and plan.head == archive[: toc.end]
     assert "SEQUENCE SET" in {e.desc for e in toc.entries if e.dump_id in plan.other_data}
     assert plan.tables == [e.dump_id for e in toc.entries if e.desc == "TABLE DATA"]
+    # Indexes and keys may be built once their table is loaded; foreign keys, triggers and the
+    # materialized view's data wait for the post-data section.
+    kinds = {e.dump_id: e.desc for e in toc.entries}
+    assert {kinds[dump_id] for dump_id in plan.early} == {"INDEX", "CONSTRAINT"}
+    assert {kinds[dump_id] for dump_id in plan.post_data} >= {
+        "INDEX", "CONSTRAINT", "FK CONSTRAINT", "TRIGGER", "MATERIALIZED VIEW DATA"}
+    tables = {e.dump_id: e for e in toc.entries if e.desc == "TABLE DATA"}
+    assert all(needs <= set(tables) for needs in plan.early.values()) and any(plan.early.values())
 
 
 @pytest.mark.parametrize("job_bytes", [1, 1 << 30], ids=["one-table-per-job", "every-table-in-one-job"])
 def test_the_restored_database_is_pg_restores(
     shop: PgDatabase, pg_empty_database: PgDatabase, reference: PgDatabase, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, job_bytes: int,
+    monkeypatch: pytest.MonkeyPatch, job_bytes: int, caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     archive = pg_dump(shop)
     (tmp_path / "a.pgdump").write_bytes(archive)
@@ -134,8 +143,10 @@ def test_the_restored_database_is_pg_restores(
     spool_dir.mkdir()
     # Small reads: tables start loading while later ones have not arrived.
     stream = Trickle(archive, 4096)
-    replay = restore_overlapped(stream, site_for(pg_empty_database, spool_dir), 2, spool_dir, "shop")  # type: ignore[arg-type]
+    with caplog.at_level(logging.DEBUG, logger="backupctl.sources.pg_overlap"):
+        replay = restore_overlapped(stream, site_for(pg_empty_database, spool_dir), 2, spool_dir, "shop")  # type: ignore[arg-type]
     assert replay is None
+    assert "overlapped restore of shop (2 jobs)" in caplog.text
     assert plain_dump(pg_empty_database) == plain_dump(reference)
     assert list(spool_dir.iterdir()) == []  # spool, TOC and list files removed
 
@@ -215,7 +226,7 @@ def test_free_space_running_out_while_spooling_stops_the_restore_and_says_so(
     monkeypatch.setattr(pg_overlap, "FREE_CHECK_EVERY", 1)  # statvfs after every chunk
     monkeypatch.setattr(pg_overlap, "reserve_bytes", lambda directory: 1 << 62)  # never enough
     site = site_for(pg_empty_database, tmp_path)
-    with pytest.raises(SourceError, match=r"free space on .* fell to .* while spooling .*BACKUPCTL_SPOOL_DIR"):
+    with pytest.raises(SourceError, match=r"free space on .* fell to .* while spooling .*SPOOL_DIR"):
         restore_overlapped(Trickle(archive, 1 << 12), site, 2, tmp_path, "shop")  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
     assert not _pg_restores()
