@@ -1,9 +1,10 @@
 """The `local` blob target: a directory on a local disk or a mounted NAS share.
 
 Layout: `<path>/<key>`, one file per object, directories for the `/` in keys. Writes go to a
-temp file `.<name>.tmp-<random>` in the final directory, are fsynced and renamed into place, and
-the directory is fsynced, so a crash leaves either the old state or the complete object, plus at
-worst a temp file that `list_keys` never shows and `sweep_temp_files` removes later.
+temp file `.<name>.tmp-<random>` in the final directory (their writeback started as they grow:
+`core.durable.WriteBehind`), are fsynced and renamed into place, and the directory is fsynced,
+so a crash leaves either the old state or the complete object, plus at worst a temp file that
+`list_keys` never shows and `sweep_temp_files` removes later.
 
 The small helpers at the top (key checks, temp names, `GuardedWriter`) are shared with the SFTP
 target, which keeps the same layout on a remote host.
@@ -24,7 +25,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
-from backupctl.core.durable import fsync_directory
+from backupctl.core.durable import WriteBehind, fsync_directory
 from backupctl.errors import TargetError
 from backupctl.policy.schema import LocalTarget
 from backupctl.targets.base import ObjectInfo, Posture, ReadTiming, register_target
@@ -71,10 +72,16 @@ class GuardedWriter(io.BufferedIOBase):
     """The stream a target's `writer()` hands out: forwards writes to the temp file and turns
     storage errors into TargetError, so a caller can tell a full disk from its own failures."""
 
-    def __init__(self, sink: _Sink, translate: Callable[[BaseException], TargetError]) -> None:
+    def __init__(
+        self,
+        sink: _Sink,
+        translate: Callable[[BaseException], TargetError],
+        written: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__()
         self._sink = sink
         self._translate = translate
+        self._written = written  # told the bytes written so far after each write
         self.bytes_written = 0
 
     def writable(self) -> bool:
@@ -87,6 +94,8 @@ class GuardedWriter(io.BufferedIOBase):
         except Exception as error:
             raise self._translate(error) from error
         self.bytes_written += len(chunk)
+        if self._written is not None:
+            self._written(self.bytes_written)
         return len(chunk)
 
 
@@ -118,8 +127,9 @@ class LocalBlobTarget:
         except OSError as error:
             raise self._error(error, path) from error
         file = os.fdopen(fd, "wb", buffering=CHUNK)
+        behind = WriteBehind(fd)  # the fsync below then finds little left to write
         try:
-            yield cast(BinaryIO, GuardedWriter(file, lambda error: self._error(error, path)))
+            yield cast(BinaryIO, GuardedWriter(file, lambda error: self._error(error, path), behind.wrote))
             try:
                 file.flush()
                 os.fsync(file.fileno())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backupctl.core import durable
 from backupctl.errors import TargetError
 from backupctl.policy.schema import LocalTarget
 from backupctl.targets.base import BlobTarget, build_target
@@ -176,3 +177,24 @@ def test_errors_on_commit_are_mapped_and_clean_up(tmp_path: Path, monkeypatch: p
     assert caught.value.transient
     monkeypatch.undo()
     assert tree(target.root) == []
+
+
+def test_a_large_object_is_written_back_while_it_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer starts the kernel's writeback every 8 MiB (core.durable.WriteBehind), so the
+    # fsync before the rename has little left to do; the object is the same either way.
+    handed: list[tuple[int, int]] = []
+    real = durable._start_writeback
+
+    def recording(fd: int, offset: int, length: int) -> bool:
+        handed.append((offset, length))
+        return real(fd, offset, length)
+
+    monkeypatch.setattr(durable, "_start_writeback", recording)
+    target = local_target(tmp_path / "store")
+    data = payload(20 * 1024 * 1024)
+    write(target, "shop/s1/db.age", data)
+    assert read(target, "shop/s1/db.age") == data
+    assert [offset for offset, _ in handed] == [0, handed[0][1]]  # at 8 and at 16 MiB
+    assert handed[0][1] >= 7 * 1024 * 1024
