@@ -166,15 +166,8 @@ class StderrTail(threading.Thread):
         except (OSError, ValueError):
             pass  # pipe closed under us during cleanup
 
-    def text(self, first: str = "") -> str:
-        """The last lines; with `first`, from the first line holding it when there is one (the
-        error, not the tail of the statement pg_restore quotes after it)."""
+    def text(self) -> str:
         self.join()
-        if first:
-            lines = [line for line in self._tail.decode("utf-8", "replace").splitlines() if line.strip()]
-            at = next((index for index, line in enumerate(lines) if first in line), None)
-            if at is not None:
-                return mask(" | ".join(lines[at : at + 5]))
         return mask(last_lines(self._tail))
 
 

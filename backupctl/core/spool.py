@@ -211,13 +211,6 @@ def private_spool(directory: Path, suffix: str = "") -> Iterator[Spool]:
             yield Spool(file, path)
 
 
-def concatenated(prefix: bytes, rest: BinaryIO) -> BinaryIO:
-    """A stream of `prefix` followed by the unread rest of `rest` (bytes already read from it,
-    replayed)."""
-    first = typing.cast(BinaryIO, io.BytesIO(prefix))
-    return typing.cast(BinaryIO, io.BufferedReader(_Concatenated(first, rest), CHUNK))
-
-
 class _Concatenated(io.RawIOBase):
     """Read `first` to its end, then `second`."""
 

@@ -49,36 +49,13 @@ class _Unsupported(Exception):
     """Something this module does not fully understand: leave the archive as it is."""
 
 
-SECTION_NONE = 1  # teSection in pg_backup.h: comments, ACLs... belong to the section before them
-SECTION_PRE_DATA = 2
-SECTION_DATA = 3
-SECTION_POST_DATA = 4
-
-
 @dataclass(frozen=True)
-class TocEntry:
-    dump_id: int
-    desc: str
-    section: int  # the effective section, as pg_restore's --section sees it (never SECTION_NONE)
-    deps: tuple[int, ...] = ()  # the dump ids it depends on
-
-
-@dataclass(frozen=True)
-class Toc:
+class _Toc:
     end: int  # where the data blocks start
     int_size: int
     offset_size: int
     unset: dict[int, int]  # dump id -> position of its offset field (flag byte) in the TOC
     order: list[int]  # dump ids with unset positions, in TOC order
-    entries: list[TocEntry]
-
-
-class BlockListener(typing.Protocol):
-    """Told where each table's data block starts and ends in the stream, as they are found."""
-
-    def block_started(self, dump_id: int, position: int) -> None: ...
-
-    def block_ended(self, dump_id: int, position: int) -> None: ...
 
 
 class _Reader:
@@ -114,7 +91,7 @@ class _Reader:
         return self.take(length)
 
 
-def _parse_toc(data: bytes | bytearray) -> Toc:
+def _parse_toc(data: bytes | bytearray) -> _Toc:
     """Parse the header and TOC of a custom-format archive (ReadHead, ReadToc and the custom
     format's ReadExtraToc in PostgreSQL's pg_dump sources)."""
     reader = _Reader(data)
@@ -142,8 +119,6 @@ def _parse_toc(data: bytes | bytearray) -> Toc:
         raise _Unsupported("negative TOC count")
     unset: dict[int, int] = {}
     order: list[int] = []
-    entries: list[TocEntry] = []
-    current_section = SECTION_PRE_DATA  # pg_restore's rule: an unsectioned entry joins the last section
     for _ in range(count):
         dump_id = reader.integer()
         if dump_id <= 0:
@@ -153,21 +128,15 @@ def _parse_toc(data: bytes | bytearray) -> Toc:
         reader.string()  # oid
         reader.string()  # tag
         desc = reader.string()
-        section = reader.integer()
-        if section != SECTION_NONE:
-            if section not in (SECTION_PRE_DATA, SECTION_DATA, SECTION_POST_DATA):
-                raise _Unsupported(f"section {section}")
-            current_section = section
+        reader.integer()  # section
         for _ in range(6):  # defn, dropStmt, copyStmt, namespace, tablespace, tableam
             reader.string()
         if version >= (1, 16):
             reader.integer()  # relkind
         reader.string()  # owner
         reader.string()  # "false": tables WITH OIDS are gone
-        deps: list[int] = []
-        while (dependency := reader.string()) is not None:  # dump ids as text, ended by a NULL string
-            if dependency.isdigit():
-                deps.append(int(dependency))
+        while reader.string() is not None:  # dependencies, ended by a NULL string
+            pass
         flag_at = reader.pos
         flag = reader.byte()
         reader.take(offset_size)
@@ -180,20 +149,16 @@ def _parse_toc(data: bytes | bytearray) -> Toc:
             order.append(dump_id)
         elif flag == OFFSET_SET:
             raise _Unsupported("positions already set (written to a file)")
-        text = (desc or b"").decode("utf-8", "replace")
-        entries.append(TocEntry(dump_id, text, current_section, tuple(deps)))
-    return Toc(reader.pos, reader.int_size, offset_size, unset, order, entries)
+    return _Toc(reader.pos, reader.int_size, offset_size, unset, order)
 
 
 class DataOffsets:
     """Feed the plain archive in order (`feed`), then `patched_head()`: the header + TOC with each
     data block's position set, or None when the archive is not one this module patches."""
 
-    def __init__(self, listener: BlockListener | None = None) -> None:
-        self._listener = listener
-        self._current = 0  # the dump id of the block being scanned
+    def __init__(self) -> None:
         self._head = bytearray()
-        self._toc: Toc | None = None
+        self._toc: _Toc | None = None
         self._failed = False
         self._position = 0  # bytes fed so far
         self._found: dict[int, int] = {}
@@ -213,34 +178,6 @@ class DataOffsets:
             self._feed(chunk)
         except Exception:  # an optimisation never fails a restore: leave it as is
             self._fail()
-
-    @property
-    def failed(self) -> bool:
-        """The archive turned out to be one this module does not fully understand."""
-        return self._failed
-
-    @property
-    def toc(self) -> Toc | None:
-        """The parsed table of contents, once its bytes have arrived (None before, or failed)."""
-        return None if self._failed else self._toc
-
-    @property
-    def head(self) -> bytes:
-        """The header and TOC as they arrived (positions unset); b"" before the TOC is parsed."""
-        toc = self.toc
-        return bytes(self._head[: toc.end]) if toc is not None else b""
-
-    @property
-    def complete(self) -> bool:
-        """Every data block the TOC announced was found and the stream ended right after the last."""
-        toc = self.toc
-        return (
-            toc is not None
-            and not self._in_block
-            and self._next_header == self._position
-            and not self._pending
-            and sorted(self._found) == sorted(toc.unset)
-        )
 
     def patched_head(self) -> bytes | None:
         """The header + TOC with every data position set; None when nothing can be patched."""
@@ -325,9 +262,6 @@ class DataOffsets:
                 if expected >= len(toc.order) or toc.order[expected] != dump_id:
                     raise _Unsupported(f"data block {dump_id} out of the TOC's order")
                 self._found[dump_id] = self._next_header
-                self._current = dump_id
-                if self._listener is not None:
-                    self._listener.block_started(dump_id, self._next_header)
                 self._in_block = True
                 self._scan_from = self._next_header + header_size
             offset = self._scan_from - self._pending_start
@@ -340,8 +274,6 @@ class DataOffsets:
                 return
             self._in_block = False
             self._next_header = self._pending_start + at + len(marker)
-            if self._listener is not None:
-                self._listener.block_ended(self._current, self._next_header)
 
     def _trim(self, keep_from: int) -> None:
         drop = keep_from - self._pending_start

@@ -22,7 +22,7 @@ import os
 import re
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from backupctl.core import runner
 from backupctl.core.secrets import mask, mask_url_password, register_secret
-from backupctl.core.spool import SpoolPlan, default_jobs, restore_with_spool
+from backupctl.core.spool import default_jobs, restore_with_spool
 from backupctl.errors import ConfigError, SourceError
 from backupctl.policy.schema import PostgresSource
 from backupctl.sources.base import (
@@ -46,7 +46,6 @@ from backupctl.sources.base import (
     register_source,
     remote_dump,
 )
-from backupctl.sources.pg_overlap import HostSite, restore_overlapped
 from backupctl.sources.pg_toc import DataOffsets
 from backupctl.sources.restore_as import as_note, create_postgres_database
 
@@ -369,26 +368,21 @@ class PostgresDumpSource:
         if request.as_name:  # a new database next to the live one: sources/restore_as.py
             conninfo = create_postgres_database(conninfo, password, request.as_name)
         self._check_destination(conninfo, password, request)
-        options = ["--exit-on-error"]
+        argv = [self.config.pg_restore, f"--dbname={conninfo}", "--exit-on-error"]
         if request.clean:
-            options += ["--clean", "--if-exists"]
+            argv += ["--clean", "--if-exists"]
+        if request.create:
+            argv.append("--create")
         if request.no_owner:
-            options += ["--no-owner", "--no-privileges"]
-        restored = make_conninfo(conninfo, dbname=self.database) if request.create else conninfo
+            argv += ["--no-owner", "--no-privileges"]
         env = {"PGPASSWORD": password} if password else None
         notes = [self._via_note()] if self.config.via else []
-        counted: list[dict[str, int]] = []
-
-        def count() -> None:
-            with connect(restored, password, "the restored database") as connection:
-                connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                counted.append(count_rows(connection, user_tables(connection)))
-                connection.execute("COMMIT")
-
-        jobs = self._restore_jobs(conninfo, restored, options, env, stream, request, notes, count)
-        if not counted:  # not counted beside the post-data section (sources/pg_overlap.py)
-            count()
-        counts = counted[0]
+        jobs = self._restore_jobs(argv, env, stream, request, notes)
+        restored = make_conninfo(conninfo, dbname=self.database) if request.create else conninfo
+        with connect(restored, password, "the restored database") as connection:
+            connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            counts = count_rows(connection, user_tables(connection))
+            connection.execute("COMMIT")
         return RestoreOutcome(
             destination=mask(mask_url_password(request.to_db)) + as_note(request.as_name),
             facts={"row_counts": counts},
@@ -465,47 +459,27 @@ class PostgresDumpSource:
 
     def _restore_jobs(
         self,
-        conninfo: str,
-        restored: str,
-        options: list[str],
+        argv: list[str],
         env: dict[str, str] | None,
         stream: BinaryIO,
         request: RestoreRequest,
         notes: list[str],
-        after_data: Callable[[], None],
     ) -> int:
-        """Run pg_restore, in parallel when possible; returns the jobs used. `after_data` may run
-        beside the post-data section (then before this returns).
+        """Run pg_restore, in parallel when possible; returns the jobs used.
 
-        In parallel, the tables load while the dump is still arriving (sources/pg_overlap.py:
-        pre-data, each table's data once it starts arriving, then post-data with `--jobs`).
-        Archives that cannot be restored that way (compressed, with large objects) and
-        `--clean` (its drops must see the whole archive) are spooled to a private file first and
-        restored with `pg_restore --jobs` (backupctl.core.spool), the spool's TOC given each
-        table's data position (sources/pg_toc.py). Without room for a spool the restore streams
-        with one job and a note says why.
+        Parallel pg_restore seeks in the archive, so the stream is spooled to a private file
+        first (backupctl.core.spool); without room for it, or when the disk fills while
+        spooling, the restore streams with one job and a note says why. The spool's TOC gets
+        each table's data position (sources/pg_toc.py) so the workers seek instead of scanning.
         """
         jobs = request.jobs if request.jobs > 0 else default_jobs()
-        create = ["--create"] if request.create else []
-        argv = [self.config.pg_restore, f"--dbname={conninfo}", *options, *create]
-
-        def spooled_first(plain: BinaryIO) -> int:
-            return restore_with_spool(
-                plain, jobs, request.size_hint,
-                serial=lambda plain: self._run_restore(argv, env, plain),
-                parallel=lambda path, count: self._run_restore([*argv, f"--jobs={count}", str(path)], env,
-                                                               None),
-                notes=notes,
-                patch=DataOffsets(),
-            )  # fmt: skip
-
-        plan = SpoolPlan.decide(request.size_hint)
-        if jobs <= 1 or request.clean or not plan.possible:
-            return spooled_first(stream)
-        site = HostSite([self.config.pg_restore, f"--dbname={restored}", *options], env, plan.directory,
-                        pre_data_argv=argv)  # fmt: skip
-        replay = restore_overlapped(stream, site, jobs, plan.directory, self.name, after_data)
-        return jobs if replay is None else spooled_first(replay)
+        return restore_with_spool(
+            stream, jobs, request.size_hint,
+            serial=lambda plain: self._run_restore(argv, env, plain),
+            parallel=lambda path, count: self._run_restore([*argv, f"--jobs={count}", str(path)], env, None),
+            notes=notes,
+            patch=DataOffsets(),
+        )  # fmt: skip
 
     def _check_destination(self, conninfo: str, password: str | None, request: RestoreRequest) -> None:
         with connect(conninfo, password, "the restore destination") as connection:

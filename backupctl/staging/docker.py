@@ -50,11 +50,10 @@ from docker.types import Mount
 from backupctl.core import runner
 from backupctl.core.runner import last_lines
 from backupctl.core.secrets import SecretRef, mask, register_secret
-from backupctl.core.spool import SpoolPlan, lack_of_room
+from backupctl.core.spool import lack_of_room
 from backupctl.drills.schema import Service
 from backupctl.errors import ConfigError, JobFailed, SourceError
 from backupctl.sources.mysql_parallel import ClientStarter
-from backupctl.sources.pg_overlap import restore_overlapped
 from backupctl.sources.pg_toc import DataOffsets, observed
 from backupctl.staging import isolation
 from backupctl.staging.base import (
@@ -68,7 +67,6 @@ from backupctl.staging.base import (
     labels,
     service_values,
 )
-from backupctl.staging.docker_pg_restore import DockerPgRestoreSite
 from backupctl.staging.mariadb_load import CLIENT_OPTIONS, load_dump
 from backupctl.staging.mariadb_sandbox import client_knows_sandbox, without_sandbox_line
 from backupctl.staging.origin import http_ready
@@ -474,7 +472,7 @@ class DockerRuntime:
             argv = ["pg_restore", "--exit-on-error", *skip, *self._client_args(service)]
             argv += ["-d", database]
             if jobs > 1:
-                return self._restore_parallel(service, database, argv, stream, jobs, size_hint)
+                return self._restore_spooled(service, database, argv, stream, jobs, size_hint)
         elif service.kind == "mariadb":
             create = "CREATE DATABASE IF NOT EXISTS `" + database.replace("`", "``") + "`"
             self._query(service, None, create, SourceError)
@@ -511,32 +509,6 @@ class DockerRuntime:
             return runner.start(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
 
         return start
-
-    def _restore_parallel(
-        self,
-        service: Service,
-        database: str,
-        argv: list[str],
-        stream: BinaryIO,
-        jobs: int,
-        size_hint: int | None,
-    ) -> DatabaseRestored:
-        """The tables load while the dump arrives (sources/pg_overlap.py): the dump is spooled
-        privately on this host and each pg_restore job, a `docker exec` of the CLI, is fed its
-        tables' data. Without the docker CLI, without room on this host, or for an archive that
-        cannot load that way: spooled inside the container first (`_restore_spooled`)."""
-        plan = SpoolPlan.decide(size_hint)
-        if shutil.which("docker") is None or not plan.possible:
-            return self._restore_spooled(service, database, argv, stream, jobs, size_hint)
-        site = DockerPgRestoreSite(
-            self.container_name(service), argv, self._tool_env(service),
-            lambda command, data, what: self._run_tool(
-                service, database, command, None if data is None else io.BytesIO(data), what=what),
-        )  # fmt: skip
-        replay = restore_overlapped(stream, site, jobs, plan.directory, f"{service.name}/{database}")
-        if replay is not None:
-            return self._restore_spooled(service, database, argv, replay, jobs, size_hint)
-        return DatabaseRestored(jobs)
 
     def _restore_spooled(
         self,

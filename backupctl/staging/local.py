@@ -47,13 +47,12 @@ from typing import Any, BinaryIO, TypeAlias
 from backupctl.core import runner
 from backupctl.core.durations import format_duration
 from backupctl.core.secrets import SecretRef, mask
-from backupctl.core.spool import SpoolPlan, restore_with_spool
+from backupctl.core.spool import restore_with_spool
 from backupctl.drills.schema import Service
 from backupctl.errors import ConfigError, JobFailed, SourceError
 from backupctl.local_cluster.mariadb import LocalMariaDB
 from backupctl.local_cluster.postgres import LocalPostgres, free_port, quote_literal
 from backupctl.sources.mysql import password_options, quote_identifier
-from backupctl.sources.pg_overlap import HostSite, restore_overlapped
 from backupctl.sources.pg_toc import DataOffsets
 from backupctl.staging.base import (
     LABEL_DRILL,
@@ -163,13 +162,6 @@ class LocalRuntime:
                     f"--dbname={cluster.url(database)}"]  # fmt: skip
             env = {"PGPASSWORD": cluster.password}
             notes: list[str] = []
-            plan = SpoolPlan.decide(size_hint)
-            if jobs > 1 and plan.possible:  # the tables load while the dump arrives
-                site = HostSite(argv, env, plan.directory)
-                replay = restore_overlapped(stream, site, jobs, plan.directory, f"{service.name}/{database}")
-                if replay is None:
-                    return DatabaseRestored(jobs)
-                stream = replay
             used = restore_with_spool(
                 stream, jobs, size_hint,
                 serial=lambda plain: self._feed(service, argv, env, plain, []),

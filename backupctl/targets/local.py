@@ -2,7 +2,7 @@
 
 Layout: `<path>/<key>`, one file per object, directories for the `/` in keys. Writes go to a
 temp file `.<name>.tmp-<random>` in the final directory (their writeback started as they grow:
-`core.durable.WriteBehind`), are fsynced and renamed into place, and the directory is fsynced,
+`core.writebehind.WriteBehind`), are fsynced and renamed into place, and the directory is fsynced,
 so a crash leaves either the old state or the complete object, plus at worst a temp file that
 `list_keys` never shows and `sweep_temp_files` removes later.
 
@@ -25,7 +25,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
-from backupctl.core.durable import WriteBehind, fsync_directory
+from backupctl.core.durable import fsync_directory
+from backupctl.core.writebehind import WriteBehind
 from backupctl.errors import TargetError
 from backupctl.policy.schema import LocalTarget
 from backupctl.targets.base import ObjectInfo, Posture, ReadTiming, register_target

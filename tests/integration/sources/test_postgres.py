@@ -91,10 +91,10 @@ def test_round_trip_preserves_rows_and_content(
             outcome = source.restore(io.BufferedReader(_NoFileno(artifact)), request)  # type: ignore[arg-type]
         else:
             request.jobs = 2 if mode == "jobs" else 1
-            with caplog.at_level(logging.DEBUG, logger="backupctl.sources.pg_overlap"):
+            with caplog.at_level(logging.DEBUG, logger="backupctl.spool"):
                 outcome = source.restore(artifact, request)
-    # A parallel restore loads the tables while the dump arrives (sources/pg_overlap.py).
-    assert ("overlapped restore of" in caplog.text) == (mode == "jobs")
+    # A parallel restore's spool gets the data positions in its TOC (sources/pg_toc.py).
+    assert ("spool head rewritten" in caplog.text) == (mode == "jobs")
 
     assert outcome.facts["row_counts"] == facts["row_counts"]
     assert source.compare(facts, outcome.facts) == []

@@ -22,7 +22,6 @@ import pytest
 from backupctl.core import runner
 from backupctl.drills.schema import Readiness, Service
 from backupctl.errors import ConfigError, JobFailed, SourceError
-from backupctl.staging import docker as docker_runtime_module
 from backupctl.staging.base import LABEL_DRILL, LABEL_MANAGED
 from backupctl.staging.docker import DockerRuntime, cleanup, engine_available
 from tests.fixtures.mariadb import MariaDatabase
@@ -130,21 +129,11 @@ def test_postgres_restore_of_a_real_dump(
     assert (parallel.jobs, parallel.note) == (2, "")
     for table, count in expected.items():
         assert runtime.sql(db, "parallel", count_query(table)).scalar == count, table
-    # backupctl's own dumps (-Z0, through a pipe): the tables load while the dump arrives, each
-    # pg_restore job a `docker exec` fed from a private spool on this host (sources/pg_overlap.py).
+    # backupctl's own dumps (-Z0, through a pipe: no data positions in the TOC): the spool's TOC
+    # is given them (sources/pg_toc.py) in the exec that runs pg_restore.
     piped = subprocess.run([pg_dump, "-Fc", "-Z0", "-d", pg_database.url], env={**os.environ, **password},
                            check=True, stdout=subprocess.PIPE).stdout  # fmt: skip
-    with caplog.at_level(logging.DEBUG, logger="backupctl.sources.pg_overlap"):
-        overlapped = runtime.restore_database(db, "overlapped", io.BytesIO(piped), jobs=2,
-                                              size_hint=len(piped))  # fmt: skip
-    assert (overlapped.jobs, overlapped.note) == (2, "")
-    assert "overlapped restore of db/overlapped (2 jobs)" in caplog.text
-    for table, count in expected.items():
-        assert runtime.sql(db, "overlapped", count_query(table)).scalar == count, table
-    # Without the docker CLI: spooled in the container, whose TOC is given the data positions
-    # (sources/pg_toc.py) in the exec that runs pg_restore.
-    with caplog.at_level(logging.DEBUG, logger="backupctl.staging.docker"), monkeypatch.context() as patch:
-        patch.setattr(docker_runtime_module.shutil, "which", lambda name: None)
+    with caplog.at_level(logging.DEBUG, logger="backupctl.staging.docker"):
         positioned = runtime.restore_database(db, "positioned", io.BytesIO(piped), jobs=2,
                                               size_hint=len(piped))  # fmt: skip
     assert (positioned.jobs, positioned.note) == (2, "")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backupctl.core import durable
+from backupctl.core import writebehind
 from backupctl.errors import TargetError
 from backupctl.policy.schema import LocalTarget
 from backupctl.targets.base import BlobTarget, build_target
@@ -182,16 +182,16 @@ def test_errors_on_commit_are_mapped_and_clean_up(tmp_path: Path, monkeypatch: p
 def test_a_large_object_is_written_back_while_it_grows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The writer starts the kernel's writeback every 8 MiB (core.durable.WriteBehind), so the
+    # The writer starts the kernel's writeback every 8 MiB (core.writebehind.WriteBehind), so the
     # fsync before the rename has little left to do; the object is the same either way.
     handed: list[tuple[int, int]] = []
-    real = durable._start_writeback
+    real = writebehind._start_writeback
 
     def recording(fd: int, offset: int, length: int) -> bool:
         handed.append((offset, length))
         return real(fd, offset, length)
 
-    monkeypatch.setattr(durable, "_start_writeback", recording)
+    monkeypatch.setattr(writebehind, "_start_writeback", recording)
     target = local_target(tmp_path / "store")
     data = payload(20 * 1024 * 1024)
     write(target, "shop/s1/db.age", data)

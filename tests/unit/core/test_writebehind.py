@@ -1,4 +1,4 @@
-"""core.durable.WriteBehind against a real file: what it hands to the kernel's writeback."""
+"""core.writebehind.WriteBehind against a real file: what it hands to the kernel's writeback."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from backupctl.core import durable
-from backupctl.core.durable import WriteBehind
+from backupctl.core import writebehind
+from backupctl.core.writebehind import WriteBehind
 
 MIB = 1 << 20
 
 
-def write_through(path: Path, size: int, step: int = durable.WRITE_BEHIND_BYTES) -> list[tuple[int, int]]:
+def write_through(path: Path, size: int, step: int = writebehind.WRITE_BEHIND_BYTES) -> list[tuple[int, int]]:
     """Write `size` bytes in 1 MiB chunks through a 1 MiB Python buffer (as the local target
     does), telling a WriteBehind after each write; the ranges it handed to the real call."""
     handed: list[tuple[int, int]] = []
 
     def start(fd: int, offset: int, length: int) -> bool:
         handed.append((offset, length))
-        return durable._start_writeback(fd, offset, length)
+        return writebehind._start_writeback(fd, offset, length)
 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb", buffering=MIB) as file:
