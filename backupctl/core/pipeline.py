@@ -4,7 +4,8 @@ The plain stream is hashed with BLAKE3 on the way (`backupctl.core.digests`), th
 with sha256.
 
 Everything is pulled or pushed in chunks: memory stays flat whatever the size. pyrage drives
-the encryption loop and calls our file-like wrappers, which count and hash as bytes pass.
+the encryption loop and calls our file-like wrappers, which count and hash as bytes pass. On
+the way back, decryption and decompression run in two threads (`_Decompressing`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import queue
 import threading
 import typing
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ import pyrage
 import zstandard
 
 from backupctl.core.digests import PLAIN_ALGORITHM, labelled, new_hasher
+from backupctl.core.runner import widen_pipe
 from backupctl.errors import IntegrityError
 
 CHUNK = 1 << 20
@@ -33,6 +36,10 @@ CHUNK = 1 << 20
 # thread (no workers) saved 3 MiB more, but pg_dump then waited on the full pipe 5-17 % of its run
 # instead of 1-5 %.
 ZSTD_JOB_BYTES = 512 << 10
+# Decrypted (still compressed) bytes are handed to the decompressing thread in batches of this
+# size, at most HANDOFF_DEPTH batches waiting: a few MiB in flight whatever the artifact's size.
+HANDOFF_BYTES = 1 << 20
+HANDOFF_DEPTH = 4
 Progress = Callable[[int], None]
 T = typing.TypeVar("T")
 
@@ -175,27 +182,99 @@ def decrypt_stream(
     """Decrypt and decompress `stored` into `sink` (None: discard, for verification), hashing
     the plain bytes with `plain_algorithm` (the one of the manifest's digest being checked).
 
-    Raises IntegrityError when the age authentication or the zstd frame checksum fails.
+    Decryption runs in the calling thread, decompression, the plain hash and the writes to
+    `sink` in another (`_Decompressing`). Raises IntegrityError when the age authentication or
+    the zstd frame checksum fails; an OSError of `sink` (a closed pipe, a full disk) as it is.
     """
     reader = HashingReader(stored, progress)
     plain = HashingWriter(sink, algorithm=plain_algorithm)
-    decompressor = zstandard.ZstdDecompressor()
-    writer = decompressor.stream_writer(
-        typing.cast(BinaryIO, plain), write_size=CHUNK, write_return_read=True, closefd=False
-    )
+    decompressing = _Decompressing(plain)
     try:
-        pyrage.decrypt_io(reader, writer, identities)
-        writer.flush()  # type: ignore[no-untyped-call]
-    except pyrage.DecryptError as error:
-        raise IntegrityError(f"decryption failed: {_short(error)}") from None
-    except zstandard.ZstdError as error:
-        raise IntegrityError(f"decompression failed: {_short(error)}") from None
+        try:
+            pyrage.decrypt_io(reader, decompressing, identities)
+        finally:
+            decompressing.finish()
     except Exception as error:
-        # pyrage surfaces truncation and header damage as generic errors from the age crate.
-        if isinstance(error, OSError) and error.errno is not None:
-            raise
-        raise IntegrityError(f"decryption failed: {_short(error)}") from None
+        raise _decrypt_failure(decompressing.error or error) from None
+    if decompressing.error is not None:
+        raise _decrypt_failure(decompressing.error) from None
     return StreamStats(plain.count, plain.digest(), reader.count, reader.hexdigest())
+
+
+def _decrypt_failure(error: BaseException) -> BaseException:
+    """What a failed decryption raises: the sink's own OSError as it is, else IntegrityError."""
+    if isinstance(error, zstandard.ZstdError):
+        return IntegrityError(f"decompression failed: {_short(error)}")
+    # pyrage surfaces truncation and header damage as generic errors from the age crate.
+    if isinstance(error, OSError) and error.errno is not None:
+        return error
+    return IntegrityError(f"decryption failed: {_short(error)}")
+
+
+class _Decompressing(io.RawIOBase):
+    """pyrage's output (zstd frames), decompressed into `plain` by a thread of its own.
+
+    pyrage holds the GIL while it decrypts; zstd releases it while it decompresses, and so do
+    the writes to a pipe or a spool file. In one thread the three took turns: spooling a 1 GiB
+    database's plain dump (420 MiB) took 2.0-2.4 s; in two threads 1.2-1.4 s, about what
+    `age -d | zstd -d > FILE` takes (docs/benchmarks.md, issue #17 session 12).
+
+    The decrypting thread batches what pyrage writes into HANDOFF_BYTES pieces and blocks while
+    HANDOFF_DEPTH of them wait. When decompression or `plain` fails, the thread keeps taking
+    (and dropping) batches until `finish()`, and the next `write` raises, which stops pyrage.
+    """
+
+    def __init__(self, plain: HashingWriter) -> None:
+        self.error: BaseException | None = None
+        self._plain = plain
+        self._batches: queue.Queue[bytes | None] = queue.Queue(maxsize=HANDOFF_DEPTH)
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._thread = threading.Thread(target=self._work, name="decompress", daemon=True)
+        self._thread.start()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.error is not None:
+            raise IntegrityError("decompression stopped")  # decrypt_stream reports self.error
+        chunk = bytes(data)
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
+        if self._pending_bytes >= HANDOFF_BYTES:
+            self._hand_off()
+        return len(chunk)
+
+    def finish(self) -> None:
+        """Hand over what is pending, wait for the thread to decompress and flush it all."""
+        if self.error is None:
+            self._hand_off()
+        self._batches.put(None)
+        self._thread.join()
+
+    def _hand_off(self) -> None:
+        if self._pending:
+            self._batches.put(b"".join(self._pending))
+            self._pending.clear()
+            self._pending_bytes = 0
+
+    def _work(self) -> None:
+        writer = zstandard.ZstdDecompressor().stream_writer(
+            typing.cast(BinaryIO, self._plain), write_size=CHUNK, write_return_read=True, closefd=False
+        )
+        while (batch := self._batches.get()) is not None:
+            if self.error is not None:
+                continue  # drain until finish(): the decrypting thread never blocks on a full queue
+            try:
+                writer.write(batch)
+            except BaseException as error:
+                self.error = self._plain.error or error
+        if self.error is None:
+            try:
+                writer.flush()  # type: ignore[no-untyped-call]
+            except BaseException as error:
+                self.error = self._plain.error or error
 
 
 def _short(error: BaseException) -> str:
@@ -214,6 +293,9 @@ def threaded_pipe(produce: Callable[[BinaryIO], T], name: str) -> Iterator[tuple
     read_fd, write_fd = os.pipe()
     reader = os.fdopen(read_fd, "rb", buffering=0)  # unbuffered: a tool may take over the fd
     writer = os.fdopen(write_fd, "wb", buffering=CHUNK)
+    # 1 MiB instead of 64 KiB: with the producer in threads of its own, a spool of a 1 GiB
+    # restore filled in 1.2-1.4 s instead of 1.5-1.8 s (docs/benchmarks.md, issue #17 session 12).
+    widen_pipe(writer)
     outcome: dict[str, Any] = {}
 
     def work() -> None:
