@@ -38,7 +38,7 @@ CHUNK = 1 << 20
 ZSTD_JOB_BYTES = 512 << 10
 # Decrypted (still compressed) bytes are handed to the decompressing thread in batches of this
 # size, at most HANDOFF_DEPTH batches waiting: a few MiB in flight whatever the artifact's size.
-HANDOFF_BYTES = 1 << 20
+HANDOFF_BYTES = 256 << 10
 HANDOFF_DEPTH = 4
 Progress = Callable[[int], None]
 T = typing.TypeVar("T")
