@@ -13,8 +13,8 @@ wait4) and the ratios the issue targets. Numbers are measured, never asserted.
 
 The two pairs the issue's ratios rest on (raw dump vs backup; `pg_restore --jobs N` by hand vs
 `backupctl restore`) run BENCH_ROUNDS times (default 3), alternating which goes first, and the
-tables show each pair's median: on a shared VM one run of a 1 GiB restore varied from 14 to 25 s
-within minutes (docs/benchmarks.md, session 12). Every measured step starts after a CHECKPOINT
+tables show each pair's median: on a shared VM one run of a 1 GiB restore varied from 14.8 to 24.7 s
+within an hour (docs/benchmarks.md, session 12). Every measured step starts after a CHECKPOINT
 and a sync, so none pays for the dirty pages of the one before.
 """
 
