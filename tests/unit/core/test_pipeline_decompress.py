@@ -6,25 +6,15 @@ from __future__ import annotations
 import io
 import os
 import threading
+from collections.abc import Callable
 
 import pyrage
 import pytest
 from pyrage import x25519
 
 from backupctl.core import pipeline
-from backupctl.core.pipeline import decrypt_stream, encrypt_stream
+from backupctl.core.pipeline import decrypt_stream
 from backupctl.errors import IntegrityError
-
-
-@pytest.fixture(scope="module")
-def identity() -> x25519.Identity:
-    return x25519.Identity.generate()
-
-
-def _encrypt(data: bytes, identity: x25519.Identity) -> bytes:
-    out = io.BytesIO()
-    encrypt_stream(io.BytesIO(data), out, [identity.to_public()])
-    return out.getvalue()
 
 
 def _decompressing_threads() -> list[threading.Thread]:
@@ -65,19 +55,23 @@ class _FullDisk(io.RawIOBase):
         return len(data)
 
 
-def test_many_batches_round_trip_in_order(identity: x25519.Identity) -> None:
+def test_many_batches_round_trip_in_order(
+    encrypt: Callable[[bytes], bytes], identity: x25519.Identity
+) -> None:
     # Incompressible, so the stored stream spans many handed-off batches.
     data = os.urandom(5 * pipeline.HANDOFF_BYTES + 12345)
     sink = io.BytesIO()
-    stats = decrypt_stream(io.BytesIO(_encrypt(data, identity)), sink, [identity])
+    stats = decrypt_stream(io.BytesIO(encrypt(data)), sink, [identity])
     assert sink.getvalue() == data
     assert stats.plain_bytes == len(data)
     assert not _decompressing_threads()
 
 
-def test_a_failing_sink_raises_its_own_error_and_stops_the_decryption(identity: x25519.Identity) -> None:
+def test_a_failing_sink_raises_its_own_error_and_stops_the_decryption(
+    encrypt: Callable[[bytes], bytes], identity: x25519.Identity
+) -> None:
     data = os.urandom(24 * pipeline.HANDOFF_BYTES)
-    stored = _CountingReader(_encrypt(data, identity))
+    stored = _CountingReader(encrypt(data))
     with pytest.raises(OSError) as raised:
         decrypt_stream(stored, _FullDisk(pipeline.HANDOFF_BYTES), [identity])
     assert raised.value.errno == 28
@@ -94,8 +88,10 @@ def test_damaged_zstd_inside_authentic_age_is_a_decompression_failure(identity: 
     assert not _decompressing_threads()
 
 
-def test_a_damaged_artifact_stops_the_decompressing_thread(identity: x25519.Identity) -> None:
-    stored = bytearray(_encrypt(os.urandom(3 * pipeline.HANDOFF_BYTES), identity))
+def test_a_damaged_artifact_stops_the_decompressing_thread(
+    encrypt: Callable[[bytes], bytes], identity: x25519.Identity
+) -> None:
+    stored = bytearray(encrypt(os.urandom(3 * pipeline.HANDOFF_BYTES)))
     stored[len(stored) // 2] ^= 1
     with pytest.raises(IntegrityError, match="decryption failed"):
         decrypt_stream(io.BytesIO(bytes(stored)), io.BytesIO(), [identity])

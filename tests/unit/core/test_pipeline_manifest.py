@@ -4,6 +4,7 @@ import io
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,25 +13,14 @@ from pyrage import x25519
 from backupctl.core import pipeline
 from backupctl.core.crypto import generate_keys, load_signing_key, verify_signature
 from backupctl.core.manifest import ArtifactRecord, Manifest, new_snapshot_id, snapshot_time
-from backupctl.core.pipeline import decrypt_stream, decrypted_reader, encrypt_stream
+from backupctl.core.pipeline import decrypt_stream, decrypted_reader
 from backupctl.errors import IntegrityError
 
 
-@pytest.fixture(scope="module")
-def identity() -> x25519.Identity:
-    return x25519.Identity.generate()
-
-
-def _encrypt(data: bytes, identity: x25519.Identity) -> bytes:
-    out = io.BytesIO()
-    encrypt_stream(io.BytesIO(data), out, [identity.to_public()])
-    return out.getvalue()
-
-
 @pytest.mark.parametrize("size", [0, 1, 1 << 20, (3 << 20) + 7])
-def test_round_trip(identity: x25519.Identity, size: int) -> None:
+def test_round_trip(encrypt: Callable[[bytes], bytes], identity: x25519.Identity, size: int) -> None:
     data = os.urandom(size // 2) + b"x" * (size - size // 2)
-    stored = _encrypt(data, identity)
+    stored = encrypt(data)
     sink = io.BytesIO()
     stats = decrypt_stream(io.BytesIO(stored), sink, [identity])
     assert sink.getvalue() == data
@@ -38,8 +28,10 @@ def test_round_trip(identity: x25519.Identity, size: int) -> None:
     assert stats.stored_bytes == len(stored)
 
 
-def test_flipped_byte_and_truncation_fail(identity: x25519.Identity) -> None:
-    stored = bytearray(_encrypt(os.urandom(200_000), identity))
+def test_flipped_byte_and_truncation_fail(
+    encrypt: Callable[[bytes], bytes], identity: x25519.Identity
+) -> None:
+    stored = bytearray(encrypt(os.urandom(200_000)))
     flipped = bytes(stored[:1000]) + bytes([stored[1000] ^ 1]) + bytes(stored[1001:])
     with pytest.raises(IntegrityError):
         decrypt_stream(io.BytesIO(flipped), None, [identity])
@@ -47,15 +39,15 @@ def test_flipped_byte_and_truncation_fail(identity: x25519.Identity) -> None:
         decrypt_stream(io.BytesIO(bytes(stored[:-50])), None, [identity])
 
 
-def test_wrong_identity_fails(identity: x25519.Identity) -> None:
-    stored = _encrypt(b"secret data", identity)
+def test_wrong_identity_fails(encrypt: Callable[[bytes], bytes]) -> None:
+    stored = encrypt(b"secret data")
     with pytest.raises(IntegrityError):
         decrypt_stream(io.BytesIO(stored), None, [x25519.Identity.generate()])
 
 
-def test_decrypted_reader_is_a_pipe(identity: x25519.Identity) -> None:
+def test_decrypted_reader_is_a_pipe(encrypt: Callable[[bytes], bytes], identity: x25519.Identity) -> None:
     data = os.urandom(3 << 20)
-    with decrypted_reader(io.BytesIO(_encrypt(data, identity)), [identity]) as (reader, result):
+    with decrypted_reader(io.BytesIO(encrypt(data)), [identity]) as (reader, result):
         assert reader.fileno() >= 0
         assert reader.read() == data
     assert result().plain_bytes == len(data)
@@ -104,11 +96,13 @@ def test_snapshot_ids_sort_by_time() -> None:
 
 
 @pytest.mark.skipif(not (shutil.which("age") and shutil.which("zstd")), reason="age and zstd CLIs needed")
-def test_many_zstd_jobs_decode_with_the_clis(identity: x25519.Identity, tmp_path: Path) -> None:
+def test_many_zstd_jobs_decode_with_the_clis(
+    encrypt: Callable[[bytes], bytes], identity: x25519.Identity, tmp_path: Path
+) -> None:
     # 14 MiB: two dozen of the pipeline's 512 KiB zstd jobs, as an operator decodes them by hand.
     data = b"".join(b"row %d\t%s\n" % (i, os.urandom(8).hex().encode()) for i in range(500_000))
     assert len(data) > 24 * pipeline.ZSTD_JOB_BYTES
-    (tmp_path / "artifact").write_bytes(_encrypt(data, identity))
+    (tmp_path / "artifact").write_bytes(encrypt(data))
     (tmp_path / "key").write_text(str(identity))
     decoded = subprocess.run(
         f"age -d -i {tmp_path / 'key'} {tmp_path / 'artifact'} | zstd -d -q",
